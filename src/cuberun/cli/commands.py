@@ -1,0 +1,319 @@
+"""cuberun commands. Each one parses options, calls the library, prints the result."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from cuberun import __version__
+from cuberun.errors import UsageError
+from cuberun.hints import did_you_mean
+
+
+class Group(click.Group):
+    """Accept the reference's underscore spellings (show_config) and suggest on typos."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or super().get_command(ctx, cmd_name.replace("_", "-"))
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            raise click.UsageError(f"unknown command '{name}' ({did_you_mean(name, self.list_commands(ctx), 'command')})", ctx)
+        return super().resolve_command(ctx, args)
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+PASSTHROUGH = {**CONTEXT, "ignore_unknown_options": True, "allow_extra_args": True}
+
+
+@click.group(cls=Group, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="cuberun", message="%(prog)s %(version)s")
+@click.option("--debug", is_flag=True, help="Show a traceback for errors.")
+@click.option("--log-level", "--log_level", "log_level", type=click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False),
+              default="warning", help="Log level (accepted for compatibility with mlcube).")
+def cli(debug: bool, log_level: str) -> None:
+    """Run MLCube cubes anywhere: on the host, in containers, over SSH and on clusters."""
+
+
+# -- shared options -------------------------------------------------------------------
+def mlcube_option(f: Any) -> Any:
+    return click.option("--mlcube", "mlcube", metavar="PATH", help="Cube directory or its mlcube.yaml (default: current directory).")(f)
+
+
+def platform_option(f: Any) -> Any:
+    return click.option("--platform", metavar="NAME", help="Platform from the settings (default: local).")(f)
+
+
+def workspace_option(f: Any) -> Any:
+    return click.option("--workspace", metavar="DIR", help="Workspace directory (default: <cube>/workspace).")(f)
+
+
+def p_option(f: Any) -> Any:
+    return click.option("-P", "-p", "params", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. -Pdocker.image=x:1.")(f)
+
+
+def _load(mlcube: str | None, workspace: str | None, params: Sequence[str]) -> Any:
+    from cuberun.spec import load_cube
+
+    for item in params:
+        if "=" not in item:
+            raise UsageError(f"-P '{item}' is not of the form key=value", "e.g. -Pdocker.build_strategy=auto")
+    cube = load_cube(mlcube, workspace=workspace, overrides=params)
+    for w in cube.warnings:
+        print(f"cuberun: warning: {w.render()}", file=sys.stderr)
+    return cube
+
+
+def _split_extra(args: Sequence[str], command: click.Command) -> list[str]:
+    """Extra arguments are parameter overrides (name=value or --name=value)."""
+    known = sorted({opt for p in command.params for opt in getattr(p, "opts", [])})
+    overrides = []
+    for arg in args:
+        if arg.startswith("-") and "=" not in arg:
+            raise UsageError(f"unknown option '{arg}'", did_you_mean(arg, known, "option"))
+        overrides.append(arg)
+    return overrides
+
+
+def _check_dash_overrides(overrides: Sequence[str], cube: Any, tasks: Sequence[str], command: click.Command) -> None:
+    known_opts = sorted({opt for p in command.params for opt in getattr(p, "opts", [])})
+    params = {p.name for t in tasks for p in cube.tasks[t].params}
+    for item in overrides:
+        if item.startswith("-"):
+            name = item.lstrip("-").split("=", 1)[0]
+            if name not in params:
+                hint = did_you_mean("--" + name, known_opts + ["--" + p for p in sorted(params)], "option")
+                raise UsageError(f"unknown option '--{name}'", hint)
+
+
+# -- run ---------------------------------------------------------------------------------
+@cli.command(context_settings=PASSTHROUGH)
+@mlcube_option
+@click.option("--task", "task", metavar="A,B", help="Task(s) to run, comma-separated (default: the only task, or all in order).")
+@platform_option
+@workspace_option
+@p_option
+@click.option("--dry-run", is_flag=True, help="Print the exact commands instead of running them.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (with --dry-run: the steps).")
+@click.option("--gpus", metavar="SPEC", help="GPUs: all, N (0 = none), or device=0,1.")
+@click.option("--network", metavar="NAME", help="Container network (docker --network).")
+@click.option("--security", metavar="OPT", help="Container security option.")
+@click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 4g.")
+@click.option("--cpu", "cpus", metavar="SET", help="CPU set, e.g. 0-3.")
+@click.option("--mount", type=click.Choice(["ro", "rw"]), help="Mount mode for every input (default: ro, or the parameter's opts).")
+@click.option("--allow-missing-inputs", is_flag=True, help="Warn instead of failing when an input does not exist.")
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
+        dry_run: bool, as_json: bool, gpus: str | None, network: str | None, security: str | None, memory: str | None,
+        cpus: str | None, mount: str | None, allow_missing_inputs: bool, overrides: tuple[str, ...]) -> int:
+    """Run task(s) of a cube. Parameter overrides follow as NAME=PATH."""
+    from cuberun.execute import make_runner, run_tasks
+    from cuberun.gpus import parse_gpus
+    from cuberun.resolve import parse_overrides, select_tasks
+    from cuberun.runners.base import RunOptions
+
+    extra = _split_extra(list(overrides) + list(ctx.args), ctx.command)
+    parse_gpus(gpus)
+    cube = _load(mlcube, workspace, params)
+    names = select_tasks(cube, task)
+    _check_dash_overrides(extra, cube, names, ctx.command)
+    values = parse_overrides(extra, [cube.tasks[n] for n in names])
+    options = RunOptions(gpus=gpus, network=network, security=security, memory=memory, cpus=cpus, mount=mount,
+                         allow_missing_inputs=allow_missing_inputs)
+    runner = make_runner(cube, platform, options, params)
+    results = run_tasks(cube, runner, names, values, dry_run=dry_run, as_json=as_json)
+    if as_json and not dry_run:
+        print(json.dumps([{"task": r.task, "exit_code": r.exit_code, "status": r.status, "run_id": r.run_id} for r in results], indent=2))
+    return 0
+
+
+# -- configure ---------------------------------------------------------------------------
+@cli.command()
+@mlcube_option
+@platform_option
+@workspace_option
+@p_option
+@click.option("--dry-run", is_flag=True, help="Print what configure would run.")
+def configure(mlcube: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...], dry_run: bool) -> int:
+    """Prepare a platform for a cube: build or pull the image, create the env."""
+    from cuberun.errors import RunnerUnavailable
+    from cuberun.execute import make_runner
+    from cuberun.runners.base import RunOptions
+
+    cube = _load(mlcube, workspace, params)
+    runner = make_runner(cube, platform, RunOptions(), params)
+    if dry_run:
+        for step in runner.configure_steps():
+            print(step.display())
+        return 0
+    reason = runner.unavailable_reason()
+    if reason:
+        raise RunnerUnavailable(reason)
+    runner.configure()
+    print(f"cuberun: cube '{cube.name}' is configured for platform '{runner.platform}'", file=sys.stderr)
+    return 0
+
+
+# -- describe / show-config / validate / inspect -----------------------------------------
+def describe_data(cube: Any) -> dict[str, Any]:
+    return {
+        "name": cube.name,
+        "version": cube.version,
+        "description": cube.description,
+        "authors": cube.authors,
+        "file": str(cube.file),
+        "root": str(cube.root),
+        "workspace": str(cube.workspace),
+        "format": cube.format,
+        "platform": cube.platform,
+        "tasks": {
+            t.name: {
+                "entrypoint": t.entrypoint,
+                "inputs": {p.name: {"type": p.type, "default": p.default, **({"opts": p.opts} if p.opts else {})} for p in t.inputs},
+                "outputs": {p.name: {"type": p.type, "default": p.default, **({"opts": p.opts} if p.opts else {})} for p in t.outputs},
+            }
+            for t in cube.tasks.values()
+        },
+        "sections": [k for k in ("local", "docker", "singularity", "charliecloud", "ssh", "slurm", "k8s", "kubeflow", "backendai") if k in cube.config],
+    }
+
+
+@cli.command()
+@mlcube_option
+@workspace_option
+@p_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def describe(mlcube: str | None, workspace: str | None, params: tuple[str, ...], as_json: bool) -> int:
+    """Describe a cube: metadata, tasks and their parameters."""
+    cube = _load(mlcube, workspace, params)
+    data = describe_data(cube)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return 0
+    lines = [f"{cube.name}:{cube.version or 'latest'}"]
+    if cube.description:
+        lines.append(f"  {cube.description.strip()}")
+    lines += [f"  file:      {cube.file}", f"  workspace: {cube.workspace}"]
+    if cube.platform:
+        lines.append("  platform:  " + ", ".join(f"{k}={v}" for k, v in cube.platform.items()))
+    if data["sections"]:
+        lines.append("  runners:   " + ", ".join(data["sections"]))
+    lines.append("tasks:")
+    for t in cube.tasks.values():
+        lines.append(f"  {t.name}" + (f"  (entrypoint: {t.entrypoint})" if t.entrypoint else ""))
+        for p in t.params:
+            opts = f", {p.opts}" if p.opts else ""
+            lines.append(f"    {p.io:<6} {p.name} = {p.default}  ({p.type}{opts})")
+    print("\n".join(lines))
+    return 0
+
+
+@cli.command("show-config", context_settings=PASSTHROUGH)
+@mlcube_option
+@platform_option
+@workspace_option
+@p_option
+@click.option("--resolve", is_flag=True, help="Resolve ${...} references.")
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def show_config(mlcube: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...], resolve: bool,
+                overrides: tuple[str, ...]) -> int:
+    """Print the effective configuration of a cube and platform as YAML."""
+    from cuberun import yamlio
+    from cuberun.execute import make_runner
+    from cuberun.runners.base import RunOptions
+
+    cube = _load(mlcube, workspace, params)
+    runner = make_runner(cube, platform, RunOptions(), params)
+    config = {k: v for k, v in cube.config.items()}
+    if resolve:
+        config = cube.resolve_value(config)
+    config["runner"] = dict(runner.config, runner=runner.name)
+    config["platform_name"] = runner.platform
+    print(yamlio.dump(config), end="")
+    return 0
+
+
+@cli.command()
+@mlcube_option
+@platform_option
+@workspace_option
+@p_option
+def validate(mlcube: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...]) -> int:
+    """Check a cube (and a platform's config for it) without running anything."""
+    from cuberun.execute import make_runner
+    from cuberun.runners.base import RunOptions
+
+    cube = _load(mlcube, workspace, params)
+    if platform:
+        make_runner(cube, platform, RunOptions(), params)
+    print(f"{cube.file}: ok ({len(cube.tasks)} task{'s' if len(cube.tasks) != 1 else ''}, {len(cube.warnings)} warning{'s' if len(cube.warnings) != 1 else ''})")
+    return 0
+
+
+@cli.command()
+@mlcube_option
+@platform_option
+@workspace_option
+@p_option
+@click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), default="json")
+@click.option("--output-file", metavar="PATH", help="Write to a file instead of stdout.")
+def inspect(mlcube: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...], fmt: str,
+            output_file: str | None) -> int:
+    """Print what a platform knows about the cube (image digest, env, ...)."""
+    from cuberun import yamlio
+    from cuberun.execute import make_runner
+    from cuberun.runners.base import RunOptions
+
+    cube = _load(mlcube, workspace, params)
+    info = make_runner(cube, platform, RunOptions(), params).inspect()
+    text = json.dumps(info, indent=2) + "\n" if fmt == "json" else yamlio.dump(info)
+    if output_file:
+        from pathlib import Path
+
+        yamlio.write_atomic(Path(output_file), text)
+    else:
+        print(text, end="")
+    return 0
+
+
+# -- runs ----------------------------------------------------------------------------------
+@cli.command()
+@mlcube_option
+@workspace_option
+@click.option("--task", metavar="NAME", help="Only runs of this task.")
+@click.option("--status", type=click.Choice(["succeeded", "failed", "interrupted", "error", "running"]), help="Only runs with this status.")
+@click.option("--json", "as_json", is_flag=True)
+def runs(mlcube: str | None, workspace: str | None, task: str | None, status: str | None, as_json: bool) -> int:
+    """List the run records of a workspace."""
+    from pathlib import Path
+
+    from cuberun.records import list_runs
+
+    if workspace:
+        ws = Path(workspace).expanduser().resolve()
+    else:
+        ws = _load(mlcube, None, ()).workspace
+    found = [r for r in list_runs(ws) if (not task or r.get("task") == task) and (not status or r.get("status") == status)]
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return 0
+    if not found:
+        print(f"no runs in {ws}")
+        return 0
+    for r in found:
+        dur = r.get("duration_s")
+        print(f"{r['run_id']}  {r.get('task', '?'):<14} {r.get('platform', '?'):<10} {r.get('status', '?'):<11} "
+              f"exit={r.get('exit_code')}  {dur if dur is not None else '-'}s  {r.get('start', '')}")
+    return 0
+
+
+from cuberun.cli import config_cmd, create_cmd  # noqa: E402
+
+cli.add_command(config_cmd.config)
+cli.add_command(create_cmd.create)

@@ -1,0 +1,103 @@
+"""One error hierarchy; the CLI turns each error into one line per problem and an exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds a lock
+EXIT_BACKEND = 125  # like docker: the backend itself failed before the task ran
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem found in an input file or on the command line."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    key: str | None = None
+    hint: str | None = None
+    severity: str = "error"  # "error" or "warning"
+
+    def render(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file
+            if self.line is not None:
+                where += f":{self.line}"
+                if self.column is not None:
+                    where += f":{self.column}"
+            where += ": "
+        key = f"{self.key}: " if self.key else ""
+        text = f"{where}{key}{self.message}"
+        if self.hint:
+            text += f". Hint: {self.hint}"
+        return text
+
+
+class CuberunError(Exception):
+    """Base class of every error a user can cause or fix."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def lines(self) -> list[str]:
+        text = self.message
+        if self.hint:
+            text += f". Hint: {self.hint}"
+        return [text]
+
+
+class UsageError(CuberunError):
+    exit_code = EXIT_USAGE
+
+
+class SpecError(CuberunError):
+    """A cube, settings or parameter file is invalid; carries every issue found at once."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, issues: list[Issue]) -> None:
+        errors = [i for i in issues if i.severity == "error"]
+        super().__init__(errors[0].render() if errors else "invalid input")
+        self.issues = errors
+
+    def lines(self) -> list[str]:
+        return [i.render() for i in self.issues]
+
+
+class RunnerUnavailable(CuberunError):
+    """The backend cannot be used here (not installed, daemon down, extra missing)."""
+
+    exit_code = EXIT_BACKEND
+
+
+class BackendError(CuberunError):
+    """The backend failed while preparing or running a task (build failed, pull failed, ...)."""
+
+    exit_code = EXIT_BACKEND
+
+    def __init__(self, message: str, hint: str | None = None, exit_code: int | None = None) -> None:
+        super().__init__(message, hint)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class BusyError(CuberunError):
+    exit_code = EXIT_BUSY
+
+
+class TaskFailed(CuberunError):
+    """A task ran and exited non-zero (or was killed); the exit code is passed through."""
+
+    def __init__(self, message: str, exit_code: int, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.exit_code = exit_code

@@ -1,0 +1,67 @@
+"""One GPU model for every runner: `--gpus` forms and the cube's accelerator_count."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from cuberun.errors import UsageError
+
+_DEVICE = re.compile(r"^device=([A-Za-z0-9-]+(,[A-Za-z0-9-]+)*)$")
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """all=True, or count=N, or devices=(...). count=0 means no GPU."""
+
+    all: bool = False
+    count: int = 0
+    devices: tuple[str, ...] = ()
+
+    @property
+    def wanted(self) -> bool:
+        return self.all or self.count > 0 or bool(self.devices)
+
+    def docker_value(self) -> str | None:
+        if self.all:
+            return "all"
+        if self.devices:
+            return '"device=' + ",".join(self.devices) + '"'
+        if self.count:
+            return str(self.count)
+        return None
+
+    def cuda_visible_devices(self) -> str | None:
+        """What CUDA_VISIBLE_DEVICES should be inside the task (None: leave it alone)."""
+        if self.devices:
+            return ",".join(self.devices)
+        if self.count:
+            return ",".join(str(i) for i in range(self.count))
+        if self.all:
+            return None
+        return ""
+
+
+def parse_gpus(value: str | None) -> GpuRequest | None:
+    """Parse `--gpus`; None when not given."""
+    if value is None:
+        return None
+    text = value.strip().strip('"').strip("'")
+    if text in ("", "0", "none"):
+        return GpuRequest()
+    if text == "all":
+        return GpuRequest(all=True)
+    if text.isdigit():
+        return GpuRequest(count=int(text))
+    m = _DEVICE.match(text)
+    if m:
+        return GpuRequest(devices=tuple(m.group(1).split(",")))
+    raise UsageError(f"invalid --gpus value '{value}'", "use all, a count N (0 = none), or device=0,1 (indexes or UUIDs)")
+
+
+def effective_gpus(option: str | None, accelerator_count: int) -> GpuRequest:
+    """The CLI `--gpus` wins; else the cube's platform.accelerator_count."""
+    parsed = parse_gpus(option)
+    if parsed is not None:
+        return parsed
+    return GpuRequest(count=accelerator_count) if accelerator_count > 0 else GpuRequest()

@@ -1,0 +1,112 @@
+"""Run records: one JSON file (and one log) per task run, under <workspace>/.cuberun/runs/."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import secrets
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cuberun import __version__
+
+RUNS_DIR = Path(".cuberun") / "runs"
+SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|PASSWD|PWD|CREDENTIAL|AUTH)", re.IGNORECASE)
+REDACTED = "***"
+
+
+def redact_env(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: (REDACTED if SECRET_NAME.search(k) else v) for k, v in env.items()}
+
+
+def new_run_id(task: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", task)[:40]
+    return f"{stamp}-{safe}-{secrets.token_hex(3)}"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+
+
+@dataclass
+class RunRecord:
+    path: Path  # the record.json
+    data: dict[str, Any]
+
+    @property
+    def log_path(self) -> Path:
+        return self.path.parent / "output.log"
+
+    @property
+    def run_id(self) -> str:
+        return str(self.data["run_id"])
+
+    def save(self) -> None:
+        tmp = self.path.with_name(f".record.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def finish(self, status: str, exit_code: int | None, **extra: Any) -> None:
+        self.data["status"] = status
+        self.data["exit_code"] = exit_code
+        self.data["end"] = _now()
+        start = self.data.get("_t0")
+        if isinstance(start, float):
+            self.data["duration_s"] = round(time.time() - start, 4)
+        self.data.update(extra)
+        self.data.pop("_t0", None)
+        self.save()
+
+
+def start_record(workspace: Path, fields: dict[str, Any]) -> RunRecord:
+    run_id = new_run_id(str(fields.get("task", "task")))
+    folder = workspace / RUNS_DIR / run_id
+    folder.mkdir(parents=True, exist_ok=False)
+    data: dict[str, Any] = {
+        "run_id": run_id,
+        "status": "running",
+        "start": _now(),
+        "end": None,
+        "exit_code": None,
+        **fields,
+        "host": socket.gethostname(),
+        "user": os.environ.get("USER") or str(os.getuid()),
+        "cuberun_version": __version__,
+        "python": sys.version.split()[0],
+        "os": platform.platform(),
+        "log": str(folder / "output.log"),
+    }
+    record = RunRecord(folder / "record.json", data)
+    record.save()
+    data["_t0"] = time.time()
+    return record
+
+
+def list_runs(workspace: Path) -> list[dict[str, Any]]:
+    root = workspace / RUNS_DIR
+    if not root.is_dir():
+        return []
+    runs = []
+    for entry in sorted(root.iterdir()):
+        path = entry / "record.json"
+        try:
+            runs.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    runs.sort(key=lambda r: str(r.get("start", "")))
+    return runs
+
+
+def find_run(workspace: Path, run_id: str) -> dict[str, Any] | None:
+    for run in list_runs(workspace):
+        if run.get("run_id") == run_id or str(run.get("run_id", "")).endswith(run_id):
+            return run
+    return None

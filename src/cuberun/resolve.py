@@ -1,0 +1,210 @@
+"""Pure resolution: cube + task + overrides + workspace -> host paths, mounts and arguments."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cuberun.errors import Issue, SpecError, UsageError
+from cuberun.hints import did_you_mean
+from cuberun.spec.model import DIRECTORY, FILE, INPUT, OUTPUT, UNKNOWN, Cube, Task
+
+CONTAINER_PREFIX = "/mlcube_io"
+
+
+@dataclass(frozen=True)
+class ResolvedParam:
+    name: str
+    io: str
+    type: str  # FILE or DIRECTORY
+    host_path: Path
+    opts: str | None
+    exists: bool
+
+
+@dataclass(frozen=True)
+class Mount:
+    host: str
+    target: str
+    readonly: bool
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each parameter lives inside a container: mounts and the task's arguments."""
+
+    mounts: tuple[Mount, ...]
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ResolvedTask:
+    cube: Cube
+    task: Task
+    workspace: Path
+    params: tuple[ResolvedParam, ...]
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    @property
+    def entrypoint(self) -> list[str] | None:
+        import shlex
+
+        return shlex.split(self.task.entrypoint) if self.task.entrypoint else None
+
+    def host_args(self) -> list[str]:
+        return [f"--{p.name}={p.host_path}" for p in self.params]
+
+    def task_args(self, args: Sequence[str]) -> list[str]:
+        """`[<task>] --p=...`: the task name first unless the task has an entrypoint."""
+        return ([] if self.task.entrypoint else [self.task.name]) + list(args)
+
+    def layout(self, prefix: str = CONTAINER_PREFIX, input_mode: str | None = None) -> Layout:
+        """The reference's mount algorithm: inputs then outputs in YAML order; a directory is
+        mounted itself, a file through its parent; each distinct dir gets prefix+N in order of
+        first use. Inputs are read-only unless `opts: rw` (or input_mode 'rw'); when one dir
+        serves a read-only and a writable parameter, writable wins."""
+        order: list[str] = []
+        targets: dict[str, str] = {}
+        writable: dict[str, bool] = {}
+        args: list[str] = []
+        for p in self.params:
+            if p.type == DIRECTORY:
+                host_dir, leaf = str(p.host_path), None
+            else:
+                host_dir, leaf = str(p.host_path.parent), p.host_path.name
+            if host_dir not in targets:
+                targets[host_dir] = f"{prefix}{len(order)}"
+                order.append(host_dir)
+                writable[host_dir] = False
+            if p.io == OUTPUT:
+                wants_rw = True
+            else:
+                mode = input_mode or p.opts or "ro"
+                wants_rw = mode == "rw"
+            writable[host_dir] = writable[host_dir] or wants_rw
+            target = targets[host_dir]
+            args.append(f"--{p.name}={target}" if leaf is None else f"--{p.name}={target}/{leaf}")
+        mounts = tuple(Mount(h, targets[h], not writable[h]) for h in order)
+        return Layout(mounts, tuple(args))
+
+    def prepare_outputs(self) -> None:
+        """Create output directories and the parents of output files (never inputs)."""
+        for p in self.params:
+            if p.io != OUTPUT:
+                continue
+            target = p.host_path if p.type == DIRECTORY else p.host_path.parent
+            target.mkdir(parents=True, exist_ok=True)
+
+
+def parse_overrides(items: Sequence[str], tasks: Sequence[Task]) -> dict[str, str]:
+    """`name=value` (or `--name=value`) parameter overrides, checked against the tasks' parameters."""
+    known: dict[str, str] = {}
+    for t in tasks:
+        for p in t.params:
+            known.setdefault(p.name, t.name)
+    result: dict[str, str] = {}
+    for item in items:
+        text = item[2:] if item.startswith("--") else item
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise UsageError(f"unexpected argument '{item}'", "parameter overrides are written name=value")
+        if not key:
+            raise UsageError(f"'{item}' has no parameter name", "parameter overrides are written name=value")
+        if key not in known:
+            names = sorted(known)
+            task_list = ", ".join(t.name for t in tasks)
+            raise UsageError(f"unknown parameter '{key}' for task(s) {task_list}", did_you_mean(key, names, "parameter"))
+        if value == "":
+            raise UsageError(f"parameter '{key}' is given an empty path", f"write {key}=PATH")
+        result[key] = value
+    return result
+
+
+def expand_path(value: str, workspace: Path) -> tuple[Path, bool]:
+    """Expand `~` and `$VAR`, join relative paths to the workspace, normalise lexically.
+    Returns the path and whether the user wrote it as absolute."""
+    expanded = os.path.expanduser(os.path.expandvars(value))
+    absolute = os.path.isabs(expanded)
+    joined = expanded if absolute else os.path.join(str(workspace), expanded)
+    return Path(os.path.normpath(joined)), absolute
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def resolve_task(
+    cube: Cube,
+    task_name: str,
+    overrides: Mapping[str, str] | None = None,
+    *,
+    allow_missing_inputs: bool = False,
+    check_inputs: bool = True,
+    produced: frozenset[str] = frozenset(),
+) -> ResolvedTask:
+    """Resolve a task's parameters. Inputs at or under a path in `produced` (outputs of
+    tasks that run earlier in the same invocation) are not required to exist yet."""
+    task = cube.tasks[task_name]
+    overrides = overrides or {}
+    ws = cube.workspace
+    issues: list[Issue] = []
+    warnings: list[str] = []
+    params: list[ResolvedParam] = []
+    real_ws = os.path.realpath(ws)
+    for p in task.params:
+        value = overrides.get(p.name, p.default)
+        path, absolute = expand_path(value, ws)
+        ptype = p.type
+        if p.name in overrides and ptype == UNKNOWN and value.endswith(("/", "\\")):
+            ptype = DIRECTORY
+        exists = path.exists()
+        where = f"task '{task.name}', {p.io} '{p.name}'"
+        if p.io == INPUT:
+            if ptype == UNKNOWN:
+                ptype = DIRECTORY if path.is_dir() else FILE
+            pending = any(_inside(str(path), out) for out in produced)
+            if check_inputs and not exists and not pending:
+                message = f"{where}: {path} does not exist (workspace {ws})"
+                hint = f"run the task that produces it, or override {p.name}=PATH"
+                if allow_missing_inputs:
+                    warnings.append(message)
+                else:
+                    issues.append(Issue(message, hint=hint))
+            elif check_inputs and ptype == DIRECTORY and path.is_file():
+                issues.append(Issue(f"{where}: {path} is a file, but the parameter is a directory", hint=f"override {p.name}=DIR"))
+            elif check_inputs and ptype == FILE and path.is_dir():
+                issues.append(Issue(f"{where}: {path} is a directory, but the parameter is a file", hint=f"override {p.name}=FILE"))
+        else:
+            if not absolute:
+                real = os.path.realpath(path)
+                if not _inside(str(path), str(ws)) or not _inside(real, real_ws):
+                    issues.append(
+                        Issue(f"{where}: {value} resolves to {real}, outside the workspace {ws}", hint="write an absolute path to put outputs elsewhere")
+                    )
+            if ptype == DIRECTORY and path.is_file():
+                issues.append(Issue(f"{where}: {path} is a file, but the output is a directory", hint=f"remove it or override {p.name}=DIR"))
+        params.append(ResolvedParam(p.name, p.io, ptype, path, p.opts, exists))
+    if issues:
+        raise SpecError(issues)
+    return ResolvedTask(cube, task, ws, tuple(params), dict(overrides), tuple(warnings))
+
+
+def select_tasks(cube: Cube, spec: str | None) -> list[str]:
+    """`--task=a,b` -> task names; none given -> the only task, or every task in order."""
+    names = list(cube.tasks)
+    if not spec:
+        return names
+    chosen = [s.strip() for s in spec.split(",") if s.strip()]
+    if not chosen:
+        raise UsageError("--task is empty", "name a task: " + ", ".join(names))
+    for name in chosen:
+        if name not in cube.tasks:
+            raise UsageError(f"unknown task '{name}' in {cube.file}", did_you_mean(name, names, "task") + f" (tasks: {', '.join(names)})")
+    return chosen

@@ -1,0 +1,1 @@
+"""Runners: one module per backend, found through the `cuberun.runners` entry points."""

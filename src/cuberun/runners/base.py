@@ -1,0 +1,93 @@
+"""The contract every runner implements, and the values that flow through it."""
+
+from __future__ import annotations
+
+import shlex
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from cuberun.process import Outcome
+    from cuberun.resolve import ResolvedTask
+    from cuberun.schema import Schema
+    from cuberun.spec.model import Cube
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Options of one invocation that every runner honours (mapped per backend)."""
+
+    gpus: str | None = None  # validated: "all", "N", "device=a,b"; None = from the cube's platform block
+    network: str | None = None
+    security: str | None = None
+    memory: str | None = None
+    cpus: str | None = None
+    mount: str | None = None  # "ro" | "rw": input mount mode for every input
+    allow_missing_inputs: bool = False
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command a runner executes: what --dry-run prints and golden tests pin."""
+
+    argv: tuple[str, ...]
+    purpose: str = "run"
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def display(self) -> str:
+        parts = []
+        if self.cwd:
+            parts.append(f"cd {shlex.quote(self.cwd)} &&")
+        parts.extend(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        parts.append(shlex.join(self.argv))
+        return " ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"purpose": self.purpose, "argv": list(self.argv), "cwd": self.cwd, "env": dict(self.env)}
+
+
+class Runner(ABC):
+    """A backend. Subclasses declare their config schema and implement the steps."""
+
+    name: ClassVar[str]
+    section: ClassVar[str | None] = None  # the cube section the runner reads (e.g. "docker")
+    schema: ClassVar[Schema] = {}  # platform config keys (settings entry < cube section < -P)
+
+    def __init__(self, cube: Cube, config: dict[str, Any], platform: str, options: RunOptions) -> None:
+        self.cube = cube
+        self.config = config
+        self.platform = platform
+        self.options = options
+
+    @classmethod
+    def section_schema(cls) -> Schema:
+        return cls.schema
+
+    def unavailable_reason(self) -> str | None:
+        """Why this runner cannot work here (None when it can)."""
+        return None
+
+    def configure_steps(self) -> list[Step]:
+        """What `configure` would run (pure)."""
+        return []
+
+    def configure(self) -> None:
+        """Prepare the platform (env, image, remote). Idempotent and quiet when nothing changed."""
+
+    @abstractmethod
+    def run_steps(self, task: ResolvedTask) -> list[Step]:
+        """The exact commands that run `task` (pure): the --dry-run output."""
+
+    @abstractmethod
+    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
+        """Run the task, stream its output (also into log_path), return the outcome."""
+
+    def inspect(self) -> dict[str, Any]:
+        return {"runner": self.name, "platform": self.platform}
+
+    def describe_config(self) -> dict[str, Any]:
+        return dict(self.config)

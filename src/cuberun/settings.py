@@ -1,0 +1,144 @@
+"""Named platforms: built-ins < the reference's ~/mlcube.yaml < our settings file.
+
+A platform names a runner and its config. The effective runner config for a run is, lowest
+to highest: the runner's defaults, the platform entry, the cube's section for that runner,
+then `-Prunner.key=value`. The settings file is never rewritten implicitly.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cuberun.errors import Issue, SpecError, UsageError
+from cuberun.hints import did_you_mean
+
+DEFAULT_PLATFORM = "local"
+
+# platform name -> entry; only those whose runner is installed are offered
+BUILTIN_PLATFORMS: dict[str, dict[str, Any]] = {
+    "local": {"runner": "local"},
+    "docker": {"runner": "docker"},
+    "podman": {"runner": "docker", "docker": "podman"},
+    "singularity": {"runner": "singularity"},
+    "apptainer": {"runner": "singularity", "singularity": "apptainer"},
+    "charliecloud": {"runner": "charliecloud"},
+    "ssh": {"runner": "ssh"},
+    "slurm": {"runner": "slurm"},
+    "k8s": {"runner": "k8s"},
+    "kubeflow": {"runner": "kubeflow"},
+    "backendai": {"runner": "backendai"},
+}
+
+
+def settings_path() -> Path:
+    env = os.environ.get("CUBERUN_SETTINGS")
+    if env:
+        return Path(os.path.expanduser(env))
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "cuberun" / "settings.yaml"
+
+
+def reference_settings_path() -> Path:
+    env = os.environ.get("MLCUBE_SYSTEM_SETTINGS")
+    return Path(os.path.expanduser(env)) if env else Path(os.path.expanduser("~")) / "mlcube.yaml"
+
+
+@dataclass
+class Settings:
+    path: Path
+    data: dict[str, Any]  # our file's content (what `config set` edits)
+    platforms: dict[str, dict[str, Any]]  # the merged view
+    origin: dict[str, str] = field(default_factory=dict)  # platform -> where it was defined
+
+    @property
+    def default_platform(self) -> str:
+        value = self.data.get("default_platform")
+        return value if isinstance(value, str) and value else DEFAULT_PLATFORM
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    from cuberun import yamlio
+
+    if not path.is_file():
+        return {}
+    doc = yamlio.load(path, what)
+    if doc.data is None:
+        return {}
+    if not isinstance(doc.data, dict):
+        raise SpecError([doc.issue((), "must be a mapping with a 'platforms' section", value=True)])
+    platforms = doc.data.get("platforms")
+    if platforms is not None and not isinstance(platforms, dict):
+        raise SpecError([doc.issue(("platforms",), "must be a mapping of platform name to runner config", value=True)])
+    for name, entry in (platforms or {}).items():
+        if not isinstance(entry, dict):
+            raise SpecError([doc.issue(("platforms", name), "must be a mapping with a 'runner' key", value=True)])
+        if not isinstance(entry.get("runner"), str):
+            raise SpecError([doc.issue(("platforms", name), f"platform '{name}' has no 'runner'", "add runner: docker (or local, ssh, ...)")])
+    for key in doc.data:
+        if key not in ("platforms", "default_platform", "runners", "storage"):
+            raise SpecError([doc.issue((key,), f"unknown settings key '{key}'", did_you_mean(key, ("platforms", "default_platform")))])
+    return doc.data
+
+
+def load_settings() -> Settings:
+    path = settings_path()
+    platforms: dict[str, dict[str, Any]] = {k: dict(v) for k, v in BUILTIN_PLATFORMS.items()}
+    origin = {k: "built-in" for k in platforms}
+    ref = reference_settings_path()
+    if ref.is_file() and ref != path:
+        try:
+            ref_data = _read_yaml(ref, "reference settings file")
+        except SpecError:
+            ref_data = {}  # a broken file of the other tool must not stop us
+        if "tasks" not in ref_data:  # ~/mlcube.yaml can also be a cube in $HOME
+            for name, entry in (ref_data.get("platforms") or {}).items():
+                platforms[name] = {k: v for k, v in entry.items() if v is not None}
+                origin[name] = str(ref)
+    data = _read_yaml(path, "settings file")
+    for name, entry in (data.get("platforms") or {}).items():
+        platforms[name] = dict(entry)
+        origin[name] = str(path)
+    return Settings(path, data, platforms, origin)
+
+
+def platform_entry(settings: Settings, name: str) -> dict[str, Any]:
+    entry = settings.platforms.get(name)
+    if entry is None:
+        known = sorted(settings.platforms)
+        raise UsageError(
+            f"unknown platform '{name}'",
+            did_you_mean(name, known, "platform") + f" (platforms: {', '.join(known)}; settings: {settings.path})",
+        )
+    return copy.deepcopy(entry)
+
+
+def effective_config(
+    runner_schema: Any, entry: dict[str, Any], cube_section: dict[str, Any], runner_overrides: dict[str, Any], origin: str
+) -> dict[str, Any]:
+    """Merge runner defaults < platform entry < cube section < -Prunner.x, then validate."""
+    from cuberun.schema import defaults, validate_section
+
+    config = defaults(runner_schema)
+    issues: list[Issue] = []
+    plat = {k: v for k, v in entry.items() if k != "runner"}
+    if origin.endswith("mlcube.yaml"):
+        plat = {k: v for k, v in plat.items() if k in runner_schema}
+    validate_section(plat, runner_schema, (), None, issues, file=origin)
+    for layer in (plat, cube_section, runner_overrides):
+        for key, value in layer.items():
+            if value is not None:
+                config[key] = copy.deepcopy(value)
+    validate_section(runner_overrides, runner_schema, ("runner",), None, issues, file="-P")
+    if issues:
+        raise SpecError(issues)
+    return config
+
+
+def save_settings(settings: Settings) -> None:
+    from cuberun import yamlio
+
+    yamlio.write_atomic(settings.path, yamlio.dump(settings.data))

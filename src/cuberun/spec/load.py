@@ -1,0 +1,375 @@
+"""Load and validate `mlcube.yaml` (config 2.0): every problem is reported at once."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cuberun.errors import Issue, SpecError
+from cuberun.hints import closest, did_you_mean
+from cuberun.schema import Field, validate_section
+from cuberun.spec.interpolate import InterpolationError, Interpolator
+from cuberun.spec.model import DIRECTORY, FILE, INPUT, OUTPUT, UNKNOWN, Cube, Param, Task
+from cuberun.yamlio import Document, KeyPath, dotted
+
+CUBE_FILE = "mlcube.yaml"
+
+METADATA_KEYS = ("name", "description", "authors", "version", "platform", "tasks")
+OWN_SECTION = "cuberun"
+
+PLATFORM_SCHEMA = {
+    "accelerator_count": Field((int,), doc="number of accelerators the task needs"),
+    "num_accelerators": Field((int,), doc="older spelling of accelerator_count"),
+    "accelerator_maker": Field((str,)),
+    "accelerator_model": Field((str,)),
+    "host_memory_gb": Field((int, float)),
+    "host_disk_space_gb": Field((int, float)),
+    "need_internet_access": Field((bool,)),
+}
+OWN_SCHEMA = {"depends_on": Field((dict,), doc="task -> list of tasks it depends on")}
+TASK_KEYS = ("entrypoint", "parameters")
+PARAMETERS_KEYS = ("inputs", "outputs")
+PARAM_KEYS = ("type", "default", "opts")
+
+
+def find_cube_file(mlcube: str | os.PathLike[str] | None) -> Path:
+    """The cube file named by --mlcube (a directory or a YAML file; default: the CWD)."""
+    path = Path(os.path.expanduser(str(mlcube))) if mlcube not in (None, "") else Path.cwd()
+    path = Path(os.path.abspath(path))
+    if path.is_dir():
+        candidate = path / CUBE_FILE
+        if candidate.is_file():
+            return candidate
+        if (path / "mlbox.yaml").is_file() or (path / "implementation" / "mlbox_implementation.yaml").is_file():
+            raise SpecError(
+                [Issue(f"no {CUBE_FILE} in {path}", hint="this is a legacy MLBox cube (mlbox.yaml); convert it to config 2.0")]
+            )
+        raise SpecError([Issue(f"no {CUBE_FILE} in {path}", hint="pass --mlcube=DIR with the cube's directory, or the YAML file itself")])
+    if path.exists():
+        return path
+    raise SpecError([Issue(f"{path} does not exist", hint="pass --mlcube=DIR with the cube's directory, or its mlcube.yaml")])
+
+
+def known_top_level() -> tuple[str, ...]:
+    from cuberun.runners.registry import cube_sections
+
+    return (*METADATA_KEYS, OWN_SECTION, *cube_sections())
+
+
+def parse_assignment(text: str, origin: str) -> tuple[str, str]:
+    """Split `key=value` at the first '=' (the reference truncated `a=/x=y` to `/x`)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SpecError([Issue(f"'{text}' is not of the form key=value", origin, hint="write it as key=value, e.g. -Pdocker.image=repo/name:tag")])
+    return key, value
+
+
+def typed_value(raw: str, existing: Any) -> Any:
+    """A -P value typed like YAML, but kept a string where a string is expected (tags, versions)."""
+    import yaml
+
+    if isinstance(existing, str):
+        return raw
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, float) and existing is None:
+        return raw
+    return value
+
+
+def apply_overrides(data: dict[str, Any], assignments: Sequence[str], origin: str = "-P") -> dict[str, Any]:
+    """Merge `-Pkey.path=value` assignments into a copy of the config."""
+    result = copy.deepcopy(data)
+    for text in assignments:
+        key, raw = parse_assignment(text, origin)
+        parts = key.split(".")
+        if any(not p for p in parts):
+            raise SpecError([Issue(f"'{key}' is not a valid key path", origin, hint="write dotted keys like docker.image")])
+        node: Any = result
+        for part in parts[:-1]:
+            nxt = node.get(part) if isinstance(node, dict) else None
+            if nxt is None:
+                nxt = {}
+                node[part] = nxt
+            elif not isinstance(nxt, dict):
+                raise SpecError([Issue(f"cannot set '{key}': '{part}' is not a mapping", origin)])
+            node = nxt
+        node[parts[-1]] = typed_value(raw, node.get(parts[-1]))
+    return result
+
+
+def load_cube(
+    mlcube: str | os.PathLike[str] | None = None,
+    *,
+    workspace: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> Cube:
+    """Load, interpolate and validate a cube; raise SpecError listing every problem."""
+    from cuberun import yamlio
+
+    file = find_cube_file(mlcube)
+    doc = yamlio.load(file, "cube file")
+    return build_cube(doc, file, workspace=workspace, overrides=overrides, env=env)
+
+
+def build_cube(
+    doc: Document,
+    file: Path,
+    *,
+    workspace: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    fmt: str = "2.0",
+) -> Cube:
+    issues: list[Issue] = []
+    warnings: list[Issue] = []
+    root = file.parent
+    data = doc.data
+    if data is None:
+        raise SpecError([Issue("the file is empty", doc.file, hint="a cube needs 'name', 'tasks' and usually a 'docker' section")])
+    if not isinstance(data, dict):
+        raise SpecError([doc.issue((), f"the top level must be a mapping, not {type(data).__name__}", "start with 'name:' and 'tasks:'", value=True)])
+
+    ws = Path(os.path.abspath(os.path.expanduser(str(workspace)))) if workspace else root / "workspace"
+    cube_overrides = [o for o in overrides if not o.startswith("runner.")]
+    data = apply_overrides(data, cube_overrides)
+    config: dict[str, Any] = dict(data)
+    runtime = dict(config.get("runtime") or {}) if isinstance(config.get("runtime"), dict) else {}
+    runtime.update(root=str(root), workspace=str(ws))
+    config["runtime"] = runtime
+    config["workspace"] = str(ws)
+
+    # top-level keys
+    known = known_top_level()
+    for key in data:
+        if key in known or key in ("runtime", "workspace"):
+            continue
+        guess = closest(key, known)
+        if guess is not None and guess not in data:
+            issues.append(doc.issue((key,), f"unknown top-level key '{key}'", f"did you mean '{guess}'?"))
+        else:
+            warnings.append(doc.issue((key,), f"unknown top-level key '{key}' is ignored", severity="warning"))
+
+    interp = Interpolator(config, env)
+
+    def resolve(path: KeyPath, value: Any) -> Any:
+        try:
+            return interp.resolve(value)
+        except InterpolationError as exc:
+            issues.append(doc.issue(path, exc.message, exc.hint, value=True))
+            return None
+
+    # metadata
+    name = resolve(("name",), data.get("name"))
+    if name is None and "name" not in data:
+        issues.append(Issue("'name' is missing", doc.file, hint="add 'name: my_cube' at the top level"))
+    elif not isinstance(name, (str, int, float)) or isinstance(name, bool) or str(name).strip() == "":
+        if "name" in data and name is not None:
+            issues.append(doc.issue(("name",), "must be a non-empty string", value=True))
+        elif "name" in data:
+            issues.append(doc.issue(("name",), "must be a non-empty string", value=True))
+    version_raw = data.get("version")
+    version = None
+    if version_raw is not None:
+        version = doc.raw_scalars.get(("version",), str(version_raw)) if not isinstance(version_raw, (dict, list)) else None
+        if version is None:
+            issues.append(doc.issue(("version",), "must be a string", value=True))
+        else:
+            version = str(resolve(("version",), version))
+    description = data.get("description")
+    if description is not None and not isinstance(description, str):
+        issues.append(doc.issue(("description",), "must be a string", value=True))
+    authors = data.get("authors") or []
+    if not isinstance(authors, list):
+        issues.append(doc.issue(("authors",), "must be a list of {name, email, org}", value=True))
+        authors = []
+
+    platform = data.get("platform") or {}
+    validate_section(platform, PLATFORM_SCHEMA, ("platform",), doc, issues)
+    platform = resolve(("platform",), platform) if isinstance(platform, dict) else {}
+    if isinstance(platform, dict):
+        for key in ("accelerator_count", "num_accelerators"):
+            count = platform.get(key)
+            if isinstance(count, int) and not isinstance(count, bool) and count < 0:
+                issues.append(doc.issue(("platform", key), "must be 0 or more", value=True))
+
+    own = data.get(OWN_SECTION)
+    validate_section(own, OWN_SCHEMA, (OWN_SECTION,), doc, issues)
+
+    tasks = _load_tasks(doc, data, resolve, issues)
+    depends_on = _load_depends_on(doc, own, tasks, issues)
+
+    # runner sections present in the cube are checked against their runner's schema
+    from cuberun.runners.registry import section_schema
+
+    for section in known:
+        if section in METADATA_KEYS or section == OWN_SECTION or section not in data:
+            continue
+        schema = section_schema(section)
+        if schema is not None:
+            validate_section(data[section], schema, (section,), doc, issues)
+
+    if issues:
+        raise SpecError(issues)
+    return Cube(
+        file=file,
+        root=root,
+        workspace=ws,
+        name=str(name),
+        version=version,
+        description=description,
+        authors=authors,
+        platform=platform if isinstance(platform, dict) else {},
+        tasks=tasks,
+        config=config,
+        doc=doc,
+        depends_on=depends_on,
+        warnings=warnings,
+        format=fmt,
+    )
+
+
+def _load_tasks(doc: Document, data: dict[str, Any], resolve: Any, issues: list[Issue]) -> dict[str, Task]:
+    tasks: dict[str, Task] = {}
+    if "tasks" not in data:
+        guess = closest("tasks", [k for k in data if k != "tasks"])
+        hint = f"'{guess}' looks like a misspelling of 'tasks'" if guess else "add 'tasks:' mapping each task name to its parameters"
+        issues.append(Issue("'tasks' is missing", doc.file, hint=hint))
+        return tasks
+    raw = data["tasks"]
+    if isinstance(raw, list):
+        issues.append(
+            doc.issue(("tasks",), "'tasks' is a list: this looks like a config 1.0 (MLCommons Box) cube", "config 2.0 maps each task name to its entrypoint and parameters", value=True)
+        )
+        return tasks
+    if not isinstance(raw, dict):
+        issues.append(doc.issue(("tasks",), "must be a mapping of task name to task", value=True))
+        return tasks
+    if not raw:
+        issues.append(doc.issue(("tasks",), "no tasks are defined", "add at least one task", value=True))
+    for tname, body in raw.items():
+        path: KeyPath = ("tasks", tname)
+        if not tname.strip():
+            issues.append(doc.issue(path, "a task name must not be empty"))
+            continue
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            issues.append(doc.issue(path, f"a task must be a mapping with 'entrypoint' and 'parameters', not {type(body).__name__}", value=True))
+            continue
+        for key in body:
+            if key not in TASK_KEYS:
+                issues.append(doc.issue((*path, key), f"unknown key '{key}' in task '{tname}'", did_you_mean(key, TASK_KEYS)))
+        entrypoint = resolve((*path, "entrypoint"), body.get("entrypoint"))
+        if entrypoint is not None and not isinstance(entrypoint, str):
+            issues.append(doc.issue((*path, "entrypoint"), "must be a string command line", value=True))
+            entrypoint = None
+        elif isinstance(entrypoint, str) and not entrypoint.strip():
+            issues.append(doc.issue((*path, "entrypoint"), "must not be empty", "remove the key to use the image's ENTRYPOINT", value=True))
+        params = body.get("parameters")
+        inputs: list[Param] = []
+        outputs: list[Param] = []
+        if params is not None:
+            if not isinstance(params, dict):
+                issues.append(doc.issue((*path, "parameters"), "must be a mapping with 'inputs' and 'outputs'", value=True))
+            else:
+                for key in params:
+                    if key not in PARAMETERS_KEYS:
+                        issues.append(doc.issue((*path, "parameters", key), f"unknown key '{key}'", did_you_mean(key, PARAMETERS_KEYS)))
+                for io, bucket in ((INPUT, inputs), (OUTPUT, outputs)):
+                    group = params.get(io + "s")
+                    gpath: KeyPath = (*path, "parameters", io + "s")
+                    if group is None:
+                        continue
+                    if not isinstance(group, dict):
+                        issues.append(doc.issue(gpath, "must be a mapping of parameter name to path", value=True))
+                        continue
+                    for pname, spec in group.items():
+                        param = _load_param(doc, (*gpath, pname), pname, io, spec, resolve, issues)
+                        if param is not None:
+                            bucket.append(param)
+        seen = {p.name for p in inputs}
+        for p in outputs:
+            if p.name in seen:
+                issues.append(doc.issue(p.key, f"parameter '{p.name}' is both an input and an output of task '{tname}'", "give the output another name"))
+        tasks[tname] = Task(tname, entrypoint, tuple(inputs), tuple(outputs))
+    return tasks
+
+
+def _load_param(doc: Document, path: KeyPath, name: str, io: str, spec: Any, resolve: Any, issues: list[Issue]) -> Param | None:
+    if not name.strip() or any(ch.isspace() for ch in name) or "=" in name:
+        issues.append(doc.issue(path, f"'{name}' is not a valid parameter name", "use letters, digits, '_' and '-'"))
+        return None
+    opts = None
+    ptype = None
+    if spec is None:
+        default: Any = None
+    elif isinstance(spec, str):
+        default = spec
+    elif isinstance(spec, dict):
+        for key in spec:
+            if key not in PARAM_KEYS:
+                issues.append(doc.issue((*path, key), f"unknown key '{key}' in parameter '{name}'", did_you_mean(key, PARAM_KEYS)))
+        default = spec.get("default")
+        ptype = spec.get("type")
+        opts = spec.get("opts")
+        if ptype is not None and ptype not in (FILE, DIRECTORY):
+            hint = did_you_mean(str(ptype), (FILE, DIRECTORY))
+            issues.append(doc.issue((*path, "type"), f"type '{ptype}' is not 'file' or 'directory'", hint, value=True))
+            ptype = None
+        if opts is not None and opts not in ("ro", "rw"):
+            issues.append(doc.issue((*path, "opts"), f"opts '{opts}' is not 'ro' or 'rw'", did_you_mean(str(opts), ("ro", "rw")), value=True))
+            opts = None
+        if io == OUTPUT and opts == "ro":
+            issues.append(doc.issue((*path, "opts"), f"output '{name}' cannot be read-only", "remove 'opts: ro' from the output", value=True))
+    else:
+        issues.append(doc.issue(path, f"must be a path string or a mapping with type/default/opts, not {type(spec).__name__}", value=True))
+        return None
+    if default is not None and not isinstance(default, str):
+        issues.append(doc.issue((*path, "default") if isinstance(spec, dict) else path, f"default must be a string path, not {type(default).__name__} {default!r}", "quote the value", value=True))
+        return None
+    if default is None or default == "":
+        default = name
+    default = resolve((*path, "default") if isinstance(spec, dict) else path, default)
+    if default is None:
+        return None
+    default = str(default)
+    if ptype is None:
+        ptype = DIRECTORY if default.endswith(("/", "\\")) else UNKNOWN
+    if io == OUTPUT and ptype == UNKNOWN:
+        issues.append(
+            doc.issue(path, f"output '{name}' has no type", "add 'type: file' or 'type: directory', or end a directory path with '/'", value=True)
+        )
+        return None
+    return Param(name=name, io=io, default=default, type=ptype, opts=opts, key=path)
+
+
+def _load_depends_on(doc: Document, own: Any, tasks: dict[str, Task], issues: list[Issue]) -> dict[str, list[str]]:
+    result: dict[str, list[str]] = {}
+    if not isinstance(own, dict) or not isinstance(own.get("depends_on"), dict):
+        return result
+    for tname, deps in own["depends_on"].items():
+        path: KeyPath = (OWN_SECTION, "depends_on", tname)
+        if tname not in tasks and tasks:
+            issues.append(doc.issue(path, f"unknown task '{tname}'", did_you_mean(tname, tasks)))
+            continue
+        if isinstance(deps, str):
+            deps = [deps]
+        if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+            issues.append(doc.issue(path, "must be a list of task names", value=True))
+            continue
+        for d in deps:
+            if d not in tasks:
+                issues.append(doc.issue(path, f"unknown task '{d}'", did_you_mean(d, tasks), value=True))
+        result[tname] = list(deps)
+    return result
+
+
+__all__ = ["CUBE_FILE", "apply_overrides", "build_cube", "dotted", "find_cube_file", "load_cube", "parse_assignment"]

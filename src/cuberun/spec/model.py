@@ -1,0 +1,102 @@
+"""Plain data classes for a loaded, validated cube."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cuberun.errors import Issue, SpecError
+from cuberun.yamlio import Document, KeyPath
+
+INPUT = "input"
+OUTPUT = "output"
+FILE = "file"
+DIRECTORY = "directory"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    io: str  # INPUT or OUTPUT
+    default: str
+    type: str  # FILE, DIRECTORY or UNKNOWN (decided at run time for inputs)
+    opts: str | None = None  # "ro", "rw" or None
+    key: KeyPath = ()
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    entrypoint: str | None
+    inputs: tuple[Param, ...]
+    outputs: tuple[Param, ...]
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        return self.inputs + self.outputs
+
+    def param(self, name: str) -> Param | None:
+        for p in self.params:
+            if p.name == name:
+                return p
+        return None
+
+
+@dataclass
+class Cube:
+    """A validated cube. `config` is the merged configuration used for interpolation."""
+
+    file: Path
+    root: Path
+    workspace: Path
+    name: str
+    version: str | None
+    description: str | None
+    authors: list[dict[str, Any]]
+    platform: dict[str, Any]
+    tasks: dict[str, Task]
+    config: dict[str, Any]
+    doc: Document
+    depends_on: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[Issue] = field(default_factory=list)
+    format: str = "2.0"
+
+    @property
+    def accelerator_count(self) -> int:
+        value = self.platform.get("accelerator_count", self.platform.get("num_accelerators"))
+        return int(value) if isinstance(value, int) else 0
+
+    def raw_section(self, name: str) -> dict[str, Any] | None:
+        value = self.config.get(name)
+        return value if isinstance(value, dict) else None
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A runner section with its `${...}` references resolved ({} when absent)."""
+        from cuberun.spec.interpolate import InterpolationError, Interpolator
+
+        raw = self.config.get(name)
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise SpecError([self.doc.issue((name,), f"must be a mapping, not {type(raw).__name__}", value=True)])
+        interp = Interpolator(self.config)
+        out: dict[str, Any] = {}
+        issues: list[Issue] = []
+        for key, value in raw.items():
+            try:
+                out[key] = interp.resolve(value)
+            except InterpolationError as exc:
+                issues.append(self.doc.issue((name, key), exc.message, exc.hint, value=True))
+        if issues:
+            raise SpecError(issues)
+        return out
+
+    def resolve_value(self, value: Any, key: KeyPath = ()) -> Any:
+        from cuberun.spec.interpolate import InterpolationError, Interpolator
+
+        try:
+            return Interpolator(self.config).resolve(value)
+        except InterpolationError as exc:
+            raise SpecError([self.doc.issue(key, exc.message, exc.hint, value=True)]) from None

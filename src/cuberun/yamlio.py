@@ -1,0 +1,178 @@
+"""YAML loading that keeps the line and column of every key and value.
+
+Values come back as plain Python (dict/list/str/int/float/bool/None). Mapping keys are
+always the raw key text, so `on:` stays the string "on". Errors become Issues with a
+position instead of parser tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cuberun.errors import Issue, SpecError
+
+MAX_BYTES = 8 * 1024 * 1024
+MAX_DEPTH = 64
+
+KeyPath = tuple[str | int, ...]
+
+
+def dotted(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+@dataclass
+class Document:
+    """A loaded YAML file: its data, and where each key path stands in the file."""
+
+    file: str
+    data: Any
+    key_marks: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    value_marks: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    raw_scalars: dict[KeyPath, str] = field(default_factory=dict)
+
+    def position(self, path: KeyPath, *, value: bool = False) -> tuple[int | None, int | None]:
+        marks = self.value_marks if value else self.key_marks
+        probe = path
+        while probe:
+            if probe in marks:
+                return marks[probe]
+            if not value and probe in self.value_marks:
+                return self.value_marks[probe]
+            probe = probe[:-1]
+        return (None, None)
+
+    def issue(
+        self, path: KeyPath, message: str, hint: str | None = None, *, value: bool = False, severity: str = "error"
+    ) -> Issue:
+        line, col = self.position(path, value=value)
+        return Issue(message, self.file, line, col, dotted(path) or None, hint, severity)
+
+
+def _loader_class() -> Any:
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    """Read a small UTF-8 text file or raise a one-line SpecError."""
+    shown = str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise SpecError([Issue(f"{what} is too large ({size} bytes; the limit is {MAX_BYTES})", shown)])
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise SpecError([Issue(f"{what} is a directory, not a file", shown)]) from None
+    except FileNotFoundError:
+        raise SpecError([Issue(f"{what} does not exist", shown)]) from None
+    except PermissionError:
+        raise SpecError([Issue(f"cannot read {what}: permission denied", shown)]) from None
+    except OSError as exc:
+        raise SpecError([Issue(f"cannot read {what}: {exc.strerror or exc}", shown)]) from None
+    if b"\x00" in data:
+        raise SpecError([Issue(f"{what} is binary, not YAML text", shown, hint="point to the mlcube.yaml text file")])
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError([Issue("not valid UTF-8 text", shown, line, hint="save the file as UTF-8")]) from None
+
+
+def parse(text: str, file: str) -> Document:
+    """Parse YAML text into a Document; a syntax error raises SpecError with its position."""
+    import yaml
+
+    loader = _loader_class()(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            problem = (exc.problem or exc.context or "invalid YAML").rstrip(".")
+            line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+            raise SpecError(
+                [Issue(f"invalid YAML: {problem}", file, line, col, hint="check the brackets, quotes and indentation")]
+            ) from None
+        except yaml.YAMLError as exc:
+            raise SpecError([Issue(f"invalid YAML: {exc}", file)]) from None
+        doc = Document(file=file, data=None)
+        if node is not None:
+            doc.data = _convert(loader, node, (), doc, 0)
+        return doc
+    finally:
+        loader.dispose()
+
+
+def load(path: Path, what: str = "file") -> Document:
+    return parse(read_text(path, what), str(path))
+
+
+def _convert(loader: Any, node: Any, path: KeyPath, doc: Document, depth: int) -> Any:
+    import yaml
+
+    if depth > MAX_DEPTH:
+        raise SpecError([doc.issue(path, f"nesting is deeper than {MAX_DEPTH} levels", value=True)])
+    doc.value_marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        try:
+            loader.flatten_mapping(node)
+        except yaml.MarkedYAMLError as exc:
+            raise SpecError([doc.issue(path, f"invalid merge key: {exc.problem}", value=True)]) from None
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                raise SpecError([Issue("a mapping key must be a plain scalar", doc.file, line, col, dotted(path) or None)])
+            key = str(key_node.value)
+            sub = (*path, key)
+            if key in result:
+                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                first = doc.key_marks.get(sub, (None, None))[0]
+                raise SpecError(
+                    [Issue(f"duplicate key '{key}'", doc.file, line, col, dotted(sub), hint=f"it is already set on line {first}")]
+                )
+            doc.key_marks[sub] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            result[key] = _convert(loader, value_node, sub, doc, depth + 1)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(loader, item, (*path, i), doc, depth + 1) for i, item in enumerate(node.value)]
+    doc.raw_scalars[path] = str(node.value)
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        raise SpecError([doc.issue(path, f"invalid value: {exc}", value=True)]) from None
+    except ValueError as exc:
+        raise SpecError([doc.issue(path, f"invalid value: {exc}", value=True)]) from None
+
+
+def dump(data: Any) -> str:
+    import yaml
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return str(yaml.dump(data, Dumper=dumper, sort_keys=False, default_flow_style=False, allow_unicode=True))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
