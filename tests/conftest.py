@@ -1,0 +1,72 @@
+"""Shared fixtures: run the real CLI as a subprocess, in an isolated settings/cache setup."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Managed envs are shared by the whole session (creating one costs seconds)."""
+    shared = os.environ.get("CUBERUN_TEST_CACHE")
+    if shared:
+        return Path(shared)
+    return tmp_path_factory.mktemp("cuberun-cache")
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, cache_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        CUBERUN_SETTINGS=str(tmp_path / "settings" / "settings.yaml"),
+        MLCUBE_SYSTEM_SETTINGS=str(tmp_path / "no-reference-settings.yaml"),
+        CUBERUN_CACHE_DIR=str(cache_dir),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    env.pop("CUBERUN_DEBUG", None)
+    return env
+
+
+CLI = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli(cli_env: dict[str, str], tmp_path: Path) -> CLI:
+    """Run `python -m cuberun ARGS` for real; returns the completed process (text)."""
+
+    def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        full_env = dict(cli_env)
+        if env:
+            full_env.update(env)
+        return subprocess.run(
+            [sys.executable, "-m", "cuberun", *args],
+            cwd=str(cwd or tmp_path),
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    return run
+
+
+def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root
