@@ -65,10 +65,10 @@ def unavailable_reason(name: str) -> str | None:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
     path = backends_file()
+    if not _is_root():
+        return f"backend tests run as root (they start daemons and use root-owned sockets); run `sudo bash {UP_SCRIPT}` and the tests as root"
     data = load_backends()
     if data is None:
-        if not _is_root():
-            return f"backend tests need root and `sudo bash {UP_SCRIPT}` (not root, and no {path})"
         return f"backend {name!r} not set up: no {path}; run `bash {UP_SCRIPT}`"
     entry = data.get(name)
     if not isinstance(entry, dict):

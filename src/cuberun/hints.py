@@ -27,7 +27,7 @@ def closest(word: str, choices: Iterable[str]) -> str | None:
     for choice in choices:
         d = _distance(low, choice.lower())
         limit = max(1, min(3, len(choice) // 3))
-        if (d <= limit or (len(low) >= 4 and (choice.lower().startswith(low) or low.startswith(choice.lower())))) and (
+        if (d <= limit or (len(low) >= 3 and (choice.lower().startswith(low) or low.startswith(choice.lower())))) and (
             best is None or d < best[0]
         ):
             best = (d, choice)

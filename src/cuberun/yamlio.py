@@ -43,13 +43,14 @@ class Document:
     def position(self, path: KeyPath, *, value: bool = False) -> tuple[int | None, int | None]:
         marks = self.value_marks if value else self.key_marks
         probe = path
-        while probe:
+        while True:
             if probe in marks:
                 return marks[probe]
             if not value and probe in self.value_marks:
                 return self.value_marks[probe]
+            if not probe:
+                return (None, None)
             probe = probe[:-1]
-        return (None, None)
 
     def issue(
         self, path: KeyPath, message: str, hint: str | None = None, *, value: bool = False, severity: str = "error"
@@ -122,7 +123,8 @@ def _convert(loader: Any, node: Any, path: KeyPath, doc: Document, depth: int) -
     import yaml
 
     if depth > MAX_DEPTH:
-        raise SpecError([doc.issue(path, f"nesting is deeper than {MAX_DEPTH} levels", value=True)])
+        line, col = node.start_mark.line + 1, node.start_mark.column + 1
+        raise SpecError([Issue(f"nesting is deeper than {MAX_DEPTH} levels", doc.file, line, col, dotted(path[:3]) + "...")])
     doc.value_marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
     if isinstance(node, yaml.MappingNode):
         try:

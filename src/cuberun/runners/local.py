@@ -31,6 +31,7 @@ class Launch:
     workdir: Path
     env: EnvSpec | None
     notes: list[str]
+    no_command: str | None = None  # why there is no command (tasks without an entrypoint cannot run)
 
 
 class LocalRunner(Runner):
@@ -68,11 +69,14 @@ class LocalRunner(Runner):
         requirements: list[Path] = []
         packages = [str(p) for p in (cfg.get("packages") or [])]
         workdir = root / cfg["workdir"] if cfg.get("workdir") else None
+        no_command = None
         if command:
             tokens = shlex.split(command) if isinstance(command, str) else [str(t) for t in command]
             workdir = workdir or context
         else:
             tokens, derived_workdir, req_files, pkgs, notes = self._from_dockerfile(context, docker)
+            if not tokens:
+                no_command = f"{context / str(docker.get('build_file') or 'Dockerfile')} has no ENTRYPOINT or CMD to derive the host command from"
             workdir = workdir or derived_workdir
             requirements.extend(req_files)
             packages.extend(pkgs)
@@ -86,7 +90,7 @@ class LocalRunner(Runner):
         env: EnvSpec | None = None
         if mode == "managed" and (requirements or packages):
             env = EnvSpec(str(cfg.get("python") or sys.executable), tuple(requirements), tuple(packages))
-        return Launch(tokens, workdir, env, notes)
+        return Launch(tokens, workdir, env, notes, no_command)
 
     def _from_dockerfile(self, context: Path, docker: dict[str, Any]) -> tuple[list[str], Path, list[Path], list[str], list[str]]:
         from cuberun.runners import dockerfile
@@ -98,9 +102,8 @@ class LocalRunner(Runner):
                 "add 'local: {command: python3 main.py}' to mlcube.yaml, or use --platform=docker",
             )
         df = dockerfile.parse(build_file, context)
+        # no ENTRYPOINT/CMD is fine when every task brings its own entrypoint (checked in _argv)
         entry = (df.entrypoint or []) if df.entrypoint else list(df.cmd or [])
-        if not entry:
-            raise UsageError(f"{build_file} has no ENTRYPOINT or CMD to derive the host command from", "add a 'local: {command: ...}' section")
         if df.entrypoint_shell_form and entry[:2] == ["/bin/sh", "-c"]:
             entry = shlex.split(entry[2]) if len(entry) > 2 else []
         tokens = []
@@ -157,6 +160,9 @@ class LocalRunner(Runner):
     def _argv(self, task: ResolvedTask) -> list[str]:
         launch = self.launch()
         entry = task.entrypoint
+        if entry is None and launch.no_command:
+            raise UsageError(f"task '{task.name}' has no entrypoint and {launch.no_command}",
+                             f"give task '{task.name}' an entrypoint, or add a 'local: {{command: ...}}' section")
         base = entry if entry is not None else list(launch.command)
         if base and base[0] in PYTHON_NAMES:
             if launch.env is not None:

@@ -22,6 +22,7 @@ ENTRY_POINT_GROUP = "cuberun.runners"
 # runner name -> "module:Class"
 BUILTIN: dict[str, str] = {
     "local": "cuberun.runners.local:LocalRunner",
+    "docker": "cuberun.runners.docker:DockerRunner",
 }
 
 # cube sections that runners (built-in, or planned) read; known so they never warn as unknown
@@ -39,6 +40,12 @@ def _entry_points() -> dict[str, str]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(ep.name, ep.value)
     return found
+
+
+def _version() -> str:
+    from cuberun import __version__
+
+    return __version__
 
 
 def names() -> list[str]:
@@ -66,6 +73,8 @@ def _import(target: str, name: str) -> type[Runner]:
 def get(name: str) -> type[Runner]:
     target = BUILTIN.get(name) or _entry_points().get(name)
     if target is None:
+        if name in KNOWN_SECTIONS or name == "podman":
+            raise RunnerUnavailable(f"runner '{name}' is not available in cuberun {_version()}", "see the support table in the README")
         raise UsageError(f"unknown runner '{name}'", did_you_mean(name, names(), "runner"))
     return _import(target, name)
 

@@ -66,7 +66,7 @@ class Interpolator:
         if node is _MISSING:
             if "." not in key and key in self.env:
                 return self.env[key]
-            hint = "define it in the cube, or use ${oc.env:" + key + "} for an environment variable"
+            hint = "define it in the cube" if "." in key else "define it in the cube, or use ${oc.env:" + key + "} for an environment variable"
             if key.startswith("docker."):
                 hint = "add a 'docker:' section with an 'image', or choose another --platform"
             raise InterpolationError(f"interpolation key '{key}' not found", hint)

@@ -68,11 +68,14 @@ def parse_assignment(text: str, origin: str) -> tuple[str, str]:
     return key, value
 
 
-def typed_value(raw: str, existing: Any) -> Any:
+STRING_KEYS = ("version", "name", "image", "tag", "description")
+
+
+def typed_value(raw: str, existing: Any, key_name: str = "") -> Any:
     """A -P value typed like YAML, but kept a string where a string is expected (tags, versions)."""
     import yaml
 
-    if isinstance(existing, str):
+    if isinstance(existing, str) or key_name in STRING_KEYS:
         return raw
     try:
         value = yaml.safe_load(raw) if raw != "" else None
@@ -100,7 +103,7 @@ def apply_overrides(data: dict[str, Any], assignments: Sequence[str], origin: st
             elif not isinstance(nxt, dict):
                 raise SpecError([Issue(f"cannot set '{key}': '{part}' is not a mapping", origin)])
             node = nxt
-        node[parts[-1]] = typed_value(raw, node.get(parts[-1]))
+        node[parts[-1]] = typed_value(raw, node.get(parts[-1]), parts[-1])
     return result
 
 
@@ -178,11 +181,13 @@ def build_cube(
     version_raw = data.get("version")
     version = None
     if version_raw is not None:
-        version = doc.raw_scalars.get(("version",), str(version_raw)) if not isinstance(version_raw, (dict, list)) else None
-        if version is None:
+        if isinstance(version_raw, (dict, list)):
             issues.append(doc.issue(("version",), "must be a string", value=True))
         else:
-            version = str(resolve(("version",), version))
+            # `version: 1.10` is YAML's float 1.1: keep the text as written
+            text = version_raw if isinstance(version_raw, str) else doc.raw_scalars.get(("version",), str(version_raw))
+            version = str(resolve(("version",), text))
+            config["version"] = version
     description = data.get("description")
     if description is not None and not isinstance(description, str):
         issues.append(doc.issue(("description",), "must be a string", value=True))

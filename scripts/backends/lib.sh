@@ -1,0 +1,368 @@
+# shellcheck shell=bash
+# Shared helpers for the scripts that install and start the REAL test backends.
+# Source it; do not run it. Every backend script does:
+#     . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# Rules these helpers implement (see docs/conventions.md and the backend reference):
+#   - every wait loop is bounded in time and in iterations;
+#   - we only ever stop PIDs we recorded, after checking /proc/PID/cmdline;
+#   - all logging goes to stderr; a backend's `up` prints exactly one JSON
+#     object (its details for backends.json) on the original stdout (fd 3).
+
+if [[ -n "${_CUBERUN_BACKENDS_LIB:-}" ]]; then
+    return 0
+fi
+_CUBERUN_BACKENDS_LIB=1
+
+STATE="${CUBERUN_TEST_STATE:-/tmp/cuberun-test-state}"
+# shellcheck disable=SC2034  # used by the backend scripts
+BASE_IMAGE="localhost/cuberun-base:bookworm"
+ROOTFS="$STATE/rootfs"
+ROOTFS_MARKER=".cuberun-rootfs-complete"
+PID_DIR="$STATE/pids"
+LOG_DIR="$STATE/logs"
+LOG_TAG="${LOG_TAG:-backends}"
+
+# A plain system interpreter for small JSON jobs (pyenv shims are slow and may vary).
+if [[ -x /usr/bin/python3 ]]; then
+    PY=/usr/bin/python3
+else
+    PY=python3
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+export NEEDRESTART_SUSPEND=1
+
+# ---------------------------------------------------------------- logging
+
+log() {
+    printf '%s %s: %s\n' "$(date +%H:%M:%S)" "$LOG_TAG" "$*" >&2
+}
+
+# Print an "ERROR:" line (up.sh takes the last one as the failure reason) and exit 1.
+die() {
+    printf '%s %s: ERROR: %s\n' "$(date +%H:%M:%S)" "$LOG_TAG" "$*" >&2
+    exit 1
+}
+
+# Move stdout to fd 3 and send everything else (apt, debootstrap, daemons' chatter)
+# to stderr, so that `up` can print its JSON details on a clean stdout.
+redirect_stdout_to_stderr() {
+    exec 3>&1 1>&2
+}
+
+ensure_state_dirs() {
+    mkdir -p "$STATE" "$PID_DIR" "$LOG_DIR"
+    chmod 755 "$STATE"
+}
+
+require_root() {
+    if [[ "$(id -u)" -ne 0 ]]; then
+        die "must run as root (installs packages and starts daemons)"
+    fi
+}
+
+# now_ms: wall clock in milliseconds.
+now_ms() {
+    date +%s%3N
+}
+
+# ---------------------------------------------------------------- apt
+
+_apt_get() {
+    apt-get -o DPkg::Lock::Timeout=600 -y -q "$@"
+}
+
+apt_update() {
+    log "apt-get update"
+    _apt_get update
+}
+
+# pkg_installed PKG: true when dpkg has PKG fully installed.
+pkg_installed() {
+    local status
+    status="$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" || return 1
+    [[ "$status" == "installed" ]]
+}
+
+# apt_install PKG...: install the packages that are missing. `apt-get update` runs only
+# when the package lists are empty, or once more when an install fails (stale lists).
+apt_install() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        pkg_installed "$pkg" || missing+=("$pkg")
+    done
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        return 0
+    fi
+    if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+        apt_update
+    fi
+    log "apt-get install ${missing[*]}"
+    if ! _apt_get install "${missing[@]}"; then
+        log "install failed; refreshing package lists and retrying once"
+        apt_update
+        _apt_get install "${missing[@]}"
+    fi
+}
+
+# ---------------------------------------------------------------- polling
+
+# wait_until TIMEOUT_S INTERVAL_S DESCRIPTION CMD [ARGS...]
+# Runs CMD (output discarded) until it succeeds. Bounded by a wall-clock deadline AND
+# by an iteration cap derived from it. Returns 1 (after logging) when time runs out.
+wait_until() {
+    local timeout_s=$1 interval_s=$2 desc=$3
+    shift 3
+    local interval_ms deadline max_iter i=0
+    interval_ms="$(awk -v s="$interval_s" 'BEGIN { v = int(s * 1000); if (v < 10) v = 10; print v }')"
+    deadline=$(( $(now_ms) + timeout_s * 1000 ))
+    max_iter=$(( timeout_s * 1000 / interval_ms + 2 ))
+    while (( i < max_iter )); do
+        if "$@" >/dev/null 2>&1; then
+            return 0
+        fi
+        i=$(( i + 1 ))
+        if (( $(now_ms) >= deadline )); then
+            break
+        fi
+        sleep "$interval_s"
+    done
+    log "gave up waiting for: $desc (${timeout_s}s)"
+    return 1
+}
+
+# ---------------------------------------------------------------- processes
+
+# pid_alive PID: the process exists and is not a zombie.
+pid_alive() {
+    local pid=$1 state
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    [[ -r "/proc/$pid/stat" ]] || return 1
+    state="$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null)" || return 1
+    [[ -n "$state" && "$state" != "Z" && "$state" != "X" ]]
+}
+
+# pid_cmdline PID: the command line with NULs turned into spaces.
+pid_cmdline() {
+    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null
+}
+
+# pid_matches PID PATTERN...: alive, and its cmdline contains every PATTERN (fixed strings).
+pid_matches() {
+    local pid=$1 cmdline pattern
+    shift
+    pid_alive "$pid" || return 1
+    cmdline="$(pid_cmdline "$pid")" || return 1
+    [[ -n "$cmdline" ]] || return 1
+    for pattern in "$@"; do
+        [[ "$cmdline" == *"$pattern"* ]] || return 1
+    done
+    return 0
+}
+
+_pid_not_matching() {
+    ! pid_matches "$@"
+}
+
+# stop_pid PID TIMEOUT_S PATTERN...: stop PID only if its cmdline still matches every
+# PATTERN (guards against PID reuse): SIGTERM, bounded wait, then SIGKILL.
+stop_pid() {
+    local pid=$1 timeout_s=$2
+    shift 2
+    if ! pid_matches "$pid" "$@"; then
+        log "pid ${pid:-?} is gone or no longer ours; nothing to stop"
+        return 0
+    fi
+    log "stopping pid $pid ($(pid_cmdline "$pid" | cut -c1-100))"
+    kill -TERM "$pid" 2>/dev/null || return 0
+    if wait_until "$timeout_s" 0.2 "pid $pid to exit after SIGTERM" _pid_not_matching "$pid" "$@"; then
+        return 0
+    fi
+    if pid_matches "$pid" "$@"; then
+        log "pid $pid ignored SIGTERM; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait_until 5 0.1 "pid $pid to exit after SIGKILL" _pid_not_matching "$pid" "$@"
+}
+
+# record_pid NAME PID: remember that we started PID (file $PID_DIR/NAME.pid).
+record_pid() {
+    mkdir -p "$PID_DIR"
+    printf '%s\n' "$2" >"$PID_DIR/$1.pid"
+}
+
+# recorded_pid NAME: print the recorded PID (empty when none).
+recorded_pid() {
+    local f="$PID_DIR/$1.pid"
+    if [[ -r "$f" ]]; then
+        head -n1 "$f" | tr -dc '0-9'
+    fi
+}
+
+forget_pid() {
+    rm -f "$PID_DIR/$1.pid"
+}
+
+# stop_recorded NAME TIMEOUT_S PATTERN...: stop the PID recorded under NAME (if it still
+# matches) and forget it.
+stop_recorded() {
+    local name=$1 timeout_s=$2 pid
+    shift 2
+    pid="$(recorded_pid "$name")"
+    if [[ -n "$pid" ]]; then
+        stop_pid "$pid" "$timeout_s" "$@" || return 1
+    fi
+    forget_pid "$name"
+}
+
+# read_pidfile FILE: print the PID in a daemon's own pid file (empty when none).
+read_pidfile() {
+    if [[ -r "$1" ]]; then
+        head -n1 "$1" | tr -dc '0-9'
+    fi
+}
+
+# ---------------------------------------------------------------- files
+
+# write_if_changed FILE MODE: write stdin to FILE when the content differs.
+# Returns 0 when the file was (re)written, 1 when it was already up to date.
+write_if_changed() {
+    local file=$1 mode=$2 tmp
+    tmp="$(mktemp "${file}.XXXXXX")"
+    cat >"$tmp"
+    chmod "$mode" "$tmp"
+    if [[ -f "$file" ]] && cmp -s "$tmp" "$file"; then
+        rm -f "$tmp"
+        chmod "$mode" "$file"
+        return 1
+    fi
+    mv -f "$tmp" "$file"
+    return 0
+}
+
+# safe_rm_tree DIR: unmount anything left mounted below DIR (an interrupted debootstrap
+# leaves /proc and /sys mounted there), then delete it without crossing file systems.
+safe_rm_tree() {
+    local dir=$1 mnt m i
+    [[ -e "$dir" ]] || return 0
+    dir="$(realpath -e "$dir")"
+    case "$dir" in
+        "$STATE"/?*) ;;
+        *) die "refusing to delete $dir (outside $STATE)" ;;
+    esac
+    for i in 1 2 3; do
+        mnt="$(awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/self/mounts | sort -r)"
+        [[ -n "$mnt" ]] || break
+        while IFS= read -r m; do
+            log "unmounting leftover $m (pass $i)"
+            umount -l "$m" 2>/dev/null || true
+        done <<<"$mnt"
+    done
+    rm -rf --one-file-system -- "$dir"
+}
+
+# emit_json KEY VALUE ...: print one JSON object on fd 3 (the original stdout).
+# A VALUE written as "json:<text>" is inserted as raw JSON (lists, booleans, objects).
+emit_json() {
+    "$PY" - "$@" >&3 <<'EOF'
+import json, sys
+args = sys.argv[1:]
+out = {}
+for key, value in zip(args[::2], args[1::2]):
+    out[key] = json.loads(value[5:]) if value.startswith("json:") else value
+print(json.dumps(out, sort_keys=True))
+EOF
+}
+
+# ---------------------------------------------------------------- base rootfs
+
+# debian_mirror: the main archive URI from the host's apt sources (deb822 first).
+debian_mirror() {
+    local uri=""
+    if [[ -r /etc/apt/sources.list.d/debian.sources ]]; then
+        uri="$(awk 'BEGIN { RS = ""; FS = "\n" }
+            {
+                u = ""; main = 0
+                for (i = 1; i <= NF; i++) {
+                    if ($i ~ /^URIs:/) { u = $i; sub(/^URIs:[ \t]*/, "", u); sub(/[ \t].*$/, "", u) }
+                    if ($i ~ /^Suites:/ && $i ~ /[ \t]bookworm([ \t]|$)/) main = 1
+                }
+                if (main && u != "") { print u; exit }
+            }' /etc/apt/sources.list.d/debian.sources)"
+    fi
+    if [[ -z "$uri" && -r /etc/apt/sources.list ]]; then
+        uri="$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list)"
+    fi
+    printf '%s\n' "${uri:-http://deb.debian.org/debian}"
+}
+
+rootfs_ready() {
+    [[ -f "$ROOTFS/$ROOTFS_MARKER" && -x "$ROOTFS/usr/bin/python3" ]]
+}
+
+# ensure_rootfs: build $ROOTFS with debootstrap (minbase + Python) unless a complete one
+# exists. Built in a side directory and renamed, with a marker written last, so a
+# half-built rootfs is never used. Serialized with a lock (docker.sh and charliecloud.sh
+# both call it).
+ensure_rootfs() {
+    ensure_state_dirs
+    if rootfs_ready; then
+        return 0
+    fi
+    exec 9>"$STATE/rootfs.lock"
+    if ! flock -w 900 9; then
+        die "timed out waiting for the rootfs lock $STATE/rootfs.lock"
+    fi
+    if rootfs_ready; then
+        exec 9>&-
+        return 0
+    fi
+    apt_install debootstrap ca-certificates
+    local partial="$STATE/rootfs.partial" mirror start crt
+    mirror="$(debian_mirror)"
+    if [[ -e "$ROOTFS" ]]; then
+        log "removing incomplete rootfs $ROOTFS"
+        safe_rm_tree "$ROOTFS"
+    fi
+    safe_rm_tree "$partial"
+    start=$SECONDS
+    log "debootstrap bookworm (minbase + python3) from $mirror into $partial (takes minutes)"
+    if ! debootstrap --variant=minbase \
+        --include=python3,python3-pip,python3-venv,python3-numpy,python3-yaml,ca-certificates \
+        bookworm "$partial" "$mirror" >"$LOG_DIR/debootstrap.log" 2>&1; then
+        tail -n 20 "$LOG_DIR/debootstrap.log" >&2 || true
+        safe_rm_tree "$partial"
+        die "debootstrap failed (log: $LOG_DIR/debootstrap.log)"
+    fi
+    log "debootstrap done in $(( SECONDS - start ))s; adding host CAs and pip.conf"
+    mkdir -p "$partial/usr/local/share/ca-certificates"
+    for crt in /usr/local/share/ca-certificates/*.crt; do
+        [[ -e "$crt" ]] || continue
+        cp -f "$crt" "$partial/usr/local/share/ca-certificates/"
+    done
+    chroot "$partial" /usr/sbin/update-ca-certificates >/dev/null
+    printf '[global]\nbreak-system-packages = true\ndisable-pip-version-check = true\nroot-user-action = ignore\n' \
+        >"$partial/etc/pip.conf"
+    rm -rf "$partial"/var/cache/apt/archives/*.deb "$partial"/var/cache/apt/*.bin
+    find "$partial/var/lib/apt/lists" -mindepth 1 -maxdepth 1 -type f -delete
+    : >"$partial/etc/resolv.conf"
+    date -u +%Y-%m-%dT%H:%M:%SZ >"$partial/$ROOTFS_MARKER"
+    mv "$partial" "$ROOTFS"
+    log "rootfs ready at $ROOTFS ($(( SECONDS - start ))s)"
+    exec 9>&-
+}
+
+# rootfs_tar: stream the rootfs as a tar archive on stdout (marker excluded).
+rootfs_tar() {
+    tar -C "$ROOTFS" --exclude="./$ROOTFS_MARKER" --numeric-owner -c .
+}
+
+# Image metadata shared by the docker and podman imports.
+# shellcheck disable=SC2034  # used by docker.sh and podman.sh
+IMPORT_CHANGES=(
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+    --change 'ENV LANG=C.UTF-8'
+    --change 'ENV PYTHONUNBUFFERED=1'
+    --change 'CMD ["python3"]'
+)

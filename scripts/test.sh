@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install what the tests need, bring up the real backends (as root), run every check and test.
+# CUBERUN_REQUIRE_BACKENDS=1 turns a backend that cannot start into a failure instead of a skip.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+venv=${CUBERUN_VENV:-$here/.venv}
+python=${PYTHON:-python3}
+
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --disable-pip-version-check -q -e ".[test]"
+
+backends_rc=0
+if [ "$(id -u)" = 0 ]; then
+  bash scripts/backends/up.sh || backends_rc=$?
+  if [ "$backends_rc" != 0 ]; then
+    echo "test.sh: some backends did not come up (see ${CUBERUN_TEST_STATE:-/tmp/cuberun-test-state}/backends.json)" >&2
+    if [ "${CUBERUN_REQUIRE_BACKENDS:-0}" = 1 ]; then
+      exit "$backends_rc"
+    fi
+  fi
+else
+  echo "test.sh: not root: backend tests will be skipped with a reason" >&2
+fi
+
+"$venv/bin/ruff" check src tests benchmarks
+"$venv/bin/mypy"
+# a shared cache of managed envs across the session keeps repeated env creation out of the run
+export CUBERUN_TEST_CACHE=${CUBERUN_TEST_CACHE:-${CUBERUN_TEST_STATE:-/tmp/cuberun-test-state}/env-cache}
+mkdir -p "$CUBERUN_TEST_CACHE"
+exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@"

@@ -1,0 +1,723 @@
+"""The docker runner: a task in a Docker or Podman container.
+
+Compatible with the reference's `docker:` keys and invocation contract (`/mlcube_ioN` mounts,
+`[<task>] --p=/mlcube_ioN[/file]`, `--entrypoint=FIRST IMAGE REST... --p=...`), with its bugs
+fixed: argv lists (no shell), `--rm` plus a unique name and label so that no container is left
+behind (also on Ctrl-C and failures), the host user's uid:gid inside the container, inputs
+read-only by default, one GPU model (`--gpus` + CUDA_VISIBLE_DEVICES), proxy variables passed
+to builds and runs, and single-token entrypoints that keep their parameters.
+
+`build_strategy: auto` labels each image it builds with a hash of the build inputs (the
+context without what `.dockerignore` excludes, the recipe, the build args) and rebuilds when
+the hash changes, so an unchanged cube costs one `docker image inspect`.
+
+The same runner drives Podman (`docker: podman`): runs get `--pull=never`, because the image is
+always made present first and short names must never be resolved against a registry.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import re
+import shlex
+import stat
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from cuberun.errors import BackendError, CuberunError, Issue, RunnerUnavailable, SpecError, TaskFailed
+from cuberun.runners.base import Runner, Step
+from cuberun.schema import Field
+
+if TYPE_CHECKING:
+    from cuberun.gpus import GpuRequest
+    from cuberun.process import Captured, Outcome
+    from cuberun.resolve import ResolvedTask
+
+RUN_LABEL = "cuberun.run"
+HASH_LABEL = "cuberun.context-hash"
+PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+STRATEGIES = ("pull", "auto", "always")
+SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH)", re.IGNORECASE)
+PROBE_TIMEOUT = 30.0
+CANCEL_TIMEOUT = 10.0
+NOT_FOUND = ("no such image", "image not known", "no such object", "not found")
+DAEMON_DOWN = ("cannot connect to the docker daemon", "is the docker daemon running", "connection refused", "cannot connect to podman")
+ENGINE_ERROR = re.compile(r"^(docker: |Error: |Error response from daemon|Unable to find image|.*OCI runtime)", re.IGNORECASE)
+
+
+# -- the build context hash ----------------------------------------------------------------
+@dataclass(frozen=True)
+class IgnoreRule:
+    pattern: re.Pattern[str]
+    negate: bool
+
+
+def _translate(pattern: str) -> str:
+    """A .dockerignore pattern (Go filepath.Match plus `**`) as a regular expression."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            if pattern.startswith("**", i):
+                i += 2
+                if i < n and pattern[i] == "/":
+                    out.append("(?:.*/)?")
+                    i += 1
+                else:
+                    out.append(".*")
+                continue
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : end]
+                if body.startswith(("!", "^")):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = end
+        elif c == "\\" and i + 1 < n:
+            i += 1
+            out.append(re.escape(pattern[i]))
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def read_dockerignore(context: Path) -> list[IgnoreRule]:
+    try:
+        text = (context / ".dockerignore").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    rules: list[IgnoreRule] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        if negate:
+            line = line[1:].strip()
+        line = posixpath.normpath(line.replace("\\", "/")).lstrip("/") if line else line
+        if line in ("", "."):
+            continue
+        try:
+            rules.append(IgnoreRule(re.compile(_translate(line) + r"\Z", re.DOTALL), negate))
+        except re.error:
+            continue
+    return rules
+
+
+def is_ignored(rel: str, rules: Sequence[IgnoreRule]) -> bool:
+    """Docker's rule: the last pattern that matches the path, or one of its parents, decides."""
+    parts = rel.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for rule in rules:
+        if any(rule.pattern.match(c) for c in candidates):
+            ignored = not rule.negate
+    return ignored
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(1 << 20)
+            if not chunk:
+                break
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _context_entries(context: Path, rules: Sequence[IgnoreRule]) -> Iterator[str]:
+    prune = not any(r.negate for r in rules)  # with no `!` exception an ignored dir is skipped whole
+    for dirpath, dirnames, filenames in os.walk(context):
+        base = Path(dirpath)
+        reldir = base.relative_to(context).as_posix()
+        reldir = "" if reldir == "." else reldir + "/"
+        keep = []
+        for d in sorted(dirnames):
+            rel = reldir + d
+            full = base / d
+            if full.is_symlink():
+                if not is_ignored(rel, rules):
+                    yield f"l\0{rel}\0{os.readlink(full)}"
+                continue
+            if prune and is_ignored(rel, rules):
+                continue
+            if not is_ignored(rel, rules):
+                yield f"d\0{rel}"
+            keep.append(d)
+        dirnames[:] = keep
+        for f in sorted(filenames):
+            rel = reldir + f
+            if is_ignored(rel, rules):
+                continue
+            full = base / f
+            st = full.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                yield f"l\0{rel}\0{os.readlink(full)}"
+            elif stat.S_ISREG(st.st_mode):
+                yield f"f\0{rel}\0{st.st_mode & 0o111:o}\0{_file_digest(full)}"
+
+
+def context_hash(context: Path, recipe: Path, build_args: Any = None) -> str:
+    """sha256 of everything a build reads: the context (minus .dockerignore), the recipe and the
+    build args. Proxy variables and the build network are left out: they do not change the image."""
+    import hashlib
+
+    digest = hashlib.sha256(b"cuberun-context-v1\n")
+    for entry in sorted(_context_entries(context, read_dockerignore(context))):
+        digest.update(entry.encode("utf-8", "surrogateescape") + b"\n")
+    try:
+        name = recipe.relative_to(context).as_posix()
+    except ValueError:
+        name = recipe.name
+    recipe_digest = _file_digest(recipe) if recipe.is_file() else "-"
+    digest.update(f"recipe\0{name}\0{recipe_digest}\n".encode("utf-8", "surrogateescape"))
+    digest.update(b"args\0" + json.dumps(build_args, sort_keys=True, default=str).encode() + b"\n")
+    return digest.hexdigest()
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _tokens(value: Any) -> list[str]:
+    """cpu_args / gpu_args / extra_run_args: a string (shlex-split), a list, or a mapping of flags."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return shlex.split(value)
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    if isinstance(value, Mapping):
+        out: list[str] = []
+        for key, val in value.items():
+            flag = str(key) if str(key).startswith("-") else f"--{key}"
+            if val is None or val is True:
+                out.append(flag)
+            elif val is not False:
+                out.append(f"{flag}={val}")
+        return out
+    return [str(value)]
+
+
+def _has_flag(tokens: Sequence[str], *names: str) -> bool:
+    for tok in tokens:
+        for name in names:
+            if tok == name or tok.startswith(name + "="):
+                return True
+            if len(name) == 2 and tok.startswith(name) and not tok.startswith("--"):  # -u1000:1000
+                return True
+    return False
+
+
+def _env_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _last_error_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if ENGINE_ERROR.match(line) or "error" in line.lower():
+            return line
+    return lines[-1] if lines else ""
+
+
+@dataclass(frozen=True)
+class ImageState:
+    present: bool
+    labels: dict[str, str]
+
+
+class DockerRunner(Runner):
+    name = "docker"
+    section = "docker"
+    schema: ClassVar[dict[str, Field]] = {
+        "image": Field((str,), doc="image reference (required)"),
+        "docker": Field((str, list), default="docker", doc="the engine executable: docker, podman, 'sudo docker', nvidia-docker"),
+        "env_args": Field((dict, str), default={}, doc="environment of the task: a mapping (-e K=V) or extra run arguments"),
+        "gpu_args": Field((str, dict, list), default="", doc="extra run arguments when GPUs are requested"),
+        "cpu_args": Field((str, dict, list), default="", doc="extra run arguments when no GPU is requested"),
+        "build_args": Field((dict, str), default={}, doc="build arguments: a mapping (--build-arg K=V) or extra build arguments"),
+        "build_context": Field((str,), default=".", doc="build context, relative to the cube root"),
+        "build_file": Field((str,), default="Dockerfile", doc="recipe, relative to the build context"),
+        "build_strategy": Field((str,), default="pull", choices=STRATEGIES, doc="pull | auto (rebuild when the context changed) | always"),
+        "build_network": Field((str,), doc="network of RUN steps during builds (e.g. host)"),
+        "--network": Field((str,), doc="--network=X for runs"),
+        "--security-opt": Field((str,), doc="--security-opt=X for runs"),
+        "--gpus": Field((str, int), doc="GPUs: all, N or device=a,b"),
+        "--memory": Field((str, int), doc="--memory=X for runs"),
+        "--cpuset-cpus": Field((str, int), doc="--cpuset-cpus=X for runs"),
+        "--mount_opts": Field((str,), default="", choices=("", "ro", "rw"), doc="mount mode of every input"),
+        "tar_file": Field((str,), doc="an image archive (docker save) loaded when the image is missing"),
+        "run_as_user": Field((bool,), default=True, doc="run as the invoking user's uid:gid (-u) unless the args set a user"),
+        "remove": Field((bool,), default=True, doc="remove the container when it exits (--rm)"),
+        "network": Field((str,), doc="--network=X for runs (the CLI --network wins)"),
+        "extra_run_args": Field((list, str), default=[], doc="more arguments for `docker run`"),
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._names: dict[str, str] = {}
+        self._state: ImageState | None = None
+        self._configured = False
+
+    # -- configuration ---------------------------------------------------------------------
+    @property
+    def executable(self) -> list[str]:
+        value = self.config.get("docker") or "docker"
+        argv = shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+        return argv or ["docker"]
+
+    @property
+    def is_podman(self) -> bool:
+        return any(os.path.basename(tok) == "podman" for tok in self.executable)
+
+    @property
+    def engine(self) -> str:
+        """The engine's name for messages: the first token that is not sudo or one of its options."""
+        for tok in self.executable:
+            if tok != "sudo" and not tok.startswith("-"):
+                return os.path.basename(tok)
+        return "docker"
+
+    @property
+    def image(self) -> str:
+        value = self.config.get("image")
+        if not isinstance(value, str) or not value.strip():
+            raw = self.cube.raw_section("docker")
+            path: tuple[str, ...] = ("docker",) if raw is not None else ()
+            issue = self.cube.doc.issue(path, "docker.image is missing", "add it, or choose another --platform")
+            raise SpecError([Issue("docker.image is missing", issue.file, issue.line, issue.column, None, issue.hint)])
+        return value.strip()
+
+    @property
+    def strategy(self) -> str:
+        value = self.config.get("build_strategy") or "pull"
+        return str(value)
+
+    @property
+    def context(self) -> Path:
+        return Path(os.path.normpath(self.cube.root / str(self.config.get("build_context") or ".")))
+
+    @property
+    def recipe(self) -> Path:
+        return Path(os.path.normpath(self.context / str(self.config.get("build_file") or "Dockerfile")))
+
+    def _option(self, cli: str | None, *keys: str) -> str | None:
+        if cli is not None and cli != "":
+            return cli
+        for key in keys:
+            value = self.config.get(key)
+            if value is not None and value != "":
+                return str(value)
+        return None
+
+    def gpu_request(self) -> GpuRequest:
+        from cuberun.gpus import effective_gpus
+
+        return effective_gpus(self._option(self.options.gpus, "--gpus"), self.cube.accelerator_count)
+
+    def _proxies(self, already: Mapping[str, Any] | Sequence[str]) -> list[tuple[str, str]]:
+        return [(k, os.environ[k]) for k in PROXY_VARS if os.environ.get(k) and k not in already]
+
+    # -- steps (pure) ----------------------------------------------------------------------
+    def build_argv(self, hash_value: str | None = None) -> list[str]:
+        argv = [*self.executable, "build"]
+        network = self.config.get("build_network")
+        if network:
+            argv.append(f"--network={network}")
+        build_args = self.config.get("build_args") or {}
+        names: list[str] = []
+        if isinstance(build_args, Mapping):
+            for key, value in build_args.items():
+                argv += ["--build-arg", f"{key}={_env_value(value)}"]
+                names.append(str(key))
+        else:
+            tokens = _tokens(build_args)
+            argv += tokens
+            names = [t.split("=", 1)[0] for t in tokens]
+        for key, value in self._proxies(names):
+            argv += ["--build-arg", f"{key}={value}"]
+        digest = hash_value or context_hash(self.context, self.recipe, build_args)
+        argv += ["--label", f"{HASH_LABEL}={digest}", "-t", self.image, "-f", str(self.recipe), str(self.context)]
+        return argv
+
+    def _tar_file(self) -> Path | None:
+        value = self.config.get("tar_file")
+        if not value:
+            return None
+        path = Path(os.path.expanduser(str(value)))
+        return path if path.is_absolute() else self.cube.root / path
+
+    def _fetch_step(self) -> Step:
+        tar = self._tar_file()
+        if tar is not None and tar.is_file():
+            return Step((*self.executable, "load", "--input", str(tar)), "load")
+        return Step((*self.executable, "pull", self.image), "pull")
+
+    def configure_steps(self) -> list[Step]:
+        if self.strategy != "pull" and self.recipe.is_file():
+            return [Step(tuple(self.build_argv()), "build")]
+        return [self._fetch_step()]
+
+    def container_name(self, task: str) -> str:
+        name = self._names.get(task)
+        if name is None:
+            safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", task).strip("_.-") or "task"
+            name = f"cuberun-{safe[:40]}-{os.urandom(4).hex()}"
+            self._names[task] = name
+        return name
+
+    def run_argv(self, task: ResolvedTask) -> tuple[list[str], dict[str, str]]:
+        """`docker run ...` for a task, and the environment variables the engine must pass on."""
+        cfg = self.config
+        gpus = self.gpu_request()
+        user_args = _tokens(cfg.get("gpu_args") if gpus.wanted else cfg.get("cpu_args"))
+        extra = _tokens(cfg.get("extra_run_args"))
+        argv = [*self.executable, "run"]
+        if cfg.get("remove", True):
+            argv.append("--rm")
+        argv += [f"--name={self.container_name(task.name)}", f"--label={RUN_LABEL}=1"]
+        if self.is_podman:
+            argv.append("--pull=never")
+        mapped = bool(cfg.get("run_as_user", True)) and not _has_flag(user_args + extra, "-u", "--user")
+        if mapped:
+            argv += ["-u", f"{os.getuid()}:{os.getgid()}"]
+        argv += user_args
+        for flag, value in (
+            ("--network", self._option(self.options.network, "--network", "network")),
+            ("--security-opt", self._option(self.options.security, "--security-opt")),
+            ("--memory", self._option(self.options.memory, "--memory")),
+            ("--cpuset-cpus", self._option(self.options.cpus, "--cpuset-cpus")),
+        ):
+            if value is not None and not _has_flag(user_args, flag):
+                argv.append(f"{flag}={value}")
+        if gpus.wanted and not _has_flag(user_args + extra, "--gpus"):
+            argv.append(f"--gpus={gpus.docker_value()}")
+        entry = task.entrypoint
+        if entry:
+            argv.append(f"--entrypoint={entry[0]}")
+
+        # environment: env_args, RunOptions.extra_env, proxies, GPUs, HOME for a mapped user
+        env: dict[str, str] = {}
+        names: list[str] = []
+        via_env = not any(os.path.basename(t) == "sudo" for t in self.executable)  # sudo drops our env
+
+        def add_env(key: str, value: str) -> None:
+            names.append(key)
+            if via_env and SECRET_NAME.search(key):
+                argv.extend(["-e", key])  # the value travels in the engine's environment, not in argv
+                env[key] = value
+            else:
+                argv.extend(["-e", f"{key}={value}"])
+
+        env_args = cfg.get("env_args") or {}
+        if isinstance(env_args, Mapping):
+            for key, value in env_args.items():
+                add_env(str(key), _env_value(value))
+        else:
+            tokens = _tokens(env_args)
+            argv += tokens
+            names += [t.split("=", 1)[0] for t in tokens if not t.startswith("-")]
+        for key, value in self.options.extra_env.items():
+            add_env(key, value)
+        for key, value in self._proxies(names):
+            add_env(key, value)
+        if gpus.devices and "CUDA_VISIBLE_DEVICES" not in names:
+            # only the requested devices exist inside the container, renumbered from 0
+            add_env("CUDA_VISIBLE_DEVICES", ",".join(str(i) for i in range(len(gpus.devices))))
+        if mapped and os.getuid() != 0 and "HOME" not in names:
+            add_env("HOME", "/tmp")  # an unknown uid gets HOME=/, which it cannot write
+        argv += extra
+
+        input_mode = self.options.mount or cfg.get("--mount_opts") or None
+        layout = task.layout(input_mode=input_mode)
+        for m in layout.mounts:
+            argv += self._mount_args(m.host, m.target, m.readonly)
+        argv.append(self.image)
+        if entry:
+            argv += entry[1:]
+        argv += task.task_args(layout.args)
+        return argv, env
+
+    def _mount_args(self, host: str, target: str, readonly: bool) -> list[str]:
+        """`--volume H:T[:ro]` like the reference; `--mount` when the path has a ':' (which -v cannot express)."""
+        if ":" not in host:
+            return ["--volume", f"{host}:{target}" + (":ro" if readonly else "")]
+        fields = ["type=bind", f"source={host}", f"target={target}"] + (["readonly"] if readonly else [])
+        if not self.is_podman:  # docker parses the value as CSV
+            fields = [_csv_field(f) for f in fields]
+        return ["--mount", ",".join(fields)]
+
+    def run_steps(self, task: ResolvedTask) -> list[Step]:
+        argv, env = self.run_argv(task)
+        return [Step(tuple(argv), "run", None, env)]
+
+    # -- talking to the engine ----------------------------------------------------------------
+    def _capture(self, *args: str, timeout: float = PROBE_TIMEOUT) -> Captured:
+        from cuberun.process import capture
+
+        return capture([*self.executable, *args], timeout=timeout)
+
+    def _daemon_problem(self, stderr: str) -> str | None:
+        low = stderr.lower()
+        if "permission denied" in low and ("docker.sock" in low or "daemon socket" in low):
+            return (
+                f"permission denied on the {self.engine} socket ({_first_line(stderr)}). "
+                f"Hint: add your user to the docker group (sudo usermod -aG docker $USER, then log in again), or set docker: sudo {self.engine}"
+            )
+        if any(s in low for s in DAEMON_DOWN):
+            host = os.environ.get("DOCKER_HOST")
+            where = f" at {host}" if host else ""
+            return (
+                f"the {self.engine} daemon is not running{where}. "
+                f"Hint: start it (e.g. sudo systemctl start docker, or dockerd), check DOCKER_HOST, or use --platform=local"
+            )
+        if "a password is required" in low or "a terminal is required" in low:
+            return f"'{' '.join(self.executable)}' asks for a password. Hint: allow it without a password in sudoers, or use the docker group"
+        return None
+
+    def image_state(self, refresh: bool = False) -> ImageState:
+        """Whether the image exists locally and its labels (one `image inspect`, cached)."""
+        if self._state is not None and not refresh:
+            return self._state
+        image = self.image
+        res = self._capture("image", "inspect", "--format", "{{json .Config.Labels}}", image)
+        if res.missing:
+            raise RunnerUnavailable(self._not_installed())
+        if res.returncode == 0:
+            try:
+                labels = json.loads(res.stdout.strip().splitlines()[0]) if res.stdout.strip() else None
+            except (ValueError, IndexError):
+                labels = None
+            state = ImageState(True, {str(k): str(v) for k, v in (labels or {}).items()})
+        else:
+            problem = self._daemon_problem(res.stderr)
+            if problem:
+                raise RunnerUnavailable(problem)
+            if not any(s in res.stderr.lower() for s in NOT_FOUND):
+                raise BackendError(
+                    f"'{shlex.join([*self.executable, 'image', 'inspect', image])}' failed (exit {res.returncode}): {_first_line(res.stderr)}",
+                    f"check that {self.engine} works: {' '.join(self.executable)} info",
+                )
+            state = ImageState(False, {})
+        self._state = state
+        return state
+
+    def _not_installed(self) -> str:
+        return f"{self.engine} is not installed (no '{self.executable[0]}' on the PATH). Hint: install Docker or Podman, or use --platform=local"
+
+    def unavailable_reason(self) -> str | None:
+        from cuberun.process import which
+
+        for tok in self.executable:
+            if tok.startswith("-"):
+                continue
+            if which(tok) is None:
+                return self._not_installed() if tok != "sudo" else "sudo is not installed. Hint: set docker: docker (without sudo)"
+            if tok != "sudo":
+                break
+        try:
+            self.image_state()
+        except SpecError:
+            return None  # docker.image is missing: reported by configure/run with its position
+        except RunnerUnavailable as exc:
+            return exc.lines()[0]
+        return None
+
+    # -- configure -------------------------------------------------------------------------
+    def configure(self) -> None:
+        """Make the image present: build (auto: only when the context changed; always: every
+        time) or load/pull it when missing. Quiet when there is nothing to do."""
+        state = self.image_state()
+        if self.strategy != "pull" and self.recipe.is_file():
+            build_args = self.config.get("build_args") or {}
+            digest = context_hash(self.context, self.recipe, build_args)
+            if self.strategy == "always":
+                self._build(digest, "build_strategy is always")
+            elif not state.present:
+                self._build(digest, "the image is missing")
+            elif HASH_LABEL in state.labels and state.labels[HASH_LABEL] != digest:
+                self._build(digest, "the build context changed")
+            # else: up to date, or an image cuberun did not build (pulled or tagged by hand): used as is
+        elif not state.present:
+            self._fetch()
+        self._configured = True
+
+    def _stream_to_stderr(self, argv: Sequence[str], purpose: str) -> tuple[Outcome, str]:
+        from cuberun.process import stream
+
+        tail = io.BytesIO()
+        echo = getattr(sys.stderr, "buffer", None)
+        print(f"cuberun: {purpose}: {shlex.join(argv)}", file=sys.stderr, flush=True)
+        outcome = stream(argv, log=tail, echo=echo)
+        return outcome, tail.getvalue()[-8192:].decode("utf-8", "replace")
+
+    def _build(self, digest: str, why: str) -> None:
+        argv = self.build_argv(digest)
+        outcome, text = self._stream_to_stderr(argv, f"building {self.image} ({why})")
+        if outcome.interrupted:
+            raise TaskFailed(f"the build of {self.image} was interrupted", outcome.exit_code)
+        if outcome.exit_code != 0:
+            problem = self._daemon_problem(text)
+            if problem:
+                raise RunnerUnavailable(problem)
+            raise BackendError(
+                f"building image {self.image} failed with exit code {outcome.exit_code}: {_last_error_line(text)}",
+                f"fix {self.recipe} (the build output is above); builds whose RUN steps need the network may need -P{self.section}.build_network=host",
+            )
+        self._state = ImageState(True, {HASH_LABEL: digest})
+
+    def _fetch(self) -> None:
+        step = self._fetch_step()
+        what = "loading" if step.purpose == "load" else "pulling"
+        outcome, text = self._stream_to_stderr(step.argv, f"{what} {self.image} (not present locally)")
+        if outcome.interrupted:
+            raise TaskFailed(f"{what} {self.image} was interrupted", outcome.exit_code)
+        if outcome.exit_code != 0:
+            problem = self._daemon_problem(text)
+            if problem:
+                raise RunnerUnavailable(problem)
+            recipe = self.recipe
+            build_hint = (
+                f"build it from {recipe} with -P{self.section}.build_strategy=auto, or tag a local image: {self.engine} tag SOURCE {self.image}"
+                if recipe.is_file()
+                else f"tag a local image with exactly this name: {self.engine} tag SOURCE {self.image}"
+            )
+            raise BackendError(f"cannot {what[:-3]} image {self.image} (exit {outcome.exit_code}): {_last_error_line(text)}", build_hint)
+        self._state = ImageState(True, {})
+
+    # -- run ---------------------------------------------------------------------------------
+    def _remove_container(self, name: str, *, kill: bool) -> None:
+        if kill:
+            self._capture("kill", name, timeout=CANCEL_TIMEOUT)
+        if self.config.get("remove", True):
+            self._capture("rm", "-f", name, timeout=CANCEL_TIMEOUT)
+
+    def _cleanup_after(self, name: str) -> None:
+        """Make sure the container is gone after an interrupted or broken run. A create request
+        may still be in flight when the client dies, so look once more after a short wait."""
+        if not self.config.get("remove", True):
+            self._capture("kill", name, timeout=CANCEL_TIMEOUT)
+            return
+        for attempt in range(2):
+            res = self._capture("rm", "-f", name, timeout=CANCEL_TIMEOUT)
+            if res.returncode == 0 and res.stdout.strip():
+                return
+            if attempt == 0:
+                time.sleep(0.5)
+
+    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
+        from cuberun.process import stream
+
+        if not self._configured:
+            self.configure()
+        argv, extra_env = self.run_argv(task)
+        name = self.container_name(task.name)
+        env = {**os.environ, **extra_env} if extra_env else None
+        with open(log_path, "ab") as log:
+            outcome = stream(argv, env=env, log=log, on_cancel=lambda: self._remove_container(name, kill=True))
+        if outcome.interrupted or outcome.signal is not None or outcome.exit_code in (125, 126, 127):
+            self._cleanup_after(name)
+        if outcome.interrupted or outcome.exit_code == 0:
+            return outcome
+        if outcome.exit_code in (125, 126, 127):
+            text = _tail(log_path)
+            line = _last_error_line(text)
+            if outcome.exit_code == 125 and ENGINE_ERROR.match(line):
+                problem = self._daemon_problem(text)
+                if problem:
+                    raise RunnerUnavailable(problem)
+                raise BackendError(f"{self.engine} could not start the container for task '{task.name}': {line}", "check the image and the run arguments (--dry-run prints them)")
+            if "oci runtime" in line.lower() or "executable file not found" in line.lower():
+                raise BackendError(
+                    f"the container of task '{task.name}' could not run its command (exit {outcome.exit_code}): {line}",
+                    "check the task's entrypoint and the image's ENTRYPOINT",
+                    exit_code=outcome.exit_code,
+                )
+        if outcome.exit_code == 137 and outcome.signal is None:
+            memory = self._option(self.options.memory, "--memory")
+            limit = f" (now {memory})" if memory else ""
+            raise TaskFailed(
+                f"task '{task.name}' was killed (SIGKILL, exit 137): possibly out of memory",
+                137,
+                f"raise --memory{limit}, or lower the task's memory use; the log is {log_path}",
+            )
+        return outcome
+
+    # -- inspect -------------------------------------------------------------------------------
+    def inspect(self) -> dict[str, Any]:
+        reason = self.unavailable_reason()
+        if reason:
+            raise RunnerUnavailable(reason)
+        image = self.image
+        res = self._capture("image", "inspect", image)
+        if res.returncode != 0:
+            raise CuberunError(f"image {image} is not present locally", f"run: cuberun configure --platform={self.platform}")
+        try:
+            data = json.loads(res.stdout)
+            entry = data[0] if isinstance(data, list) else data
+        except (ValueError, IndexError, KeyError):
+            raise BackendError(f"cannot parse the output of {self.engine} image inspect {image}") from None
+        config = entry.get("Config") or {}
+        labels = config.get("Labels") or entry.get("Labels") or {}
+        digests = entry.get("RepoDigests") or []
+        current = None
+        if self.recipe.is_file():
+            current = context_hash(self.context, self.recipe, self.config.get("build_args") or {})
+        recorded = labels.get(HASH_LABEL)
+        return {
+            "runner": self.name,
+            "platform": self.platform,
+            "engine": " ".join(self.executable),
+            "image": image,
+            "id": entry.get("Id"),
+            "digest": digests[0].split("@", 1)[1] if digests and "@" in digests[0] else None,
+            "repo_digests": digests,
+            "created": entry.get("Created"),
+            "build_strategy": self.strategy,
+            "context_hash": recorded,
+            "current_context_hash": current,
+            "up_to_date": (recorded == current) if (recorded and current) else None,
+            "labels": labels,
+        }
+
+
+def _csv_field(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"') else text
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _tail(path: str, size: int = 8192) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            end = fh.tell()
+            fh.seek(max(0, end - size))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""

@@ -1,0 +1,129 @@
+"""process.stream with real child processes: output, exit codes, signals, cancellation."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cuberun.errors import BackendError
+from cuberun.process import capture, stream
+
+
+def py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_streams_to_echo_and_log() -> None:
+    echo, log = io.BytesIO(), io.BytesIO()
+    outcome = stream(py("import sys; print('out'); print('err', file=sys.stderr)"), echo=echo, log=log)
+    assert outcome.exit_code == 0 and bool(outcome)
+    assert sorted(echo.getvalue().decode().split()) == ["err", "out"]
+    assert log.getvalue() == echo.getvalue()
+
+
+def test_exit_code_passes_through() -> None:
+    assert stream(py("raise SystemExit(3)"), echo=io.BytesIO()).exit_code == 3
+
+
+def test_killed_by_signal_is_128_plus_n() -> None:
+    outcome = stream(py("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"), echo=io.BytesIO())
+    assert outcome.exit_code == 137 and outcome.signal == signal.SIGKILL
+
+
+def test_missing_executable_is_a_backend_error(tmp_path: Path) -> None:
+    with pytest.raises(BackendError) as info:
+        stream([str(tmp_path / "nope")], echo=io.BytesIO())
+    assert info.value.exit_code == 127
+
+
+def test_grandchild_holding_the_pipe_does_not_hang(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    code = (
+        "import subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+    )
+    start = time.monotonic()
+    outcome = stream(py(code), echo=io.BytesIO())
+    assert outcome.exit_code == 0
+    assert time.monotonic() - start < 10
+    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def _wait_for(path: Path, deadline: float = 10.0) -> None:
+    end = time.monotonic() + deadline
+    while not path.exists():
+        assert time.monotonic() < end, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+def _alive(pid: int, deadline: float = 5.0) -> bool:
+    """Whether pid is still running after waiting (bounded) for it to go: signals are asynchronous."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().split()[2] == "Z":
+                    return False
+        except FileNotFoundError:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_us_stops_child_and_grandchild(tmp_path: Path, sig: int) -> None:
+    ready = tmp_path / "ready"
+    code = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"  # a stubborn task: needs the escalation
+        "g = subprocess.Popen([sys.executable, '-c', 'import signal,time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)'])\n"
+        f"open({str(ready)!r}, 'w').write(str(g.pid))\n"
+        "time.sleep(60)\n"
+    )
+    result: dict[str, object] = {}
+    child_pid: list[int] = []
+
+    def fire() -> None:
+        _wait_for(ready)
+        child_pid.append(int(ready.read_text()))
+        os.kill(os.getpid(), sig)
+
+    timer = threading.Thread(target=fire)
+    timer.start()
+    start = time.monotonic()
+    outcome = stream(py(code), echo=io.BytesIO(), grace=(0.5, 0.5))
+    timer.join()
+    result["elapsed"] = time.monotonic() - start
+    assert outcome.interrupted and outcome.exit_code == 128 + sig and outcome.received == sig
+    assert not _alive(child_pid[0])
+
+
+def test_on_cancel_is_called(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    called: list[bool] = []
+
+    def fire() -> None:
+        _wait_for(ready)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=fire)
+    t.start()
+    outcome = stream(py(f"import time; open({str(ready)!r}, 'w').write('1'); time.sleep(30)"), echo=io.BytesIO(),
+                     on_cancel=lambda: called.append(True))
+    t.join()
+    assert called == [True] and outcome.exit_code == 130
+
+
+def test_capture() -> None:
+    got = capture(py("import sys; print('a'); print('b', file=sys.stderr); raise SystemExit(4)"))
+    assert (got.returncode, got.stdout, got.stderr) == (4, "a\n", "b\n")
+    assert capture(["/nonexistent/binary"]).missing
+    assert capture(py("import time; time.sleep(5)"), timeout=0.3).returncode == 124
