@@ -74,7 +74,7 @@ def run_tasks(
 
     results: list[TaskResult] = []
     resolved = []
-    produced: set[str] = set()
+    produced: set[str] = set(seed_workspace(cube, names, overrides, dry_run=dry_run))
     for n in names:
         mine = {k: v for k, v in overrides.items() if cube.tasks[n].param(k)}
         rt = resolve_task(cube, n, mine, allow_missing_inputs=runner.options.allow_missing_inputs, produced=frozenset(produced))
@@ -108,6 +108,42 @@ def run_tasks(
                 result.exit_code,
             )
     return results
+
+
+def seed_workspace(cube: Cube, names: Sequence[str], overrides: dict[str, str], *, dry_run: bool) -> list[str]:
+    """With --workspace elsewhere, copy the cube's bundled inputs into it (as the reference does):
+    an input whose default is relative, that exists in <root>/workspace, is missing from the new
+    workspace, and is not an output of any task. Returns the target paths (copied or, on a dry
+    run, to be copied)."""
+    import os
+    import shutil
+
+    default_ws = cube.root / "workspace"
+    if os.path.realpath(cube.workspace) == os.path.realpath(default_ws):
+        return []
+    outputs = {os.path.normpath(p.default) for t in cube.tasks.values() for p in t.outputs}
+    seeded: list[str] = []
+    for name in names:
+        for p in cube.tasks[name].inputs:
+            if p.name in overrides or os.path.isabs(p.default) or p.default.startswith(("~", "$")):
+                continue
+            rel = os.path.normpath(p.default)
+            if rel in outputs or rel.startswith(".."):
+                continue
+            src, dst = default_ws / rel, cube.workspace / rel
+            if not src.exists() or dst.exists() or str(dst) in seeded:
+                continue
+            seeded.append(str(dst))
+            if dry_run:
+                print(f"# would copy {src} to {dst}")
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst)
+            else:
+                shutil.copy2(src, dst)
+            print(f"cuberun: copied {src} to {dst}", file=sys.stderr)
+    return seeded
 
 
 def run_one(cube: Cube, runner: Runner, rt: Any) -> TaskResult:
