@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cuberun.errors import CuberunError, Issue, SpecError, TaskFailed
-from cuberun.runners.base import RunOptions, Runner, Step
+from cuberun.runners.base import Runner, RunOptions, Step
 from cuberun.spec.model import Cube
 
 

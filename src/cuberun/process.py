@@ -132,7 +132,7 @@ def stream(
         if on_cancel is not None:
             try:
                 on_cancel()
-            except Exception:  # noqa: BLE001 - cancellation must go on to the escalation
+            except Exception:
                 pass
         signal_group(signal.SIGINT)
 
@@ -188,8 +188,8 @@ def stream(
             proc.wait()
         proc.stdout.close()
         if in_main:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
+            for signum, old in previous.items():
+                signal.signal(signum, old)
     if state.received is not None:
         signal_group(signal.SIGKILL)  # leave nothing of a cancelled run behind
     elapsed = time.monotonic() - start

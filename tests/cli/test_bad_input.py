@@ -207,7 +207,7 @@ def test_bad_input(cli: CLI, tmp_path: Path, mlcube: str | bytes | None, files: 
     assert "Traceback" not in result.stderr
     assert result.returncode == code, result.stderr
     assert len(lines) == len(want), result.stderr
-    for got, exp in zip(lines, want):
+    for got, exp in zip(lines, want, strict=True):
         if exp.endswith(("(platforms: ", "expected one of ", "did you mean ", "Hint: ")):
             assert got.startswith(exp), got
         else:

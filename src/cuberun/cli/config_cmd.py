@@ -28,7 +28,7 @@ def _own_platforms(settings: Any) -> dict[str, Any]:
     platforms = settings.data.setdefault("platforms", {})
     if not isinstance(platforms, dict):
         raise UsageError(f"{settings.path}: 'platforms' must be a mapping")
-    return platforms  # type: ignore[no-any-return]
+    return platforms
 
 
 def _save(settings: Any, message: str) -> None:

@@ -10,7 +10,7 @@ import click
 
 from cuberun.errors import UsageError
 
-RENAMES = {"main.py": "{{module}}.py", "dockerignore": ".dockerignore"}
+RENAMES = {"main.py.tmpl": "{{module}}.py", "dockerignore": ".dockerignore"}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

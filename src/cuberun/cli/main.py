@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         code = 130
     except BrokenPipeError:
         code = 0
-    except Exception as exc:  # noqa: BLE001 - never a traceback for the user unless --debug
+    except Exception as exc:
         if debug:
             raise
         print(f"cuberun: internal error: {type(exc).__name__}: {exc}. Hint: re-run with --debug and report it", file=sys.stderr)

@@ -75,7 +75,7 @@ class Runner(ABC):
         """What `configure` would run (pure)."""
         return []
 
-    def configure(self) -> None:
+    def configure(self) -> None:  # noqa: B027 - a no-op is the right default
         """Prepare the platform (env, image, remote). Idempotent and quiet when nothing changed."""
 
     @abstractmethod
