@@ -13,8 +13,10 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import IO, Any
@@ -30,6 +32,8 @@ class Outcome:
     interrupted: bool = False
     signal: int | None = None  # the signal that killed the child, if any
     received: int | None = None  # the signal cuberun received (Ctrl-C / SIGTERM), if any
+    reason: str | None = None  # why a non-zero outcome happened, one line in the backend's terms (e.g. "job 12 ended TIMEOUT ...")
+    details: Mapping[str, Any] | None = None  # backend facts for the run record (e.g. {"job_id": "12"})
 
     def __bool__(self) -> bool:
         return self.exit_code == 0
@@ -73,11 +77,75 @@ def capture(
     return Captured(proc.returncode, proc.stdout, proc.stderr)
 
 
-class _SignalState:
+class _Cancellation:
+    """Process-wide cancellation: the first Ctrl-C/SIGTERM cancels every running task (there
+    can be several, from parallel sweeps); a second one escalates to SIGTERM, a third to SIGKILL."""
+
     def __init__(self) -> None:
+        self.lock = threading.Lock()
         self.received: int | None = None
         self.count = 0
-        self.first_at = 0.0
+        self.at = 0.0
+        self.depth = 0
+        self.active: dict[int, Callable[[], None]] = {}  # pid -> cancel()
+        self.groups: set[int] = set()
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        with self.lock:
+            self.count += 1
+            first = self.received is None
+            if first:
+                self.received = signum
+                self.at = time.monotonic()
+            cancels = list(self.active.values())
+            groups = list(self.groups)
+        if first:
+            for cancel in cancels:
+                cancel()
+        else:
+            for pgid in groups:
+                _signal_group(pgid, signal.SIGKILL if self.count > 2 else signal.SIGTERM)
+
+    @property
+    def requested(self) -> bool:
+        return self.received is not None
+
+
+CANCEL = _Cancellation()
+_SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def handle_signals() -> Iterator[_Cancellation]:
+    """Install the cancellation handlers (main thread only; nests). Code that runs tasks in
+    worker threads wraps the whole pool in this, so Ctrl-C reaches every task."""
+    if threading.current_thread() is not threading.main_thread():
+        yield CANCEL
+        return
+    previous: dict[int, Any] = {}
+    with CANCEL.lock:
+        CANCEL.depth += 1
+        outer = CANCEL.depth == 1
+    if outer:
+        for signum in _SIGNALS:
+            previous[signum] = signal.signal(signum, CANCEL.handler)
+    try:
+        yield CANCEL
+    finally:
+        with CANCEL.lock:
+            CANCEL.depth -= 1
+        if outer:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+            CANCEL.received = None
+            CANCEL.count = 0
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def stream(
@@ -94,12 +162,28 @@ def stream(
     """Run argv to completion, streaming output; Ctrl-C and SIGTERM stop it and its children.
 
     The child runs in its own session (process group), so a terminal Ctrl-C reaches only us;
-    we forward SIGINT to the child's group (or call `on_cancel`, e.g. `docker kill`), then
+    we forward SIGINT to the child's group (and call `on_cancel`, e.g. `docker kill`), then
     after `grace[0]` seconds SIGTERM, after `grace[1]` more SIGKILL.
     """
+    with handle_signals():
+        if CANCEL.requested:  # cancelled before this task could start
+            sig = CANCEL.received or signal.SIGINT
+            return Outcome(128 + sig, 0.0, interrupted=True, received=sig)
+        return _stream(argv, cwd, env, log, echo, on_cancel, grace, stdin)
+
+
+def _stream(
+    argv: Sequence[str],
+    cwd: str | None,
+    env: Mapping[str, str] | None,
+    log: IO[bytes] | None,
+    echo: IO[bytes] | None,
+    on_cancel: Callable[[], None] | None,
+    grace: tuple[float, float],
+    stdin: int | None,
+) -> Outcome:
     out = echo if echo is not None else getattr(sys.stdout, "buffer", None)
     start = time.monotonic()
-    state = _SignalState()
     try:
         proc = subprocess.Popen(
             list(argv),
@@ -122,34 +206,20 @@ def stream(
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
 
-    def signal_group(sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
     def cancel() -> None:
         if on_cancel is not None:
             try:
                 on_cancel()
-            except Exception:
+            except Exception:  # cancellation must go on to the escalation
                 pass
-        signal_group(signal.SIGINT)
+        _signal_group(proc.pid, signal.SIGINT)
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        state.count += 1
-        if state.received is None:
-            state.received = signum
-            state.first_at = time.monotonic()
-            cancel()
-        else:
-            signal_group(signal.SIGKILL if state.count > 2 else signal.SIGTERM)
-
-    previous: dict[int, Any] = {}
-    in_main = _is_main_thread()
-    if in_main:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            previous[sig] = signal.signal(sig, handler)
+    with CANCEL.lock:
+        CANCEL.active[proc.pid] = cancel
+        CANCEL.groups.add(proc.pid)
+        already = CANCEL.requested
+    if already:
+        cancel()
     escalated = 0
     try:
         exited_at: float | None = None
@@ -168,13 +238,13 @@ def stream(
                 _write(out, chunk)
                 _write(log, chunk)
                 continue
-            if state.received is not None:
-                waited = time.monotonic() - state.first_at
+            if CANCEL.requested:
+                waited = time.monotonic() - CANCEL.at
                 if escalated == 0 and waited >= grace[0]:
-                    signal_group(signal.SIGTERM)
+                    _signal_group(proc.pid, signal.SIGTERM)
                     escalated = 1
                 elif escalated == 1 and waited >= grace[0] + grace[1]:
-                    signal_group(signal.SIGKILL)
+                    _signal_group(proc.pid, signal.SIGKILL)
                     escalated = 2
             if proc.poll() is not None:
                 # the child is gone; a grandchild may still hold the pipe open
@@ -184,18 +254,19 @@ def stream(
         returncode = proc.wait()
     finally:
         if proc.poll() is None:
-            signal_group(signal.SIGKILL)
+            _signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
         proc.stdout.close()
-        if in_main:
-            for signum, old in previous.items():
-                signal.signal(signum, old)
-    if state.received is not None:
-        signal_group(signal.SIGKILL)  # leave nothing of a cancelled run behind
+        with CANCEL.lock:
+            CANCEL.active.pop(proc.pid, None)
+            CANCEL.groups.discard(proc.pid)
+    received = CANCEL.received
+    if received is not None:
+        _signal_group(proc.pid, signal.SIGKILL)  # leave nothing of a cancelled run behind
     elapsed = time.monotonic() - start
     killed_by = -returncode if returncode < 0 else None
-    if state.received is not None:
-        return Outcome(128 + state.received, elapsed, interrupted=True, signal=killed_by, received=state.received)
+    if received is not None:
+        return Outcome(128 + received, elapsed, interrupted=True, signal=killed_by, received=received)
     return Outcome(exit_code_of(returncode), elapsed, signal=killed_by)
 
 
@@ -207,12 +278,6 @@ def _write(stream: IO[bytes] | None, data: bytes) -> None:
         stream.flush()
     except (BrokenPipeError, ValueError):
         pass
-
-
-def _is_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def which(name: str, path: str | None = None) -> str | None:

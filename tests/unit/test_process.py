@@ -57,7 +57,7 @@ def test_grandchild_holding_the_pipe_does_not_hang(tmp_path: Path) -> None:
     os.kill(int(pidfile.read_text()), signal.SIGKILL)
 
 
-def _wait_for(path: Path, deadline: float = 10.0) -> None:
+def _wait_for(path: Path, deadline: float = 60.0) -> None:
     end = time.monotonic() + deadline
     while not path.exists():
         assert time.monotonic() < end, f"{path} did not appear"
