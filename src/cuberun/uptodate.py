@@ -1,0 +1,147 @@
+"""Incremental runs: is a task up to date, and if not, why?
+
+After a task exits 0 its state is saved in <workspace>/.cuberun/state/<key>.json: the resolved
+parameters, the exact command, the runner's fingerprint (image digest, env), and content
+fingerprints of its inputs and outputs. The next run is skipped when all of these are the same
+and the outputs are intact. A failed or interrupted run never writes state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cuberun.fingerprint import Fingerprint, HashCache, diff_summary, fingerprint
+from cuberun.resolve import ResolvedTask
+
+STATE_DIR = Path(".cuberun") / "state"
+VERSION = 1
+
+
+@dataclass
+class Decision:
+    run: bool
+    reasons: list[str]
+    identity: dict[str, Any]
+    inputs: dict[str, Fingerprint] = field(default_factory=dict)
+    cache: HashCache = field(default_factory=HashCache)
+
+    def explain(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def state_key(task: str, variant: str | None = None) -> str:
+    raw = task if not variant else f"{task}@{variant}"
+    return re.sub(r"[^A-Za-z0-9_.=@,-]+", "_", raw)[:120]
+
+
+def state_path(workspace: Path, key: str) -> Path:
+    return workspace / STATE_DIR / f"{key}.json"
+
+
+def _excluded(rt: ResolvedTask) -> list[str]:
+    """Paths never part of an input's fingerprint: our own bookkeeping and the task's outputs."""
+    return [str(rt.workspace / ".cuberun")] + [str(p.host_path) for p in rt.params if p.io == "output"]
+
+
+def identity_of(rt: ResolvedTask, command: list[list[str]], runner_fp: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "version": VERSION,
+        "parameters": {p.name: [p.io, p.type, str(p.host_path)] for p in rt.params},
+        "command": command,
+        "runner": runner_fp,
+    }
+
+
+def load_state(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("version") == VERSION else None
+
+
+def check(rt: ResolvedTask, identity: dict[str, Any], key: str, *, force: bool = False) -> Decision:
+    path = state_path(rt.workspace, key)
+    state = load_state(path)
+    cache = HashCache.from_json(state.get("hash_cache") if state else None)
+    exclude = _excluded(rt)
+    inputs = {p.name: fingerprint(str(p.host_path), cache, exclude) for p in rt.params if p.io == "input"}
+    decision = Decision(True, [], identity, inputs, cache)
+    if force:
+        decision.reasons.append("--force")
+        return decision
+    if state is None:
+        decision.reasons.append("no previous successful run")
+        return decision
+    old = state.get("identity", {})
+    reasons = decision.reasons
+    old_params = old.get("parameters", {})
+    for name, value in identity["parameters"].items():
+        if old_params.get(name) != value:
+            reasons.append(f"parameter {name} changed" if name in old_params else f"parameter {name} is new")
+    if old.get("command") != identity["command"]:
+        reasons.append("command changed")
+    old_runner, new_runner = old.get("runner", {}), identity["runner"]
+    for k in sorted(set(old_runner) | set(new_runner)):
+        if old_runner.get(k) != new_runner.get(k):
+            reasons.append("image digest changed" if k == "image_id" else f"runner {k} changed")
+    old_inputs = state.get("inputs", {})
+    for name, fp in inputs.items():
+        prev = old_inputs.get(name)
+        if prev is None:
+            reasons.append(f"input {name} is new")
+        elif prev.get("sha256") != fp.sha256:
+            what = diff_summary(prev.get("members", {}), fp.members) if fp.type == "directory" else "content differs"
+            reasons.append(f"input {name} changed: {what}")
+    old_outputs = state.get("outputs", {})
+    for p in rt.params:
+        if p.io != "output":
+            continue
+        prev = old_outputs.get(p.name)
+        fp = fingerprint(str(p.host_path), cache, [str(rt.workspace / ".cuberun")])
+        if fp.type == "missing":
+            reasons.append(f"output {p.name} is missing")
+        elif prev is None or prev.get("sha256") != fp.sha256:
+            reasons.append(f"output {p.name} changed since the last run")
+    decision.run = bool(reasons)
+    if not reasons:
+        reasons.append("up to date: inputs, parameters, command and runner unchanged, outputs intact")
+    return decision
+
+
+def _members(fp: Fingerprint) -> dict[str, str]:
+    return fp.members if fp.type == "directory" and len(fp.members) <= 20000 else {}
+
+
+def save(rt: ResolvedTask, key: str, decision: Decision, run_id: str | None) -> dict[str, Any]:
+    """Record a successful run; returns the output fingerprints (for the run record)."""
+    cache = decision.cache
+    outputs = {
+        p.name: fingerprint(str(p.host_path), cache, [str(rt.workspace / ".cuberun")]) for p in rt.params if p.io == "output"
+    }
+    # re-fingerprint inputs: the task may legitimately share dirs with its outputs
+    state = {
+        "version": VERSION,
+        "run_id": run_id,
+        "identity": decision.identity,
+        "inputs": {n: {**fp.to_json(), "members": _members(fp)} for n, fp in decision.inputs.items()},
+        "outputs": {n: {**fp.to_json(), "members": _members(fp)} for n, fp in outputs.items()},
+        "hash_cache": _prune(cache, rt),
+    }
+    path = state_path(rt.workspace, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state), encoding="utf-8")
+    os.replace(tmp, path)
+    return {n: fp.to_json() for n, fp in outputs.items()}
+
+
+def _prune(cache: HashCache, rt: ResolvedTask) -> dict[str, Any]:
+    roots = tuple(str(p.host_path) for p in rt.params)
+    kept = {k: v for k, v in cache.entries.items() if k.startswith(roots)}
+    return HashCache(kept).to_json()
