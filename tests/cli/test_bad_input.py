@@ -128,8 +128,8 @@ CASES: list[tuple[str, str | bytes | None, dict[str, str], list[str], list[str],
      ["{f}:1:68: a[0][0]...: nesting is deeper than 64 levels"], 2),
     # command lines
     ("unknown-command", BASE, {}, ["frobnicate"],
-     ["unknown command 'frobnicate' (expected one of 'config', 'configure', 'create', 'describe', 'inspect', 'run', 'runs', "
-      "'show-config', 'validate'). Hint: see 'cuberun --help'"], 2),
+     ["unknown command 'frobnicate' (expected one of 'config', 'configure', 'create', 'describe', 'export-provenance', 'graph', "
+      "'inspect', 'report', 'run', 'runs', 'show', 'show-config', ...). Hint: see 'cuberun --help'"], 2),
     ("command-typo", BASE, {}, ["descibe"], ["unknown command 'descibe' (did you mean 'describe'?). Hint: see 'cuberun --help'"], 2),
     ("unknown-task", BASE, {}, ["run", "--task=helo"], ["unknown task 'helo' in {f}. Hint: did you mean 'hello'? (tasks: hello, bye)"], 2),
     ("empty-task", BASE, {}, ["run", "--task=,"], ["--task is empty. Hint: name a task: hello, bye"], 2),
@@ -173,7 +173,8 @@ CASES: list[tuple[str, str | bytes | None, dict[str, str], list[str], list[str],
      ["cube 'demo' does not say how to run on the host: no 'local:' section and no {d}/Dockerfile. "
       "Hint: add 'local: {command: python3 main.py}' to mlcube.yaml, or use --platform=docker"], 2),
     ("dockerfile-no-entrypoint", BASE, {"Dockerfile": "FROM python:3.11\nCOPY . /app\n"}, ["run", "--task=bye"],
-     ["{d}/Dockerfile has no ENTRYPOINT or CMD to derive the host command from. Hint: add a 'local: {command: ...}' section"], 2),
+     ["task 'bye' has no entrypoint and {d}/Dockerfile has no ENTRYPOINT or CMD to derive the host command from. "
+      "Hint: give task 'bye' an entrypoint, or add a 'local: {command: ...}' section"], 2),
     ("settings-broken-yaml", BASE, {"settings.yaml": "platforms: [\n"}, ["run", "--task=bye", "--platform=x"],
      ["{d}/settings.yaml:2:1: invalid YAML: did not find expected node content. Hint: check the brackets, quotes and indentation"], 2),
     ("settings-no-runner", BASE, {"settings.yaml": "platforms:\n  mine: {docker: podman}\n"}, ["run", "--task=bye", "--platform=mine"],

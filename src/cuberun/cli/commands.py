@@ -107,11 +107,16 @@ def _check_dash_overrides(overrides: Sequence[str], cube: Any, tasks: Sequence[s
 @click.option("--cpu", "cpus", metavar="SET", help="CPU set, e.g. 0-3.")
 @click.option("--mount", type=click.Choice(["ro", "rw"]), help="Mount mode for every input (default: ro, or the parameter's opts).")
 @click.option("--allow-missing-inputs", is_flag=True, help="Warn instead of failing when an input does not exist.")
+@click.option("--force", is_flag=True, help="Run even when the task is up to date.")
+@click.option("--no-deps", is_flag=True, help="Do not run the tasks that produce this task's inputs.")
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2", help="Run the task once per value (repeat for a grid).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True, help="Sweep variants run at once (local).")
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
         dry_run: bool, as_json: bool, gpus: str | None, network: str | None, security: str | None, memory: str | None,
-        cpus: str | None, mount: str | None, allow_missing_inputs: bool, overrides: tuple[str, ...]) -> int:
+        cpus: str | None, mount: str | None, allow_missing_inputs: bool, force: bool, no_deps: bool, sweeps: tuple[str, ...],
+        jobs: int, overrides: tuple[str, ...]) -> int:
     """Run task(s) of a cube. Parameter overrides follow as NAME=PATH."""
     from cuberun.execute import make_runner, run_tasks
     from cuberun.gpus import parse_gpus
@@ -127,9 +132,11 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
     options = RunOptions(gpus=gpus, network=network, security=security, memory=memory, cpus=cpus, mount=mount,
                          allow_missing_inputs=allow_missing_inputs)
     runner = make_runner(cube, platform, options, params)
-    results = run_tasks(cube, runner, names, values, dry_run=dry_run, as_json=as_json)
+    results = run_tasks(cube, runner, names, values, dry_run=dry_run, as_json=as_json, force=force, with_deps=not no_deps,
+                        explicit=task is not None, sweeps=sweeps, jobs=jobs)
     if as_json and not dry_run:
-        print(json.dumps([{"task": r.task, "exit_code": r.exit_code, "status": r.status, "run_id": r.run_id} for r in results], indent=2))
+        print(json.dumps([{"task": r.task, "exit_code": r.exit_code, "status": r.status, "run_id": r.run_id, "reason": r.reason}
+                          for r in results], indent=2))
     return 0
 
 
@@ -310,6 +317,105 @@ def runs(mlcube: str | None, workspace: str | None, task: str | None, status: st
         dur = r.get("duration_s")
         print(f"{r['run_id']}  {r.get('task', '?'):<14} {r.get('platform', '?'):<10} {r.get('status', '?'):<11} "
               f"exit={r.get('exit_code')}  {dur if dur is not None else '-'}s  {r.get('start', '')}")
+    return 0
+
+
+# -- graph / show / export-provenance / report ----------------------------------------------
+@cli.command()
+@mlcube_option
+@click.option("--format", "fmt", type=click.Choice(["text", "dot", "mermaid"]), default="text", show_default=True)
+def graph(mlcube: str | None, fmt: str) -> int:
+    """Print the task graph (dependencies inferred from paths, plus cuberun.depends_on)."""
+    from cuberun import graph as graph_mod
+
+    cube = _load(mlcube, None, ())
+    print(graph_mod.render(cube, fmt), end="")
+    return 0
+
+
+def _workspace_of(mlcube: str | None, workspace: str | None) -> Any:
+    from pathlib import Path
+
+    if workspace:
+        return Path(workspace).expanduser().resolve()
+    return _load(mlcube, None, ()).workspace
+
+
+def _find(mlcube: str | None, workspace: str | None, run_id: str) -> dict[str, Any]:
+    from cuberun.records import list_runs
+
+    ws = _workspace_of(mlcube, workspace)
+    runs = list_runs(ws)
+    matches = [r for r in runs if r.get("run_id") == run_id] or [r for r in runs if str(r.get("run_id", "")).startswith(run_id)
+                                                                 or str(r.get("run_id", "")).endswith(run_id)]
+    if not matches:
+        ids = [str(r.get("run_id")) for r in runs]
+        raise UsageError(f"no run '{run_id}' in {ws}", did_you_mean(run_id, ids, "run") if ids else "no runs recorded yet")
+    if len(matches) > 1:
+        raise UsageError(f"run id '{run_id}' is ambiguous ({len(matches)} runs match)", "give more of the id")
+    return matches[0]
+
+
+@cli.command()
+@mlcube_option
+@workspace_option
+@click.argument("run_id", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True)
+def show(mlcube: str | None, workspace: str | None, run_id: str, as_json: bool) -> int:
+    """Print one run record (RUN: its id, or a unique part of it)."""
+    record = _find(mlcube, workspace, run_id)
+    if as_json:
+        print(json.dumps(record, indent=2))
+        return 0
+    lines = [f"run {record['run_id']}: task {record.get('task')} on {record.get('platform')} -> {record.get('status')} (exit {record.get('exit_code')})"]
+    for key in ("invocation_id", "start", "end", "duration_s", "host", "user", "cuberun_version", "log"):
+        if record.get(key) is not None:
+            lines.append(f"  {key + ':':<17}{record[key]}")
+    if record.get("sweep"):
+        lines.append("  sweep:           " + ", ".join(f"{k}={v}" for k, v in record["sweep"].items()))
+    if record.get("runner_fingerprint"):
+        lines.append("  runner:          " + ", ".join(f"{k}={v}" for k, v in record["runner_fingerprint"].items()))
+    lines.append("  command:         " + " ".join(record.get("command", [])))
+    for io in ("inputs", "outputs"):
+        for name, fp in (record.get(io) or {}).items():
+            lines.append(f"  {io[:-1]:<6} {name}: {fp.get('path')}  sha256={str(fp.get('sha256', ''))[:16]}  files={fp.get('files')} bytes={fp.get('bytes')}")
+    if record.get("error"):
+        lines.append(f"  error:           {record['error']}")
+    print("\n".join(lines))
+    return 0
+
+
+@cli.command("export-provenance")
+@mlcube_option
+@workspace_option
+@click.argument("run_id", metavar="RUN")
+@click.option("--output", "-o", metavar="DIR", help="Crate directory (default: <workspace>/.cuberun/crates/<run>).")
+def export_provenance(mlcube: str | None, workspace: str | None, run_id: str, output: str | None) -> int:
+    """Write a Workflow Run RO-Crate (JSON-LD) for a run."""
+    from pathlib import Path
+
+    from cuberun.provenance import export_ro_crate
+
+    record = _find(mlcube, workspace, run_id)
+    dest = Path(output).expanduser().resolve() if output else Path(record["workspace"]) / ".cuberun" / "crates" / record["run_id"]
+    path = export_ro_crate(record, dest)
+    print(path)
+    return 0
+
+
+@cli.command()
+@mlcube_option
+@workspace_option
+@click.option("--output", "-o", metavar="FILE", help="HTML file (default: <workspace>/.cuberun/report.html).")
+def report(mlcube: str | None, workspace: str | None, output: str | None) -> int:
+    """Write a self-contained HTML report of the runs in a workspace."""
+    from pathlib import Path
+
+    from cuberun.report import write_report
+
+    ws = _workspace_of(mlcube, workspace)
+    dest = Path(output).expanduser().resolve() if output else ws / ".cuberun" / "report.html"
+    print(write_report(ws, dest))
     return 0
 
 

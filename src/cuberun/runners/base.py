@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -27,6 +27,9 @@ class RunOptions:
     mount: str | None = None  # "ro" | "rw": input mount mode for every input
     allow_missing_inputs: bool = False
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # the invocation's -P assignments to the cube config (runner.* excluded), for runners that run
+    # cuberun again elsewhere (slurm jobs, ssh); set by execute.make_runner
+    config_overrides: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,22 @@ class Runner(ABC):
     def run(self, task: ResolvedTask, log_path: str) -> Outcome:
         """Run the task, stream its output (also into log_path), return the outcome."""
 
+    # -- optional: several tasks as one submission ------------------------------------------
+    supports_chain: ClassVar[bool] = False  # True: execute.run_tasks hands multi-task runs to run_chain
+
+    def run_chain(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
+        """Run tasks that depend on each other in order, submitted together (e.g. Slurm jobs linked
+        by afterok). Returns one Outcome per task that ran, in order, ending at the first non-zero
+        one; the runner makes sure the tasks after it never run. Only called when supports_chain."""
+        raise NotImplementedError(f"runner '{self.name}' does not run chains")
+
     def inspect(self) -> dict[str, Any]:
         return {"runner": self.name, "platform": self.platform}
+
+    def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
+        """What identifies how `task` runs, for up-to-date checks: the exact commands, plus
+        anything else the result depends on (image digest, env). Must be stable across runs."""
+        return {"runner": self.name, "command": [list(s.argv) for s in self.run_steps(task)]}
 
     def describe_config(self) -> dict[str, Any]:
         return dict(self.config)
