@@ -29,6 +29,8 @@ class Decision:
     identity: dict[str, Any]
     inputs: dict[str, Fingerprint] = field(default_factory=dict)
     cache: HashCache = field(default_factory=HashCache)
+    before: dict[str, dict[str, tuple[int, int, int]]] = field(default_factory=dict)  # output -> rel -> stat
+    owned: dict[str, dict[str, str]] = field(default_factory=dict)  # output -> files the last run wrote
 
     def explain(self) -> str:
         return "; ".join(self.reasons)
@@ -72,6 +74,7 @@ def check(rt: ResolvedTask, identity: dict[str, Any], key: str, *, force: bool =
     exclude = _excluded(rt)
     inputs = {p.name: fingerprint(str(p.host_path), cache, exclude) for p in rt.params if p.io == "input"}
     decision = Decision(True, [], identity, inputs, cache)
+    decision.before = {p.name: _stats(str(p.host_path), [str(rt.workspace / ".cuberun")]) for p in rt.params if p.io == "output"}
     if force:
         decision.reasons.append("--force")
         return decision
@@ -102,12 +105,14 @@ def check(rt: ResolvedTask, identity: dict[str, Any], key: str, *, force: bool =
     for p in rt.params:
         if p.io != "output":
             continue
-        prev = old_outputs.get(p.name)
-        fp = fingerprint(str(p.host_path), cache, [str(rt.workspace / ".cuberun")])
-        if fp.type == "missing":
+        owned = (old_outputs.get(p.name) or {}).get("members", {})
+        decision.owned[p.name] = dict(owned)
+        if not p.host_path.exists():
             reasons.append(f"output {p.name} is missing")
-        elif prev is None or prev.get("sha256") != fp.sha256:
-            reasons.append(f"output {p.name} changed since the last run")
+            continue
+        changed = _check_owned(str(p.host_path), p.type, owned, cache)
+        if changed:
+            reasons.append(f"output {p.name} changed since the last run: {changed}")
     decision.run = bool(reasons)
     if not reasons:
         reasons.append("up to date: inputs, parameters, command and runner unchanged, outputs intact")
@@ -118,19 +123,78 @@ def _members(fp: Fingerprint) -> dict[str, str]:
     return fp.members if fp.type == "directory" and len(fp.members) <= 20000 else {}
 
 
+def _stats(path: str, exclude: list[str]) -> dict[str, tuple[int, int, int]]:
+    from cuberun.fingerprint import _walk
+
+    if os.path.isfile(path):
+        st = os.stat(path)
+        return {os.path.basename(path): (st.st_size, st.st_mtime_ns, st.st_ino)}
+    if not os.path.isdir(path):
+        return {}
+    found = {}
+    for rel, full in _walk(path, exclude):
+        try:
+            st = os.stat(full)
+        except OSError:
+            continue
+        found[rel] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    return found
+
+
+def _check_owned(path: str, ptype: str, owned: dict[str, str], cache: HashCache) -> str:
+    """'' when every file the last run wrote is still there unchanged, else a summary. Files
+    other tasks added to a shared output directory (mnist's logs/) do not count."""
+    from cuberun.fingerprint import file_sha256
+
+    missing = changed = 0
+    for rel, digest in owned.items():
+        full = path if ptype == "file" else os.path.join(path, rel)
+        try:
+            st = os.stat(full)
+        except OSError:
+            missing += 1
+            continue
+        key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        known = cache.entries.get(full)
+        current = known[1] if known is not None and known[0] == key else file_sha256(full)
+        cache.entries[full] = (key, current)
+        if current != digest:
+            changed += 1
+    parts = [f"{n} {w}" for n, w in ((missing, "missing"), (changed, "changed")) if n]
+    return f"{missing + changed} file{'s' if missing + changed != 1 else ''} ({', '.join(parts)})" if parts else ""
+
+
 def save(rt: ResolvedTask, key: str, decision: Decision, run_id: str | None) -> dict[str, Any]:
-    """Record a successful run; returns the output fingerprints (for the run record)."""
+    """Record a successful run; returns the output fingerprints (for the run record). An output's
+    `members` are the files this run wrote (new or modified since the check), plus files earlier
+    runs of the task wrote that still exist: what the next check verifies."""
+    import hashlib
+
     cache = decision.cache
-    outputs = {
-        p.name: fingerprint(str(p.host_path), cache, [str(rt.workspace / ".cuberun")]) for p in rt.params if p.io == "output"
-    }
-    # re-fingerprint inputs: the task may legitimately share dirs with its outputs
+    bookkeeping = [str(rt.workspace / ".cuberun")]
+    recorded: dict[str, Any] = {}
+    result: dict[str, Any] = {}
+    for p in rt.params:
+        if p.io != "output":
+            continue
+        fp = fingerprint(str(p.host_path), cache, bookkeeping)
+        before = decision.before.get(p.name, {})
+        after = _stats(str(p.host_path), bookkeeping)
+        owned = {rel: fp.members[rel] for rel in fp.members if before.get(rel) != after.get(rel)}
+        owned.update({rel: fp.members[rel] for rel in decision.owned.get(p.name, {}) if rel in fp.members})
+        if p.type == "file" and fp.type == "file":
+            owned = dict(fp.members)
+        if len(owned) > 50000:
+            owned = {}
+        h = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(owned.items())).encode("utf-8", "surrogateescape"))
+        recorded[p.name] = {**fp.to_json(), "owned_sha256": h.hexdigest(), "members": owned}
+        result[p.name] = fp.to_json()
     state = {
         "version": VERSION,
         "run_id": run_id,
         "identity": decision.identity,
         "inputs": {n: {**fp.to_json(), "members": _members(fp)} for n, fp in decision.inputs.items()},
-        "outputs": {n: {**fp.to_json(), "members": _members(fp)} for n, fp in outputs.items()},
+        "outputs": recorded,
         "hash_cache": _prune(cache, rt),
     }
     path = state_path(rt.workspace, key)
@@ -138,7 +202,7 @@ def save(rt: ResolvedTask, key: str, decision: Decision, run_id: str | None) -> 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(state), encoding="utf-8")
     os.replace(tmp, path)
-    return {n: fp.to_json() for n, fp in outputs.items()}
+    return result
 
 
 def _prune(cache: HashCache, rt: ResolvedTask) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def test_touched_config_and_damaged_output(tmp_path: Path) -> None:
     assert decide(root).reasons == ["input config changed: content differs"]
     succeed(root, decide(root))
     (root / "workspace" / "model" / "m.bin").unlink()
-    assert decide(root).reasons == ["output model_dir changed since the last run"]
+    assert decide(root).reasons == ["output model_dir changed since the last run: 1 file (1 missing)"]
     import shutil
 
     shutil.rmtree(root / "workspace" / "model")
