@@ -105,8 +105,14 @@ def parse(text: str, file: str) -> Document:
             raise SpecError(
                 [Issue(f"invalid YAML: {problem}", file, line, col, hint="check the brackets, quotes and indentation")]
             ) from None
+        except yaml.reader.ReaderError as exc:
+            before = text[: exc.position]
+            line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+            char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+            raise SpecError([Issue(f"invalid YAML: unacceptable character {char}: {exc.reason}", file, line, col,
+                                   hint="remove control characters from the file")]) from None
         except yaml.YAMLError as exc:
-            raise SpecError([Issue(f"invalid YAML: {exc}", file)]) from None
+            raise SpecError([Issue("invalid YAML: " + " ".join(str(exc).split()), file)]) from None
         doc = Document(file=file, data=None)
         if node is not None:
             doc.data = _convert(loader, node, (), doc, 0)

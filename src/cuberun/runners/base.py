@@ -42,10 +42,13 @@ class Step:
     env: Mapping[str, str] = field(default_factory=dict)
 
     def display(self) -> str:
+        """The command as one shell-quoted line, for people (never executed); secrets redacted."""
+        from cuberun.records import redact_env
+
         parts = []
         if self.cwd:
             parts.append(f"cd {shlex.quote(self.cwd)} &&")
-        parts.extend(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        parts.extend(f"{k}={shlex.quote(v)}" for k, v in sorted(redact_env(self.env).items()))
         parts.append(shlex.join(self.argv))
         return " ".join(parts)
 
