@@ -72,7 +72,10 @@ def validate_section(
         if problem:
             hint = None
             if spec.choices is not None and isinstance(value, str):
-                hint = did_you_mean(value, [str(c) for c in spec.choices])
+                from cuberun.hints import closest
+
+                guess = closest(value, [str(c) for c in spec.choices])
+                hint = f"did you mean '{guess}'?" if guess else None
             elif str in spec.types and isinstance(value, (int, float)):
                 hint = "quote the value to make it a string"
             issues.append(issue((*path, key), problem, hint, value=True))

@@ -124,7 +124,14 @@ def set_cmd(key: str, value: str) -> None:
     for part in parts[2:-1]:
         node = node.setdefault(part, {})
     field = runner_cls.schema.get(parts[2])
-    node[parts[-1]] = value if (field is not None and str in field.types and len(parts) == 3) else typed
+    new_value = value if (field is not None and str in field.types and len(parts) == 3) else typed
+    if field is not None and len(parts) == 3:
+        from cuberun.schema import check_value
+
+        problem = check_value(parts[2], new_value, field)
+        if problem:
+            raise UsageError(f"{key}: {problem}")
+    node[parts[-1]] = new_value
     _save(settings, f"set {key}")
 
 

@@ -141,6 +141,8 @@ def build_cube(
         raise SpecError([doc.issue((), f"the top level must be a mapping, not {type(data).__name__}", "start with 'name:' and 'tasks:'", value=True)])
 
     ws = Path(os.path.abspath(os.path.expanduser(str(workspace)))) if workspace else root / "workspace"
+    if ws.exists() and not ws.is_dir():
+        raise SpecError([Issue(f"the workspace {ws} is not a directory", hint="pass --workspace=DIR with a directory (it is created if missing)")])
     cube_overrides = [o for o in overrides if not o.startswith("runner.")]
     data = apply_overrides(data, cube_overrides)
     config: dict[str, Any] = dict(data)
@@ -222,7 +224,7 @@ def build_cube(
             validate_section(data[section], schema, (section,), doc, issues)
 
     if issues:
-        raise SpecError(issues)
+        raise SpecError(_blame_overrides(issues, cube_overrides))
     return Cube(
         file=file,
         root=root,
@@ -239,6 +241,18 @@ def build_cube(
         warnings=warnings,
         format=fmt,
     )
+
+
+def _blame_overrides(issues: list[Issue], overrides: Sequence[str]) -> list[Issue]:
+    """Problems in values that came from -P are reported against -P, not the file."""
+    keys = [o.partition("=")[0].strip() for o in overrides]
+    result = []
+    for issue in issues:
+        key = issue.key or ""
+        if any(key == k or key.startswith(k + ".") for k in keys):
+            issue = Issue(issue.message, "-P", None, None, issue.key, issue.hint, issue.severity)
+        result.append(issue)
+    return result
 
 
 def _load_tasks(doc: Document, data: dict[str, Any], resolve: Any, issues: list[Issue]) -> dict[str, Task]:
