@@ -30,9 +30,9 @@ def cli_env(tmp_path: Path, cache_dir: Path) -> dict[str, str]:
         CUBERUN_SETTINGS=str(tmp_path / "settings" / "settings.yaml"),
         MLCUBE_SYSTEM_SETTINGS=str(tmp_path / "no-reference-settings.yaml"),
         CUBERUN_CACHE_DIR=str(cache_dir),
-        PYTHONDONTWRITEBYTECODE="1",
     )
     env.pop("CUBERUN_DEBUG", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # byte-code caching keeps every CLI start-up fast
     return env
 
 

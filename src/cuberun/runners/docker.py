@@ -48,7 +48,7 @@ SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH)", re.IGNOREC
 PROBE_TIMEOUT = 30.0
 CANCEL_TIMEOUT = 10.0
 NOT_FOUND = ("no such image", "image not known", "no such object", "not found")
-DAEMON_DOWN = ("cannot connect to the docker daemon", "is the docker daemon running", "connection refused", "cannot connect to podman")
+DAEMON_DOWN = ("cannot connect to the docker daemon", "is the docker daemon running", "cannot connect to podman")
 ENGINE_ERROR = re.compile(r"^(docker: |Error: |Error response from daemon|Unable to find image|.*OCI runtime)", re.IGNORECASE)
 
 
@@ -244,6 +244,7 @@ def _last_error_line(text: str) -> str:
 class ImageState:
     present: bool
     labels: dict[str, str]
+    id: str | None = None
 
 
 class DockerRunner(Runner):
@@ -275,7 +276,7 @@ class DockerRunner(Runner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._names: dict[str, str] = {}
+        self._names: dict[int, tuple[ResolvedTask, str]] = {}  # id(task) -> (task, container name)
         self._state: ImageState | None = None
         self._configured = False
 
@@ -340,7 +341,7 @@ class DockerRunner(Runner):
 
     # -- steps (pure) ----------------------------------------------------------------------
     def build_argv(self, hash_value: str | None = None) -> list[str]:
-        argv = [*self.executable, "build"]
+        argv = [*self.executable, "build", "--force-rm"]  # no intermediate container survives a failed step
         network = self.config.get("build_network")
         if network:
             argv.append(f"--network={network}")
@@ -378,13 +379,14 @@ class DockerRunner(Runner):
             return [Step(tuple(self.build_argv()), "build")]
         return [self._fetch_step()]
 
-    def container_name(self, task: str) -> str:
-        name = self._names.get(task)
-        if name is None:
-            safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", task).strip("_.-") or "task"
-            name = f"cuberun-{safe[:40]}-{os.urandom(4).hex()}"
-            self._names[task] = name
-        return name
+    def container_name(self, task: ResolvedTask) -> str:
+        """A unique name per resolved task (parallel sweep variants of one task get their own),
+        stable across calls, so the run record shows the container that really ran."""
+        entry = self._names.get(id(task))
+        if entry is None or entry[0] is not task:
+            entry = (task, f"{_name_prefix(task.name)}{os.urandom(4).hex()}")
+            self._names[id(task)] = entry
+        return entry[1]
 
     def run_argv(self, task: ResolvedTask) -> tuple[list[str], dict[str, str]]:
         """`docker run ...` for a task, and the environment variables the engine must pass on."""
@@ -395,7 +397,7 @@ class DockerRunner(Runner):
         argv = [*self.executable, "run"]
         if cfg.get("remove", True):
             argv.append("--rm")
-        argv += [f"--name={self.container_name(task.name)}", f"--label={RUN_LABEL}=1"]
+        argv += [f"--name={self.container_name(task)}", f"--label={RUN_LABEL}=1"]
         if self.is_podman:
             argv.append("--pull=never")
         mapped = bool(cfg.get("run_as_user", True)) and not _has_flag(user_args + extra, "-u", "--user")
@@ -500,15 +502,18 @@ class DockerRunner(Runner):
         if self._state is not None and not refresh:
             return self._state
         image = self.image
-        res = self._capture("image", "inspect", "--format", "{{json .Config.Labels}}", image)
+        res = self._capture("image", "inspect", "--format", "{{.Id}} {{json .Config.Labels}}", image)
         if res.missing:
             raise RunnerUnavailable(self._not_installed())
         if res.returncode == 0:
+            first = res.stdout.strip().splitlines()[0] if res.stdout.strip() else ""
+            image_id, _, raw = first.partition(" ")
             try:
-                labels = json.loads(res.stdout.strip().splitlines()[0]) if res.stdout.strip() else None
-            except (ValueError, IndexError):
+                labels = json.loads(raw) if raw else None
+            except ValueError:
                 labels = None
-            state = ImageState(True, {str(k): str(v) for k, v in (labels or {}).items()})
+            labels = labels if isinstance(labels, dict) else {}
+            state = ImageState(True, {str(k): str(v) for k, v in labels.items()}, image_id or None)
         else:
             problem = self._daemon_problem(res.stderr)
             if problem:
@@ -580,11 +585,11 @@ class DockerRunner(Runner):
             problem = self._daemon_problem(text)
             if problem:
                 raise RunnerUnavailable(problem)
-            raise BackendError(
-                f"building image {self.image} failed with exit code {outcome.exit_code}: {_last_error_line(text)}",
-                f"fix {self.recipe} (the build output is above); builds whose RUN steps need the network may need -P{self.section}.build_network=host",
-            )
-        self._state = ImageState(True, {HASH_LABEL: digest})
+            hint = f"fix {self.recipe} (the build output is above)"
+            if not self.config.get("build_network"):
+                hint += f"; RUN steps that need the network may need -P{self.section}.build_network=host"
+            raise BackendError(f"building image {self.image} failed with exit code {outcome.exit_code}: {_last_error_line(text)}", hint)
+        self._state = None  # probed again (for the new image id) only if someone asks
 
     def _fetch(self) -> None:
         step = self._fetch_step()
@@ -603,7 +608,7 @@ class DockerRunner(Runner):
                 else f"tag a local image with exactly this name: {self.engine} tag SOURCE {self.image}"
             )
             raise BackendError(f"cannot {what[:-3]} image {self.image} (exit {outcome.exit_code}): {_last_error_line(text)}", build_hint)
-        self._state = ImageState(True, {})
+        self._state = None
 
     # -- run ---------------------------------------------------------------------------------
     def _remove_container(self, name: str, *, kill: bool) -> None:
@@ -612,17 +617,17 @@ class DockerRunner(Runner):
         if self.config.get("remove", True):
             self._capture("rm", "-f", name, timeout=CANCEL_TIMEOUT)
 
-    def _cleanup_after(self, name: str) -> None:
-        """Make sure the container is gone after an interrupted or broken run. A create request
-        may still be in flight when the client dies, so look once more after a short wait."""
+    def _cleanup_after(self, name: str, interrupted: bool) -> None:
+        """Make sure the container is gone after an interrupted or broken run. When the client
+        was stopped, a create request may still have been in flight: look once more shortly after."""
         if not self.config.get("remove", True):
             self._capture("kill", name, timeout=CANCEL_TIMEOUT)
             return
-        for attempt in range(2):
+        for attempt in range(2 if interrupted else 1):
             res = self._capture("rm", "-f", name, timeout=CANCEL_TIMEOUT)
             if res.returncode == 0 and res.stdout.strip():
                 return
-            if attempt == 0:
+            if attempt == 0 and interrupted:
                 time.sleep(0.5)
 
     def run(self, task: ResolvedTask, log_path: str) -> Outcome:
@@ -631,12 +636,12 @@ class DockerRunner(Runner):
         if not self._configured:
             self.configure()
         argv, extra_env = self.run_argv(task)
-        name = self.container_name(task.name)
+        name = self.container_name(task)
         env = {**os.environ, **extra_env} if extra_env else None
         with open(log_path, "ab") as log:
             outcome = stream(argv, env=env, log=log, on_cancel=lambda: self._remove_container(name, kill=True))
         if outcome.interrupted or outcome.signal is not None or outcome.exit_code in (125, 126, 127):
-            self._cleanup_after(name)
+            self._cleanup_after(name, outcome.interrupted or outcome.signal is not None)
         if outcome.interrupted or outcome.exit_code == 0:
             return outcome
         if outcome.exit_code in (125, 126, 127):
@@ -662,6 +667,14 @@ class DockerRunner(Runner):
                 f"raise --memory{limit}, or lower the task's memory use; the log is {log_path}",
             )
         return outcome
+
+    def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
+        """The run command without its random container name, plus the image id: a rebuilt or
+        re-pulled image makes the task out of date."""
+        argv, _ = self.run_argv(task)
+        name = f"--name={self.container_name(task)}"
+        command = [f"--name={_name_prefix(task.name)}*" if a == name else a for a in argv]
+        return {"runner": self.name, "command": [command], "image": self.image, "image_id": self.image_state().id}
 
     # -- inspect -------------------------------------------------------------------------------
     def inspect(self) -> dict[str, Any]:
@@ -699,6 +712,12 @@ class DockerRunner(Runner):
             "up_to_date": (recorded == current) if (recorded and current) else None,
             "labels": labels,
         }
+
+
+def _name_prefix(task: str) -> str:
+    """`cuberun-<task>-`, with the task name reduced to what a container name allows."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", task).strip("_.-") or "task"
+    return f"cuberun-{safe[:40]}-"
 
 
 def _csv_field(text: str) -> str:

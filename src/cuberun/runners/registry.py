@@ -23,6 +23,12 @@ ENTRY_POINT_GROUP = "cuberun.runners"
 BUILTIN: dict[str, str] = {
     "local": "cuberun.runners.local:LocalRunner",
     "docker": "cuberun.runners.docker:DockerRunner",
+    "ssh": "cuberun.runners.ssh:SSHRunner",
+    "slurm": "cuberun.runners.slurm:SlurmRunner",
+    "singularity": "cuberun.runners.singularity:SingularityRunner",
+    "charliecloud": "cuberun.runners.charliecloud:CharliecloudRunner",
+    "k8s": "cuberun.runners.k8s:KubernetesRunner",
+    "kubeflow": "cuberun.runners.kubeflow:KubeflowRunner",
 }
 
 # cube sections that runners (built-in, or planned) read; known so they never warn as unknown
