@@ -86,9 +86,10 @@ def get(name: str) -> type[Runner]:
 
 
 def section_schema(section: str) -> Schema | None:
-    """The schema of a cube section, if a built-in runner reading it is installed."""
-    for name, target in BUILTIN.items():
-        cls = _import(target, name)
-        if cls.section == section:
-            return cls.section_schema()
-    return None
+    """The schema of a cube section: built-in runners read the section named like themselves,
+    so only that one runner module is imported."""
+    target = BUILTIN.get(section)
+    if target is None:
+        return None
+    cls = _import(target, section)
+    return cls.section_schema() if cls.section == section else None
