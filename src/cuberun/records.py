@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import re
-import secrets
 import socket
 import sys
 import time
@@ -29,7 +28,7 @@ def redact_env(env: Mapping[str, str]) -> dict[str, str]:
 def new_run_id(task: str) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", task)[:40]
-    return f"{stamp}-{safe}-{secrets.token_hex(3)}"
+    return f"{stamp}-{safe}-{os.urandom(3).hex()}"
 
 
 def _now() -> str:
