@@ -367,7 +367,7 @@ def _start_run(cube: Cube, runner: Runner, rt: Any, verb: str = "running", extra
             "parameters": {p.name: {"io": p.io, "type": p.type, "path": str(p.host_path)} for p in rt.params},
             "overrides": dict(rt.overrides),
             "steps": [dict(s.to_json(), env=redact_env(s.env)) for s in steps],
-            "command": list(steps[-1].argv) if steps else [],
+            "command": next((list(s.argv) for s in reversed(steps) if s.purpose == "run"), list(steps[-1].argv) if steps else []),
             **(extra or {}),
         },
     )

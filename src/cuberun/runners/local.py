@@ -64,7 +64,7 @@ class LocalRunner(Runner):
         cfg = self.config
         notes: list[str] = []
         docker = self.cube.raw_section("docker") or {}
-        context = root / str(docker.get("build_context") or ".")
+        context = Path(os.path.normpath(root / str(docker.get("build_context") or ".")))
         command = cfg.get("command")
         requirements: list[Path] = []
         packages = [str(p) for p in (cfg.get("packages") or [])]
@@ -131,11 +131,12 @@ class LocalRunner(Runner):
         return [Step(tuple(a), "env") for a in env.install_argvs()]
 
     def configure(self) -> None:
+        from cuberun.console import say
         from cuberun.runners import pyenv
 
         launch = self.launch()
-        for note in launch.notes:
-            print(f"cuberun: {note}", file=sys.stderr)
+        for note in [] if launch.no_command else launch.notes:
+            say(note)
         if launch.env is not None:
             pyenv.ensure(launch.env)
 
