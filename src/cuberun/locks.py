@@ -14,11 +14,15 @@ from typing import IO
 from cuberun.errors import BusyError
 
 LOCK_DIR = Path(".cuberun") / "locks"
+HELD_BY_PARENT_ENV = "CUBERUN_OUTPUT_LOCKS"  # "held-by-parent" in a job that a locking cuberun submitted (Slurm)
 
 
 @contextmanager
 def output_locks(workspace: Path, paths: Sequence[str], owner: dict[str, str]) -> Iterator[None]:
     """Hold an exclusive, non-blocking lock for every output path (in a fixed order)."""
+    if os.environ.get(HELD_BY_PARENT_ENV) == "held-by-parent":  # a batch job: the cuberun that submitted it holds them
+        yield
+        return
     folder = workspace / LOCK_DIR
     folder.mkdir(parents=True, exist_ok=True)
     held: list[IO[str]] = []

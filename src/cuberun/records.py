@@ -83,6 +83,8 @@ def start_record(workspace: Path, fields: dict[str, Any]) -> RunRecord:
         "os": platform.platform(),
         "log": str(folder / "output.log"),
     }
+    if os.environ.get("CUBERUN_OUTPUT_LOCKS") == "held-by-parent":
+        data["nested"] = True  # written by the cuberun inside a batch job; the submitting run has its own record
     record = RunRecord(folder / "record.json", data)
     record.save()
     data["_t0"] = time.time()

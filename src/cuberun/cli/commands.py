@@ -117,18 +117,24 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
         dry_run: bool, as_json: bool, gpus: str | None, network: str | None, security: str | None, memory: str | None,
         cpus: str | None, mount: str | None, allow_missing_inputs: bool, force: bool, no_deps: bool, sweeps: tuple[str, ...],
         jobs: int, overrides: tuple[str, ...]) -> int:
-    """Run task(s) of a cube. Parameter overrides follow as NAME=PATH."""
+    """Run task(s) of a cube. Parameter overrides follow as NAME=PATH.
+
+    The legacy MLBox form BOX[:TASK[/PARAMSET]] is accepted as --mlcube or as the first argument:
+    PARAMSET (tasks/TASK/PARAMSET.yaml, or run/PARAMSET/TASK.yaml in config 1.0) sets the
+    parameters, and NAME=PATH overrides still win."""
     from cuberun.execute import make_runner, run_tasks
     from cuberun.gpus import parse_gpus
     from cuberun.resolve import parse_overrides, select_tasks
     from cuberun.runners.base import RunOptions
+    from cuberun.spec import legacy  # legacy MLBox: BOX[:TASK[/PARAMSET]]
 
-    extra = _split_extra(list(overrides) + list(ctx.args), ctx.command)
+    mlcube, task, paramset, rest = legacy.split_run_args(mlcube, task, list(overrides) + list(ctx.args))  # legacy MLBox
+    extra = _split_extra(rest, ctx.command)
     parse_gpus(gpus)
     cube = _load(mlcube, workspace, params)
     names = select_tasks(cube, task)
     _check_dash_overrides(extra, cube, names, ctx.command)
-    values = parse_overrides(extra, [cube.tasks[n] for n in names])
+    values = {**legacy.paramset_overrides(cube, names, paramset), **parse_overrides(extra, [cube.tasks[n] for n in names])}  # legacy MLBox
     options = RunOptions(gpus=gpus, network=network, security=security, memory=memory, cpus=cpus, mount=mount,
                          allow_missing_inputs=allow_missing_inputs)
     runner = make_runner(cube, platform, options, params)
@@ -294,9 +300,10 @@ def inspect(mlcube: str | None, platform: str | None, workspace: str | None, par
 @mlcube_option
 @workspace_option
 @click.option("--task", metavar="NAME", help="Only runs of this task.")
-@click.option("--status", type=click.Choice(["succeeded", "failed", "interrupted", "error", "running"]), help="Only runs with this status.")
+@click.option("--status", type=click.Choice(["succeeded", "failed", "interrupted", "error", "running", "cancelled"]), help="Only runs with this status.")
+@click.option("--all", "show_all", is_flag=True, help="Include the records written inside batch jobs (nested).")
 @click.option("--json", "as_json", is_flag=True)
-def runs(mlcube: str | None, workspace: str | None, task: str | None, status: str | None, as_json: bool) -> int:
+def runs(mlcube: str | None, workspace: str | None, task: str | None, status: str | None, show_all: bool, as_json: bool) -> int:
     """List the run records of a workspace."""
     from pathlib import Path
 
@@ -306,7 +313,8 @@ def runs(mlcube: str | None, workspace: str | None, task: str | None, status: st
         ws = Path(workspace).expanduser().resolve()
     else:
         ws = _load(mlcube, None, ()).workspace
-    found = [r for r in list_runs(ws) if (not task or r.get("task") == task) and (not status or r.get("status") == status)]
+    found = [r for r in list_runs(ws) if (not task or r.get("task") == task) and (not status or r.get("status") == status)
+             and (show_all or not r.get("nested"))]
     if as_json:
         print(json.dumps(found, indent=2))
         return 0
@@ -419,7 +427,8 @@ def report(mlcube: str | None, workspace: str | None, output: str | None) -> int
     return 0
 
 
-from cuberun.cli import config_cmd, create_cmd  # noqa: E402
+from cuberun.cli import config_cmd, create_cmd, migrate_cmd  # noqa: E402
 
 cli.add_command(config_cmd.config)
 cli.add_command(create_cmd.create)
+cli.add_command(migrate_cmd.migrate)  # legacy MLBox -> config 2.0

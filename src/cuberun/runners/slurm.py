@@ -1,0 +1,1002 @@
+"""The Slurm runner: a task becomes a batch job that runs `cuberun run` with an inner platform.
+
+What it does for `cuberun run --platform=slurm`:
+
+1. Renders a job script (a file, never a shell string we execute): `#SBATCH` lines for the job
+   name, partition, account, qos, time, cpus, memory, GPUs (`--gres`), the job log and the working
+   directory, then `exec <cuberun> run --task=<task> --platform=<inner> ...` with every parameter
+   override, `-P` value and run option forwarded. The script is named by its content hash, so
+   concurrent runs never submit each other's script. `--dry-run` prints it as a `cat <<EOF` step.
+2. Submits it with `sbatch --parsable` (chains: `--dependency=afterok:<previous> --kill-on-invalid-dep=yes`).
+3. Waits: polls `scontrol show job -o` (adaptive: fast at first, gentler on the controller for
+   long jobs), falling back to `sacct` (when accounting is enabled) and then the jobcomp file once
+   scontrol has forgotten the job; meanwhile it follows the job log as it grows and copies it to
+   our stdout and the run's log. Every wait is bounded: `max_wait` from submission, and the job's
+   time limit plus a margin once it runs.
+4. Ctrl-C / SIGTERM / SIGHUP: `scancel` of the jobs this run submitted (never any other), a bounded
+   wait until Slurm reports them ended, exit 128+signal. A second signal escalates to SIGKILL.
+
+Exit codes (the Outcome's exit code; execute turns a non-zero one into TaskFailed):
+
+| job state                      | exit code                                                      |
+|--------------------------------|----------------------------------------------------------------|
+| COMPLETED                      | N of ExitCode N:S (0)                                          |
+| FAILED, NODE_FAIL, others      | N; else 128+S when a signal S (1-31) killed it; else 125 (e.g. launch failure 0:53) |
+| CANCELLED (not by us)          | N, or 128+S, else 143                                          |
+| TIMEOUT, OUT_OF_MEMORY         | always 137 (128+SIGKILL: killed for exceeding a limit, whatever the task did with the warning SIGTERM; docker reports OOM kills the same way) |
+| interrupted by Ctrl-C          | 128+signal (130)                                               |
+| cuberun stopped waiting        | 124 (max_wait exceeded, or still running long past its time limit; the job is cancelled) |
+| sbatch refused the job         | 125 (BackendError: unknown partition, bad gres/time/memory, ...) |
+| controller unreachable         | 125 (RunnerUnavailable / BackendError)                          |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, ClassVar
+
+from cuberun.console import say
+from cuberun.errors import EXIT_BACKEND, BackendError, CuberunError, RunnerUnavailable, UsageError
+from cuberun.locks import HELD_BY_PARENT_ENV
+from cuberun.runners.base import Runner, Step
+from cuberun.schema import Field
+
+if TYPE_CHECKING:
+    from cuberun.process import Captured, Outcome
+    from cuberun.resolve import ResolvedTask
+
+SBATCH_MISSING = "sbatch not found. Hint: install the Slurm client or use another --platform"
+TERMINAL_STATES = frozenset(
+    {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "SPECIAL_EXIT", "REVOKED"}
+)
+RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "STOPPED"})
+LIMIT_STATES = frozenset({"TIMEOUT", "OUT_OF_MEMORY"})
+QUIET_REASONS = frozenset({"", "None", "(null)", "NonZeroExitCode", "TimeLimit"})
+FORBIDDEN_SBATCH_ARGS = ("--output", "--error", "--wrap", "--wait", "--parsable", "--array", "--dependency", "-o", "-e", "-W", "-a", "-d")
+
+DEFAULT_MAX_WAIT = 7 * 24 * 3600.0  # from submission: a week in the queue is the outer bound
+RUN_MARGIN = 120.0  # beyond the job's time limit: KillWait, epilog, OverTimeLimit slack
+CONTROLLER_GRACE = 120.0  # how long the controller may stay unreachable while we wait
+CANCEL_WAIT = 30.0  # after scancel: until Slurm reports the job ended
+TAIL_INTERVAL = 0.1  # how often the job log is read
+CLIENT_TIMEOUT = 60.0  # one sbatch/scontrol/sacct call (an unreachable controller takes ~10-20 s)
+EXIT_STOPPED_WAITING = 124
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+_INNER_RUN = re.compile(r"cuberun: running task '.*' on \S+ \(run ([^)\s]+)\)")
+
+
+# -- pure helpers (unit-tested) ---------------------------------------------------------------
+def sbatch_quote(value: str) -> str:
+    """Quote a value for an `#SBATCH` line. sbatch tokenises those lines like a shell (quotes,
+    `#` starts a comment) but treats a backslash as an escape even inside single quotes."""
+    if "\n" in value or "\r" in value:
+        raise ValueError("a line break cannot be written into an #SBATCH line")
+    return shlex.quote(value.replace("\\", "\\\\"))
+
+
+def parse_time_limit(text: str | int | None) -> float | None:
+    """Slurm time (`M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`; `UNLIMITED`) -> seconds; None
+    when unlimited or unparseable."""
+    if text is None:
+        return None
+    if isinstance(text, int):
+        return float(text) * 60
+    value = text.strip()
+    if not value or value.upper() in ("UNLIMITED", "INFINITE", "NONE", "N/A", "PARTITION_LIMIT"):
+        return None
+    days = 0
+    if "-" in value:
+        head, _, value = value.partition("-")
+        if not head.isdigit():
+            return None
+        days = int(head)
+        parts = value.split(":") if value else ["0"]
+        if not all(p.isdigit() for p in parts) or len(parts) > 3:
+            return None
+        nums = [int(p) for p in parts] + [0] * (3 - len(parts))  # D-H, D-H:M, D-H:M:S
+        return float(days * 86400 + nums[0] * 3600 + nums[1] * 60 + nums[2])
+    parts = value.split(":")
+    if not all(p.isdigit() for p in parts) or len(parts) > 3:
+        return None
+    nums = [int(p) for p in parts]
+    if len(nums) == 1:
+        return float(nums[0] * 60)
+    if len(nums) == 2:
+        return float(nums[0] * 60 + nums[1])
+    return float(nums[0] * 3600 + nums[1] * 60 + nums[2])
+
+
+def parse_exit(raw: str | None) -> tuple[int, int]:
+    """`ExitCode=N:S` -> (N, S); anything else -> (0, 0)."""
+    code, _, sig = (raw or "").partition(":")
+    try:
+        return int(code), int(sig or 0)
+    except ValueError:
+        return 0, 0
+
+
+def job_exit_code(state: str, raw: str | None) -> int:
+    """Our exit code for a finished job (see the table in the module docstring)."""
+    code, sig = parse_exit(raw)
+    killed = 128 + sig if 0 < sig < 32 else 0  # standard signals; Slurm reports launch failures as 0:53
+    if state == "COMPLETED":
+        return code
+    if state in LIMIT_STATES:
+        return 128 + signal.SIGKILL
+    if state == "CANCELLED":
+        return code or killed or 128 + signal.SIGTERM
+    return code or killed or EXIT_BACKEND
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What Slurm says about a job (from scontrol, sacct or the jobcomp log)."""
+
+    job_id: str
+    state: str
+    exit_code: str = "0:0"
+    reason: str = ""
+    time_limit: float | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+    source: str = "scontrol"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+_WANTED = ("JobId", "JobState", "Reason", "ExitCode", "TimeLimit", "Partition", "NodeList", "SubmitTime", "StartTime", "EndTime", "Dependency")
+
+
+def parse_job_line(line: str, source: str = "scontrol") -> JobInfo | None:
+    """One `scontrol show job -o` line (or a jobcomp/filetxt line: the same Key=Value format).
+    Values with spaces (WorkDir, Command, StdOut) come after the keys read here, and the first
+    occurrence of each key wins."""
+    found: dict[str, str] = {}
+    for key in _WANTED:
+        m = re.search(rf"(?:^|\s){re.escape(key)}=(\S*)", line)
+        if m:
+            found[key] = m.group(1)
+    if "JobId" not in found or "JobState" not in found:
+        return None
+    state = found["JobState"].split("+")[0].upper()
+    return JobInfo(
+        job_id=found["JobId"],
+        state=state,
+        exit_code=found.get("ExitCode", "0:0"),
+        reason=found.get("Reason", ""),
+        time_limit=parse_time_limit(found.get("TimeLimit")),
+        fields={k: v for k, v in found.items() if k not in ("JobId", "JobState", "ExitCode", "Reason")},
+        source=source,
+    )
+
+
+def parse_sacct(text: str, job_id: str) -> JobInfo | None:
+    """`sacct -X -n -P -o State,ExitCode` output -> JobInfo (State may read 'CANCELLED by 0')."""
+    for line in text.splitlines():
+        state, sep, code = line.strip().partition("|")
+        if sep and state:
+            return JobInfo(job_id, state.split()[0].upper(), code.strip() or "0:0", source="sacct")
+    return None
+
+
+def normalize_memory(value: str) -> str:
+    """`4g`, `512M`, `1.5GB`, `2048` (bytes, like docker) -> a Slurm --mem value."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)[bB]?\s*", value)
+    if not m:
+        raise UsageError(f"invalid memory size '{value}'", "write it like 4G, 512M or 1.5G")
+    number, unit = float(m.group(1)), m.group(2).upper()
+    if not unit:  # plain bytes
+        return f"{max(1, math.ceil(number / (1024 * 1024)))}M"
+    if number.is_integer():
+        return f"{int(number)}{unit}"
+    scale = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
+    return f"{max(1, math.ceil(number * scale))}M"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job script, before rendering. `commands` has one argv per array element: one means a
+    plain job; several become `#SBATCH --array=0-N` and a `case $SLURM_ARRAY_TASK_ID` (the shape
+    parameter sweeps will use)."""
+
+    directives: tuple[tuple[str, str], ...]  # ("--partition", "debug") -> #SBATCH --partition=debug
+    commands: tuple[tuple[str, ...], ...]
+    extra: tuple[str, ...] = ()  # sbatch_args, verbatim, on one #SBATCH line
+    comment: str = ""
+    env: tuple[tuple[str, str], ...] = ()  # exported before the command
+
+
+def _command_text(argv: Sequence[str], indent: str) -> str:
+    """One option or override per line (after the program and its leading words), for reading."""
+    text = ""
+    for i, arg in enumerate(argv):
+        breaks = i > 0 and (arg.startswith(("--", "-P")) or ("=" in arg and not arg.startswith("-")))
+        text += (f" \\\n{indent}" if breaks else (" " if i else "")) + shlex.quote(arg)
+    return text
+
+
+def render_job_script(spec: JobSpec) -> str:
+    lines = ["#!/bin/bash"]
+    if spec.comment:
+        lines.append("# " + spec.comment.replace("\n", " "))
+    lines += [f"#SBATCH {opt}={sbatch_quote(value)}" for opt, value in spec.directives]
+    if len(spec.commands) > 1:
+        lines.append(f"#SBATCH --array=0-{len(spec.commands) - 1}")
+    if spec.extra:
+        lines.append("#SBATCH " + " ".join(sbatch_quote(a) for a in spec.extra))
+    lines.append("set -euo pipefail")
+    lines += [f"export {key}={shlex.quote(value)}" for key, value in spec.env]
+    if len(spec.commands) == 1:
+        lines.append("exec " + _command_text(spec.commands[0], "    "))
+    else:
+        lines.append('case "${SLURM_ARRAY_TASK_ID:-}" in')
+        for i, argv in enumerate(spec.commands):
+            lines.append(f"  {i}) exec " + _command_text(argv, "      ") + " ;;")
+        lines.append('  *) echo "cuberun: unexpected array index ${SLURM_ARRAY_TASK_ID:-none}" >&2; exit 125 ;;')
+        lines.append("esac")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class JobScriptStep(Step):
+    """The job script a run writes (what --dry-run shows as a `cat > FILE <<'EOF'` here-doc)."""
+
+    path: str = ""
+    content: str = ""
+
+    def display(self) -> str:
+        marker = "CUBERUN_JOB_SCRIPT"
+        while marker in self.content.splitlines():
+            marker += "_"
+        folder = os.path.dirname(self.path)
+        return f"mkdir -p {shlex.quote(folder)} && cat > {shlex.quote(self.path)} <<'{marker}'\n{self.content}{marker}"
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(super().to_json(), path=self.path, content=self.content)
+
+
+# -- following a job --------------------------------------------------------------------------
+class _LogTail:
+    """Follows a job log as Slurm writes it and copies new bytes to the sinks."""
+
+    def __init__(self, path: str, sinks: Sequence[IO[bytes] | None]) -> None:
+        self.path = path
+        self.sinks = sinks
+        self.offset = 0
+        self.seen = False
+
+    def pump(self) -> int:
+        try:
+            with open(self.path, "rb") as fh:
+                self.seen = True
+                size = os.fstat(fh.fileno()).st_size
+                if size < self.offset:  # truncated: the job was requeued and started over
+                    self.offset = 0
+                fh.seek(self.offset)
+                copied = 0
+                while self.offset < size:
+                    chunk = fh.read(min(1 << 20, size - self.offset))
+                    if not chunk:
+                        break
+                    self.offset += len(chunk)
+                    copied += len(chunk)
+                    for sink in self.sinks:
+                        _write(sink, chunk)
+                return copied
+        except OSError:
+            return 0
+
+    def finish(self) -> None:
+        """The job has ended: copy the rest (waiting briefly for a log a shared filesystem shows late)."""
+        for _ in range(10):
+            if self.pump() == 0 and self.seen:
+                return
+            time.sleep(0.05)
+
+
+def _write(sink: IO[bytes] | None, data: bytes) -> None:
+    if sink is None:
+        return
+    try:
+        sink.write(data)
+        sink.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+
+
+@contextmanager
+def _shielded() -> Iterator[None]:
+    """Block Ctrl-C/SIGTERM/SIGHUP around a Slurm client call: the child inherits the mask, so a
+    terminal Ctrl-C cannot kill sbatch half-way (a job submitted but its id lost), and the signal
+    reaches our handler as soon as the call returns."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class ControllerLost(BackendError):
+    """The controller stopped answering while a job ran: the job is left alone (it may still run)."""
+
+
+@dataclass
+class _Job:
+    task: str
+    job_id: str
+    log_file: str
+    script: str
+    submitted_at: float
+    dependency: str | None = None
+    info: JobInfo | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.info is not None and self.info.finished
+
+
+# -- the runner ---------------------------------------------------------------------------------
+class SlurmRunner(Runner):
+    name = "slurm"
+    section = "slurm"
+    supports_chain = True
+    schema: ClassVar[dict[str, Field]] = {
+        "partition": Field((str,), doc="sbatch --partition"),
+        "account": Field((str,), doc="sbatch --account"),
+        "qos": Field((str,), doc="sbatch --qos"),
+        "time": Field((str, int), doc="sbatch --time, e.g. 01:00:00 (an integer means minutes)"),
+        "cpus_per_task": Field((int,), doc="sbatch --cpus-per-task"),
+        "mem": Field((str, int), doc="sbatch --mem, e.g. 4G (default: --memory, else platform.host_memory_gb)"),
+        "gres": Field((str,), doc="sbatch --gres (default: gpu:N from --gpus or platform.accelerator_count; '' for none)"),
+        "sbatch_args": Field((list,), default=[], doc="more sbatch options, e.g. [--constraint=a100]"),
+        "platform": Field((str,), default="local", doc="the platform the job runs the task with (local, docker, charliecloud, ...)"),
+        "cuberun": Field((str, list), doc="how to start cuberun on the compute node (default: this interpreter, -m cuberun)"),
+        "job_dir": Field((str,), doc="where job scripts and job logs go (default: <workspace>/.cuberun/slurm)"),
+        "poll_interval": Field((float,), default=0.5, doc="seconds between scontrol polls (longer for long jobs)"),
+        "job_name_prefix": Field((str,), default="cuberun", doc="prefix of the job names"),
+        "max_wait": Field((str, int), doc="give up (and cancel) after this long from submission, Slurm time format (default 7 days)"),
+        "configure": Field((str,), default="submit", choices=("submit", "job"), doc="configure the inner platform here before submitting, or in the job"),
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._inner_runner_name: str | None = None  # set once the inner platform was checked
+        self._accounting: bool | None = None
+        self._jobcomp: str | None | bool = False  # False: not looked up yet
+
+    # -- configuration -----------------------------------------------------------------------
+    @property
+    def inner_platform(self) -> str:
+        name = str(self.config.get("platform") or "local")
+        if self._inner_runner_name is None:
+            from cuberun import settings as settings_mod
+
+            entry = settings_mod.platform_entry(settings_mod.load_settings(), name)
+            if entry.get("runner") == self.name:
+                raise UsageError(
+                    f"platform '{self.platform}': the job's platform '{name}' is itself a Slurm platform",
+                    "set the slurm platform's 'platform' to local, docker, charliecloud, ...",
+                )
+            self._inner_runner_name = str(entry.get("runner"))
+        return name
+
+    def cuberun_argv(self) -> list[str]:
+        value = self.config.get("cuberun")
+        if not value:
+            return [sys.executable, "-m", "cuberun"]
+        return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+
+    def job_dir(self) -> str:
+        value = self.config.get("job_dir")
+        workspace = str(self.cube.workspace)
+        if not value:
+            path = os.path.join(workspace, ".cuberun", "slurm")
+        else:
+            expanded = os.path.expanduser(os.path.expandvars(str(value)))
+            path = expanded if os.path.isabs(expanded) else os.path.join(workspace, expanded)
+        path = os.path.normpath(path)
+        if "\\" in path:
+            raise UsageError(
+                f"the Slurm job directory {path} contains a backslash, which Slurm cannot use in a job log path",
+                "set the slurm platform's job_dir to a path without backslashes",
+            )
+        return path
+
+    def job_name(self, task: ResolvedTask) -> str:
+        prefix = str(self.config.get("job_name_prefix") or "")
+        name = f"{self.cube.name}-{task.name}"
+        return _SAFE_NAME.sub("_", f"{prefix}-{name}" if prefix else name)[:120]
+
+    @staticmethod
+    def _stem(task: ResolvedTask) -> str:
+        return _SAFE_NAME.sub("_", task.name)[:60] or "task"
+
+    def log_file(self, task: ResolvedTask, job_id: str) -> str:
+        return os.path.join(self.job_dir(), f"{self._stem(task)}-{job_id}.log")
+
+    def gres(self) -> str | None:
+        configured = self.config.get("gres")
+        if configured is not None:
+            return str(configured) or None
+        from cuberun.gpus import effective_gpus
+
+        request = effective_gpus(self.options.gpus, self.cube.accelerator_count)
+        if request.all:
+            raise UsageError("--gpus=all cannot be turned into a Slurm request", "give a count (--gpus=N), or set the slurm platform's gres (e.g. gpu:4)")
+        count = len(request.devices) or request.count
+        return f"gpu:{count}" if count else None
+
+    def mem(self) -> str | None:
+        configured = self.config.get("mem")
+        if configured is not None and configured != "":
+            return str(configured)
+        if self.options.memory:
+            return normalize_memory(self.options.memory)
+        gb = self.cube.platform.get("host_memory_gb")
+        if isinstance(gb, (int, float)) and not isinstance(gb, bool) and gb > 0:
+            return f"{int(gb)}G" if float(gb).is_integer() else f"{math.ceil(gb * 1024)}M"
+        return None
+
+    def _sbatch_args(self) -> tuple[str, ...]:
+        args = self.config.get("sbatch_args") or []
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise UsageError(f"platform '{self.platform}': sbatch_args must be a list of strings", "e.g. sbatch_args: [--constraint=a100]")
+        for arg in args:
+            for opt in FORBIDDEN_SBATCH_ARGS:
+                long_form = opt.startswith("--")
+                if (long_form and (arg == opt or arg.startswith(opt + "="))) or (not long_form and arg.startswith(opt) and not arg.startswith("--")):
+                    raise UsageError(
+                        f"platform '{self.platform}': sbatch_args must not set {opt} (cuberun sets the job log, waits and chains jobs itself)",
+                        "remove it from sbatch_args",
+                    )
+        return tuple(args)
+
+    def inner_argv(self, task: ResolvedTask) -> list[str]:
+        """The cuberun command the job runs: the same task, on the inner platform, with every
+        override and option of this invocation. `--no-deps --force`: this side already decided
+        that the task runs and submitted its prerequisites (chains), so the job just runs it."""
+        argv = [
+            *self.cuberun_argv(),
+            "run",
+            f"--mlcube={os.path.abspath(self.cube.file)}",
+            f"--task={task.name}",
+            f"--platform={self.inner_platform}",
+            f"--workspace={task.workspace}",
+            "--no-deps",
+            "--force",
+        ]
+        argv += [f"-P{item}" for item in self.options.config_overrides]
+        opts = self.options
+        if opts.gpus is not None and self._inner_runner_name != "local":
+            # container platforms need it to expose GPUs; on the host, Slurm's CUDA_VISIBLE_DEVICES
+            # (the GPUs it allocated) must stay as it is
+            argv.append(f"--gpus={opts.gpus}")
+        for flag, value in (("--network", opts.network), ("--security", opts.security), ("--memory", opts.memory), ("--cpu", opts.cpus), ("--mount", opts.mount)):
+            if value is not None:
+                argv.append(f"{flag}={value}")
+        if opts.allow_missing_inputs:
+            argv.append("--allow-missing-inputs")
+        argv += [f"{p.name}={p.host_path}" for p in task.params if p.name in task.overrides]
+        return argv
+
+    def job_spec(self, task: ResolvedTask) -> JobSpec:
+        cfg = self.config
+        job_dir = self.job_dir()
+        directives: list[tuple[str, str]] = [("--job-name", self.job_name(task))]
+        for opt, key in (("--partition", "partition"), ("--account", "account"), ("--qos", "qos"), ("--time", "time"), ("--cpus-per-task", "cpus_per_task")):
+            value = cfg.get(key)
+            if value is not None and value != "":
+                directives.append((opt, str(value)))
+        mem, gres = self.mem(), self.gres()
+        if mem:
+            directives.append(("--mem", mem))
+        if gres:
+            directives.append(("--gres", gres))
+        directives.append(("--output", os.path.join(job_dir.replace("%", "%%"), f"{self._stem(task)}-%j.log")))
+        directives.append(("--chdir", str(task.workspace)))
+        spec = JobSpec(
+            tuple(directives),
+            (tuple(self.inner_argv(task)),),
+            self._sbatch_args(),
+            f"cuberun: task {task.name} of cube {self.cube.name}",
+            env=((HELD_BY_PARENT_ENV, "held-by-parent"),),  # this cuberun holds the task's output locks while the job runs
+        )
+        try:
+            render_job_script(spec)
+        except ValueError as exc:
+            raise UsageError(f"platform '{self.platform}', task '{task.name}': {exc}", "remove line breaks from the Slurm settings and paths") from None
+        return spec
+
+    def script(self, task: ResolvedTask) -> tuple[str, str]:
+        """(path, content) of the task's job script; the name carries a hash of the content."""
+        content = render_job_script(self.job_spec(task))
+        digest = hashlib.sha256(content.encode()).hexdigest()[:12]
+        return os.path.join(self.job_dir(), f"{self._stem(task)}-{digest}.sbatch"), content
+
+    # -- the runner contract -------------------------------------------------------------------
+    def run_steps(self, task: ResolvedTask) -> list[Step]:
+        path, content = self.script(task)
+        return [
+            JobScriptStep((), "job-script", path=path, content=content),
+            Step(("sbatch", "--parsable", path), "submit", env=dict(self.options.extra_env)),
+        ]
+
+    def unavailable_reason(self) -> str | None:
+        from cuberun.process import which
+
+        if which("sbatch") is None:
+            return SBATCH_MISSING
+        for tool in ("scontrol", "scancel"):
+            if which(tool) is None:
+                return f"{tool} not found (sbatch is there). Hint: install the complete Slurm client, or use another --platform"
+        res = self._slurm(["scontrol", "ping"], timeout=30)
+        first = _first_line(res.stdout + "\n" + res.stderr)
+        if res.returncode != 0 or not re.search(r"\bUP\b", res.stdout):
+            return f"Slurm controller unreachable ({first or 'scontrol ping failed'}). Hint: {self._controller_hint()}"
+        return None
+
+    def _inner_runner(self) -> Runner:
+        from cuberun.execute import make_runner
+
+        return make_runner(self.cube, self.inner_platform, self.options, self.options.config_overrides)
+
+    def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
+        """How the task runs is the inner platform's business (its command, image digest, env);
+        queue and resources (partition, time, mem) do not change results, so they are left out."""
+        try:
+            inner = dict(self._inner_runner().fingerprint(task))
+        except CuberunError:  # e.g. the inner engine is only on the compute nodes (configure: job)
+            return {"runner": self.name, "inner_platform": self.inner_platform, "command": self.inner_argv(task)}
+        return {**inner, "runner": self.name, "inner_runner": inner.get("runner"), "inner_platform": self.inner_platform}
+
+    def configure_steps(self) -> list[Step]:
+        if self.config.get("configure") == "job":
+            return []
+        return self._inner_runner().configure_steps()
+
+    def configure(self) -> None:
+        """Prepare the inner platform on this host (shared filesystem: envs and caches are then
+        ready for the job, and compute nodes need no network); `configure: job` leaves it to the job."""
+        if self.config.get("configure") == "job":
+            return
+        inner = self._inner_runner()
+        reason = inner.unavailable_reason()
+        if reason:
+            raise RunnerUnavailable(f"the job's platform '{self.inner_platform}' cannot be configured here: {reason}", "or set the slurm platform's configure: job")
+        inner.configure()
+
+    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
+        return self._run_jobs([task], [log_path])[0]
+
+    def run_chain(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
+        return self._run_jobs(list(tasks), list(log_paths))
+
+    # -- submitting and following --------------------------------------------------------------
+    def _slurm(self, argv: Sequence[str], *, timeout: float = CLIENT_TIMEOUT, env: Mapping[str, str] | None = None, shield: bool = False) -> Captured:
+        """Run a Slurm client. `shield` for calls that must not die half-way (sbatch, scancel);
+        queries stay interruptible, so Ctrl-C answers at once even when the controller hangs."""
+        from cuberun.process import capture
+
+        if not shield:
+            return capture(argv, timeout=timeout, env=env)
+        with _shielded():
+            return capture(argv, timeout=timeout, env=env)
+
+    @staticmethod
+    def _controller_hint() -> str:
+        conf = os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf"
+        return f"check that slurmctld is up (scontrol ping) and SLURM_CONF (now {conf})"
+
+    def _run_jobs(self, tasks: list[ResolvedTask], log_paths: list[str]) -> list[Outcome]:
+        from cuberun.process import handle_signals
+
+        scripts = [self.script(t) for t in tasks]  # every config problem surfaces before anything is submitted
+        os.makedirs(self.job_dir(), exist_ok=True)
+        os.makedirs(self.cube.workspace, exist_ok=True)
+        jobs: list[_Job] = []
+        outcomes: list[Outcome] = []
+        with handle_signals() as cancel:
+            try:
+                for task, (path, content) in zip(tasks, scripts, strict=True):
+                    if cancel.requested:
+                        break
+                    jobs.append(self._submit(task, path, content, jobs[-1].job_id if jobs else None))
+                if cancel.requested:
+                    return [self._interrupted(jobs, jobs[0] if jobs else None, cancel, time.monotonic(), None)]
+                for i, (job, log_path) in enumerate(zip(jobs, log_paths, strict=True)):
+                    outcome = self._follow(job, jobs[i + 1 :], log_path, cancel)
+                    outcomes.append(outcome)
+                    if outcome.exit_code != 0:
+                        if not outcome.interrupted:
+                            self._cancel_quietly([j for j in jobs[i + 1 :] if not j.finished])
+                        break
+            except ControllerLost:
+                raise
+            except BaseException:
+                self._cancel_quietly([j for j in jobs if not j.finished])  # never leave our jobs behind
+                raise
+        return outcomes
+
+    def _submit(self, task: ResolvedTask, path: str, content: str, after: str | None) -> _Job:
+        _write_if_changed(path, content)
+        argv = ["sbatch", "--parsable"]
+        dependency = None
+        if after is not None:
+            dependency = f"afterok:{after}"
+            argv += [f"--dependency={dependency}", "--kill-on-invalid-dep=yes"]
+        argv.append(path)
+        env = {**os.environ, **self.options.extra_env} if self.options.extra_env else None
+        res = self._slurm(argv, env=env, shield=True)
+        if res.missing:
+            raise RunnerUnavailable(SBATCH_MISSING)
+        job_id = res.stdout.strip().split(";")[0].strip() if res.returncode == 0 else ""
+        if not job_id.isdigit():
+            raise self._submit_error(task, res, path)
+        job = _Job(task.name, job_id, self.log_file(task, job_id), path, time.monotonic(), dependency)
+        wait = f" after job {after}" if after else ""
+        say(f"submitted task '{task.name}' as Slurm job {job_id}{wait} (log: {job.log_file})")
+        return job
+
+    def _submit_error(self, task: ResolvedTask, res: Captured, path: str) -> Exception:
+        lines = [ln.strip() for ln in (res.stderr + "\n" + res.stdout).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if "error" in ln.lower()] or lines or [f"exit code {res.returncode}"]
+        line = re.sub(r"^sbatch:\s*(error:\s*)?", "", errors[-1])
+        text = " ".join(lines).lower()
+        if "unable to contact slurm controller" in text or "connection refused" in text:
+            return RunnerUnavailable(f"Slurm controller unreachable: {line}", self._controller_hint())
+        if "invalid partition" in text:
+            partition = self.config.get("partition")
+            known = self._partitions()
+            hint = f"use one of: {', '.join(known)} (sinfo -h -o %P)" if known else "list the partitions with: sinfo -h -o %P"
+            return BackendError(f"Slurm partition '{partition}' does not exist (sbatch: {line}); job script: {path}", hint)
+        return BackendError(
+            f"sbatch refused the job for task '{task.name}': {line}; job script: {path}",
+            "check the slurm platform's partition, account, qos, time, mem, gres and sbatch_args (--dry-run prints the job script)",
+        )
+
+    def _partitions(self) -> list[str]:
+        res = self._slurm(["sinfo", "-h", "-o", "%P"], timeout=30)
+        if res.returncode != 0:
+            return []
+        return sorted({p.strip().rstrip("*") for p in res.stdout.split() if p.strip()})
+
+    def _interval(self, waited: float) -> float:
+        base = max(0.05, float(self.config.get("poll_interval") or 0.5))
+        if waited > 600:
+            return max(base, 5.0)
+        if waited > 120:
+            return max(base, 2.0)
+        return min(base, 0.1 + waited / 20)  # fast while a short job may already be done: 0.1 s, 0.5 s after 8 s
+
+    def _max_wait(self) -> float:
+        value = self.config.get("max_wait")
+        limit = parse_time_limit(value) if value not in (None, "") else None
+        return limit if limit is not None else DEFAULT_MAX_WAIT
+
+    def _follow(self, job: _Job, later: Sequence[_Job], log_path: str, cancel: Any) -> Outcome:
+        """Wait for one job to end, streaming its log."""
+        start = time.monotonic()
+        deadline = job.submitted_at + self._max_wait()
+        run_deadline: float | None = None
+        next_poll = start
+        failing_since: float | None = None
+        pending_noted = False
+        with open(log_path, "ab") as log:
+            tail = _LogTail(job.log_file, [getattr(sys.stdout, "buffer", None), log])
+            while True:
+                tail.pump()
+                if cancel.requested:
+                    return self._interrupted([job, *later], job, cancel, start, tail)
+                now = time.monotonic()
+                if now >= next_poll:
+                    info, problem = self._lookup(job.job_id)
+                    if problem is not None:
+                        failing_since = failing_since or now
+                        if now - failing_since > CONTROLLER_GRACE:
+                            raise ControllerLost(
+                                f"lost contact with the Slurm controller while waiting for job {job.job_id} (task '{job.task}'): {problem}; log: {job.log_file}",
+                                f"the job may still run: squeue -j {job.job_id}; scancel {job.job_id} to stop it",
+                            )
+                    else:
+                        failing_since = None
+                    if info is not None:
+                        job.info = info
+                        if info.finished:
+                            break
+                        if run_deadline is None and info.state in RUNNING_STATES and info.time_limit is not None:
+                            run_deadline = now + info.time_limit + RUN_MARGIN
+                        if info.state == "PENDING" and not pending_noted and now - start > 10:
+                            pending_noted = True
+                            say(f"job {job.job_id} (task '{job.task}') is pending: {info.reason or 'waiting'}")
+                    next_poll = now + self._interval(now - start)
+                if now > deadline or (run_deadline is not None and now > run_deadline):
+                    return self._stop_waiting(job, later, tail, start, overdue=now <= deadline)
+                time.sleep(TAIL_INTERVAL)
+            tail.finish()
+        return self._outcome(job, start)
+
+    def _lookup(self, job_id: str) -> tuple[JobInfo | None, str | None]:
+        """(what Slurm says about the job, a problem talking to the controller)."""
+        res = self._slurm(["scontrol", "show", "job", "-o", job_id], timeout=CLIENT_TIMEOUT)
+        text = (res.stdout + "\n" + res.stderr).strip()
+        if res.returncode == 0:
+            for line in res.stdout.splitlines():
+                info = parse_job_line(line)
+                if info is not None and info.job_id == job_id:
+                    return info, None
+            return None, f"unexpected scontrol output: {_first_line(text)}"
+        if "invalid job id" in text.lower():  # forgotten (MinJobAge) or the controller lost its state
+            found = self._finished_job(job_id)
+            if found is not None:
+                return found, None
+            return JobInfo(job_id, "UNKNOWN", source="none"), None
+        return None, _first_line(text) or f"scontrol exited {res.returncode}"
+
+    def _finished_job(self, job_id: str) -> JobInfo | None:
+        if self._accounting is not False:
+            res = self._slurm(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State,ExitCode"], timeout=CLIENT_TIMEOUT)
+            text = res.stdout + res.stderr
+            if "accounting storage is disabled" in text.lower() or res.missing:
+                self._accounting = False
+            elif res.returncode == 0:
+                self._accounting = True
+                info = parse_sacct(res.stdout, job_id)
+                if info is not None and info.finished:
+                    return info
+        path = self._jobcomp_file()
+        if path:
+            return _search_jobcomp(path, job_id)
+        return None
+
+    def _jobcomp_file(self) -> str | None:
+        if self._jobcomp is False:
+            config = self._slurm_config()
+            self._jobcomp = config.get("JobCompLoc") if config.get("JobCompType") == "jobcomp/filetxt" else None
+        return self._jobcomp if isinstance(self._jobcomp, str) else None
+
+    def _slurm_config(self) -> dict[str, str]:
+        res = self._slurm(["scontrol", "show", "config"], timeout=30)
+        config: dict[str, str] = {}
+        for line in res.stdout.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                config[key.strip()] = value.strip()
+        return config
+
+    def _scancel(self, jobs: Sequence[_Job], *extra: str) -> None:
+        ids = [j.job_id for j in jobs]  # only jobs this run submitted
+        if ids:
+            self._slurm(["scancel", *extra, *ids], timeout=30, shield=True)
+
+    def _cancel_quietly(self, jobs: Sequence[_Job]) -> None:
+        try:
+            self._scancel(jobs)
+        except Exception:  # best effort while another error is on its way
+            pass
+
+    def _wait_ended(self, job: _Job, tail: _LogTail | None, cancel: Any, limit: float) -> None:
+        """Bounded wait after scancel until Slurm reports the job ended; a second signal sends SIGKILL."""
+        end = time.monotonic() + limit
+        escalated = False
+        while time.monotonic() < end:
+            info, _problem = self._lookup(job.job_id)
+            if info is not None:
+                job.info = info
+                if info.finished:
+                    return
+            if tail is not None:
+                tail.pump()
+            if cancel is not None and cancel.count >= 2 and not escalated:
+                escalated = True
+                self._scancel([job], "--signal=KILL", "--full")
+            if cancel is not None and cancel.count >= 3:
+                return
+            time.sleep(0.2)
+
+    def _interrupted(self, jobs: Sequence[_Job], job: _Job | None, cancel: Any, start: float, tail: _LogTail | None) -> Outcome:
+        from cuberun.process import Outcome
+
+        sig = int(cancel.received or signal.SIGINT)
+        active = [j for j in jobs if not j.finished]
+        if active:
+            say(f"cancelling Slurm job{'s' if len(active) > 1 else ''} {' '.join(j.job_id for j in active)}")
+            self._scancel(active)
+        if job is not None:
+            self._wait_ended(job, tail, cancel, CANCEL_WAIT)
+            if tail is not None:
+                tail.finish()
+        state = job.info.state if job is not None and job.info is not None else "not submitted"
+        where = f"; log: {job.log_file}" if job is not None else ""
+        name = f"Slurm job {job.job_id}" if job is not None else "the Slurm job"
+        return Outcome(
+            128 + sig,
+            time.monotonic() - start,
+            interrupted=True,
+            received=sig,
+            reason=f"was interrupted ({signal.Signals(sig).name}); {name} is {state}{where}",
+            details=self._details(job) if job is not None else None,
+        )
+
+    def _stop_waiting(self, job: _Job, later: Sequence[_Job], tail: _LogTail, start: float, *, overdue: bool) -> Outcome:
+        from cuberun.process import Outcome
+
+        state = job.info.state if job.info else "UNKNOWN"
+        if overdue:
+            limit = job.info.time_limit if job.info else None
+            why = f"still {state} {RUN_MARGIN:.0f} s after its time limit of {_format_seconds(limit)}"
+        else:
+            why = f"still {state} after max_wait {_format_seconds(self._max_wait())} from submission"
+        self._scancel([job, *[j for j in later if not j.finished]])
+        self._wait_ended(job, tail, None, CANCEL_WAIT)
+        tail.finish()
+        return Outcome(
+            EXIT_STOPPED_WAITING,
+            time.monotonic() - start,
+            reason=f"job {job.job_id} {why}: stopped waiting and cancelled it; log: {job.log_file}",
+            details=self._details(job),
+        )
+
+    def _outcome(self, job: _Job, start: float) -> Outcome:
+        from cuberun.process import Outcome
+
+        info = job.info
+        assert info is not None
+        elapsed = time.monotonic() - start
+        details = self._details(job)
+        if info.state == "UNKNOWN":
+            return Outcome(
+                EXIT_BACKEND,
+                elapsed,
+                reason=f"job {job.job_id} is no longer known to Slurm (not in scontrol, sacct or a jobcomp log); log: {job.log_file}",
+                details=details,
+            )
+        code = job_exit_code(info.state, info.exit_code)
+        if info.state == "COMPLETED" and code == 0:
+            return Outcome(0, elapsed, details=details)
+        _, sig = parse_exit(info.exit_code)
+        reason = info.reason if info.reason not in QUIET_REASONS else ""
+        inner = _inner_error(job.log_file)
+        missing = "" if os.path.exists(job.log_file) else " (not created)"
+        text = f"job {job.job_id} ended {info.state} (exit {info.exit_code}{', ' + reason if reason else ''})"
+        if inner:
+            text += f": {inner}"
+        return Outcome(code, elapsed, signal=sig if 0 < sig < 32 else None, reason=f"{text}; log: {job.log_file}{missing}", details=details)
+
+    def _details(self, job: _Job) -> dict[str, Any]:
+        info = job.info
+        details: dict[str, Any] = {"job_id": job.job_id, "job_log": job.log_file, "job_script": job.script}
+        if job.dependency:
+            details["dependency"] = job.dependency
+        if info is not None:
+            details.update(job_state=info.state, job_exit=info.exit_code, state_source=info.source)
+            if info.reason and info.reason not in ("None", "(null)"):
+                details["job_reason"] = info.reason
+            for key, name in (("Partition", "partition"), ("NodeList", "nodes"), ("SubmitTime", "submit_time"), ("StartTime", "start_time"), ("EndTime", "end_time")):
+                value = info.fields.get(key)
+                if value and value not in ("(null)", "None", "Unknown"):
+                    details[name] = value
+        inner = _inner_run_id(job.log_file)
+        if inner:
+            details["inner_run_id"] = inner
+        return details
+
+    # -- inspect ---------------------------------------------------------------------------------
+    def inspect(self) -> dict[str, Any]:
+        from cuberun.process import which
+
+        if which("sbatch") is None:
+            raise RunnerUnavailable(SBATCH_MISSING)
+        info: dict[str, Any] = {"runner": self.name, "platform": self.platform, "inner_platform": self.inner_platform, "job_dir": self.job_dir()}
+        version = self._slurm(["sbatch", "--version"], timeout=30)
+        info["sbatch_version"] = _first_line(version.stdout) or None
+        ping = self._slurm(["scontrol", "ping"], timeout=30)
+        info["controller"] = _first_line(ping.stdout + "\n" + ping.stderr) or None
+        partitions: dict[str, dict[str, Any]] = {}
+        res = self._slurm(["sinfo", "-h", "-o", "%P|%a|%l|%D|%T"], timeout=30)
+        for line in res.stdout.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) != 5:
+                continue
+            raw, avail, limit, count, state = parts
+            name = raw.rstrip("*")
+            entry = partitions.setdefault(name, {"default": raw.endswith("*"), "available": avail, "time_limit": limit, "nodes": 0, "node_states": {}})
+            nodes = int(count) if count.isdigit() else 0
+            entry["nodes"] += nodes
+            entry["node_states"][state] = entry["node_states"].get(state, 0) + nodes
+        info["partitions"] = partitions
+        config = self._slurm_config()
+        info["cluster"] = config.get("ClusterName")
+        info["accounting"] = config.get("AccountingStorageType")
+        info["job_completion"] = {"type": config.get("JobCompType"), "location": config.get("JobCompLoc")}
+        info["config"] = self.describe_config()
+        return info
+
+
+# -- small helpers --------------------------------------------------------------------------------
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _format_seconds(value: float | None) -> str:
+    if value is None:
+        return "none"
+    total = int(value)
+    days, rest = divmod(total, 86400)
+    text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{text}" if days else text
+
+
+def _write_if_changed(path: str, content: str) -> None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            if fh.read() == content:
+                return
+    except OSError:
+        pass
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(content)
+    os.replace(tmp, path)
+
+
+def _search_jobcomp(path: str, job_id: str, window: int = 4 << 20) -> JobInfo | None:
+    """The last line for `job_id` in a jobcomp/filetxt log (read from the end, bounded)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - window))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    prefix = f"JobId={job_id} "
+    for line in reversed(text.splitlines()):
+        if line.startswith(prefix):
+            return parse_job_line(line, source="jobcomp")
+    return None
+
+
+def _read_head_tail(path: str, size: int = 65536) -> tuple[str, str]:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(size)
+            fh.seek(0, os.SEEK_END)
+            end = fh.tell()
+            fh.seek(max(0, end - size))
+            tail = fh.read()
+    except OSError:
+        return "", ""
+    return head.decode("utf-8", "replace"), tail.decode("utf-8", "replace")
+
+
+def _inner_run_id(log_file: str) -> str | None:
+    head, _ = _read_head_tail(log_file)
+    m = _INNER_RUN.search(head)
+    return m.group(1) if m else None
+
+
+def _inner_error(log_file: str) -> str | None:
+    """The inner cuberun's own error line, unless it only reports the task's exit code."""
+    _, tail = _read_head_tail(log_file, 8192)
+    errors = [ln.strip() for ln in tail.splitlines() if ln.startswith("cuberun: error: ")]
+    if not errors or errors[-1].startswith("cuberun: error: task '"):
+        return None
+    return errors[-1][:300]
