@@ -21,6 +21,7 @@ if [ "$(id -u)" = 0 ]; then
       exit "$backends_rc"
     fi
   fi
+  bash scripts/install-chromium.sh  # the HTML report is checked in headless Chromium
 else
   echo "test.sh: not root: backend tests will be skipped with a reason" >&2
 fi

@@ -398,15 +398,20 @@ def show(mlcube: str | None, workspace: str | None, run_id: str, as_json: bool) 
 @workspace_option
 @click.argument("run_id", metavar="RUN")
 @click.option("--output", "-o", metavar="DIR", help="Crate directory (default: <workspace>/.cuberun/crates/<run>).")
-def export_provenance(mlcube: str | None, workspace: str | None, run_id: str, output: str | None) -> int:
+@click.option("--invocation", is_flag=True, help="Export every task run of the run's invocation (a Provenance Run Crate).")
+def export_provenance(mlcube: str | None, workspace: str | None, run_id: str, output: str | None, invocation: bool) -> int:
     """Write a Workflow Run RO-Crate (JSON-LD) for a run."""
     from pathlib import Path
 
-    from cuberun.provenance import export_ro_crate
+    from cuberun.provenance import export_invocation_crate, export_ro_crate, invocation_records
+    from cuberun.records import list_runs
 
     record = _find(mlcube, workspace, run_id)
     dest = Path(output).expanduser().resolve() if output else Path(record["workspace"]) / ".cuberun" / "crates" / record["run_id"]
-    path = export_ro_crate(record, dest)
+    if invocation:
+        path = export_invocation_crate(invocation_records(list_runs(Path(record["workspace"])), record), dest)
+    else:
+        path = export_ro_crate(record, dest)
     print(path)
     return 0
 
