@@ -135,7 +135,9 @@ class LocalRunner(Runner):
         from cuberun.runners import pyenv
 
         launch = self.launch()
-        for note in [] if launch.no_command else launch.notes:
+        for note in launch.notes:
+            if launch.no_command and note.startswith("derived the host command"):
+                continue
             say(note)
         if launch.env is not None:
             pyenv.ensure(launch.env)
