@@ -31,4 +31,11 @@ fi
 # a shared cache of managed envs across the session keeps repeated env creation out of the run
 export CUBERUN_TEST_CACHE=${CUBERUN_TEST_CACHE:-${CUBERUN_TEST_STATE:-/tmp/cuberun-test-state}/env-cache}
 mkdir -p "$CUBERUN_TEST_CACHE"
+# kfp pins requests/urllib3 exactly and drags the kubernetes client down to 30.x: its tests run in a venv of their own
+if [ $# -eq 0 ]; then
+  kvenv=${CUBERUN_KFP_VENV:-$here/.venv-kubeflow}
+  [ -x "$kvenv/bin/python" ] || "$python" -m venv "$kvenv"
+  "$kvenv/bin/python" -m pip install --disable-pip-version-check -q -e ".[kubeflow]" "pytest>=7.4"
+  CUBERUN_REQUIRE_KFP=1 "$kvenv/bin/python" -m pytest -p no:cacheprovider -q tests/unit/test_kubeflow_pipeline.py
+fi
 exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@"

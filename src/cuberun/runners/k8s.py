@@ -1,0 +1,1135 @@
+"""The k8s runner: each task becomes a Kubernetes `batch/v1` Job.
+
+Contract (the reference's k8s keys, with its bugs fixed):
+- the workspace is one volume mounted at `/mnt/mlcube/<pvc>` (the reference forgot the slash):
+  a PersistentVolumeClaim (`volume: pvc`, the default; named by `pvc`, default the cube name,
+  created by `configure` when `create_pvc: true`) or a `hostPath` for single-node clusters;
+- a parameter at `<workspace>/<rel>` is passed as `--<param>=/mnt/mlcube/<pvc>/<rel>`; paths
+  outside the workspace cannot be mounted and are an error;
+- `[<task>] --p=...` as for containers, or the task's `entrypoint` tokens as the container
+  command (task name dropped, parameters kept);
+- resources from the cube's `platform` block (`host_memory_gb` -> memory request and limit,
+  `accelerator_count` or `--gpus=N` -> `nvidia.com/gpu` limit), `--memory`, `cpu`;
+- `run` creates the Job, waits for its pod (polling, with a bounded start deadline), streams
+  the pod's log, returns the container's exit code (a failed Job is a failure), and deletes
+  the Job (propagation Background) unless `keep_jobs: true`. Ctrl-C / SIGTERM delete the Job
+  and return 130 / 143.
+- `--dry-run` prints the manifests (the PVC when configure would create it, then one Job per
+  task) as multi-document YAML that `kubectl apply -f -` accepts: Job names are unique names
+  chosen by cuberun (`generateName` would not work with `kubectl apply`).
+
+Every manifest is checked by `check_manifest` (DNS-1123 names, label syntax, restart policy,
+resource quantities, volume references) before it is printed or submitted. The `kubernetes`
+package is imported only when the API server is contacted, so `--dry-run` works without it.
+
+Limits: cuberun does not copy data to or from a PVC. Inputs are checked in the local workspace
+(the same directory as the volume with hostPath; with a PVC keep the two in step, or pass
+--allow-missing-inputs), and up-to-date decisions see only the local workspace too. Auth plugins
+named in a kubeconfig (exec credential helpers) are run by the kubernetes client itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import secrets
+import signal
+import string
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, ClassVar
+
+from cuberun.console import say, warn
+from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, TaskFailed, UsageError
+from cuberun.runners.base import Runner, Step
+from cuberun.schema import Field
+
+if TYPE_CHECKING:
+    from cuberun.process import Outcome
+    from cuberun.resolve import ResolvedParam, ResolvedTask
+
+MOUNT_ROOT = "/mnt/mlcube"
+VOLUME_NAME = "workspace"
+CONTAINER_NAME = "task"
+MANAGED_BY = "cuberun"
+LABEL_CUBE = "app.kubernetes.io/name"
+LABEL_TASK = "app.kubernetes.io/component"
+LABEL_JOB = "cuberun.io/job"
+MISSING = "???"  # OmegaConf's "mandatory" marker in the reference's settings
+K8S_HINT = "pip install 'cuberun[k8s]'"
+REQUEST_TIMEOUT = 30.0
+DELETE_TIMEOUT = 10.0
+ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+JOB_RESTART_POLICIES = ("Never", "OnFailure")
+HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice", "BlockDevice")
+# waiting reasons that never resolve by themselves: fail at once instead of at the start deadline
+FATAL_WAITING = ("InvalidImageName", "ErrImageNeverPull", "CreateContainerError", "RunContainerError")
+SLOW_WAITING = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "ContainerCreating", "PodInitializing")
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
+_QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?\d+)?\Z")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*\Z")
+_DOCKER_SIZE = re.compile(r"^(\d+)\s*([bkmgtp])b?\Z", re.IGNORECASE)
+_STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage", "storage")
+
+
+# -- names and quantities -----------------------------------------------------------------------
+def dns_label(text: str, max_len: int = 63, fallback: str = "x") -> str:
+    """`text` as a DNS-1123 label: lowercase alphanumerics and '-', at most max_len characters."""
+    out = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    out = out[:max_len].rstrip("-")
+    return out or fallback
+
+
+def unique_suffix(length: int = 5) -> str:
+    """Like the API server's generateName suffix: lowercase letters and digits."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def job_name(cube: str, task: str, suffix: str) -> str:
+    """`cuberun-<cube>-<task>-<suffix>`, at most 63 characters (Job names become pod labels)."""
+    base = dns_label(f"cuberun-{cube}-{task}", 63 - len(suffix) - 1)
+    return f"{base}-{suffix}"
+
+
+def label_value(text: str) -> str:
+    """`text` as a valid label value (at most 63 characters of [A-Za-z0-9-_.], alphanumeric ends)."""
+    out = re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:63]
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", out)
+
+
+def is_quantity(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return value >= 0
+    return isinstance(value, str) and bool(_QUANTITY.match(value)) and not value.startswith("-")
+
+
+def gib_quantity(value: float) -> str:
+    """A size in GiB (a cube's host_memory_gb / host_disk_space_gb) as a quantity: 2 -> 2Gi, 0.5 -> 512Mi."""
+    mib = round(float(value) * 1024)
+    if mib <= 0:
+        raise UsageError(f"a size of {value} GB is too small", "give at least 0.001 GB")
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
+
+
+def memory_quantity(value: str | int | float, what: str) -> str:
+    """A memory size (--memory, docker-style) as a Kubernetes quantity. Docker's one-letter units
+    are binary whatever their case (`4g`, `4G`, `512m`, `1gb` -> 4Gi, 4Gi, 512Mi, 1Gi; note that
+    Kubernetes reads `512m` as milli-bytes); other quantities (`1.5Gi`, `1e9`) and numbers of
+    bytes are kept."""
+    if isinstance(value, bool):
+        raise UsageError(f"{what}: {value!r} is not a memory size", "write e.g. 4Gi or 4g")
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise UsageError(f"{what}: {value!r} is not a memory size", "write e.g. 4Gi or 4g")
+        return str(int(value)) if float(value).is_integer() else str(value)
+    text = str(value).strip()
+    m = _DOCKER_SIZE.match(text)
+    if m:  # docker's units are binary whatever their case: 4g, 4G, 4gb = 4Gi
+        number, unit = m.group(1), m.group(2).upper()
+        return number if unit == "B" else f"{number}{unit}i"
+    if is_quantity(text):
+        return text
+    raise UsageError(f"{what}: '{value}' is not a memory size", "write a Kubernetes quantity (4Gi, 512Mi) or docker's form (4g, 512m)")
+
+
+# -- manifest checks (what kubernetes-validate does not catch) --------------------------------------
+def _check_label(problems: list[str], where: str, value: Any, *, subdomain: bool = False) -> None:
+    if not isinstance(value, str) or not value:
+        problems.append(f"{where}: must be a non-empty string")
+        return
+    limit = 253 if subdomain else 63
+    pattern = _DNS_SUBDOMAIN if subdomain else _DNS_LABEL
+    kind = "DNS-1123 subdomain" if subdomain else "DNS-1123 label"
+    if len(value) > limit or not pattern.match(value):
+        problems.append(f"{where}: '{value}' is not a valid {kind} (at most {limit} lowercase letters, digits, '-'{', .' if subdomain else ''}; alphanumeric ends)")
+
+
+def _check_qualified_name(problems: list[str], where: str, key: Any) -> None:
+    if not isinstance(key, str) or not key:
+        problems.append(f"{where}: a key must be a non-empty string")
+        return
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        problems.append(f"{where}: the prefix of '{key}' is not a valid DNS-1123 subdomain")
+    if len(name) > 63 or not _LABEL_NAME.match(name):
+        problems.append(f"{where}: '{key}' is not a valid qualified name (at most 63 of [A-Za-z0-9-_.], alphanumeric ends)")
+
+
+def _check_labels(problems: list[str], where: str, labels: Any) -> None:
+    if labels is None:
+        return
+    if not isinstance(labels, Mapping):
+        problems.append(f"{where}: must be a mapping")
+        return
+    for key, value in labels.items():
+        _check_qualified_name(problems, f"{where}.{key}", key)
+        if not isinstance(value, str) or len(value) > 63 or (value and not _LABEL_NAME.match(value)):
+            problems.append(f"{where}.{key}: '{value}' is not a valid label value (at most 63 of [A-Za-z0-9-_.], alphanumeric ends)")
+
+
+def _check_resources(problems: list[str], where: str, resources: Any) -> None:
+    if not isinstance(resources, Mapping):
+        return
+    for kind in ("requests", "limits"):
+        block = resources.get(kind) or {}
+        for key, value in block.items():
+            at = f"{where}.{kind}.{key}"
+            if key not in _STANDARD_RESOURCES and not str(key).startswith("hugepages-"):
+                _check_qualified_name(problems, at, key)
+            if not is_quantity(value):
+                problems.append(f"{at}: '{value}' is not a valid quantity (e.g. 2Gi, 500m, 1)")
+            elif "/" in str(key) and not re.fullmatch(r"\+?\d+", str(value)):
+                problems.append(f"{at}: extended resources take whole numbers, not '{value}'")
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    for key, value in requests.items():
+        if "/" in str(key) and key in limits and str(limits[key]) != str(value):
+            problems.append(f"{where}.requests.{key}: must equal the limit for an extended resource")
+
+
+def _check_pod_spec(problems: list[str], where: str, spec: Any, restart_policies: Sequence[str]) -> None:
+    if not isinstance(spec, Mapping):
+        problems.append(f"{where}: must be a mapping")
+        return
+    policy = spec.get("restartPolicy")
+    if policy not in restart_policies:
+        problems.append(f"{where}.restartPolicy: '{policy}' is not allowed here; expected one of {', '.join(restart_policies)}")
+    if spec.get("serviceAccountName") is not None:
+        _check_label(problems, f"{where}.serviceAccountName", spec.get("serviceAccountName"), subdomain=True)
+    _check_labels(problems, f"{where}.nodeSelector", spec.get("nodeSelector"))
+    for i, secret in enumerate(spec.get("imagePullSecrets") or []):
+        _check_label(problems, f"{where}.imagePullSecrets[{i}].name", (secret or {}).get("name"), subdomain=True)
+    volumes: set[str] = set()
+    for i, vol in enumerate(spec.get("volumes") or []):
+        at = f"{where}.volumes[{i}]"
+        name = vol.get("name")
+        _check_label(problems, f"{at}.name", name)
+        if name in volumes:
+            problems.append(f"{at}.name: '{name}' is used twice")
+        volumes.add(name)
+        claim = vol.get("persistentVolumeClaim")
+        if claim is not None:
+            _check_label(problems, f"{at}.persistentVolumeClaim.claimName", claim.get("claimName"), subdomain=True)
+        host = vol.get("hostPath")
+        if host is not None:
+            if not str(host.get("path") or "").startswith("/"):
+                problems.append(f"{at}.hostPath.path: '{host.get('path')}' must be an absolute path")
+            if host.get("type", "") not in HOST_PATH_TYPES:
+                problems.append(f"{at}.hostPath.type: '{host.get('type')}' is not one of {', '.join(t for t in HOST_PATH_TYPES if t)}")
+    containers = spec.get("containers") or []
+    if not containers:
+        problems.append(f"{where}.containers: at least one container is required")
+    names: set[str] = set()
+    for i, c in enumerate(containers):
+        at = f"{where}.containers[{i}]"
+        _check_label(problems, f"{at}.name", c.get("name"))
+        if c.get("name") in names:
+            problems.append(f"{at}.name: '{c.get('name')}' is used twice")
+        names.add(c.get("name"))
+        image = c.get("image")
+        if not isinstance(image, str) or not image.strip() or image != image.strip():
+            problems.append(f"{at}.image: must be a non-empty image reference without surrounding spaces")
+        if c.get("imagePullPolicy") is not None and c.get("imagePullPolicy") not in PULL_POLICIES:
+            problems.append(f"{at}.imagePullPolicy: '{c.get('imagePullPolicy')}' is not one of {', '.join(PULL_POLICIES)}")
+        _check_resources(problems, f"{at}.resources", c.get("resources"))
+        for j, env in enumerate(c.get("env") or []):
+            if not _ENV_NAME.match(str(env.get("name") or "")):
+                problems.append(f"{at}.env[{j}].name: '{env.get('name')}' is not a valid environment variable name")
+        mounts: set[str] = set()
+        for j, mount in enumerate(c.get("volumeMounts") or []):
+            mat = f"{at}.volumeMounts[{j}]"
+            if mount.get("name") not in volumes:
+                problems.append(f"{mat}.name: no volume named '{mount.get('name')}'")
+            path = str(mount.get("mountPath") or "")
+            if not path.startswith("/") or ":" in path:
+                problems.append(f"{mat}.mountPath: '{path}' must be an absolute path without ':'")
+            if path in mounts:
+                problems.append(f"{mat}.mountPath: '{path}' is mounted twice")
+            mounts.add(path)
+            sub = mount.get("subPath")
+            if sub and (sub.startswith("/") or ".." in sub.split("/")):
+                problems.append(f"{mat}.subPath: '{sub}' must be a relative path without '..'")
+
+
+def check_manifest(doc: Mapping[str, Any]) -> list[str]:
+    """Problems the API server would reject but the OpenAPI schema does not express: DNS-1123
+    names, label syntax, Job restart policies, quantities, volume references. [] when fine."""
+    problems: list[str] = []
+    kind = doc.get("kind")
+    meta = doc.get("metadata") or {}
+    where = f"{kind}"
+    if kind == "Job":
+        _check_label(problems, f"{where}.metadata.name", meta.get("name"))
+    else:
+        _check_label(problems, f"{where}.metadata.name", meta.get("name"), subdomain=True)
+    if meta.get("namespace") is not None:
+        _check_label(problems, f"{where}.metadata.namespace", meta.get("namespace"))
+    _check_labels(problems, f"{where}.metadata.labels", meta.get("labels"))
+    if meta.get("annotations") is not None:
+        for key in meta["annotations"]:
+            _check_qualified_name(problems, f"{where}.metadata.annotations.{key}", key)
+    spec = doc.get("spec") or {}
+    if kind == "Job":
+        for key, low in (("backoffLimit", 0), ("activeDeadlineSeconds", 1), ("ttlSecondsAfterFinished", 0), ("completions", 0), ("parallelism", 0)):
+            value = spec.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+                problems.append(f"{where}.spec.{key}: must be an integer of at least {low}, not {value!r}")
+        template = spec.get("template") or {}
+        _check_labels(problems, f"{where}.spec.template.metadata.labels", (template.get("metadata") or {}).get("labels"))
+        _check_pod_spec(problems, f"{where}.spec.template.spec", template.get("spec"), JOB_RESTART_POLICIES)
+    elif kind == "PersistentVolumeClaim":
+        modes = spec.get("accessModes") or []
+        if not modes:
+            problems.append(f"{where}.spec.accessModes: at least one access mode is required")
+        for mode in modes:
+            if mode not in ACCESS_MODES:
+                problems.append(f"{where}.spec.accessModes: '{mode}' is not one of {', '.join(ACCESS_MODES)}")
+        storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+        if storage is None or not is_quantity(storage) or str(storage).strip("+0.") == "":
+            problems.append(f"{where}.spec.resources.requests.storage: '{storage}' is not a positive quantity (e.g. 10Gi)")
+        if spec.get("storageClassName"):
+            _check_label(problems, f"{where}.spec.storageClassName", spec["storageClassName"], subdomain=True)
+    elif kind == "Pod":
+        _check_pod_spec(problems, f"{where}.spec", spec, ("Always", "OnFailure", "Never"))
+    return problems
+
+
+def ensure_valid(doc: Mapping[str, Any], what: str) -> None:
+    problems = check_manifest(doc)
+    if problems:
+        raise UsageError(
+            f"the {what} would be rejected by Kubernetes: " + "; ".join(problems),
+            "fix the k8s platform settings (cuberun show-config --platform=NAME prints them) or the -Prunner.KEY=VALUE overrides",
+        )
+
+
+# -- the dry-run / record form of a manifest -----------------------------------------------------
+@dataclass(frozen=True)
+class ManifestStep(Step):
+    """A Kubernetes object cuberun creates. `--dry-run` prints it as a YAML document (so the
+    output of several steps is a multi-document stream for `kubectl apply -f -`); the record
+    and `--dry-run --json` carry it as `manifest`. argv is the equivalent kubectl command."""
+
+    manifest: Mapping[str, Any] = field(default_factory=dict)
+
+    def display(self) -> str:
+        from cuberun import yamlio
+
+        return "---\n" + yamlio.dump(_plain(self.manifest)).rstrip("\n")
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data["manifest"] = _plain(self.manifest)
+        return data
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# -- talking to the API server -------------------------------------------------------------------
+class Cancelled(Exception):
+    """Ctrl-C / SIGTERM arrived (process.CANCEL) while a run waited on the cluster."""
+
+
+def _check_cancel() -> None:
+    from cuberun.process import CANCEL
+
+    if CANCEL.requested:
+        raise Cancelled()
+
+
+def cancellable_sleep(seconds: float) -> None:
+    """Sleep, waking every 50 ms to notice a Ctrl-C (the handler only records it)."""
+    end = time.monotonic() + seconds
+    while True:
+        _check_cancel()
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(0.05, left))
+
+
+class ApiError(BackendError):
+    """The API server answered with an error status."""
+
+    def __init__(self, message: str, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
+@dataclass
+class Api:
+    """The few calls the runner makes, on top of the official client (JSON in, JSON out: the
+    client's model classes are skipped, so no client-side validation trips over partial objects)."""
+
+    batch: Any
+    core: Any
+    host: str
+    exception: type[Exception]
+
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, ok404: bool = False, timeout: float = REQUEST_TIMEOUT, **kwargs: Any) -> Any:
+        try:
+            resp = fn(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
+        except self.exception as exc:
+            status = getattr(exc, "status", None)
+            if ok404 and status == 404:
+                return None
+            raise ApiError(f"Kubernetes API: {what} failed: {_api_message(exc)}", _api_hint(status, self.host), status=status) from None
+        except Exception as exc:  # urllib3 / socket errors: the server is unreachable
+            raise RunnerUnavailable(
+                f"cannot reach the Kubernetes API server at {self.host} ({what}): {type(exc).__name__}: {_short(exc)}",
+                "check the kubeconfig (-Prunner.kubeconfig=PATH, -Prunner.context=NAME) and that the cluster is up: kubectl cluster-info",
+            ) from None
+        data = resp.data
+        return json.loads(data) if data else {}
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def _api_message(exc: Exception) -> str:
+    status = getattr(exc, "status", None)
+    body = getattr(exc, "body", None)
+    message = None
+    if body:
+        try:
+            message = json.loads(body).get("message")
+        except (ValueError, AttributeError):
+            message = str(body)[:300]
+    reason = getattr(exc, "reason", None)
+    return f"HTTP {status} {reason or ''}".strip() + (f": {message}" if message else "")
+
+
+def _api_hint(status: int | None, host: str) -> str:
+    if status in (401, 403):
+        return "check the credentials and RBAC rights in the kubeconfig (create/delete jobs, list pods, read pods/log)"
+    if status == 404:
+        return "check the namespace (-Prunner.namespace=NAME)"
+    if status == 409:
+        return "an object with that name exists already; run again"
+    if status == 422:
+        return "the manifest was rejected; cuberun run --dry-run prints it"
+    return f"the API server is {host}"
+
+
+def _condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def _container_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == CONTAINER_NAME:
+            return dict(status)
+    return {}
+
+
+def _pod_name(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("metadata") or {}).get("name") or "")
+
+
+class LogFollower(threading.Thread):
+    """Follows a pod's log (`follow=true`) into our stdout and the run log, counting bytes so
+    that whatever a broken stream missed can be fetched once the container has ended."""
+
+    def __init__(self, api: Api, namespace: str, pod: str, sinks: Sequence[IO[bytes] | None]) -> None:
+        super().__init__(name=f"log-{pod}", daemon=True)
+        self.api = api
+        self.namespace = namespace
+        self.pod = pod
+        self.sinks = sinks
+        self.written = 0
+        self.complete = False  # the stream ended while the container had ended too
+        self.error: str | None = None
+        self._resp: Any = None
+        self._closed = threading.Event()
+
+    def emit(self, data: bytes) -> None:
+        for sink in self.sinks:
+            if sink is None:
+                continue
+            try:
+                sink.write(data)
+                sink.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass
+        self.written += len(data)
+
+    def run(self) -> None:
+        try:
+            # no timeout: a task may be silent for hours; the main thread bounds the wait and closes this stream
+            self._resp = self.api.core.read_namespaced_pod_log(
+                self.pod, self.namespace, container=CONTAINER_NAME, follow=True, _preload_content=False
+            )
+            for chunk in self._resp.stream(65536, decode_content=True):
+                if chunk:
+                    self.emit(chunk)
+            if not self._closed.is_set():
+                pod = self.api.call("read pod", self.api.core.read_namespaced_pod, self.pod, self.namespace, ok404=True)
+                self.complete = pod is None or "terminated" in (_container_status(pod).get("state") or {})
+        except Exception as exc:
+            if not self._closed.is_set():
+                self.error = f"{type(exc).__name__}: {_short(exc)}"
+                if os.environ.get("CUBERUN_DEBUG") == "1":
+                    warn(f"following the log of pod {self.pod} failed: {self.error}")
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        resp = self._resp
+        if resp is not None:
+            try:
+                resp.release_conn()
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        self._closed.set()
+        resp = self._resp
+        if resp is not None:
+            try:
+                resp.close()
+            except Exception:
+                pass
+
+    def catch_up(self) -> None:
+        """After the container ended: print what the stream did not deliver."""
+        try:
+            resp = self.api.core.read_namespaced_pod_log(
+                self.pod, self.namespace, container=CONTAINER_NAME, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+            data = bytes(resp.data or b"")
+        except Exception as exc:
+            warn(f"cannot read the log of pod {self.pod}: {_short(exc)}")
+            return
+        if len(data) > self.written:
+            self.emit(data[self.written :])
+
+
+# -- the runner -------------------------------------------------------------------------------------
+class KubernetesRunner(Runner):
+    name = "k8s"
+    section = "k8s"
+    schema: ClassVar[dict[str, Field]] = {
+        "image": Field((str,), doc="container image (default: docker.image)"),
+        "namespace": Field((str,), default="default", doc="namespace of the Jobs (and the PVC)"),
+        "pvc": Field((str,), doc="PersistentVolumeClaim holding the workspace (default: the cube name as a DNS-1123 name)"),
+        "volume": Field((str,), default="pvc", choices=("pvc", "hostPath"), doc="pvc | hostPath (single-node clusters)"),
+        "host_path": Field((str,), doc="hostPath: the node directory with the workspace (default: the local workspace path)"),
+        "sub_path": Field((str,), default="", doc="the workspace's directory inside the volume (default: its root)"),
+        "create_pvc": Field((bool,), default=False, doc="configure creates the PVC when it does not exist"),
+        "storage": Field((str, int, float), doc="PVC size: a quantity, or a number of GiB (default: platform.host_disk_space_gb, else 1Gi)"),
+        "storage_class": Field((str,), doc="PVC storage class (default: the cluster's default class)"),
+        "access_mode": Field((str,), default="ReadWriteOnce", choices=ACCESS_MODES, doc="PVC access mode"),
+        "kubeconfig": Field((str,), doc="kubeconfig file (default: $KUBECONFIG or ~/.kube/config; in-cluster config as fallback)"),
+        "context": Field((str,), doc="kubeconfig context (default: the current context)"),
+        "in_cluster": Field((bool,), doc="use the in-cluster service account config (default: only when no kubeconfig exists)"),
+        "backoff_limit": Field((int,), default=0, doc="Job retries before it counts as failed"),
+        "keep_jobs": Field((bool,), default=False, doc="keep finished Jobs (and their pods and logs) instead of deleting them"),
+        "active_deadline_seconds": Field((int,), doc="the cluster stops the Job after this many seconds"),
+        "ttl_seconds_after_finished": Field((int,), doc="the cluster deletes finished Jobs after this many seconds (with keep_jobs)"),
+        "start_timeout": Field((int, float, str), default=600, doc="seconds a pod may stay Pending (scheduling, image pull) before the run fails"),
+        "poll_interval": Field((int, float, str), default=2.0, doc="seconds between status polls"),
+        "memory": Field((str, int), doc="memory request and limit (default: platform.host_memory_gb; --memory wins)"),
+        "cpu": Field((str, int, float), doc="CPU request and limit, e.g. 2 or 500m"),
+        "gpu_resource": Field((str,), default="nvidia.com/gpu", doc="the extended resource that counts GPUs"),
+        "image_pull_policy": Field((str,), choices=PULL_POLICIES, doc="Always | IfNotPresent | Never"),
+        "image_pull_secrets": Field((list, str), default=[], doc="names of registry secrets"),
+        "service_account": Field((str,), doc="service account of the pods"),
+        "node_selector": Field((dict,), default={}, doc="node labels the pods must match"),
+        "labels": Field((dict,), default={}, doc="extra labels of the Jobs and pods"),
+        "env": Field((dict,), default={}, doc="environment variables of the task"),
+        "run_as": Field((str, int), doc="uid[:gid] of the task (e.g. your own for hostPath workspaces)"),
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._names: dict[str, str] = {}
+        self._api: Api | None = None
+        self._context: str | None = None
+
+    # -- configuration ---------------------------------------------------------------------------
+    def _get(self, key: str) -> Any:
+        value = self.config.get(key)
+        return None if value is None or value == "" or value == MISSING else value
+
+    def seconds(self, key: str, default: float) -> float:
+        """A duration setting (-P passes '0.5' as a string: floats are not typed, to keep versions intact)."""
+        value = self._get(key)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{self.name} setting {key}: '{value}' is not a number of seconds", f"e.g. -Prunner.{key}={default:g}") from None
+        if number <= 0:
+            raise UsageError(f"{self.name} setting {key}: must be more than 0 seconds, not {value}", f"e.g. -Prunner.{key}={default:g}")
+        return number
+
+    @property
+    def image(self) -> str:
+        value = self._get("image")
+        if value is None:
+            value = (self.cube.section("docker") or {}).get("image") if self.cube.raw_section("docker") else None
+        if not isinstance(value, str) or not value.strip():
+            raise UsageError(f"the {self.name} runner needs an image", f"set docker.image in {self.cube.file}, or -Prunner.image=IMAGE")
+        return value.strip()
+
+    @property
+    def namespace(self) -> str:
+        return str(self._get("namespace") or "default")
+
+    @property
+    def volume(self) -> str:
+        return str(self._get("volume") or "pvc")
+
+    @property
+    def pvc(self) -> str:
+        value = self._get("pvc")
+        return str(value) if value is not None else dns_label(self.cube.name, 63, "workspace")
+
+    @property
+    def mount_path(self) -> str:
+        return f"{MOUNT_ROOT}/{self.pvc}"
+
+    @property
+    def sub_path(self) -> str:
+        value = str(self._get("sub_path") or "").strip("/")
+        return posixpath.normpath(value) if value else ""
+
+    @property
+    def host_path(self) -> str:
+        value = self._get("host_path")
+        return os.path.abspath(os.path.expanduser(str(value))) if value is not None else str(self.cube.workspace)
+
+    def storage(self) -> str:
+        value = self._get("storage")
+        if value is None:
+            disk = self.cube.platform.get("host_disk_space_gb")
+            if isinstance(disk, (int, float)) and not isinstance(disk, bool) and disk > 0:
+                return gib_quantity(disk)
+            return "1Gi"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return gib_quantity(value)
+        return str(value)
+
+    def memory(self) -> str | None:
+        if self.options.memory:
+            return memory_quantity(self.options.memory, "--memory")
+        value = self._get("memory")
+        if value is not None:
+            return str(value)  # a Kubernetes quantity (or a number of bytes); checked with the manifest
+        gb = self.cube.platform.get("host_memory_gb")
+        if isinstance(gb, (int, float)) and not isinstance(gb, bool) and gb > 0:
+            return gib_quantity(gb)
+        return None
+
+    def gpu_count(self) -> int:
+        from cuberun.gpus import effective_gpus
+
+        request = effective_gpus(self.options.gpus, self.cube.accelerator_count)
+        if request.all:
+            raise UsageError(f"--gpus=all cannot be expressed on {self.name}: Kubernetes schedules a number of GPUs", "give a count, e.g. --gpus=2")
+        if request.devices:
+            raise UsageError(
+                f"--gpus=device=... cannot be expressed on {self.name}: the scheduler picks the devices", f"give a count, e.g. --gpus={len(request.devices)}"
+            )
+        return request.count
+
+    def resources(self) -> dict[str, dict[str, str]]:
+        requests: dict[str, str] = {}
+        limits: dict[str, str] = {}
+        memory = self.memory()
+        if memory:
+            requests["memory"] = limits["memory"] = memory
+        cpu = self._get("cpu")
+        if cpu is not None:
+            requests["cpu"] = limits["cpu"] = str(cpu)
+        gpus = self.gpu_count()
+        if gpus:
+            limits[str(self._get("gpu_resource") or "nvidia.com/gpu")] = str(gpus)
+        out: dict[str, dict[str, str]] = {}
+        if requests:
+            out["requests"] = requests
+        if limits:
+            out["limits"] = limits
+        return out
+
+    def job_name(self, task: str) -> str:
+        name = self._names.get(task)
+        if name is None:
+            name = job_name(self.cube.name, task, unique_suffix())
+            self._names[task] = name
+        return name
+
+    def labels(self, task: str, job: str | None = None) -> dict[str, str]:
+        labels = {str(k): str(v) for k, v in (self._get("labels") or {}).items()}
+        labels.update(
+            {
+                LABEL_CUBE: label_value(self.cube.name) or "cube",
+                LABEL_TASK: label_value(task) or "task",
+                "app.kubernetes.io/managed-by": MANAGED_BY,
+            }
+        )
+        if job:
+            labels[LABEL_JOB] = job
+        return labels
+
+    # -- paths and arguments -----------------------------------------------------------------------
+    def container_path(self, task: ResolvedTask, param: ResolvedParam) -> str:
+        """Where a parameter's host path is inside the pod: `<mount>/<path relative to the workspace>`."""
+        workspace = os.path.normpath(str(task.workspace))
+        path = os.path.normpath(str(param.host_path))
+        rel = os.path.relpath(path, workspace)
+        if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+            raise UsageError(
+                f"task '{task.name}', {param.io} '{param.name}': {path} is outside the workspace {workspace}; "
+                f"the {self.name} runner mounts only the workspace (at {self.mount_path})",
+                f"put it under the workspace (and on the volume), or override {param.name}=RELATIVE/PATH",
+            )
+        return self.mount_path if rel == "." else posixpath.join(self.mount_path, *rel.split(os.sep))
+
+    def container_args(self, task: ResolvedTask) -> tuple[list[str] | None, list[str]]:
+        """(command, args): the entrypoint tokens replace the image ENTRYPOINT and drop the task name."""
+        params = [f"--{p.name}={self.container_path(task, p)}" for p in task.params]
+        entry = task.entrypoint
+        if entry:
+            return entry, params
+        return None, task.task_args(params)
+
+    def env(self) -> list[dict[str, str]]:
+        merged: dict[str, str] = {}
+        for key, value in (self._get("env") or {}).items():
+            merged[str(key)] = "" if value is None else (("true" if value else "false") if isinstance(value, bool) else str(value))
+        merged.update(self.options.extra_env)
+        return [{"name": k, "value": v} for k, v in merged.items()]
+
+    def security_context(self) -> dict[str, int] | None:
+        value = self._get("run_as")
+        if value is None:
+            return None
+        text = str(value)
+        uid, _, gid = text.partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise UsageError(f"run_as: '{value}' is not uid[:gid]", "write e.g. run_as: '1000:1000'")
+        ctx = {"runAsUser": int(uid)}
+        if gid:
+            ctx["runAsGroup"] = int(gid)
+        return ctx
+
+    # -- manifests (pure) --------------------------------------------------------------------------
+    def volume_spec(self) -> dict[str, Any]:
+        if self.volume == "hostPath":
+            return {"name": VOLUME_NAME, "hostPath": {"path": self.host_path, "type": "DirectoryOrCreate"}}
+        return {"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": self.pvc}}
+
+    def job_manifest(self, task: ResolvedTask) -> dict[str, Any]:
+        name = self.job_name(task.name)
+        command, args = self.container_args(task)
+        container: dict[str, Any] = {"name": CONTAINER_NAME, "image": self.image}
+        if self._get("image_pull_policy"):
+            container["imagePullPolicy"] = self._get("image_pull_policy")
+        if command:
+            container["command"] = command
+        container["args"] = args
+        env = self.env()
+        if env:
+            container["env"] = env
+        resources = self.resources()
+        if resources:
+            container["resources"] = resources
+        mount: dict[str, Any] = {"name": VOLUME_NAME, "mountPath": self.mount_path}
+        if self.sub_path:
+            mount["subPath"] = self.sub_path
+        container["volumeMounts"] = [mount]
+        pod: dict[str, Any] = {"restartPolicy": "Never"}
+        if self._get("service_account"):
+            pod["serviceAccountName"] = self._get("service_account")
+        if self._get("node_selector"):
+            pod["nodeSelector"] = {str(k): str(v) for k, v in self._get("node_selector").items()}
+        secrets_ = self._get("image_pull_secrets")
+        if secrets_:
+            names = [secrets_] if isinstance(secrets_, str) else list(secrets_)
+            pod["imagePullSecrets"] = [{"name": str(n)} for n in names]
+        security = self.security_context()
+        if security:
+            pod["securityContext"] = security
+        pod["containers"] = [container]
+        pod["volumes"] = [self.volume_spec()]
+        spec: dict[str, Any] = {"backoffLimit": int(self.config.get("backoff_limit") or 0)}
+        for key, field_name in (("active_deadline_seconds", "activeDeadlineSeconds"), ("ttl_seconds_after_finished", "ttlSecondsAfterFinished")):
+            if self._get(key) is not None:
+                spec[field_name] = int(self._get(key))
+        labels = self.labels(task.name, name)
+        spec["template"] = {"metadata": {"labels": dict(labels)}, "spec": pod}
+        manifest = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": labels,
+                "annotations": {"cuberun.io/cube-file": str(self.cube.file), "cuberun.io/task-name": task.name},
+            },
+            "spec": spec,
+        }
+        ensure_valid(manifest, f"Job for task '{task.name}'")
+        return manifest
+
+    def pvc_manifest(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "accessModes": [str(self._get("access_mode") or "ReadWriteOnce")],
+            "resources": {"requests": {"storage": self.storage()}},
+        }
+        if self._get("storage_class"):
+            spec["storageClassName"] = self._get("storage_class")
+        manifest = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": self.pvc,
+                "namespace": self.namespace,
+                "labels": {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_CUBE: label_value(self.cube.name) or "cube"},
+            },
+            "spec": spec,
+        }
+        ensure_valid(manifest, f"PersistentVolumeClaim '{self.pvc}'")
+        return manifest
+
+    def creates_pvc(self) -> bool:
+        return self.volume == "pvc" and bool(self.config.get("create_pvc"))
+
+    def configure_steps(self) -> list[Step]:
+        if not self.creates_pvc():
+            return []
+        return [ManifestStep(("kubectl", "apply", "-f", "-"), "pvc", manifest=self.pvc_manifest())]
+
+    def run_steps(self, task: ResolvedTask) -> list[Step]:
+        return [ManifestStep(("kubectl", "apply", "-f", "-"), "run", manifest=self.job_manifest(task))]
+
+    # -- the client ------------------------------------------------------------------------------
+    def _import(self) -> Any:
+        try:
+            import kubernetes
+            import kubernetes.client
+            import kubernetes.config
+        except ImportError:
+            raise RunnerUnavailable(f"the {self.name} runner needs the 'kubernetes' package", K8S_HINT) from None
+        return kubernetes
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            self._import()
+        except RunnerUnavailable as exc:
+            return exc.lines()[0]
+        return None
+
+    def _load_config(self) -> tuple[Any, str, bool]:
+        """(client configuration, context name, in-cluster) from the kubeconfig or the pod's service account."""
+        kubernetes = self._import()  # Any: the client's own annotations are partial (untyped config loaders)
+        client, kconfig = kubernetes.client, kubernetes.config
+
+        cfg = client.Configuration()
+        path = self._get("kubeconfig")
+        context = self._get("context")
+        in_cluster = self.config.get("in_cluster")
+        if in_cluster is True:
+            try:
+                kconfig.load_incluster_config(client_configuration=cfg)
+            except kconfig.ConfigException as exc:
+                raise RunnerUnavailable(f"in_cluster is set, but this is not a pod with a service account: {_short(exc)}") from None
+            return cfg, "in-cluster", True
+        if path is not None:
+            path = os.path.expanduser(str(path))
+            if not os.path.isfile(path):
+                raise RunnerUnavailable(f"kubeconfig {path} does not exist", "fix -Prunner.kubeconfig=PATH")
+        else:
+            env = os.environ.get("KUBECONFIG", "")
+            candidates = [p for p in env.split(os.pathsep) if p] if env else [os.path.expanduser("~/.kube/config")]
+            if not any(os.path.isfile(p) for p in candidates):
+                if in_cluster is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                    try:
+                        kconfig.load_incluster_config(client_configuration=cfg)
+                        return cfg, "in-cluster", True
+                    except kconfig.ConfigException:
+                        pass
+                raise RunnerUnavailable(
+                    f"no kubeconfig found ({'KUBECONFIG=' + env if env else '~/.kube/config'}) and not running inside a cluster",
+                    "set -Prunner.kubeconfig=PATH (or KUBECONFIG), or run where kubectl works",
+                )
+        try:
+            kconfig.load_kube_config(config_file=path, context=context, client_configuration=cfg, persist_config=False)
+            contexts, active = kconfig.list_kube_config_contexts(config_file=path)
+        except (kconfig.ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
+            raise RunnerUnavailable(f"cannot load the kubeconfig {path or '(default)'}: {_short(exc)}", "check it with: kubectl config view") from None
+        name = str(context or (active or {}).get("name") or "")
+        return cfg, name, False
+
+    def api(self) -> Api:
+        if self._api is None:
+            cfg, context, _ = self._load_config()
+            kubernetes = self._import()
+            client = kubernetes.client
+            ApiException = kubernetes.client.exceptions.ApiException
+
+            api_client = client.ApiClient(cfg)
+            self._context = context
+            self._api = Api(client.BatchV1Api(api_client), client.CoreV1Api(api_client), str(cfg.host), ApiException)
+        return self._api
+
+    # -- configure -----------------------------------------------------------------------------
+    def configure(self) -> None:
+        """Check the workspace volume: the PVC must exist (or is created with `create_pvc`)."""
+        if self.volume != "pvc":
+            return
+        api = self.api()
+        try:
+            found = api.call(f"read PersistentVolumeClaim {self.namespace}/{self.pvc}", api.core.read_namespaced_persistent_volume_claim,
+                             self.pvc, self.namespace, ok404=True)
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            warn(f"cannot check PersistentVolumeClaim {self.namespace}/{self.pvc} (forbidden); assuming it exists")
+            return
+        if found is not None:
+            return
+        if not self.creates_pvc():
+            raise BackendError(
+                f"PersistentVolumeClaim '{self.pvc}' does not exist in namespace '{self.namespace}'",
+                "create it (with the workspace's data on it), set -Prunner.pvc=NAME, or let configure create it: -Prunner.create_pvc=true",
+            )
+        manifest = self.pvc_manifest()
+        api.call(f"create PersistentVolumeClaim {self.pvc}", api.core.create_namespaced_persistent_volume_claim, self.namespace, manifest)
+        say(f"created PersistentVolumeClaim {self.namespace}/{self.pvc} ({manifest['spec']['resources']['requests']['storage']})")
+
+    # -- run -----------------------------------------------------------------------------------
+    def _warn_ignored_options(self) -> None:
+        for flag, value in (("--network", self.options.network), ("--security", self.options.security), ("--cpu", self.options.cpus),
+                            ("--mount", self.options.mount)):
+            if value:
+                warn(f"{flag}={value} does not apply to the {self.name} runner and is ignored"
+                     + (" (set cpu: in the platform for CPU requests)" if flag == "--cpu" else ""))
+
+    def delete_job(self, name: str) -> None:
+        api = self.api()
+        api.call(f"delete Job {name}", api.batch.delete_namespaced_job, name, self.namespace, ok404=True,
+                 timeout=DELETE_TIMEOUT, propagation_policy="Background")
+
+    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
+        from cuberun.process import CANCEL, Outcome, handle_signals
+
+        manifest = self.job_manifest(task)
+        name = manifest["metadata"]["name"]
+        api = self.api()
+        self._warn_ignored_options()
+        start = time.monotonic()
+        with handle_signals():
+            if CANCEL.requested:  # cancelled before this task could start
+                sig = CANCEL.received or signal.SIGINT
+                return Outcome(128 + sig, 0.0, interrupted=True, received=sig)
+            created = False
+            try:
+                with open(log_path, "ab") as log:
+                    api.call(f"create Job {name}", api.batch.create_namespaced_job, self.namespace, manifest)
+                    created = True
+                    say(f"created Job {self.namespace}/{name} (image {self.image})")
+                    _check_cancel()
+                    code = self._wait(api, name, task.name, [getattr(sys.stdout, "buffer", None), log])
+            except Cancelled:
+                sig = CANCEL.received or signal.SIGINT
+                say(f"interrupted: deleting Job {self.namespace}/{name}")
+                self._cleanup(name)
+                return Outcome(128 + sig, time.monotonic() - start, interrupted=True, received=sig,
+                               reason=f"was interrupted (Job {self.namespace}/{name} deleted)", details={"job": name, "namespace": self.namespace})
+            except BaseException:
+                if created or CANCEL.requested:
+                    self._cleanup(name)
+                raise
+            if self.config.get("keep_jobs"):
+                say(f"keeping Job {self.namespace}/{name} (keep_jobs)")
+            else:
+                self._cleanup(name)
+            return Outcome(code, time.monotonic() - start, details={"job": name, "namespace": self.namespace})
+
+    def _cleanup(self, name: str) -> None:
+        try:
+            self.delete_job(name)
+        except CuberunError as exc:
+            warn(f"could not delete Job {self.namespace}/{name}: {exc.lines()[0]}")
+
+    def _wait(self, api: Api, name: str, task: str, sinks: Sequence[IO[bytes] | None]) -> int:
+        """Poll the Job and its pods until the Job's outcome is known; follow each pod's log."""
+        interval = max(0.05, self.seconds("poll_interval", 2.0))
+        start_timeout = self.seconds("start_timeout", 600)
+        selector = f"{LABEL_JOB}={name}"
+        followers: dict[str, LogFollower] = {}
+        try:
+            return self._poll(api, name, task, sinks, interval, start_timeout, selector, followers)
+        finally:
+            # never leave a thread writing to stdout behind (it would abort the interpreter at exit)
+            for follower in followers.values():
+                if follower.is_alive():
+                    follower.close()
+                    follower.join(2.0)
+
+    def _poll(self, api: Api, name: str, task: str, sinks: Sequence[IO[bytes] | None], interval: float, start_timeout: float,
+              selector: str, followers: dict[str, LogFollower]) -> int:
+        finished: set[str] = set()
+        pending_since: dict[str, float] = {}
+        noted: set[str] = set()
+        created = time.monotonic()
+        last_code: int | None = None
+        while True:
+            _check_cancel()
+            job = api.call(f"read Job {name}", api.batch.read_namespaced_job, name, self.namespace, ok404=True)
+            if job is None:
+                raise TaskFailed(f"Job {self.namespace}/{name} disappeared while task '{task}' ran (deleted by someone else?)", 1)
+            listing = api.call(f"list pods of Job {name}", api.core.list_namespaced_pod, self.namespace, label_selector=selector)
+            pods = sorted(listing.get("items") or [], key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
+            for pod in pods:
+                pname = _pod_name(pod)
+                if not pname or pname in finished:
+                    continue
+                status = _container_status(pod)
+                state = status.get("state") or {}
+                phase = (pod.get("status") or {}).get("phase")
+                if pname not in followers and ("running" in state or "terminated" in state or phase in ("Running", "Succeeded", "Failed")):
+                    follower = LogFollower(api, self.namespace, pname, sinks)
+                    followers[pname] = follower
+                    follower.start()
+                terminated = state.get("terminated")
+                if terminated is None and phase in ("Succeeded", "Failed"):
+                    terminated = {"exitCode": 0 if phase == "Succeeded" else 1, "reason": (pod.get("status") or {}).get("reason")}
+                if terminated is not None:
+                    finished.add(pname)
+                    self._finish_log(followers.get(pname))
+                    code = int(terminated.get("exitCode") or 0)
+                    last_code = code
+                    reason = terminated.get("reason")
+                    if code != 0:
+                        detail = f" ({reason})" if reason and reason not in ("Error",) else ""
+                        say(f"pod {pname} exited with code {code}{detail}")
+                        if reason == "OOMKilled":
+                            say("hint: the container ran out of memory; raise --memory (or platform.host_memory_gb)")
+                    continue
+                if pname in followers:
+                    continue
+                # still waiting to start
+                since = pending_since.setdefault(pname, time.monotonic())
+                waiting = state.get("waiting") or {}
+                reason, message = waiting.get("reason"), waiting.get("message")
+                unschedulable = next((c for c in (pod.get("status") or {}).get("conditions") or []
+                                      if c.get("type") == "PodScheduled" and c.get("status") == "False"), None)
+                if reason in FATAL_WAITING:
+                    raise BackendError(f"pod {pname} of task '{task}' cannot start: {reason}: {message or ''}".rstrip(": "),
+                                       "check the image name and the task's entrypoint (cuberun run --dry-run prints the Job)")
+                note = reason if reason in SLOW_WAITING and reason not in ("ContainerCreating", "PodInitializing") else None
+                if unschedulable is not None:
+                    note = f"Unschedulable: {unschedulable.get('message') or unschedulable.get('reason')}"
+                if note and note not in noted:
+                    noted.add(note)
+                    say(f"pod {pname} is waiting: {note}" + (f" ({message})" if message and not unschedulable else ""))
+                if time.monotonic() - since > start_timeout:
+                    raise BackendError(
+                        f"pod {pname} of task '{task}' did not start within {start_timeout:g} s" + (f": {note}" if note else ""),
+                        "check the cluster (kubectl describe pod " + pname + f" -n {self.namespace}) or raise -Prunner.start_timeout=SECONDS",
+                    )
+            complete = _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet")
+            failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
+            active = [p for p in pods if _pod_name(p) not in finished]
+            if complete and not active:
+                self._finish_all(followers, finished)
+                return 0
+            if failed and not active:
+                self._finish_all(followers, finished)
+                if last_code is not None and last_code != 0:
+                    return last_code
+                reason = failed.get("reason") or "Failed"
+                raise TaskFailed(f"Job {self.namespace}/{name} of task '{task}' failed: {reason}: {failed.get('message') or ''}".rstrip(": "), 1)
+            if not pods and time.monotonic() - created > start_timeout:
+                raise BackendError(f"no pod of Job {self.namespace}/{name} appeared within {start_timeout:g} s",
+                                   f"check the Job's events: kubectl describe job {name} -n {self.namespace}")
+            cancellable_sleep(interval)
+
+    @staticmethod
+    def _finish_log(follower: LogFollower | None, wait: float = 10.0) -> None:
+        """The container has ended: let the log stream drain (bounded), then fetch what it missed."""
+        if follower is None:
+            return
+        end = time.monotonic() + wait
+        while follower.is_alive() and time.monotonic() < end:
+            _check_cancel()
+            follower.join(0.05)
+        if follower.is_alive():
+            follower.close()
+            follower.join(2.0)
+        if not follower.complete:
+            follower.catch_up()
+
+    def _finish_all(self, followers: Mapping[str, LogFollower], finished: set[str]) -> None:
+        for pname, follower in followers.items():
+            if pname not in finished:
+                self._finish_log(follower)
+
+    def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
+        """Stable across runs (the Job name is random): the container's command line, image,
+        resources and volume."""
+        command, args = self.container_args(task)
+        return {
+            "runner": self.name,
+            "command": [[*(command or []), *args]],
+            "image": self.image,
+            "resources": self.resources(),
+            "volume": self.volume_spec(),
+            "mount_path": self.mount_path,
+            "env": sorted(e["name"] for e in self.env()),
+        }
+
+    # -- inspect -------------------------------------------------------------------------------
+    def inspect(self) -> dict[str, Any]:
+        cfg, context, in_cluster = self._load_config()
+        info: dict[str, Any] = {
+            "runner": self.name,
+            "platform": self.platform,
+            "context": context,
+            "in_cluster": in_cluster,
+            "server": cfg.host,
+            "namespace": self.namespace,
+            "kubeconfig": None if in_cluster else (self._get("kubeconfig") or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")),
+            "image": self.image,
+            "volume": self.volume,
+            "mount_path": self.mount_path,
+        }
+        if self.volume == "pvc":
+            info["pvc"] = self.pvc
+            info["create_pvc"] = self.creates_pvc()
+        else:
+            info["host_path"] = self.host_path
+        return info
+
+
+def iter_documents(steps: Sequence[Step]) -> Iterator[Mapping[str, Any]]:
+    """The manifests among steps (for tests and tools)."""
+    for step in steps:
+        if isinstance(step, ManifestStep):
+            yield step.manifest

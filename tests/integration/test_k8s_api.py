@@ -1,0 +1,247 @@
+"""The k8s runner's client flow, through the real CLI (`python -m cuberun run --platform=...`),
+against the in-test fake API server of tests/k8s_fake_api.py on 127.0.0.1.
+
+No Kubernetes API server can run on these machines, so this is what is simulated: the
+server's answers (Job, pod states, chunked log streaming, deletion). What is real: the CLI,
+the official `kubernetes` client with a kubeconfig file (bearer token), the HTTP traffic,
+signal handling in the cuberun process.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CLI
+from tests.k8s_fake_api import TOKEN, Behaviour, FakeKubeAPI
+
+pytest.importorskip("kubernetes", reason="the k8s runner's client flow needs the 'kubernetes' package (pip install 'cuberun[k8s]')")
+
+NAMESPACE = "cuberun-test"
+PVC = "demo-ws"
+IMAGE = "registry.example/cuberun/demo:1.0"
+NO_PROXY = {k: "" for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")}
+NO_PROXY.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+
+CUBE = """
+name: K8s Demo
+platform: {host_memory_gb: 1}
+docker: {image: IMAGE}
+tasks:
+  hello:
+    parameters:
+      inputs: {name: {type: file, default: names/alice.txt}}
+      outputs: {chat: {type: file, default: chats/chat.txt}}
+  fail:
+    parameters:
+      inputs: {name: {type: file, default: names/alice.txt}}
+      outputs: {chat: {type: file, default: chats/fail.txt}}
+  hang:
+    parameters:
+      inputs: {name: {type: file, default: names/alice.txt}}
+      outputs: {chat: {type: file, default: chats/hang.txt}}
+  badimage:
+    entrypoint: /bin/true
+""".replace("IMAGE", IMAGE)
+
+
+def behaviour(job: dict[str, Any]) -> Behaviour:
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    first = (container.get("command") or container.get("args") or [""])[0]
+    if first == "fail":
+        return Behaviour(lines=["working", "something went wrong"], exit_code=3)
+    if first == "hang":
+        return Behaviour(lines=["started, waiting forever"], hang=True)
+    if first == "/bin/true":
+        return Behaviour(waiting_reason="ErrImageNeverPull")
+    return Behaviour(lines=["Hi, alice!", "line two", "done"], exit_code=0)
+
+
+@pytest.fixture
+def api() -> Any:
+    with FakeKubeAPI(behaviour) as server:
+        yield server
+
+
+@pytest.fixture
+def cube(tmp_path: Path) -> Path:
+    root = tmp_path / "cube"
+    (root / "workspace" / "names").mkdir(parents=True)
+    (root / "workspace" / "names" / "alice.txt").write_text("alice\n")
+    (root / "mlcube.yaml").write_text(textwrap.dedent(CUBE))
+    return root
+
+
+@pytest.fixture
+def platform(api: FakeKubeAPI, cli_env: dict[str, str], tmp_path: Path) -> str:
+    """A `kube` platform in the test's settings file, pointing at the fake server."""
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig.json")
+    settings = Path(cli_env["CUBERUN_SETTINGS"])
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(textwrap.dedent(f"""
+        platforms:
+          kube:
+            runner: k8s
+            kubeconfig: {kubeconfig}
+            namespace: {NAMESPACE}
+            pvc: {PVC}
+            create_pvc: true
+            storage: 2Gi
+            poll_interval: 0.1
+            start_timeout: 30
+    """))
+    return "kube"
+
+
+def run(cli: CLI, cube: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return cli("run", f"--mlcube={cube}", "--platform=kube", *args, env=dict(NO_PROXY), timeout=120)
+
+
+def test_success_creates_job_streams_log_and_deletes_it(cli: CLI, cube: Path, platform: str, api: FakeKubeAPI) -> None:
+    res = run(cli, cube, "--task=hello")
+    assert res.returncode == 0, res.stderr
+    assert "Hi, alice!\nline two\ndone\n" in res.stdout  # the pod's log, streamed to our stdout
+
+    # the PVC did not exist: configure created it
+    (pvc,) = [r.body for r in api.calls("POST", "/persistentvolumeclaims")]
+    assert pvc["metadata"]["name"] == PVC and pvc["spec"]["resources"]["requests"]["storage"] == "2Gi"
+
+    # one Job with the expected spec
+    (job,) = api.created_jobs()
+    name = job["metadata"]["name"]
+    assert name.startswith("cuberun-k8s-demo-hello-") and len(name) <= 63
+    assert job["metadata"]["namespace"] == NAMESPACE
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 0
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    assert container["image"] == IMAGE
+    assert "command" not in container
+    assert container["args"] == ["hello", f"--name=/mnt/mlcube/{PVC}/names/alice.txt", f"--chat=/mnt/mlcube/{PVC}/chats/chat.txt"]
+    assert container["resources"] == {"requests": {"memory": "1Gi"}, "limits": {"memory": "1Gi"}}
+    assert container["volumeMounts"] == [{"name": "workspace", "mountPath": f"/mnt/mlcube/{PVC}"}]
+    assert pod["volumes"] == [{"name": "workspace", "persistentVolumeClaim": {"claimName": PVC}}]
+    assert spec["template"]["metadata"]["labels"]["cuberun.io/job"] == name
+
+    # the kubeconfig's bearer token reached the server; pods were found by the Job's label
+    assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in api.requests)
+    assert any(r.query.get("labelSelector") == [f"cuberun.io/job={name}"] for r in api.calls("GET", "/pods"))
+    assert any(r.query.get("follow", [""])[0].lower() == "true" for r in api.calls("GET", "/log")), [r.query for r in api.calls("GET", "/log")]
+
+    # deleted after the run, in the background (the pods go with it)
+    assert api.deleted_jobs == [(NAMESPACE, name, "Background")]
+    assert not api.jobs
+
+    # the run record names the Job
+    records = list((cube / "workspace" / ".cuberun" / "runs").glob("*/record.json"))
+    (record,) = [json.loads(p.read_text()) for p in records]
+    assert record["status"] == "succeeded" and record["exit_code"] == 0
+    assert record["steps"][0]["manifest"]["metadata"]["name"] == name
+    assert "Hi, alice!" in (records[0].parent / "output.log").read_text()
+
+
+def test_created_job_validates_strictly(cli: CLI, cube: Path, platform: str, api: FakeKubeAPI) -> None:
+    kv = pytest.importorskip("kubernetes_validate")
+    res = run(cli, cube, "--task=hello", "--gpus=2", "--memory=512m")
+    assert res.returncode == 0, res.stderr
+    (job,) = api.created_jobs()
+    kv.validate(job, "1.37.0", strict=True)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == {"requests": {"memory": "512Mi"}, "limits": {"memory": "512Mi", "nvidia.com/gpu": "2"}}
+
+
+def test_failed_pod_gives_its_exit_code(cli: CLI, cube: Path, platform: str, api: FakeKubeAPI) -> None:
+    res = run(cli, cube, "--task=fail")
+    assert res.returncode == 3, res.stderr
+    assert "something went wrong" in res.stdout
+    assert "exited with code 3" in res.stderr
+    assert "task 'fail' failed with exit code 3" in res.stderr
+    (job,) = api.created_jobs()
+    assert api.deleted_jobs == [(NAMESPACE, job["metadata"]["name"], "Background")]
+
+
+def test_keep_jobs_keeps_the_job(cli: CLI, cube: Path, platform: str, api: FakeKubeAPI) -> None:
+    res = run(cli, cube, "--task=hello", "-Prunner.keep_jobs=true")
+    assert res.returncode == 0, res.stderr
+    assert api.deleted_jobs == [] and len(api.jobs) == 1
+    assert "keeping Job" in res.stderr
+
+
+def test_pod_that_cannot_start_fails_fast_and_is_deleted(cli: CLI, cube: Path, platform: str, api: FakeKubeAPI) -> None:
+    res = run(cli, cube, "--task=badimage")
+    assert res.returncode == 125, res.stderr
+    assert "cannot start: ErrImageNeverPull" in res.stderr
+    (job,) = api.created_jobs()
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["/bin/true"]
+    assert [d[1] for d in api.deleted_jobs] == [job["metadata"]["name"]]
+
+
+def test_existing_pvc_is_not_created_again(cli: CLI, cube: Path, platform: str, api: FakeKubeAPI) -> None:
+    api.pvcs[(NAMESPACE, PVC)] = {"metadata": {"name": PVC}}
+    res = run(cli, cube, "--task=hello")
+    assert res.returncode == 0, res.stderr
+    assert api.calls("POST", "/persistentvolumeclaims") == []
+
+
+def test_missing_pvc_without_create_pvc_is_an_error(cli: CLI, cube: Path, platform: str, api: FakeKubeAPI) -> None:
+    res = run(cli, cube, "--task=hello", "-Prunner.create_pvc=false")
+    assert res.returncode == 125
+    assert f"PersistentVolumeClaim '{PVC}' does not exist in namespace '{NAMESPACE}'" in res.stderr
+    assert "create_pvc=true" in res.stderr
+    assert api.created_jobs() == []
+
+
+def test_unreachable_server_is_one_line(cli: CLI, cube: Path, platform: str, api: FakeKubeAPI, tmp_path: Path) -> None:
+    dead = tmp_path / "dead-kubeconfig.json"
+    dead.write_text((tmp_path / "kubeconfig.json").read_text().replace(api.url, "http://127.0.0.1:9"))
+    res = run(cli, cube, "--task=hello", f"-Prunner.kubeconfig={dead}")
+    assert res.returncode == 125
+    assert "cannot reach the Kubernetes API server at http://127.0.0.1:9" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_inspect_reports_context_namespace_and_server(cli: CLI, cube: Path, platform: str, api: FakeKubeAPI) -> None:
+    res = cli("inspect", f"--mlcube={cube}", "--platform=kube", env=dict(NO_PROXY))
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["context"] == "fake-context"
+    assert info["namespace"] == NAMESPACE
+    assert info["server"] == api.url
+    assert info["pvc"] == PVC and info["mount_path"] == f"/mnt/mlcube/{PVC}"
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_deletes_the_job(cli_env: dict[str, str], cube: Path, platform: str, api: FakeKubeAPI, tmp_path: Path, sig: int,
+                                   code: int) -> None:
+    env = {**cli_env, **NO_PROXY}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cuberun", "run", f"--mlcube={cube}", "--platform=kube", "--task=hang"],
+        cwd=str(tmp_path), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        # wait until the pod runs and its log is being followed
+        assert api.wait_for(lambda: bool(api.calls("GET", "/log")) and any(p.phase == "Running" for p in api.pods.values())), \
+            "the runner never followed the pod's log"
+        assert api.jobs, "no Job was created"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == code, err
+    assert "started, waiting forever" in out
+    assert "interrupted: deleting Job" in err
+    (job,) = api.created_jobs()
+    assert api.deleted_jobs == [(NAMESPACE, job["metadata"]["name"], "Background")]
+    assert not api.jobs
+    records = [json.loads(p.read_text()) for p in (cube / "workspace" / ".cuberun" / "runs").glob("*/record.json")]
+    assert [r["status"] for r in records] == ["interrupted"]
