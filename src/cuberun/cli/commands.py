@@ -432,8 +432,9 @@ def report(mlcube: str | None, workspace: str | None, output: str | None) -> int
     return 0
 
 
-from cuberun.cli import config_cmd, create_cmd, migrate_cmd  # noqa: E402
+from cuberun.cli import config_cmd, create_cmd, export_cmd, migrate_cmd  # noqa: E402
 
 cli.add_command(config_cmd.config)
 cli.add_command(create_cmd.create)
 cli.add_command(migrate_cmd.migrate)  # legacy MLBox -> config 2.0
+cli.add_command(export_cmd.export)  # Backend.AI kernel images

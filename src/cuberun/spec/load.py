@@ -43,10 +43,16 @@ def find_cube_file(mlcube: str | os.PathLike[str] | None) -> Path:
         candidate = path / CUBE_FILE
         if candidate.is_file():
             return candidate
-        if (path / "mlbox.yaml").is_file() or (path / "implementation" / "mlbox_implementation.yaml").is_file():
-            raise SpecError(
-                [Issue(f"no {CUBE_FILE} in {path}", hint="this is a legacy MLBox cube (mlbox.yaml); convert it to config 2.0")]
-            )
+        # -- legacy MLBox layouts (spec/legacy.py): mlbox.yaml, or a .mlcube.yaml with tasks --
+        from cuberun.spec import legacy
+
+        legacy_file = legacy.find_root_file(path)
+        if legacy_file is not None:
+            return legacy_file
+        if (path / legacy.IMPLEMENTATION_FILE).is_file():
+            raise SpecError([Issue(f"no {CUBE_FILE} or mlbox.yaml in {path}",
+                                   hint=f"{legacy.IMPLEMENTATION_FILE} belongs to a legacy MLBox, whose mlbox.yaml names the tasks")])
+        # -- end legacy --
         raise SpecError([Issue(f"no {CUBE_FILE} in {path}", hint="pass --mlcube=DIR with the cube's directory, or the YAML file itself")])
     if path.exists():
         return path
@@ -119,6 +125,15 @@ def load_cube(
 
     file = find_cube_file(mlcube)
     doc = yamlio.load(file, "cube file")
+    # -- legacy MLBox formats (spec/legacy.py): converted to config 2.0 in memory --
+    from cuberun.spec import legacy
+
+    conversion = legacy.convert_loaded(file, doc)
+    if conversion is not None:
+        cube = build_cube(conversion.document(), file, workspace=workspace, overrides=overrides, env=env, fmt=conversion.format)
+        cube.warnings.append(conversion.summary())
+        return cube
+    # -- end legacy --
     return build_cube(doc, file, workspace=workspace, overrides=overrides, env=env)
 
 
