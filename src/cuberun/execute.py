@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -106,12 +106,17 @@ def run_tasks(
         steps = runner.configure_steps()
         for rt in resolved:
             steps.extend(runner.run_steps(rt))
+        array = target_variants is not None and _as_array(runner, target_variants)
         for variant in target_variants or []:
             for path in variant.files:
                 steps.append(Step(("# write", path), "sweep-file"))
-            vr = _variant_runner(cube, runner, variant)
-            vt = resolve_task(cube, names[0], variant.overrides, allow_missing_inputs=True, check_inputs=False)
-            steps.extend(vr.run_steps(vt))
+            if not array:
+                vr = _variant_runner(cube, runner, variant)
+                vt = resolve_task(cube, names[0], variant.overrides, allow_missing_inputs=True, check_inputs=False)
+                steps.extend(vr.run_steps(vt))
+        if array:  # one submission for all variants (a Slurm job array)
+            vts = [resolve_task(cube, names[0], v.overrides, allow_missing_inputs=True, check_inputs=False) for v in target_variants or []]
+            steps.extend(runner.array_steps(vts))
         if as_json:
             print(json.dumps({"platform": runner.platform, "runner": runner.name, "tasks": order, "steps": [s.to_json() for s in steps]}, indent=2))
         else:
@@ -145,31 +150,69 @@ def run_incremental(
 ) -> TaskResult:
     """Run one task unless it is up to date; hold its output locks while it runs."""
     from cuberun import uptodate
+
+    if runner_fp is None:  # before any lock file is written: building the command may fail on bad input
+        runner_fp = runner.fingerprint(rt)
+    with _output_locks(cube, rt, invocation):
+        plan = _plan(runner, rt, invocation, key or uptodate.state_key(rt.name), force=force, sweep=sweep, runner_fp=runner_fp)
+        return plan if isinstance(plan, TaskResult) else _run_planned(cube, runner, plan)
+
+
+@dataclass
+class _Plan:
+    """A task that will run: what its up-to-date state and run record need."""
+
+    rt: Any
+    key: str
+    decision: Any  # uptodate.Decision
+    extra: dict[str, Any]  # run record fields
+
+
+def _output_locks(cube: Cube, rt: Any, invocation: str) -> Any:
     from cuberun.locks import output_locks
 
-    key = key or uptodate.state_key(rt.name)
+    return output_locks(cube.workspace, [str(p.host_path) for p in rt.params if p.io == "output"], {"task": rt.name, "invocation": invocation})
+
+
+def _plan(
+    runner: Runner, rt: Any, invocation: str, key: str, *, force: bool, sweep: dict[str, str] | None = None, runner_fp: dict[str, Any] | None = None
+) -> _Plan | TaskResult:
+    """The up-to-date check (under the task's output locks): a skip, or the plan of its run."""
+    from cuberun import uptodate
+
     fp = dict(runner_fp if runner_fp is not None else runner.fingerprint(rt))
     command = fp.pop("command", [])
-    identity = uptodate.identity_of(rt, command, fp)
-    outputs = [str(p.host_path) for p in rt.params if p.io == "output"]
-    with output_locks(cube.workspace, outputs, {"task": rt.name, "invocation": invocation}):
-        decision = uptodate.check(rt, identity, key, force=force)
-        label = rt.name + (f" [{', '.join(f'{k}={v}' for k, v in sweep.items())}]" if sweep else "")
-        if not decision.run:
-            say(f"skipping task '{label}': {decision.explain()}")
-            return TaskResult(rt.name, 0, status="skipped", reason=decision.explain())
-        say(f"task '{label}' will run: {decision.explain()}")
-        extra = {
-            "invocation_id": invocation,
-            "runner_fingerprint": fp,
-            "inputs": {n: f.to_json() for n, f in decision.inputs.items()},
-            **({"sweep": dict(sweep)} if sweep else {}),
-        }
-        result, record = run_one(cube, runner, rt, extra)
-        if result.exit_code == 0 and record is not None:
-            record.data["outputs"] = uptodate.save(rt, key, decision, result.run_id)
-            record.save()
-        return result
+    decision = uptodate.check(rt, uptodate.identity_of(rt, command, fp), key, force=force)
+    label = _label(rt.name, sweep)
+    if not decision.run:
+        say(f"skipping task '{label}': {decision.explain()}")
+        return TaskResult(rt.name, 0, status="skipped", reason=decision.explain())
+    say(f"task '{label}' will run: {decision.explain()}")
+    extra = {
+        "invocation_id": invocation,
+        "runner_fingerprint": fp,
+        "inputs": {n: f.to_json() for n, f in decision.inputs.items()},
+        **({"sweep": dict(sweep)} if sweep else {}),
+    }
+    return _Plan(rt, key, decision, extra)
+
+
+def _run_planned(cube: Cube, runner: Runner, plan: _Plan) -> TaskResult:
+    result, _record = run_one(cube, runner, plan.rt, plan.extra)
+    _save_state(cube, plan, result)
+    return result
+
+
+def _save_state(cube: Cube, plan: _Plan, result: TaskResult) -> None:
+    """Outputs are recorded complete (state and record) only after the task exited 0."""
+    from cuberun import uptodate
+
+    if result.exit_code == 0 and result.run_id:
+        _amend_record(cube, result.run_id, outputs=uptodate.save(plan.rt, plan.key, plan.decision, result.run_id))
+
+
+def _label(task: str, sweep: dict[str, str] | None) -> str:
+    return task + (f" [{', '.join(f'{k}={v}' for k, v in sweep.items())}]" if sweep else "")
 
 
 def _sweep_variants(cube: Cube, task: str, overrides: dict[str, str], sweeps: Sequence[str]) -> list[Any]:
@@ -191,6 +234,11 @@ def _variant_runner(cube: Cube, runner: Runner, variant: Any) -> Runner:
     return make_runner(vcube, runner.platform, dataclasses.replace(runner.options, config_overrides=tuple(base)), base)
 
 
+def _as_array(runner: Runner, variants: Sequence[Any]) -> bool:
+    """Sweep variants go to runner.run_array (a Slurm job array) when they share the runner."""
+    return runner.supports_array and len(variants) > 1 and not any(v.params for v in variants)
+
+
 def _run_variants(cube: Cube, runner: Runner, task: str, variants: Sequence[Any], invocation: str, *, force: bool, jobs: int) -> list[TaskResult]:
     from cuberun import sweep, uptodate
     from cuberun.process import CANCEL, handle_signals
@@ -204,14 +252,18 @@ def _run_variants(cube: Cube, runner: Runner, task: str, variants: Sequence[Any]
         rt = resolve_task(cube, task, variant.overrides, allow_missing_inputs=runner.options.allow_missing_inputs)
         return run_incremental(cube, vr, rt, invocation, force=force, key=uptodate.state_key(task, variant.label), sweep=variant.values)
 
-    say(f"sweep of task '{task}': {len(variants)} variants, {min(jobs, len(variants))} at a time")
     results: list[TaskResult] = []
-    if jobs <= 1 or len(variants) == 1:
+    if _as_array(runner, variants):
+        say(f"sweep of task '{task}': {len(variants)} variants (those to run as one {runner.name} array)")
+        results = _run_array(cube, runner, task, variants, invocation, force)
+    elif jobs <= 1 or len(variants) == 1:
+        say(f"sweep of task '{task}': {len(variants)} variants, 1 at a time")
         for variant in variants:
             results.append(one(variant))
     else:
         from concurrent.futures import ThreadPoolExecutor
 
+        say(f"sweep of task '{task}': {len(variants)} variants, {min(jobs, len(variants))} at a time")
         with handle_signals(), ThreadPoolExecutor(jobs) as pool:
             results = list(pool.map(one, variants))
     failed = [r for r in results if r.exit_code != 0]
@@ -220,6 +272,42 @@ def _run_variants(cube: Cube, runner: Runner, task: str, variants: Sequence[Any]
     if failed:
         raise task_failed(cube, failed[0])
     return results
+
+
+def _run_array(cube: Cube, runner: Runner, task: str, variants: Sequence[Any], invocation: str, force: bool) -> list[TaskResult]:
+    """The variants that are not up to date as one runner.run_array call, each with its own
+    record; their output locks are held until the array ends (a skipped variant's at once released)."""
+    from contextlib import ExitStack
+
+    from cuberun import sweep, uptodate
+    from cuberun.resolve import resolve_task
+
+    results: list[TaskResult | None] = []
+    todo: list[tuple[int, _Plan]] = []
+    with ExitStack() as held:
+        for variant in variants:
+            sweep.write_files(variant)
+            rt = resolve_task(cube, task, variant.overrides, allow_missing_inputs=runner.options.allow_missing_inputs)
+            locks = held.enter_context(ExitStack())
+            locks.enter_context(_output_locks(cube, rt, invocation))
+            plan = _plan(runner, rt, invocation, uptodate.state_key(task, variant.label), force=force, sweep=variant.values)
+            if isinstance(plan, TaskResult):
+                locks.close()
+            else:
+                todo.append((len(results), plan))
+            results.append(plan if isinstance(plan, TaskResult) else None)
+        ran: list[TaskResult] = []
+        if len(todo) == 1:
+            ran = [_run_planned(cube, runner, todo[0][1])]
+        elif todo:
+            ran = _run_together(cube, runner, [p.rt for _, p in todo], [p.extra for _, p in todo], runner.run_array)
+            if len(ran) < len(todo):
+                raise CuberunError(f"runner '{runner.name}' reported no outcome for {len(todo) - len(ran)} variants of task '{task}'")
+            for (_, plan), result in zip(todo, ran, strict=True):
+                _save_state(cube, plan, result)
+        for (i, _), result in zip(todo, ran, strict=True):
+            results[i] = result
+    return [r for r in results if r is not None]
 
 
 def _run_chain_incremental(cube: Cube, runner: Runner, resolved: Sequence[Any], invocation: str, force: bool) -> list[TaskResult]:
@@ -331,11 +419,18 @@ def run_one(cube: Cube, runner: Runner, rt: Any, extra: dict[str, Any] | None = 
 
 
 def run_chain(cube: Cube, runner: Runner, resolved: Sequence[Any], extra: dict[str, Any] | None = None) -> list[TaskResult]:
-    """Tasks submitted together (runner.run_chain, e.g. Slurm afterok): one record per task. Tasks
-    the runner reports no outcome for (after a failure or Ctrl-C) are recorded as 'cancelled'."""
-    started = [_start_run(cube, runner, rt, verb="queueing", extra=extra) for rt in resolved]
+    """Tasks submitted together (runner.run_chain, e.g. Slurm afterok): one record per task."""
+    return _run_together(cube, runner, resolved, [extra or {}] * len(resolved), runner.run_chain)
+
+
+def _run_together(
+    cube: Cube, runner: Runner, resolved: Sequence[Any], extras: Sequence[dict[str, Any]], submit: Callable[[Sequence[Any], Sequence[str]], list[Outcome]]
+) -> list[TaskResult]:
+    """Tasks one runner call runs (run_chain, run_array): one record per task. Tasks the runner
+    reports no outcome for (after a failure or Ctrl-C) are recorded as 'cancelled'."""
+    started = [_start_run(cube, runner, rt, verb="queueing", extra=extra) for rt, extra in zip(resolved, extras, strict=True)]
     try:
-        outcomes = runner.run_chain(resolved, [str(record.log_path) for record, _ in started])
+        outcomes = submit(resolved, [str(record.log_path) for record, _ in started])
     except BaseException as exc:
         error = exc.lines()[0] if isinstance(exc, CuberunError) else f"{type(exc).__name__}: {exc}"
         for record, _ in started:
@@ -371,9 +466,7 @@ def _start_run(cube: Cube, runner: Runner, rt: Any, verb: str = "running", extra
             **(extra or {}),
         },
     )
-    variant = (extra or {}).get("sweep")
-    label = rt.name + (f" [{', '.join(f'{k}={v}' for k, v in variant.items())}]" if variant else "")
-    say(f"{verb} task '{label}' on {runner.platform} (run {record.run_id})")
+    say(f"{verb} task '{_label(rt.name, (extra or {}).get('sweep'))}' on {runner.platform} (run {record.run_id})")
     return record, steps
 
 

@@ -158,8 +158,10 @@ def _convert(loader: Any, node: Any, path: KeyPath, doc: Document, depth: int) -
     doc.raw_scalars[path] = str(node.value)
     try:
         return loader.construct_object(node, deep=True)
+    except yaml.MarkedYAMLError as exc:
+        raise SpecError([doc.issue(path, f"invalid value: {exc.problem or exc.context}", value=True)]) from None
     except yaml.YAMLError as exc:
-        raise SpecError([doc.issue(path, f"invalid value: {exc}", value=True)]) from None
+        raise SpecError([doc.issue(path, "invalid value: " + " ".join(str(exc).split()), value=True)]) from None
     except ValueError as exc:
         raise SpecError([doc.issue(path, f"invalid value: {exc}", value=True)]) from None
 
