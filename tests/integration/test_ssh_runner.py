@@ -113,7 +113,7 @@ class SSH:
 @pytest.fixture
 def ssh(cli: CLI, cli_env: dict[str, str], cache_dir: Path, ssh_details: dict[str, Any], remote_base: Path, control_dir: Path) -> SSH:
     env = {"CUBERUN_SSH_CONTROL_DIR": str(control_dir)}
-    for var in ("CUBERUN_CACHE_DIR", "MLCUBE_SYSTEM_SETTINGS", "PYTHONDONTWRITEBYTECODE"):
+    for var in ("CUBERUN_CACHE_DIR", "MLCUBE_SYSTEM_SETTINGS"):
         env[var] = cli_env[var]
     return SSH(cli, Path(cli_env["CUBERUN_SETTINGS"]), env, ssh_details, remote_base, cache_dir)
 
