@@ -288,9 +288,10 @@ def _run_array(cube: Cube, runner: Runner, task: str, variants: Sequence[Any], i
         for variant in variants:
             sweep.write_files(variant)
             rt = resolve_task(cube, task, variant.overrides, allow_missing_inputs=runner.options.allow_missing_inputs)
+            fp = runner.fingerprint(rt)  # before any lock file is written (as in run_incremental)
             locks = held.enter_context(ExitStack())
             locks.enter_context(_output_locks(cube, rt, invocation))
-            plan = _plan(runner, rt, invocation, uptodate.state_key(task, variant.label), force=force, sweep=variant.values)
+            plan = _plan(runner, rt, invocation, uptodate.state_key(task, variant.label), force=force, sweep=variant.values, runner_fp=fp)
             if isinstance(plan, TaskResult):
                 locks.close()
             else:
@@ -338,6 +339,7 @@ def _run_chain_incremental(cube: Cube, runner: Runner, resolved: Sequence[Any], 
     for (rt, decision, fp), result in zip(todo, chain, strict=False):
         if result.exit_code != 0:
             raise task_failed(cube, result)
+        uptodate.refresh_inputs(rt, decision)
         outputs = uptodate.save(rt, uptodate.state_key(rt.name), decision, result.run_id)
         _amend_record(cube, result.run_id, outputs=outputs, runner_fingerprint=fp, inputs={n: f.to_json() for n, f in decision.inputs.items()})
     if len(chain) < len(todo):

@@ -123,6 +123,13 @@ def _members(fp: Fingerprint) -> dict[str, str]:
     return fp.members if fp.type == "directory" and len(fp.members) <= 20000 else {}
 
 
+def refresh_inputs(rt: ResolvedTask, decision: Decision) -> None:
+    """Fingerprint the inputs again after the task ran (in a chain submitted at once, earlier
+    tasks produce them while this one waits), so the saved state matches what it consumed."""
+    exclude = _excluded(rt)
+    decision.inputs = {p.name: fingerprint(str(p.host_path), decision.cache, exclude) for p in rt.params if p.io == "input"}
+
+
 def _stats(path: str, exclude: list[str]) -> dict[str, tuple[int, int, int]]:
     from cuberun.fingerprint import _walk
 

@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "charliecloud": "cuberun.runners.charliecloud:CharliecloudRunner",
     "k8s": "cuberun.runners.k8s:KubernetesRunner",
     "kubeflow": "cuberun.runners.kubeflow:KubeflowRunner",
+    "backendai": "cuberun.runners.backendai:BackendAIRunner",
 }
 
 # cube sections that runners (built-in, or planned) read; known so they never warn as unknown

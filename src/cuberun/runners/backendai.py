@@ -1,0 +1,928 @@
+"""The Backend.AI runner: a task becomes a batch session, driven through the official client.
+
+Design: cuberun runs the `backend.ai` executable (package `backend.ai-client`, the `backendai`
+extra) out of process and imports nothing from it. The client brings ~85 packages and pins click
+and rich, so it may live in its own virtualenv (`client: /opt/bai/bin/backend.ai`); it owns the
+request signing, API-version negotiation, the storage-proxy transfer protocols and the event
+stream, all of which change between manager releases. cuberun only builds argument lists and
+reads the client's documented output. Endpoint and keys come from the client's own environment
+variables (BACKEND_ENDPOINT, BACKEND_ACCESS_KEY, BACKEND_SECRET_KEY); cuberun never writes them
+to a run record or a log.
+
+How a task runs (`cuberun run --platform=backendai`):
+
+1. The workspace lives in one vfolder (`vfolder`, default `cuberun-<cube name>`), created if
+   missing and mounted at `mount_point` (default `/mlcube_ws`). Every parameter is a path under
+   the workspace, so `--p=/mlcube_ioN/x` becomes `--p=/mlcube_ws/<path in the workspace>/x`.
+2. The task's inputs are packed into one tar archive and uploaded (one `vfolder upload`). The
+   23.9 client uploads directories file by file and fails on existing directories, and cannot
+   download directories at all; one archive each way avoids both.
+3. `session create IMAGE --type batch --enqueue-only -t NAME -c STARTUP -m VF:/mlcube_ws -r ...
+   -e ... [--depends PREVIOUS]`. The agent ignores the image's ENTRYPOINT, so STARTUP is the
+   whole command, shell-quoted into one string (the agent runs it with `/bin/sh -c`): unpack the
+   inputs, create the output directories, `cd <WORKDIR>` and run `<ENTRYPOINT> [<task>]
+   --p=/mlcube_ws/...`, pack the outputs, exit with the task's code.
+4. `session watch NAME --output json` until the session ends, while `session logs NAME` is
+   polled and copied to our stdout and the run log. Then the outputs archive is downloaded and
+   unpacked into the workspace (only the declared outputs, never outside them).
+5. `--task=a,b`: every session is created at once, each with `--depends` on the one before.
+
+The exit code and the `session watch` pitfalls:
+
+| what happened                                        | exit code                                  |
+|------------------------------------------------------|--------------------------------------------|
+| `session_success` event                              | its exitCode (0)                           |
+| `session_failure` event                              | its exitCode (1 if absent or 0; 128+N for -N) |
+| watch ended on `session_terminated`/`kernel_cancelled` (exit 0) without a success event | not trusted: `session info` decides; result SUCCESS -> 0, else the kernel's exit code or 1 |
+| watch exit 3                                         | a task's exit 3 only with a `session_failure` event carrying exitCode 3; without one it is the client's --max-wait: cuberun stopped waiting, destroys the session, 124 |
+| watch found no session ("No matching items": it already ended, or is not among the 10 newest) | `session info` decides (polled until the session ends) |
+| Ctrl-C / SIGTERM                                     | `session rm` of this run's sessions, 128+signal |
+| session create refused                               | 125 (BackendError)                         |
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import posixpath
+import re
+import shlex
+import signal
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, ClassVar
+
+from cuberun.console import say
+from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, UsageError
+from cuberun.runners.base import Runner, Step
+from cuberun.schema import Field
+
+if TYPE_CHECKING:
+    from cuberun.process import Captured, Outcome
+    from cuberun.resolve import ResolvedTask
+
+DEFAULT_MOUNT = "/mlcube_ws"
+DEFAULT_MAX_WAIT = 7 * 24 * 3600.0
+CLIENT_TIMEOUT = 120.0  # one create/info/logs/rm call
+TRANSFER_TIMEOUT = 6 * 3600.0  # one upload or download
+INFO_GRACE = 300.0  # after the watch: how long `session info` may take to show the end
+EXIT_STOPPED_WAITING = 124
+EXIT_BACKEND = 125
+INSTALL_HINT = "pip install 'cuberun[backendai]' (or set the backendai platform's client to the backend.ai executable)"
+ENDPOINT_HINT = "set BACKEND_ENDPOINT (and BACKEND_ACCESS_KEY, BACKEND_SECRET_KEY), or -Prunner.endpoint=URL"
+SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH)", re.IGNORECASE)
+TERMINAL_STATUSES = frozenset({"TERMINATED", "CANCELLED", "ERROR"})
+_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_NAME_SAFE = re.compile(r"[^A-Za-z0-9-]+")
+
+
+# -- pure helpers (unit-tested) ------------------------------------------------------------------
+def session_name(prefix: str, task: str, suffix: str) -> str:
+    """`<prefix>-<task>-<suffix>`: letters, digits and '-', 4 to 64 characters (Backend.AI's rule)."""
+    safe_task = _NAME_SAFE.sub("-", task).strip("-") or "task"
+    safe_prefix = _NAME_SAFE.sub("-", prefix).strip("-") or "cuberun"
+    name = f"{safe_prefix}-{safe_task}"[: 63 - len(suffix)].rstrip("-")
+    return f"{name}-{suffix}"
+
+
+def default_vfolder(cube_name: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", cube_name).strip("-._") or "cube"
+    return f"cuberun-{safe}"[:64]
+
+
+def workspace_relative(path: Path, workspace: Path) -> str | None:
+    """The path relative to the workspace ('.' for the workspace itself), None when outside."""
+    ws = os.path.normpath(str(workspace))
+    p = os.path.normpath(str(path))
+    if p == ws:
+        return "."
+    if not p.startswith(ws.rstrip(os.sep) + os.sep):
+        return None
+    return Path(os.path.relpath(p, ws)).as_posix()
+
+
+def exit_code_from(value: Any, failed: bool) -> int:
+    """A batch exit code as the shell reports it: -N (killed by signal N) -> 128+N; a failure
+    with no code (or 0) -> 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 1 if failed else 0
+    if value < 0:
+        return 128 + (-value)
+    if failed and value == 0:
+        return 1
+    return value
+
+
+def parse_watch_output(text: str) -> tuple[list[dict[str, Any]], bool]:
+    """The events printed by `session watch --output json` (one Python dict per line: the
+    client echoes the event dict, not JSON) and whether it said "No matching items"."""
+    events: list[dict[str, Any]] = []
+    no_match = False
+    for raw in _ANSI.sub("", text).splitlines():
+        line = raw.strip()
+        if not line.startswith("{"):
+            continue
+        value: Any = None
+        try:
+            value = json.loads(line)
+        except ValueError:
+            try:
+                value = ast.literal_eval(line)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                value = None
+        if not isinstance(value, dict):
+            continue
+        if value.get("ok") is False and "no matching" in str(value.get("reason", "")).lower():
+            no_match = True
+        elif isinstance(value.get("event"), str):
+            events.append(value)
+    return events, no_match
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the watch established: 'success' / 'failure' (exit code known), 'ended' (terminated
+    or cancelled without a success or failure event), 'timeout' (the client's --max-wait), or
+    'unknown' (no matching session, client error)."""
+
+    kind: str
+    exit_code: int | None = None
+    reason: str | None = None
+
+
+def watch_verdict(events: Sequence[Mapping[str, Any]], client_exit: int, no_match: bool = False) -> Verdict:
+    decisive = [e for e in events if e.get("event") in ("session_success", "session_failure")]
+    if decisive:
+        last = decisive[-1]
+        if last["event"] == "session_success":
+            code = exit_code_from(last.get("exitCode", 0), failed=False)
+            return Verdict("success" if code == 0 else "failure", code, None if code == 0 else f"session succeeded with exit code {code}")
+        code = exit_code_from(last.get("exitCode"), failed=True)
+        return Verdict("failure", code, f"batch session failed with exit code {code}")
+    ended = [e for e in events if e.get("event") in ("session_terminated", "kernel_cancelled", "session_cancelled")]
+    if ended:
+        return Verdict("ended", None, f"session ended ({ended[-1]['event']}) without a success event")
+    if client_exit == 3:
+        return Verdict("timeout", None, "no result before max_wait")
+    if no_match:
+        return Verdict("unknown", None, "session watch found no active session of that name")
+    return Verdict("unknown", None, f"session watch exited {client_exit} without a result")
+
+
+def _find_exit_code(data: Any, depth: int = 0) -> int | None:
+    if depth > 6:
+        return None
+    if isinstance(data, str) and data.strip().startswith("{"):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            try:
+                data = ast.literal_eval(data.strip())
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                return None
+    if isinstance(data, Mapping):
+        for key in ("exit_code", "exitCode"):
+            value = data.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        for value in data.values():
+            found = _find_exit_code(value, depth + 1)
+            if found is not None:
+                return found
+    if isinstance(data, list):
+        for value in data:
+            found = _find_exit_code(value, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def info_verdict(item: Mapping[str, Any]) -> Verdict | None:
+    """`session info --output json` item -> the outcome once the session has ended (None while
+    it has not). Terminated or cancelled without result SUCCESS is a failure."""
+    status = str(item.get("status") or "").upper()
+    if status.startswith("SESSIONSTATUS."):
+        status = status.split(".", 1)[1]
+    if status not in TERMINAL_STATUSES:
+        return None
+    result = str(item.get("result") or "").upper().split(".")[-1]
+    code = _find_exit_code(item.get("status_data"))
+    info = str(item.get("status_info") or "").strip()
+    detail = f" ({info})" if info else ""
+    if result == "SUCCESS" and (code in (None, 0)):
+        return Verdict("success", 0)
+    failed_code = exit_code_from(code, failed=True)
+    return Verdict("failure", failed_code, f"session ended {status}{detail} with result {result or 'UNDEFINED'}, exit code {failed_code}")
+
+
+def startup_command(
+    command: Sequence[str], *, mount: str, workdir: str | None, in_tar: str | None, out_tar: str | None,
+    outputs: Sequence[str], output_dirs: Sequence[str],
+) -> str:
+    """The batch startup command (one string, run by the agent with /bin/sh -c): unpack the
+    inputs, create the output directories, run the task from the image's WORKDIR in a subshell,
+    pack the outputs, exit with the task's code. Every path is shell-quoted."""
+    q = shlex.quote
+    parts = [f"cd {q(mount)} || exit 125"]
+    if in_tar:
+        parts.append(f"if [ -f {q(in_tar)} ]; then tar -xf {q(in_tar)} || exit 125; rm -f {q(in_tar)}; fi")
+    if output_dirs:
+        parts.append("mkdir -p -- " + " ".join(q(d) for d in output_dirs) + " || exit 125")
+    run = shlex.join(command) if command else "true"
+    if workdir:
+        parts.append(f"(cd {q(workdir)} && exec {run})")
+    else:
+        parts.append(f"(exec {run})")
+    parts.append("rc=$?")
+    if out_tar and outputs:
+        listed = " ".join(q(o) for o in outputs)
+        parts.append(
+            f'cd {q(mount)} && set -- && for p in {listed}; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done; '
+            f'if [ $# -gt 0 ]; then tar -cf {q(out_tar)} -- "$@"; fi'
+        )
+    parts.append("exit $rc")
+    return "; ".join(parts)
+
+
+def _is_within(member: str, allowed: Sequence[str]) -> bool:
+    return any(member == a or member.startswith(a.rstrip("/") + "/") or a == "." for a in allowed)
+
+
+def safe_extract(archive: Path, destination: Path, allowed: Sequence[str]) -> list[str]:
+    """Unpack regular files and directories whose paths lie under `allowed` (workspace-relative
+    outputs) into `destination`. Absolute paths, `..`, links and devices are skipped."""
+    written: list[str] = []
+    skipped: list[str] = []
+    dest = destination.resolve()
+    with tarfile.open(archive, "r:*") as tar:
+        for member in tar:
+            name = posixpath.normpath(member.name.lstrip("./") or ".") if member.name not in (".", "./") else "."
+            if member.name.startswith("/") or name == ".." or name.startswith("../") or not _is_within(name, allowed):
+                skipped.append(member.name)
+                continue
+            target = (dest / name).resolve() if name != "." else dest
+            if target != dest and dest not in target.parents:
+                skipped.append(member.name)
+                continue
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif member.isreg():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                if source is None:
+                    continue
+                tmp = target.with_name(f".{target.name}.cuberun-part")
+                with source, open(tmp, "wb") as out:
+                    while True:
+                        chunk = source.read(1 << 20)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                os.chmod(tmp, (member.mode & 0o777) | 0o600)
+                os.replace(tmp, target)
+                written.append(name)
+            else:
+                skipped.append(member.name)
+    if skipped:
+        say(f"warning: skipped {len(skipped)} archive entries outside the outputs or not plain files: {', '.join(skipped[:5])}")
+    return written
+
+
+def _strip(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in _strip(text).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower() or "fail" in ln.lower()]
+    return (errors or lines or [""])[-1]
+
+
+@contextmanager
+def _shielded() -> Iterator[None]:
+    """Block Ctrl-C/SIGTERM/SIGHUP around a client call that must not die half-way (create, rm):
+    the child inherits the mask; the signal reaches our handler when the call returns."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@dataclass
+class SessionPlan:
+    """Everything one task's batch session needs (pure: built before anything runs)."""
+
+    task: ResolvedTask
+    name: str
+    command: list[str]  # the task's command line inside the session
+    startup: str  # the -c string
+    inputs: list[str]  # workspace-relative paths packed and uploaded
+    outputs: list[str]  # workspace-relative paths packed in the session and downloaded
+    in_tar: str | None  # vfolder-relative archive names
+    out_tar: str | None
+    create_argv: list[str]  # with secrets in -e values redacted (for records and --dry-run)
+    real_create_argv: list[str]
+    session_id: str | None = None
+    finished: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class BackendAIRunner(Runner):
+    name = "backendai"
+    section = "backendai"
+    supports_chain = True
+    schema: ClassVar[dict[str, Field]] = {
+        "client": Field((str, list), default="backend.ai", doc="the backend.ai client executable (a path, e.g. in its own virtualenv)"),
+        "image": Field((str,), doc="the kernel image as registered with the manager (default: docker.image with -backendai added to its tag)"),
+        "endpoint": Field((str,), doc="manager URL (default: $BACKEND_ENDPOINT)"),
+        "endpoint_type": Field((str,), choices=("api", "session"), doc="api (keypair) or session (webserver login); default: the client's"),
+        "access_key_env": Field((str,), default="BACKEND_ACCESS_KEY", doc="environment variable holding the access key"),
+        "secret_key_env": Field((str,), default="BACKEND_SECRET_KEY", doc="environment variable holding the secret key"),
+        "vfolder": Field((str,), doc="vfolder holding the workspace (default: cuberun-<cube name>)"),
+        "vfolder_host": Field((str,), doc="storage host for creating the vfolder (default: the manager's)"),
+        "create_vfolder": Field((bool,), default=True, doc="create the vfolder when it does not exist"),
+        "mount_point": Field((str,), default=DEFAULT_MOUNT, doc="where the vfolder is mounted in the session (absolute)"),
+        "entrypoint": Field((str, list), doc="the image's ENTRYPOINT, when the image cannot be inspected locally ('' = none)"),
+        "workdir": Field((str,), doc="the image's WORKDIR, when the image cannot be inspected locally"),
+        "engine": Field((str,), default="docker", doc="container engine used to read ENTRYPOINT/WORKDIR from a local copy of the image"),
+        "resources": Field((dict,), default={}, doc="session resources (-r KEY=VALUE), e.g. {cpu: 4, mem: 16g, cuda.device: 1}"),
+        "resource_opts": Field((dict,), default={}, doc="--resource-opts KEY=VALUE, e.g. {shmem: 1g}"),
+        "env_args": Field((dict,), default={}, doc="environment of the task (-e K=V), on top of docker.env_args"),
+        "group": Field((str,), doc="project (group) of the sessions"),
+        "scaling_group": Field((str,), doc="resource group (scaling group)"),
+        "create_args": Field((list,), default=[], doc="more `session create` options"),
+        "max_wait": Field((int, float, str), doc="seconds to wait for one session (queue + run); default 7 days"),
+        "log_interval": Field((int, float, str), default=10.0, doc="seconds between log fetches while a session runs (0: only at the end)"),
+        "session_prefix": Field((str,), default="cuberun", doc="prefix of the session names"),
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._names: dict[int, tuple[ResolvedTask, str]] = {}
+        self._image_config: tuple[list[str] | None, str | None] | None = None
+        self._configured = False
+
+    # -- configuration -------------------------------------------------------------------------
+    @property
+    def client(self) -> list[str]:
+        value = self.config.get("client") or "backend.ai"
+        argv = shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+        return argv or ["backend.ai"]
+
+    @property
+    def image(self) -> str:
+        value = self.config.get("image")
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        docker = self.cube.raw_section("docker")
+        if docker is not None:
+            cube_image = self.cube.section("docker").get("image")
+            if isinstance(cube_image, str) and cube_image.strip():
+                from cuberun.backendai_export import derive_image_name
+
+                return derive_image_name(cube_image.strip())
+        raise UsageError(
+            "backendai: no kernel image: set backendai.image (the image registered with the manager)",
+            "build one with: cuberun export backendai --build, push it, then -Prunner.image=REGISTRY/NAME:TAG",
+        )
+
+    @property
+    def vfolder(self) -> str:
+        value = self.config.get("vfolder")
+        return str(value) if value else default_vfolder(self.cube.name)
+
+    @property
+    def mount_point(self) -> str:
+        value = str(self.config.get("mount_point") or DEFAULT_MOUNT)
+        if not value.startswith("/"):
+            raise UsageError(f"backendai.mount_point '{value}' is not absolute", "write e.g. /mlcube_ws")
+        return posixpath.normpath(value)
+
+    def endpoint(self) -> str | None:
+        value = self.config.get("endpoint")
+        return str(value) if value else (os.environ.get("BACKEND_ENDPOINT") or None)
+
+    def public_env(self) -> dict[str, str]:
+        """Client settings that may be shown (never the keys)."""
+        env: dict[str, str] = {}
+        if self.config.get("endpoint"):
+            env["BACKEND_ENDPOINT"] = str(self.config["endpoint"])
+        if self.config.get("endpoint_type"):
+            env["BACKEND_ENDPOINT_TYPE"] = str(self.config["endpoint_type"])
+        return env
+
+    def client_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.public_env()}
+        for key, standard in (("access_key_env", "BACKEND_ACCESS_KEY"), ("secret_key_env", "BACKEND_SECRET_KEY")):
+            source = str(self.config.get(key) or standard)
+            if source != standard and os.environ.get(source):
+                env[standard] = os.environ[source]
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def unavailable_reason(self) -> str | None:
+        from cuberun.process import which
+
+        exe = self.client[0]
+        if which(exe) is None:
+            return f"the Backend.AI client is not installed (no '{exe}' on the PATH). Hint: {INSTALL_HINT}"
+        if not self.endpoint():
+            return f"no Backend.AI endpoint is configured. Hint: {ENDPOINT_HINT}"
+        if str(self.config.get("endpoint_type") or os.environ.get("BACKEND_ENDPOINT_TYPE") or "api") == "api":
+            for key, standard in (("access_key_env", "BACKEND_ACCESS_KEY"), ("secret_key_env", "BACKEND_SECRET_KEY")):
+                source = str(self.config.get(key) or standard)
+                if not os.environ.get(source):
+                    return f"{source} is not set (the Backend.AI keypair). Hint: export {source}=..., or use endpoint_type: session"
+        return None
+
+    # -- the image: what the agent will not do for us ---------------------------------------------
+    def image_command(self) -> tuple[list[str] | None, str | None]:
+        """(ENTRYPOINT, WORKDIR) of the image: the config first, else a local copy of the kernel
+        image or of the cube's docker image (`docker image inspect`; nothing is pulled)."""
+        if self._image_config is not None:
+            return self._image_config
+        entry_cfg = self.config.get("entrypoint")
+        workdir_cfg = self.config.get("workdir")
+        entry: list[str] | None = None
+        if entry_cfg is not None:
+            entry = shlex.split(entry_cfg) if isinstance(entry_cfg, str) else [str(t) for t in entry_cfg]
+        workdir = str(workdir_cfg) if workdir_cfg else None
+        if entry is None or workdir_cfg is None:
+            from cuberun.backendai_export import inspect_image
+
+            candidates = [self.image]
+            docker = self.cube.raw_section("docker")
+            if docker is not None:
+                cube_image = self.cube.section("docker").get("image")
+                if isinstance(cube_image, str) and cube_image not in candidates:
+                    candidates.append(cube_image)
+            engine = shlex.split(str(self.config.get("engine") or "docker"))
+            from cuberun.process import which
+
+            if engine and which(engine[0]) is not None:
+                for candidate in candidates:
+                    facts = inspect_image(engine, candidate)
+                    if facts.present:
+                        if entry is None:
+                            entry = facts.entrypoint or []
+                        if workdir_cfg is None:
+                            workdir = facts.workdir
+                        break
+        self._image_config = (entry, workdir)
+        return self._image_config
+
+    def task_command(self, task: ResolvedTask, args: Sequence[str]) -> list[str]:
+        if task.entrypoint:
+            return [*task.entrypoint, *task.task_args(args)]
+        entry, _ = self.image_command()
+        if entry is None:
+            raise UsageError(
+                f"backendai: the ENTRYPOINT of {self.image} is unknown (the agent ignores it, so cuberun must pass it)",
+                "pull or build the image locally (docker image inspect must find it), or set -Prunner.entrypoint='python3 /app/main.py'",
+            )
+        return [*entry, *task.task_args(args)]
+
+    # -- plans (pure once the image is known) -------------------------------------------------------
+    def session_name_for(self, task: ResolvedTask) -> str:
+        entry = self._names.get(id(task))
+        if entry is None or entry[0] is not task:
+            entry = (task, session_name(str(self.config.get("session_prefix") or "cuberun"), task.name, os.urandom(4).hex()))
+            self._names[id(task)] = entry
+        return entry[1]
+
+    def resources(self) -> list[tuple[str, str]]:
+        from cuberun.gpus import effective_gpus
+
+        res: dict[str, str] = {}
+        memory = self.options.memory
+        if memory:
+            res["mem"] = str(memory)
+        else:
+            from cuberun.backendai_export import memory_label
+
+            mem = memory_label(self.cube.platform.get("host_memory_gb"))
+            if mem:
+                res["mem"] = mem
+        gpus = effective_gpus(self.options.gpus, self.cube.accelerator_count)
+        if gpus.all:
+            raise UsageError("backendai: --gpus=all cannot be requested from Backend.AI", "give a count, e.g. --gpus=2")
+        if gpus.devices:
+            raise UsageError("backendai: Backend.AI assigns GPUs itself; devices cannot be chosen", f"give a count: --gpus={len(gpus.devices)}")
+        if gpus.count:
+            res["cuda.device"] = str(gpus.count)
+        for key, value in (self.config.get("resources") or {}).items():
+            if value is None or value == "":
+                res.pop(str(key), None)
+            else:
+                res[str(key)] = str(value)
+        order = {"cpu": 0, "mem": 1, "cuda.device": 2, "cuda.shares": 3}
+        return sorted(res.items(), key=lambda kv: (order.get(kv[0], 9), kv[0]))
+
+    def environment(self) -> list[tuple[str, str]]:
+        env: dict[str, str] = {}
+        docker = self.cube.raw_section("docker")
+        if docker is not None and isinstance(docker.get("env_args"), dict):
+            for key, value in self.cube.section("docker").get("env_args", {}).items():
+                env[str(key)] = "" if value is None else str(value)
+        for key, value in (self.config.get("env_args") or {}).items():
+            env[str(key)] = "" if value is None else str(value)
+        env.update(self.options.extra_env)
+        return list(env.items())
+
+    def _ignored_options(self) -> list[str]:
+        ignored = []
+        for flag, value in (("--network", self.options.network), ("--security", self.options.security), ("--cpu", self.options.cpus)):
+            if value:
+                ignored.append(flag)
+        return ignored
+
+    def plan(self, task: ResolvedTask, produced: Sequence[str] = (), after: str | None = None) -> SessionPlan:
+        """The session for one task. `produced`: workspace-relative outputs of the tasks before
+        it in the same chain (already in the vfolder, so not uploaded); `after`: the session it
+        depends on."""
+        mount = self.mount_point
+        name = self.session_name_for(task)
+        inputs: list[str] = []
+        outputs: list[str] = []
+        output_dirs: list[str] = []
+        args: list[str] = []
+        for p in task.params:
+            rel = workspace_relative(p.host_path, task.workspace)
+            if rel is None:
+                raise UsageError(
+                    f"backendai: task '{task.name}', {p.io} '{p.name}': {p.host_path} is outside the workspace {task.workspace}",
+                    "only the workspace travels to the vfolder: put it under the workspace, or choose another --workspace",
+                )
+            inside = mount if rel == "." else posixpath.join(mount, rel)
+            args.append(f"--{p.name}={inside}")
+            if p.io == "output":
+                if rel not in outputs:
+                    outputs.append(rel)
+                folder = rel if p.type == "directory" else posixpath.dirname(rel)
+                if folder and folder != "." and folder not in output_dirs:
+                    output_dirs.append(folder)
+            else:
+                pending = any(rel == o or rel.startswith(o.rstrip("/") + "/") or o == "." for o in produced)
+                if not pending and p.host_path.exists() and rel not in inputs:
+                    inputs.append(rel)
+        command = self.task_command(task, args)
+        _, workdir = self.image_command()
+        in_tar = f".cuberun-{name}-in.tar" if inputs else None
+        out_tar = f".cuberun-{name}-out.tar" if outputs else None
+        startup = startup_command(command, mount=mount, workdir=workdir, in_tar=in_tar, out_tar=out_tar, outputs=outputs, output_dirs=output_dirs)
+        real, shown = self._create_argv(name, startup, after)
+        return SessionPlan(task, name, command, startup, inputs, outputs, in_tar, out_tar, shown, real)
+
+    def _create_argv(self, name: str, startup: str, after: str | None) -> tuple[list[str], list[str]]:
+        head = [*self.client, "session", "create", self.image, "--type", "batch", "--enqueue-only", "-t", name, "-c", startup,
+                "-m", f"{self.vfolder}:{self.mount_point}"]
+        for key, value in self.resources():
+            head += ["-r", f"{key}={value}"]
+        for key, value in (self.config.get("resource_opts") or {}).items():
+            head += ["--resource-opts", f"{key}={value}"]
+        real, shown = list(head), list(head)
+        for key, value in self.environment():
+            real += ["-e", f"{key}={value}"]
+            shown += ["-e", f"{key}=<redacted>" if SECRET_NAME.search(key) else f"{key}={value}"]
+        tail: list[str] = []
+        if after:
+            tail += ["--depends", after]
+        if self.config.get("group"):
+            tail += ["-g", str(self.config["group"])]
+        if self.config.get("scaling_group"):
+            tail += ["--scaling-group", str(self.config["scaling_group"])]
+        tail += [str(a) for a in self.config.get("create_args") or []]
+        return real + tail, shown + tail
+
+    def _staging(self, task: ResolvedTask) -> Path:
+        return Path(task.workspace) / ".cuberun" / "backendai"
+
+    def _steps(self, plan: SessionPlan) -> list[Step]:
+        stage = str(self._staging(plan.task))
+        public = self.public_env()
+        steps: list[Step] = []
+        if plan.in_tar:
+            steps.append(Step(("tar", "-cf", posixpath.join(stage, plan.in_tar), "-C", str(plan.task.workspace), "--", *plan.inputs), "pack"))
+            steps.append(Step((*self.client, "vfolder", "upload", self.vfolder, plan.in_tar, "-b", stage), "upload", env=public))
+        steps.append(Step(tuple(plan.create_argv), "submit", env=public))
+        steps.append(Step((*self.client, "session", "watch", plan.name, "--output", "json", "--max-wait", str(int(self._max_wait()))), "wait", env=public))
+        if plan.out_tar:
+            steps.append(Step((*self.client, "vfolder", "download", self.vfolder, plan.out_tar, "-b", stage), "download", env=public))
+        return steps
+
+    def run_steps(self, task: ResolvedTask) -> list[Step]:
+        return self._steps(self.plan(task))
+
+    def configure_steps(self) -> list[Step]:
+        steps = [Step((*self.client, "vfolder", "info", self.vfolder), "check-vfolder", env=self.public_env())]
+        if self.config.get("create_vfolder", True):
+            host = self.config.get("vfolder_host")
+            steps.append(Step((*self.client, "vfolder", "create", self.vfolder, *([str(host)] if host else [])), "create-vfolder (if missing)",
+                              env=self.public_env()))
+        return steps
+
+    def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
+        """What the result depends on: the task's command in the session, the image, where the
+        workspace is mounted, resources and environment (secret values redacted). Not the session
+        name, the transfer archives or the dependencies, which change from run to run."""
+        plan = self.plan(task)
+        _, workdir = self.image_command()
+        env = [f"{k}=<redacted>" if SECRET_NAME.search(k) else f"{k}={v}" for k, v in self.environment()]
+        return {"runner": self.name, "command": [plan.command], "image": self.image, "vfolder": self.vfolder, "mount_point": self.mount_point,
+                "workdir": workdir, "resources": [f"{k}={v}" for k, v in self.resources()], "env": env}
+
+    def inspect(self) -> dict[str, Any]:
+        entry, workdir = self.image_command()
+        return {"runner": self.name, "platform": self.platform, "image": self.image, "vfolder": self.vfolder, "mount_point": self.mount_point,
+                "endpoint": self.endpoint(), "client": shlex.join(self.client), "entrypoint": entry, "workdir": workdir}
+
+    # -- talking to the client -------------------------------------------------------------------
+    def _call(self, *args: str, timeout: float = CLIENT_TIMEOUT, shield: bool = False, input: str | None = None) -> Captured:
+        from cuberun.process import capture
+
+        argv = [*self.client, *args]
+        if not shield:
+            return capture(argv, env=self.client_env(), timeout=timeout, input=input)
+        with _shielded():
+            return capture(argv, env=self.client_env(), timeout=timeout, input=input)
+
+    def _fail(self, what: str, res: Captured, hint: str | None = None) -> CuberunError:
+        if res.missing:
+            return RunnerUnavailable(f"the Backend.AI client is not installed (no '{self.client[0]}')", INSTALL_HINT)
+        text = res.stdout + "\n" + res.stderr
+        if "object has no attribute '_val'" in text:  # backend.ai-client 23.9 with yarl >= 1.10: every signed request fails
+            hint = "backend.ai-client 23.9 needs yarl<1.10 in its environment: pip install 'yarl<1.10'"
+        return BackendError(f"backend.ai {what} failed (exit {res.returncode}): {_last_line(text) or 'no output'}",
+                            hint or f"check the endpoint ({self.endpoint()}) and the keypair; the command was: backend.ai {what}")
+
+    def configure(self) -> None:
+        """Make sure the vfolder exists (created when missing and create_vfolder is on)."""
+        if self._configured:
+            return
+        res = self._call("vfolder", "info", self.vfolder)
+        if res.missing:
+            raise RunnerUnavailable(f"the Backend.AI client is not installed (no '{self.client[0]}')", INSTALL_HINT)
+        if res.returncode != 0:
+            if not self.config.get("create_vfolder", True):
+                raise self._fail(f"vfolder info {self.vfolder}", res, "create the vfolder, or set create_vfolder: true")
+            host = self.config.get("vfolder_host")
+            created = self._call("vfolder", "create", self.vfolder, *([str(host)] if host else []), shield=True)
+            if created.returncode != 0:
+                raise self._fail(f"vfolder create {self.vfolder}", created, "check the storage host (backend.ai vfolder list-hosts) and your quota")
+            say(f"created vfolder {self.vfolder} for the workspace")
+        self._configured = True
+
+    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
+        return self._run([task], [log_path])[0]
+
+    def run_chain(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
+        return self._run(list(tasks), list(log_paths))
+
+    def _seconds(self, key: str, default: float) -> float:
+        value = self.config.get(key)
+        if value is None or value == "":
+            return default
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"backendai.{key} '{value}' is not a number of seconds", f"write e.g. {key}: {int(default)}") from None
+        if number < 0:
+            raise UsageError(f"backendai.{key} {value} is negative", f"write e.g. {key}: {int(default)}")
+        return number
+
+    def _max_wait(self) -> float:
+        return self._seconds("max_wait", DEFAULT_MAX_WAIT) or DEFAULT_MAX_WAIT
+
+    def _run(self, tasks: list[ResolvedTask], log_paths: list[str]) -> list[Outcome]:
+        from cuberun.process import Outcome, handle_signals
+
+        for flag in self._ignored_options():
+            say(f"warning: {flag} does not apply to Backend.AI sessions (set backendai.resources instead); ignored")
+        if not self._configured:
+            self.configure()
+        plans: list[SessionPlan] = []
+        produced: list[str] = []
+        for task in tasks:  # every config problem surfaces before anything is uploaded or created
+            plan = self.plan(task, produced, plans[-1].name if plans else None)
+            produced += plan.outputs
+            plans.append(plan)
+        outcomes: list[Outcome] = []
+        with handle_signals() as cancel:
+            created: list[SessionPlan] = []
+            try:
+                for plan in plans:
+                    if cancel.requested:
+                        break
+                    self._upload(plan)
+                for plan in plans:
+                    if cancel.requested:
+                        break
+                    after = created[-1].session_id or created[-1].name if created else None
+                    self._create(plan, after)
+                    created.append(plan)
+                if cancel.requested:
+                    self._destroy([p for p in created if not p.finished])
+                    sig = cancel.received or signal.SIGINT
+                    return [Outcome(128 + sig, 0.0, interrupted=True, received=sig, reason="interrupted before the sessions ran")]
+                for plan, log_path in zip(created, log_paths, strict=False):
+                    outcome = self._follow(plan, log_path, cancel)
+                    outcomes.append(outcome)
+                    if outcome.exit_code != 0:
+                        self._destroy([p for p in created if not p.finished])
+                        break
+            except BaseException:
+                self._destroy([p for p in created if not p.finished])  # never leave our sessions behind
+                raise
+        return outcomes
+
+    def _upload(self, plan: SessionPlan) -> None:
+        if not plan.in_tar:
+            return
+        stage = self._staging(plan.task)
+        stage.mkdir(parents=True, exist_ok=True)
+        archive = stage / plan.in_tar
+        try:
+            with tarfile.open(archive, "w") as tar:
+                for rel in plan.inputs:
+                    tar.add(str(Path(plan.task.workspace) / rel), arcname=rel, recursive=True)
+            size = archive.stat().st_size
+            say(f"uploading {len(plan.inputs)} input(s) of task '{plan.task.name}' ({size} bytes) to vfolder {self.vfolder}")
+            res = self._call("vfolder", "upload", self.vfolder, plan.in_tar, "-b", str(stage), timeout=TRANSFER_TIMEOUT)
+            if res.returncode != 0:
+                raise self._fail(f"vfolder upload {self.vfolder} {plan.in_tar}", res)
+        finally:
+            try:
+                archive.unlink()
+            except OSError:
+                pass
+
+    def _create(self, plan: SessionPlan, after: str | None) -> None:
+        if after:
+            real, shown = self._create_argv(plan.name, plan.startup, after)
+            plan.real_create_argv, plan.create_argv = real, shown
+        res = self._call(*plan.real_create_argv[len(self.client) :], shield=True)
+        text = _strip(res.stdout + "\n" + res.stderr)
+        if res.returncode != 0 or "has an error during scheduling" in text:
+            raise self._fail(f"session create {self.image} (task '{plan.task.name}')", res,
+                             f"check that the image {self.image} is registered (backend.ai admin image list), the resources and the vfolder")
+        match = _UUID.search(text)
+        plan.session_id = match.group(0) if match else None
+        plan.details = {"session": plan.name, "session_id": plan.session_id, "image": self.image, "vfolder": self.vfolder,
+                        "endpoint": self.endpoint()}
+        wait = f", after {after}" if after else ""
+        say(f"created batch session {plan.name}{f' ({plan.session_id})' if plan.session_id else ''} for task '{plan.task.name}'{wait}")
+
+    def _follow(self, plan: SessionPlan, log_path: str, cancel: Any) -> Outcome:
+        from cuberun.process import Outcome, stream
+
+        start = time.monotonic()
+        max_wait = self._max_wait()
+        buffer = io.BytesIO()
+        stop = threading.Event()
+        with open(log_path, "ab") as log:
+            sinks: list[IO[bytes] | None] = [getattr(sys.stdout, "buffer", None), log]
+            logs = _LogFollower(self, plan.name, sinks, self._seconds("log_interval", 10.0))
+            poller = threading.Thread(target=logs.loop, args=(stop,), daemon=True)
+            poller.start()
+            try:
+                watch = [*self.client, "session", "watch", plan.name, "--output", "json", "--max-wait", str(int(max_wait))]
+                outcome = stream(watch, env=self.client_env(), log=buffer, echo=io.BytesIO(), on_cancel=lambda: self._destroy([plan], quiet=True))
+            finally:
+                stop.set()
+                poller.join(timeout=CLIENT_TIMEOUT + 5)
+            if outcome.interrupted:
+                self._destroy([plan])
+                return Outcome(outcome.exit_code, time.monotonic() - start, interrupted=True, received=outcome.received,
+                               reason="interrupted; the session was terminated", details=plan.details)
+            events, no_match = parse_watch_output(buffer.getvalue().decode("utf-8", "replace"))
+            verdict = watch_verdict(events, outcome.exit_code, no_match)
+            if verdict.kind == "timeout":
+                self._destroy([plan])
+                logs.fetch_once()
+                return Outcome(EXIT_STOPPED_WAITING, time.monotonic() - start, reason=f"session {plan.name} gave no result within {int(max_wait)} s; "
+                               "it was terminated", details=plan.details)
+            if verdict.kind in ("ended", "unknown"):
+                confirmed = self._confirm(plan, cancel)
+                if confirmed is None:
+                    logs.fetch_once()
+                    if cancel.requested:
+                        self._destroy([plan])
+                        sig = cancel.received or signal.SIGINT
+                        return Outcome(128 + sig, time.monotonic() - start, interrupted=True, received=sig, details=plan.details)
+                    return Outcome(EXIT_BACKEND, time.monotonic() - start, details=plan.details,
+                                   reason=f"the outcome of session {plan.name} could not be established ({verdict.reason})")
+                verdict = confirmed
+            plan.finished = True
+            logs.fetch_once()
+        self._download(plan, verdict.kind == "success")
+        code = verdict.exit_code if verdict.exit_code is not None else (0 if verdict.kind == "success" else 1)
+        return Outcome(code, time.monotonic() - start, reason=None if code == 0 else f"failed: {verdict.reason} (session {plan.name})",
+                       details=plan.details)
+
+    def _confirm(self, plan: SessionPlan, cancel: Any) -> Verdict | None:
+        """Poll `session info` until the session has ended (bounded by INFO_GRACE)."""
+        if not plan.session_id:
+            return None
+        deadline = time.monotonic() + INFO_GRACE
+        interval = 0.5
+        while time.monotonic() < deadline and not cancel.requested:
+            res = self._call("--output", "json", "session", "info", plan.session_id)
+            if res.returncode == 0:
+                try:
+                    data = json.loads(res.stdout)
+                    items = data.get("items") or []
+                except (ValueError, AttributeError):
+                    items = []
+                if items and isinstance(items[0], dict):
+                    verdict = info_verdict(items[0])
+                    if verdict is not None:
+                        return verdict
+            time.sleep(interval)
+            interval = min(interval * 2, 10.0)
+        return None
+
+    def _download(self, plan: SessionPlan, succeeded: bool) -> None:
+        if not plan.out_tar:
+            return
+        stage = self._staging(plan.task)
+        stage.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="download-", dir=str(stage)) as tmp:
+            res = self._call("vfolder", "download", self.vfolder, plan.out_tar, "-b", tmp, timeout=TRANSFER_TIMEOUT)
+            archive = Path(tmp) / plan.out_tar
+            if res.returncode != 0 or not archive.is_file():
+                if succeeded:
+                    say(f"warning: no outputs came back from session {plan.name} ({_last_line(res.stdout + res.stderr) or 'no archive'}); "
+                        "does the image have tar?")
+                return
+            written = safe_extract(archive, Path(plan.task.workspace), plan.outputs)
+            say(f"downloaded {len(written)} output file(s) of task '{plan.task.name}' from vfolder {self.vfolder}")
+        self._call("vfolder", "rm", self.vfolder, plan.out_tar, input="y\n")  # the client asks for confirmation
+
+    def _destroy(self, plans: Sequence[SessionPlan], quiet: bool = False) -> None:
+        names = [p.name for p in plans if not p.finished]
+        if not names:
+            return
+        res = self._call("session", "rm", *names, shield=True)
+        for p in plans:
+            p.finished = True
+        if not quiet:
+            if res.returncode == 0:
+                say(f"terminated session(s) {', '.join(names)}")
+            else:
+                say(f"warning: could not terminate session(s) {', '.join(names)}: {_last_line(res.stdout + res.stderr)}; "
+                    f"check with: backend.ai ps")
+
+
+class _LogFollower:
+    """Copies new container log text of a session (`session logs NAME`) to our sinks."""
+
+    def __init__(self, runner: BackendAIRunner, name: str, sinks: Sequence[IO[bytes] | None], interval: float) -> None:
+        self.runner = runner
+        self.name = name
+        self.sinks = sinks
+        self.interval = interval
+        self.seen = ""
+        self.lock = threading.Lock()
+
+    def fetch_once(self) -> None:
+        res = self.runner._call("session", "logs", self.name)
+        if res.returncode != 0:
+            return
+        text = res.stdout
+        with self.lock:
+            if text.startswith(self.seen):
+                new = text[len(self.seen) :]
+            else:  # the log was cut or rotated: show it again from the start
+                new = text
+            self.seen = text
+        if new:
+            data = new.encode("utf-8", "replace")
+            for sink in self.sinks:
+                if sink is None:
+                    continue
+                try:
+                    sink.write(data)
+                    sink.flush()
+                except (BrokenPipeError, ValueError):
+                    pass
+
+    def loop(self, stop: threading.Event) -> None:
+        if self.interval <= 0:
+            return
+        while not stop.wait(self.interval):
+            self.fetch_once()
