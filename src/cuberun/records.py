@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
-import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -77,11 +75,11 @@ def start_record(workspace: Path, fields: dict[str, Any]) -> RunRecord:
         "end": None,
         "exit_code": None,
         **fields,
-        "host": socket.gethostname(),
+        "host": os.uname().nodename,
         "user": os.environ.get("USER") or str(os.getuid()),
         "cuberun_version": __version__,
         "python": sys.version.split()[0],
-        "os": platform.platform(),
+        "os": " ".join((os.uname().sysname, os.uname().release, os.uname().machine)),
         "log": str(folder / "output.log"),
     }
     if os.environ.get("CUBERUN_OUTPUT_LOCKS") == "held-by-parent":

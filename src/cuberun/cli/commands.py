@@ -13,12 +13,35 @@ from cuberun import __version__
 from cuberun.errors import UsageError
 from cuberun.hints import did_you_mean
 
+# commands in modules of their own, imported only when used (start-up time)
+LAZY = {
+    "config": "cuberun.cli.config_cmd:config",
+    "create": "cuberun.cli.create_cmd:create",
+    "export": "cuberun.cli.export_cmd:export",  # Backend.AI kernel images
+    "migrate": "cuberun.cli.migrate_cmd:migrate",  # legacy MLBox -> config 2.0
+}
+
 
 class Group(click.Group):
-    """Accept the reference's underscore spellings (show_config) and suggest on typos."""
+    """Accept the reference's underscore spellings (show_config), suggest on typos, and load
+    the rarely used commands lazily."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return super().get_command(ctx, cmd_name) or super().get_command(ctx, cmd_name.replace("_", "-"))
+        for name in (cmd_name, cmd_name.replace("_", "-")):
+            found = super().get_command(ctx, name)
+            if found is not None:
+                return found
+            if name in LAZY:
+                import importlib
+
+                module, _, attr = LAZY[name].partition(":")
+                command: click.Command = getattr(importlib.import_module(module), attr)
+                self.add_command(command, name)
+                return command
+        return None
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0] if args else ""
@@ -126,15 +149,22 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
     from cuberun.gpus import parse_gpus
     from cuberun.resolve import parse_overrides, select_tasks
     from cuberun.runners.base import RunOptions
-    from cuberun.spec import legacy  # legacy MLBox: BOX[:TASK[/PARAMSET]]
+    rest = list(overrides) + list(ctx.args)
+    paramset = None
+    if (mlcube and ":" in mlcube) or any(not a.startswith("-") and "=" not in a for a in rest):
+        from cuberun.spec import legacy  # legacy MLBox: BOX[:TASK[/PARAMSET]]
 
-    mlcube, task, paramset, rest = legacy.split_run_args(mlcube, task, list(overrides) + list(ctx.args))  # legacy MLBox
+        mlcube, task, paramset, rest = legacy.split_run_args(mlcube, task, rest)
     extra = _split_extra(rest, ctx.command)
     parse_gpus(gpus)
     cube = _load(mlcube, workspace, params)
     names = select_tasks(cube, task)
     _check_dash_overrides(extra, cube, names, ctx.command)
-    values = {**legacy.paramset_overrides(cube, names, paramset), **parse_overrides(extra, [cube.tasks[n] for n in names])}  # legacy MLBox
+    values = parse_overrides(extra, [cube.tasks[n] for n in names])
+    if paramset:
+        from cuberun.spec import legacy
+
+        values = {**legacy.paramset_overrides(cube, names, paramset), **values}
     options = RunOptions(gpus=gpus, network=network, security=security, memory=memory, cpus=cpus, mount=mount,
                          allow_missing_inputs=allow_missing_inputs)
     runner = make_runner(cube, platform, options, params)
@@ -430,11 +460,3 @@ def report(mlcube: str | None, workspace: str | None, output: str | None) -> int
     dest = Path(output).expanduser().resolve() if output else ws / ".cuberun" / "report.html"
     print(write_report(ws, dest))
     return 0
-
-
-from cuberun.cli import config_cmd, create_cmd, export_cmd, migrate_cmd  # noqa: E402
-
-cli.add_command(config_cmd.config)
-cli.add_command(create_cmd.create)
-cli.add_command(migrate_cmd.migrate)  # legacy MLBox -> config 2.0
-cli.add_command(export_cmd.export)  # Backend.AI kernel images

@@ -126,15 +126,28 @@ def load_cube(
     file = find_cube_file(mlcube)
     doc = yamlio.load(file, "cube file")
     # -- legacy MLBox formats (spec/legacy.py): converted to config 2.0 in memory --
-    from cuberun.spec import legacy
+    conversion = None
+    if _maybe_legacy(file, doc.data):  # a cheap test first: legacy.py is large
+        from cuberun.spec import legacy
 
-    conversion = legacy.convert_loaded(file, doc)
+        conversion = legacy.convert_loaded(file, doc)
     if conversion is not None:
         cube = build_cube(conversion.document(), file, workspace=workspace, overrides=overrides, env=env, fmt=conversion.format)
         cube.warnings.append(conversion.summary())
         return cube
     # -- end legacy --
     return build_cube(doc, file, workspace=workspace, overrides=overrides, env=env)
+
+
+def _maybe_legacy(file: Path, data: Any) -> bool:
+    if file.name != CUBE_FILE:
+        return True
+    if not isinstance(data, dict):
+        return False
+    tasks = data.get("tasks")
+    return "schema_type" in data or isinstance(tasks, list) or (
+        isinstance(tasks, dict) and any(isinstance(body, dict) and isinstance(body.get("parameters"), list) for body in tasks.values())
+    )
 
 
 def build_cube(
