@@ -131,17 +131,66 @@ def run_tasks(
     runner.configure()
     if runner.supports_chain and len(resolved) > 1 and target_variants is None:
         return _run_chain_incremental(cube, runner, resolved, invocation, force)
-    results: list[TaskResult] = []
-    for i, rt in enumerate(resolved):
-        if i > 0:  # inputs of later tasks may be produced by earlier ones: check them now
-            rt = resolve_task(cube, rt.name, rt.overrides, allow_missing_inputs=runner.options.allow_missing_inputs)
-        result = run_incremental(cube, runner, rt, invocation, force=force)
-        results.append(result)
-        if result.exit_code != 0:
-            raise task_failed(cube, result)
+    if jobs > 1 and len(resolved) > 1:
+        results = _run_graph_parallel(cube, runner, resolved, invocation, force=force, jobs=jobs)
+    else:
+        results = []
+        for i, rt in enumerate(resolved):
+            if i > 0:  # inputs of later tasks may be produced by earlier ones: check them now
+                rt = resolve_task(cube, rt.name, rt.overrides, allow_missing_inputs=runner.options.allow_missing_inputs)
+            result = run_incremental(cube, runner, rt, invocation, force=force)
+            results.append(result)
+            if result.exit_code != 0:
+                raise task_failed(cube, result)
     if target_variants is not None:
         results += _run_variants(cube, runner, names[0], target_variants, invocation, force=force, jobs=jobs)
     return results
+
+
+def _run_graph_parallel(cube: Cube, runner: Runner, resolved: Sequence[Any], invocation: str, *, force: bool, jobs: int) -> list[TaskResult]:
+    """Run the task graph with up to `jobs` independent tasks at once: a task starts when the
+    tasks it depends on have finished; after a failure nothing new starts."""
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    from cuberun import graph
+    from cuberun.process import CANCEL, handle_signals
+    from cuberun.resolve import resolve_task
+
+    names = [rt.name for rt in resolved]
+    deps = {n: [d for d in graph.dependencies(cube)[n] if d in names] for n in names}
+    by_name = {rt.name: rt for rt in resolved}
+    done: dict[str, TaskResult] = {}
+    failed: TaskResult | None = None
+
+    def one(name: str) -> TaskResult:
+        rt = by_name[name]
+        if deps[name]:  # its inputs exist now: resolve again (file or directory, missing inputs)
+            rt = resolve_task(cube, name, rt.overrides, allow_missing_inputs=runner.options.allow_missing_inputs)
+        return run_incremental(cube, runner, rt, invocation, force=force)
+
+    with handle_signals(), ThreadPoolExecutor(jobs) as pool:
+        running: dict[Future[TaskResult], str] = {}
+        pending = list(names)
+        while pending or running:
+            if failed is None and not CANCEL.requested:
+                for name in [n for n in pending if all(d in done for d in deps[n])][: jobs - len(running)]:
+                    pending.remove(name)
+                    running[pool.submit(one, name)] = name
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = running.pop(future)
+                result = future.result()
+                done[name] = result
+                if result.exit_code != 0 and failed is None:
+                    failed = result
+        received = CANCEL.received
+    if failed is not None:
+        raise task_failed(cube, failed)
+    if len(done) < len(names):
+        raise TaskFailed("interrupted before every task could run", 128 + (received or 2))
+    return [done[n] for n in names]
 
 
 def run_incremental(

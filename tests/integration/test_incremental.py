@@ -172,3 +172,40 @@ def test_cycle_and_graph_command(cli: CLI, tmp_path: Path) -> None:
                                   "Hint: a task's inputs must not come from its own later outputs; check the paths or cuberun.depends_on")
     dot = cli("graph", f"--mlcube={EXAMPLES / 'mnist'}", "--format=dot")
     assert dot.returncode == 0 and '"train" -> "evaluate";' in dot.stdout
+
+
+def test_independent_tasks_run_in_parallel_in_graph_order(cli: CLI, tmp_path: Path) -> None:
+    # a diamond: a -> (b, c) -> d, plus e independent; each task logs start/end times
+    spec = {"a": ([], "a/"), "b": (["a/"], "b/"), "c": (["a/"], "c/"), "d": (["b/", "c/"], "d/"), "e": ([], "e/")}
+    tasks = ""
+    for name, (ins, out) in spec.items():
+        inputs = ", ".join(f"i{k}: {p}" for k, p in enumerate(ins))
+        tasks += f"  {name}:\n    parameters:\n      inputs: {{{inputs}}}\n      outputs: {{out: {out}}}\n"
+    write_tree(tmp_path, {
+        "mlcube.yaml": "name: p\nlocal: {command: python3 t.py, env: current}\ntasks:\n" + tasks,
+        "t.py": ("import os, sys, time\nargs = dict(a[2:].split('=', 1) for a in sys.argv[2:])\nstart = time.time()\ntime.sleep(0.3)\n"
+                 "os.makedirs(args['out'], exist_ok=True)\nopen(os.path.join(args['out'], 't.txt'), 'w').write(f'{start} {time.time()}')\n"),
+    })
+    got = cli("run", "--jobs", "2")
+    assert got.returncode == 0, got.stderr
+    ws = tmp_path / "workspace"
+    times = {n: tuple(map(float, (ws / n / "t.txt").read_text().split())) for n in spec}
+    for name, (ins, _) in spec.items():
+        for dep in ins:
+            assert times[dep.rstrip("/")][1] <= times[name][0], f"{name} started before {dep} finished"
+    overlapping = [(x, y) for x in spec for y in spec if x < y and times[x][0] < times[y][1] and times[y][0] < times[x][1]]
+    assert overlapping, "with --jobs 2 some independent tasks run at the same time"
+    again = cli("run", "--jobs", "2")
+    assert again.stderr.count("cuberun: skipping task") == 5
+
+
+def test_parallel_graph_stops_scheduling_after_a_failure(cli: CLI, tmp_path: Path) -> None:
+    write_tree(tmp_path, {
+        "mlcube.yaml": ("name: p\nlocal: {command: python3 t.py, env: current}\ntasks:\n"
+                        "  bad:\n    parameters: {outputs: {out: bad/}}\n"
+                        "  after:\n    parameters: {inputs: {i: bad/}, outputs: {out: after/}}\n"),
+        "t.py": "import sys\nsys.exit(4 if sys.argv[1] == 'bad' else 0)\n",
+    })
+    got = cli("run", "--jobs", "2")
+    assert got.returncode == 4
+    assert [r["task"] for r in runs(tmp_path / "workspace")] == ["bad"]

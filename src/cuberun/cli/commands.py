@@ -133,7 +133,7 @@ def _check_dash_overrides(overrides: Sequence[str], cube: Any, tasks: Sequence[s
 @click.option("--force", is_flag=True, help="Run even when the task is up to date.")
 @click.option("--no-deps", is_flag=True, help="Do not run the tasks that produce this task's inputs.")
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2", help="Run the task once per value (repeat for a grid).")
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True, help="Sweep variants run at once (local).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True, help="Independent tasks or sweep variants run at once.")
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
