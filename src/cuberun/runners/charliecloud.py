@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import BackendError, BusyError, CuberunError, Issue, RunnerUnavailable, SpecError, TaskFailed, UsageError
+from cuberun.runners.argv import tokens as as_tokens
 from cuberun.runners.base import Runner, Step
 from cuberun.schema import Field
 
@@ -177,16 +178,6 @@ class ImageConfig:
         )
 
 
-def _tokens(value: Any) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return shlex.split(value)
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    return [str(value)]
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.-")[:60] or "image"
 
@@ -233,7 +224,7 @@ class CharliecloudRunner(Runner):
     # -- configuration ---------------------------------------------------------------------------
     @property
     def ch_run(self) -> list[str]:
-        return _tokens(self.config.get("ch_run") or "ch-run") or ["ch-run"]
+        return as_tokens(self.config.get("ch_run") or "ch-run") or ["ch-run"]
 
     def _docker_section(self) -> dict[str, Any]:
         try:
@@ -244,7 +235,7 @@ class CharliecloudRunner(Runner):
     @property
     def engine(self) -> list[str]:
         value = self.config.get("docker") or self._docker_section().get("docker") or "docker"
-        return _tokens(value) or ["docker"]
+        return as_tokens(value) or ["docker"]
 
     @property
     def engine_name(self) -> str:
@@ -319,7 +310,7 @@ class CharliecloudRunner(Runner):
         ic = self._image_config
         out = ImageConfig(list(ic.entrypoint), list(ic.cmd), ic.workdir, dict(ic.env), ic.origin)
         if self.config.get("entrypoint"):
-            out.entrypoint, out.cmd = _tokens(self.config["entrypoint"]), []
+            out.entrypoint, out.cmd = as_tokens(self.config["entrypoint"]), []
         if isinstance(self.config.get("workdir"), str) and self.config["workdir"].strip():
             out.workdir = self.config["workdir"].strip()
         return out
@@ -415,7 +406,7 @@ class CharliecloudRunner(Runner):
                 raise UsageError(f"task '{task.name}': ch-run cannot bind {m.host} (the path contains ':')",
                                  "move the data to a path without ':' or override the parameter")
             argv += ["-b", f"{m.host}:{m.target}"]
-        argv += _tokens(cfg.get("run_args"))
+        argv += as_tokens(cfg.get("run_args"))
         argv += [str(self.rootfs), "--", *self.command(task), *task.task_args(layout.args)]
         return argv
 

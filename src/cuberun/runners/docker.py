@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import BackendError, CuberunError, Issue, RunnerUnavailable, SpecError, TaskFailed
+from cuberun.runners.argv import env_value, program_name
+from cuberun.runners.argv import tokens as as_tokens
 from cuberun.runners.base import Runner, Step
 from cuberun.schema import Field
 
@@ -194,26 +196,6 @@ def context_hash(context: Path, recipe: Path, build_args: Any = None) -> str:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _tokens(value: Any) -> list[str]:
-    """cpu_args / gpu_args / extra_run_args: a string (shlex-split), a list, or a mapping of flags."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return shlex.split(value)
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    if isinstance(value, Mapping):
-        out: list[str] = []
-        for key, val in value.items():
-            flag = str(key) if str(key).startswith("-") else f"--{key}"
-            if val is None or val is True:
-                out.append(flag)
-            elif val is not False:
-                out.append(f"{flag}={val}")
-        return out
-    return [str(value)]
-
-
 def _has_flag(tokens: Sequence[str], *names: str) -> bool:
     for tok in tokens:
         for name in names:
@@ -222,14 +204,6 @@ def _has_flag(tokens: Sequence[str], *names: str) -> bool:
             if len(name) == 2 and tok.startswith(name) and not tok.startswith("--"):  # -u1000:1000
                 return True
     return False
-
-
-def _env_value(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def _last_error_line(text: str) -> str:
@@ -294,10 +268,7 @@ class DockerRunner(Runner):
     @property
     def engine(self) -> str:
         """The engine's name for messages: the first token that is not sudo or one of its options."""
-        for tok in self.executable:
-            if tok != "sudo" and not tok.startswith("-"):
-                return os.path.basename(tok)
-        return "docker"
+        return program_name(self.executable, "docker")
 
     @property
     def image(self) -> str:
@@ -349,10 +320,10 @@ class DockerRunner(Runner):
         names: list[str] = []
         if isinstance(build_args, Mapping):
             for key, value in build_args.items():
-                argv += ["--build-arg", f"{key}={_env_value(value)}"]
+                argv += ["--build-arg", f"{key}={env_value(value)}"]
                 names.append(str(key))
         else:
-            tokens = _tokens(build_args)
+            tokens = as_tokens(build_args)
             argv += tokens
             names = [t.split("=", 1)[0] for t in tokens]
         for key, value in self._proxies(names):
@@ -392,8 +363,8 @@ class DockerRunner(Runner):
         """`docker run ...` for a task, and the environment variables the engine must pass on."""
         cfg = self.config
         gpus = self.gpu_request()
-        user_args = _tokens(cfg.get("gpu_args") if gpus.wanted else cfg.get("cpu_args"))
-        extra = _tokens(cfg.get("extra_run_args"))
+        user_args = as_tokens(cfg.get("gpu_args") if gpus.wanted else cfg.get("cpu_args"))
+        extra = as_tokens(cfg.get("extra_run_args"))
         argv = [*self.executable, "run"]
         if cfg.get("remove", True):
             argv.append("--rm")
@@ -434,9 +405,9 @@ class DockerRunner(Runner):
         env_args = cfg.get("env_args") or {}
         if isinstance(env_args, Mapping):
             for key, value in env_args.items():
-                add_env(str(key), _env_value(value))
+                add_env(str(key), env_value(value))
         else:
-            tokens = _tokens(env_args)
+            tokens = as_tokens(env_args)
             argv += tokens
             names += [t.split("=", 1)[0] for t in tokens if not t.startswith("-")]
         for key, value in self.options.extra_env.items():

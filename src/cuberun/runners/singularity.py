@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import BackendError, Issue, RunnerUnavailable, SpecError, TaskFailed, UsageError
+from cuberun.runners.argv import env_value, program_name, uses_sudo
+from cuberun.runners.argv import tokens as as_tokens
 from cuberun.runners.base import Runner, Step
 from cuberun.schema import Field
 
@@ -123,24 +125,6 @@ def _csv_field(text: str) -> str:
     return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"') else text
 
 
-def _tokens(value: Any) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return shlex.split(value)
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    return [str(value)]
-
-
-def _env_value(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def _with_tag(image: str) -> str:
     """`docker-daemon:` needs an explicit tag."""
     if "@" in image:
@@ -180,20 +164,17 @@ class SingularityRunner(Runner):
     # -- configuration -------------------------------------------------------------------------
     @property
     def executable(self) -> list[str]:
-        argv = _tokens(self.config.get("singularity") or "singularity")
+        argv = as_tokens(self.config.get("singularity") or "singularity")
         return argv or ["singularity"]
 
     @property
     def program(self) -> str:
         """The executable's name for messages (skipping sudo and its options)."""
-        for tok in self.executable:
-            if tok != "sudo" and not tok.startswith("-"):
-                return os.path.basename(tok)
-        return "singularity"
+        return program_name(self.executable, "singularity")
 
     @property
     def uses_sudo(self) -> bool:
-        return any(os.path.basename(t) == "sudo" for t in self.executable)
+        return uses_sudo(self.executable)
 
     def _docker_section(self) -> dict[str, Any]:
         try:
@@ -239,7 +220,7 @@ class SingularityRunner(Runner):
             return self._daemon_has[image]
         from cuberun.process import capture, which
 
-        exe = _tokens(self._docker_section().get("docker") or "docker") or ["docker"]
+        exe = as_tokens(self._docker_section().get("docker") or "docker") or ["docker"]
         found = False
         if not any(os.path.basename(t) == "podman" for t in exe) and which(exe[0]) is not None:
             res = capture([*exe, "image", "inspect", "--format", "{{.Id}}", image], timeout=PROBE_TIMEOUT)
@@ -351,7 +332,7 @@ class SingularityRunner(Runner):
 
     # -- steps (pure, apart from the cached probes) -------------------------------------------------
     def build_argv(self, source: Source, force: bool = False) -> list[str]:
-        argv = [*self.executable, "build", *_tokens(self.config.get("build_args"))]
+        argv = [*self.executable, "build", *as_tokens(self.config.get("build_args"))]
         if force and "--force" not in argv and "-F" not in argv:
             argv.append("--force")
         return [*argv, str(self.sif), source.spec]
@@ -366,7 +347,7 @@ class SingularityRunner(Runner):
         """Variables the task gets: env_args, the invocation's extra env, GPUs."""
         env: dict[str, str] = {}
         for key, value in (self.config.get("env_args") or {}).items():
-            env[str(key)] = _env_value(value)
+            env[str(key)] = env_value(value)
         env.update(self.options.extra_env)
         gpus = self.gpu_request()
         if gpus.wanted and "CUDA_VISIBLE_DEVICES" not in env:
@@ -379,7 +360,7 @@ class SingularityRunner(Runner):
         """`singularity run|exec ...` for a task, and the variables its process needs."""
         cfg = self.config
         entry = task.entrypoint
-        argv = [*self.executable, "exec" if entry else "run", *_tokens(cfg.get("run_args"))]
+        argv = [*self.executable, "exec" if entry else "run", *as_tokens(cfg.get("run_args"))]
         for flag, value in (
             ("--network", self._option(self.options.network, "--network")),
             ("--security", self._option(self.options.security, "--security")),
