@@ -251,3 +251,124 @@ def test_inspect_and_dry_run(cli: CLI, slurm: dict[str, str], tmp_path: Path) ->
     check(proc)
     assert "#SBATCH --partition=debug" in proc.stdout and "\nsbatch --parsable " in proc.stdout
     assert not (cube / "workspace" / ".cuberun" / "slurm").exists()  # a dry run writes nothing
+
+
+# -- sweeps as job arrays ------------------------------------------------------------------------
+SWEEP_YAML = """
+name: sweepy
+local:
+  command: python3 train.py
+  env: current
+tasks:
+  train:
+    parameters:
+      inputs: {params: {type: file, default: params.yaml}}
+      outputs: {model: model/, score: {type: file, default: score.txt}}
+"""
+
+SWEEP_APP = """
+import os
+import sys
+import time
+
+opts = dict(a[2:].split("=", 1) for a in sys.argv[2:])
+params = dict(line.split(": ", 1) for line in open(opts["params"]).read().splitlines() if ": " in line)
+print("training with lr", params["lr"], flush=True)
+time.sleep(float(params.get("nap", "0")))
+os.makedirs(opts["model"], exist_ok=True)
+with open(os.path.join(opts["model"], "weights.txt"), "w") as fh:
+    fh.write("lr=" + params["lr"] + "\\n")
+with open(opts["score"], "w") as fh:
+    fh.write(repr(float(params["lr"]) * 2) + "\\n")
+print("trained", params["lr"], flush=True)
+"""
+
+
+def sweep_cube(root: Path, nap: float = 0) -> Path:
+    """A task that reads its YAML parameter file (lr, nap) and writes model/ and score.txt."""
+    root.mkdir(parents=True)
+    (root / "mlcube.yaml").write_text(textwrap.dedent(SWEEP_YAML))
+    (root / "train.py").write_text(textwrap.dedent(SWEEP_APP))
+    (root / "workspace").mkdir()
+    (root / "workspace" / "params.yaml").write_text(f"lr: 0.5\nnap: {nap}\n")
+    return root
+
+
+def check_sweep_outputs(workspace: Path, values: list[str], records_: list[dict[str, Any]]) -> None:
+    """Every variant: its own output paths with the right contents, and one complete record."""
+    assert sorted(r["sweep"]["lr"] for r in records_) == sorted(values)
+    for value in values:
+        folder = workspace / "sweeps" / f"lr={value}"
+        assert float((folder / "model" / "weights.txt").read_text().removeprefix("lr=")) == float(value)  # the variant's parameter file
+        assert float((folder / "score.txt").read_text()) == float(value) * 2
+    for record in records_:
+        assert (record["status"], record["exit_code"]) == ("succeeded", 0), record
+        assert set(record["outputs"]) == {"model", "score"} and all(o["sha256"] for o in record["outputs"].values())
+        assert record["parameters"]["score"]["path"] == str(workspace / "sweeps" / f"lr={record['sweep']['lr']}" / "score.txt")
+        assert record["details"]["job_state"] == "COMPLETED" and record["details"]["inner_run_id"]
+    assert not (workspace / "score.txt").exists(), "variants never write the unswept outputs"
+
+
+def test_sweep_of_20_values_is_one_job_array(cli: CLI, slurm: dict[str, str], tmp_path: Path) -> None:
+    cube = sweep_cube(tmp_path / "sweep")
+    values = [f"0.{i:02d}" for i in range(1, 21)]
+    proc = cli("run", f"--mlcube={cube}", "--task=train", "--platform=slurm", "--sweep", "lr=" + ",".join(values), env=slurm, timeout=TIMEOUT)
+    check(proc)
+    ws = cube / "workspace"
+    found = records(ws)
+    assert len(found) == 20
+    array_ids = {r["details"]["array_job_id"] for r in found}
+    assert len(array_ids) == 1, array_ids  # ONE submission ...
+    (array_id,) = array_ids
+    assert proc.stderr.count("as Slurm array job") == 1 and proc.stderr.count("submitted ") == 1
+    by_value = {r["sweep"]["lr"]: r for r in found}
+    assert [by_value[v]["details"]["array_task_id"] for v in values] == list(range(20))  # ... element i = value i
+    assert [by_value[v]["details"]["job_id"] for v in values] == [f"{array_id}_{i}" for i in range(20)]
+    assert len({r["invocation_id"] for r in found}) == 1 and len({r["run_id"] for r in found}) == 20
+    check_sweep_outputs(ws, values, found)
+    assert f"[{array_id}_7] trained 0.08" in proc.stdout  # each element's log streamed, after its id
+    assert "trained 0.08" in Path(by_value["0.08"]["log"]).read_text()  # and into its own run log
+    assert Path(by_value["0.08"]["details"]["job_log"]).name == f"train-{array_id}_7.log"
+    again = cli("run", f"--mlcube={cube}", "--task=train", "--platform=slurm", "--sweep", "lr=" + ",".join(values), env=slurm, timeout=TIMEOUT)
+    check(again)
+    assert again.stderr.count("cuberun: skipping task 'train [lr=") == 20 and "submitted" not in again.stderr
+    assert len(records(ws)) == 20
+
+
+def test_ctrl_c_cancels_the_whole_array(cli_env: dict[str, str], slurm: dict[str, str], tmp_path: Path) -> None:
+    cube = sweep_cube(tmp_path / "sweep", nap=300)
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cuberun", "run", f"--mlcube={cube}", "--task=train", "--platform=slurm", "--sweep", "lr=1,2,3,4"],
+            env={**cli_env, **slurm}, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, cwd=str(tmp_path),
+        )  # fmt: skip
+    array_id = None
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and "training with lr" not in out.read_text() and proc.poll() is None:
+            time.sleep(0.2)
+        assert "training with lr" in out.read_text(), err.read_text()  # elements run (the cluster has 2 CPUs: others are pending)
+        array_id = err.read_text().split("as Slurm array job ", 1)[1].split()[0]
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        code = proc.wait(timeout=60)
+        assert code == 130, err.read_text()
+        while slurm_cmd(slurm, "squeue", "-h", "-j", array_id).stdout.strip() and time.monotonic() - sent < 20:
+            time.sleep(0.2)
+        assert slurm_cmd(slurm, "squeue", "-h", "-j", array_id).stdout.strip() == ""
+        assert time.monotonic() - sent < 20
+        states = [t.split("=", 1)[1] for t in slurm_cmd(slurm, "scontrol", "show", "job", "-o", array_id).stdout.split() if t.startswith("JobState=")]
+        assert states and set(states) == {"CANCELLED"}, states
+        found = records(cube / "workspace")
+        assert len(found) == 4
+        assert {(r["status"], r["exit_code"], r["details"]["job_state"], r["details"]["array_job_id"]) for r in found} == {("interrupted", 130, "CANCELLED", array_id)}
+        assert sorted(r["details"]["array_task_id"] for r in found) == [0, 1, 2, 3]
+        assert f"cancelling Slurm array job {array_id}" in err.read_text()
+        assert not list((cube / "workspace" / ".cuberun" / "state").glob("train@*.json"))  # nothing recorded as complete
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if array_id is not None and slurm_cmd(slurm, "squeue", "-h", "-j", array_id).stdout.strip():
+            slurm_cmd(slurm, "scancel", array_id)  # the array this test submitted, if anything went wrong

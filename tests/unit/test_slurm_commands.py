@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from cuberun.errors import BackendError, RunnerUnavailable, UsageError
-from cuberun.execute import make_runner
+from cuberun.execute import make_runner, run_tasks
 from cuberun.resolve import resolve_task
 from cuberun.runners.base import RunOptions
 from cuberun.runners.slurm import (
@@ -24,6 +24,9 @@ from cuberun.runners.slurm import (
     JobScriptStep,
     JobSpec,
     SlurmRunner,
+    _search_jobcomp,
+    array_elements,
+    expand_task_ids,
     job_exit_code,
     normalize_memory,
     parse_exit,
@@ -311,6 +314,101 @@ def test_array_job_rendering_for_sweeps() -> None:
     )
 
 
+SWEEP = """
+name: sweepy
+local: {command: python3 train.py, env: current}
+tasks:
+  train:
+    parameters:
+      inputs: {params: {type: file, default: params.yaml}}
+      outputs: {model: model/, score: {type: file, default: score.txt}}
+"""
+
+
+def sweep_cube(root: Path) -> Path:
+    make_cube(root, SWEEP)
+    (root / "workspace" / "params.yaml").write_text("lr: 0.1\n")
+    return root
+
+
+def sweep_tasks(cube: Any, values: Sequence[str]) -> list[Any]:
+    """The variants of `--sweep lr=...` resolved as execute resolves them (before their files exist)."""
+    from cuberun import sweep
+
+    axes = sweep.parse_axes([f"lr={','.join(values)}"], cube, cube.tasks["train"], {})
+    return [resolve_task(cube, "train", v.overrides, check_inputs=False) for v in sweep.variants(axes, cube, cube.tasks["train"], {})]
+
+
+def test_array_script_and_sbatch_for_a_sweep(tmp_path: Path) -> None:
+    root = sweep_cube(tmp_path / "cube")
+    settings(tmp_path, partition="debug", time="00:05:00", cuberun="cuberun", array_parallelism=2, sbatch_args=["--exclusive"])
+    runner, cube = runner_for(root)
+    assert runner.supports_array
+    steps = runner.array_steps(sweep_tasks(cube, ["0.1", "1e-3", "$(rm -rf ~)"]))
+    script, submit = steps
+    assert isinstance(script, JobScriptStep)
+    ws = f"{root}/workspace"
+    sweeps = f"{ws}/sweeps"
+
+    def element(i: int, label: str) -> str:
+        # every argument quoted: a value like $(rm -rf ~) reaches the task literally
+        q = shlex.quote
+        return (
+            f"  {i}) exec cuberun run \\\n"
+            f"      --mlcube={root}/mlcube.yaml \\\n      --task=train \\\n      --platform=local \\\n      --workspace={ws} \\\n"
+            f"      --no-deps \\\n      --force \\\n"
+            f"      {q(f'params={sweeps}/{label}/params.yaml')} \\\n"
+            f"      {q(f'model={sweeps}/{label}/model')} \\\n"
+            f"      {q(f'score={sweeps}/{label}/score.txt')} ;;\n"
+        )
+
+    assert script.content == (
+        "#!/bin/bash\n"
+        "# cuberun: 3 runs of task train of cube sweepy (a sweep)\n"
+        "#SBATCH --job-name=cuberun-sweepy-train\n"
+        "#SBATCH --partition=debug\n"
+        "#SBATCH --time=00:05:00\n"
+        f"#SBATCH --output={ws}/.cuberun/slurm/train-%A_%a.log\n"
+        f"#SBATCH --chdir={ws}\n"
+        "#SBATCH --array=0-2%2\n"
+        "#SBATCH --exclusive\n"
+        "set -euo pipefail\n"
+        "export CUBERUN_OUTPUT_LOCKS=held-by-parent\n"
+        'case "${SLURM_ARRAY_TASK_ID:-}" in\n'
+        + element(0, "lr=0.1")
+        + element(1, "lr=1e-3")
+        + element(2, "lr=_rm_-rf_")
+        + '  *) echo "cuberun: unexpected array index ${SLURM_ARRAY_TASK_ID:-none}" >&2; exit 125 ;;\n'
+        "esac\n"
+    )
+    assert script.path.startswith(f"{ws}/.cuberun/slurm/train-array-") and script.path.endswith(".sbatch")
+    assert submit.argv == ("sbatch", "--parsable", script.path)
+    # bash reads each branch back into exactly the element's argv
+    branches = script.content.split('case "${SLURM_ARRAY_TASK_ID:-}" in\n', 1)[1].split(" ;;\n")[:3]
+    tasks = sweep_tasks(cube, ["0.1", "1e-3", "$(rm -rf ~)"])
+    assert [shlex.split(b.split(") exec ", 1)[1].replace("\\\n", " ")) for b in branches] == [runner.inner_argv(t) for t in tasks]
+    assert runner.array_log_file(tasks[0], "40", 2) == f"{ws}/.cuberun/slurm/train-40_2.log"
+    settings(tmp_path, array_parallelism=0)
+    with pytest.raises(UsageError, match="array_parallelism must be at least 1"):
+        runner_for(root)[0].array_steps(tasks)
+
+
+def test_dry_run_of_a_sweep_shows_one_array_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = sweep_cube(tmp_path / "cube")
+    settings(tmp_path)
+    runner, cube = runner_for(root)
+    run_tasks(cube, runner, ["train"], {}, dry_run=True, sweeps=["lr=0.1,0.2,0.3"])
+    out = capsys.readouterr().out
+    assert out.count("#!/bin/bash") == 1 and out.count("\nsbatch --parsable ") == 1
+    assert "#SBATCH --array=0-2\n" in out and out.count(") exec ") == 3
+    assert out.splitlines()[:3] == [f"# {root}/workspace/sweeps/lr={v}/params.yaml" for v in ("0.1", "0.2", "0.3")]
+    assert not (root / "workspace" / "sweeps").exists()  # a dry run writes nothing
+    # -P config axes give every variant its own runner configuration: separate jobs
+    run_tasks(cube, runner, ["train"], {}, dry_run=True, sweeps=["lr=0.1,0.2", "runner.time=1,2"])
+    out = capsys.readouterr().out
+    assert out.count("#!/bin/bash") == 4 and "--array" not in out
+
+
 # -- parsers and exit codes ----------------------------------------------------------------------
 def test_sbatch_quote() -> None:
     assert sbatch_quote("debug") == "debug"
@@ -396,6 +494,56 @@ def test_parse_jobcomp_and_sacct() -> None:
     assert parse_sacct("", "9") is None
 
 
+def array_line(raw: str, array: str, task: str, state: str, exit_code: str = "0:0", reason: str = "None") -> str:
+    """A `scontrol show job -o` line of an array element (or of the array's pending elements)."""
+    line = scontrol_line(raw, state, exit_code, reason)
+    return line.replace(f"JobId={raw} ", f"JobId={raw} ArrayJobId={array} ArrayTaskId={task} ArrayTaskThrottle=0 ", 1)
+
+
+def test_expand_task_ids() -> None:
+    assert expand_task_ids("4") == [4]
+    assert expand_task_ids("2-5%2") == [2, 3, 4, 5]
+    assert expand_task_ids("1,3,5-7") == [1, 3, 5, 6, 7]
+    assert expand_task_ids("0-8:4") == [0, 4, 8]
+    assert expand_task_ids("[2-3]") == [2, 3]
+    assert expand_task_ids("") == [] and expand_task_ids("x") == []
+
+
+def test_array_elements_from_scontrol() -> None:
+    # as the test cluster prints an array of 6 with %2: two running, the rest pending on the array's record
+    text = "\n".join([array_line("166", "166", "2-5%2", "PENDING", reason="JobArrayTaskLimit"), array_line("168", "166", "1", "RUNNING"),
+                      array_line("167", "166", "0", "COMPLETED"), scontrol_line("99", "RUNNING")])  # fmt: skip
+    found = array_elements(text, "166")
+    assert sorted(found) == [0, 1, 2, 3, 4, 5]
+    assert (found[0].job_id, found[0].state, found[0].fields["SlurmJobId"]) == ("166_0", "COMPLETED", "167")
+    assert (found[4].job_id, found[4].state, found[4].reason) == ("166_4", "PENDING", "JobArrayTaskLimit")
+    info = parse_job_line(array_line("168", "166", "1", "RUNNING"))
+    assert info is not None and info.job_id == "166_1"  # what `scontrol show job -o 166_1` is matched against
+    assert array_elements(text, "16") == {}
+
+
+def test_jobcomp_lines_of_array_elements(tmp_path: Path) -> None:
+    def comp(raw: str, state: str, exit_code: str, array: str | None = None) -> str:
+        extra = f"ArrayJobId={array} " if array else ""
+        return f"JobId={raw} UserId=root(0) Name=a JobState={state} Partition=debug TimeLimit=5 {extra}DerivedExitCode=0:0 ExitCode={exit_code} \n"
+
+    log = tmp_path / "jobcomp.log"
+    log.write_text(
+        comp("61", "COMPLETED", "0:0", "60 ArrayTaskId=0")
+        + comp("60", "CANCELLED", "0:0")  # scancel of the array: the elements still pending share this line
+        + comp("62", "FAILED", "2:0", "60 ArrayTaskId=1")
+        + comp("600", "COMPLETED", "0:0")
+    )
+    got = {i: _search_jobcomp(str(log), f"60_{i}") for i in range(3)}
+    assert {i: (g.job_id, g.state, g.exit_code) for i, g in got.items() if g} == {
+        0: ("60_0", "COMPLETED", "0:0"),  # its own line wins over the later shared one
+        1: ("60_1", "FAILED", "2:0"),
+        2: ("60_2", "CANCELLED", "0:0"),
+    }
+    assert _search_jobcomp(str(log), "600").state == "COMPLETED"  # type: ignore[union-attr]
+    assert _search_jobcomp(str(log), "7_0") is None
+
+
 def test_normalize_memory() -> None:
     assert normalize_memory("4g") == "4G"
     assert normalize_memory("512M") == "512M"
@@ -427,10 +575,18 @@ if tool == "sbatch":
         sys.exit(1)
     job_id = str(scenario["first_id"] + counter("submitted"))
     script = open(args[-1]).read()
+    pattern, elements = None, None
     for line in script.splitlines():
         if line.startswith("#SBATCH --output="):
-            log = shlex.split(line[len("#SBATCH "):])[0].split("=", 1)[1].replace("%j", job_id)
-            open(log, "w").write(scenario.get("log", "").replace("{id}", job_id))
+            pattern = shlex.split(line[len("#SBATCH "):])[0].split("=", 1)[1]
+        if line.startswith("#SBATCH --array=0-"):
+            elements = int(line.split("=0-", 1)[1].split("%")[0]) + 1
+    if pattern and elements:  # a job array: a log per element (%A_%a)
+        for i in range(elements):
+            element = f"{job_id}_{i}"
+            open(pattern.replace("%A", job_id).replace("%a", str(i)), "w").write(scenario.get("log", "").replace("{id}", element))
+    elif pattern:
+        open(pattern.replace("%j", job_id), "w").write(scenario.get("log", "").replace("{id}", job_id))
     print(job_id)
 elif tool == "scontrol" and args[:2] == ["show", "job"]:
     job_id = args[-1]
@@ -611,3 +767,75 @@ def test_inspect_summarises_the_cluster(tmp_path: Path, fake: FakeSlurm) -> None
     assert info["runner"] == "slurm" and info["inner_platform"] == "local"
     assert info["controller"] == "Slurmctld(primary) at vm is UP"
     assert info["job_completion"]["type"] == "jobcomp/filetxt"
+
+
+# -- job arrays (sweeps) against fake Slurm clients ------------------------------------------------
+def test_array_is_one_submission_followed_per_element(tmp_path: Path, fake: FakeSlurm, capfd: pytest.CaptureFixture[str]) -> None:
+    root = sweep_cube(tmp_path / "cube")
+    settings(tmp_path)
+    fake.scenario(
+        first_id=40,
+        log="cuberun: running task 'train' on local (run INNER-{id})\nline of {id}\npartial",
+        jobs={"40": [
+            array_line("40", "40", "0-2", "PENDING", reason="Resources"),
+            "\n".join([array_line("40", "40", "2", "PENDING"), array_line("41", "40", "0", "RUNNING"), array_line("42", "40", "1", "RUNNING")]),
+            "\n".join([array_line("40", "40", "2", "COMPLETED"), array_line("41", "40", "0", "COMPLETED"),
+                       array_line("42", "40", "1", "FAILED", "3:0", "NonZeroExitCode")]),
+        ]},
+    )  # fmt: skip
+    runner, cube = runner_for(root)
+    tasks = sweep_tasks(cube, ["0.1", "0.2", "0.3"])
+    logs = [tmp_path / f"run{i}.log" for i in range(3)]
+    outcomes = runner.run_array(tasks, [str(p) for p in logs])
+    assert [o.exit_code for o in outcomes] == [0, 3, 0]
+    assert len(fake.calls("sbatch")) == 1 and fake.calls("scancel") == []
+    assert all(c == ["scontrol", "show", "job", "-o", "40"] for c in fake.calls("scontrol"))  # one query per poll for all elements
+    job_dir = f"{root}/workspace/.cuberun/slurm"
+    assert outcomes[1].reason == f"job 40_1 ended FAILED (exit 3:0); log: {job_dir}/train-40_1.log"
+    details = [dict(o.details or {}) for o in outcomes]
+    assert [(d["job_id"], d["array_job_id"], d["array_task_id"], d["element_job_id"]) for d in details] == [
+        ("40_0", "40", 0, "41"), ("40_1", "40", 1, "42"), ("40_2", "40", 2, "40")]  # fmt: skip
+    assert [d["job_state"] for d in details] == ["COMPLETED", "FAILED", "COMPLETED"]
+    assert details[2]["job_log"] == f"{job_dir}/train-40_2.log" and details[2]["inner_run_id"] == "INNER-40_2"
+    assert "-array-" in details[0]["job_script"]
+    assert [p.read_text() for p in logs] == [f"cuberun: running task 'train' on local (run INNER-40_{i})\nline of 40_{i}\npartial" for i in range(3)]
+    out, err = capfd.readouterr()
+    for i in range(3):  # each element's lines on our stdout, after its id; a partial line too, once its job ended
+        assert f"[40_{i}] line of 40_{i}\n" in out and f"[40_{i}] partial\n" in out
+    assert f"submitted 3 runs of task 'train' as Slurm array job 40 (elements 40_0 to 40_2; logs: {job_dir}/train-40_<N>.log)" in err
+
+
+def test_signal_cancels_the_whole_array(tmp_path: Path, fake: FakeSlurm) -> None:
+    root = sweep_cube(tmp_path / "cube")
+    settings(tmp_path)
+    running = "\n".join([array_line("50", "50", "2", "PENDING"), array_line("51", "50", "0", "RUNNING"), array_line("52", "50", "1", "RUNNING")])
+    cancelled = "\n".join([array_line("50", "50", "2", "CANCELLED"), array_line("51", "50", "0", "CANCELLED", "0:15"),
+                           array_line("52", "50", "1", "CANCELLED", "0:15")])  # fmt: skip
+    fake.scenario(first_id=50, jobs={"50": [running]}, after_cancel={"50": cancelled})
+    runner, cube = runner_for(root)
+    import threading
+
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        outcomes = runner.run_array(sweep_tasks(cube, ["1", "2", "3"]), [str(tmp_path / f"run{i}.log") for i in range(3)])
+    finally:
+        timer.cancel()
+    assert [(o.exit_code, o.interrupted) for o in outcomes] == [(130, True)] * 3
+    assert outcomes[2].reason is not None and outcomes[2].reason.startswith("was interrupted (SIGINT); Slurm job 50_2 is CANCELLED; log: ")
+    assert fake.calls("scancel") == [["scancel", "50"]]  # the array this run submitted, once
+
+
+def test_forgotten_array_falls_back_to_jobcomp_per_element(tmp_path: Path, fake: FakeSlurm) -> None:
+    root = sweep_cube(tmp_path / "cube")
+    settings(tmp_path)
+    fake.scenario(first_id=60, jobs={"60": ["forgotten"]})
+    (fake.root / "jobcomp.log").write_text(
+        "JobId=61 UserId=root(0) Name=a JobState=COMPLETED Partition=debug TimeLimit=5 ArrayJobId=60 ArrayTaskId=0 ExitCode=0:0 \n"
+        "JobId=60 UserId=root(0) Name=a JobState=FAILED Partition=debug TimeLimit=5 ArrayJobId=60 ArrayTaskId=1 ExitCode=4:0 \n"
+    )
+    runner, cube = runner_for(root)
+    outcomes = runner.run_array(sweep_tasks(cube, ["1", "2"]), [str(tmp_path / "a.log"), str(tmp_path / "b.log")])
+    assert [o.exit_code for o in outcomes] == [0, 4]
+    assert [(o.details or {}).get("state_source") for o in outcomes] == ["jobcomp", "jobcomp"]
+

@@ -101,6 +101,19 @@ class Runner(ABC):
         one; the runner makes sure the tasks after it never run. Only called when supports_chain."""
         raise NotImplementedError(f"runner '{self.name}' does not run chains")
 
+    # -- optional: independent tasks as one submission (sweeps) -----------------------------------
+    supports_array: ClassVar[bool] = False  # True: execute hands a sweep's variants to run_array
+
+    def run_array(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
+        """Run independent tasks (the variants of a sweep) as one submission, e.g. a Slurm job
+        array. Returns one Outcome per task, in order (interrupted ones included). Only called
+        when supports_array, with tasks of one runner configuration."""
+        raise NotImplementedError(f"runner '{self.name}' does not run arrays")
+
+    def array_steps(self, tasks: Sequence[ResolvedTask]) -> list[Step]:
+        """What run_array would run (pure): the --dry-run output of a sweep."""
+        return [step for task in tasks for step in self.run_steps(task)]
+
     def inspect(self) -> dict[str, Any]:
         return {"runner": self.name, "platform": self.platform}
 

@@ -15,6 +15,13 @@ What it does for `cuberun run --platform=slurm`:
    time limit plus a margin once it runs.
 4. Ctrl-C / SIGTERM / SIGHUP: `scancel` of the jobs this run submitted (never any other), a bounded
    wait until Slurm reports them ended, exit 128+signal. A second signal escalates to SIGKILL.
+5. Sweeps (`run_array`): the variants that are not up to date become ONE job array
+   (`#SBATCH --array=0-N`, `%max` from `array_parallelism`) whose script execs element i's quoted
+   cuberun command in a `case "$SLURM_ARRAY_TASK_ID"`. One `scontrol show job -o <array>` per poll
+   follows every element (pending ones share the array's record; forgotten ones are looked up
+   in sacct / the jobcomp log); each element's log (`<task>-<array>_<i>.log`) streams into its own
+   run log and, line by line after `[<array>_<i>] `, to our stdout; each element gets its own
+   outcome (the table below), and Ctrl-C cancels the whole array (`scancel <array>`).
 
 Exit codes (the Outcome's exit code; execute turns a non-zero one into TaskFailed):
 
@@ -32,6 +39,7 @@ Exit codes (the Outcome's exit code; execute turns a non-zero one into TaskFaile
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -41,10 +49,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from cuberun.console import say
 from cuberun.errors import EXIT_BACKEND, BackendError, CuberunError, RunnerUnavailable, UsageError
@@ -157,13 +165,14 @@ class JobInfo:
         return self.state in TERMINAL_STATES
 
 
-_WANTED = ("JobId", "JobState", "Reason", "ExitCode", "TimeLimit", "Partition", "NodeList", "SubmitTime", "StartTime", "EndTime", "Dependency")
+_WANTED = ("JobId", "ArrayJobId", "ArrayTaskId", "JobState", "Reason", "ExitCode", "TimeLimit", "Partition", "NodeList", "SubmitTime", "StartTime", "EndTime", "Dependency")
 
 
 def parse_job_line(line: str, source: str = "scontrol") -> JobInfo | None:
     """One `scontrol show job -o` line (or a jobcomp/filetxt line: the same Key=Value format).
     Values with spaces (WorkDir, Command, StdOut) come after the keys read here, and the first
-    occurrence of each key wins."""
+    occurrence of each key wins. An array element is named `<ArrayJobId>_<ArrayTaskId>` (its own
+    id is kept as the SlurmJobId field); a record of pending elements keeps its id expression."""
     found: dict[str, str] = {}
     for key in _WANTED:
         m = re.search(rf"(?:^|\s){re.escape(key)}=(\S*)", line)
@@ -172,8 +181,12 @@ def parse_job_line(line: str, source: str = "scontrol") -> JobInfo | None:
     if "JobId" not in found or "JobState" not in found:
         return None
     state = found["JobState"].split("+")[0].upper()
+    job_id = found["JobId"]
+    if found.get("ArrayJobId") and found.get("ArrayTaskId"):
+        found["SlurmJobId"] = job_id
+        job_id = f"{found['ArrayJobId']}_{found['ArrayTaskId']}"
     return JobInfo(
-        job_id=found["JobId"],
+        job_id=job_id,
         state=state,
         exit_code=found.get("ExitCode", "0:0"),
         reason=found.get("Reason", ""),
@@ -181,6 +194,31 @@ def parse_job_line(line: str, source: str = "scontrol") -> JobInfo | None:
         fields={k: v for k, v in found.items() if k not in ("JobId", "JobState", "ExitCode", "Reason")},
         source=source,
     )
+
+
+def expand_task_ids(text: str) -> list[int]:
+    """An ArrayTaskId expression (`4`, `2-19%4`, `1,3,5-7`, `0-15:4`, `[2-5]`) -> the indexes."""
+    found: list[int] = []
+    for part in text.split("%", 1)[0].strip("[]").split(","):
+        head, _, step = part.partition(":")
+        first, dash, last = head.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()) or (step and not step.isdigit()):
+            continue
+        found.extend(range(int(first), int(last if dash else first) + 1, int(step or 1) or 1))
+    return found
+
+
+def array_elements(text: str, array_id: str) -> dict[int, JobInfo]:
+    """`scontrol show job -o <array id>` -> JobInfo per element index (pending elements share the
+    array's record, whose ArrayTaskId is an expression)."""
+    found: dict[int, JobInfo] = {}
+    for line in text.splitlines():
+        info = parse_job_line(line)
+        if info is None or info.fields.get("ArrayJobId") != array_id:
+            continue
+        for index in expand_task_ids(info.fields.get("ArrayTaskId", "")):
+            found[index] = dataclasses.replace(info, job_id=f"{array_id}_{index}")
+    return found
 
 
 def parse_sacct(text: str, job_id: str) -> JobInfo | None:
@@ -209,14 +247,15 @@ def normalize_memory(value: str) -> str:
 @dataclass(frozen=True)
 class JobSpec:
     """A job script, before rendering. `commands` has one argv per array element: one means a
-    plain job; several become `#SBATCH --array=0-N` and a `case $SLURM_ARRAY_TASK_ID` (the shape
-    parameter sweeps will use)."""
+    plain job; several become `#SBATCH --array=0-N` and a `case $SLURM_ARRAY_TASK_ID` that execs
+    the element's argv (how parameter sweeps run)."""
 
     directives: tuple[tuple[str, str], ...]  # ("--partition", "debug") -> #SBATCH --partition=debug
     commands: tuple[tuple[str, ...], ...]
     extra: tuple[str, ...] = ()  # sbatch_args, verbatim, on one #SBATCH line
     comment: str = ""
     env: tuple[tuple[str, str], ...] = ()  # exported before the command
+    array_limit: int | None = None  # at most this many elements at once (--array=0-N%limit)
 
 
 def _command_text(argv: Sequence[str], indent: str) -> str:
@@ -234,7 +273,7 @@ def render_job_script(spec: JobSpec) -> str:
         lines.append("# " + spec.comment.replace("\n", " "))
     lines += [f"#SBATCH {opt}={sbatch_quote(value)}" for opt, value in spec.directives]
     if len(spec.commands) > 1:
-        lines.append(f"#SBATCH --array=0-{len(spec.commands) - 1}")
+        lines.append(f"#SBATCH --array=0-{len(spec.commands) - 1}" + (f"%{spec.array_limit}" if spec.array_limit else ""))
     if spec.extra:
         lines.append("#SBATCH " + " ".join(sbatch_quote(a) for a in spec.extra))
     lines.append("set -euo pipefail")
@@ -269,10 +308,42 @@ class JobScriptStep(Step):
 
 
 # -- following a job --------------------------------------------------------------------------
+class _Sink(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+    def flush(self) -> object: ...
+
+
+class _Prefixed:
+    """A sink that writes whole lines, each after a prefix (`[123_4] `), so that the logs of an
+    array's elements can share our stdout; a partial line waits for its end (or for close)."""
+
+    def __init__(self, out: _Sink | None, prefix: str) -> None:
+        self.out = out
+        self.prefix = prefix.encode()
+        self.partial = b""
+
+    def write(self, data: bytes) -> int:
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        if len(self.partial) > 65536:  # a progress bar without line ends
+            lines.append(self.partial)
+            self.partial = b""
+        if lines:
+            _write(self.out, b"".join(self.prefix + line + b"\n" for line in lines))
+        return len(data)
+
+    def flush(self) -> None:
+        pass  # each write is flushed
+
+    def close(self) -> None:
+        if self.partial:
+            _write(self.out, self.prefix + self.partial + b"\n")
+            self.partial = b""
+
+
 class _LogTail:
     """Follows a job log as Slurm writes it and copies new bytes to the sinks."""
 
-    def __init__(self, path: str, sinks: Sequence[IO[bytes] | None]) -> None:
+    def __init__(self, path: str, sinks: Sequence[_Sink | None]) -> None:
         self.path = path
         self.sinks = sinks
         self.offset = 0
@@ -300,14 +371,20 @@ class _LogTail:
             return 0
 
     def finish(self) -> None:
-        """The job has ended: copy the rest (waiting briefly for a log a shared filesystem shows late)."""
-        for _ in range(10):
-            if self.pump() == 0 and self.seen:
-                return
-            time.sleep(0.05)
+        _finish_tails([self])
 
 
-def _write(sink: IO[bytes] | None, data: bytes) -> None:
+def _finish_tails(tails: Sequence[_LogTail]) -> None:
+    """Their jobs have ended: copy the rest (waiting briefly, and once for all of them, for logs
+    a shared filesystem shows late or that a job cancelled before it started never wrote)."""
+    for _ in range(10):
+        tails = [t for t in tails if not (t.pump() == 0 and t.seen)]
+        if not tails:
+            return
+        time.sleep(0.05)
+
+
+def _write(sink: _Sink | None, data: bytes) -> None:
     if sink is None:
         return
     try:
@@ -345,6 +422,8 @@ class _Job:
     submitted_at: float
     dependency: str | None = None
     info: JobInfo | None = None
+    array_job_id: str | None = None  # an element of a job array: job_id is "<array_job_id>_<array_task_id>"
+    array_task_id: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -356,6 +435,7 @@ class SlurmRunner(Runner):
     name = "slurm"
     section = "slurm"
     supports_chain = True
+    supports_array = True
     schema: ClassVar[dict[str, Field]] = {
         "partition": Field((str,), doc="sbatch --partition"),
         "account": Field((str,), doc="sbatch --account"),
@@ -372,6 +452,7 @@ class SlurmRunner(Runner):
         "job_name_prefix": Field((str,), default="cuberun", doc="prefix of the job names"),
         "max_wait": Field((str, int), doc="give up (and cancel) after this long from submission, Slurm time format (default 7 days)"),
         "configure": Field((str,), default="submit", choices=("submit", "job"), doc="configure the inner platform here before submitting, or in the job"),
+        "array_parallelism": Field((int,), doc="sweeps run as one job array: at most this many elements at once (--array=0-N%max; default: no limit)"),
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -495,7 +576,8 @@ class SlurmRunner(Runner):
         argv += [f"{p.name}={p.host_path}" for p in task.params if p.name in task.overrides]
         return argv
 
-    def job_spec(self, task: ResolvedTask) -> JobSpec:
+    def _directives(self, task: ResolvedTask, log_name: str) -> tuple[tuple[str, str], ...]:
+        """The #SBATCH options; log_name is the job log's name pattern (`hello-%j.log`)."""
         cfg = self.config
         job_dir = self.job_dir()
         directives: list[tuple[str, str]] = [("--job-name", self.job_name(task))]
@@ -508,15 +590,40 @@ class SlurmRunner(Runner):
             directives.append(("--mem", mem))
         if gres:
             directives.append(("--gres", gres))
-        directives.append(("--output", os.path.join(job_dir.replace("%", "%%"), f"{self._stem(task)}-%j.log")))
+        directives.append(("--output", os.path.join(job_dir.replace("%", "%%"), log_name)))
         directives.append(("--chdir", str(task.workspace)))
+        return tuple(directives)
+
+    def job_spec(self, task: ResolvedTask) -> JobSpec:
         spec = JobSpec(
-            tuple(directives),
+            self._directives(task, f"{self._stem(task)}-%j.log"),
             (tuple(self.inner_argv(task)),),
             self._sbatch_args(),
             f"cuberun: task {task.name} of cube {self.cube.name}",
             env=((HELD_BY_PARENT_ENV, "held-by-parent"),),  # this cuberun holds the task's output locks while the job runs
         )
+        return self._checked(spec, task)
+
+    def array_spec(self, tasks: Sequence[ResolvedTask]) -> JobSpec:
+        """One job array for independent runs of a task (a sweep's variants): element i execs
+        tasks[i]'s cuberun command; element logs are <job_dir>/<task>-<array job id>_<i>.log."""
+        if len(tasks) < 2:
+            raise ValueError("a job array needs at least two tasks")
+        first = tasks[0]
+        limit = self.config.get("array_parallelism")
+        if limit is not None and limit < 1:
+            raise UsageError(f"platform '{self.platform}': array_parallelism must be at least 1 (it is {limit})", "or leave it unset for no limit")
+        spec = JobSpec(
+            self._directives(first, f"{self._stem(first)}-%A_%a.log"),
+            tuple(tuple(self.inner_argv(t)) for t in tasks),
+            self._sbatch_args(),
+            f"cuberun: {len(tasks)} runs of task {first.name} of cube {self.cube.name} (a sweep)",
+            env=((HELD_BY_PARENT_ENV, "held-by-parent"),),
+            array_limit=limit,
+        )
+        return self._checked(spec, first)
+
+    def _checked(self, spec: JobSpec, task: ResolvedTask) -> JobSpec:
         try:
             render_job_script(spec)
         except ValueError as exc:
@@ -529,9 +636,22 @@ class SlurmRunner(Runner):
         digest = hashlib.sha256(content.encode()).hexdigest()[:12]
         return os.path.join(self.job_dir(), f"{self._stem(task)}-{digest}.sbatch"), content
 
+    def array_script(self, tasks: Sequence[ResolvedTask]) -> tuple[str, str]:
+        content = render_job_script(self.array_spec(tasks))
+        digest = hashlib.sha256(content.encode()).hexdigest()[:12]
+        return os.path.join(self.job_dir(), f"{self._stem(tasks[0])}-array-{digest}.sbatch"), content
+
+    def array_log_file(self, task: ResolvedTask, array_job_id: str, index: int) -> str:
+        return os.path.join(self.job_dir(), f"{self._stem(task)}-{array_job_id}_{index}.log")
+
     # -- the runner contract -------------------------------------------------------------------
     def run_steps(self, task: ResolvedTask) -> list[Step]:
-        path, content = self.script(task)
+        return self._steps(*self.script(task))
+
+    def array_steps(self, tasks: Sequence[ResolvedTask]) -> list[Step]:
+        return self._steps(*self.array_script(tasks))
+
+    def _steps(self, path: str, content: str) -> list[Step]:
         return [
             JobScriptStep((), "job-script", path=path, content=content),
             Step(("sbatch", "--parsable", path), "submit", env=dict(self.options.extra_env)),
@@ -587,6 +707,31 @@ class SlurmRunner(Runner):
     def run_chain(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
         return self._run_jobs(list(tasks), list(log_paths))
 
+    def run_array(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
+        """A sweep as ONE job array: element i runs tasks[i]; one outcome per element. Ctrl-C
+        cancels the whole array (scancel of its job id)."""
+        from cuberun.process import handle_signals
+
+        path, content = self.array_script(tasks)  # config problems surface before anything is submitted
+        os.makedirs(self.job_dir(), exist_ok=True)
+        os.makedirs(self.cube.workspace, exist_ok=True)
+        array: _Job | None = None
+        with handle_signals() as cancel:
+            try:
+                array = self._submit(tasks[0], path, content, None, elements=len(tasks))
+                jobs = [
+                    _Job(t.name, f"{array.job_id}_{i}", self.array_log_file(tasks[0], array.job_id, i), path, array.submitted_at,
+                         array_job_id=array.job_id, array_task_id=i)
+                    for i, t in enumerate(tasks)
+                ]  # fmt: skip
+                return self._follow_array(array, jobs, log_paths, cancel)
+            except ControllerLost:
+                raise
+            except BaseException:
+                if array is not None:
+                    self._cancel_quietly([array])  # never leave our jobs behind
+                raise
+
     # -- submitting and following --------------------------------------------------------------
     def _slurm(self, argv: Sequence[str], *, timeout: float = CLIENT_TIMEOUT, env: Mapping[str, str] | None = None, shield: bool = False) -> Captured:
         """Run a Slurm client. `shield` for calls that must not die half-way (sbatch, scancel);
@@ -633,7 +778,7 @@ class SlurmRunner(Runner):
                 raise
         return outcomes
 
-    def _submit(self, task: ResolvedTask, path: str, content: str, after: str | None) -> _Job:
+    def _submit(self, task: ResolvedTask, path: str, content: str, after: str | None, *, elements: int = 0) -> _Job:
         _write_if_changed(path, content)
         argv = ["sbatch", "--parsable"]
         dependency = None
@@ -648,6 +793,13 @@ class SlurmRunner(Runner):
         job_id = res.stdout.strip().split(";")[0].strip() if res.returncode == 0 else ""
         if not job_id.isdigit():
             raise self._submit_error(task, res, path)
+        if elements:
+            logs = self.array_log_file(task, job_id, 0)[: -len("0.log")] + "<N>.log"
+            job = _Job(task.name, job_id, logs, path, time.monotonic())
+            limit = self.config.get("array_parallelism")
+            at_once = f", at most {limit} at a time" if limit else ""
+            say(f"submitted {elements} runs of task '{task.name}' as Slurm array job {job_id} (elements {job_id}_0 to {job_id}_{elements - 1}{at_once}; logs: {logs})")
+            return job
         job = _Job(task.name, job_id, self.log_file(task, job_id), path, time.monotonic(), dependency)
         wait = f" after job {after}" if after else ""
         say(f"submitted task '{task.name}' as Slurm job {job_id}{wait} (log: {job.log_file})")
@@ -731,6 +883,128 @@ class SlurmRunner(Runner):
             tail.finish()
         return self._outcome(job, start)
 
+    def _follow_array(self, array: _Job, jobs: list[_Job], log_paths: Sequence[str], cancel: Any) -> list[Outcome]:
+        """Wait for every element of a job array (one scontrol call per poll for all of them),
+        streaming each element's log into its run log and, line by line after `[<array>_<i>] `,
+        to our stdout. The same bounds as _follow: max_wait for the array, and each element's
+        time limit once it runs."""
+        start = time.monotonic()
+        deadline = array.submitted_at + self._max_wait()
+        run_deadlines: dict[int, float] = {}
+        outcomes: dict[int, Outcome] = {}
+        misses: dict[int, int] = {}
+        next_poll = start
+        failing_since: float | None = None
+        pending_noted = False
+        with ExitStack() as stack:
+            logs = [stack.enter_context(open(path, "ab")) for path in log_paths]
+            outs = [_Prefixed(getattr(sys.stdout, "buffer", None), f"[{job.job_id}] ") for job in jobs]
+            tails = [_LogTail(job.log_file, [out, log]) for job, out, log in zip(jobs, outs, logs, strict=True)]
+
+            def settle(indexes: Sequence[int], outcome: Callable[[_Job], Outcome]) -> None:
+                _finish_tails([tails[i] for i in indexes])
+                for i in indexes:
+                    outs[i].close()
+                    outcomes[i] = outcome(jobs[i])
+
+            while len(outcomes) < len(jobs):
+                active = [i for i in range(len(jobs)) if i not in outcomes]
+                for i in active:
+                    tails[i].pump()
+                if cancel.requested:
+                    say(f"cancelling Slurm array job {array.job_id}")
+                    self._scancel([array])
+                    self._wait_elements(array.job_id, [jobs[i] for i in active], [tails[i] for i in active], cancel)
+                    # an element that ended on its own meanwhile keeps its outcome
+                    ended = [i for i in active if jobs[i].finished and getattr(jobs[i].info, "state", "") != "CANCELLED"]
+                    settle(ended, lambda job: self._outcome(job, start))
+                    settle([i for i in active if i not in ended], lambda job: self._interrupted_outcome(job, cancel, start))
+                    break
+                now = time.monotonic()
+                if now >= next_poll:
+                    infos, problem = self._lookup_array(array.job_id, [jobs[i] for i in active], misses)
+                    if problem is not None:
+                        failing_since = failing_since or now
+                        if now - failing_since > CONTROLLER_GRACE:
+                            raise ControllerLost(
+                                f"lost contact with the Slurm controller while waiting for array job {array.job_id} (task '{array.task}'): {problem}; logs: {array.log_file}",
+                                f"the jobs may still run: squeue -j {array.job_id}; scancel {array.job_id} to stop them",
+                            )
+                    else:
+                        failing_since = None
+                    for i in active:
+                        info = infos.get(i)
+                        if info is None:
+                            continue
+                        jobs[i].info = info
+                        if i not in run_deadlines and info.state in RUNNING_STATES and info.time_limit is not None:
+                            run_deadlines[i] = now + info.time_limit + RUN_MARGIN
+                    settle([i for i in active if jobs[i].finished], lambda job: self._outcome(job, start))
+                    waiting = [jobs[i].info for i in active if i not in outcomes]
+                    if not pending_noted and now - start > 10 and waiting and all(info is not None and info.state == "PENDING" for info in waiting):
+                        pending_noted = True
+                        reason = next((info.reason for info in waiting if info is not None and info.reason), "") or "waiting"
+                        say(f"array job {array.job_id} (task '{array.task}'): {len(waiting)} elements are pending: {reason}")
+                    next_poll = now + self._interval(now - start)
+                past_max_wait = now > deadline
+                stop = [i for i in range(len(jobs)) if i not in outcomes and (past_max_wait or now > run_deadlines.get(i, math.inf))]
+                if stop:
+                    why = {jobs[i].job_id: self._why_stopped(jobs[i], overdue=not past_max_wait) for i in stop}
+                    self._scancel([jobs[i] for i in stop])
+                    self._wait_elements(array.job_id, [jobs[i] for i in stop], [tails[i] for i in stop], None)
+
+                    def stopped(job: _Job, why: dict[str, str] = why) -> Outcome:
+                        return self._stopped(job, start, why[job.job_id])
+
+                    settle(stop, stopped)
+                if len(outcomes) < len(jobs):
+                    time.sleep(TAIL_INTERVAL)
+        return [outcomes[i] for i in range(len(jobs))]
+
+    def _lookup_array(self, array_id: str, jobs: Sequence[_Job], misses: dict[int, int]) -> tuple[dict[int, JobInfo], str | None]:
+        """({element index: what Slurm says}, a problem talking to the controller). An element
+        missing from scontrol's answer (forgotten: MinJobAge) is looked up in sacct / the jobcomp log."""
+        res = self._slurm(["scontrol", "show", "job", "-o", array_id], timeout=CLIENT_TIMEOUT)
+        text = (res.stdout + "\n" + res.stderr).strip()
+        forgotten = False
+        if res.returncode == 0:
+            infos = array_elements(res.stdout, array_id)
+            if not infos:
+                return {}, f"unexpected scontrol output: {_first_line(text)}"
+        elif _forgotten(text):
+            infos, forgotten = {}, True
+        else:
+            return {}, _first_line(text) or f"scontrol exited {res.returncode}"
+        for job in jobs:
+            index = job.array_task_id
+            if index is None or index in infos:
+                continue
+            misses[index] = misses.get(index, 0) + 1
+            if forgotten or misses[index] >= 3:  # an element is never missing for long while the array is known
+                infos[index] = self._finished_job(job.job_id) or JobInfo(job.job_id, "UNKNOWN", source="none")
+        return infos, None
+
+    def _wait_elements(self, array_id: str, jobs: Sequence[_Job], tails: Sequence[_LogTail], cancel: Any) -> None:
+        """Bounded wait after scancel until Slurm reports these elements ended; a second signal sends SIGKILL."""
+        end = time.monotonic() + CANCEL_WAIT
+        escalated = False
+        misses: dict[int, int] = {}
+        while time.monotonic() < end:
+            active = [j for j in jobs if not j.finished]
+            if not active:
+                return
+            infos, _problem = self._lookup_array(array_id, active, misses)
+            for job in active:
+                job.info = infos.get(job.array_task_id or 0, job.info)
+            for tail in tails:
+                tail.pump()
+            if cancel is not None and cancel.count >= 2 and not escalated:
+                escalated = True
+                self._scancel([j for j in jobs if not j.finished], "--signal=KILL", "--full")
+            if cancel is not None and cancel.count >= 3:
+                return
+            time.sleep(0.2)
+
     def _lookup(self, job_id: str) -> tuple[JobInfo | None, str | None]:
         """(what Slurm says about the job, a problem talking to the controller)."""
         res = self._slurm(["scontrol", "show", "job", "-o", job_id], timeout=CLIENT_TIMEOUT)
@@ -741,7 +1015,7 @@ class SlurmRunner(Runner):
                 if info is not None and info.job_id == job_id:
                     return info, None
             return None, f"unexpected scontrol output: {_first_line(text)}"
-        if "invalid job id" in text.lower():  # forgotten (MinJobAge) or the controller lost its state
+        if _forgotten(text):  # forgotten (MinJobAge) or the controller lost its state
             found = self._finished_job(job_id)
             if found is not None:
                 return found, None
@@ -810,9 +1084,6 @@ class SlurmRunner(Runner):
             time.sleep(0.2)
 
     def _interrupted(self, jobs: Sequence[_Job], job: _Job | None, cancel: Any, start: float, tail: _LogTail | None) -> Outcome:
-        from cuberun.process import Outcome
-
-        sig = int(cancel.received or signal.SIGINT)
         active = [j for j in jobs if not j.finished]
         if active:
             say(f"cancelling Slurm job{'s' if len(active) > 1 else ''} {' '.join(j.job_id for j in active)}")
@@ -821,6 +1092,12 @@ class SlurmRunner(Runner):
             self._wait_ended(job, tail, cancel, CANCEL_WAIT)
             if tail is not None:
                 tail.finish()
+        return self._interrupted_outcome(job, cancel, start)
+
+    def _interrupted_outcome(self, job: _Job | None, cancel: Any, start: float) -> Outcome:
+        from cuberun.process import Outcome
+
+        sig = int(cancel.received or signal.SIGINT)
         state = job.info.state if job is not None and job.info is not None else "not submitted"
         where = f"; log: {job.log_file}" if job is not None else ""
         name = f"Slurm job {job.job_id}" if job is not None else "the Slurm job"
@@ -834,17 +1111,23 @@ class SlurmRunner(Runner):
         )
 
     def _stop_waiting(self, job: _Job, later: Sequence[_Job], tail: _LogTail, start: float, *, overdue: bool) -> Outcome:
-        from cuberun.process import Outcome
-
-        state = job.info.state if job.info else "UNKNOWN"
-        if overdue:
-            limit = job.info.time_limit if job.info else None
-            why = f"still {state} {RUN_MARGIN:.0f} s after its time limit of {_format_seconds(limit)}"
-        else:
-            why = f"still {state} after max_wait {_format_seconds(self._max_wait())} from submission"
+        why = self._why_stopped(job, overdue=overdue)
         self._scancel([job, *[j for j in later if not j.finished]])
         self._wait_ended(job, tail, None, CANCEL_WAIT)
         tail.finish()
+        return self._stopped(job, start, why)
+
+    def _why_stopped(self, job: _Job, *, overdue: bool) -> str:
+        """overdue: past its time limit (plus a margin); else past max_wait."""
+        state = job.info.state if job.info else "UNKNOWN"
+        if overdue:
+            limit = job.info.time_limit if job.info else None
+            return f"still {state} {RUN_MARGIN:.0f} s after its time limit of {_format_seconds(limit)}"
+        return f"still {state} after max_wait {_format_seconds(self._max_wait())} from submission"
+
+    def _stopped(self, job: _Job, start: float, why: str) -> Outcome:
+        from cuberun.process import Outcome
+
         return Outcome(
             EXIT_STOPPED_WAITING,
             time.monotonic() - start,
@@ -883,6 +1166,11 @@ class SlurmRunner(Runner):
         details: dict[str, Any] = {"job_id": job.job_id, "job_log": job.log_file, "job_script": job.script}
         if job.dependency:
             details["dependency"] = job.dependency
+        if job.array_job_id is not None:
+            details.update(array_job_id=job.array_job_id, array_task_id=job.array_task_id)
+            own = info.fields.get("SlurmJobId") if info is not None else None
+            if own:
+                details["element_job_id"] = own  # the element's own job id (the array's for the last one)
         if info is not None:
             details.update(job_state=info.state, job_exit=info.exit_code, state_source=info.source)
             if info.reason and info.reason not in ("None", "(null)"):
@@ -936,6 +1224,11 @@ def _first_line(text: str) -> str:
     return ""
 
 
+def _forgotten(text: str) -> bool:
+    """scontrol's answer for a job it does not know (any more)."""
+    return "invalid job id" in text.lower() or re.search(r"\bjob \S+ not found", text, re.IGNORECASE) is not None
+
+
 def _format_seconds(value: float | None) -> str:
     if value is None:
         return "none"
@@ -967,11 +1260,24 @@ def _search_jobcomp(path: str, job_id: str, window: int = 4 << 20) -> JobInfo | 
             text = fh.read().decode("utf-8", "replace")
     except OSError:
         return None
-    prefix = f"JobId={job_id} "
+    array_id, _, index = job_id.partition("_")
+    if not index:
+        prefix = f"JobId={job_id} "
+        for line in reversed(text.splitlines()):
+            if line.startswith(prefix):
+                return parse_job_line(line, source="jobcomp")
+        return None
+    # an element that ran has its own line (ArrayJobId=, ArrayTaskId=); elements still pending when
+    # the array was cancelled share the array's line, which has no array fields
+    shared = None
     for line in reversed(text.splitlines()):
-        if line.startswith(prefix):
-            return parse_job_line(line, source="jobcomp")
-    return None
+        if f"ArrayJobId={array_id} " in line:
+            info = parse_job_line(line, source="jobcomp")
+            if info is not None and index.isdigit() and int(index) in expand_task_ids(info.fields.get("ArrayTaskId", "")):
+                return dataclasses.replace(info, job_id=job_id)
+        elif shared is None and line.startswith(f"JobId={array_id} "):
+            shared = parse_job_line(line, source="jobcomp")
+    return dataclasses.replace(shared, job_id=job_id) if shared is not None else None
 
 
 def _read_head_tail(path: str, size: int = 65536) -> tuple[str, str]:
