@@ -19,12 +19,11 @@ from cuberun.errors import BackendError, RunnerUnavailable, UsageError
 from cuberun.execute import make_runner, run_tasks
 from cuberun.resolve import resolve_task
 from cuberun.runners.base import RunOptions
-from cuberun.runners.slurm import (
+from cuberun.runners.slurm import SlurmRunner, _search_jobcomp
+from cuberun.runners.slurm_jobs import (
     SBATCH_MISSING,
     JobScriptStep,
     JobSpec,
-    SlurmRunner,
-    _search_jobcomp,
     array_elements,
     expand_task_ids,
     job_exit_code,
