@@ -23,16 +23,8 @@ from cuberun.errors import UsageError
 from cuberun.execute import make_runner
 from cuberun.resolve import resolve_task
 from cuberun.runners.base import RunOptions
-from cuberun.runners.ssh import (
-    CANCEL_SCRIPT,
-    RUN_WRAPPER,
-    SSHRunner,
-    include_rules,
-    rsync_pattern,
-    rsync_problem,
-    rsync_stats,
-    ssh_problem,
-)
+from cuberun.runners.ssh import CANCEL_SCRIPT, RUN_WRAPPER, SSHRunner
+from cuberun.runners.ssh_sync import include_rules, rsync_pattern, rsync_problem, rsync_stats, ssh_problem
 from cuberun.spec.load import load_cube
 
 HELLO = """

@@ -30,500 +30,64 @@ named in a kubeconfig (exec credential helpers) are run by the kubernetes client
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
-import re
-import secrets
 import signal
-import string
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from cuberun.console import say, warn
 from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, TaskFailed, UsageError
 from cuberun.runners.base import Runner, Step
+from cuberun.runners.k8s_manifests import (
+    ACCESS_MODES,
+    CONTAINER_NAME,
+    PULL_POLICIES,
+)
 from cuberun.schema import Field
 
 if TYPE_CHECKING:
     from cuberun.process import Outcome
     from cuberun.resolve import ResolvedParam, ResolvedTask
 
+from cuberun.runners.k8s_api import (
+    Api,
+    ApiError,
+    Cancelled,
+    LogFollower,
+    _check_cancel,
+    _condition,
+    _container_status,
+    _pod_name,
+    _short,
+    cancellable_sleep,
+)
+from cuberun.runners.k8s_manifests import (
+    ManifestStep,
+    dns_label,
+    ensure_valid,
+    gib_quantity,
+    job_name,
+    label_value,
+    memory_quantity,
+    unique_suffix,
+)
+
 MOUNT_ROOT = "/mnt/mlcube"
 VOLUME_NAME = "workspace"
-CONTAINER_NAME = "task"
 MANAGED_BY = "cuberun"
 LABEL_CUBE = "app.kubernetes.io/name"
 LABEL_TASK = "app.kubernetes.io/component"
 LABEL_JOB = "cuberun.io/job"
 MISSING = "???"  # OmegaConf's "mandatory" marker in the reference's settings
 K8S_HINT = "pip install 'cuberun[k8s]'"
-REQUEST_TIMEOUT = 30.0
 DELETE_TIMEOUT = 10.0
-ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
-PULL_POLICIES = ("Always", "IfNotPresent", "Never")
-JOB_RESTART_POLICIES = ("Never", "OnFailure")
-HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice", "BlockDevice")
 # waiting reasons that never resolve by themselves: fail at once instead of at the start deadline
 FATAL_WAITING = ("InvalidImageName", "ErrImageNeverPull", "CreateContainerError", "RunContainerError")
 SLOW_WAITING = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "ContainerCreating", "PodInitializing")
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
-_QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?\d+)?\Z")
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*\Z")
-_DOCKER_SIZE = re.compile(r"^(\d+)\s*([bkmgtp])b?\Z", re.IGNORECASE)
-_STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage", "storage")
-
-
-# -- names and quantities -----------------------------------------------------------------------
-def dns_label(text: str, max_len: int = 63, fallback: str = "x") -> str:
-    """`text` as a DNS-1123 label: lowercase alphanumerics and '-', at most max_len characters."""
-    out = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    out = out[:max_len].rstrip("-")
-    return out or fallback
-
-
-def unique_suffix(length: int = 5) -> str:
-    """Like the API server's generateName suffix: lowercase letters and digits."""
-    alphabet = string.ascii_lowercase + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(length))
-
-
-def job_name(cube: str, task: str, suffix: str) -> str:
-    """`cuberun-<cube>-<task>-<suffix>`, at most 63 characters (Job names become pod labels)."""
-    base = dns_label(f"cuberun-{cube}-{task}", 63 - len(suffix) - 1)
-    return f"{base}-{suffix}"
-
-
-def label_value(text: str) -> str:
-    """`text` as a valid label value (at most 63 characters of [A-Za-z0-9-_.], alphanumeric ends)."""
-    out = re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:63]
-    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", out)
-
-
-def is_quantity(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
-        return value >= 0
-    return isinstance(value, str) and bool(_QUANTITY.match(value)) and not value.startswith("-")
-
-
-def gib_quantity(value: float) -> str:
-    """A size in GiB (a cube's host_memory_gb / host_disk_space_gb) as a quantity: 2 -> 2Gi, 0.5 -> 512Mi."""
-    mib = round(float(value) * 1024)
-    if mib <= 0:
-        raise UsageError(f"a size of {value} GB is too small", "give at least 0.001 GB")
-    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
-
-
-def memory_quantity(value: str | int | float, what: str) -> str:
-    """A memory size (--memory, docker-style) as a Kubernetes quantity. Docker's one-letter units
-    are binary whatever their case (`4g`, `4G`, `512m`, `1gb` -> 4Gi, 4Gi, 512Mi, 1Gi; note that
-    Kubernetes reads `512m` as milli-bytes); other quantities (`1.5Gi`, `1e9`) and numbers of
-    bytes are kept."""
-    if isinstance(value, bool):
-        raise UsageError(f"{what}: {value!r} is not a memory size", "write e.g. 4Gi or 4g")
-    if isinstance(value, (int, float)):
-        if value <= 0:
-            raise UsageError(f"{what}: {value!r} is not a memory size", "write e.g. 4Gi or 4g")
-        return str(int(value)) if float(value).is_integer() else str(value)
-    text = str(value).strip()
-    m = _DOCKER_SIZE.match(text)
-    if m:  # docker's units are binary whatever their case: 4g, 4G, 4gb = 4Gi
-        number, unit = m.group(1), m.group(2).upper()
-        return number if unit == "B" else f"{number}{unit}i"
-    if is_quantity(text):
-        return text
-    raise UsageError(f"{what}: '{value}' is not a memory size", "write a Kubernetes quantity (4Gi, 512Mi) or docker's form (4g, 512m)")
-
-
-# -- manifest checks (what kubernetes-validate does not catch) --------------------------------------
-def _check_label(problems: list[str], where: str, value: Any, *, subdomain: bool = False) -> None:
-    if not isinstance(value, str) or not value:
-        problems.append(f"{where}: must be a non-empty string")
-        return
-    limit = 253 if subdomain else 63
-    pattern = _DNS_SUBDOMAIN if subdomain else _DNS_LABEL
-    kind = "DNS-1123 subdomain" if subdomain else "DNS-1123 label"
-    if len(value) > limit or not pattern.match(value):
-        problems.append(f"{where}: '{value}' is not a valid {kind} (at most {limit} lowercase letters, digits, '-'{', .' if subdomain else ''}; alphanumeric ends)")
-
-
-def _check_qualified_name(problems: list[str], where: str, key: Any) -> None:
-    if not isinstance(key, str) or not key:
-        problems.append(f"{where}: a key must be a non-empty string")
-        return
-    prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
-        problems.append(f"{where}: the prefix of '{key}' is not a valid DNS-1123 subdomain")
-    if len(name) > 63 or not _LABEL_NAME.match(name):
-        problems.append(f"{where}: '{key}' is not a valid qualified name (at most 63 of [A-Za-z0-9-_.], alphanumeric ends)")
-
-
-def _check_labels(problems: list[str], where: str, labels: Any) -> None:
-    if labels is None:
-        return
-    if not isinstance(labels, Mapping):
-        problems.append(f"{where}: must be a mapping")
-        return
-    for key, value in labels.items():
-        _check_qualified_name(problems, f"{where}.{key}", key)
-        if not isinstance(value, str) or len(value) > 63 or (value and not _LABEL_NAME.match(value)):
-            problems.append(f"{where}.{key}: '{value}' is not a valid label value (at most 63 of [A-Za-z0-9-_.], alphanumeric ends)")
-
-
-def _check_resources(problems: list[str], where: str, resources: Any) -> None:
-    if not isinstance(resources, Mapping):
-        return
-    for kind in ("requests", "limits"):
-        block = resources.get(kind) or {}
-        for key, value in block.items():
-            at = f"{where}.{kind}.{key}"
-            if key not in _STANDARD_RESOURCES and not str(key).startswith("hugepages-"):
-                _check_qualified_name(problems, at, key)
-            if not is_quantity(value):
-                problems.append(f"{at}: '{value}' is not a valid quantity (e.g. 2Gi, 500m, 1)")
-            elif "/" in str(key) and not re.fullmatch(r"\+?\d+", str(value)):
-                problems.append(f"{at}: extended resources take whole numbers, not '{value}'")
-    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
-    for key, value in requests.items():
-        if "/" in str(key) and key in limits and str(limits[key]) != str(value):
-            problems.append(f"{where}.requests.{key}: must equal the limit for an extended resource")
-
-
-def _check_pod_spec(problems: list[str], where: str, spec: Any, restart_policies: Sequence[str]) -> None:
-    if not isinstance(spec, Mapping):
-        problems.append(f"{where}: must be a mapping")
-        return
-    policy = spec.get("restartPolicy")
-    if policy not in restart_policies:
-        problems.append(f"{where}.restartPolicy: '{policy}' is not allowed here; expected one of {', '.join(restart_policies)}")
-    if spec.get("serviceAccountName") is not None:
-        _check_label(problems, f"{where}.serviceAccountName", spec.get("serviceAccountName"), subdomain=True)
-    _check_labels(problems, f"{where}.nodeSelector", spec.get("nodeSelector"))
-    for i, secret in enumerate(spec.get("imagePullSecrets") or []):
-        _check_label(problems, f"{where}.imagePullSecrets[{i}].name", (secret or {}).get("name"), subdomain=True)
-    volumes: set[str] = set()
-    for i, vol in enumerate(spec.get("volumes") or []):
-        at = f"{where}.volumes[{i}]"
-        name = vol.get("name")
-        _check_label(problems, f"{at}.name", name)
-        if name in volumes:
-            problems.append(f"{at}.name: '{name}' is used twice")
-        volumes.add(name)
-        claim = vol.get("persistentVolumeClaim")
-        if claim is not None:
-            _check_label(problems, f"{at}.persistentVolumeClaim.claimName", claim.get("claimName"), subdomain=True)
-        host = vol.get("hostPath")
-        if host is not None:
-            if not str(host.get("path") or "").startswith("/"):
-                problems.append(f"{at}.hostPath.path: '{host.get('path')}' must be an absolute path")
-            if host.get("type", "") not in HOST_PATH_TYPES:
-                problems.append(f"{at}.hostPath.type: '{host.get('type')}' is not one of {', '.join(t for t in HOST_PATH_TYPES if t)}")
-    containers = spec.get("containers") or []
-    if not containers:
-        problems.append(f"{where}.containers: at least one container is required")
-    names: set[str] = set()
-    for i, c in enumerate(containers):
-        at = f"{where}.containers[{i}]"
-        _check_label(problems, f"{at}.name", c.get("name"))
-        if c.get("name") in names:
-            problems.append(f"{at}.name: '{c.get('name')}' is used twice")
-        names.add(c.get("name"))
-        image = c.get("image")
-        if not isinstance(image, str) or not image.strip() or image != image.strip():
-            problems.append(f"{at}.image: must be a non-empty image reference without surrounding spaces")
-        if c.get("imagePullPolicy") is not None and c.get("imagePullPolicy") not in PULL_POLICIES:
-            problems.append(f"{at}.imagePullPolicy: '{c.get('imagePullPolicy')}' is not one of {', '.join(PULL_POLICIES)}")
-        _check_resources(problems, f"{at}.resources", c.get("resources"))
-        for j, env in enumerate(c.get("env") or []):
-            if not _ENV_NAME.match(str(env.get("name") or "")):
-                problems.append(f"{at}.env[{j}].name: '{env.get('name')}' is not a valid environment variable name")
-        mounts: set[str] = set()
-        for j, mount in enumerate(c.get("volumeMounts") or []):
-            mat = f"{at}.volumeMounts[{j}]"
-            if mount.get("name") not in volumes:
-                problems.append(f"{mat}.name: no volume named '{mount.get('name')}'")
-            path = str(mount.get("mountPath") or "")
-            if not path.startswith("/") or ":" in path:
-                problems.append(f"{mat}.mountPath: '{path}' must be an absolute path without ':'")
-            if path in mounts:
-                problems.append(f"{mat}.mountPath: '{path}' is mounted twice")
-            mounts.add(path)
-            sub = mount.get("subPath")
-            if sub and (sub.startswith("/") or ".." in sub.split("/")):
-                problems.append(f"{mat}.subPath: '{sub}' must be a relative path without '..'")
-
-
-def check_manifest(doc: Mapping[str, Any]) -> list[str]:
-    """Problems the API server would reject but the OpenAPI schema does not express: DNS-1123
-    names, label syntax, Job restart policies, quantities, volume references. [] when fine."""
-    problems: list[str] = []
-    kind = doc.get("kind")
-    meta = doc.get("metadata") or {}
-    where = f"{kind}"
-    if kind == "Job":
-        _check_label(problems, f"{where}.metadata.name", meta.get("name"))
-    else:
-        _check_label(problems, f"{where}.metadata.name", meta.get("name"), subdomain=True)
-    if meta.get("namespace") is not None:
-        _check_label(problems, f"{where}.metadata.namespace", meta.get("namespace"))
-    _check_labels(problems, f"{where}.metadata.labels", meta.get("labels"))
-    if meta.get("annotations") is not None:
-        for key in meta["annotations"]:
-            _check_qualified_name(problems, f"{where}.metadata.annotations.{key}", key)
-    spec = doc.get("spec") or {}
-    if kind == "Job":
-        for key, low in (("backoffLimit", 0), ("activeDeadlineSeconds", 1), ("ttlSecondsAfterFinished", 0), ("completions", 0), ("parallelism", 0)):
-            value = spec.get(key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
-                problems.append(f"{where}.spec.{key}: must be an integer of at least {low}, not {value!r}")
-        template = spec.get("template") or {}
-        _check_labels(problems, f"{where}.spec.template.metadata.labels", (template.get("metadata") or {}).get("labels"))
-        _check_pod_spec(problems, f"{where}.spec.template.spec", template.get("spec"), JOB_RESTART_POLICIES)
-    elif kind == "PersistentVolumeClaim":
-        modes = spec.get("accessModes") or []
-        if not modes:
-            problems.append(f"{where}.spec.accessModes: at least one access mode is required")
-        for mode in modes:
-            if mode not in ACCESS_MODES:
-                problems.append(f"{where}.spec.accessModes: '{mode}' is not one of {', '.join(ACCESS_MODES)}")
-        storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
-        if storage is None or not is_quantity(storage) or str(storage).strip("+0.") == "":
-            problems.append(f"{where}.spec.resources.requests.storage: '{storage}' is not a positive quantity (e.g. 10Gi)")
-        if spec.get("storageClassName"):
-            _check_label(problems, f"{where}.spec.storageClassName", spec["storageClassName"], subdomain=True)
-    elif kind == "Pod":
-        _check_pod_spec(problems, f"{where}.spec", spec, ("Always", "OnFailure", "Never"))
-    return problems
-
-
-def ensure_valid(doc: Mapping[str, Any], what: str) -> None:
-    problems = check_manifest(doc)
-    if problems:
-        raise UsageError(
-            f"the {what} would be rejected by Kubernetes: " + "; ".join(problems),
-            "fix the k8s platform settings (cuberun show-config --platform=NAME prints them) or the -Prunner.KEY=VALUE overrides",
-        )
-
-
-# -- the dry-run / record form of a manifest -----------------------------------------------------
-@dataclass(frozen=True)
-class ManifestStep(Step):
-    """A Kubernetes object cuberun creates. `--dry-run` prints it as a YAML document (so the
-    output of several steps is a multi-document stream for `kubectl apply -f -`); the record
-    and `--dry-run --json` carry it as `manifest`. argv is the equivalent kubectl command."""
-
-    manifest: Mapping[str, Any] = field(default_factory=dict)
-
-    def display(self) -> str:
-        from cuberun import yamlio
-
-        return "---\n" + yamlio.dump(_plain(self.manifest)).rstrip("\n")
-
-    def to_json(self) -> dict[str, Any]:
-        data = super().to_json()
-        data["manifest"] = _plain(self.manifest)
-        return data
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-# -- talking to the API server -------------------------------------------------------------------
-class Cancelled(Exception):
-    """Ctrl-C / SIGTERM arrived (process.CANCEL) while a run waited on the cluster."""
-
-
-def _check_cancel() -> None:
-    from cuberun.process import CANCEL
-
-    if CANCEL.requested:
-        raise Cancelled()
-
-
-def cancellable_sleep(seconds: float) -> None:
-    """Sleep, waking every 50 ms to notice a Ctrl-C (the handler only records it)."""
-    end = time.monotonic() + seconds
-    while True:
-        _check_cancel()
-        left = end - time.monotonic()
-        if left <= 0:
-            return
-        time.sleep(min(0.05, left))
-
-
-class ApiError(BackendError):
-    """The API server answered with an error status."""
-
-    def __init__(self, message: str, hint: str | None = None, status: int | None = None) -> None:
-        super().__init__(message, hint)
-        self.status = status
-
-
-@dataclass
-class Api:
-    """The few calls the runner makes, on top of the official client (JSON in, JSON out: the
-    client's model classes are skipped, so no client-side validation trips over partial objects)."""
-
-    batch: Any
-    core: Any
-    host: str
-    exception: type[Exception]
-
-    def call(self, what: str, fn: Callable[..., Any], *args: Any, ok404: bool = False, timeout: float = REQUEST_TIMEOUT, **kwargs: Any) -> Any:
-        try:
-            resp = fn(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
-        except self.exception as exc:
-            status = getattr(exc, "status", None)
-            if ok404 and status == 404:
-                return None
-            raise ApiError(f"Kubernetes API: {what} failed: {_api_message(exc)}", _api_hint(status, self.host), status=status) from None
-        except Exception as exc:  # urllib3 / socket errors: the server is unreachable
-            raise RunnerUnavailable(
-                f"cannot reach the Kubernetes API server at {self.host} ({what}): {type(exc).__name__}: {_short(exc)}",
-                "check the kubeconfig (-Prunner.kubeconfig=PATH, -Prunner.context=NAME) and that the cluster is up: kubectl cluster-info",
-            ) from None
-        data = resp.data
-        return json.loads(data) if data else {}
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else ""
-
-
-def _api_message(exc: Exception) -> str:
-    status = getattr(exc, "status", None)
-    body = getattr(exc, "body", None)
-    message = None
-    if body:
-        try:
-            message = json.loads(body).get("message")
-        except (ValueError, AttributeError):
-            message = str(body)[:300]
-    reason = getattr(exc, "reason", None)
-    return f"HTTP {status} {reason or ''}".strip() + (f": {message}" if message else "")
-
-
-def _api_hint(status: int | None, host: str) -> str:
-    if status in (401, 403):
-        return "check the credentials and RBAC rights in the kubeconfig (create/delete jobs, list pods, read pods/log)"
-    if status == 404:
-        return "check the namespace (-Prunner.namespace=NAME)"
-    if status == 409:
-        return "an object with that name exists already; run again"
-    if status == 422:
-        return "the manifest was rejected; cuberun run --dry-run prints it"
-    return f"the API server is {host}"
-
-
-def _condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == kind and cond.get("status") == "True":
-            return dict(cond)
-    return None
-
-
-def _container_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status.get("name") == CONTAINER_NAME:
-            return dict(status)
-    return {}
-
-
-def _pod_name(pod: Mapping[str, Any]) -> str:
-    return str((pod.get("metadata") or {}).get("name") or "")
-
-
-class LogFollower(threading.Thread):
-    """Follows a pod's log (`follow=true`) into our stdout and the run log, counting bytes so
-    that whatever a broken stream missed can be fetched once the container has ended."""
-
-    def __init__(self, api: Api, namespace: str, pod: str, sinks: Sequence[IO[bytes] | None]) -> None:
-        super().__init__(name=f"log-{pod}", daemon=True)
-        self.api = api
-        self.namespace = namespace
-        self.pod = pod
-        self.sinks = sinks
-        self.written = 0
-        self.complete = False  # the stream ended while the container had ended too
-        self.error: str | None = None
-        self._resp: Any = None
-        self._closed = threading.Event()
-
-    def emit(self, data: bytes) -> None:
-        for sink in self.sinks:
-            if sink is None:
-                continue
-            try:
-                sink.write(data)
-                sink.flush()
-            except (BrokenPipeError, ValueError, OSError):
-                pass
-        self.written += len(data)
-
-    def run(self) -> None:
-        try:
-            # no timeout: a task may be silent for hours; the main thread bounds the wait and closes this stream
-            self._resp = self.api.core.read_namespaced_pod_log(
-                self.pod, self.namespace, container=CONTAINER_NAME, follow=True, _preload_content=False
-            )
-            for chunk in self._resp.stream(65536, decode_content=True):
-                if chunk:
-                    self.emit(chunk)
-            if not self._closed.is_set():
-                pod = self.api.call("read pod", self.api.core.read_namespaced_pod, self.pod, self.namespace, ok404=True)
-                self.complete = pod is None or "terminated" in (_container_status(pod).get("state") or {})
-        except Exception as exc:
-            if not self._closed.is_set():
-                self.error = f"{type(exc).__name__}: {_short(exc)}"
-                if os.environ.get("CUBERUN_DEBUG") == "1":
-                    warn(f"following the log of pod {self.pod} failed: {self.error}")
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        resp = self._resp
-        if resp is not None:
-            try:
-                resp.release_conn()
-            except Exception:
-                pass
-
-    def close(self) -> None:
-        self._closed.set()
-        resp = self._resp
-        if resp is not None:
-            try:
-                resp.close()
-            except Exception:
-                pass
-
-    def catch_up(self) -> None:
-        """After the container ended: print what the stream did not deliver."""
-        try:
-            resp = self.api.core.read_namespaced_pod_log(
-                self.pod, self.namespace, container=CONTAINER_NAME, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-            )
-            data = bytes(resp.data or b"")
-        except Exception as exc:
-            warn(f"cannot read the log of pod {self.pod}: {_short(exc)}")
-            return
-        if len(data) > self.written:
-            self.emit(data[self.written :])
 
 
 # -- the runner -------------------------------------------------------------------------------------

@@ -33,15 +33,9 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 from cuberun.console import say, warn
 from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, TaskFailed, UsageError
 from cuberun.runners.base import Step
-from cuberun.runners.k8s import (
-    PULL_POLICIES,
-    Cancelled,
-    KubernetesRunner,
-    _check_cancel,
-    cancellable_sleep,
-    dns_label,
-    unique_suffix,
-)
+from cuberun.runners.k8s import KubernetesRunner
+from cuberun.runners.k8s_api import Cancelled, _check_cancel, cancellable_sleep
+from cuberun.runners.k8s_manifests import PULL_POLICIES, dns_label, unique_suffix
 from cuberun.schema import Field
 
 if TYPE_CHECKING:
