@@ -115,8 +115,9 @@ INSTALL_EXCLUDES = (
     "/.benchmarks/",
 )
 
-# The remote side of a run: record the pid (for Ctrl-C), then become the remote cuberun.
-RUN_WRAPPER = 'mkdir -p -- "${1%/*}" && echo $$ > "$1" && shift && exec "$@"'
+# The remote side of a run: record the pid (for Ctrl-C), then become the remote cuberun, which
+# stops the task when its stdin (kept open by this side) ends: the connection is gone.
+RUN_WRAPPER = 'mkdir -p -- "${1%/*}" && echo $$ > "$1" && shift && export CUBERUN_HANGUP_ON_STDIN_EOF=1 && exec "$@"'
 CANCEL_SCRIPT = 'kill -INT "$(cat -- "$1")" 2>/dev/null'
 PROBE_SCRIPT = 'command -v "$1" >/dev/null 2>&1'
 INSTALLED_SCRIPT = 'test -x "$1/bin/cuberun" && cat -- "$1/' + INSTALL_MARKER + '"'
@@ -642,9 +643,20 @@ class SSHRunner(Runner):
         problem = ssh_problem(text, where, self.test_command())
         if problem is None and direction is not None:
             problem = rsync_problem(text, returncode, where, direction)
+            if problem is None and returncode == 12 and not self._remote_rsync_present():
+                # the remote shell's "not found" races rsync's own protocol error: ask directly
+                problem = rsync_problem("rsync: command not found", 127, where, direction)
         if problem is not None:
             return BackendError(problem.message, problem.hint)
         return BackendError(f"{fallback}: {_last_line(text)}", hint)
+
+    def _remote_rsync_present(self) -> bool:
+        path = str(self.config.get("rsync_path") or "rsync")
+        try:
+            result = self._capture(self.ssh_argv(["/bin/sh", "-c", PROBE_SCRIPT, "sh", path]))
+        except BackendError:
+            return True  # cannot tell: keep rsync's own message
+        return result.returncode != 1
 
     def _capture(self, argv: Sequence[str], timeout: float = PROBE_TIMEOUT) -> Captured:
         from cuberun.process import capture
@@ -872,7 +884,7 @@ class SSHRunner(Runner):
         return exit_code in (126, 127) and not self._remote_has_cuberun()
 
     def run(self, task: ResolvedTask, log_path: str) -> Outcome:
-        from cuberun.process import Outcome, stream
+        from cuberun.process import STDIN_OPEN, Outcome, stream
 
         started = time.monotonic()
         self._ensure_connection()
@@ -900,7 +912,8 @@ class SSHRunner(Runner):
         with open(log_path, "ab") as log:
             for attempt in (1, 2):
                 sink = _Sink(out)
-                outcome = stream(self.ssh_argv(remote), log=log, echo=sink.io(), on_cancel=on_cancel)
+                # stdin stays open (nothing is written): its end tells the remote cuberun we are gone
+                outcome = stream(self.ssh_argv(remote), log=log, echo=sink.io(), on_cancel=on_cancel, stdin=STDIN_OPEN)
                 if outcome.interrupted or outcome.exit_code not in (126, 127) or not self._cuberun_missing_after(outcome.exit_code):
                     break
                 if self.mode != "venv" or attempt == 2:
@@ -910,6 +923,7 @@ class SSHRunner(Runner):
             problem = ssh_problem("\n".join(sink.text().splitlines()[-3:]), t.where(), self.test_command())
             if problem is not None:
                 raise BackendError(problem.message, problem.hint)
+            self._check_still_connected(task)
         match = RUN_ID.search(bytes(sink.head))
         remote_run_id = match.group(1).decode() if match else None
         details["run_id"] = remote_run_id
@@ -928,6 +942,20 @@ class SSHRunner(Runner):
             reason = f"failed with exit code {outcome.exit_code} on {t.host} (remote run {remote_run_id or '?'}; log {log_path})"
         return Outcome(outcome.exit_code, time.monotonic() - started, outcome.interrupted, outcome.signal, outcome.received, reason,
                        {"remote": details})
+
+    def _check_still_connected(self, task: ResolvedTask) -> None:
+        """ssh exited 255 without saying why: the task's own exit code, or the connection broke
+        mid-run (sshd killed, network down)? Reconnecting tells them apart."""
+        t = self.target
+        probe = self._capture([*self.ssh_base(control=False), "--", t.host, "true"], timeout=(t.connect_timeout or 30) + 15)
+        if probe.returncode == 0:
+            return
+        problem = ssh_problem(probe.stderr, t.where(), self.test_command())
+        now = problem.message if problem is not None else _last_line(probe.stderr)
+        raise BackendError(
+            f"lost the connection to {t.where()} while task '{task.name}' was running (ssh exit 255; reconnecting: {now})",
+            f"the remote cuberun stops the task when its session ends; check sshd and the network there, then run again; try: {self.test_command()}",
+        )
 
     @staticmethod
     def _adopt_record(plan: Plan, remote_run_id: str, log_path: str) -> str | None:
