@@ -23,10 +23,10 @@ import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from cuberun.errors import UsageError
+from cuberun.valueclass import dataclass, field
 
 PREFIX = "ai.backend."
 KERNELSPEC = "ai.backend.kernelspec"

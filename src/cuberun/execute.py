@@ -5,16 +5,16 @@ Backend-agnostic: it only talks to the Runner interface.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cuberun.console import say
 from cuberun.errors import CuberunError, Issue, SpecError, TaskFailed
 from cuberun.runners.base import Runner, RunOptions, Step
 from cuberun.spec.model import Cube
+from cuberun.valueclass import dataclass, field
+from cuberun.valueclass import replace as replace_fields
 
 if TYPE_CHECKING:
     from cuberun.process import Outcome
@@ -60,7 +60,7 @@ def make_runner(cube: Cube, platform: str | None, options: RunOptions, overrides
     except InterpolationError as exc:
         raise SpecError([Issue(exc.message, origin if origin != "built-in" else str(cube.file), key=f"platforms.{name}", hint=exc.hint)]) from None
     if not options.config_overrides:
-        options = dataclasses.replace(options, config_overrides=tuple(o for o in overrides if not o.startswith("runner.")))
+        options = replace_fields(options, config_overrides=tuple(o for o in overrides if not o.startswith("runner.")))
     return runner_cls(cube, config, name, options)
 
 
@@ -280,7 +280,7 @@ def _variant_runner(cube: Cube, runner: Runner, variant: Any) -> Runner:
 
     base = [*runner.options.config_overrides, *variant.params]
     vcube = build_cube(cube.doc, cube.file, workspace=cube.workspace, overrides=base)
-    return make_runner(vcube, runner.platform, dataclasses.replace(runner.options, config_overrides=tuple(base)), base)
+    return make_runner(vcube, runner.platform, replace_fields(runner.options, config_overrides=tuple(base)), base)
 
 
 def _as_array(runner: Runner, variants: Sequence[Any]) -> bool:
@@ -528,5 +528,8 @@ def _finish_run(rt: Any, record: RunRecord, steps: list[Step], outcome: Outcome)
         extra["reason"] = outcome.reason
     if outcome.details:
         extra["details"] = dict(outcome.details)
-    record.finish(status, outcome.exit_code, elapsed_s=round(outcome.elapsed, 4), signal=outcome.signal, **extra)
+    try:
+        record.finish(status, outcome.exit_code, elapsed_s=round(outcome.elapsed, 4), signal=outcome.signal, **extra)
+    except OSError as exc:  # e.g. the task filled the disk: its outcome still decides the exit code
+        say(f"warning: cannot finish the run record {record.path}: {exc.strerror}")
     return TaskResult(rt.name, outcome.exit_code, record.run_id, status, steps, outcome.reason)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cuberun.valueclass import dataclass, field
 
 CHUNK = 1 << 20
 Stat = tuple[int, int, int]  # size, mtime_ns, inode

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from cuberun.errors import UsageError
+from cuberun.valueclass import dataclass
 
 _DEVICE = re.compile(r"^device=([A-Za-z0-9-]+(,[A-Za-z0-9-]+)*)$")
 

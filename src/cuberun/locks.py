@@ -43,9 +43,11 @@ def output_locks(workspace: Path, paths: Sequence[str], owner: dict[str, str]) -
                 raise BusyError(f"output {path} is in use by another cuberun run ({who})", "wait for it to finish, or use another --workspace") from None
             fh.seek(0)
             fh.truncate()
-            fh.write(json.dumps({**owner, "pid": str(os.getpid()), "path": path}))
-            fh.flush()
             held.append(fh)
+            try:  # unbuffered: a full disk fails here, naming the file, and leaves nothing to flush later
+                os.write(fh.fileno(), json.dumps({**owner, "pid": str(os.getpid()), "path": path}).encode())
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, str(folder / name)) from None
         yield
     finally:
         for lock in reversed(held):

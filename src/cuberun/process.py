@@ -8,6 +8,7 @@ Argument lists only: nothing here ever goes through a shell.
 
 from __future__ import annotations
 
+import io
 import os
 import select
 import signal
@@ -17,12 +18,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import FrameType
 from typing import IO, Any
 
+from cuberun.valueclass import dataclass
+
 GRACE_INTERRUPT = float(os.environ.get("CUBERUN_GRACE_INTERRUPT", "5"))
 GRACE_TERMINATE = float(os.environ.get("CUBERUN_GRACE_TERMINATE", "5"))
+# Set by the ssh runner's remote command, whose ssh session keeps our stdin open and writes
+# nothing to it: end of file there means the connection to the caller is gone (sshd died, the
+# network broke, the local cuberun was killed), handled like a hangup so the task is stopped
+# instead of running on unreachable. Removed at import (before any child starts: this module
+# starts them all), so no task or nested cuberun inherits it.
+HANGUP_ON_STDIN_EOF = "CUBERUN_HANGUP_ON_STDIN_EOF"
+_WATCH_STDIN = [os.environ.pop(HANGUP_ON_STDIN_EOF, "") == "1"]
+STDIN_OPEN = subprocess.PIPE  # stream(stdin=STDIN_OPEN): a pipe kept open with nothing written, closed at the end
 
 
 @dataclass(frozen=True)
@@ -224,10 +234,14 @@ def _stream(
     try:
         exited_at: float | None = None
         while True:
+            watched = [fd, 0] if _WATCH_STDIN[0] else [fd]
             try:
-                ready, _, _ = select.select([fd], [], [], 0.1)
+                ready, _, _ = select.select(watched, [], [], 0.1)
             except InterruptedError:
                 ready = []
+            if 0 in ready and fd not in ready:
+                _check_hangup()
+                continue
             if ready:
                 try:
                     chunk = os.read(fd, 65536)
@@ -257,6 +271,8 @@ def _stream(
             _signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
         proc.stdout.close()
+        if proc.stdin is not None:
+            proc.stdin.close()
         with CANCEL.lock:
             CANCEL.active.pop(proc.pid, None)
             CANCEL.groups.discard(proc.pid)
@@ -270,13 +286,32 @@ def _stream(
     return Outcome(exit_code_of(returncode), elapsed, signal=killed_by)
 
 
+def _check_hangup() -> None:
+    """Our stdin is readable: end of file (or an error) means the caller is gone."""
+    try:
+        data = os.read(0, 4096)
+    except OSError:
+        data = b""
+    if not data and _WATCH_STDIN[0]:
+        _WATCH_STDIN[0] = False
+        CANCEL.handler(signal.SIGHUP, None)
+
+
 def _write(stream: IO[bytes] | None, data: bytes) -> None:
+    """Best effort: a closed pipe, or a full disk under the log, never stops the task. A real file
+    is written unbuffered, so a failed write leaves nothing for its close() to flush (and fail) later."""
     if stream is None:
         return
     try:
-        stream.write(data)
-        stream.flush()
-    except (BrokenPipeError, ValueError):
+        if isinstance(stream, io.BufferedWriter):
+            stream.flush()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(stream.fileno(), view) :]
+        else:
+            stream.write(data)
+            stream.flush()
+    except (OSError, ValueError):
         pass
 
 

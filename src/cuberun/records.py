@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cuberun import __version__
+from cuberun.valueclass import dataclass
 
 RUNS_DIR = Path(".cuberun") / "runs"
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|PASSWD|PWD|CREDENTIAL|AUTH)", re.IGNORECASE)
@@ -48,9 +49,32 @@ class RunRecord:
         return str(self.data["run_id"])
 
     def save(self) -> None:
+        data = (json.dumps(self.data, indent=2, sort_keys=False) + "\n").encode("utf-8")
         tmp = self.path.with_name(f".record.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and self._overwrite(data):
+                return
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
+
+    def _overwrite(self, data: bytes) -> bool:
+        """The file system is full (a task filled it): write the record over the old one in place,
+        when the blocks the old one holds are enough, so the record still says how the run ended."""
+        try:
+            if len(data) > os.stat(self.path).st_blocks * 512:
+                return False
+            with open(self.path, "r+b") as fh:
+                fh.write(data)
+                fh.truncate()
+        except OSError:
+            return False
+        return True
 
     def finish(self, status: str, exit_code: int | None, **extra: Any) -> None:
         self.data["status"] = status

@@ -11,13 +11,13 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from cuberun import __version__
 from cuberun.records import list_runs
+from cuberun.valueclass import dataclass, field
 
 STATUS_COLORS = {
     "succeeded": "#2e7d32",

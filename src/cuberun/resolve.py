@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cuberun.errors import Issue, SpecError, UsageError
 from cuberun.hints import did_you_mean
 from cuberun.spec.model import DIRECTORY, FILE, INPUT, OUTPUT, UNKNOWN, Cube, Task
+from cuberun.valueclass import dataclass, field
 
 CONTAINER_PREFIX = "/mlcube_io"
 

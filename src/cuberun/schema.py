@@ -7,11 +7,11 @@ section is checked the same way and every problem gets a key path and a position
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from cuberun.errors import Issue
 from cuberun.hints import did_you_mean
+from cuberun.valueclass import dataclass
 from cuberun.yamlio import Document, KeyPath
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a mapping", list: "a list"}

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cuberun.errors import Issue, SpecError, UsageError
 from cuberun.hints import did_you_mean
+from cuberun.valueclass import dataclass, field
 
 DEFAULT_PLATFORM = "local"
 

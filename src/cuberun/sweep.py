@@ -13,13 +13,13 @@ import itertools
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cuberun.errors import UsageError
 from cuberun.resolve import expand_path
 from cuberun.spec.model import Cube, Task
+from cuberun.valueclass import dataclass
 
 SWEEPS_DIR = "sweeps"
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cuberun.fingerprint import Fingerprint, HashCache, diff_summary, fingerprint
 from cuberun.resolve import ResolvedTask
+from cuberun.valueclass import dataclass, field
 
 STATE_DIR = Path(".cuberun") / "state"
 VERSION = 1

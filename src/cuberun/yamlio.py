@@ -8,11 +8,11 @@ position instead of parser tracebacks.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cuberun.errors import Issue, SpecError
+from cuberun.valueclass import dataclass, field
 
 MAX_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64

@@ -54,7 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
-        print(f"cuberun: internal error: {type(exc).__name__}: {exc}. Hint: re-run with --debug and report it", file=sys.stderr)
+        if isinstance(exc, OSError) and exc.errno in (28, 122):  # ENOSPC, EDQUOT: cuberun's own files (records, locks, state)
+            where = f" {exc.filename}" if exc.filename else ""
+            print(f"cuberun: error: cannot write{where}: {exc.strerror}. Hint: free space on that file system (df -h), "
+                  "or choose another --workspace", file=sys.stderr)
+        else:
+            print(f"cuberun: internal error: {type(exc).__name__}: {exc}. Hint: re-run with --debug and report it", file=sys.stderr)
         code = EXIT_FAILURE
     try:
         sys.stdout.flush()

@@ -57,7 +57,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
@@ -65,6 +64,7 @@ from cuberun.console import say
 from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, UsageError
 from cuberun.runners.base import Runner, Step
 from cuberun.schema import Field
+from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
     from cuberun.process import Captured, Outcome

@@ -5,8 +5,9 @@ from __future__ import annotations
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
     from cuberun.process import Outcome

@@ -48,7 +48,6 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -56,6 +55,7 @@ from cuberun.errors import BackendError, BusyError, CuberunError, Issue, RunnerU
 from cuberun.runners.argv import tokens as as_tokens
 from cuberun.runners.base import Runner, Step
 from cuberun.schema import Field
+from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
     import tarfile

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import posixpath
 import shlex
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from cuberun.valueclass import dataclass, field
 
 
 @dataclass

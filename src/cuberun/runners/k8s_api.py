@@ -7,12 +7,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from cuberun.console import warn
 from cuberun.errors import BackendError, RunnerUnavailable
 from cuberun.runners.k8s_manifests import CONTAINER_NAME, REQUEST_TIMEOUT
+from cuberun.valueclass import dataclass
 
 if TYPE_CHECKING:
     pass

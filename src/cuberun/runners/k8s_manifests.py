@@ -6,11 +6,11 @@ import re
 import secrets
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cuberun.errors import UsageError
 from cuberun.runners.base import Step
+from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
     pass

@@ -26,7 +26,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
@@ -37,6 +36,7 @@ from cuberun.runners.k8s import KubernetesRunner
 from cuberun.runners.k8s_api import Cancelled, _check_cancel, cancellable_sleep
 from cuberun.runners.k8s_manifests import PULL_POLICIES, dns_label, unique_suffix
 from cuberun.schema import Field
+from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
     from cuberun.process import Outcome

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import SpecError, UsageError
 from cuberun.runners.base import Runner, Step
 from cuberun.schema import Field
+from cuberun.valueclass import dataclass
 
 if TYPE_CHECKING:
     from cuberun.process import Outcome

@@ -9,10 +9,10 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from cuberun.errors import BackendError
+from cuberun.valueclass import dataclass
 
 MARKER = ".cuberun-env.json"
 

@@ -40,7 +40,6 @@ import os
 import re
 import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -49,6 +48,7 @@ from cuberun.runners.argv import env_value, program_name, uses_sudo
 from cuberun.runners.argv import tokens as as_tokens
 from cuberun.runners.base import Runner, Step
 from cuberun.schema import Field
+from cuberun.valueclass import dataclass
 
 if TYPE_CHECKING:
     from cuberun.gpus import GpuRequest

@@ -39,7 +39,6 @@ Exit codes (the Outcome's exit code; execute turns a non-zero one into TaskFaile
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 import os
@@ -57,6 +56,7 @@ from cuberun.errors import EXIT_BACKEND, BackendError, CuberunError, RunnerUnava
 from cuberun.locks import HELD_BY_PARENT_ENV
 from cuberun.runners.base import Runner, Step
 from cuberun.schema import Field
+from cuberun.valueclass import replace as replace_fields
 
 if TYPE_CHECKING:
     from cuberun.process import Captured, Outcome
@@ -936,10 +936,10 @@ def _search_jobcomp(path: str, job_id: str, window: int = 4 << 20) -> JobInfo | 
         if f"ArrayJobId={array_id} " in line:
             info = parse_job_line(line, source="jobcomp")
             if info is not None and index.isdigit() and int(index) in expand_task_ids(info.fields.get("ArrayTaskId", "")):
-                return dataclasses.replace(info, job_id=job_id)
+                return replace_fields(info, job_id=job_id)
         elif shared is None and line.startswith(f"JobId={array_id} "):
             shared = parse_job_line(line, source="jobcomp")
-    return dataclasses.replace(shared, job_id=job_id) if shared is not None else None
+    return replace_fields(shared, job_id=job_id) if shared is not None else None
 
 
 def _read_head_tail(path: str, size: int = 65536) -> tuple[str, str]:

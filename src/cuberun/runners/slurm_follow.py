@@ -8,10 +8,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from cuberun.errors import BackendError
+from cuberun.valueclass import dataclass
 
 if TYPE_CHECKING:
     pass

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
 import shlex
 import signal
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cuberun.errors import EXIT_BACKEND, UsageError
 from cuberun.runners.base import Step
+from cuberun.valueclass import dataclass, field
+from cuberun.valueclass import replace as replace_fields
 
 if TYPE_CHECKING:
     pass
@@ -171,7 +171,7 @@ def array_elements(text: str, array_id: str) -> dict[int, JobInfo]:
         if info is None or info.fields.get("ArrayJobId") != array_id:
             continue
         for index in expand_task_ids(info.fields.get("ArrayTaskId", "")):
-            found[index] = dataclasses.replace(info, job_id=f"{array_id}_{index}")
+            found[index] = replace_fields(info, job_id=f"{array_id}_{index}")
     return found
 
 

@@ -28,7 +28,6 @@ remote cuberun expands $VARS in parameter values once more, like any cuberun inv
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -46,6 +45,7 @@ from cuberun.errors import BackendError, UsageError
 from cuberun.runners.base import Runner, Step
 from cuberun.runners.ssh_sync import CONTROL_DIR_ENV
 from cuberun.schema import Field
+from cuberun.valueclass import replace as replace_fields
 
 if TYPE_CHECKING:
     from cuberun.process import Captured, Outcome
@@ -693,7 +693,7 @@ class SSHRunner(Runner):
 
         if st is None or not stat_mod.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
             print(f"cuberun: warning: {path} is not a private directory of this user; not sharing ssh connections", file=sys.stderr)
-            self._target = dataclasses.replace(self.target, multiplex=False)
+            self._target = replace_fields(self.target, multiplex=False)
             return False
         return True
 
@@ -926,6 +926,12 @@ class SSHRunner(Runner):
             self._check_still_connected(task)
         match = RUN_ID.search(bytes(sink.head))
         remote_run_id = match.group(1).decode() if match else None
+        if remote_run_id is None and outcome.exit_code != 0 and not outcome.interrupted:
+            # the remote cuberun failed before it started the task (it names the run when it does)
+            errors = [ln.strip()[len("cuberun: error: "):] for ln in sink.text().splitlines() if ln.strip().startswith("cuberun: error: ")]
+            why = errors[-1] if errors else _last_line(sink.text())
+            raise BackendError(f"the remote cuberun on {t.host} stopped before task '{task.name}' ran (exit {outcome.exit_code}): {why}",
+                               exit_code=outcome.exit_code)
         details["run_id"] = remote_run_id
         details["exit_code"] = outcome.exit_code
         details["remote_seconds"] = round(outcome.elapsed, 3)

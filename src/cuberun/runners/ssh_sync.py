@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, cast
+
+from cuberun.valueclass import dataclass
 
 if TYPE_CHECKING:
     pass

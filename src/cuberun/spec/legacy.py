@@ -27,13 +27,13 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from cuberun.errors import Issue, SpecError, UsageError
 from cuberun.hints import did_you_mean
 from cuberun.spec.model import DIRECTORY, FILE, INPUT, OUTPUT
+from cuberun.valueclass import dataclass, field
 from cuberun.yamlio import Document, KeyPath
 
 if TYPE_CHECKING:

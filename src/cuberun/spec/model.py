@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cuberun.errors import Issue, SpecError
+from cuberun.valueclass import dataclass, field
 from cuberun.yamlio import Document, KeyPath
 
 INPUT = "input"
