@@ -684,7 +684,15 @@ def wait_idle(deadline: float, threshold: float) -> None:
         print(f"run.py: still busy (load average {load:.2f}); measuring anyway", file=sys.stderr)
 
 
+def _register_more() -> None:
+    """benchmarks/more.py registers the reproducibility, SSH and Slurm benchmarks."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.modules.setdefault("run", sys.modules[__name__])
+    import more  # noqa: F401
+
+
 def main(argv: list[str] | None = None) -> int:
+    _register_more()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=int, default=10, help="timed runs per command (default 10; median and min reported)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks (see --list)")
