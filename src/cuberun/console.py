@@ -13,7 +13,7 @@ def say(message: str) -> None:
         try:
             sys.stderr.write(f"cuberun: {message}\n")
             sys.stderr.flush()
-        except (BrokenPipeError, ValueError):
+        except (OSError, ValueError):  # a closed pipe, a full disk under a log: never stops a run
             pass
 
 

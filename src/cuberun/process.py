@@ -249,8 +249,8 @@ def _stream(
                     continue
                 if not chunk:
                     break
-                _write(out, chunk)
-                _write(log, chunk)
+                write_best_effort(out, chunk)
+                write_best_effort(log, chunk)
                 continue
             if CANCEL.requested:
                 waited = time.monotonic() - CANCEL.at
@@ -297,7 +297,7 @@ def _check_hangup() -> None:
         CANCEL.handler(signal.SIGHUP, None)
 
 
-def _write(stream: IO[bytes] | None, data: bytes) -> None:
+def write_best_effort(stream: IO[bytes] | None, data: bytes) -> None:
     """Best effort: a closed pipe, or a full disk under the log, never stops the task. A real file
     is written unbuffered, so a failed write leaves nothing for its close() to flush (and fail) later."""
     if stream is None:

@@ -18,6 +18,8 @@ from cuberun.valueclass import dataclass
 RUNS_DIR = Path(".cuberun") / "runs"
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|PASSWD|PWD|CREDENTIAL|AUTH)", re.IGNORECASE)
 REDACTED = "***"
+RESERVE_NAME = ".reserved-space"  # in a running run's folder: freed to finish its record on a full disk
+RESERVE_BYTES = 64 * 1024
 
 
 def redact_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -50,28 +52,62 @@ class RunRecord:
 
     def save(self) -> None:
         data = (json.dumps(self.data, indent=2, sort_keys=False) + "\n").encode("utf-8")
+        try:
+            self._replace(data)
+        except OSError as exc:
+            # a full disk (a task filled it): use the space held for this moment, else write in place
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and ((self.release_reserve() and self._try_replace(data)) or self._overwrite(data)):
+                return
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
+
+    def _replace(self, data: bytes) -> None:
+        """Atomically: a new file, renamed over the old one."""
         tmp = self.path.with_name(f".record.{os.getpid()}.tmp")
         try:
             tmp.write_bytes(data)
             os.replace(tmp, self.path)
-        except OSError as exc:
+        except OSError:
             try:
                 tmp.unlink()
             except OSError:
                 pass
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and self._overwrite(data):
-                return
-            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
+            raise
+
+    def _try_replace(self, data: bytes) -> bool:
+        try:
+            self._replace(data)
+        except OSError:
+            return False
+        return True
 
     def _overwrite(self, data: bytes) -> bool:
-        """The file system is full (a task filled it): write the record over the old one in place,
-        when the blocks the old one holds are enough, so the record still says how the run ended."""
+        """Write the record over the old one in place, when the blocks it holds are enough."""
         try:
             if len(data) > os.stat(self.path).st_blocks * 512:
                 return False
             with open(self.path, "r+b") as fh:
                 fh.write(data)
                 fh.truncate()
+        except OSError:
+            return False
+        return True
+
+    def reserve(self, size: int = RESERVE_BYTES) -> None:
+        """Hold some disk space while the run runs, so that its record can still be finished when
+        the task fills the disk (best effort: nothing is held when there is no room now)."""
+        path = self.path.with_name(RESERVE_NAME)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, bytes(size))
+            finally:
+                os.close(fd)
+        except OSError:
+            self.release_reserve()
+
+    def release_reserve(self) -> bool:
+        try:
+            self.path.with_name(RESERVE_NAME).unlink()
         except OSError:
             return False
         return True
@@ -85,7 +121,10 @@ class RunRecord:
             self.data["duration_s"] = round(time.time() - start, 4)
         self.data.update(extra)
         self.data.pop("_t0", None)
-        self.save()
+        try:
+            self.save()
+        finally:
+            self.release_reserve()
 
 
 def start_record(workspace: Path, fields: dict[str, Any]) -> RunRecord:
@@ -110,6 +149,7 @@ def start_record(workspace: Path, fields: dict[str, Any]) -> RunRecord:
         data["nested"] = True  # written by the cuberun inside a batch job; the submitting run has its own record
     record = RunRecord(folder / "record.json", data)
     record.save()
+    record.reserve()
     data["_t0"] = time.time()
     return record
 

@@ -122,7 +122,84 @@ def parse(text: str, file: str) -> Document:
 
 
 def load(path: Path, what: str = "file") -> Document:
-    return parse(read_text(path, what), str(path))
+    """Parse a YAML file, through a cache of parsed documents keyed by the file's identity
+    (size, mtime, inode): a repeated command skips importing and running the YAML parser."""
+    cached = _cache_get(path)
+    if cached is not None:
+        return cached
+    doc = parse(read_text(path, what), str(path))
+    _cache_put(path, doc)
+    return doc
+
+
+_CACHE_VERSION = 1
+
+
+def _cache_file(path: Path) -> Path | None:
+    if os.environ.get("CUBERUN_NO_PARSE_CACHE"):
+        return None
+    import hashlib
+
+    base = os.environ.get("CUBERUN_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "cuberun")
+    name = hashlib.sha256(os.path.abspath(path).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return Path(base) / "parsed" / f"{name}.json"
+
+
+def _identity(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+def _cache_get(path: Path) -> Document | None:
+    import json
+
+    cache = _cache_file(path)
+    ident = _identity(path)
+    if cache is None or ident is None:
+        return None
+    try:
+        entry = json.loads(cache.read_text(encoding="utf-8"))
+        if entry.get("v") != _CACHE_VERSION or entry.get("id") != ident or entry.get("file") != str(path):
+            return None
+        doc = Document(file=str(path), data=entry["data"])
+        doc.key_marks = {tuple(k): (line, col) for k, line, col in entry["key_marks"]}
+        doc.value_marks = {tuple(k): (line, col) for k, line, col in entry["value_marks"]}
+        doc.raw_scalars = {tuple(k): raw for k, raw in entry["raw_scalars"]}
+        return doc
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _cache_put(path: Path, doc: Document) -> None:
+    import json
+
+    cache = _cache_file(path)
+    ident = _identity(path)
+    if cache is None or ident is None:
+        return
+    entry = {
+        "v": _CACHE_VERSION,
+        "id": ident,
+        "file": str(path),
+        "data": doc.data,
+        "key_marks": [[list(k), line, col] for k, (line, col) in doc.key_marks.items()],
+        "value_marks": [[list(k), line, col] for k, (line, col) in doc.value_marks.items()],
+        "raw_scalars": [[list(k), raw] for k, raw in doc.raw_scalars.items()],
+    }
+    try:
+        text = json.dumps(entry, allow_nan=False)
+        if json.loads(text)["data"] != doc.data:
+            return  # something YAML has and JSON has not (dates, tuples): no cache for this file
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, cache)
+    except (OSError, TypeError, ValueError):
+        return
 
 
 def _convert(loader: Any, node: Any, path: KeyPath, doc: Document, depth: int) -> Any:

@@ -12,6 +12,14 @@ def _debug_enabled(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("CUBERUN_DEBUG") == "1"
 
 
+def _stderr(text: str) -> None:
+    """One message on stderr; a closed pipe or a full disk under it never changes the exit code."""
+    try:
+        print(text, file=sys.stderr)
+    except OSError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     import click
 
@@ -28,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
 
             traceback.print_exc()
         for line in exc.lines():
-            print(f"cuberun: error: {line}", file=sys.stderr)
+            _stderr(f"cuberun: error: {line}")
         code = exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:  # type: ignore[attr-defined,unused-ignore]
         print(exc.ctx.get_help() if exc.ctx else str(exc))
@@ -36,18 +44,18 @@ def main(argv: list[str] | None = None) -> None:
     except click.UsageError as exc:
         cmd = exc.ctx.command_path if exc.ctx else "cuberun"
         message = exc.format_message().rstrip(".")
-        print(f"cuberun: error: {message}. Hint: see '{cmd} --help'", file=sys.stderr)
+        _stderr(f"cuberun: error: {message}. Hint: see '{cmd} --help'")
         code = EXIT_USAGE
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.Abort:
-        print("cuberun: interrupted", file=sys.stderr)
+        _stderr("cuberun: interrupted")
         code = 130
     except click.ClickException as exc:
-        print(f"cuberun: error: {exc.format_message()}", file=sys.stderr)
+        _stderr(f"cuberun: error: {exc.format_message()}")
         code = exc.exit_code
     except KeyboardInterrupt:
-        print("cuberun: interrupted", file=sys.stderr)
+        _stderr("cuberun: interrupted")
         code = 130
     except BrokenPipeError:
         code = 0
@@ -56,13 +64,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         if isinstance(exc, OSError) and exc.errno in (28, 122):  # ENOSPC, EDQUOT: cuberun's own files (records, locks, state)
             where = f" {exc.filename}" if exc.filename else ""
-            print(f"cuberun: error: cannot write{where}: {exc.strerror}. Hint: free space on that file system (df -h), "
-                  "or choose another --workspace", file=sys.stderr)
+            _stderr(f"cuberun: error: cannot write{where}: {exc.strerror}. Hint: free space on that file system (df -h), "
+                    "or choose another --workspace")
         else:
-            print(f"cuberun: internal error: {type(exc).__name__}: {exc}. Hint: re-run with --debug and report it", file=sys.stderr)
+            _stderr(f"cuberun: internal error: {type(exc).__name__}: {exc}. Hint: re-run with --debug and report it")
         code = EXIT_FAILURE
     try:
         sys.stdout.flush()
-    except BrokenPipeError:
+    except OSError:  # a closed pipe, a full disk
         pass
     sys.exit(code)

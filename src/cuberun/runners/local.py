@@ -58,8 +58,6 @@ class LocalRunner(Runner):
         return self._launch
 
     def _plan_launch(self) -> Launch:
-        from cuberun.runners.pyenv import EnvSpec
-
         root = self.cube.root
         cfg = self.config
         notes: list[str] = []
@@ -89,6 +87,8 @@ class LocalRunner(Runner):
         mode = cfg.get("env") or "managed"
         env: EnvSpec | None = None
         if mode == "managed" and (requirements or packages):
+            from cuberun.runners.pyenv import EnvSpec
+
             env = EnvSpec(str(cfg.get("python") or sys.executable), tuple(requirements), tuple(packages))
         return Launch(tokens, workdir, env, notes, no_command)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,6 +84,7 @@ def _python_version(python: str) -> str:
 def ensure(spec: EnvSpec, log: Sequence[object] = ()) -> Path:
     """Create the env if it is missing (under a lock, so parallel runs build it once)."""
     import fcntl
+    import shutil
 
     from cuberun.process import stream
 

@@ -97,13 +97,9 @@ def _finish_tails(tails: Sequence[_LogTail]) -> None:
 
 
 def _write(sink: _Sink | None, data: bytes) -> None:
-    if sink is None:
-        return
-    try:
-        sink.write(data)
-        sink.flush()
-    except (BrokenPipeError, ValueError):
-        pass
+    from cuberun.process import write_best_effort  # a closed pipe or a full disk never stops the following
+
+    write_best_effort(sink, data)  # type: ignore[arg-type]
 
 
 @contextmanager
