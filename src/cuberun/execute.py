@@ -426,7 +426,6 @@ def seed_workspace(cube: Cube, names: Sequence[str], overrides: dict[str, str], 
     workspace, and is not an output of any task. Returns the target paths (copied or, on a dry
     run, to be copied)."""
     import os
-    import shutil
 
     default_ws = cube.root / "workspace"
     if os.path.realpath(cube.workspace) == os.path.realpath(default_ws):
@@ -448,6 +447,8 @@ def seed_workspace(cube: Cube, names: Sequence[str], overrides: dict[str, str], 
                 print(f"# would copy {src} to {dst}")
                 continue
             dst.parent.mkdir(parents=True, exist_ok=True)
+            import shutil
+
             if src.is_dir():
                 shutil.copytree(src, dst)
             else:

@@ -132,7 +132,6 @@ class LocalRunner(Runner):
 
     def configure(self) -> None:
         from cuberun.console import say
-        from cuberun.runners import pyenv
 
         launch = self.launch()
         for note in launch.notes:
@@ -140,6 +139,8 @@ class LocalRunner(Runner):
                 continue
             say(note)
         if launch.env is not None:
+            from cuberun.runners import pyenv
+
             pyenv.ensure(launch.env)
 
     def _environment(self) -> dict[str, str]:
