@@ -32,6 +32,11 @@ GRACE_TERMINATE = float(os.environ.get("CUBERUN_GRACE_TERMINATE", "5"))
 # starts them all), so no task or nested cuberun inherits it.
 HANGUP_ON_STDIN_EOF = "CUBERUN_HANGUP_ON_STDIN_EOF"
 _WATCH_STDIN = [os.environ.pop(HANGUP_ON_STDIN_EOF, "") == "1"]
+if _WATCH_STDIN[0]:
+    try:
+        os.fstat(0)
+    except OSError:  # no stdin at all: nothing to watch
+        _WATCH_STDIN[0] = False
 STDIN_OPEN = subprocess.PIPE  # stream(stdin=STDIN_OPEN): a pipe kept open with nothing written, closed at the end
 
 

@@ -1,0 +1,1 @@
+"""Fault injection against every runner with a real backend here (issue 8, item 2)."""

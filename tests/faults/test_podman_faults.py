@@ -1,0 +1,116 @@
+"""Faults on the docker runner with Podman (`--platform=podman`) against the real Podman 4.3.
+
+The task crashes, is SIGKILLed, is OOM-killed under `--memory=64m`, is interrupted (SIGINT and
+SIGTERM to cuberun), fills a small tmpfs workspace; the workspace is full before the run.
+Podman has no daemon: the backend process of a run is the `podman run` client cuberun started
+(conmon keeps the container alive without it). "The backend dies mid-run" is that client killed
+with SIGKILL: cuberun must say so (not blame the task) and remove the container, conmon included.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.backends import backend_env, require_backend
+from tests.faults import helpers as h
+from tests.faults.containers import Engine, container_names, processes_in_cgroup
+
+pytestmark = pytest.mark.podman
+
+GRACE = {"CUBERUN_GRACE_INTERRUPT": "1", "CUBERUN_GRACE_TERMINATE": "1"}
+
+
+@pytest.fixture
+def podman(cli_env: dict[str, str], tmp_path: Path) -> Iterator[Engine]:
+    details = require_backend("podman")
+    env = {**cli_env, **backend_env("podman"), **GRACE}
+    env.pop("DOCKER_HOST", None)
+    engine = Engine("podman", str(details["base_image"]), env, tmp_path)
+    yield engine
+    engine.cleanup(tmp_path / "faults" / "workspace", [])
+
+
+@pytest.fixture
+def cube(podman: Engine, tmp_path: Path) -> Path:
+    return h.fault_cube(tmp_path, podman.sections())
+
+
+def test_task_crash_after_a_successful_run(podman: Engine, cube: Path) -> None:
+    line, record, _ = h.crash_after_success(podman, cube)
+    assert line.startswith(f"cuberun: error: task 'work' failed with exit code 3 (run {record['run_id']}; log ")
+    assert record["command"][:3] == ["podman", "run", "--rm"]
+
+
+def test_task_killed_by_sigkill_after_a_successful_run(podman: Engine, cube: Path) -> None:
+    line, record, _ = h.killed_from_outside_after_success(podman, cube, lambda _: podman.task_pid(cube / "workspace"), status=("error", "failed"))
+    assert line.startswith("cuberun: error: task 'work' was killed (SIGKILL, exit 137): possibly out of memory. Hint: raise --memory, ")
+
+
+def test_oom_kill_under_a_memory_limit(podman: Engine, cube: Path) -> None:
+    line, record, _ = h.killed_after_success(podman, cube, "--memory=64m", mode="hog 400", status=("error", "failed"))
+    assert line.startswith("cuberun: error: task 'work' was killed (SIGKILL, exit 137): possibly out of memory. Hint: raise --memory (now 64m)")
+    assert "--memory=64m" in record["command"]
+
+
+@pytest.mark.parametrize(("sig", "name"), [(signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")])
+def test_interrupt_removes_the_container(podman: Engine, cube: Path, sig: int, name: str) -> None:
+    ws = cube / "workspace"
+    line, record, gone = h.interrupted_after_success(podman, cube, sig, ready=lambda _: podman.remember_running(ws))
+    assert line.startswith(f"cuberun: error: task 'work' was interrupted (run {record['run_id']}; log ")
+    print(f"podman {name}: exit {128 + sig}, container and conmon gone {gone:.2f} s after the signal")
+
+
+def test_the_engine_client_dies_mid_run(podman: Engine, cube: Path) -> None:
+    ws = cube / "workspace"
+    podman.ok(cube)
+    before = h.completed(ws)
+    h.set_mode(ws, f"sleep {h.SLEEP_S}")
+    run = podman.start(cube, name="client-dies")
+    try:
+        run.wait_ready()
+        cid = podman.remember_running(ws)
+        name = container_names(ws)[-1]
+        [client] = [p for p in h.children(run.proc.pid) if h.cmdline(p).startswith("podman run ") and f"--name={name}" in h.cmdline(p)]
+        assert any("conmon" in line for _, line in h.processes_mentioning(name)), "no conmon for the container"
+        started = time.monotonic()
+        os.kill(client, signal.SIGKILL)  # the `podman run` this run started (parent and --name checked)
+        code = run.wait(60)
+        took = time.monotonic() - started
+        podman.assert_nothing_left(ws, timeout=15)
+    finally:
+        run.stop()
+        podman.cleanup(ws, [])
+    assert code == 125, f"exit {code}\n{run.stdout}\n{run.stderr}"
+    line = h.error_line(run.stderr)
+    assert line == ("cuberun: error: 'podman run' was killed by SIGKILL while task 'work' was running; its container was removed. "
+                    "Hint: the task did not fail by itself: find what killed the engine client, then run again"), line
+    record = h.records(ws, "podman")[-1]
+    h.check_record(record, "error", 125)
+    h.assert_completed_intact(ws, before)
+    assert not processes_in_cgroup(cid)
+    assert took < 10, f"cuberun took {took:.1f} s to clean up after the client died"
+    print(f"podman client killed: cuberun exited 125 after {took:.2f} s; container and conmon gone")
+
+
+@pytest.mark.slow
+def test_disk_fills_during_the_task(podman: Engine, cube: Path, tmp_path: Path) -> None:
+    reason = h.can_mount()
+    if reason:
+        pytest.skip(reason)
+    with h.tmpfs(tmp_path / "small-ws") as ws:
+        line, _ = h.disk_fills_during_the_task(podman, cube, ws)
+    assert line.startswith("cuberun: error: task 'work' failed with exit code 28 (run ")
+
+
+def test_workspace_full_before_the_run(podman: Engine, cube: Path, tmp_path: Path) -> None:
+    reason = h.can_mount()
+    if reason:
+        pytest.skip(reason)
+    with h.tmpfs(tmp_path / "small-ws") as ws:
+        h.workspace_full_before_the_run(podman, cube, ws)
