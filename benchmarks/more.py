@@ -113,8 +113,9 @@ def bench_ssh(ctx: Context) -> list[Row]:
     local = measure({"local": ctx.cr("run", f"--mlcube={cube}", "--task=hello", "--platform=local", "--force", env=env)}, min(ctx.repeat, 5), warmup=0)["local"]
     records = sorted((json.loads(p.read_text()) for p in (cube / "workspace" / ".cuberun" / "runs").glob("*/record.json")),
                      key=lambda r: str(r.get("start")))
-    uploads = [float(r["details"]["upload"]["seconds"]) for r in records[1:] if (r.get("details") or {}).get("upload")]
-    sent = [int(r["details"]["upload"].get("bytes_sent", -1)) for r in records[1:] if (r.get("details") or {}).get("upload")]
+    stats = [((r.get("details") or {}).get("remote") or {}).get("upload") for r in records if r.get("platform") == "bench-ssh"][1:]
+    uploads = [float(u["seconds"]) for u in stats if u]
+    sent = [int(u.get("bytes_sent", -1)) for u in stats if u]
     sync = Row("ssh", f"re-sync of the unchanged 200 MB input before the task (bytes sent: {min(sent) if sent else '?'}-{max(sent) if sent else '?'})",
                "s", Stats(uploads) if uploads else None, target="< 1 s")
     sync.met = bool(uploads) and statistics.median(uploads) < 1.0
