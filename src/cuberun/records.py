@@ -174,3 +174,14 @@ def find_run(workspace: Path, run_id: str) -> dict[str, Any] | None:
         if run.get("run_id") == run_id or str(run.get("run_id", "")).endswith(run_id):
             return run
     return None
+
+
+def log_tail(path: str, size: int = 8192) -> str:
+    """The last `size` bytes of a run's log as text ("" when it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - size))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""

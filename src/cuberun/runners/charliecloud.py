@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import BackendError, BusyError, CuberunError, Issue, RunnerUnavailable, SpecError, TaskFailed, UsageError
+from cuberun.records import log_tail
 from cuberun.runners.argv import tokens as as_tokens
 from cuberun.runners.base import Runner, Step
 from cuberun.schema import Field
@@ -665,7 +666,7 @@ class CharliecloudRunner(Runner):
         with open(log_path, "ab") as log:
             outcome = stream(argv, env=env, log=log)
         if outcome.exit_code in CH_FAILURE_CODES and not outcome.interrupted and outcome.signal is None:
-            line = _ch_error(_tail(log_path))
+            line = _ch_error(log_tail(log_path))
             if line:
                 if "can't execve" in line:
                     raise BackendError(f"the container of task '{task.name}' could not run its command: {line}",
@@ -721,11 +722,3 @@ def _ch_error(text: str) -> str | None:
     return None
 
 
-def _tail(path: str, size: int = 8192) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - size))
-            return fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""

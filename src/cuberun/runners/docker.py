@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import BackendError, CuberunError, Issue, RunnerUnavailable, SpecError, TaskFailed
+from cuberun.records import log_tail
 from cuberun.runners.argv import env_value, program_name
 from cuberun.runners.argv import tokens as as_tokens
 from cuberun.runners.base import Runner, Step
@@ -676,7 +677,7 @@ class DockerRunner(Runner):
         if lost is not None:
             raise lost
         if outcome.exit_code in (125, 126, 127):
-            text = _tail(log_path)
+            text = log_tail(log_path)
             line = _last_error_line(text)
             if outcome.exit_code == 125 and ENGINE_ERROR.match(line):
                 problem = self._daemon_problem(text)
@@ -789,12 +790,3 @@ def _first_line(text: str) -> str:
     return ""
 
 
-def _tail(path: str, size: int = 8192) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            end = fh.tell()
-            fh.seek(max(0, end - size))
-            return fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""

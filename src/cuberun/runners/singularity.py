@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import BackendError, Issue, RunnerUnavailable, SpecError, TaskFailed, UsageError
+from cuberun.records import log_tail
 from cuberun.runners.argv import env_value, program_name, uses_sudo
 from cuberun.runners.argv import tokens as as_tokens
 from cuberun.runners.base import Runner, Step
@@ -506,7 +507,7 @@ class SingularityRunner(Runner):
         with open(log_path, "ab") as log:
             outcome = stream(argv, env=env, log=log)
         if outcome.exit_code == 255 and not outcome.interrupted:
-            line = _fatal_line(_tail(log_path))
+            line = _fatal_line(log_tail(log_path))
             if line:
                 raise BackendError(f"{self.program} could not run task '{task.name}': {line}", "check the SIF and the run arguments (--dry-run prints them)")
         return outcome
@@ -569,11 +570,3 @@ def _fatal_line(text: str) -> str | None:
     return None
 
 
-def _tail(path: str, size: int = 8192) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - size))
-            return fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
