@@ -38,5 +38,12 @@ if [ $# -eq 0 ]; then
   "$kvenv/bin/python" -m pip install --disable-pip-version-check -q -e ".[kubeflow]" "pytest>=7.4"
   CUBERUN_REQUIRE_KFP=1 "$kvenv/bin/python" -m pytest -p no:cacheprovider -q tests/unit/test_kubeflow_pipeline.py
   set -- --ignore=tests/unit/test_kubeflow_pipeline.py  # ran above, in the venv that has kfp
+  # the real backend.ai client (it pins click/rich, so never beside cuberun) for the runner's API test
+  bvenv=${CUBERUN_TEST_STATE:-/tmp/cuberun-test-state}/backendai-venv
+  if [ ! -x "$bvenv/bin/backend.ai" ]; then
+    mkdir -p "$(dirname "$bvenv")"
+    "$python" -m venv "$bvenv"
+    "$bvenv/bin/python" -m pip install --disable-pip-version-check -q "backend.ai-client>=23.9" "yarl<1.10"
+  fi
 fi
 exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@"
