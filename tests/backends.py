@@ -50,7 +50,8 @@ def backends_required() -> bool:
     return os.environ.get("CUBERUN_REQUIRE_BACKENDS", "").strip() == "1"
 
 
-def _unavailable(reason: str) -> NoReturn:
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip a test whose backend or facility is missing; fail instead under CUBERUN_REQUIRE_BACKENDS=1."""
     if backends_required():
         pytest.fail(f"{reason} (CUBERUN_REQUIRE_BACKENDS=1)", pytrace=False)
     pytest.skip(reason)
@@ -93,7 +94,7 @@ def require_backend(name: str) -> dict[str, Any]:
     """
     reason = unavailable_reason(name)
     if reason is not None:
-        _unavailable(reason)
+        skip_or_fail(reason)
     data = load_backends() or {}
     return dict(data[name])
 

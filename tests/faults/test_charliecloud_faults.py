@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends import backend_env, require_backend
+from tests.backends import backend_env, require_backend, skip_or_fail
 from tests.faults import helpers as h
 
 pytestmark = pytest.mark.charliecloud
@@ -92,7 +92,7 @@ def test_backend_dies_mid_run() -> None:
 def test_disk_fills_during_the_task(charlie: Charlie, cube: Path, tmp_path: Path) -> None:
     reason = h.can_mount()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     with h.tmpfs(tmp_path / "small-ws") as ws:
         line, _ = h.disk_fills_during_the_task(charlie, cube, ws)
     assert line.startswith("cuberun: error: task 'work' failed with exit code 28 (run "), line
@@ -101,7 +101,7 @@ def test_disk_fills_during_the_task(charlie: Charlie, cube: Path, tmp_path: Path
 def test_workspace_full_before_the_run(charlie: Charlie, cube: Path, tmp_path: Path) -> None:
     reason = h.can_mount()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     with h.tmpfs(tmp_path / "small-ws") as ws:
         h.workspace_full_before_the_run(charlie, cube, ws)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends import backend_env, require_backend
+from tests.backends import backend_env, require_backend, skip_or_fail
 from tests.faults import helpers as h
 from tests.faults.containers import Engine, container_names, processes_in_cgroup
 
@@ -79,7 +79,7 @@ def test_interrupt_removes_the_container(docker: Engine, cube: Path, sig: int, n
 def test_disk_fills_during_the_task(docker: Engine, cube: Path, tmp_path: Path) -> None:
     reason = h.can_mount()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     with h.tmpfs(tmp_path / "small-ws") as ws:
         line, _ = h.disk_fills_during_the_task(docker, cube, ws)
         docker.assert_nothing_left(ws)
@@ -89,7 +89,7 @@ def test_disk_fills_during_the_task(docker: Engine, cube: Path, tmp_path: Path) 
 def test_workspace_full_before_the_run(docker: Engine, cube: Path, tmp_path: Path) -> None:
     reason = h.can_mount()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     with h.tmpfs(tmp_path / "small-ws") as ws:
         h.workspace_full_before_the_run(docker, cube, ws)
 
@@ -153,7 +153,7 @@ class PrivateDockerd:
 @pytest.mark.slow
 def test_the_daemon_dies_mid_run(docker: Engine, cube: Path, tmp_path: Path) -> None:
     if shutil.which("dockerd") is None:
-        pytest.skip("no dockerd binary to start a private daemon with")
+        skip_or_fail("no dockerd binary to start a private daemon with")
     ws = cube / "workspace"
     shared_env = dict(docker.env)
     daemon = PrivateDockerd()

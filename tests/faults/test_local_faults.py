@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends import skip_or_fail
 from tests.faults import helpers as h
 
 LOCAL_GRACE = {"CUBERUN_GRACE_INTERRUPT": "1", "CUBERUN_GRACE_TERMINATE": "1"}
@@ -67,7 +68,7 @@ def test_backend_dies_mid_run() -> None:
 def test_disk_fills_during_the_task(local: h.Harness, cube: Path, tmp_path: Path) -> None:
     reason = h.can_mount()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     with h.tmpfs(tmp_path / "small-ws") as ws:
         line, record = h.disk_fills_during_the_task(local, cube, ws)
     assert re.fullmatch(r"cuberun: error: task 'work' failed with exit code 28 \(run \S+; log \S+/output\.log\)", line), line
@@ -76,6 +77,6 @@ def test_disk_fills_during_the_task(local: h.Harness, cube: Path, tmp_path: Path
 def test_workspace_full_before_the_run(local: h.Harness, cube: Path, tmp_path: Path) -> None:
     reason = h.can_mount()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     with h.tmpfs(tmp_path / "small-ws") as ws:
         h.workspace_full_before_the_run(local, cube, ws)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends import backend_env, require_backend
+from tests.backends import backend_env, require_backend, skip_or_fail
 from tests.faults import helpers as h
 from tests.faults.containers import Engine, container_names, processes_in_cgroup
 
@@ -102,7 +102,7 @@ def test_the_engine_client_dies_mid_run(podman: Engine, cube: Path) -> None:
 def test_disk_fills_during_the_task(podman: Engine, cube: Path, tmp_path: Path) -> None:
     reason = h.can_mount()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     with h.tmpfs(tmp_path / "small-ws") as ws:
         line, _ = h.disk_fills_during_the_task(podman, cube, ws)
     assert line.startswith("cuberun: error: task 'work' failed with exit code 28 (run ")
@@ -111,6 +111,6 @@ def test_disk_fills_during_the_task(podman: Engine, cube: Path, tmp_path: Path) 
 def test_workspace_full_before_the_run(podman: Engine, cube: Path, tmp_path: Path) -> None:
     reason = h.can_mount()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     with h.tmpfs(tmp_path / "small-ws") as ws:
         h.workspace_full_before_the_run(podman, cube, ws)

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.backends import require_backend
+from tests.backends import require_backend, skip_or_fail
 from tests.faults import helpers as h
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -134,7 +134,7 @@ def cluster() -> Iterator[PrivateSlurm]:
     details = require_backend("slurm")
     for tool in ("slurmctld", "slurmd"):
         if not Path(f"/usr/sbin/{tool}").exists():
-            pytest.skip(f"/usr/sbin/{tool} is missing: a private cluster cannot be started")
+            skip_or_fail(f"/usr/sbin/{tool} is missing: a private cluster cannot be started")
     private = PrivateSlurm(Path(details["slurm_conf"]))
     try:
         private.start()
@@ -285,7 +285,7 @@ def test_slurmd_stops_mid_run(slurm: Slurm, cube: Path) -> None:
 def test_disk_fills_during_the_task(slurm: Slurm, cube: Path, tmp_path: Path) -> None:
     reason = h.can_mount()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     with h.tmpfs(tmp_path / "small-ws") as ws:
         # the job log is on the full disk too: the task's last lines cannot reach it (or us)
         line, record = h.disk_fills_during_the_task(slurm, cube, ws, all_output=False)
@@ -296,7 +296,7 @@ def test_disk_fills_during_the_task(slurm: Slurm, cube: Path, tmp_path: Path) ->
 def test_workspace_full_before_the_run(slurm: Slurm, cube: Path, tmp_path: Path) -> None:
     reason = h.can_mount()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     with h.tmpfs(tmp_path / "small-ws") as ws:
         h.workspace_full_before_the_run(slurm, cube, ws)
         assert not slurm.cluster.cmd("squeue", "-h").stdout.strip(), "a job was submitted"

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.backends import backend_env, require_backend, unavailable_reason
+from tests.backends import backend_env, require_backend, skip_or_fail, unavailable_reason
 from tests.faults import helpers as h
 
 pytestmark = pytest.mark.ssh
@@ -137,7 +137,7 @@ def test_task_killed_by_sigkill_after_a_successful_run(remote: Remote, cube: Pat
 def test_oom_kill_through_the_remote_docker_platform(remote: Remote, cube: Path, tmp_path: Path) -> None:
     reason = unavailable_reason("docker")
     if reason:
-        pytest.skip(f"the remote platform 'local' has no memory limit, and docker (for an enforced one) is unavailable: {reason}")
+        skip_or_fail(f"the remote platform 'local' has no memory limit, and docker (for an enforced one) is unavailable: {reason}")
     details = require_backend("docker")
     remote.add(PLATFORM, HOST, remote.platforms[PLATFORM]["ssh_config"], remote.remote_base / "root", platform="docker",
                remote_env=backend_env("docker"))
@@ -163,7 +163,7 @@ def test_remote_disk_fills_during_the_task(remote: Remote, cube: Path, tmp_path:
     input cannot even be sent (one line, 125)."""
     reason = h.can_mount()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     ws = cube / "workspace"
     with h.tmpfs(tmp_path / "remote-disk") as disk:
         remote.add(PLATFORM, HOST, remote.platforms[PLATFORM]["ssh_config"], disk)
@@ -212,7 +212,7 @@ def test_remote_disk_fills_during_the_task(remote: Remote, cube: Path, tmp_path:
 def test_local_workspace_full_before_the_run(remote: Remote, cube: Path, tmp_path: Path) -> None:
     reason = h.can_mount()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     with h.tmpfs(tmp_path / "small-ws") as ws:
         h.workspace_full_before_the_run(remote, cube, ws)
 

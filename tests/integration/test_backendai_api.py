@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 
 from tests import backendai_fake
+from tests.backends import skip_or_fail
 from tests.conftest import CLI
 
 SECRET = "sk-very-secret-0042"
@@ -287,7 +288,7 @@ def test_real_client_accepts_the_commands(fake: Fake, manager: tuple[str, list[d
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     client = _real_client()
     if client is None:
-        pytest.skip("backend.ai-client is not installed (python -m venv $CUBERUN_TEST_STATE/backendai-venv && "
+        skip_or_fail("backend.ai-client is not installed (python -m venv $CUBERUN_TEST_STATE/backendai-venv && "
                     "$CUBERUN_TEST_STATE/backendai-venv/bin/pip install 'backend.ai-client==23.9.10' 'yarl<1.10')")
     url, requests = manager
     from cuberun.execute import make_runner
