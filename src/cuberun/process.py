@@ -156,6 +156,21 @@ def handle_signals() -> Iterator[_Cancellation]:
             CANCEL.count = 0
 
 
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Block Ctrl-C/SIGTERM/SIGHUP around a client call that must not die half-way (sbatch, a
+    session create): the child inherits the mask, and the signal reaches our handler as soon as
+    the call returns. A no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)

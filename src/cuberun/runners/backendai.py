@@ -55,13 +55,13 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from cuberun.console import say
 from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, UsageError
+from cuberun.process import shielded as _shielded
 from cuberun.runners.base import Runner, Step
 from cuberun.schema import Field
 from cuberun.valueclass import dataclass, field
@@ -309,18 +309,6 @@ def _last_line(text: str) -> str:
     return (errors or lines or [""])[-1]
 
 
-@contextmanager
-def _shielded() -> Iterator[None]:
-    """Block Ctrl-C/SIGTERM/SIGHUP around a client call that must not die half-way (create, rm):
-    the child inherits the mask; the signal reaches our handler when the call returns."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @dataclass

@@ -62,7 +62,8 @@ if TYPE_CHECKING:
     from cuberun.process import Captured, Outcome
     from cuberun.resolve import ResolvedTask
 
-from cuberun.runners.slurm_follow import ControllerLost, _finish_tails, _Job, _LogTail, _Prefixed, _shielded
+from cuberun.process import shielded as _shielded
+from cuberun.runners.slurm_follow import ControllerLost, _finish_tails, _Job, _LogTail, _Prefixed
 from cuberun.runners.slurm_jobs import (
     _INNER_RUN,
     _SAFE_NAME,

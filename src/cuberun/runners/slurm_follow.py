@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from cuberun.errors import BackendError
@@ -16,7 +13,7 @@ from cuberun.valueclass import dataclass
 if TYPE_CHECKING:
     pass
 
-from cuberun.runners.slurm_jobs import _SIGNALS, JobInfo
+from cuberun.runners.slurm_jobs import JobInfo
 
 
 # -- following a job --------------------------------------------------------------------------
@@ -102,19 +99,6 @@ def _write(sink: _Sink | None, data: bytes) -> None:
     write_best_effort(sink, data)  # type: ignore[arg-type]
 
 
-@contextmanager
-def _shielded() -> Iterator[None]:
-    """Block Ctrl-C/SIGTERM/SIGHUP around a Slurm client call: the child inherits the mask, so a
-    terminal Ctrl-C cannot kill sbatch half-way (a job submitted but its id lost), and the signal
-    reaches our handler as soon as the call returns."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class ControllerLost(BackendError):
