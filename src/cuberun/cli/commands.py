@@ -457,6 +457,8 @@ def report(mlcube: str | None, workspace: str | None, output: str | None) -> int
     from cuberun.report import write_report
 
     ws = _workspace_of(mlcube, workspace)
+    if not ws.is_dir():
+        raise UsageError(f"the workspace {ws} does not exist", "pass the --workspace (or --mlcube) whose runs to report")
     dest = Path(output).expanduser().resolve() if output else ws / ".cuberun" / "report.html"
     print(write_report(ws, dest))
     return 0
