@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -226,17 +227,37 @@ def test_interrupt_deletes_the_job(cli_env: dict[str, str], cube: Path, platform
         [sys.executable, "-m", "cuberun", "run", f"--mlcube={cube}", "--platform=kube", "--task=hang"],
         cwd=str(tmp_path), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    out_lines: list[str] = []
+    err_chunks: list[str] = []
+    seen = threading.Event()
+
+    def read_out() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out_lines.append(line)
+            if "started, waiting forever" in line:
+                seen.set()
+
+    def read_err() -> None:
+        assert proc.stderr is not None
+        err_chunks.append(proc.stderr.read())
+
+    readers = [threading.Thread(target=read_out, daemon=True), threading.Thread(target=read_err, daemon=True)]
+    for reader in readers:
+        reader.start()
     try:
-        # wait until the pod runs and its log is being followed
-        assert api.wait_for(lambda: bool(api.calls("GET", "/log")) and any(p.phase == "Running" for p in api.pods.values())), \
-            "the runner never followed the pod's log"
+        # signal only once the pod's log line has reached cuberun's stdout: the log is being followed
+        assert seen.wait(timeout=120), "the runner never printed the pod's log"
         assert api.jobs, "no Job was created"
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait(timeout=30)
+        for reader in readers:
+            reader.join(timeout=30)
+    out, err = "".join(out_lines), "".join(err_chunks)
     assert proc.returncode == code, err
     assert "started, waiting forever" in out
     assert "interrupted: deleting Job" in err
