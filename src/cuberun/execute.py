@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from cuberun.console import say
+from cuberun.console import printable, say
 from cuberun.errors import CuberunError, Issue, SpecError, TaskFailed
 from cuberun.runners.base import Runner, RunOptions, Step
 from cuberun.spec.model import Cube
@@ -121,7 +121,7 @@ def run_tasks(
             print(json.dumps({"platform": runner.platform, "runner": runner.name, "tasks": order, "steps": [s.to_json() for s in steps]}, indent=2))
         else:
             for step in steps:
-                print("# " + " ".join(step.argv[1:]) if step.purpose == "sweep-file" else step.display())
+                print("# " + printable(" ".join(step.argv[1:])) if step.purpose == "sweep-file" else step.display())
         return [TaskResult(n, 0, status="planned") for n in order]
     reason = runner.unavailable_reason()
     if reason:
@@ -444,7 +444,7 @@ def seed_workspace(cube: Cube, names: Sequence[str], overrides: dict[str, str], 
                 continue
             seeded.append(str(dst))
             if dry_run:
-                print(f"# would copy {src} to {dst}")
+                print(printable(f"# would copy {src} to {dst}"))
                 continue
             dst.parent.mkdir(parents=True, exist_ok=True)
             import shutil

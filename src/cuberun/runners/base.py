@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -43,14 +42,16 @@ class Step:
     env: Mapping[str, str] = field(default_factory=dict)
 
     def display(self) -> str:
-        """The command as one shell-quoted line, for people (never executed); secrets redacted."""
+        """The command as one shell-quoted line, for people (never executed); secrets redacted;
+        control characters escaped ($'...'), never printed raw."""
+        from cuberun.console import printable, shell_quote
         from cuberun.records import redact_env
 
         parts = []
         if self.cwd:
-            parts.append(f"cd {shlex.quote(self.cwd)} &&")
-        parts.extend(f"{k}={shlex.quote(v)}" for k, v in sorted(redact_env(self.env).items()))
-        parts.append(shlex.join(self.argv))
+            parts.append(f"cd {shell_quote(self.cwd)} &&")
+        parts.extend(f"{printable(k)}={shell_quote(v)}" for k, v in sorted(redact_env(self.env).items()))
+        parts.append(" ".join(shell_quote(a) for a in self.argv))
         return " ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
