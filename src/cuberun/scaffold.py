@@ -9,7 +9,6 @@ of Python's standard library (`json.py` next to the program would be imported as
 from __future__ import annotations
 
 import json
-import keyword
 import re
 import sys
 from pathlib import Path
@@ -42,9 +41,8 @@ def check_names(name: str, task: str | None, template: str) -> None:
     if not CUBE_NAME.fullmatch(name):
         raise UsageError(f"'{name}' is not a valid cube name", "use letters, digits, '_' and '-' (at most 64), starting with a letter")
     module = module_name(name)
-    if module in sys.stdlib_module_names or keyword.iskeyword(module):
-        raise UsageError(f"cube name '{name}' would name the program {module}.py, which hides Python's own '{module}' "
-                         + ("module" if not keyword.iskeyword(module) else "keyword"),
+    if module in sys.stdlib_module_names:
+        raise UsageError(f"cube name '{name}' would name the program {module}.py, which hides Python's own '{module}' module",
                          f"choose another name, e.g. '{name}_cube'")
     if task is not None:
         if template != "single":
