@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from cuberun.errors import UsageError
+from cuberun.resolve import is_resumable_checkpoint
 from cuberun.spec.model import Cube
 
 
@@ -29,10 +30,9 @@ def dependencies(cube: Cube, overrides: Mapping[str, str] | None = None) -> dict
     deps: dict[str, list[str]] = {}
     for t in cube.tasks.values():
         found: list[str] = []
-        own = set(outputs[t.name])
         for p in t.inputs:
             path = _norm(cube, overrides.get(p.name, p.default))
-            if path in own:  # input and output on the same path (resume from a checkpoint)
+            if is_resumable_checkpoint(path, outputs[t.name]):  # never its own (stale) producer
                 continue
             for other in cube.tasks.values():
                 if other.name == t.name or other.name in found:

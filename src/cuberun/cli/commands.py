@@ -170,6 +170,9 @@ def _check_dash_overrides(overrides: Sequence[str], cube: Any, tasks: Sequence[s
 @click.option("--cpu", "cpus", metavar="SET", help="CPU set, e.g. 0-3.")
 @click.option("--mount", type=click.Choice(["ro", "rw"]), help="Mount mode for every input (default: ro, or the parameter's opts).")
 @click.option("--allow-missing-inputs", is_flag=True, help="Warn instead of failing when an input does not exist.")
+@click.option("--relax-pins", is_flag=True, help="Local: relax ==/~= pins that have no build for the interpreter (each one is recorded).")
+@click.option("--rebuild-env", is_flag=True, help="Local: build the managed Python env again, even after a remembered failure.")
+@click.option("--strict-outputs", is_flag=True, help="Fail a task that exits 0 without writing a declared output.")
 @click.option("--force", is_flag=True, help="Run even when the task is up to date.")
 @click.option("--no-deps", is_flag=True, help="Do not run the tasks that produce this task's inputs.")
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2", help="Run the task once per value (repeat for a grid).")
@@ -178,7 +181,8 @@ def _check_dash_overrides(overrides: Sequence[str], cube: Any, tasks: Sequence[s
 @click.pass_context
 def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
         dry_run: bool, as_json: bool, gpus: str | None, network: str | None, security: str | None, memory: str | None,
-        cpus: str | None, mount: str | None, allow_missing_inputs: bool, force: bool, no_deps: bool, sweeps: tuple[str, ...],
+        cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool, rebuild_env: bool, strict_outputs: bool,
+        force: bool, no_deps: bool, sweeps: tuple[str, ...],
         jobs: int, overrides: tuple[str, ...]) -> int:
     """Run task(s) of a cube. Parameter overrides follow as NAME=PATH.
 
@@ -199,14 +203,19 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
     parse_gpus(gpus)
     cube = _load(mlcube, workspace, params)
     names = select_tasks(cube, task)
-    _check_dash_overrides(extra, cube, names, ctx.command)
-    values = parse_overrides(extra, [cube.tasks[n] for n in names])
+    # overrides may name parameters of the tasks that run first (the inferred dependencies) too
+    from cuberun import graph
+
+    involved = graph.order(cube, names, with_deps=not no_deps)
+    _check_dash_overrides(extra, cube, involved, ctx.command)
+    values = parse_overrides(extra, [cube.tasks[n] for n in names] + [cube.tasks[n] for n in involved if n not in names])
     if paramset:
         from cuberun.spec import legacy
 
         values = {**legacy.paramset_overrides(cube, names, paramset), **values}
     options = RunOptions(gpus=gpus, network=network, security=security, memory=memory, cpus=cpus, mount=mount,
-                         allow_missing_inputs=allow_missing_inputs)
+                         allow_missing_inputs=allow_missing_inputs, relax_pins=relax_pins, rebuild_env=rebuild_env,
+                         strict_outputs=strict_outputs)
     runner = make_runner(cube, platform, options, params)
 
     from cuberun import checks, graph
@@ -217,6 +226,9 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
     if as_json and not dry_run:
         print(json.dumps([{"task": r.task, "exit_code": r.exit_code, "status": r.status, "run_id": r.run_id, "reason": r.reason}
                           for r in results], indent=2))
+    if any(r.status == "succeeded-with-warnings" for r in results):
+        summary = ", ".join(f"{r.task}: {r.status}" for r in results)
+        print(f"cuberun: finished with warnings ({summary})", file=sys.stderr)
     return 0
 
 
@@ -227,14 +239,17 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
 @workspace_option
 @p_option
 @click.option("--dry-run", is_flag=True, help="Print what configure would run.")
-def configure(mlcube: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...], dry_run: bool) -> int:
+@click.option("--relax-pins", is_flag=True, help="Local: relax ==/~= pins that have no build for the interpreter.")
+@click.option("--rebuild-env", is_flag=True, help="Local: build the managed Python env again, even after a remembered failure.")
+def configure(mlcube: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...], dry_run: bool, relax_pins: bool,
+              rebuild_env: bool) -> int:
     """Prepare a platform for a cube: build or pull the image, create the env."""
     from cuberun.errors import RunnerUnavailable
     from cuberun.execute import make_runner
     from cuberun.runners.base import RunOptions
 
     cube = _load(mlcube, workspace, params)
-    runner = make_runner(cube, platform, RunOptions(), params)
+    runner = make_runner(cube, platform, RunOptions(relax_pins=relax_pins, rebuild_env=rebuild_env), params)
     if dry_run:
         for step in runner.configure_steps():
             print(step.display())
@@ -344,7 +359,7 @@ def show_config(mlcube: str | None, platform: str | None, workspace: str | None,
     config = {k: v for k, v in cube.config.items()}
     if resolve:
         config = cube.resolve_value(config)
-    config["runner"] = dict(runner.config, runner=runner.name)
+    config["runner"] = dict(runner.describe_config(), runner=runner.name)
     config["platform_name"] = runner.platform
     print(yamlio.dump(config), end="")
     return 0
@@ -373,7 +388,13 @@ def validate(mlcube: str | None, platform: str | None, workspace: str | None, pa
 
         raise SpecError(errors)
     if platform:
-        make_runner(cube, platform, RunOptions(), params)
+        runner = make_runner(cube, platform, RunOptions(), params)
+        problems = runner.launch_problems(list(cube.tasks))
+        if problems:
+            from cuberun.errors import Issue, SpecError
+
+            hint = f"see cuberun show-config --platform={runner.platform}, or run these tasks on another platform"
+            raise SpecError([Issue(p, hint=hint) for p in problems])
     count = len(cube.warnings) + len(warnings)
     print(f"{cube.file}: ok ({len(cube.tasks)} task{'s' if len(cube.tasks) != 1 else ''}, {count} warning{'s' if count != 1 else ''})")
     return 0

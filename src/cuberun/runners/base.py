@@ -26,6 +26,9 @@ class RunOptions:
     cpus: str | None = None
     mount: str | None = None  # "ro" | "rw": input mount mode for every input
     allow_missing_inputs: bool = False
+    relax_pins: bool = False  # local: relax ==/~= pins that have no build for the interpreter
+    rebuild_env: bool = False  # local: build the managed env again (also after a remembered failure)
+    strict_outputs: bool = False  # a task that exits 0 without writing a declared output fails
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # the invocation's -P assignments to the cube config (runner.* excluded), for runners that run
     # cuberun again elsewhere (slurm jobs, ssh); set by execute.make_runner
@@ -118,6 +121,10 @@ class Runner(ABC):
 
     def inspect(self) -> dict[str, Any]:
         return {"runner": self.name, "platform": self.platform}
+
+    def launch_problems(self, tasks: list[str]) -> list[str]:
+        """Why these tasks cannot be started on this platform (validate), without running anything."""
+        return []
 
     def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
         """What identifies how `task` runs, for up-to-date checks: the exact commands, plus
