@@ -227,7 +227,7 @@ def failing_requirement(log: str) -> str | None:
             return str(match.group(1)).rstrip(",")
     error_at = min((i for i in (log.find("error: subprocess-exited-with-error"), log.find("ERROR:")) if i >= 0), default=-1)
     head = log[:error_at] if error_at >= 0 else log
-    collecting = re.findall(r"^\s*Collecting (\S+)", head, re.MULTILINE)
+    collecting = re.findall(r"^Collecting (\S+)", head, re.MULTILINE)  # pip's own, not a build subprocess's
     if collecting and error_at >= 0:
         return str(collecting[-1])
     requested = REQUESTED.findall(log)

@@ -190,6 +190,12 @@ def _build(spec: EnvSpec, target: Path) -> None:
             shutil.rmtree(target, ignore_errors=True)
             raise BackendError(f"creating the virtualenv {target} with {spec.python} failed (exit {code})", f"see {log_path}",
                                exit_code=code if code >= 128 else None)
+        old_pip = _pip_for_old_python(version)
+        if old_pip:  # the pip a venv of this Python brings cannot read today's indexes well
+            code = _step([str(target / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", *spec.pip_options, old_pip], log)
+            if code != 0:
+                shutil.rmtree(target, ignore_errors=True)
+                raise BackendError(f"upgrading pip ({old_pip}) in {target} failed (exit {code})", f"see {log_path}")
         files, packages, only_binary = list(spec.requirement_files), list(spec.packages), []
         relaxations: list[Any] = []
         if spec.relax and (files or packages):
@@ -219,6 +225,12 @@ def _build(spec: EnvSpec, target: Path) -> None:
         encoding="utf-8",
     )
     say(f"Python environment ready in {time.monotonic() - started:.0f} s")
+
+
+def _pip_for_old_python(version: str) -> str | None:
+    """The newest pip that supports an old interpreter, when its venv brings an older one."""
+    short = ".".join(version.split(".")[:2])
+    return {"3.5": "pip<21", "3.6": "pip<22", "3.7": "pip<24.1"}.get(short)
 
 
 def _step(argv: list[str], log: Any) -> int:
