@@ -321,7 +321,17 @@ class LocalRunner(Runner):
         with open(log_path, "ab") as log:
             outcome = stream(argv, cwd=str(self.launch().workdir), env=env, log=log)
         details = self.env_details()
-        return replace(outcome, details={**dict(outcome.details or {}), **details}) if details else outcome
+        if details:
+            outcome = replace(outcome, details={**dict(outcome.details or {}), **details})
+        launch = self.launch()
+        if outcome.exit_code != 0 and not outcome.interrupted and launch.env is not None and launch.image_python:
+            mine = ".".join(launch.env.python_version().split(".")[:2])
+            if mine != launch.image_python:
+                outcome = replace(outcome, reason=(
+                    f"failed with exit code {outcome.exit_code} (log {log_path}); its image runs Python {launch.image_python} and this env "
+                    f"Python {mine}: releases of its unpinned dependencies made since may not fit its pinned ones. "
+                    f"Hint: try -Plocal.python={launch.image_python}"))
+        return outcome
 
     def env_details(self) -> dict[str, Any]:
         """What the run record keeps about the managed env: interpreter and relaxed pins."""
