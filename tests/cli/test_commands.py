@@ -58,7 +58,8 @@ def test_show_config_unresolved_and_resolved(cli: CLI, tmp_path: Path) -> None:
     raw = yaml.safe_load(cli("show-config").stdout)
     assert raw["docker"]["image"] == "repo/${name}:${version}"
     assert raw["runner"] == {"runner": "local", "command": "python3 x.py", "packages": [], "env": "managed", "env_vars": {}, "workdir": None,
-                             "requirements": None, "python": None}
+                             "requirements": None, "python": None, "relax_pins": False,
+                             "derived": {"from": "local section", "command": ["python3", "x.py"], "workdir": str(tmp_path), "env": {}}}
     resolved = yaml.safe_load(cli("show_config", "--resolve", "-Pversion=2.10").stdout)
     assert resolved["docker"]["image"] == "repo/demo:2.10"
     assert resolved["workspace"] == str(tmp_path / "workspace")

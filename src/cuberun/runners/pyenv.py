@@ -192,7 +192,7 @@ def _build(spec: EnvSpec, target: Path) -> None:
                                exit_code=code if code >= 128 else None)
         old_pip = _pip_for_old_python(version)
         if old_pip:  # the pip a venv of this Python brings cannot read today's indexes well
-            code = _step([str(target / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", *spec.pip_options, old_pip], log)
+            code = _step([str(target / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--upgrade", *spec.pip_options, old_pip], log)
             if code != 0:
                 shutil.rmtree(target, ignore_errors=True)
                 raise BackendError(f"upgrading pip ({old_pip}) in {target} failed (exit {code})", f"see {log_path}")
