@@ -1,10 +1,11 @@
 """The re-created third-party cubes on the docker platform, with locally built images.
 
 The originals' base images no longer build offline, so each image is built FROM the project's
-base image (`localhost/cuberun-base:bookworm`, plus typer and pandas in a shared layer) with the
+base image (`localhost/cuberun-base:bookworm`, plus their packages in one shared layer) with the
 original Dockerfile's own COPY/ADD, WORKDIR, ENV and ENTRYPOINT lines: the same paths inside the
 image, tagged with the cube's exact `docker.image`. Builds use `--network host` (for pip);
-containers run with `--network none`. The images are removed at the end.
+containers run with `--network none`, except the downloads, which reach a server on the host's
+127.0.0.1 with `--network host`. The images are removed at the end (the shared layer is kept).
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ import pytest
 import yaml
 
 from tests.integration.test_docker_runner import Engine, _env, ok
-from tests.integration.test_thirdparty_local import DATA, copy_cube, fets_case
+from tests.integration.test_local_runner import serve_directory
+from tests.integration.test_thirdparty_local import DATA, boston_raw, copy_cube, fets_case, tiny_mnist
 
 try:
     from tests.backends import require_backend
 except ModuleNotFoundError:  # pragma: no cover
     raise
 
-DEPS = "RUN python3 -m pip install --no-cache-dir --break-system-packages typer pandas\n"
+# the originals' base images also have `python` (python:3.x), which Debian's python3 does not
+DEPS = ("RUN python3 -m pip install --no-cache-dir --break-system-packages typer pandas requests wget pillow tqdm"
+        " && ln -s /usr/bin/python3 /usr/local/bin/python\n")
 KEPT = ("COPY", "ADD", "WORKDIR", "ENV", "ENTRYPOINT", "CMD", "ARG")
 
 
@@ -131,3 +135,44 @@ def test_recipes_keep_the_originals_paths() -> None:
     assert kept == ["COPY ./requirements.txt project/requirements.txt ", "ENV LANG C.UTF-8", "COPY . /project", "WORKDIR /project",
                     'ENTRYPOINT ["python3", "mlcube.py"]']
     assert shutil.which("python3")
+
+
+@pytest.mark.docker
+def test_getting_started_mnist_fl_and_chestxray_in_docker(docker: Engine, tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "boston").write_text(boston_raw())
+    tiny_mnist(served / "mnist.npz")
+    gs = copy_cube("getting_started", tmp_path) / "mlcube"
+    fl = copy_cube("mnist_fl", tmp_path)
+    build_like_the_original(docker, gs)
+    build_like_the_original(docker, fl)
+    with serve_directory(served) as (url, requests):
+        (gs / "workspace" / "parameters.yaml").write_text(f'dataset_url: "{url}/boston"\n')
+        ok(docker.cuberun("run", f"--mlcube={gs}", "--platform=docker", "--network=host", "--task=download_data"))
+        ok(docker.cuberun("run", f"--mlcube={fl}", "--platform=docker", "--network=host", "--task=download",
+                          f"-Pdocker.env_args.MNIST_FL_URL={url}/mnist.npz"))
+    assert sorted(requests) == ["/boston", "/mnist.npz"]
+    proc = run(docker, gs, "--task=preprocess_data,train")
+    assert "TRAIN RMSE:" in proc.stdout
+    run(docker, fl, "--task=train")
+    run(docker, fl, "--task=train", "--force", "--no-deps")  # resumes from its own checkpoint
+    run(docker, fl, "--task=evaluate")
+    assert json.loads((fl / "workspace" / "metrics" / "evaluate_metrics.json").read_text())["epochs_done"] == 2
+
+    root = copy_cube("chestxray_tutorial", tmp_path)
+    prep, metrics = root / "data_preparator" / "mlcube", root / "metrics" / "mlcube"
+    build_like_the_original(docker, prep)
+    build_like_the_original(docker, metrics)
+    run(docker, prep, "--task=prepare,sanity_check,statistics")
+    labels = prep / "workspace" / "labels"
+    assert yaml.safe_load((prep / "workspace" / "statistics.yaml").read_text())["num_cases"] == 6
+    predictions = {f"img{i}": np.load(labels / f"img{i}.npy").astype(float).tolist() for i in range(6)}
+    (metrics / "workspace" / "predictions").mkdir()
+    (metrics / "workspace" / "predictions" / "predictions.json").write_text(json.dumps(predictions))
+    run(docker, metrics, "--task=evaluate", f"labels={labels}")
+    assert yaml.safe_load((metrics / "workspace" / "results.yaml").read_text())["Accuracy"] == 1.0

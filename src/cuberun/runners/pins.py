@@ -199,7 +199,7 @@ def relax(python: str, version: str, files: Sequence[Path], packages: Sequence[s
         match = REQ_LINE.match(spec_text)
         spec_pin = PIN.match((match.group(3) or "").replace(" ", "")) if match else None
         if match and spec_pin:
-            new = relaxed(spec_text, match.group(1), spec_pin.group(1), spec_pin.group(2), "Dockerfile", match.group(2) or "", match.group(4) or "")
+            new = relaxed(spec_text, match.group(1), spec_pin.group(1), spec_pin.group(2), "a pip install line", match.group(2) or "", match.group(4) or "")
             if new is not None:
                 new_packages.append(new)
                 continue
@@ -249,7 +249,7 @@ def find_line(name: str, files: Sequence[Path], packages: Sequence[str]) -> tupl
     for spec in packages:
         match = REQ_LINE.match(spec)
         if match and canonical(match.group(1)) == wanted:
-            return spec, "Dockerfile"
+            return spec, ""
     return None
 
 
@@ -272,6 +272,8 @@ def diagnose(python: str, version: str, log: str, files: Sequence[Path], package
     if wheels is None:
         return Diagnosis(f"{label} did not install: {last_error(log)}", requirement)
     if not wheels:
+        if re.search(r"from versions: none\)", log) and NO_MATCH.search(log):
+            return Diagnosis(f"{label}: no release of it is found on the package index{_index_note(options)}", requirement)
         return Diagnosis(f"{label} has no build for Python {short} on this platform, and building it from source failed", requirement)
     finals = [v for v in wheels if release(v) is not None]
     match = REQ_LINE.match(requirement)
@@ -281,6 +283,10 @@ def diagnose(python: str, version: str, log: str, files: Sequence[Path], package
     suggestion = pick[1] if pick else None
     return Diagnosis(f"{label} has no build for Python {short} (releases with one: {_span(finals or wheels)}; newest {newest})",
                      requirement, suggestion)
+
+
+def _index_note(options: Sequence[str]) -> str:
+    return f" (with the Dockerfile's pip options {' '.join(options)})" if options else ""
 
 
 def _span(versions: Sequence[str]) -> str:
