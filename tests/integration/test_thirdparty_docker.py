@@ -4,16 +4,19 @@ The originals' base images no longer build offline, so each image is built FROM 
 base image (`localhost/cuberun-base:bookworm`, plus their packages in one shared layer) with the
 original Dockerfile's own COPY/ADD, WORKDIR, ENV and ENTRYPOINT lines: the same paths inside the
 image, tagged with the cube's exact `docker.image`. Builds use `--network host` (for pip);
-containers run with `--network none`, except the downloads, which reach a server on the host's
-127.0.0.1 with `--network host`. The images are removed at the end (the shared layer is kept).
+containers run with `--network none`; the downloads join the network namespace of a
+loopback-only HTTP server in a `--network none` container. The images are removed at the end
+(the shared layer is kept).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +24,6 @@ import pytest
 import yaml
 
 from tests.integration.test_docker_runner import Engine, _env, ok
-from tests.integration.test_local_runner import serve_directory
 from tests.integration.test_thirdparty_local import DATA, boston_raw, copy_cube, fets_case, tiny_mnist
 
 try:
@@ -74,6 +76,22 @@ def build_like_the_original(engine: Engine, cube: Path) -> str:
     engine.images.append(image)
     engine.cli("build", "--network", "none", "-t", image, "-f", str(context / "Dockerfile.cuberun-test"), str(context), timeout=300)
     return image
+
+
+@contextlib.contextmanager
+def loopback_server(engine: Engine, served: Path) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1:8000 in a container without network; yields its name (tasks
+    reach it with --network=container:NAME)."""
+    name = f"cuberun-it-http-{uuid.uuid4().hex[:8]}"
+    engine.cli("run", "-d", "--rm", "--name", name, "--network", "none", "-v", f"{served}:/srv:ro", "-w", "/srv", engine.base,
+               "python3", "-m", "http.server", "8000", "--bind", "127.0.0.1")
+    try:
+        probe = ("import time, urllib.request as u\nfor _ in range(100):\n    try:\n        u.urlopen('http://127.0.0.1:8000/'); break\n"
+                 "    except OSError:\n        time.sleep(0.2)\nelse:\n    raise SystemExit('no server')\n")
+        engine.cli("exec", name, "python3", "-c", probe, timeout=60)
+        yield name
+    finally:
+        engine.cli("rm", "-f", name, check=False)
 
 
 def run(engine: Engine, cube: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -151,17 +169,20 @@ def test_getting_started_mnist_fl_and_chestxray_in_docker(docker: Engine, tmp_pa
     fl = copy_cube("mnist_fl", tmp_path)
     build_like_the_original(docker, gs)
     build_like_the_original(docker, fl)
-    with serve_directory(served) as (url, requests):
+    with loopback_server(docker, served) as server:
+        url = "http://127.0.0.1:8000"
         (gs / "workspace" / "parameters.yaml").write_text(f'dataset_url: "{url}/boston"\n')
-        ok(docker.cuberun("run", f"--mlcube={gs}", "--platform=docker", "--network=host", "--task=download_data"))
-        ok(docker.cuberun("run", f"--mlcube={fl}", "--platform=docker", "--network=host", "--task=download",
+        ok(docker.cuberun("run", f"--mlcube={gs}", "--platform=docker", f"--network=container:{server}", "--task=download_data"))
+        ok(docker.cuberun("run", f"--mlcube={fl}", "--platform=docker", f"--network=container:{server}", "--task=download",
                           f"-Pdocker.env_args.MNIST_FL_URL={url}/mnist.npz"))
-    assert sorted(requests) == ["/boston", "/mnist.npz"]
-    proc = run(docker, gs, "--task=preprocess_data,train")
+    assert (gs / "workspace" / "data" / "raw_dataset.txt").read_text() == boston_raw()
+    assert (fl / "workspace" / "data" / "mnist.npz").read_bytes() == (served / "mnist.npz").read_bytes()
+    # --no-deps: the downloads ran with another --network, which is part of their command (not up to date)
+    proc = run(docker, gs, "--task=preprocess_data,train", "--no-deps")
     assert "TRAIN RMSE:" in proc.stdout
-    run(docker, fl, "--task=train")
+    run(docker, fl, "--task=train", "--no-deps")
     run(docker, fl, "--task=train", "--force", "--no-deps")  # resumes from its own checkpoint
-    run(docker, fl, "--task=evaluate")
+    run(docker, fl, "--task=evaluate", "--no-deps")
     assert json.loads((fl / "workspace" / "metrics" / "evaluate_metrics.json").read_text())["epochs_done"] == 2
 
     root = copy_cube("chestxray_tutorial", tmp_path)

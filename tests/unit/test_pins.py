@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cuberun.errors import BackendError
-from cuberun.runners import pins, pythons, pyenv
+from cuberun.runners import pins, pyenv, pythons
 from tests.conftest import write_tree
 
 # pip's output when an old pin's source build fails (its build subprocess collects others first)

@@ -117,6 +117,10 @@ class EnvSpec:
     def install_argvs(self) -> list[list[str]]:
         """The commands that create the env (what --dry-run shows)."""
         argvs = [[self.python, "-m", "venv", str(self.path())]]
+        old_pip = _pip_for_old_python(self.python_version())
+        if old_pip:
+            argvs.append([str(self.path() / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--upgrade",
+                          *self.pip_options, old_pip])
         if self.requirement_files or self.packages or self.editables:
             argvs.append(self.pip_install())
         return argvs
@@ -190,12 +194,12 @@ def _build(spec: EnvSpec, target: Path) -> None:
             shutil.rmtree(target, ignore_errors=True)
             raise BackendError(f"creating the virtualenv {target} with {spec.python} failed (exit {code})", f"see {log_path}",
                                exit_code=code if code >= 128 else None)
-        old_pip = _pip_for_old_python(version)
-        if old_pip:  # the pip a venv of this Python brings cannot read today's indexes well
-            code = _step([str(target / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--upgrade", *spec.pip_options, old_pip], log)
+        steps = spec.install_argvs()
+        if len(steps) > 1 and steps[1][-1].startswith("pip<"):  # the pip a venv of this Python brings cannot read today's indexes
+            code = _step(steps[1], log)
             if code != 0:
                 shutil.rmtree(target, ignore_errors=True)
-                raise BackendError(f"upgrading pip ({old_pip}) in {target} failed (exit {code})", f"see {log_path}")
+                raise BackendError(f"upgrading pip ({steps[1][-1]}) in {target} failed (exit {code})", f"see {log_path}")
         files, packages, only_binary = list(spec.requirement_files), list(spec.packages), []
         relaxations: list[Any] = []
         if spec.relax and (files or packages):

@@ -3,7 +3,6 @@ from pathlib import Path
 
 import typer
 import yaml
-
 from src.my_logic import run_inference
 
 app = typer.Typer()

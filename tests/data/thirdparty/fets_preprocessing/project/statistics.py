@@ -3,7 +3,6 @@ import argparse
 import os
 
 import yaml
-
 from sanity_check import subject_is_valid
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """MLCube handler of the chest X-ray data preparator (typer, pinned as the tutorial pins it)."""
 import typer
 import yaml
-
 from prepare import prepare_dataset
 from sanity_check import perform_sanity_checks
 from stats import generate_statistics

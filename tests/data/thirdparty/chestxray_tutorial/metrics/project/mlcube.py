@@ -1,7 +1,6 @@
 """MLCube handler of the metrics cube."""
 import typer
 import yaml
-
 from metrics import calculate_metrics
 
 app = typer.Typer()
