@@ -101,11 +101,12 @@ def test_interpreters_by_version_skip_broken_shims(tmp_path: Path, monkeypatch: 
 @pytest.mark.slow
 def test_a_failed_env_is_remembered_until_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUBERUN_CACHE_DIR", str(tmp_path / "cache"))
-    spec = pyenv.EnvSpec(sys.executable, (), ("cuberun-test-no-such-project-zz==1.0",))
+    # --no-index (as a Dockerfile's pip line may say): pip fails at once, without the network
+    spec = pyenv.EnvSpec(sys.executable, (), ("cuberun-test-no-such-project-zz==1.0",), pip_options=("--no-index",))
     with pytest.raises(pyenv.EnvBuildError) as first:
         pyenv.ensure(spec)
     assert first.value.message == ("cannot build the Python environment: cuberun-test-no-such-project-zz==1.0: "
-                                   "no release of it is found on the package index")
+                                   "no release of it is found on the package index (with the Dockerfile's pip options --no-index)")
     assert "--relax-pins" in str(first.value.hint) and f"pip's output: {spec.log_path()}" in str(first.value.hint)
     assert not spec.path().exists() and spec.failure_path().is_file()
     with pytest.raises(pyenv.EnvBuildError) as second:

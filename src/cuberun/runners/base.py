@@ -67,6 +67,7 @@ class Runner(ABC):
     name: ClassVar[str]
     section: ClassVar[str | None] = None  # the cube section the runner reads (e.g. "docker")
     schema: ClassVar[Schema] = {}  # platform config keys (settings entry < cube section < -P)
+    outputs_on_host: ClassVar[bool] = True  # False: outputs stay remote (a PVC), so cuberun cannot check them after a run
 
     def __init__(self, cube: Cube, config: dict[str, Any], platform: str, options: RunOptions) -> None:
         self.cube = cube

@@ -43,7 +43,8 @@ PIP_VALUE_OPTIONS = {
     "--report", "--exists-action", "--keyring-provider",
 }
 # pip options the managed env keeps (where packages come from); everything else is the Dockerfile's business
-PIP_SOURCE_OPTIONS = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host", "--pre")
+PIP_SOURCE_OPTIONS = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host", "--pre", "--no-index")
+PIP_FLAGS = ("--pre", "--no-index")  # source options without a value
 SHELL_OPERATORS = {"&&", "||", ";", "|", "&", "(", ")", ";;", "|&"}
 SHELL_KEYWORDS = {"then", "do", "else", "elif", "if", "while", "until", "!", "{", "}", "time", "exec"}
 # Python versions of common base images (the image's `python3`), for hints about bit-rotted pins
@@ -575,7 +576,7 @@ def _pip(df: Dockerfile, args: list[str], line: int, cwd: str) -> None:
         elif opt in ("-e", "--editable"):
             _pip_target(df, value or "", line, cwd, editable=True)
         elif opt in PIP_SOURCE_OPTIONS:
-            df.pip_options += [opt] if opt == "--pre" else [opt, value or ""]
+            df.pip_options += [opt] if opt in PIP_FLAGS else [opt, value or ""]
         elif tok.startswith("-"):
             continue
         else:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cuberun.errors import SpecError, UsageError
+from cuberun.errors import CuberunError, SpecError, UsageError
 from cuberun.runners.base import Runner, Step
 from cuberun.schema import Field
 from cuberun.valueclass import dataclass, field
@@ -348,7 +348,7 @@ class LocalRunner(Runner):
         """Why tasks cannot be launched on the host (for validate), without running anything."""
         try:
             launch = self.launch()
-        except (UsageError, SpecError) as exc:
+        except CuberunError as exc:
             return [exc.lines()[0]]
         problems = []
         for name in tasks:
@@ -365,7 +365,7 @@ class LocalRunner(Runner):
         config = dict(self.config)
         try:
             launch = self.launch()
-        except (UsageError, SpecError) as exc:
+        except CuberunError as exc:
             config["derived"] = {"error": exc.lines()[0]}
             return config
         derived: dict[str, Any] = {
