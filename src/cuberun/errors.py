@@ -11,6 +11,15 @@ EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds a lock
 EXIT_BACKEND = 125  # like docker: the backend itself failed before the task ran
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+
+
+def one_line(text: str) -> str:
+    """An error line as it is printed: control characters from user input (a newline in a key,
+    an escape sequence in a path) shown escaped, so one problem is always one line."""
+    return text.translate(_CONTROL)
+
+
 @dataclass(frozen=True)
 class Issue:
     """One problem found in an input file or on the command line."""
@@ -36,7 +45,7 @@ class Issue:
         text = f"{where}{key}{self.message}"
         if self.hint:
             text += f". Hint: {self.hint}"
-        return text
+        return one_line(text)
 
 
 class CuberunError(Exception):
@@ -53,7 +62,7 @@ class CuberunError(Exception):
         text = self.message
         if self.hint:
             text += f". Hint: {self.hint}"
-        return [text]
+        return [one_line(text)]
 
 
 class UsageError(CuberunError):
