@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import pytest
 
 DEFAULT_STATE_DIR = "/tmp/cuberun-test-state"
-BACKENDS = ("docker", "podman", "ssh", "slurm", "charliecloud")
+BACKENDS = ("docker", "podman", "ssh", "slurm", "charliecloud", "registry", "apptainer", "htcondor", "gpu", "slurm-multi", "backendai", "k8s")
 UP_SCRIPT = "scripts/backends/up.sh"
 
 
