@@ -19,7 +19,7 @@ LOG_TAG=up
 # shellcheck source=lib.sh
 . "$DIR/lib.sh"
 
-ALL=(docker podman ssh slurm charliecloud registry apptainer htcondor gpu)
+ALL=(docker podman ssh slurm charliecloud registry apptainer htcondor gpu slurm-multi)
 # backends whose script has a `build` step worth starting early: name -> script
 BUILDS=(apptainer)
 PER_BACKEND_TIMEOUT=1800
