@@ -1,6 +1,18 @@
 #!/usr/bin/env bash
 # Backend.AI test backend (26.9.6): backendai.sh build|up|down|status
-# (the full description is in cmd_up below and in docs/testing.md)
+#
+# build  a Python 3.13 venv with backend.ai-manager/agent/storage-proxy/accelerator-mock/client
+#        26.9.6 and the matching backend.ai-install wheel (sample configs and fixtures), cached
+#        in $CUBERUN_BACKENDS_CACHE/backendai-26.9.6 (~8 min cold, 0 s warm).
+# up     PostgreSQL 15, Redis 7 and etcd 3.4 from Debian, each a private instance on 127.0.0.1
+#        with its data under $STATE/backendai; a private dockerd for the agent; configs from the
+#        wheel's samples (backendai/configure.py: loopback, private paths, mock CUDA devices);
+#        seeded once (schema, the wheel's fixtures, vfolder host permissions, host networking for
+#        kernels, container registries: the Docker engine ("local") and the loopback registry of
+#        registry.sh); then manager, agent and storage-proxy; waits until the agent is ALIVE;
+#        prints the details JSON (endpoint, keypair, client).
+# down   stop everything `up` started (recorded PIDs, cmdline checked). Data stays (warm start).
+# status exit 0 when the manager answers and an agent is ALIVE.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 LOG_TAG=backendai
@@ -77,8 +89,215 @@ cmd_build() {
     with_lock "$CACHE_DIR/backendai.lock" 3600 _bai_build
 }
 
+
+# ---------------------------------------------------------------- cluster
+
+B="$STATE/backendai"
+SAMPLES="$BAI_CACHE/install/unpacked/ai/backend/install"
+BAI="$VENV/bin/backend.ai"
+PG_BIN=/usr/lib/postgresql/15/bin
+P_POSTGRES=18100
+P_REDIS=18111
+P_ETCD=18120
+P_MANAGER=18081
+ENDPOINT="http://127.0.0.1:$P_MANAGER"
+ACCESS_KEY=AKIAIOSFODNN7EXAMPLE   # the admin keypair of the wheel's example fixtures
+SECRET_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+REGISTRY_ADDR=127.0.0.1:15000
+SEED_REV=1
+
+ports_json() {
+    local secret manager_secret
+    if [[ ! -s "$B/secrets" ]]; then
+        (umask 077 && printf '%s %s\n' "$(openssl rand -hex 16)" "$(openssl rand -hex 16)" >"$B/secrets")
+    fi
+    read -r secret manager_secret <"$B/secrets"
+    cat <<J
+{"postgres": $P_POSTGRES, "redis": $P_REDIS, "etcd": $P_ETCD, "manager": $P_MANAGER, "manager_internal": 18180,
+ "mgr_aiomon_termui": 48110, "mgr_aiomon_webui": 48111, "agent_rpc": 16001, "agent_service": 16003, "agent_sock": 16007,
+ "agent_aiomon_termui": 48120, "agent_aiomon_webui": 48121, "agent_metadata": 16128, "watcher": 16009,
+ "kernel_port_lo": 31000, "kernel_port_hi": 31500, "storage_client": 16021, "storage_manager": 16022,
+ "storage_internal": 16023, "sp_aiomon_termui": 48130, "sp_aiomon_webui": 48131,
+ "storage_secret": "$secret", "storage_manager_secret": "$manager_secret"}
+J
+}
+
+client_env() {
+    env BACKEND_ENDPOINT="$ENDPOINT" BACKEND_ENDPOINT_TYPE=api BACKEND_ACCESS_KEY="$ACCESS_KEY" \
+        BACKEND_SECRET_KEY="$SECRET_KEY" "$@"
+}
+
+# start_bai NAME PATTERN DIR CMD...: start a daemon in DIR unless our recorded NAME is alive.
+start_bai() {
+    local name=$1 pattern=$2 dir=$3 pid
+    shift 3
+    pid="$(recorded_pid "bai-$name")"
+    if [[ -n "$pid" ]] && pid_matches "$pid" "$pattern"; then
+        log "our $name (pid $pid) is running; reusing it"
+        return 0
+    fi
+    (cd "$dir" && setsid nohup "$@" </dev/null >>"$B/logs/$name.log" 2>&1 3>&- &
+     echo "$!" >"$B/$name.launch")
+    record_pid "bai-$name" "$(cat "$B/$name.launch")"
+    log "$name started (pid $(recorded_pid "bai-$name"))"
+}
+
+pg_ok() {
+    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$P_POSTGRES"
+}
+
+psql_q() {
+    psql -X -q -h 127.0.0.1 -p "$P_POSTGRES" -U postgres "$@"
+}
+
+start_postgres() {
+    local pid
+    if [[ ! -s "$B/pg/PG_VERSION" ]]; then
+        rm -rf "$B/pg"
+        install -d -o postgres -g postgres -m 700 "$B/pg"
+        runuser -u postgres -- "$PG_BIN/initdb" -D "$B/pg" -U postgres --auth=trust >"$B/logs/initdb.log" 2>&1 ||
+            die "initdb failed (log: $B/logs/initdb.log)"
+    fi
+    install -d -o postgres -g postgres -m 755 "$B/pgsock"
+    pid="$(recorded_pid bai-postgres)"
+    if [[ -n "$pid" ]] && pid_matches "$pid" postgres "$B/pg" && pg_ok; then
+        log "our postgres (pid $pid) answers; reusing it"
+        return 0
+    fi
+    rm -f "$B/pg/postmaster.pid"
+    setsid nohup runuser -u postgres -- "$PG_BIN/postgres" -D "$B/pg" -p "$P_POSTGRES" -c listen_addresses=127.0.0.1 \
+        -c unix_socket_directories="$B/pgsock" -c max_connections=200 -c fsync=off </dev/null >>"$B/logs/postgres.log" 2>&1 3>&- &
+    wait_until 60 0.3 "postgres on 127.0.0.1:$P_POSTGRES" pg_ok || die "postgres did not start (log: $B/logs/postgres.log)"
+    pid="$(head -n1 "$B/pg/postmaster.pid")"
+    record_pid bai-postgres "$pid"
+}
+
+redis_ok() {
+    [[ "$(redis-cli -h 127.0.0.1 -p "$P_REDIS" ping 2>/dev/null)" == PONG ]]
+}
+
+etcd_ok() {
+    curl -fs -m 5 "http://127.0.0.1:$P_ETCD/health" | grep -q '"health":"true"'
+}
+
+agent_alive() {
+    client_env "$BAI" admin agent list 2>/dev/null | grep -q ALIVE
+}
+
+manager_ok() {
+    curl -fs -m 5 "$ENDPOINT/" | grep -q version
+}
+
+seed() {
+    local key f fixtures="$SAMPLES/fixtures"
+    key="seed rev $SEED_REV $(bai_key)"
+    if [[ -f "$B/seeded" && "$(cat "$B/seeded")" == "$key" ]]; then
+        log "database already seeded"
+        return 0
+    fi
+    log "seeding: etcd config, schema, fixtures of backend.ai-install $BAI_VERSION"
+    cd "$B"
+    psql_q -c "DROP DATABASE IF EXISTS backend WITH (FORCE)" -c "CREATE DATABASE backend"
+    "$BAI" mgr etcd put-json "" etcd-volumes.json >>"$B/logs/seed.log" 2>&1 || die "etcd put-json volumes failed (log: $B/logs/seed.log)"
+    "$BAI" mgr etcd put-json config etcd-config.json >>"$B/logs/seed.log" 2>&1 || die "etcd put-json config failed (log: $B/logs/seed.log)"
+    "$BAI" mgr schema oneshot >>"$B/logs/seed.log" 2>&1 || die "schema oneshot failed (log: $B/logs/seed.log)"
+    "$PY" - "$B/registries.json" "$REGISTRY_ADDR" <<'EOF'
+import json, sys
+path, registry = sys.argv[1], sys.argv[2]
+json.dump({"container_registries": [
+    {"id": "8d1f6e46-3c1f-4d1c-9a44-6a0d54f1a001", "registry_name": "local", "url": "http://localhost", "type": "local",
+     "project": "cuberun"},
+    {"id": "8d1f6e46-3c1f-4d1c-9a44-6a0d54f1a002", "registry_name": registry, "url": f"http://{registry}", "type": "docker",
+     "project": "cuberun"},
+]}, open(path, "w"))
+EOF
+    for f in example-users.json example-keypairs.json example-resource-slot-types.json \
+        example-runtime-variants.json example-runtime-variant-presets.json example-role-presets.json; do
+        "$BAI" mgr fixture populate "$fixtures/$f" >>"$B/logs/seed.log" 2>&1 || die "fixture $f failed (log: $B/logs/seed.log)"
+    done
+    # 26.9.6's example-resource-presets.json gives shared_memory as strings, which its own populate
+    # rejects (asyncpg DataError); presets are optional for batch sessions
+    "$BAI" mgr fixture populate "$fixtures/example-resource-presets.json" >>"$B/logs/seed.log" 2>&1 ||
+        log "note: the wheel's example-resource-presets.json does not load (known defect); skipped"
+    "$BAI" mgr fixture populate "$B/registries.json" >>"$B/logs/seed.log" 2>&1 || die "registry fixture failed (log: $B/logs/seed.log)"
+    "$BAI" mgr permissions provision >>"$B/logs/seed.log" 2>&1 || die "permissions provision failed (log: $B/logs/seed.log)"
+    "$BAI" mgr fixture populate "$fixtures/example-retention-policies.json" >>"$B/logs/seed.log" 2>&1 || true
+    local perms='["create-vfolder","modify-vfolder","delete-vfolder","mount-in-session","upload-file","download-file","invite-others","set-user-specific-permission"]'
+    for t in domains groups keypair_resource_policies; do
+        psql_q backend -c "UPDATE $t SET allowed_vfolder_hosts = '{\"local:volume1\": $perms}'"
+    done
+    # no Docker bridge here: kernels use the host network (and so stay on 127.0.0.1)
+    psql_q backend -c "UPDATE scaling_groups SET use_host_network = true"
+    printf '%s\n' "$key" >"$B/seeded"
+}
+
+cmd_up() {
+    require_root
+    ensure_state_dirs
+    cmd_build
+    apt_install postgresql redis-server redis-tools etcd-server docker.io openssl curl
+    mkdir -p "$B"/{logs,ipc,agent-var,commit,scratches,ssl,redis,etcd,vfroot/local/volume1,agent,storage-proxy}
+    printf '3\n' >"$B/vfroot/local/volume1/version.txt"
+    "$VENV/bin/python" "$HERE/backendai/configure.py" "$SAMPLES/configs" "$B" "$(ports_json)" ||
+        die "writing the Backend.AI configuration failed"
+    if [[ ! -s "$B/ssl/storage-manager.key.pem" ]]; then
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=127.0.0.1 \
+            -keyout "$B/ssl/storage-manager.key.pem" -out "$B/ssl/storage-manager.cert.pem" 2>/dev/null
+    fi
+    start_postgres
+    start_bai redis redis-server "$B/redis" /usr/bin/redis-server --bind 127.0.0.1 --port "$P_REDIS" --save '' \
+        --appendonly no --dir "$B/redis"
+    start_bai etcd "$B/etcd" "$B" /usr/bin/etcd --name cuberun-bai --data-dir "$B/etcd/data" \
+        --listen-client-urls "http://127.0.0.1:$P_ETCD" --advertise-client-urls "http://127.0.0.1:$P_ETCD" \
+        --listen-peer-urls http://127.0.0.1:18121 --initial-advertise-peer-urls http://127.0.0.1:18121 \
+        --initial-cluster cuberun-bai=http://127.0.0.1:18121 --listen-metrics-urls http://127.0.0.1:18122
+    wait_until 30 0.3 "redis" redis_ok || die "redis did not answer (log: $B/logs/redis.log)"
+    wait_until 60 0.5 "etcd" etcd_ok || die "etcd did not answer (log: $B/logs/etcd.log)"
+    start_private_dockerd backendai-dockerd "$B"
+    export DOCKER_HOST="$PRIVATE_DOCKER_HOST"
+    seed
+    start_bai manager "mgr start-server" "$B" "$BAI" mgr start-server -f "$B/manager.toml"
+    start_bai storage-proxy "ai.backend.storage.server" "$B/storage-proxy" "$VENV/bin/python" -m ai.backend.storage.server \
+        -f "$B/storage-proxy/storage-proxy.toml"
+    start_bai agent "ag start-server" "$B/agent" "$BAI" ag start-server -f "$B/agent/agent.toml"
+    wait_until 180 1 "the manager on $ENDPOINT" manager_ok ||
+        { tail -n 30 "$B/logs/manager.log" >&2; die "the manager did not answer within 180s (log: $B/logs/manager.log)"; }
+    wait_until 240 2 "an ALIVE agent" agent_alive ||
+        { tail -n 30 "$B/logs/agent.log" >&2; die "no agent became ALIVE within 240s (log: $B/logs/agent.log)"; }
+    log "ok: Backend.AI $BAI_VERSION manager on $ENDPOINT, agent ALIVE"
+    emit_json endpoint "$ENDPOINT" access_key "$ACCESS_KEY" secret_key "$SECRET_KEY" client "$BAI" version "$BAI_VERSION" \
+        docker_host "$PRIVATE_DOCKER_HOST" registry "$REGISTRY_ADDR" vfolder_host local:volume1 \
+        env "json:{\"BACKEND_ENDPOINT\": \"$ENDPOINT\", \"BACKEND_ENDPOINT_TYPE\": \"api\", \"BACKEND_ACCESS_KEY\": \"$ACCESS_KEY\", \"BACKEND_SECRET_KEY\": \"$SECRET_KEY\"}"
+}
+
+cmd_down() {
+    ensure_state_dirs
+    stop_recorded bai-agent 30 "ag start-server"
+    stop_recorded bai-storage-proxy 20 ai.backend.storage.server
+    stop_recorded bai-manager 30 "mgr start-server"
+    local s="$B/docker.sock"
+    if [[ -S "$s" ]] && DOCKER_HOST="unix://$s" timeout 20 docker info >/dev/null 2>&1; then
+        # kernels left by a killed agent (the agent labels them ai.backend.*)
+        DOCKER_HOST="unix://$s" docker ps -aq --filter label=ai.backend.kernel-id |
+            xargs -r env DOCKER_HOST="unix://$s" docker rm -f >/dev/null 2>&1 || true
+    fi
+    stop_private_dockerd backendai-dockerd "$s" "$B/docker-exec"
+    stop_recorded bai-etcd 20 etcd "$B/etcd"
+    stop_recorded bai-redis 10 redis-server
+    stop_recorded bai-postgres 30 postgres "$B/pg"
+}
+
+cmd_status() {
+    manager_ok || { log "the manager does not answer on $ENDPOINT"; return 1; }
+    agent_alive || { log "no ALIVE agent"; return 1; }
+    log "up: $ENDPOINT"
+}
+
 redirect_stdout_to_stderr
 case "${1:-}" in
     build) cmd_build ;;
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
     *) die "usage: $0 build|up|down|status" ;;
 esac
