@@ -244,6 +244,12 @@ cmd_up() {
         openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=127.0.0.1 \
             -keyout "$B/ssl/storage-manager.key.pem" -out "$B/ssl/storage-manager.cert.pem" 2>/dev/null
     fi
+    if [[ ! -s "$B/fixtures/manager/manager.key_secret" ]]; then
+        # the manager's ZeroMQ RPC keypair (manager.toml's default path, relative to its cwd $B)
+        mkdir -p "$B/fixtures/manager"
+        (cd "$B" && "$BAI" mgr generate-rpc-keypair fixtures/manager manager) >>"$B/logs/seed.log" 2>&1 ||
+            die "generate-rpc-keypair failed (log: $B/logs/seed.log)"
+    fi
     start_postgres
     start_bai redis redis-server "$B/redis" /usr/bin/redis-server --bind 127.0.0.1 --port "$P_REDIS" --save '' \
         --appendonly no --dir "$B/redis"

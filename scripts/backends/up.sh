@@ -19,9 +19,9 @@ LOG_TAG=up
 # shellcheck source=lib.sh
 . "$DIR/lib.sh"
 
-ALL=(docker podman ssh slurm charliecloud registry apptainer htcondor gpu slurm-multi)
+ALL=(docker podman ssh slurm charliecloud registry apptainer htcondor gpu slurm-multi k8s)
 # backends whose script has a `build` step worth starting early: name -> script
-BUILDS=(apptainer)
+BUILDS=(k8s apptainer)
 PER_BACKEND_TIMEOUT=1800
 
 names=("$@")
