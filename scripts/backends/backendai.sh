@@ -127,19 +127,21 @@ client_env() {
         BACKEND_SECRET_KEY="$SECRET_KEY" "$@"
 }
 
-# start_bai NAME PATTERN DIR CMD...: start a daemon in DIR unless our recorded NAME is alive.
+# start_bai NAME PATTERN DIR CMD...: start a daemon in DIR as the leader of a new session
+# unless our recorded session NAME is alive (Backend.AI's daemons rename themselves and fork
+# workers: they are tracked, and stopped, by session).
 start_bai() {
-    local name=$1 pattern=$2 dir=$3 pid
+    local name=$1 pattern=$2 dir=$3 sid
     shift 3
-    pid="$(recorded_pid "bai-$name")"
-    if [[ -n "$pid" ]] && pid_matches "$pid" "$pattern"; then
-        log "our $name (pid $pid) is running; reusing it"
+    sid="$(recorded_pid "bai-$name")"
+    if [[ -n "$sid" ]] && session_matches "$sid" "$pattern"; then
+        log "our $name (session $sid) is running; reusing it"
         return 0
     fi
-    (cd "$dir" && setsid nohup "$@" </dev/null >>"$B/logs/$name.log" 2>&1 3>&- &
-     echo "$!" >"$B/$name.launch")
-    record_pid "bai-$name" "$(cat "$B/$name.launch")"
-    log "$name started (pid $(recorded_pid "bai-$name"))"
+    # the subshell execs setsid, which (not a group leader) calls setsid() and execs: $! is the daemon
+    (cd "$dir" && exec setsid nohup "$@" </dev/null >>"$B/logs/$name.log" 2>&1 3>&-) &
+    record_pid "bai-$name" "$!"
+    log "$name started (session $!)"
 }
 
 pg_ok() {
@@ -231,6 +233,13 @@ EOF
     printf '%s\n' "$key" >"$B/seeded"
 }
 
+# allow_registries: sessions may use images of the loopback registry and of the Docker engine
+# (the manager refuses "unknown alias or disallowed registry" otherwise). Idempotent.
+allow_registries() {
+    psql_q backend -c "UPDATE domains SET allowed_docker_registries =
+        ARRAY(SELECT DISTINCT unnest(allowed_docker_registries || ARRAY['$REGISTRY_ADDR', 'local']::varchar[]))"
+}
+
 cmd_up() {
     require_root
     ensure_state_dirs
@@ -262,10 +271,11 @@ cmd_up() {
     start_private_dockerd backendai-dockerd "$B"
     export DOCKER_HOST="$PRIVATE_DOCKER_HOST"
     seed
-    start_bai manager "mgr start-server" "$B" "$BAI" mgr start-server -f "$B/manager.toml"
-    start_bai storage-proxy "ai.backend.storage.server" "$B/storage-proxy" "$VENV/bin/python" -m ai.backend.storage.server \
+    allow_registries
+    start_bai manager backend "$B" "$BAI" mgr start-server -f "$B/manager.toml"
+    start_bai storage-proxy backend "$B/storage-proxy" "$VENV/bin/python" -m ai.backend.storage.server \
         -f "$B/storage-proxy/storage-proxy.toml"
-    start_bai agent "ag start-server" "$B/agent" "$BAI" ag start-server -f "$B/agent/agent.toml"
+    start_bai agent backend "$B/agent" "$BAI" ag start-server -f "$B/agent/agent.toml"
     wait_until 180 1 "the manager on $ENDPOINT" manager_ok ||
         { tail -n 30 "$B/logs/manager.log" >&2; die "the manager did not answer within 180s (log: $B/logs/manager.log)"; }
     wait_until 240 2 "an ALIVE agent" agent_alive ||
@@ -278,9 +288,9 @@ cmd_up() {
 
 cmd_down() {
     ensure_state_dirs
-    stop_recorded bai-agent 30 "ag start-server"
-    stop_recorded bai-storage-proxy 20 ai.backend.storage.server
-    stop_recorded bai-manager 30 "mgr start-server"
+    stop_session bai-agent 30 backend
+    stop_session bai-storage-proxy 20 backend
+    stop_session bai-manager 30 backend
     local s="$B/docker.sock"
     if [[ -S "$s" ]] && DOCKER_HOST="unix://$s" timeout 20 docker info >/dev/null 2>&1; then
         # kernels left by a killed agent (the agent labels them ai.backend.*)
@@ -288,8 +298,8 @@ cmd_down() {
             xargs -r env DOCKER_HOST="unix://$s" docker rm -f >/dev/null 2>&1 || true
     fi
     stop_private_dockerd backendai-dockerd "$s" "$B/docker-exec"
-    stop_recorded bai-etcd 20 etcd "$B/etcd"
-    stop_recorded bai-redis 10 redis-server
+    stop_session bai-etcd 20 "$B/etcd"
+    stop_session bai-redis 10 redis-server
     stop_recorded bai-postgres 30 postgres "$B/pg"
 }
 

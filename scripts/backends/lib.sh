@@ -482,3 +482,42 @@ start_private_dockerd() {
     done
     log "$name up (pid $pid)"
 }
+
+# session_members SID: the PIDs of the live processes in session SID (a daemon started with
+# setsid is its session's leader; its workers and helpers stay in the session).
+session_members() {
+    ps -eo pid=,sid= | awk -v s="$1" '$2 == s { print $1 }'
+}
+
+# session_matches SID PATTERN: some live member's cmdline contains PATTERN.
+session_matches() {
+    local sid=$1 pattern=$2 pid
+    [[ "$sid" =~ ^[0-9]+$ ]] || return 1
+    for pid in $(session_members "$sid"); do
+        if pid_matches "$pid" "$pattern"; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+_session_gone() {
+    [[ -z "$(session_members "$1")" ]]
+}
+
+# stop_session NAME TIMEOUT_S PATTERN: stop every process of the session recorded as NAME (for
+# daemons that rename themselves or fork workers), only when a member still shows PATTERN:
+# SIGTERM to the session's members, bounded wait, then SIGKILL; then forget NAME.
+stop_session() {
+    local name=$1 timeout_s=$2 pattern=$3 sid pid
+    sid="$(recorded_pid "$name")"
+    if [[ -n "$sid" ]] && session_matches "$sid" "$pattern"; then
+        log "stopping session $sid ($name)"
+        for pid in $(session_members "$sid"); do kill -TERM "$pid" 2>/dev/null || true; done
+        if ! wait_until "$timeout_s" 0.3 "session $sid to end" _session_gone "$sid"; then
+            for pid in $(session_members "$sid"); do kill -KILL "$pid" 2>/dev/null || true; done
+            wait_until 10 0.2 "session $sid to end after SIGKILL" _session_gone "$sid" || true
+        fi
+    fi
+    forget_pid "$name"
+}

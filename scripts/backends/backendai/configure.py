@@ -112,7 +112,8 @@ def main() -> None:
     mock = tomlkit.document()
     mock["slot_name"] = "cuda"
     mock["device_plugin_name"] = "CUDADevice"
-    mock["formats"] = tomlkit.table()
+    mock["formats"] = {"device": {"human_readable_name": "GPU", "description": "CUDA-capable GPU (mock)", "display_unit": "GPU",
+                                  "number_format": {"binary": False, "round_length": 0}, "display_icon": "gpu1"}}
     mock["attributes"] = {"nvidia_driver": "525.00.00", "cuda_runtime": "12.0"}
     devices = tomlkit.aot()
     for i in range(4):
