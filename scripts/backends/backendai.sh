@@ -270,6 +270,11 @@ cmd_up() {
     wait_until 60 0.5 "etcd" etcd_ok || die "etcd did not answer (log: $B/logs/etcd.log)"
     start_private_dockerd backendai-dockerd "$B"
     export DOCKER_HOST="$PRIVATE_DOCKER_HOST"
+    if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+        ensure_rootfs  # the base image for kernel images, as in docker.sh
+        rootfs_tar | docker import "${IMPORT_CHANGES[@]}" - "$BASE_IMAGE" >/dev/null
+        log "imported $BASE_IMAGE into the agent's Docker engine"
+    fi
     seed
     allow_registries
     start_bai manager backend "$B" "$BAI" mgr start-server -f "$B/manager.toml"
@@ -282,7 +287,7 @@ cmd_up() {
         { tail -n 30 "$B/logs/agent.log" >&2; die "no agent became ALIVE within 240s (log: $B/logs/agent.log)"; }
     log "ok: Backend.AI $BAI_VERSION manager on $ENDPOINT, agent ALIVE"
     emit_json endpoint "$ENDPOINT" access_key "$ACCESS_KEY" secret_key "$SECRET_KEY" client "$BAI" version "$BAI_VERSION" \
-        docker_host "$PRIVATE_DOCKER_HOST" registry "$REGISTRY_ADDR" vfolder_host local:volume1 \
+        docker_host "$PRIVATE_DOCKER_HOST" registry "$REGISTRY_ADDR" vfolder_host local:volume1 manager_dir "$B" base_image "$BASE_IMAGE" \
         env "json:{\"BACKEND_ENDPOINT\": \"$ENDPOINT\", \"BACKEND_ENDPOINT_TYPE\": \"api\", \"BACKEND_ACCESS_KEY\": \"$ACCESS_KEY\", \"BACKEND_SECRET_KEY\": \"$SECRET_KEY\"}"
 }
 

@@ -11,7 +11,7 @@ LOG_TAG=down
 # shellcheck source=lib.sh
 . "$DIR/lib.sh"
 
-ALL=(k8s slurm-multi gpu htcondor apptainer registry charliecloud slurm ssh podman docker)
+ALL=(k8s backendai slurm-multi gpu htcondor apptainer registry charliecloud slurm ssh podman docker)
 
 names=()
 if [[ $# -eq 0 ]]; then

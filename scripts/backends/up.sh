@@ -19,10 +19,10 @@ LOG_TAG=up
 # shellcheck source=lib.sh
 . "$DIR/lib.sh"
 
-ALL=(docker podman ssh slurm charliecloud registry apptainer htcondor gpu slurm-multi k8s)
+ALL=(docker podman ssh slurm charliecloud registry apptainer htcondor gpu slurm-multi backendai k8s)
 # backends whose script has a `build` step worth starting early: name -> script
-BUILDS=(k8s apptainer)
-PER_BACKEND_TIMEOUT=1800
+BUILDS=(k8s apptainer backendai)
+PER_BACKEND_TIMEOUT=3600  # a cold Kubernetes build on 2 busy cores took 35 min
 
 names=("$@")
 if [[ ${#names[@]} -eq 0 ]]; then
