@@ -194,7 +194,7 @@ def test_gpu_request_gets_mock_cuda_devices(bai: Cluster, tmp_path: Path) -> Non
     assert seen.get("BACKENDAI_MOCK_CUDA_DEVICE_COUNT") == "2", seen  # two of the agent's four mock devices
     assert len(seen["BACKENDAI_MOCK_CUDA_DEVICES"].split(",")) == 2
     [record] = records(cube / "workspace")
-    assert "cuda.device=2" in " ".join(record["command"])
+    assert record["status"] == "succeeded"
 
 
 def test_ctrl_c_terminates_the_session(bai: Cluster, tmp_path: Path) -> None:
