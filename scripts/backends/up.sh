@@ -48,6 +48,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# a fresh machine has empty package lists: refresh them once here, before the background builds
+# and the backends install packages side by side (concurrent installs then only wait on dpkg's lock)
+if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+    apt_update
+fi
+
 # start the long builds of the named backends in the background (HTCondor shares Apptainer's rootfs)
 for b in "${BUILDS[@]}"; do
     wanted=0
