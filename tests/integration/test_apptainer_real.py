@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from tests.backends import backend_env, require_backend
-from tests.faults.helpers import Background, alive, processes_mentioning, wait_until
+from tests.faults.helpers import Background, alive, cmdline, processes_mentioning, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SESSION = uuid.uuid4().hex[:8]
@@ -238,7 +238,8 @@ def _interrupt(app: Apptainer, cube: Path, sig: int, kill_backend: bool = False)
         task_pids = [pid for pid, cmd in processes_mentioning("sleep 300")]
         assert task_pids, "the task's process is not visible"
         if kill_backend:
-            wrappers = [pid for pid, cmd in processes_mentioning(app.details["sid_root"]) if cmd.startswith("unshare")]
+            # only this run's namespace (the HTCondor pool lives in the same rootfs, behind another unshare)
+            wrappers = [pid for pid, cmd in processes_mentioning(str(cube)) if cmd.startswith("unshare") and app.details["sid_root"] in cmdline(pid)]
             assert wrappers
             for pid in wrappers:
                 os.kill(pid, signal.SIGKILL)
