@@ -127,6 +127,12 @@ class Runner(ABC):
         """Why these tasks cannot be started on this platform (validate), without running anything."""
         return []
 
+    def sections(self) -> list[str] | None:
+        """The cube sections whose keys change how this platform runs a task (a swept config key
+        must be in one); None when it cannot be told here (a remote platform decides)."""
+        own = [self.section] if self.section else []
+        return own if "docker" in own else [*own, "docker"]  # the others take the image (or the host command) from docker:
+
     def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
         """What identifies how `task` runs, for up-to-date checks: the exact commands, plus
         anything else the result depends on (image digest, env). Must be stable across runs."""

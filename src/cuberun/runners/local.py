@@ -20,6 +20,7 @@ from cuberun.schema import Field
 from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
+    from cuberun.codeid import CodeId
     from cuberun.process import Outcome
     from cuberun.resolve import ResolvedTask
     from cuberun.runners.dockerfile import Dockerfile
@@ -43,6 +44,7 @@ class Launch:
     derived_from: str | None = None  # the Dockerfile, when derived
     python: str | None = None  # "Python 3.8.18 (pyenv: /root/...)" when the env's interpreter was chosen
     image_python: str | None = None
+    task_python: str | None = None  # local.python without a managed env: the interpreter that runs the task
     dockerfile: Dockerfile | None = None
 
 
@@ -63,6 +65,7 @@ class LocalRunner(Runner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._launch: Launch | None = None
+        self._code: CodeId | None = None
 
     # -- how to launch -------------------------------------------------------------------
     def launch(self) -> Launch:
@@ -133,6 +136,15 @@ class LocalRunner(Runner):
                 relax=bool(self.options.relax_pins or cfg.get("relax_pins")), version=interp.version,
                 image_python=launch.image_python, source=interp.source if wanted else "",
             )
+        elif mode == "managed" and cfg.get("python"):  # no env to build: local.python runs the task itself
+            from cuberun.runners import pythons
+
+            wanted = str(cfg.get("python"))
+            if wanted.strip() == "image" and launch.image_python:
+                wanted = launch.image_python
+            interp = pythons.resolve(wanted)
+            launch.task_python = interp.path
+            launch.notes.append(f"using {interp.describe()} to run the task (local.python; the cube has no requirements, so no managed env)")
         return launch
 
     def _from_dockerfile(self, context: Path, docker: dict[str, Any]) -> Launch:
@@ -301,15 +313,62 @@ class LocalRunner(Runner):
                              f"give task '{task.name}' an entrypoint, or add a 'local: {{command: ...}}' section (or -Plocal.command=...)")
         base = entry if entry is not None else list(launch.command)
         if base and base[0] in PYTHON_NAMES:
+            mode = self.config.get("env") or "managed"
             if launch.env is not None:
                 base = [str(launch.env.bin_dir() / "python"), *base[1:]]
-            elif (self.config.get("env") or "managed") == "current":
+            elif mode == "current":
                 base = [sys.executable, *base[1:]]
+            elif mode == "managed" and launch.task_python:  # no env to build: local.python runs the task itself
+                base = [launch.task_python, *base[1:]]
         return base + task.task_args(task.host_args())
 
     def run_steps(self, task: ResolvedTask) -> list[Step]:
         extra = {k: v for k, v in self._environment().items() if k not in ("PATH", "PYTHONUNBUFFERED")}
         return [Step(tuple(self._argv(task)), "run", str(self.launch().workdir), extra)]
+
+    def sections(self) -> list[str] | None:
+        return ["local"] if self.config.get("command") else ["local", "docker"]  # docker: the Dockerfile the command is derived from
+
+    def code_roots(self) -> list[Path]:
+        """Where the task's code lives: the cube folder and the folder the command runs in (the
+        Dockerfile's context for a derived command), but never / or the home folder itself."""
+        home = os.path.realpath(os.path.expanduser("~"))
+        roots = []
+        for r in (self.cube.root, self.launch().workdir):
+            real = os.path.realpath(r)
+            if real == os.sep or real == home or home.startswith(real.rstrip(os.sep) + os.sep):
+                continue
+            roots.append(Path(os.path.normpath(r)))
+        return roots
+
+    def code_identity(self) -> CodeId:
+        """The code identity of the cube (see codeid.py), once per runner (one invocation)."""
+        if self._code is None:
+            from cuberun import codeid
+            from cuberun.resolve import expand_path
+            from cuberun.runners.pyenv import cache_dir
+
+            ws = self.cube.workspace
+            exclude = [str(ws), str(self.cube.root / "workspace"), str(self.cube.file), str(cache_dir())]
+            exclude += [str(expand_path(p.default, ws)[0]) for t in self.cube.tasks.values() for p in t.outputs]
+            self._code = codeid.identity(self.code_roots(), "code", exclude)
+        return self._code
+
+    def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
+        """The command, its working directory and environment variables (secret values as keyed
+        digests), the program it starts (for Python: the interpreter's version and the packages
+        installed where it imports from) and the code identity of the cube folder."""
+        from cuberun.records import SECRET_NAME
+        from cuberun.runners import pyidentity
+        from cuberun.secretid import secret_digest
+
+        step = self.run_steps(task)[0]
+        env = {k: (secret_digest(v) if SECRET_NAME.search(k) else v) for k, v in sorted(step.env.items())}
+        fp: dict[str, Any] = {"runner": self.name, "command": [list(step.argv)], "cwd": step.cwd, "env": env}
+        if step.argv:
+            fp["program"] = pyidentity.identity(step.argv[0], self._environment(), step.cwd)
+        fp["code"] = self.code_identity().to_json()
+        return fp
 
     def run(self, task: ResolvedTask, log_path: str) -> Outcome:
         from cuberun.process import stream

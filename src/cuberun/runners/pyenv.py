@@ -60,6 +60,9 @@ class EnvSpec:
         for f in self.requirement_files:
             h.update(b"\0file\0")
             h.update(_read(f))
+        for f in nested_requirements(self.requirement_files):  # a nested -r/-c file is part of the env too
+            h.update(b"\0nested\0" + str(f).encode("utf-8", "surrogateescape") + b"\0")
+            h.update(_read(f) if f.is_file() else b"<missing>")
         for p in sorted(self.packages):
             h.update(b"\0pkg\0" + p.encode())
         for f in self.constraint_files:
@@ -131,6 +134,12 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()[: 1 << 22]
     except OSError:
         return b""
+
+
+def nested_requirements(files: Sequence[Path]) -> list[Path]:
+    from cuberun.runners.reqfiles import closure
+
+    return [f for f in closure(files) if f not in files]
 
 
 _VERSIONS: dict[str, str] = {}

@@ -339,6 +339,13 @@ class SlurmRunner(Runner):
 
         return make_runner(self.cube, self.inner_platform, self.options, self.options.config_overrides)
 
+    def sections(self) -> list[str] | None:
+        try:
+            inner = self._inner_runner().sections()
+        except CuberunError:
+            return None
+        return None if inner is None else [self.section or "slurm", *inner]
+
     def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
         """How the task runs is the inner platform's business (its command, image digest, env);
         queue and resources (partition, time, mem) do not change results, so they are left out."""

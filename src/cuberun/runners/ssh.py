@@ -861,6 +861,9 @@ class SSHRunner(Runner):
         steps += [Step(tuple(a), "fetch") for a in self.fetch_argvs(plan, task)]
         return steps
 
+    def sections(self) -> list[str] | None:
+        return None  # the remote platform reads what its runner reads: not known on this side
+
     def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
         """The remote command and where it runs (not the sync commands: their ssh options, such as
         the control socket path, do not change the result)."""
