@@ -330,28 +330,18 @@ class LocalRunner(Runner):
         return ["local"] if self.config.get("command") else ["local", "docker"]  # docker: the Dockerfile the command is derived from
 
     def code_roots(self) -> list[Path]:
-        """Where the task's code lives: the cube folder and the folder the command runs in (the
-        Dockerfile's context for a derived command), but never / or the home folder itself."""
+        """Where the task's code lives beyond the cube folder: the folder the command runs in (the
+        Dockerfile's context for a derived command), unless it is / or holds the home folder."""
         home = os.path.realpath(os.path.expanduser("~"))
-        roots = []
-        for r in (self.cube.root, self.launch().workdir):
-            real = os.path.realpath(r)
-            if real == os.sep or real == home or home.startswith(real.rstrip(os.sep) + os.sep):
-                continue
-            roots.append(Path(os.path.normpath(r)))
-        return roots
+        real = os.path.realpath(self.launch().workdir)
+        if real == os.sep or real == home or home.startswith(real.rstrip(os.sep) + os.sep):
+            return []
+        return [Path(os.path.normpath(self.launch().workdir))]
 
     def code_identity(self) -> CodeId:
         """The code identity of the cube (see codeid.py), once per runner (one invocation)."""
         if self._code is None:
-            from cuberun import codeid
-            from cuberun.resolve import expand_path
-            from cuberun.runners.pyenv import cache_dir
-
-            ws = self.cube.workspace
-            exclude = [str(ws), str(self.cube.root / "workspace"), str(self.cube.file), str(cache_dir())]
-            exclude += [str(expand_path(p.default, ws)[0]) for t in self.cube.tasks.values() for p in t.outputs]
-            self._code = codeid.identity(self.code_roots(), "code", exclude)
+            self._code = self.cube_code(self.code_roots())
         return self._code
 
     def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:

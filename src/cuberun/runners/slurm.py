@@ -352,7 +352,8 @@ class SlurmRunner(Runner):
         try:
             inner = dict(self._inner_runner().fingerprint(task))
         except CuberunError:  # e.g. the inner engine is only on the compute nodes (configure: job)
-            return {"runner": self.name, "inner_platform": self.inner_platform, "command": self.inner_argv(task)}
+            return {"runner": self.name, "inner_platform": self.inner_platform, "command": self.inner_argv(task),
+                    "code": self.cube_code().to_json()}
         return {**inner, "runner": self.name, "inner_runner": inner.get("runner"), "inner_platform": self.inner_platform}
 
     def configure_steps(self) -> list[Step]:

@@ -870,7 +870,8 @@ class SSHRunner(Runner):
         t = self.target
         plan = self.plan(task)
         return {"runner": self.name, "command": [self.remote_run_argv(task, plan, redact=True)], "host": t.host, "user": t.user,
-                "port": t.port, "ssh_config": t.ssh_config, "remote_platform": self.remote_platform}
+                "port": t.port, "ssh_config": t.ssh_config, "remote_platform": self.remote_platform,
+                "code": self.cube_code().to_json()}
 
     def _missing_error(self) -> BackendError:
         name = self.cuberun_argv()[0]
