@@ -32,10 +32,10 @@ class NotRegular(Exception):
     """A path that is not a regular file where content was expected (never opened)."""
 
     def __init__(self, path: str, kind: str, target: str | None = None) -> None:
-        super().__init__(path)
         self.path = path
         self.kind = kind  # "a FIFO", "a socket", "a character device", ...
         self.target = target  # where a symlink pointed
+        super().__init__(self.describe())
 
     def describe(self) -> str:
         via = f" (a link to {self.target})" if self.target else ""

@@ -202,6 +202,8 @@ def _program_reasons(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
     out = []
     rest = {k for k in set(old) | set(new) if old.get(k) != new.get(k)} - {"packages"}
+    if rest == {"path"} and old.get("version"):
+        rest = set()  # the same interpreter reached another way (the command says how)
     if rest:
         what = "interpreter" if old.get("version") or new.get("version") else "program"
         out.append(f"{what} changed: {who(old)} -> {who(new)}" if who(old) != who(new) else f"{what} {who(new)} changed")

@@ -31,6 +31,8 @@ PYTHON_NAMES = ("python", "python3")
 HOST_OWNED = {"HOME", "HOSTNAME", "PWD", "OLDPWD", "SHELL", "USER", "LOGNAME", "TERM", "SHLVL", "DEBIAN_FRONTEND", "VIRTUAL_ENV"}
 PATH_LISTS = {"PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "MANPATH", "PKG_CONFIG_PATH"}
 
+MANAGED_ENV = "<managed env>"  # stands for the managed env's folder in the task's identity
+
 
 @dataclass
 class Launch:
@@ -353,10 +355,17 @@ class LocalRunner(Runner):
         from cuberun.secretid import secret_digest
 
         step = self.run_steps(task)[0]
-        env = {k: (secret_digest(v) if SECRET_NAME.search(k) else v) for k, v in sorted(step.env.items())}
-        fp: dict[str, Any] = {"runner": self.name, "command": [list(step.argv)], "cwd": step.cwd, "env": env}
+        managed = self.launch().env
+        where = str(managed.path()) if managed is not None else None
+
+        def plain(value: str) -> str:  # the managed env's folder is named by its key: its packages say what it holds
+            return MANAGED_ENV + value[len(where):] if where and (value == where or value.startswith(where + os.sep)) else value
+
+        env = {k: (secret_digest(v) if SECRET_NAME.search(k) else plain(v)) for k, v in sorted(step.env.items())}
+        fp: dict[str, Any] = {"runner": self.name, "command": [[plain(a) for a in step.argv]], "cwd": step.cwd, "env": env}
         if step.argv:
-            fp["program"] = pyidentity.identity(step.argv[0], self._environment(), step.cwd)
+            program = pyidentity.identity(step.argv[0], self._environment(), step.cwd)
+            fp["program"] = {k: plain(v) if isinstance(v, str) else v for k, v in program.items()}
         fp["code"] = self.code_identity().to_json()
         return fp
 
