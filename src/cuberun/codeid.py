@@ -27,12 +27,11 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cuberun.ignorefiles import IgnoreRule, docker_last, docker_rules, git_ignored, git_rules
-from cuberun.valueclass import dataclass
+from cuberun.ignorefiles import IgnoreRule, docker_rules, git_ignored, git_rules
 
 VERSION = 1
 SNAPSHOT_DIR = Path(".cuberun") / "state" / "code"
@@ -45,85 +44,135 @@ ENV_MARKERS = ("pyvenv.cfg", "conda-meta")  # a directory holding one is a Pytho
 IGNORE_FILES = frozenset({".gitignore", ".dockerignore", ".cuberunignore"})  # they shape the code, they are not code
 
 
-@dataclass(frozen=True)
 class CodeId:
-    sha256: str
-    files: int
-    bytes: int
-    members: dict[str, str]  # relative path -> content digest (with "+x", "->target", "dir" in docker scope)
-    roots: tuple[str, ...]
+    """A code identity: its digest, file count and size, and (read on demand) the member list."""
+
+    __slots__ = ("_load", "_members", "bytes", "files", "roots", "sha256")
+
+    def __init__(self, sha256: str, files: int, size: int, roots: tuple[str, ...], members: dict[str, str] | None = None,
+                 load: Callable[[], dict[str, str]] | None = None) -> None:
+        self.sha256 = sha256
+        self.files = files
+        self.bytes = size
+        self.roots = roots
+        self._members = members
+        self._load = load
+
+    @property
+    def members(self) -> dict[str, str]:
+        """relative path -> content digest (with "+x", "->target", "dir" in docker scope)."""
+        if self._members is None:
+            self._members = self._load() if self._load is not None else {}
+        return self._members
 
     def to_json(self) -> dict[str, Any]:
         return {"sha256": self.sha256, "files": self.files, "roots": list(self.roots)}
 
 
 # -- the walk ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Entry:
-    rel: str
-    full: str
-    kind: str  # "f" file, "l" symlink (not followed), "d" directory (docker scope only)
-    st: os.stat_result | None
-    link: str = ""
+# an entry: (relative path, absolute path, kind "f" file / "l" link not followed / "d" directory
+# (docker scope only), stat of a file or None, link target or "")
+Entry = tuple[str, str, str, "os.stat_result | None", str]
+SKIP_NAMES = BUILTIN_DIRS | IGNORE_FILES
 
 
-def walk(root: Path, scope: str, exclude: Iterable[str] = ()) -> list[_Entry]:
-    """Every entry of `root` that belongs to the code (see the module doc), sorted by path."""
+def walk(root: Path, scope: str, exclude: Iterable[str] = ()) -> list[Entry]:
+    """Every entry of `root` that belongs to the code (see the module doc), sorted by path (the
+    order in which directories are read does not matter)."""
     excluded = {os.path.normpath(e) for e in exclude}
     top = str(root)
-    found: list[_Entry] = []
+    found: list[Entry] = []
     docker = scope == "docker"
     drules: list[IgnoreRule] = []
     grules: list[IgnoreRule] = []
+    own = root / ".cuberunignore"
     if docker:
         drules = docker_rules(_read_small(root / ".dockerignore"))
+    elif os.path.isfile(own):
+        grules = git_rules(_read_small(own))
     else:
-        own = root / ".cuberunignore"
-        if os.path.isfile(own):
-            grules = git_rules(_read_small(own))
-        else:
-            drules = docker_rules(_read_small(root / ".dockerignore"))
-    use_gitignore = not docker and not os.path.isfile(root / ".cuberunignore")
+        drules = docker_rules(_read_small(root / ".dockerignore"))
+    use_gitignore = not docker and not grules and not os.path.isfile(own)
     prune = not any(r.negate for r in drules)
-    # stack of (dir path, rel, docker rule index of the dir, git rules in force)
+    # a .dockerignore pattern without ** matches paths of its own depth only: try just those
+    by_depth: dict[int, list[int]] = {}
+    deep: list[int] = []
+    for i, rule in enumerate(drules):
+        text = rule.pattern.pattern.replace("[^/]", "")
+        if ".*" in text or "[" in text:  # ** (or a character class that might hold a slash): any depth
+            deep.append(i)
+        else:
+            by_depth.setdefault(text.count("/"), []).append(i)
+
+    candidates: dict[int, list[int]] = {}
+
+    def candidates_for(depth: int) -> list[int]:
+        order = candidates.get(depth)
+        if order is None:
+            order = candidates[depth] = sorted([*by_depth.get(depth, ()), *deep], reverse=True)
+        return order
+
+    def last_rule(sub: str, depth: int, last: int) -> int:
+        for i in candidates_for(depth):
+            if i <= last:
+                break
+            if drules[i].pattern.match(sub):
+                return i
+        return last
+
+    isreg = stat.S_ISREG
+    # stack of (dir path, rel prefix ("" or "a/b/"), docker rule index of the dir, git rules in force)
     stack: list[tuple[str, str, int, list[IgnoreRule]]] = [(top, "", -1, grules)]
     while stack:
-        path, rel, last, rules = stack.pop()
+        path, prefix, last, rules = stack.pop()
         try:
             with os.scandir(path) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                entries = list(it)
         except OSError:
             continue
-        names = {e.name for e in entries}
-        if not docker and rel and any(m in names for m in ENV_MARKERS):
-            continue  # a virtualenv or conda env inside the cube folder: not code
-        if use_gitignore and ".gitignore" in names:
-            rules = rules + git_rules(_read_small(Path(path) / ".gitignore"), rel)
+        if not docker:
+            if prefix and any(e.name in ENV_MARKERS for e in entries):
+                continue  # a virtualenv or conda env inside the cube folder: not code
+            if use_gitignore and any(e.name == ".gitignore" for e in entries):
+                rules = rules + git_rules(_read_small(Path(path) / ".gitignore"), prefix[:-1])
+        depth = prefix.count("/")
+        ruled = bool(rules) or last >= 0 or bool(drules and candidates_for(depth))
         for entry in entries:
             name = entry.name
+            if not docker and (name in SKIP_NAMES or name.endswith(BUILTIN_SUFFIXES)):
+                continue
+            if not ruled:  # the common case: no ignore rule can apply here
+                try:
+                    if entry.is_file(follow_symlinks=False):
+                        full = entry.path
+                        if full not in excluded:
+                            found.append((prefix + name, full, "f", entry.stat(follow_symlinks=False), ""))
+                        continue
+                except OSError:
+                    continue
             full = entry.path
             if full in excluded:
                 continue
-            sub = name if not rel else f"{rel}/{name}"
+            sub = prefix + name
             try:
                 is_link = entry.is_symlink()
-                is_dir = entry.is_dir(follow_symlinks=False)
+                is_dir = not is_link and entry.is_dir(follow_symlinks=False)
             except OSError:
                 continue
-            if not docker and (name in BUILTIN_DIRS or name in IGNORE_FILES or name.endswith(BUILTIN_SUFFIXES)):
-                continue
-            idx = docker_last(sub, drules, last) if drules else -1
-            d_ignored = idx >= 0 and not drules[idx].negate
-            g_ignored = bool(rules) and git_ignored(sub, name, is_dir, rules)
+            idx = last
+            d_ignored = g_ignored = False
+            if ruled:
+                idx = last_rule(sub, depth, last) if drules else -1
+                d_ignored = idx >= 0 and not drules[idx].negate
+                g_ignored = bool(rules) and git_ignored(sub, name, is_dir, rules)
             if is_dir:
                 if g_ignored or (d_ignored and prune):
                     continue
                 if docker and not d_ignored:
-                    found.append(_Entry(sub, full, "d", None))
-                stack.append((full, sub, idx, rules))
+                    found.append((sub, full, "d", None, ""))
+                stack.append((full, sub + "/", idx, rules))
                 continue
-            ignored = d_ignored or g_ignored
-            if ignored:
+            if d_ignored or g_ignored:
                 continue
             if is_link:
                 try:
@@ -135,19 +184,19 @@ def walk(root: Path, scope: str, exclude: Iterable[str] = ()) -> list[_Entry]:
                         st = os.stat(full)
                     except OSError:
                         st = None
-                    if st is not None and stat.S_ISREG(st.st_mode):
-                        found.append(_Entry(sub, full, "f", st))  # a linked file counts by its content
+                    if st is not None and isreg(st.st_mode):
+                        found.append((sub, full, "f", st, ""))  # a linked file counts by its content
                         continue
-                found.append(_Entry(sub, full, "l", None, link))
+                found.append((sub, full, "l", None, link))
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if stat.S_ISREG(st.st_mode):
-                found.append(_Entry(sub, full, "f", st))
+            if isreg(st.st_mode):
+                found.append((sub, full, "f", st, ""))
             # sockets, FIFOs and devices are never code: left out, never opened
-    found.sort(key=lambda e: e.rel)
+    found.sort()
     return found
 
 
@@ -165,25 +214,23 @@ def _cache_path(scope: str, root: Path) -> Path:
     return cache_dir() / "code" / f"{key}.json"
 
 
-def _load_cache(path: Path, root: Path) -> tuple[dict[str, list[Any]], int]:
+def _load_json(path: Path, root: Path, limit: int) -> dict[str, Any]:
     try:
-        if os.stat(path).st_size > (256 << 20):
-            return {}, 0
+        if os.stat(path).st_size > limit:
+            return {}
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}, 0
+        return {}
     if not isinstance(data, dict) or data.get("version") != VERSION or data.get("root") != str(root):
-        return {}, 0
-    files = data.get("files")
-    at = data.get("at")
-    return (files if isinstance(files, dict) else {}), (at if isinstance(at, int) else 0)
+        return {}
+    return data
 
 
-def _save_cache(path: Path, root: Path, files: dict[str, list[Any]], at: int) -> None:
+def _save_json(path: Path, data: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"version": VERSION, "root": str(root), "at": at, "files": files}, separators=(",", ":")), encoding="utf-8")
+        tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
         os.replace(tmp, path)
     except OSError:
         pass  # only a cache: the next run hashes again
@@ -194,17 +241,94 @@ _SEEN: dict[str, CodeId] = {}  # the code identities this process computed, by d
 _SEEN_LOCK = threading.Lock()
 
 
+def _key(roots: Sequence[Path], scope: str, exclude: Iterable[str]) -> tuple[Any, ...]:
+    excl = tuple(sorted({os.path.normpath(str(e)) for e in exclude}))
+    return (tuple(_outermost([Path(os.path.normpath(str(r))) for r in roots])), scope, excl)
+
+
+# a code identity started in a forked child at start-up (start_early), taken by identity()
+_EARLY: list[tuple[tuple[Path, ...], frozenset[str], Any]] = []
+
+
+def start_early(root: Path, exclude: Iterable[str]) -> None:
+    """Compute the code identity of `root` in a forked child while this process starts up (on
+    another core, the walk costs no time); identity() takes it when it asks for the same folder
+    with exclusions that differ only outside it."""
+    from cuberun.process import fork_call
+
+    key = _key([root], "code", exclude)
+
+    def work() -> str:
+        code = _identity(key[0], "code", key[2], "code")
+        return json.dumps({"sha256": code.sha256, "files": code.files, "bytes": code.bytes})
+
+    forked = fork_call(work)
+    if forked is not None:
+        _EARLY.append((key[0], frozenset(key[2]), forked))
+
+
+def _take_early(roots: tuple[Path, ...], exclude: Sequence[str]) -> CodeId | None:
+    if not _EARLY:
+        return None
+    early_roots, early_excl, forked = _EARLY.pop()
+    def under(path: str, folders: Iterable[Any]) -> bool:
+        return any(path == str(f) or path.startswith(str(f).rstrip(os.sep) + os.sep) for f in folders)
+
+    both = early_excl.intersection(exclude)
+    differ = [p for p in early_excl.symmetric_difference(exclude) if under(p, roots) and not under(p, both)]
+    if early_roots != roots or differ:
+        forked.cancel()
+        return None
+    text = forked.result()
+    try:
+        data = json.loads(text.split("\n", 1)[1].rsplit("\nend", 1)[0]) if text else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("sha256"), str):
+        return None
+
+    def load() -> dict[str, str]:  # members are needed only to save or explain a change: computed again then
+        return _identity(roots, "code", exclude, "code").members
+
+    return CodeId(data["sha256"], int(data.get("files") or 0), int(data.get("bytes") or 0), tuple(str(r) for r in roots), load=load)
+
+
 def identity(roots: Sequence[Path], scope: str = "code", exclude: Iterable[str] = (), label: str = "code") -> CodeId:
     """The code identity of `roots` now (callers keep it for the rest of their invocation)."""
-    excl = tuple(sorted({os.path.normpath(str(e)) for e in exclude}))
-    norm = tuple(_outermost([Path(os.path.normpath(str(r))) for r in roots]))
-    result = _compute(norm, scope, excl, label)
+    key = _key(roots, scope, exclude)
+    if scope == "code":
+        early = _take_early(key[0], key[2])
+        if early is not None:
+            _remember(early)
+            return early
+    return _identity(key[0], key[1], key[2], label)
+
+
+def _identity(norm: Sequence[Path], scope: str, excl: Sequence[str], label: str) -> CodeId:
+    parts = [_root_identity(root, scope, excl, label) for root in norm]
+    if len(parts) == 1:
+        result = parts[0]
+    else:
+        h = hashlib.sha256(f"cuberun-code-v{VERSION}\0{scope}\0roots\n".encode())
+        for root, part in zip(norm, parts, strict=True):
+            h.update(f"{root.name}\0{part.sha256}\n".encode("utf-8", "surrogateescape"))
+
+        prefixed = [(r.name + "/", p) for r, p in zip(norm, parts, strict=True)]
+
+        def load() -> dict[str, str]:
+            return {prefix + rel: v for prefix, p in prefixed for rel, v in p.members.items()}
+
+        result = CodeId(h.hexdigest(), sum(p.files for p in parts), sum(p.bytes for p in parts), tuple(str(r) for r in norm), load=load)
+    _remember(result)
+    return result
+
+
+def _remember(code: CodeId) -> None:
     with _SEEN_LOCK:
-        _SEEN.pop(result.sha256, None)
-        _SEEN[result.sha256] = result
+        _SEEN.pop(code.sha256, None)
+        _SEEN[code.sha256] = code
         while len(_SEEN) > 16:
             _SEEN.pop(next(iter(_SEEN)))
-    return result
 
 
 def _outermost(roots: Sequence[Path]) -> list[Path]:
@@ -219,64 +343,97 @@ def _outermost(roots: Sequence[Path]) -> list[Path]:
     return result
 
 
-def _compute(roots: Sequence[Path], scope: str, exclude: Sequence[str], label: str) -> CodeId:
+def _stat_digest(entries: Sequence[Entry], docker: bool) -> tuple[str, int]:
+    """A digest of every entry's path and stat (what the fast path compares: mode, inode, device,
+    links, owner, size, whole-second times), and an upper bound of the newest mtime/ctime among
+    the files (ns). Whole seconds suffice because a file changed within a second of the last
+    hashing is never taken on trust (see RACY_NS). Computed at C speed: this runs on every check."""
+    from operator import itemgetter
+
+    names = [e[0] if e[3] is not None else f"{e[0]}\0{e[2]}\0{e[4]}" for e in entries]
+    stats = [e[3] for e in entries if e[3] is not None]
+    h = hashlib.sha256("\0\0".join(names).encode("utf-8", "surrogateescape"))
+    h.update(b"\0" + str(hash(tuple(stats))).encode())  # hash of a tuple of integers: the same in every process
+    newest = 0
+    if stats:
+        newest = (max(max(map(itemgetter(stat.ST_MTIME), stats)), max(map(itemgetter(stat.ST_CTIME), stats))) + 1) * 1_000_000_000
+    return h.hexdigest(), newest
+
+
+def _member_value(kind: str, st: os.stat_result | None, link: str, digest: str, docker: bool) -> str:
+    if kind == "f":
+        return digest + ("+x" if docker and st is not None and st.st_mode & 0o111 else "")
+    return "->" + link if kind == "l" else "dir"
+
+
+def _root_identity(root: Path, scope: str, exclude: Sequence[str], label: str) -> CodeId:
     from cuberun.fingerprint import NotRegular, file_sha256
     from cuberun.progress import Progress
 
+    docker = scope == "docker"
+    started = time.time_ns()
+    entries = walk(root, scope, exclude)
+    stat_sha, newest = _stat_digest(entries, docker)
+    cpath = _cache_path(scope, root)
+    spath = cpath.with_suffix(".sum")
+    summary = _load_json(spath, root, 1 << 16)
+    if summary.get("stat") == stat_sha and isinstance(summary.get("at"), int) and newest < summary["at"] - RACY_NS \
+            and isinstance(summary.get("sha256"), str):
+        def load() -> dict[str, str]:  # the digests of the (unchanged) files, from the full record
+            files = _load_json(cpath, root, 256 << 20).get("files") or {}
+            return {rel: _member_value(kind, st, link, str((files.get(rel) or [""] * 5)[4]), docker) for rel, _, kind, st, link in entries}
+
+        return CodeId(summary["sha256"], int(summary.get("files") or 0), int(summary.get("bytes") or 0), (str(root),), load=load)
+    data = _load_json(cpath, root, 256 << 20)
+    raw_files = data.get("files")
+    cached: dict[str, Any] = raw_files if isinstance(raw_files, dict) else {}
+    raw_at = data.get("at")
+    at: int = raw_at if isinstance(raw_at, int) else 0
+    fresh: dict[str, list[Any]] = {}
+    todo: list[Entry] = []
+    for e in entries:
+        st = e[3]
+        if e[2] != "f" or st is None:
+            continue
+        key = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+        old = cached.get(e[0])
+        if isinstance(old, list) and len(old) == 5 and old[:4] == key and st.st_mtime_ns < at - RACY_NS and st.st_ctime_ns < at - RACY_NS:
+            fresh[e[0]] = old
+        else:
+            todo.append(e)
+    progress = Progress(f"{label} in {root}", sum(e[3].st_size for e in todo if e[3] is not None)) if todo else None
+    try:
+        for rel, full, _, st, _ in todo:
+            assert st is not None
+            try:
+                digest = file_sha256(full, progress)
+            except (OSError, NotRegular):
+                continue  # vanished or unreadable: not part of the code as far as we can see
+            fresh[rel] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest]
+    finally:
+        if progress is not None:
+            progress.close()
     members: dict[str, str] = {}
-    total = 0
-    several = len(roots) > 1
-    for root in roots:
-        started = time.time_ns()
-        entries = walk(root, scope, exclude)
-        cpath = _cache_path(scope, root)
-        cached, at = _load_cache(cpath, root)
-        fresh: dict[str, list[Any]] = {}
-        todo: list[tuple[_Entry, int]] = []
-        for e in entries:
-            if e.kind != "f" or e.st is None:
+    total = files = 0
+    for rel, _, kind, st, link in entries:
+        if kind == "f":
+            row = fresh.get(rel)
+            if row is None:
                 continue
-            st = e.st
-            key = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-            old = cached.get(e.rel)
-            if (isinstance(old, list) and len(old) == 5 and old[:4] == key and st.st_mtime_ns < at - RACY_NS
-                    and st.st_ctime_ns < at - RACY_NS):
-                fresh[e.rel] = old
-            else:
-                todo.append((e, st.st_size))
-        progress = Progress(f"{label} in {root}", sum(n for _, n in todo)) if todo else None
-        try:
-            for e, _ in todo:
-                assert e.st is not None
-                try:
-                    digest = file_sha256(e.full, progress)
-                except (OSError, NotRegular):
-                    continue  # vanished or unreadable: not part of the code as far as we can see
-                fresh[e.rel] = [e.st.st_size, e.st.st_mtime_ns, e.st.st_ino, e.st.st_ctime_ns, digest]
-        finally:
-            if progress is not None:
-                progress.close()
-        if todo or set(fresh) != set(cached):
-            _save_cache(cpath, root, fresh, started)
-        prefix = f"{root.name}/" if several else ""
-        for e in entries:
-            if e.kind == "f":
-                row = fresh.get(e.rel)
-                if row is None:
-                    continue
-                value = str(row[4])
-                if scope == "docker" and e.st is not None and e.st.st_mode & 0o111:
-                    value += "+x"
-                total += int(row[0])
-            elif e.kind == "l":
-                value = "->" + e.link
-            else:
-                value = "dir"
-            members[prefix + e.rel] = value
+            total += int(row[0])
+            files += 1
+            members[rel] = _member_value(kind, st, link, str(row[4]), docker)
+        else:
+            members[rel] = _member_value(kind, st, link, "", docker)
+            files += kind == "l"
     h = hashlib.sha256(f"cuberun-code-v{VERSION}\0{scope}\n".encode())
     for rel in sorted(members):
         h.update(rel.encode("utf-8", "surrogateescape") + b"\0" + members[rel].encode("utf-8", "surrogateescape") + b"\n")
-    return CodeId(h.hexdigest(), sum(1 for v in members.values() if v != "dir"), total, members, tuple(str(r) for r in roots))
+    sha = h.hexdigest()
+    if todo or set(fresh) != set(cached) or at != started:
+        _save_json(cpath, {"version": VERSION, "root": str(root), "at": started, "files": fresh})
+    _save_json(spath, {"version": VERSION, "root": str(root), "at": started, "stat": stat_sha, "sha256": sha, "files": files, "bytes": total})
+    return CodeId(sha, files, total, (str(root),), members=members)
 
 
 # -- what changed --------------------------------------------------------------------------------

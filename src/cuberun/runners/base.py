@@ -127,22 +127,28 @@ class Runner(ABC):
         """Why these tasks cannot be started on this platform (validate), without running anything."""
         return []
 
-    def cube_code(self, extra_roots: Sequence[Any] = ()) -> Any:
-        """The code identity (codeid.CodeId) of the cube folder (plus `extra_roots`), leaving out
-        the workspace, the cube file, cuberun's caches and every task's outputs."""
+    def _code_scope(self, extra_roots: Sequence[Any] = ()) -> tuple[list[Any], list[str]]:
+        """The folders of the cube's code and what to leave out: the workspace, the cube file,
+        cuberun's caches and every task's outputs."""
         from pathlib import Path
 
-        from cuberun import codeid
         from cuberun.resolve import expand_path
         from cuberun.runners.pyenv import cache_dir
+
+        ws = self.cube.workspace
+        exclude = [str(ws), str(self.cube.root / "workspace"), str(self.cube.file), str(cache_dir())]
+        exclude += [str(expand_path(p.default, ws)[0]) for t in self.cube.tasks.values() for p in t.outputs]
+        return [Path(self.cube.root), *extra_roots], exclude
+
+    def cube_code(self, extra_roots: Sequence[Any] = ()) -> Any:
+        """The code identity (codeid.CodeId) of the cube folder (plus `extra_roots`)."""
+        from cuberun import codeid
 
         memo: dict[tuple[str, ...], Any] = self.__dict__.setdefault("_cube_code_memo", {})  # once per runner: one invocation
         key = tuple(str(r) for r in extra_roots)
         if key not in memo:
-            ws = self.cube.workspace
-            exclude = [str(ws), str(self.cube.root / "workspace"), str(self.cube.file), str(cache_dir())]
-            exclude += [str(expand_path(p.default, ws)[0]) for t in self.cube.tasks.values() for p in t.outputs]
-            memo[key] = codeid.identity([Path(self.cube.root), *extra_roots], "code", exclude)
+            roots, exclude = self._code_scope(extra_roots)
+            memo[key] = codeid.identity(roots, "code", exclude)
         return memo[key]
 
     def sections(self) -> list[str] | None:

@@ -352,7 +352,11 @@ class LocalRunner(Runner):
         installed where it imports from) and the code identity of the cube folder."""
         from cuberun.records import SECRET_NAME
         from cuberun.runners import pyidentity
-        from cuberun.secretid import secret_digest
+
+        def secret_digest(value: str) -> str:
+            from cuberun.secretid import secret_digest
+
+            return secret_digest(value)
 
         step = self.run_steps(task)[0]
         managed = self.launch().env

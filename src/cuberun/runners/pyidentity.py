@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
 import threading
 from collections.abc import Mapping
@@ -31,7 +30,11 @@ def resolve(argv0: str, env_path: str | None, cwd: str | None) -> str | None:
     if os.sep in argv0:
         full = argv0 if os.path.isabs(argv0) else os.path.join(cwd or os.getcwd(), argv0)
         return os.path.normpath(full) if os.path.exists(full) else None
-    return shutil.which(argv0, path=env_path)
+    for folder in (env_path if env_path is not None else os.defpath).split(os.pathsep):  # shutil.which, without importing shutil
+        full = os.path.join(folder or os.curdir, argv0)
+        if os.path.isfile(full) and os.access(full, os.X_OK):
+            return full
+    return None
 
 
 def identity(argv0: str, env: Mapping[str, str], cwd: str | None) -> dict[str, Any]:
@@ -164,6 +167,8 @@ def packages(path: list[str]) -> dict[str, str]:
         except OSError:
             continue
         for name in names:
+            if not name.endswith("-info"):
+                continue
             dist = _dist(name)
             if dist is not None and dist[0] not in found:
                 found[dist[0]] = dist[1]
