@@ -77,6 +77,7 @@ def run_tasks(
     explicit: bool = True,
     sweeps: Sequence[str] = (),
     jobs: int = 1,
+    explain: bool = False,
 ) -> list[TaskResult]:
     """Run `names` (and, unless with_deps is false, the tasks producing their inputs) in graph
     order; each task is skipped when it is up to date (see uptodate.py) unless `force`."""
@@ -85,6 +86,12 @@ def run_tasks(
     from cuberun.resolve import resolve_task
 
     order = graph.order(cube, names, with_deps=with_deps, overrides=overrides)
+    if explain:
+        if sweeps:
+            from cuberun.errors import UsageError
+
+            raise UsageError("--explain does not take --sweep", "explain the task without --sweep")
+        return explain_tasks(cube, runner, order, overrides, force=force, as_json=as_json)
     target_variants = None
     per_variant: list[str] = []
     if sweeps:
@@ -161,6 +168,53 @@ def _dry_configure_steps(runner: Runner) -> list[Step]:
     except BackendError as exc:  # e.g. local.python names no installed interpreter: still show the commands
         say(f"warning: {exc.lines()[0]}")
         return []
+
+
+def explain_tasks(cube: Cube, runner: Runner, order: Sequence[str], overrides: dict[str, str], *, force: bool = False,
+                  as_json: bool = False) -> list[TaskResult]:
+    """What `run` would do, and why, without running anything: per task the decision, its
+    reasons and (with as_json) the identity the check compared. A task after one that runs
+    runs too."""
+    from cuberun import graph, uptodate
+    from cuberun.resolve import resolve_task
+
+    deps = graph.dependencies(cube, overrides)
+    rerun: set[str] = set()
+    report: list[dict[str, Any]] = []
+    results: list[TaskResult] = []
+    for name in order:
+        mine = {k: v for k, v in overrides.items() if cube.tasks[name].param(k)}
+        rt = resolve_task(cube, name, mine, allow_missing_inputs=True)
+        fp = dict(runner.fingerprint(rt))
+        command = fp.pop("command", [])
+        decision = uptodate.check(rt, uptodate.identity_of(rt, command, fp), uptodate.state_key(name), force=force)
+        if not decision.run:
+            _far_end_check(runner, rt, decision)
+        upstream = [d for d in deps[name] if d in rerun]
+        runs = decision.run or bool(upstream)
+        reasons = decision.reasons if decision.run else ([f"task {upstream[0]} runs first"] if upstream else decision.reasons)
+        if runs:
+            rerun.add(name)
+        report.append({"task": name, "run": runs, "reasons": reasons, "identity": decision.identity})
+        results.append(TaskResult(name, 0, status="would run" if runs else "up to date", reason="; ".join(reasons)))
+        if not as_json:
+            print(f"task '{name}' {'would run' if runs else 'would be skipped'}: {'; '.join(reasons)}")
+    if as_json:
+        print(json.dumps(report, indent=2))
+    return results
+
+
+def _far_end_check(runner: Runner, rt: Any, decision: Any) -> None:
+    """All this side knows is unchanged: ask the runner about what runs at the far end (a
+    remote host's interpreter and packages, its image), compared with what the last run saw."""
+    from cuberun import uptodate
+
+    now = runner.far_end(rt)
+    reasons = uptodate.far_end_reasons(decision, now)
+    decision.far_end = now
+    if reasons:
+        decision.run = True
+        decision.reasons[:] = reasons
 
 
 def _run_graph_parallel(cube: Cube, runner: Runner, resolved: Sequence[Any], invocation: str, *, force: bool, jobs: int) -> list[TaskResult]:
@@ -250,6 +304,8 @@ def _plan(
     decision = uptodate.check(rt, uptodate.identity_of(rt, command, fp), key, force=force)
     label = _label(rt.name, sweep)
     if not decision.run:
+        _far_end_check(runner, rt, decision)
+    if not decision.run:
         say(f"skipping task '{label}': {decision.explain()}")
         return TaskResult(rt.name, 0, status="skipped", reason=decision.explain())
     say(f"task '{label}' will run: {decision.explain()}")
@@ -263,7 +319,8 @@ def _plan(
 
 
 def _run_planned(cube: Cube, runner: Runner, plan: _Plan) -> TaskResult:
-    result, _record = run_one(cube, runner, plan.rt, plan.extra)
+    result, record = run_one(cube, runner, plan.rt, plan.extra)
+    plan.decision.far_end = runner.far_end_of(record.data.get("details") or {})
     _save_state(cube, plan, result)
     return result
 

@@ -33,6 +33,8 @@ class Decision:
     cache: HashCache = field(default_factory=HashCache)
     before: dict[str, dict[str, tuple[int, int, int]]] = field(default_factory=dict)  # output -> rel -> stat
     owned: dict[str, dict[str, str]] = field(default_factory=dict)  # output -> files the last run wrote
+    far_end_before: Any = None  # the far end's identity the last run saw (runner.far_end), None if none
+    far_end: Any = None  # ... and now (set by the caller), saved with the state
 
     def explain(self) -> str:
         return "; ".join(self.reasons)
@@ -110,6 +112,7 @@ def check(rt: ResolvedTask, identity: dict[str, Any], key: str, *, force: bool =
         decision.reasons.append("the last run was recorded by an earlier cuberun version" if _older_state(path) else "no previous successful run")
         return decision
     old = state.get("identity", {})
+    decision.far_end_before = state.get("far_end")
     reasons = decision.reasons
     old_params = old.get("parameters", {})
     for name, value in identity["parameters"].items():
@@ -214,6 +217,21 @@ def _program_reasons(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def far_end_reasons(decision: Decision, now: dict[str, Any] | None) -> list[str]:
+    """Why the far end makes an otherwise up-to-date task run (none when it is unchanged)."""
+    before = decision.far_end_before
+    if now is None and before is None:
+        return []
+    if now is None or "unknown" in now:
+        why = now.get("unknown") if isinstance(now, dict) else "not asked"
+        return [f"the far end cannot be checked ({why})"]
+    if not isinstance(before, dict):
+        return ["the far end was not recorded by the last run"]
+    if before == now:
+        return []
+    return ["far end: " + r for r in runner_reasons(before, now, Path("/nonexistent"))] or ["far end changed"]
+
+
 def _members(fp: Fingerprint) -> dict[str, str]:
     return fp.members if fp.type == "directory" and len(fp.members) <= 20000 else {}
 
@@ -302,6 +320,7 @@ def save(rt: ResolvedTask, key: str, decision: Decision, run_id: str | None) -> 
         "identity": decision.identity,
         "inputs": {n: {**fp.to_json(), "members": _members(fp)} for n, fp in decision.inputs.items()},
         "outputs": recorded,
+        **({"far_end": decision.far_end} if decision.far_end is not None else {}),
         "hash_cache": _prune(cache, rt),
     }
     path = state_path(rt.workspace, key)

@@ -248,3 +248,19 @@ def test_special_files_in_an_input_are_named_never_read(cli: CLI, tmp_path: Path
     assert got.stderr.strip() == (f"cuberun: error: task 't', input 'data': {special} {what}, not a regular file: cuberun reads and "
                                   "fingerprints only regular files. Hint: move it out of the input (or point the parameter elsewhere)")
     assert not (tmp_path / "workspace" / "o.txt").exists()
+
+
+def test_explain_says_what_would_run_and_runs_nothing(cli: CLI, tmp_path: Path) -> None:
+    cube(tmp_path)
+    assert cli("run", "--explain").stdout.splitlines() == ["task 'a' would run: no previous successful run",
+                                                          "task 'b' would run: no previous successful run"]
+    assert not (tmp_path / "workspace" / ".cuberun" / "runs").exists()
+    ran(cli)
+    with open(tmp_path / "prog.py", "a") as fh:
+        fh.write("# edited\n")
+    got = cli("run", "--explain", "--task=a")
+    assert got.returncode == 0 and got.stdout.splitlines() == ["task 'a' would run: code changed: prog.py"]
+    report = json.loads(cli("run", "--explain", "--json", "-Plocal.env_vars.SEED=1").stdout)
+    assert [(r["task"], r["run"]) for r in report] == [("a", True), ("b", True)]
+    assert report[1]["reasons"] == ["code changed: prog.py"] and report[0]["identity"]["runner"]["env"] == {"SEED": "1"}
+    assert len(list((tmp_path / "workspace" / ".cuberun" / "runs").iterdir())) == 2

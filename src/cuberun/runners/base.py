@@ -162,5 +162,15 @@ class Runner(ABC):
         anything else the result depends on (image digest, env). Must be stable across runs."""
         return {"runner": self.name, "command": [list(s.argv) for s in self.run_steps(task)]}
 
+    def far_end(self, task: ResolvedTask) -> dict[str, Any] | None:
+        """For runners that hand the task to another cuberun (a remote host): that side's identity
+        of the task now (its runner fingerprint), asked only when everything known here is
+        unchanged. None: nothing beyond this side's fingerprint (the default)."""
+        return None
+
+    def far_end_of(self, details: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The far end's identity as the run that just ended saw it (from the run's details)."""
+        return None
+
     def describe_config(self) -> dict[str, Any]:
         return dict(self.config)
