@@ -37,6 +37,7 @@ VERSION = 1
 SNAPSHOT_DIR = Path(".cuberun") / "state" / "code"
 KEEP_SNAPSHOTS = 32
 RACY_NS = 1_000_000_000
+EARLY_MIN_FILES = 1000  # start_early: a folder this large is walked in a forked child
 BUILTIN_DIRS = frozenset({".git", ".hg", ".svn", ".bzr", "__pycache__", ".cuberun", ".pytest_cache", ".mypy_cache", ".ruff_cache",
                           ".ipynb_checkpoints", ".tox", ".nox", ".hypothesis", ".eggs"})
 BUILTIN_SUFFIXES = (".pyc", ".pyo", ".swp", ".swo", "~")
@@ -253,10 +254,14 @@ _EARLY: list[tuple[tuple[Path, ...], frozenset[str], Any]] = []
 def start_early(root: Path, exclude: Iterable[str]) -> None:
     """Compute the code identity of `root` in a forked child while this process starts up (on
     another core, the walk costs no time); identity() takes it when it asks for the same folder
-    with exclusions that differ only outside it."""
+    with exclusions that differ only outside it. Only for folders that held EARLY_MIN_FILES
+    files last time: for a small folder the fork costs more than the walk."""
     from cuberun.process import fork_call
 
     key = _key([root], "code", exclude)
+    last = _load_json(_cache_path("code", key[0][0]).with_suffix(".sum"), key[0][0], 1 << 16).get("files")
+    if not isinstance(last, int) or last < EARLY_MIN_FILES:
+        return
 
     def work() -> str:
         code = _identity(key[0], "code", key[2], "code")
