@@ -264,3 +264,20 @@ def test_explain_says_what_would_run_and_runs_nothing(cli: CLI, tmp_path: Path) 
     assert [(r["task"], r["run"]) for r in report] == [("a", True), ("b", True)]
     assert report[1]["reasons"] == ["code changed: prog.py"] and report[0]["identity"]["runner"]["env"] == {"SEED": "1"}
     assert len(list((tmp_path / "workspace" / ".cuberun" / "runs").iterdir())) == 2
+
+
+def test_a_large_code_folder_is_walked_ahead_and_still_names_the_change(cli: CLI, tmp_path: Path) -> None:
+    """From 1,000 files on, the walk runs in a forked child during start-up: the same answers."""
+    cube(tmp_path)
+    for i in range(1100):
+        path = tmp_path / "vendor" / f"p{i % 10}" / f"m{i}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"X = {i}\n")
+    ran(cli)
+    assert ran(cli) == skipped("a", "b")  # the second run finds the stat record of the first: walked ahead
+    (tmp_path / "vendor" / "p3" / "m13.py").write_text("X = -13\n")
+    assert ran(cli, "--task=a") == ["task 'a' will run: code changed: vendor/p3/m13.py"]
+    (tmp_path / "vendor" / "p3" / "new.py").write_text("Y = 1\n")
+    (tmp_path / "workspace" / "ignored.txt").write_text("not code\n")
+    assert ran(cli, "--task=a") == ["task 'a' will run: code changed: vendor/p3/new.py (added)"]
+    assert ran(cli, "--task=a") == skipped("a")
