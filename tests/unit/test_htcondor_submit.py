@@ -160,6 +160,13 @@ def test_managed_commands_cannot_be_overridden(tmp_path: Path) -> None:
         runner.description(task)
 
 
+def test_an_unbalanced_command_is_a_usage_error(tmp_path: Path) -> None:
+    root = make_cube(tmp_path)
+    runner, task = runner_for(root, {"command": "sh probe.sh it's"})
+    with pytest.raises(UsageError, match="htcondor.command: cannot split"):
+        runner.description(task)
+
+
 def test_gpus_and_memory_map_to_requests(tmp_path: Path) -> None:
     root = make_cube(tmp_path)
     runner, task = runner_for(root, options=RunOptions(gpus="2", memory="4g"))

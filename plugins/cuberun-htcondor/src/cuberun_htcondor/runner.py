@@ -135,7 +135,10 @@ class HTCondorRunner(Runner):
         value = self.config.get("command")
         workdir = self.workdir()
         if value:
-            tokens = shlex.split(value) if isinstance(value, str) else [str(t) for t in value]
+            try:
+                tokens = shlex.split(value) if isinstance(value, str) else [str(t) for t in value]
+            except ValueError as exc:
+                raise UsageError(f"htcondor.command: cannot split {value!r}: {exc}", "balance the quotes, or give the command as a list") from None
             if not tokens:
                 raise UsageError("htcondor.command is empty", "give the program the job starts")
             return tokens, workdir or str(self.cube.root), {}
