@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -255,3 +256,34 @@ def test_condor_submit_refusal_is_one_line(pool: Pool) -> None:
     proc = run(pool, cube, "copy", "-Prunner.requirements=(((")
     assert proc.returncode == 125, proc.stdout + proc.stderr
     assert "condor_submit refused" in error_line(proc.stderr)
+
+
+@pytest.mark.parametrize("files", ["shared", "transfer"])
+def test_sweep_is_one_cluster_one_process_per_variant(pool: Pool, files: str) -> None:
+    """shared: ONE cluster (`queue ... from`), process i = variant i; transfer: each variant moves
+    other files, so one submission per variant (outputs under `sweeps/lr=...`: the `=` escaped in
+    transfer_output_remaps)."""
+    from tests.integration.test_slurm_runner import SWEEP_APP, SWEEP_YAML
+
+    cube = Path(tempfile.mkdtemp(prefix="sweep-", dir=pool.root))
+    (cube / "mlcube.yaml").write_text(textwrap.dedent(SWEEP_YAML))
+    (cube / "train.py").write_text(textwrap.dedent(SWEEP_APP))
+    (cube / "workspace").mkdir()
+    (cube / "workspace" / "params.yaml").write_text("lr: 0.5\nnap: 0\n")
+    subprocess.run(["chmod", "-R", "a+rwX", str(cube)], check=True)
+    values = ["0.1", "0.2", "0.3"]
+    proc = ok(pool.cuberun("run", "--mlcube", str(cube), "--task", "train", "--platform", "condor-test", "--sweep", "lr=" + ",".join(values), f"-Prunner.files={files}"))
+    found = records(cube / "workspace")
+    by_value = {r["sweep"]["lr"]: r for r in found}
+    assert len(found) == 3
+    if files == "shared":
+        assert len({r["details"]["cluster"] for r in found}) == 1  # ONE submission
+        assert [by_value[v]["details"]["proc"] for v in values] == [0, 1, 2]  # process i = variant i
+    else:
+        assert len({r["details"]["cluster"] for r in found}) == 3
+    for value in values:
+        folder = cube / "workspace" / "sweeps" / f"lr={value}"
+        assert (folder / "model" / "weights.txt").read_text() == f"lr={value}\n"
+        assert float((folder / "score.txt").read_text()) == float(value) * 2
+        assert by_value[value]["status"] == "succeeded"
+    assert proc.stdout.count("trained") == 3

@@ -203,3 +203,26 @@ def test_cuberun_finds_the_plugin_through_its_entry_point(tmp_path: Path) -> Non
     (root / "mlcube.yaml").write_text(CUBE + "htcondor: {files: ftp}\n")
     with pytest.raises(Exception, match="htcondor.files"):
         load_cube(str(root))
+
+
+def test_a_sweep_is_one_cluster_with_one_argument_line_per_variant(tmp_path: Path) -> None:
+    root = make_cube(tmp_path)
+    runner, _ = runner_for(root)
+    cube = runner.cube
+    variants = [resolve_task(cube, "copy", {"out": "sweeps/lr=0.1/out"}), resolve_task(cube, "copy", {"out": "sweeps/it's 2/out"})]
+    found = runner.array_file(variants)
+    assert found is not None
+    path, content = found
+    ws = root / "workspace"
+    assert "arguments = $(CuberunArgs)\n" in content and path.endswith(".sub") and "-array-" in path
+    assert content.endswith(
+        "queue CuberunArgs from (\n"
+        f'"sh probe.sh copy --data={ws}/data --cfg={ws}/params.yaml --out={ws}/sweeps/lr=0.1/out"\n'
+        f"\"sh probe.sh copy --data={ws}/data --cfg={ws}/params.yaml '--out={ws}/sweeps/it''s 2/out'\"\n"
+        ")\n"
+    )
+    steps = runner.array_steps(variants)
+    assert [s.purpose for s in steps] == ["submit-file", "submit", "follow", "then", "on Ctrl-C"]
+    transfer, _ = runner_for(root, {"files": "transfer"})
+    assert transfer.array_file(variants) is None  # other files per variant: one submission each
+    assert [s.purpose for s in transfer.array_steps(variants)].count("submit") == 2

@@ -36,8 +36,8 @@ class Scheduler(Protocol):
     def status(self, job_id: str) -> tuple[Status | None, str | None]:
         """(the job's status or None when the scheduler does not know it (yet), a problem talking to it)."""
 
-    def remove(self, job_id: str) -> None:
-        """Remove the job (only ever one this run submitted)."""
+    def remove(self, job_id: str, *, whole_run: bool = False) -> None:
+        """Remove the job (only ever one this run submitted); whole_run: every job of this run (Ctrl-C)."""
 
 
 class Tail:
@@ -146,7 +146,7 @@ def _confirm_removed(sched: Scheduler, job_id: str, tails: Sequence[Tail], cance
             return status
         if cancel is not None and cancel.count >= 2 and not forced:
             forced = True
-            sched.remove(job_id)
+            sched.remove(job_id, whole_run=True)
         if cancel is not None and cancel.count >= 3:
             break
         time.sleep(0.2)
@@ -159,7 +159,7 @@ def _removed(sched: Scheduler, job_id: str, tails: Sequence[Tail], cancel: Any, 
 
     if last is None or not last.ended:
         say(f"removing {what}")
-        sched.remove(job_id)
+        sched.remove(job_id, whole_run=True)
         last = _confirm_removed(sched, job_id, tails, cancel, bounds) or last
     sig = int(cancel.received or signal.SIGINT)
     state = last.state if last is not None else "unknown"

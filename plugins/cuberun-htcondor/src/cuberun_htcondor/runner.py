@@ -83,6 +83,7 @@ class NoteStep(Step):
 class HTCondorRunner(Runner):
     name = "htcondor"
     section = "htcondor"
+    supports_array = True  # a sweep is one cluster (`queue ... from`): job <cluster>.<i> runs variant i
     schema: ClassVar[dict[str, Field]] = {
         "command": Field((str, list), doc="the program the job starts (default: the task's entrypoint, else local.command)"),
         "workdir": Field((str,), doc="the job's working folder, relative to the cube folder (default: the cube folder)"),
@@ -283,8 +284,29 @@ class HTCondorRunner(Runner):
         digest = hashlib.sha256(content.encode()).hexdigest()[:12]
         return os.path.join(self.job_dir(), f"{self._stem(task)}-{digest}.sub"), content
 
+    def array_file(self, tasks: Sequence[ResolvedTask]) -> tuple[str, str] | None:
+        """One submit description for a sweep whose variants differ only in their arguments:
+        `arguments = $(CuberunArgs)` and `queue CuberunArgs from (...)`, one line per variant
+        (process i = variant i). None when more differs (files: transfer moves other files per
+        variant): the variants are then submitted one by one."""
+        descs = [self.description(t) for t in tasks]
+        rest = [tuple(c for c in d.commands if c[0] != "arguments") for d in descs]
+        if any(r != rest[0] for r in rest[1:]):
+            return None
+        commands = tuple(("arguments", "$(CuberunArgs)") if k == "arguments" else (k, v) for k, v in descs[0].commands)
+        items = "\n".join(d.get("arguments") or '""' for d in descs)
+        content = sub.SubmitDescription(commands, queue=f"queue CuberunArgs from (\n{items}\n)").render()
+        digest = hashlib.sha256(content.encode()).hexdigest()[:12]
+        return os.path.join(self.job_dir(), f"{self._stem(tasks[0])}-array-{digest}.sub"), content
+
+    def array_steps(self, tasks: Sequence[ResolvedTask]) -> list[Step]:
+        one = self.array_file(tasks)
+        return self._steps(*one) if one is not None else [step for t in tasks for step in self.run_steps(t)]
+
     def run_steps(self, task: ResolvedTask) -> list[Step]:
-        path, content = self.submit_file(task)
+        return self._steps(*self.submit_file(task))
+
+    def _steps(self, path: str, content: str) -> list[Step]:
         return [
             SubmitFileStep((), "submit-file", path=path, content=content),
             Step((self.tool("condor_submit"), "-terse", *self.where(), path), "submit", cwd=self.job_dir()),
@@ -322,31 +344,49 @@ class HTCondorRunner(Runner):
             return capture(argv, timeout=CLIENT_TIMEOUT, cwd=self.job_dir())
 
     def run(self, task: ResolvedTask, log_path: str) -> Outcome:
+        return self._run([task], [log_path], *self.submit_file(task))[0]
+
+    def run_array(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
+        """A sweep as ONE cluster; each process is followed in turn (they run side by side), its
+        files streamed when its turn comes; Ctrl-C removes the whole cluster. Variants that
+        differ in more than their arguments run one submission after the other."""
+        one = self.array_file(tasks)
+        if one is None:
+            outcomes: list[Outcome] = []
+            for task, log_path in zip(tasks, log_paths, strict=True):
+                outcomes += self._run([task], [log_path], *self.submit_file(task))
+            return outcomes
+        return self._run(list(tasks), list(log_paths), *one)
+
+    def _run(self, tasks: list[ResolvedTask], log_paths: list[str], path: str, content: str) -> list[Outcome]:
         from cuberun.process import handle_signals
         from cuberun.valueclass import replace
 
-        path, content = self.submit_file(task)  # every config problem surfaces before anything is submitted
         os.makedirs(self.job_dir(), exist_ok=True)
         _write_if_changed(path, content)
-        cluster: str | None = None
+        outcomes: list[Outcome] = []
         with handle_signals() as cancel:
             res = self._client([self.tool("condor_submit"), "-terse", *self.where(), path], shield=True)
             if res.returncode != 0 or not re.match(r"^\d+\.\d+", res.stdout.strip()):
                 raise BackendError(f"condor_submit refused {path}: {_first_error(res)}", "check the htcondor section and the pool (condor_q, condor_status)")
             cluster = res.stdout.strip().split(".", 1)[0]
-            job = f"{cluster}.0"
-            stem = os.path.join(self.job_dir(), self._stem(task))
-            files = [f"{stem}-{job}.out", f"{stem}-{job}.err"]
             bounds = Bounds(poll_interval=float(self.config.get("poll_interval") or 2.0), max_wait=float(self.config.get("max_wait") or 7 * 24 * 3600))
+            sched = _Schedd(self, cluster if len(tasks) > 1 else None)
             try:
-                outcome = follow(_Schedd(self), job, files, log_path, cancel, bounds, f"HTCondor job {job}")
+                for proc, (task, log_path) in enumerate(zip(tasks, log_paths, strict=True)):
+                    job = f"{cluster}.{proc}"
+                    stem = os.path.join(self.job_dir(), self._stem(task))
+                    files = [f"{stem}-{job}.out", f"{stem}-{job}.err"]
+                    outcome = follow(sched, job, files, log_path, cancel, bounds, f"HTCondor job {job}")
+                    if outcome.exit_code != 0 and outcome.reason and not outcome.interrupted:
+                        outcome = replace(outcome, reason=f"{outcome.reason}; stdout {files[0]}, stderr {files[1]}")
+                    details = {"cluster": cluster, "proc": proc, "submit_file": path, "stdout": files[0], "stderr": files[1],
+                               "job_log": f"{stem}-{cluster}.log"}
+                    outcomes.append(replace(outcome, details={**dict(outcome.details or {}), **details}))
             except BaseException:
-                self._remove_quietly(job)  # never leave our job behind
+                self._remove_quietly(cluster)  # never leave our jobs behind
                 raise
-        if outcome.exit_code != 0 and outcome.reason and not outcome.interrupted:
-            outcome = replace(outcome, reason=f"{outcome.reason}; stdout {files[0]}, stderr {files[1]}")
-        details = {"cluster": cluster, "submit_file": path, "stdout": files[0], "stderr": files[1], "job_log": f"{stem}-{cluster}.log"}
-        return replace(outcome, details={**dict(outcome.details or {}), **details})
+        return outcomes
 
     def _remove_quietly(self, job: str) -> None:
         try:
@@ -361,8 +401,9 @@ class HTCondorRunner(Runner):
 class _Schedd:
     """The batch loop's view of HTCondor: condor_q, then condor_history; condor_rm."""
 
-    def __init__(self, runner: HTCondorRunner) -> None:
+    def __init__(self, runner: HTCondorRunner, cluster: str | None = None) -> None:
         self.runner = runner
+        self.cluster = cluster  # a sweep's cluster: Ctrl-C removes all of it (a held variant only itself)
 
     def status(self, job_id: str) -> tuple[Status | None, str | None]:
         r = self.runner
@@ -381,8 +422,9 @@ class _Schedd:
                 return _status(ads[0]), None
         return None, None
 
-    def remove(self, job_id: str) -> None:
-        self.runner._client([self.runner.tool("condor_rm"), *self.runner.where(), job_id], shield=True)
+    def remove(self, job_id: str, *, whole_run: bool = False) -> None:
+        target = self.cluster if whole_run and self.cluster else job_id
+        self.runner._client([self.runner.tool("condor_rm"), *self.runner.where(), target], shield=True)
 
 
 def _status(ad: dict[str, Any]) -> Status:

@@ -72,14 +72,25 @@ def file_list(paths: Iterable[str], what: str) -> str:
     return ", ".join(out)
 
 
+def _remap_item(path: str, what: str, bad: str) -> str:
+    if any(c in path for c in bad):
+        shown = " or ".join(repr(c) for c in bad)
+        raise UsageError(f"{what}: {path!r} holds {shown}, which transfer_output_remaps cannot hold", "rename it, or use files: shared")
+    return path_value(path, what)
+
+
 def remaps(pairs: Sequence[tuple[str, str]], what: str) -> str:
-    out = []
-    for name, target in pairs:
-        for p in (name, target):
-            if any(c in p for c in ';="'):
-                raise UsageError(f"{what}: {p!r} holds ';', '=' or a double quote, which transfer_output_remaps cannot hold", "rename it")
-        out.append(f"{path_value(name, what)} = {path_value(target, what)}")
-    return '"' + "; ".join(out) + '"'
+    # HTCondor 25 splits each item at its first '=' and keeps a backslash as it is: a target may hold '='
+    items = [_remap_item(name, what, ';="') + " = " + _remap_item(target, what, ';"') for name, target in pairs]
+    return '"' + "; ".join(items) + '"'
+
+
+def check_queue(statement: str) -> str:
+    """The queue statement: one line, or `queue VAR from (` + one line per item + `)`."""
+    lines = statement.split("\n")
+    if len(lines) > 1 and not (lines[0].endswith("from (") and lines[-1] == ")" and all(ln and not ln.startswith(")") for ln in lines[1:-1])):
+        raise UsageError(f"a queue statement cannot hold {statement!r}", "this is a bug in the submit description")
+    return "\n".join(check(ln, "queue") for ln in lines)
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,7 @@ class SubmitDescription:
             if not _COMMAND.match(key):
                 raise UsageError(f"htcondor submit command {key!r} is not a valid name", "use letters, digits, _ and . (custom attributes start with +)")
             lines.append(f"{key} = {check(value, key)}")
-        lines.append(self.queue)
+        lines.append(check_queue(self.queue))
         return "\n".join(lines) + "\n"
 
     def get(self, key: str) -> str | None:
