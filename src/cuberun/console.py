@@ -6,9 +6,12 @@ import sys
 import threading
 
 _LOCK = threading.Lock()
+QUIET = False  # --quiet: informational lines are dropped; warnings and errors still show
 
 
 def say(message: str) -> None:
+    if QUIET and not message.startswith("warning"):
+        return
     with _LOCK:
         try:
             sys.stderr.write(f"cuberun: {message}\n")

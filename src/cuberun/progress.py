@@ -1,17 +1,76 @@
-"""Progress of long hashing on stderr: nothing for the first seconds, then bytes done of the
-total and the rate. On a terminal one line is rewritten in place; otherwise (a log, a pipe) a
-plain line is written every few seconds, so logs stay readable."""
+"""Live progress of long work on stderr: managed env builds, image builds and pulls, transfers,
+queue waits, hashing. One small interface for every runner:
+
+    from cuberun import progress
+
+    with progress.activity("building image x:1") as act:
+        act.phase("step 2/7")
+        act.update(done=3, total=10, note="numpy")
+        outcome = stream(argv, log=log, echo=act.sink(parse_line))
+
+On a terminal, one live line per activity (rich: spinner, what, phase, done/total, elapsed),
+rewritten in place and gone when the work ends. Otherwise (a log, a pipe, CI) plain lines
+`cuberun: building image x:1: step 2/7 (12 s)`: one when the phase changes, then at most one
+every interval, and one every interval while nothing changes, so a log shows the work is alive.
+The interval is 2 s (CUBERUN_PROGRESS_INTERVAL=SECONDS; 0 = a line for every change, what the
+tests use). `--quiet` shows nothing (configure(quiet=True)); CUBERUN_PROGRESS=tty|plain|off
+chooses the display whatever stderr is. rich is imported only when a live line is shown.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
-from collections.abc import Callable
-from typing import TextIO
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import IO, Any, TextIO, cast
 
 DELAY = 2.0  # seconds of hashing before the first progress line
 TTY_INTERVAL = 0.25
-PLAIN_INTERVAL = 5.0
+PLAIN_INTERVAL = 2.0
+_VERBOSE = False
+
+
+def configure(*, quiet: bool = False, verbose: bool = False) -> None:
+    """From the command line: --quiet (no progress, no informational lines), -v (the tools' own
+    output, e.g. pip's, on stderr too)."""
+    global _VERBOSE
+    from cuberun import console
+
+    console.QUIET = quiet
+    _VERBOSE = verbose
+
+
+def verbose() -> bool:
+    return _VERBOSE
+
+
+def interval() -> float:
+    raw = os.environ.get("CUBERUN_PROGRESS_INTERVAL")
+    if raw:
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            pass
+    return PLAIN_INTERVAL
+
+
+def mode(stream: TextIO | None = None) -> str:
+    """'off', 'plain' or 'tty'."""
+    from cuberun import console
+
+    if console.QUIET:
+        return "off"
+    forced = os.environ.get("CUBERUN_PROGRESS", "")
+    if forced in ("off", "plain", "tty"):
+        return forced
+    try:
+        tty = bool((stream or sys.stderr).isatty())
+    except (AttributeError, ValueError, OSError):
+        tty = False
+    return "tty" if tty and os.environ.get("TERM") != "dumb" else "plain"
 
 
 def human(n: float) -> str:
@@ -22,8 +81,258 @@ def human(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover - the loop returns
 
 
+def seconds(s: float) -> str:
+    s = int(s)
+    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60:02d} s"
+
+
+def _write_line(text: str) -> None:
+    from cuberun.console import _LOCK
+
+    with _LOCK:
+        try:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):  # a closed pipe, a full disk under a log: never stops the work
+            pass
+
+
+class Activity:
+    """One piece of long work. `phase(text)` says what it is doing now; `update(...)` moves the
+    count (done of total `unit`) and the note (e.g. the package being fetched)."""
+
+    def __init__(self, what: str, total: float | None, unit: str, display: _Display) -> None:
+        self.what = what
+        self.total = total
+        self.unit = unit
+        self.done: float = 0
+        self.stage = ""
+        self.note = ""
+        self.start = time.monotonic()
+        self._display = display
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def phase(self, text: str, *, done: float | None = 0, total: float | None = None, unit: str | None = None) -> None:
+        self.stage, self.note = text, ""
+        if done is not None:
+            self.done = done
+        self.total = total
+        if unit is not None:
+            self.unit = unit
+        self._display.changed(self, force=True)
+
+    def update(self, *, done: float | None = None, total: float | None = None, advance: float = 0, note: str | None = None) -> None:
+        if done is not None:
+            self.done = done
+        if total is not None:
+            self.total = total
+        self.done += advance
+        if note is not None:
+            self.note = note
+        self._display.changed(self, force=False)
+
+    def count(self) -> str:
+        unit = f" {self.unit[:-1] if self.unit.endswith('s') and self.done == 1 and not self.total else self.unit}" if self.unit else ""
+        if self.unit == "bytes":
+            return f"{human(self.done)} of {human(self.total)}" if self.total else human(self.done)
+        if self.total:
+            return f"{self.done:.0f}/{self.total:.0f}{unit}"
+        return f"{self.done:.0f}{unit}" if self.done else ""
+
+    def status(self) -> str:
+        """`phase, 3/10 packages (note)` without the elapsed time."""
+        parts = [p for p in (self.stage, self.count()) if p]
+        text = ", ".join(parts)
+        if self.note:
+            text += f" ({self.note})" if text else self.note
+        return text
+
+    def line(self) -> str:
+        status = self.status()
+        return f"cuberun: {self.what}{': ' + status if status else ''} ({seconds(self.elapsed())})"
+
+    def message(self, text: str) -> None:
+        """A whole line above the live display (or between the plain lines)."""
+        if not isinstance(self._display, _Off):
+            _write_line(f"cuberun: {text}")
+
+    def sink(self, parse: Callable[[str, Activity], None] | None = None, *, echo: bool | None = None) -> IO[bytes]:
+        """A file object for a tool's output (process.stream's echo): each line goes to `parse`
+        (which may call phase/update); with echo (default: -v) the bytes go to stderr as well."""
+        return cast("IO[bytes]", _LineSink(self, parse, verbose() if echo is None else echo))
+
+
+class _LineSink:
+    def __init__(self, act: Activity, parse: Callable[[str, Activity], None] | None, echo: bool) -> None:
+        self.act = act
+        self.parse = parse
+        self.echo = getattr(sys.stderr, "buffer", None) if echo else None
+        self.partial = b""
+
+    def write(self, data: bytes) -> int:
+        if self.echo is not None:
+            try:
+                self.echo.write(data)
+                self.echo.flush()
+            except (OSError, ValueError):
+                pass
+        if self.parse is not None:
+            self.partial += data
+            *lines, self.partial = self.partial.replace(b"\r", b"\n").split(b"\n")
+            self.partial = self.partial[-65536:]  # a progress bar without line ends
+            for raw in lines:
+                line = raw.decode("utf-8", "replace").strip()
+                if line:
+                    self.parse(line, self.act)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class _Display:
+    def add(self, act: Activity) -> None: ...
+
+    def changed(self, act: Activity, *, force: bool) -> None: ...
+
+    def remove(self, act: Activity) -> None: ...
+
+
+class _Off(_Display):
+    pass
+
+
+class _Plain(_Display):
+    """Line-oriented: a line at a phase change, then at most one per interval; a heartbeat
+    thread writes one per interval while nothing changes (no thread when the interval is 0)."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.last: dict[int, float] = {}
+        self.stop: dict[int, threading.Event] = {}
+
+    def _show(self, act: Activity) -> None:
+        self.last[id(act)] = time.monotonic()
+        _write_line(act.line())
+
+    def add(self, act: Activity) -> None:
+        self._show(act)
+        if self.every > 0:
+            stop = threading.Event()
+            self.stop[id(act)] = stop
+            threading.Thread(target=self._beat, args=(act, stop), daemon=True, name="cuberun-progress").start()
+
+    def _beat(self, act: Activity, stop: threading.Event) -> None:
+        while not stop.wait(self.every / 4):
+            if time.monotonic() - self.last.get(id(act), 0.0) >= self.every:
+                self._show(act)
+
+    def changed(self, act: Activity, *, force: bool) -> None:
+        if force or time.monotonic() - self.last.get(id(act), 0.0) >= self.every:
+            self._show(act)
+
+    def remove(self, act: Activity) -> None:
+        stop = self.stop.pop(id(act), None)
+        if stop is not None:
+            stop.set()
+        self.last.pop(id(act), None)
+
+
+class _Live(_Display):
+    """rich's live display on stderr: one row per running activity (parallel tasks share it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: dict[int, Any] = {}
+        self.progress: Any = None
+
+    def add(self, act: Activity) -> None:
+        with self.lock:
+            if self.progress is None:
+                from rich.console import Console
+                from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+                self.progress = Progress(
+                    SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=True, refresh_per_second=8, redirect_stdout=False,
+                )
+                self.progress.start()
+            self.rows[id(act)] = self.progress.add_task(self._text(act), total=act.total or None, completed=act.done)
+
+    @staticmethod
+    def _text(act: Activity) -> str:
+        from rich.markup import escape
+
+        from cuberun.console import printable
+
+        status = act.status()
+        return escape(printable(f"{act.what}{': ' + status if status else ''}"))
+
+    def changed(self, act: Activity, *, force: bool) -> None:
+        with self.lock:
+            row = self.rows.get(id(act))
+            if row is not None and self.progress is not None:
+                self.progress.update(row, description=self._text(act), total=act.total or None, completed=act.done)
+
+    def remove(self, act: Activity) -> None:
+        with self.lock:
+            row = self.rows.pop(id(act), None)
+            if self.progress is None:
+                return
+            if row is not None:
+                self.progress.remove_task(row)
+            if not self.rows:
+                self.progress.stop()
+                self.progress = None
+
+
+_LIVE = _Live()
+
+
+def _display(stream: TextIO | None = None) -> _Display:
+    chosen = mode(stream)
+    if chosen == "off":
+        return _Off()
+    if chosen == "tty":
+        return _LIVE
+    return _Plain(interval())
+
+
+TICK = 0.5  # seconds between calls of an activity's `tick` (work that prints nothing, measured from outside)
+
+
+@contextmanager
+def activity(what: str, *, total: float | None = None, unit: str = "", tick: Callable[[Activity], None] | None = None) -> Iterator[Activity]:
+    """Long work shown while the block runs; the display is taken down when it ends. `tick`,
+    when given, is called every TICK seconds meanwhile (e.g. to count files an installer wrote)."""
+    from cuberun.console import printable
+
+    display = _display()
+    act = Activity(printable(what), total, unit, display)
+    display.add(act)
+    stop = threading.Event()
+    if tick is not None and not isinstance(display, _Off):
+        def ticking() -> None:
+            while not stop.wait(TICK):
+                try:
+                    tick(act)
+                except Exception:  # only a display: never stops the work
+                    pass
+
+        threading.Thread(target=ticking, daemon=True, name="cuberun-progress-tick").start()
+    try:
+        yield act
+    finally:
+        stop.set()
+        display.remove(act)
+
+
 class Progress:
-    """`add(n)` after each chunk hashed; `close()` at the end (ends a rewritten line)."""
+    """Hashing: `add(n)` after each chunk; `close()` at the end. Nothing for the first seconds,
+    then bytes done of the total and the rate, on the shared display (a live line on a
+    terminal, a plain line per interval otherwise)."""
 
     def __init__(self, what: str, total: int, *, stream: TextIO | None = None, delay: float = DELAY,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -36,18 +345,19 @@ class Progress:
         self.start = clock()
         self.next = self.start + delay
         self.shown = False
-        self._tty: bool | None = None
+        self._mode: str | None = None
+        self._act: Activity | None = None
 
     def _out(self) -> TextIO:
         return self.stream if self.stream is not None else sys.stderr
 
     def tty(self) -> bool:
-        if self._tty is None:
-            try:
-                self._tty = bool(self._out().isatty())
-            except (AttributeError, ValueError, OSError):
-                self._tty = False
-        return self._tty
+        return self._kind() == "tty"
+
+    def _kind(self) -> str:
+        if self._mode is None:
+            self._mode = mode(self.stream)
+        return self._mode
 
     def add(self, n: int) -> None:
         self.done += n
@@ -55,32 +365,79 @@ class Progress:
         if now >= self.next:
             self._show(now)
 
+    def rate(self, now: float) -> str:
+        return f"{human(self.done / max(now - self.start, 1e-9))}/s"
+
     def line(self, now: float) -> str:
-        elapsed = max(now - self.start, 1e-9)
         pct = f" ({100 * self.done / self.total:.0f}%)" if self.total > 0 else ""
-        return f"cuberun: hashing {self.what}: {human(self.done)} of {human(self.total)}{pct}, {human(self.done / elapsed)}/s"
+        return f"cuberun: hashing {self.what}: {human(self.done)} of {human(self.total)}{pct}, {self.rate(now)}"
 
     def _show(self, now: float) -> None:
+        kind = self._kind()
+        if kind == "off":
+            self.next = float("inf")
+            return
+        self.shown = True
+        if kind == "tty":
+            if self._act is None:
+                self._act = Activity(f"hashing {self.what}", self.total, "bytes", _LIVE)
+                _LIVE.add(self._act)
+            self._act.note = self.rate(now)
+            self._act.update(done=self.done)
+            self.next = now + TTY_INTERVAL
+            return
         from cuberun.console import _LOCK
 
-        text = self.line(now)
-        tty = self.tty()
         with _LOCK:
             try:
                 out = self._out()
-                out.write(f"\r{text}\x1b[K" if tty else text + "\n")
+                out.write(self.line(now) + "\n")
                 out.flush()
             except (OSError, ValueError):
                 pass
-        self.shown = True
-        self.next = now + (TTY_INTERVAL if tty else PLAIN_INTERVAL)
+        self.next = now + max(interval(), 0.05)
 
     def close(self) -> None:
-        if self.shown and self.tty():
-            now = self.clock()
-            self._show(now)
-            try:
-                self._out().write("\n")
-                self._out().flush()
-            except (OSError, ValueError):
-                pass
+        if self._act is not None:
+            _LIVE.remove(self._act)
+            self._act = None
+
+
+def image_line(line: str, act: Activity) -> None:
+    """Progress from one line of an image build or pull (docker, podman, BuildKit)."""
+    import re
+
+    step = re.match(r"^(?:Step|STEP) (\d+)/(\d+)\s*:?\s*(.*)$", line) or re.match(r"^#\d+ \[(?:[\w.-]+ )?(\d+)/(\d+)\] (.*)$", line)
+    if step:
+        act.update(done=int(step.group(1)), total=int(step.group(2)), note=step.group(3)[:60])
+    elif line.endswith(": Pulling fs layer"):
+        act.update(total=(act.total or 0) + 1)
+    elif line.endswith((": Pull complete", ": Already exists")):
+        act.update(advance=1)
+
+
+class Waiting:
+    """A queue wait, shown while a job waits (Slurm PENDING, a pod Pending) and taken down when
+    it starts: call `state(...)` at each poll and `close()` when the wait ends."""
+
+    WAITING = ("PENDING", "Pending", "CONFIGURING", "REQUEUED")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._cm: Any = None
+        self._act: Activity | None = None
+
+    def state(self, state: str | None, reason: str = "") -> None:
+        if state not in self.WAITING:
+            self.close()
+            return
+        if self._cm is None:
+            self._cm = activity(self.what)
+            self._act = self._cm.__enter__()
+        if self._act is not None:
+            self._act.update(note=f"{state}{': ' + reason if reason else ''}")
+
+    def close(self) -> None:
+        if self._cm is not None:
+            cm, self._cm, self._act = self._cm, None, None
+            cm.__exit__(None, None, None)

@@ -598,10 +598,17 @@ def test_managed_env_is_created_once_reused_and_rebuilt_on_change(cli: CLI, tmp_
     def envs() -> list[Path]:
         return sorted(p for p in (cache / "envs").iterdir() if p.is_dir()) if (cache / "envs").is_dir() else []
 
-    first = ok(cli("run", f"--mlcube={cube}", env=env))
+    # stderr is a pipe: plain progress lines; interval 0 = a line at every change (no timing in the test)
+    first = ok(cli("run", f"--mlcube={cube}", env={**env, "CUBERUN_PROGRESS_INTERVAL": "0"}))
     [env_a] = envs()
     assert re.fullmatch(r"[0-9a-f]{20}", env_a.name)
     assert f"creating Python environment {env_a}" in first.stderr
+    assert "cuberun: building the cube's Python environment once; later runs reuse it" in first.stderr
+    shown = [line for line in first.stderr.splitlines() if line.startswith("cuberun: building the Python environment")]
+    assert any(": creating the virtualenv (" in line for line in shown), first.stderr
+    assert any(": resolving, 1 package (six" in line for line in shown), first.stderr
+    assert any(": installing, 1/1 packages (" in line for line in shown), first.stderr
+    assert "Successfully installed" not in first.stderr and "Successfully installed" in (cache / "envs" / f"{env_a.name}.log").read_text()
     assert (env_a / MARKER).is_file()
     probe = json.loads(report.read_text())
     assert probe["task"] == "probe"
@@ -634,8 +641,9 @@ def test_managed_env_is_created_once_reused_and_rebuilt_on_change(cli: CLI, tmp_
     assert shlex.split(dry[2]) == run_b
     assert envs() == [env_a]
 
-    configured = ok(cli("configure", f"--mlcube={cube}", env=env))
+    configured = ok(cli("configure", f"--mlcube={cube}", "-v", env=env))
     assert f"creating Python environment {env_b}" in configured.stderr
+    assert "Successfully installed" in configured.stderr  # -v: pip's own output too
     assert envs() == sorted([env_a, env_b]) and (env_b / MARKER).is_file()
     assert ok(cli("configure", f"--mlcube={cube}", env=env)).stderr.count("creating Python environment") == 0
     assert ok(cli("configure", f"--mlcube={cube}", "--dry-run", env=env)).stdout == ""

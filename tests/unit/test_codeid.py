@@ -128,6 +128,8 @@ def test_several_roots_and_progress_on_long_hashing(tmp_path: Path, monkeypatch:
 
     from cuberun import progress
 
+    monkeypatch.setenv("CUBERUN_PROGRESS_INTERVAL", "2")
+    monkeypatch.delenv("CUBERUN_PROGRESS", raising=False)
     out = io.StringIO()
     clock = iter(float(i) for i in range(1000))
     p = progress.Progress("input data", 10 << 20, stream=out, clock=lambda: next(clock))
@@ -136,7 +138,7 @@ def test_several_roots_and_progress_on_long_hashing(tmp_path: Path, monkeypatch:
     p.close()
     text = out.getvalue().splitlines()
     assert text[0] == "cuberun: hashing input data: 2.0 MiB of 10.0 MiB (20%), 1.0 MiB/s" and "\r" not in out.getvalue()
-    assert len(text) == 2  # not a terminal: a plain line every few seconds
+    assert len(text) == 5  # not a terminal: a plain line every interval (2 s of the 10 s the injected clock counts)
 
 
 def test_sockets_in_the_code_folder_are_skipped(tmp_path: Path) -> None:

@@ -154,6 +154,19 @@ def _check_dash_overrides(overrides: Sequence[str], cube: Any, tasks: Sequence[s
                 raise UsageError(f"unknown option '--{name}'", hint)
 
 
+def quiet_options(f: Any) -> Any:
+    f = click.option("--verbose", "-v", is_flag=True, help="Show the tools' own output too (pip's, during an env build).")(f)
+    return click.option("--quiet", "-q", is_flag=True, help="No progress display, no summary: only warnings, errors and the task's output.")(f)
+
+
+def _progress_options(quiet: bool, verbose: bool) -> None:
+    from cuberun import progress
+
+    if quiet and verbose:
+        raise UsageError("--quiet and --verbose exclude each other", "choose one")
+    progress.configure(quiet=quiet, verbose=verbose)
+
+
 # -- run ---------------------------------------------------------------------------------
 @cli.command(context_settings=PASSTHROUGH)
 @mlcube_option
@@ -178,13 +191,14 @@ def _check_dash_overrides(overrides: Sequence[str], cube: Any, tasks: Sequence[s
 @click.option("--no-deps", is_flag=True, help="Do not run the tasks that produce this task's inputs.")
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2", help="Run the task once per value (repeat for a grid).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True, help="Independent tasks or sweep variants run at once.")
+@quiet_options
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
         dry_run: bool, as_json: bool, gpus: str | None, network: str | None, security: str | None, memory: str | None,
         cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool, rebuild_env: bool, strict_outputs: bool,
         force: bool, explain: bool, no_deps: bool, sweeps: tuple[str, ...],
-        jobs: int, overrides: tuple[str, ...]) -> int:
+        jobs: int, quiet: bool, verbose: bool, overrides: tuple[str, ...]) -> int:
     """Run task(s) of a cube. Parameter overrides follow as NAME=PATH.
 
     The legacy MLBox form BOX[:TASK[/PARAMSET]] is accepted as --mlcube or as the first argument:
@@ -194,6 +208,8 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
     from cuberun.gpus import parse_gpus
     from cuberun.resolve import parse_overrides, select_tasks
     from cuberun.runners.base import RunOptions
+
+    _progress_options(quiet, verbose)
     rest = list(overrides) + list(ctx.args)
     paramset = None
     if (mlcube and ":" in mlcube) or any(not a.startswith("-") and "=" not in a for a in rest):
@@ -242,9 +258,11 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
 @click.option("--dry-run", is_flag=True, help="Print what configure would run.")
 @click.option("--relax-pins", is_flag=True, help="Local: relax ==/~= pins that have no build for the interpreter.")
 @click.option("--rebuild-env", is_flag=True, help="Local: build the managed Python env again, even after a remembered failure.")
+@quiet_options
 def configure(mlcube: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...], dry_run: bool, relax_pins: bool,
-              rebuild_env: bool) -> int:
+              rebuild_env: bool, quiet: bool, verbose: bool) -> int:
     """Prepare a platform for a cube: build or pull the image, create the env."""
+    _progress_options(quiet, verbose)
     from cuberun.errors import RunnerUnavailable
     from cuberun.execute import make_runner
     from cuberun.runners.base import RunOptions
@@ -259,7 +277,8 @@ def configure(mlcube: str | None, platform: str | None, workspace: str | None, p
     if reason:
         raise RunnerUnavailable(reason)
     runner.configure()
-    print(f"cuberun: cube '{cube.name}' is configured for platform '{runner.platform}'", file=sys.stderr)
+    if not quiet:
+        print(f"cuberun: cube '{cube.name}' is configured for platform '{runner.platform}'", file=sys.stderr)
     return 0
 
 

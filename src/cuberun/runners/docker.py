@@ -492,12 +492,16 @@ class DockerRunner(Runner):
         self._configured = True
 
     def _stream_to_stderr(self, argv: Sequence[str], purpose: str) -> tuple[Outcome, str]:
+        from cuberun import progress
         from cuberun.process import stream
 
         tail = io.BytesIO()
-        echo = getattr(sys.stderr, "buffer", None)
         print(f"cuberun: {purpose}: {shlex.join(argv)}", file=sys.stderr, flush=True)
-        outcome = stream(argv, log=tail, echo=echo)
+        echo = progress.verbose() or progress.mode() != "tty"  # on a terminal the live line stands for the output
+        with progress.activity(purpose, unit="steps") as act:
+            outcome = stream(argv, log=tail, echo=act.sink(progress.image_line, echo=echo))
+        if outcome.exit_code != 0 and not echo:
+            sys.stderr.write(tail.getvalue()[-4096:].decode("utf-8", "replace"))
         return outcome, tail.getvalue()[-8192:].decode("utf-8", "replace")
 
     def _build(self, digest: str, why: str) -> None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 from cuberun.errors import BackendError
 from cuberun.valueclass import dataclass, field
@@ -161,7 +162,6 @@ def _python_version(python: str) -> str:
 def ensure(spec: EnvSpec, *, rebuild: bool = False) -> Path:
     """Create the env if it is missing (under a lock, so parallel runs build it once)."""
     import fcntl
-    import shutil
 
     target = spec.path()
     if spec.ready() and not rebuild:
@@ -189,23 +189,26 @@ def ensure(spec: EnvSpec, *, rebuild: bool = False) -> Path:
 
 
 def _build(spec: EnvSpec, target: Path) -> None:
-    import shutil
-
+    from cuberun import progress
     from cuberun.console import say
 
     version = spec.python_version()
     log_path = spec.log_path()
     started = time.monotonic()
-    say(f"creating Python environment {target} with Python {version}{f' ({spec.source})' if spec.source else ''}; pip's output goes to {log_path}")
-    with open(log_path, "wb") as log:
-        code = _step(spec.install_argvs()[0], log)
+    say("building the cube's Python environment once; later runs reuse it")
+    say(f"creating Python environment {target} with Python {version}{f' ({spec.source})' if spec.source else ''}; "
+        f"pip's output goes to {log_path}{'' if progress.verbose() else ' (-v shows it here)'}")
+    with open(log_path, "wb") as log, progress.activity("building the Python environment", tick=_InstallCounter(target)) as act:
+        act.phase("creating the virtualenv")
+        code = _step(spec.install_argvs()[0], log, act)
         if code != 0:
             shutil.rmtree(target, ignore_errors=True)
             raise BackendError(f"creating the virtualenv {target} with {spec.python} failed (exit {code})", f"see {log_path}",
                                exit_code=code if code >= 128 else None)
         steps = spec.install_argvs()
         if len(steps) > 1 and steps[1][-1].startswith("pip<"):  # the pip a venv of this Python brings cannot read today's indexes
-            code = _step(steps[1], log)
+            act.phase(f"upgrading pip ({steps[1][-1]})")
+            code = _step(steps[1], log, act)
             if code != 0:
                 shutil.rmtree(target, ignore_errors=True)
                 raise BackendError(f"upgrading pip ({steps[1][-1]}) in {target} failed (exit {code})", f"see {log_path}")
@@ -214,6 +217,7 @@ def _build(spec: EnvSpec, target: Path) -> None:
         if spec.relax and (files or packages):
             from cuberun.runners import pins
 
+            act.phase("checking pins")
             python = str(target / "bin" / "python")
             files, packages, relaxations = pins.relax(python, version, files, packages, target / "cuberun-requirements", spec.pip_options)
             only_binary = sorted({pins.canonical(r.name) for r in relaxations})
@@ -221,7 +225,8 @@ def _build(spec: EnvSpec, target: Path) -> None:
                 say(f"--relax-pins: {r.describe()}")
         code = 0
         if files or packages or spec.editables:
-            code = _step(spec.pip_install(files, packages, only_binary), log)
+            act.phase("resolving", unit="packages")
+            code = _step(spec.pip_install(files, packages, only_binary), log, act)
     if code != 0:
         reason, hint = _explain_failure(spec, target, version, log_path)
         shutil.rmtree(target, ignore_errors=True)
@@ -240,29 +245,78 @@ def _build(spec: EnvSpec, target: Path) -> None:
     say(f"Python environment ready in {time.monotonic() - started:.0f} s")
 
 
+def _wheel_name(text: str) -> str:
+    """`numpy 2.4.6 (18 MB)` of `/x/numpy-2.4.6-cp311-....whl (18 MB)`, or of a URL."""
+    name, _, size = text.partition(" (")
+    base = name.strip().rsplit("/", 1)[-1]
+    if base.endswith((".whl", ".tar.gz", ".zip")):
+        base = " ".join(base.split("-")[:2])
+    size = size.split(")", 1)[0] if size and size[0].isdigit() else ""
+    return base[:50] + (f" ({size})" if size else "")
+
+
+def pip_line(line: str, act: Any) -> None:
+    """Progress from one line of pip's output: packages collected while resolving and
+    downloading, then the count being installed (counted from the env, see _count_installed)."""
+    word, _, rest = line.partition(" ")
+    if word == "Collecting":
+        act.update(advance=1, note=rest.split(" ", 1)[0])
+    elif word == "Processing" and rest:  # a local wheel or archive
+        act.update(advance=1, note=_wheel_name(rest))
+    elif word in ("Downloading", "Using") and rest:  # "Downloading x.whl (18 MB)", "Using cached x.whl (..)"
+        act.update(note="downloading " + _wheel_name(rest.removeprefix("cached ")))
+    elif line.startswith("Building wheels for collected packages:"):
+        act.phase("building wheels", done=0, total=len(line.split(":", 1)[1].split(",")), unit="packages")
+    elif line.startswith("Installing collected packages:"):
+        act.phase("installing", done=0, total=len(line.split(":", 1)[1].split(",")), unit="packages")
+    elif line.startswith("Successfully installed"):
+        act.update(done=act.total or 0)
+
+
+class _InstallCounter:
+    """pip installs without a word per package: count the packages' metadata folders that
+    appear in the env's site-packages while the 'installing' phase lasts."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.before: int | None = None
+
+    def _count(self) -> int:
+        n = 0
+        for lib in self.target.glob("lib*/python*/site-packages"):
+            try:
+                n += sum(1 for e in os.scandir(lib) if e.name.endswith(".dist-info"))
+            except OSError:
+                pass
+        return n
+
+    def __call__(self, act: Any) -> None:
+        if act.stage != "installing":
+            if act.stage == "resolving":  # nothing is installed yet: what the venv brought (pip, setuptools)
+                self.before = self._count()
+            return
+        if self.before is None:
+            self.before = self._count()
+        done = self._count() - self.before
+        if act.total and 0 <= done < act.total and done != act.done:
+            act.update(done=done)
+
+
 def _pip_for_old_python(version: str) -> str | None:
     """The newest pip that supports an old interpreter, when its venv brings an older one."""
     short = ".".join(version.split(".")[:2])
     return {"3.5": "pip<21", "3.6": "pip<22", "3.7": "pip<24.1"}.get(short)
 
 
-def _step(argv: list[str], log: Any) -> int:
+def _step(argv: list[str], log: Any, act: Any) -> int:
+    """One command of the build: its output to the log, to the progress display (parsed), and
+    with -v to stderr."""
     from cuberun.process import stream
 
     log.write(("$ " + " ".join(argv) + "\n").encode())
     log.flush()
-    outcome = stream(argv, log=log, echo=cast("IO[bytes]", _Discard()))
+    outcome = stream(argv, log=log, echo=act.sink(pip_line))
     return outcome.exit_code
-
-
-class _Discard:
-    """An echo target that drops the output (pip's output goes to the log only)."""
-
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-    def flush(self) -> None:
-        pass
 
 
 def _explain_failure(spec: EnvSpec, target: Path, version: str, log_path: Path) -> tuple[str, str]:

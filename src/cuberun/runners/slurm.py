@@ -520,11 +520,15 @@ class SlurmRunner(Runner):
         next_poll = start
         failing_since: float | None = None
         pending_noted = False
+        from cuberun.progress import Waiting
+
+        queue = Waiting(f"job {job.job_id} (task '{job.task}') waits in the queue")
         with open(log_path, "ab") as log:
             tail = _LogTail(job.log_file, [getattr(sys.stdout, "buffer", None), log])
             while True:
                 tail.pump()
                 if cancel.requested:
+                    queue.close()
                     return self._interrupted([job, *later], job, cancel, start, tail)
                 now = time.monotonic()
                 if now >= next_poll:
@@ -540,6 +544,7 @@ class SlurmRunner(Runner):
                         failing_since = None
                     if info is not None:
                         job.info = info
+                        queue.state(info.state, info.reason or "")
                         if info.finished:
                             break
                         if run_deadline is None and info.state in RUNNING_STATES and info.time_limit is not None:
@@ -549,6 +554,7 @@ class SlurmRunner(Runner):
                             say(f"job {job.job_id} (task '{job.task}') is pending: {info.reason or 'waiting'}")
                     next_poll = now + self._interval(now - start)
                 if now > deadline or (run_deadline is not None and now > run_deadline):
+                    queue.close()
                     return self._stop_waiting(job, later, tail, start, overdue=now <= deadline)
                 time.sleep(TAIL_INTERVAL)
             tail.finish()

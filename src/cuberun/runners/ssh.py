@@ -708,13 +708,16 @@ class SSHRunner(Runner):
 
     def _transfer(self, argvs: Sequence[Sequence[str]], direction: str) -> tuple[Outcome | None, dict[str, Any]]:
         """Run rsync calls quietly; returns (the outcome if interrupted, stats)."""
+        from cuberun import progress
         from cuberun.process import stream
 
         started = time.monotonic()
         text = ""
-        for argv in argvs:
+        for i, argv in enumerate(argvs):
             sink = _Sink()
-            outcome = stream(argv, echo=sink.io())
+            with progress.activity(f"{direction} ({self.target.host})", total=len(argvs), unit="rsync calls") as act:
+                act.update(done=i)
+                outcome = stream(argv, echo=sink.io())
             text += sink.text()
             if outcome.interrupted:
                 return outcome, {}
