@@ -610,6 +610,9 @@ def test_managed_env_is_created_once_reused_and_rebuilt_on_change(cli: CLI, tmp_
     assert any(": installing, 1/1 packages (" in line for line in shown), first.stderr
     assert "Successfully installed" not in first.stderr and "Successfully installed" in (cache / "envs" / f"{env_a.name}.log").read_text()
     assert (env_a / MARKER).is_file()
+    summary = first.stderr[first.stderr.index("cuberun: summary: "):].splitlines()
+    assert summary[0].startswith("cuberun: summary: 1 ran, 0 skipped, 0 failed (")
+    assert re.fullmatch(r"  ran +probe +\d+\.\d s  wrote managed/workspace/report\.json", summary[1]), summary
     probe = json.loads(report.read_text())
     assert probe["task"] == "probe"
     assert Path(probe["six"]).is_relative_to(env_a) and Path(probe["prefix"]) == env_a

@@ -167,6 +167,24 @@ def _progress_options(quiet: bool, verbose: bool) -> None:
     progress.configure(quiet=quiet, verbose=verbose)
 
 
+def _record_time() -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1))
+
+
+def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), failed_since: str | None = None) -> None:
+    from cuberun import summary as summary_mod
+
+    records = summary_mod.records_since(cube.workspace, failed_since) if failed_since else []
+    text = summary_mod.render(summary_mod.collect(cube.workspace, results, records, mlcube=mlcube))
+    try:
+        sys.stdout.flush()
+        print(text, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
 # -- run ---------------------------------------------------------------------------------
 @cli.command(context_settings=PASSTHROUGH)
 @mlcube_option
@@ -238,11 +256,24 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
     from cuberun import checks, graph
 
     checks.preflight(cube, runner, graph.order(cube, names, with_deps=not no_deps, overrides=values), values)
-    results = run_tasks(cube, runner, names, values, dry_run=dry_run, as_json=as_json, force=force, with_deps=not no_deps,
-                        explicit=task is not None, sweeps=sweeps, jobs=jobs, explain=explain)
+    from cuberun.errors import TaskFailed
+
+    started = _record_time()
+    try:
+        results = run_tasks(cube, runner, names, values, dry_run=dry_run, as_json=as_json, force=force, with_deps=not no_deps,
+                            explicit=task is not None, sweeps=sweeps, jobs=jobs, explain=explain)
+    except TaskFailed:
+        if not dry_run and not explain and not as_json and not quiet:
+            _print_summary(cube, mlcube, failed_since=started)
+        raise
     if as_json and not dry_run and not explain:
-        print(json.dumps([{"task": r.task, "exit_code": r.exit_code, "status": r.status, "run_id": r.run_id, "reason": r.reason}
-                          for r in results], indent=2))
+        from cuberun import summary as summary_mod
+
+        print(json.dumps({"tasks": [{"task": r.task, "exit_code": r.exit_code, "status": r.status, "run_id": r.run_id, "reason": r.reason}
+                                    for r in results],
+                          "summary": summary_mod.collect(cube.workspace, results, mlcube=mlcube)}, indent=2))
+    elif not dry_run and not explain and not quiet:
+        _print_summary(cube, mlcube, results)
     if any(r.status == "succeeded-with-warnings" for r in results):
         summary = ", ".join(f"{r.task}: {r.status}" for r in results)
         print(f"cuberun: finished with warnings ({summary})", file=sys.stderr)
