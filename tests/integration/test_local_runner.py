@@ -631,8 +631,13 @@ def test_managed_env_is_created_once_reused_and_rebuilt_on_change(cli: CLI, tmp_
         assert record["command"] == [str(env_a / "bin" / "python"), "x.py", "probe", f"--report={report}"]
         assert record["steps"][-1]["env"] == {"VIRTUAL_ENV": str(env_a)}
 
+    # a comment, blank lines, spaces: the same requirements, the same env
+    (cube / "requirements.txt").write_text("\n# pinned later\n" + cubes.SHARED_REQUIREMENTS.replace("six", "  six   # any version"))
+    [same] = ok(cli("run", f"--mlcube={cube}", "--dry-run", env=env)).stdout.splitlines()
+    assert shlex.split(same)[4] == str(env_a / "bin" / "python")
+
     # a changed requirements file is another env; --dry-run shows how it would be made and makes nothing
-    (cube / "requirements.txt").write_text(cubes.SHARED_REQUIREMENTS + "# pinned later\n")
+    (cube / "requirements.txt").write_text(cubes.SHARED_REQUIREMENTS + "six>=1.0\n")
     dry = ok(cli("run", f"--mlcube={cube}", "--dry-run", env=env)).stdout.splitlines()
     assert len(dry) == 3, dry
     venv_argv = shlex.split(dry[0])

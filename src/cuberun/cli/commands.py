@@ -18,6 +18,7 @@ from cuberun.hints import did_you_mean
 LAZY = {
     "config": ("cuberun.cli.config_cmd:config", "Show and edit the settings file ($CUBERUN_SETTINGS or ~/.config/cuberun/settings.yaml)."),
     "create": ("cuberun.cli.create_cmd:create", "Create a new cube NAME from a template: mlcube.yaml, program, Dockerfile, workspace."),
+    "env": ("cuberun.cli.env_cmd:env", "List, prune and rebuild the managed Python environments (the local runner's cache)."),
     "export": ("cuberun.cli.export_cmd:export", "Export a cube for another system (Backend.AI)."),  # Backend.AI kernel images
     "migrate": ("cuberun.cli.migrate_cmd:migrate",  # legacy MLBox -> config 2.0
                 "Write the config-2.0 mlcube.yaml of a legacy MLBox cube in PATH (a directory, or its root file)."),

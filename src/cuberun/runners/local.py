@@ -280,7 +280,7 @@ class LocalRunner(Runner):
         if launch.env is not None:
             from cuberun.runners import pyenv
 
-            pyenv.ensure(launch.env, rebuild=self.options.rebuild_env)
+            pyenv.ensure(launch.env, rebuild=self.options.rebuild_env, cube=str(self.cube.root))
             for relaxed in launch.env.marker().get("relaxed") or []:
                 say(f"relaxed pin: {relaxed.get('requirement')} -> {relaxed.get('relaxed_to')} (installed {relaxed.get('installed')}): {relaxed.get('reason')}")
 

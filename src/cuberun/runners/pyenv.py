@@ -60,10 +60,10 @@ class EnvSpec:
         h.update(self.python_version().encode())
         for f in self.requirement_files:
             h.update(b"\0file\0")
-            h.update(_read(f))
+            h.update(normalized(_read(f)))
         for f in nested_requirements(self.requirement_files):  # a nested -r/-c file is part of the env too
             h.update(b"\0nested\0" + str(f).encode("utf-8", "surrogateescape") + b"\0")
-            h.update(_read(f) if f.is_file() else b"<missing>")
+            h.update(normalized(_read(f)) if f.is_file() else b"<missing>")
         for p in sorted(self.packages):
             h.update(b"\0pkg\0" + p.encode())
         for f in self.constraint_files:
@@ -130,6 +130,27 @@ class EnvSpec:
         return argvs
 
 
+def normalized(text: bytes) -> bytes:
+    """What of a requirements file decides the env: its logical lines without comments, blank
+    lines and extra whitespace, and the requirement lines between two option lines (`-r`,
+    `--index-url`, ...: kept in place, their order can matter) in a sorted order."""
+    import re
+
+    from cuberun.runners.reqfiles import _lines
+
+    out: list[str] = []
+    run: list[str] = []
+    for line in _lines(text.decode("utf-8", "surrogateescape")):
+        line = re.sub(r"\s*(===|==|>=|<=|~=|!=|<|>|,|;|\[|\])\s*", r"\1", " ".join(line.split()))
+        if line.startswith("-"):
+            out += sorted(run) + [line]
+            run = []
+        else:
+            run.append(line)
+    out += sorted(run)
+    return "\n".join(out).encode("utf-8", "surrogateescape")
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()[: 1 << 22]
@@ -159,8 +180,18 @@ def _python_version(python: str) -> str:
     return _VERSIONS[python]
 
 
-def ensure(spec: EnvSpec, *, rebuild: bool = False) -> Path:
-    """Create the env if it is missing (under a lock, so parallel runs build it once)."""
+def ensure(spec: EnvSpec, *, rebuild: bool = False, cube: str | None = None) -> Path:
+    """Create the env if it is missing (under a lock, so parallel runs build it once); mark it
+    in use by this process and note the cube that uses it (envcache.py)."""
+    from cuberun import envcache
+
+    envcache.hold(spec.key())
+    target = _ensure(spec, rebuild)
+    envcache.record_use(spec.key(), cube)
+    return target
+
+
+def _ensure(spec: EnvSpec, rebuild: bool) -> Path:
     import fcntl
 
     target = spec.path()
@@ -189,7 +220,7 @@ def ensure(spec: EnvSpec, *, rebuild: bool = False) -> Path:
 
 
 def _build(spec: EnvSpec, target: Path) -> None:
-    from cuberun import progress
+    from cuberun import envcache, progress
     from cuberun.console import say
 
     version = spec.python_version()
@@ -238,11 +269,14 @@ def _build(spec: EnvSpec, target: Path) -> None:
     (target / MARKER).write_text(
         json.dumps({
             "python": spec.python, "version": version, "requirements": [str(f) for f in spec.requirement_files], "packages": list(spec.packages),
-            "relaxed": [r.to_json() for r in relaxations], "seconds": round(time.monotonic() - started, 1),
+            "relaxed": [r.to_json() for r in relaxations], "seconds": round(time.monotonic() - started, 1), "bytes": envcache.tree_size(target),
         }),
         encoding="utf-8",
     )
     say(f"Python environment ready in {time.monotonic() - started:.0f} s")
+    for gone in envcache.bound(keep=spec.key()):
+        say(f"removed the least recently used environment {gone.key} ({progress.human(gone.size)}, last used "
+            f"{time.strftime('%Y-%m-%d', time.localtime(gone.last_used))}) to keep the cache under CUBERUN_ENV_CACHE_MAX")
 
 
 def _wheel_name(text: str) -> str:
