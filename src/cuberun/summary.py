@@ -113,5 +113,6 @@ def render(summary: dict[str, Any]) -> str:
         lines.append(printable(line.rstrip()))
     if any(t.get("run_id") for t in tasks):
         lines.append(printable(f"  logs and records: {summary['records']}/RUN/ (output.log, record.json)"))
-    lines.append(printable("  next: " + "  |  ".join(summary["next"])))
+    hint = ["add --force to run the skipped tasks anyway"] if summary["skipped"] else []
+    lines.append(printable("  next: " + "  |  ".join([*summary["next"], *hint])))
     return "\n".join(lines)

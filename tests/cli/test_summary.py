@@ -68,7 +68,7 @@ def test_summary_after_runs_and_skips(cli: CLI, tmp_path: Path) -> None:
     lines = summary_of(second.stderr)
     assert lines[0] == "cuberun: summary: 0 ran, 2 skipped, 0 failed"
     assert re.fullmatch(r"  skipped +make +up to date.*", lines[1]) and re.fullmatch(r"  skipped +use +up to date.*", lines[2]), lines
-    assert lines[3] == f"  next: cuberun report --mlcube={root}"  # no run record this time
+    assert lines[3] == f"  next: cuberun report --mlcube={root}  |  add --force to run the skipped tasks anyway"  # no run record this time
 
 
 def test_summary_of_a_failure_names_the_log(cli: CLI, tmp_path: Path) -> None:
