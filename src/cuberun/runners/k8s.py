@@ -548,9 +548,13 @@ class KubernetesRunner(Runner):
         start_timeout = self.seconds("start_timeout", 600)
         selector = f"{LABEL_JOB}={name}"
         followers: dict[str, LogFollower] = {}
+        from cuberun.progress import Waiting
+
+        self._queue = Waiting(f"Job {name} (task '{task}') waits to start")
         try:
             return self._poll(api, name, task, sinks, interval, start_timeout, selector, followers)
         finally:
+            self._queue.close()
             # never leave a thread writing to stdout behind (it would abort the interpreter at exit)
             for follower in followers.values():
                 if follower.is_alive():
@@ -579,6 +583,7 @@ class KubernetesRunner(Runner):
                 state = status.get("state") or {}
                 phase = (pod.get("status") or {}).get("phase")
                 if pname not in followers and ("running" in state or "terminated" in state or phase in ("Running", "Succeeded", "Failed")):
+                    self._queue.close()  # before the pod's log reaches stdout
                     follower = LogFollower(api, self.namespace, pname, sinks)
                     followers[pname] = follower
                     follower.start()
@@ -611,6 +616,7 @@ class KubernetesRunner(Runner):
                 note = reason if reason in SLOW_WAITING and reason not in ("ContainerCreating", "PodInitializing") else None
                 if unschedulable is not None:
                     note = f"Unschedulable: {unschedulable.get('message') or unschedulable.get('reason')}"
+                self._queue.state("Pending", note or reason or "")
                 if note and note not in noted:
                     noted.add(note)
                     say(f"pod {pname} is waiting: {note}" + (f" ({message})" if message and not unschedulable else ""))
