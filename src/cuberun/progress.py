@@ -295,7 +295,7 @@ def _display(stream: TextIO | None = None) -> _Display:
     chosen = mode(stream)
     if chosen == "off":
         return _Off()
-    if chosen == "tty":
+    if chosen == "tty" and not verbose():  # -v: the tools' own output goes to the terminal too, between plain lines
         return _LIVE
     return _Plain(interval())
 
@@ -426,6 +426,10 @@ class Waiting:
         self.what = what
         self._cm: Any = None
         self._act: Activity | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._cm is not None
 
     def state(self, state: str | None, reason: str = "") -> None:
         if state not in self.WAITING:

@@ -123,3 +123,16 @@ def test_tty_display_uses_rich_and_leaves_nothing_behind(monkeypatch: pytest.Mon
         other.update(done=1, total=2)
         assert progress._LIVE.progress is not None and len(progress._LIVE.rows) == 2
     assert progress._LIVE.progress is None and not progress._LIVE.rows
+
+
+def test_verbose_on_a_terminal_uses_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUBERUN_PROGRESS", "tty")
+    assert progress._display() is progress._LIVE
+    progress.configure(verbose=True)  # the tool's own bytes go to the terminal: no live line to garble
+    assert isinstance(progress._display(), progress._Plain)
+    wait = progress.Waiting("job 1")
+    assert not wait.active
+    wait.state("PENDING")
+    assert wait.active
+    wait.close()
+    assert not wait.active

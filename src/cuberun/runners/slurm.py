@@ -526,6 +526,8 @@ class SlurmRunner(Runner):
         with open(log_path, "ab") as log:
             tail = _LogTail(job.log_file, [getattr(sys.stdout, "buffer", None), log])
             while True:
+                if queue.active and _grew(job.log_file, tail.offset):  # the job writes: it waits no more (closed before its output shows)
+                    queue.close()
                 tail.pump()
                 if cancel.requested:
                     queue.close()
@@ -983,3 +985,10 @@ def _inner_error(log_file: str) -> str | None:
     if not errors or errors[-1].startswith("cuberun: error: task '"):
         return None
     return errors[-1][:300]
+
+
+def _grew(path: str, offset: int) -> bool:
+    try:
+        return os.stat(path).st_size > offset
+    except OSError:
+        return False
