@@ -47,6 +47,12 @@ def verbose() -> bool:
     return _VERBOSE
 
 
+def shows_output() -> bool:
+    """Whether a tool's own progress output (docker build, pip with -v) goes to stderr: always
+    but on a terminal, where the live line stands for it (-v shows it there too)."""
+    return verbose() or mode() != "tty"
+
+
 def interval() -> float:
     raw = os.environ.get("CUBERUN_PROGRESS_INTERVAL")
     if raw:

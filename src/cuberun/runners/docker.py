@@ -497,7 +497,7 @@ class DockerRunner(Runner):
 
         tail = io.BytesIO()
         print(f"cuberun: {purpose}: {shlex.join(argv)}", file=sys.stderr, flush=True)
-        echo = progress.verbose() or progress.mode() != "tty"  # on a terminal the live line stands for the output
+        echo = progress.shows_output()
         with progress.activity(purpose, unit="steps") as act:
             outcome = stream(argv, log=tail, echo=act.sink(progress.image_line, echo=echo))
         if outcome.exit_code != 0 and not echo:

@@ -466,8 +466,13 @@ class SingularityRunner(Runner):
         before = sif.stat().st_mtime_ns if existed else None
         print(f"cuberun: building {sif} from {source.spec} ({why}): {shlex.join(argv)}", file=sys.stderr, flush=True)
         tail = io.BytesIO()
-        outcome = stream(argv, cwd=str(self.cube.root), log=tail, echo=getattr(sys.stderr, "buffer", None))
+        from cuberun import progress
+
+        with progress.activity(f"building {sif.name}") as act:
+            outcome = stream(argv, cwd=str(self.cube.root), log=tail, echo=act.sink(progress.image_line, echo=progress.shows_output()))
         if outcome.exit_code != 0:
+            if not progress.shows_output():  # the live line stood for the output: show its end now
+                sys.stderr.write(tail.getvalue()[-4096:].decode("utf-8", "replace"))
             self._remove_partial(sif, before)
             if outcome.interrupted:
                 raise TaskFailed(f"the build of {sif} was interrupted", outcome.exit_code)
