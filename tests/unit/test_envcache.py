@@ -133,3 +133,25 @@ def test_record_use_keeps_the_latest_cubes(cache: Path) -> None:
         envcache.record_use("e" * 20, cube)
     [env] = envcache.envs()
     assert env.cubes == ["/a", "/b", "/cubes/a"] and env.last_used > 1000  # most recent first, each once
+
+
+def test_a_damaged_env_is_named_with_the_way_out(cache: Path, tmp_path: Path) -> None:
+    from cuberun.errors import CuberunError
+    from cuberun.runners import pyenv
+
+    spec = EnvSpec(sys.executable, (), ("six",), version="3.11.7")
+    target = spec.path()
+    (target / "bin").mkdir(parents=True)
+    (target / MARKER).write_text("{}", encoding="utf-8")
+    (target / "pyvenv.cfg").write_text("home = /nowhere\n", encoding="utf-8")
+    (target / "bin" / "python").symlink_to(tmp_path / "gone" / "python3")
+    with pytest.raises(CuberunError) as exc:
+        pyenv.ensure(spec)
+    message, hint = exc.value.lines()[0], " ".join(exc.value.lines())
+    assert message.startswith(f"the Python environment {target} is damaged: {target}/bin/python points to {tmp_path}/gone/python3, which is gone")
+    assert "--rebuild-env" in hint and "cuberun env rebuild" in hint
+    (target / "bin" / "python").unlink()
+    (target / "bin" / "python").symlink_to(sys.executable)
+    assert pyenv.damaged(target) is None
+    (target / "pyvenv.cfg").unlink()
+    assert pyenv.damaged(target) == f"{target}/pyvenv.cfg is missing"

@@ -196,6 +196,10 @@ def _ensure(spec: EnvSpec, rebuild: bool) -> Path:
 
     target = spec.path()
     if spec.ready() and not rebuild:
+        damage = damaged(target)
+        if damage:
+            raise EnvBuildError(f"the Python environment {target} is damaged: {damage}",
+                                "build it again: add --rebuild-env, or run cuberun env rebuild --mlcube=CUBE")
         return target
     remembered = spec.remembered_failure()
     if remembered is not None and not rebuild:
@@ -217,6 +221,19 @@ def _ensure(spec: EnvSpec, rebuild: bool) -> Path:
             pass
         _build(spec, target)
     return target
+
+
+def damaged(target: Path) -> str | None:
+    """What is wrong with a built env (its interpreter gone or not runnable, its pyvenv.cfg
+    gone), or None; a stat or two, no process."""
+    python = target / "bin" / "python"
+    if not os.path.exists(python):  # follows the link: a venv's python points at its base interpreter
+        return f"{python} is missing" if not os.path.islink(python) else f"{python} points to {os.readlink(python)}, which is gone"
+    if not os.access(python, os.X_OK):
+        return f"{python} is not executable"
+    if not (target / "pyvenv.cfg").is_file():
+        return f"{target / 'pyvenv.cfg'} is missing"
+    return None
 
 
 def _build(spec: EnvSpec, target: Path) -> None:
