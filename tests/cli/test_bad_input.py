@@ -129,15 +129,15 @@ CASES: list[tuple[str, str | bytes | None, dict[str, str], list[str], list[str],
      ["{f}:1:68: a[0][0]...: nesting is deeper than 64 levels"], 2),
     # command lines
     ("unknown-command", BASE, {}, ["frobnicate"],
-     ["unknown command 'frobnicate' (expected one of 'config', 'configure', 'create', 'describe', 'export', 'export-provenance', "
-      "'graph', 'inspect', 'migrate', 'report', 'run', 'runs', ...). Hint: see 'cuberun --help'"], 2),
+     ["unknown command 'frobnicate' (expected one of 'config', 'configure', 'create', 'describe', 'env', 'export', 'export-provenance', "
+      "'graph', 'inspect', 'migrate', 'report', 'run', ...). Hint: see 'cuberun --help'"], 2),
     ("command-typo", BASE, {}, ["descibe"], ["unknown command 'descibe' (did you mean 'describe'?). Hint: see 'cuberun --help'"], 2),
     ("unknown-task", BASE, {}, ["run", "--task=helo"], ["unknown task 'helo' in {f}. Hint: did you mean 'hello'? (tasks: hello, bye)"], 2),
     ("empty-task", BASE, {}, ["run", "--task=,"], ["--task is empty. Hint: name a task: hello, bye"], 2),
     ("unknown-platform", BASE, {}, ["run", "--task=bye", "--platform=lcoal"], ["unknown platform 'lcoal'. Hint: did you mean 'local'? (platforms: "], 2),
     ("bare-word", BASE, {}, ["run", "--task=hello", "something"], ["unexpected argument 'something'. Hint: parameter overrides are written name=value"], 2),
     ("unknown-option", BASE, {}, ["run", "--task=hello", "--taks=x"], ["unknown option '--taks'. Hint: did you mean '--task'?"], 2),
-    ("unknown-flag", BASE, {}, ["run", "--task=hello", "--verbose"], ["unknown option '--verbose'. Hint: expected one of "], 2),
+    ("unknown-flag", BASE, {}, ["run", "--task=hello", "--frobnicate"], ["unknown option '--frobnicate'. Hint: expected one of "], 2),
     ("unknown-param", BASE, {}, ["run", "--task=hello", "nmae=x.txt"], ["unknown parameter 'nmae' for task(s) hello. Hint: did you mean 'name'?"], 2),
     ("unknown-dash-param", BASE, {}, ["run", "--task=hello", "--chatt=x.txt"], ["unknown option '--chatt'. Hint: did you mean '--chat'?"], 2),
     ("empty-param-value", BASE, {}, ["run", "--task=hello", "name="], ["parameter 'name' is given an empty path. Hint: write name=PATH"], 2),
