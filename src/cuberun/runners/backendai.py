@@ -63,7 +63,8 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 from cuberun.console import say
 from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, UsageError
 from cuberun.process import shielded as _shielded
-from cuberun.runners.base import Runner, Step
+from cuberun.runners.base import Step
+from cuberun.runners.batch import BatchRunner
 from cuberun.schema import Field
 from cuberun.valueclass import dataclass, field
 
@@ -338,10 +339,9 @@ class SessionPlan:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class BackendAIRunner(Runner):
+class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
     name = "backendai"
     section = "backendai"
-    supports_chain = True
     schema: ClassVar[dict[str, Field]] = {
         "client": Field((str, list), default="backend.ai", doc="the backend.ai client executable (a path, e.g. in its own virtualenv)"),
         "image": Field((str,), doc="the kernel image as registered with the manager (default: docker.image with -backendai added to its tag)"),
@@ -685,12 +685,6 @@ class BackendAIRunner(Runner):
             say(f"created vfolder {self.vfolder} for the workspace")
         self._configured = True
 
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
-        return self._run([task], [log_path])[0]
-
-    def run_chain(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
-        return self._run(list(tasks), list(log_paths))
-
     def _seconds(self, key: str, default: float) -> float:
         value = self.config.get(key)
         if value is None or value == "":
@@ -706,9 +700,8 @@ class BackendAIRunner(Runner):
     def _max_wait(self) -> float:
         return self._seconds("max_wait", DEFAULT_MAX_WAIT) or DEFAULT_MAX_WAIT
 
-    def _run(self, tasks: list[ResolvedTask], log_paths: list[str]) -> list[Outcome]:
-        from cuberun.process import Outcome, handle_signals
-
+    # -- the batch hooks (the loop is BatchRunner.run_batch) --------------------------------------
+    def plan_batch(self, tasks: Sequence[ResolvedTask]) -> list[SessionPlan]:
         for flag in self._ignored_options():
             say(f"warning: {flag} does not apply to Backend.AI sessions (set backendai.resources instead); ignored")
         if not self._configured:
@@ -719,34 +712,27 @@ class BackendAIRunner(Runner):
             plan = self.plan(task, produced, plans[-1].name if plans else None)
             produced += plan.outputs
             plans.append(plan)
-        outcomes: list[Outcome] = []
-        with handle_signals() as cancel:
-            created: list[SessionPlan] = []
-            try:
-                for plan in plans:
-                    if cancel.requested:
-                        break
-                    self._upload(plan)
-                for plan in plans:
-                    if cancel.requested:
-                        break
-                    after = created[-1].session_id or created[-1].name if created else None
-                    self._create(plan, after)
-                    created.append(plan)
-                if cancel.requested:
-                    self._destroy([p for p in created if not p.finished])
-                    sig = cancel.received or signal.SIGINT
-                    return [Outcome(128 + sig, 0.0, interrupted=True, received=sig, reason="interrupted before the sessions ran")]
-                for plan, log_path in zip(created, log_paths, strict=False):
-                    outcome = self._follow(plan, log_path, cancel)
-                    outcomes.append(outcome)
-                    if outcome.exit_code != 0:
-                        self._destroy([p for p in created if not p.finished])
-                        break
-            except BaseException:
-                self._destroy([p for p in created if not p.finished])  # never leave our sessions behind
-                raise
-        return outcomes
+        return plans
+
+    def stage(self, plan: SessionPlan) -> None:
+        self._upload(plan)
+
+    def submit(self, plan: SessionPlan, after: SessionPlan | None) -> SessionPlan:
+        self._create(plan, after.session_id or after.name if after is not None else None)
+        return plan
+
+    def follow(self, submission: SessionPlan, later: Sequence[SessionPlan], log_path: str, cancel: Any) -> Outcome:
+        return self._follow(submission, log_path, cancel)
+
+    def cancel(self, submissions: Sequence[SessionPlan], current: SessionPlan | None, outcome: Outcome | None) -> None:
+        self._destroy([p for p in submissions if not p.finished])
+
+    def interrupted(self, submitted: Sequence[SessionPlan], cancel: Any) -> Outcome:
+        from cuberun.process import Outcome
+
+        self._destroy([p for p in submitted if not p.finished])
+        sig = cancel.received or signal.SIGINT
+        return Outcome(128 + sig, 0.0, interrupted=True, received=sig, reason="interrupted before the sessions ran")
 
     def _upload(self, plan: SessionPlan) -> None:
         if not plan.in_tar:

@@ -115,6 +115,7 @@ class KubernetesRunner(Runner):
         "ttl_seconds_after_finished": Field((int,), doc="the cluster deletes finished Jobs after this many seconds (with keep_jobs)"),
         "start_timeout": Field((int, float, str), default=600, doc="seconds a pod may stay Pending (scheduling, image pull) before the run fails"),
         "poll_interval": Field((int, float, str), default=2.0, doc="seconds between status polls"),
+        "delete_retry": Field((int, float, str), default=60, doc="seconds to keep trying to delete a Job while the API server is unreachable"),
         "memory": Field((str, int), doc="memory request and limit (default: platform.host_memory_gb; --memory wins)"),
         "cpu": Field((str, int, float), doc="CPU request and limit, e.g. 2 or 500m"),
         "gpu_resource": Field((str,), default="nvidia.com/gpu", doc="the extended resource that counts GPUs"),
@@ -523,9 +524,10 @@ class KubernetesRunner(Runner):
             except Cancelled:
                 sig = CANCEL.received or signal.SIGINT
                 say(f"interrupted: deleting Job {self.namespace}/{name}")
-                self._cleanup(name)
+                gone = self._cleanup(name)
+                what = "deleted" if gone else f"NOT deleted: kubectl delete job {name} -n {self.namespace}"
                 return Outcome(128 + sig, time.monotonic() - start, interrupted=True, received=sig,
-                               reason=f"was interrupted (Job {self.namespace}/{name} deleted)", details={"job": name, "namespace": self.namespace})
+                               reason=f"was interrupted (Job {self.namespace}/{name} {what})", details={"job": name, "namespace": self.namespace})
             except BaseException:
                 if created or CANCEL.requested:
                     self._cleanup(name)
@@ -536,11 +538,36 @@ class KubernetesRunner(Runner):
                 self._cleanup(name)
             return Outcome(code, time.monotonic() - start, details={"job": name, "namespace": self.namespace})
 
-    def _cleanup(self, name: str) -> None:
-        try:
-            self.delete_job(name)
-        except CuberunError as exc:
-            warn(f"could not delete Job {self.namespace}/{name}: {exc.lines()[0]}")
+    def _cleanup(self, name: str) -> bool:
+        """Delete the Job; while the API server is unreachable, try again with backoff for
+        `delete_retry` seconds (a second Ctrl-C stops trying). False, with one line that names the
+        Job to delete by hand, when it could not be deleted."""
+        from cuberun.process import CANCEL
+
+        deadline = time.monotonic() + self.seconds("delete_retry", 60)
+        pause = 0.5
+        told = False
+        while True:
+            try:
+                self.delete_job(name)
+                if told:
+                    say(f"deleted Job {self.namespace}/{name}: the API server answered again")
+                return True
+            except RunnerUnavailable as exc:  # unreachable: it may come back (a restart)
+                problem = exc.lines()[0]
+                if time.monotonic() + pause > deadline or CANCEL.count >= 2:
+                    break
+                if not told:
+                    say(f"the Kubernetes API server is unreachable; trying to delete Job {self.namespace}/{name} "
+                        f"for {max(0.0, deadline - time.monotonic()):.0f} s more (Ctrl-C again to stop)")
+                    told = True
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+            except CuberunError as exc:
+                problem = exc.lines()[0]
+                break
+        warn(f"could not delete Job {self.namespace}/{name} (delete it by hand: kubectl delete job {name} -n {self.namespace}): {problem}")
+        return False
 
     def _wait(self, api: Api, name: str, task: str, sinks: Sequence[IO[bytes] | None]) -> int:
         """Poll the Job and its pods until the Job's outcome is known; follow each pod's log."""

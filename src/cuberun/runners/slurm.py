@@ -55,6 +55,7 @@ from cuberun.console import say
 from cuberun.errors import EXIT_BACKEND, BackendError, CuberunError, RunnerUnavailable, UsageError
 from cuberun.locks import HELD_BY_PARENT_ENV
 from cuberun.runners.base import Runner, Step
+from cuberun.runners.batch import BatchRunner, poll_interval
 from cuberun.schema import Field
 from cuberun.valueclass import replace as replace_fields
 
@@ -92,13 +93,15 @@ from cuberun.runners.slurm_jobs import (
     render_job_script,
 )
 
+_Plan = tuple["ResolvedTask", str, str]  # a task, its job script's path and content
+
 
 # -- the runner ---------------------------------------------------------------------------------
-class SlurmRunner(Runner):
+class SlurmRunner(BatchRunner[_Plan, _Job]):
     name = "slurm"
     section = "slurm"
-    supports_chain = True
     supports_array = True
+    leave_running = (ControllerLost,)  # the controller cannot be asked to cancel: the error says how to
     schema: ClassVar[dict[str, Field]] = {
         "partition": Field((str,), doc="sbatch --partition"),
         "account": Field((str,), doc="sbatch --account"),
@@ -372,12 +375,6 @@ class SlurmRunner(Runner):
             raise RunnerUnavailable(f"the job's platform '{self.inner_platform}' cannot be configured here: {reason}", "or set the slurm platform's configure: job")
         inner.configure()
 
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
-        return self._run_jobs([task], [log_path])[0]
-
-    def run_chain(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
-        return self._run_jobs(list(tasks), list(log_paths))
-
     def run_array(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
         """A sweep as ONE job array: element i runs tasks[i]; one outcome per element. Ctrl-C
         cancels the whole array (scancel of its job id)."""
@@ -419,35 +416,27 @@ class SlurmRunner(Runner):
         conf = os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf"
         return f"check that slurmctld is up (scontrol ping) and SLURM_CONF (now {conf})"
 
-    def _run_jobs(self, tasks: list[ResolvedTask], log_paths: list[str]) -> list[Outcome]:
-        from cuberun.process import handle_signals
-
-        scripts = [self.script(t) for t in tasks]  # every config problem surfaces before anything is submitted
+    # -- the batch hooks (the loop is BatchRunner.run_batch) --------------------------------------
+    def plan_batch(self, tasks: Sequence[ResolvedTask]) -> list[_Plan]:
+        plans = [(t, *self.script(t)) for t in tasks]  # every config problem surfaces before anything is submitted
         os.makedirs(self.job_dir(), exist_ok=True)
         os.makedirs(self.cube.workspace, exist_ok=True)
-        jobs: list[_Job] = []
-        outcomes: list[Outcome] = []
-        with handle_signals() as cancel:
-            try:
-                for task, (path, content) in zip(tasks, scripts, strict=True):
-                    if cancel.requested:
-                        break
-                    jobs.append(self._submit(task, path, content, jobs[-1].job_id if jobs else None))
-                if cancel.requested:
-                    return [self._interrupted(jobs, jobs[0] if jobs else None, cancel, time.monotonic(), None)]
-                for i, (job, log_path) in enumerate(zip(jobs, log_paths, strict=True)):
-                    outcome = self._follow(job, jobs[i + 1 :], log_path, cancel)
-                    outcomes.append(outcome)
-                    if outcome.exit_code != 0:
-                        if not outcome.interrupted:
-                            self._cancel_quietly([j for j in jobs[i + 1 :] if not j.finished])
-                        break
-            except ControllerLost:
-                raise
-            except BaseException:
-                self._cancel_quietly([j for j in jobs if not j.finished])  # never leave our jobs behind
-                raise
-        return outcomes
+        return plans
+
+    def submit(self, plan: _Plan, after: _Job | None) -> _Job:
+        task, path, content = plan
+        return self._submit(task, path, content, after.job_id if after is not None else None)
+
+    def follow(self, submission: _Job, later: Sequence[_Job], log_path: str, cancel: Any) -> Outcome:
+        return self._follow(submission, later, log_path, cancel)
+
+    def cancel(self, submissions: Sequence[_Job], current: _Job | None, outcome: Outcome | None) -> None:
+        if outcome is not None and outcome.interrupted:
+            return  # _follow cancelled them, and waited
+        self._cancel_quietly([j for j in submissions if j is not current and not j.finished])
+
+    def interrupted(self, submitted: Sequence[_Job], cancel: Any) -> Outcome:
+        return self._interrupted(submitted, submitted[0] if submitted else None, cancel, time.monotonic(), None)
 
     def _submit(self, task: ResolvedTask, path: str, content: str, after: str | None, *, elements: int = 0) -> _Job:
         _write_if_changed(path, content)
@@ -500,12 +489,7 @@ class SlurmRunner(Runner):
         return sorted({p.strip().rstrip("*") for p in res.stdout.split() if p.strip()})
 
     def _interval(self, waited: float) -> float:
-        base = max(0.05, float(self.config.get("poll_interval") or 0.5))
-        if waited > 600:
-            return max(base, 5.0)
-        if waited > 120:
-            return max(base, 2.0)
-        return min(base, 0.1 + waited / 20)  # fast while a short job may already be done: 0.1 s, 0.5 s after 8 s
+        return poll_interval(waited, max(0.05, float(self.config.get("poll_interval") or 0.5)))
 
     def _max_wait(self) -> float:
         value = self.config.get("max_wait")
