@@ -5,7 +5,8 @@ What it does for `cuberun run --platform=slurm`:
 1. Renders a job script (a file, never a shell string we execute): `#SBATCH` lines for the job
    name, partition, account, qos, time, cpus, memory, GPUs (`--gres`), the job log and the working
    directory, then `exec <cuberun> run --task=<task> --platform=<inner> ...` with every parameter
-   override, `-P` value and run option forwarded. The script is named by its content hash, so
+   override, `-P` value and run option forwarded (runners/nested.py; the job's cuberun reports its
+   run id and its own errors through the `--handshake` event lines in the job log). The script is named by its content hash, so
    concurrent runs never submit each other's script. `--dry-run` prints it as a `cat <<EOF` step.
 2. Submits it with `sbatch --parsable` (chains: `--dependency=afterok:<previous> --kill-on-invalid-dep=yes`).
 3. Waits: polls `scontrol show job -o` (adaptive: fast at first, gentler on the controller for
@@ -54,6 +55,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from cuberun.console import say
 from cuberun.errors import EXIT_BACKEND, BackendError, CuberunError, RunnerUnavailable, UsageError
 from cuberun.locks import HELD_BY_PARENT_ENV
+from cuberun.runners import nested
 from cuberun.runners.base import Runner, Step
 from cuberun.runners.batch import BatchRunner, poll_interval
 from cuberun.schema import Field
@@ -66,7 +68,6 @@ if TYPE_CHECKING:
 from cuberun.process import shielded as _shielded
 from cuberun.runners.slurm_follow import ControllerLost, _finish_tails, _Job, _LogTail, _Prefixed
 from cuberun.runners.slurm_jobs import (
-    _INNER_RUN,
     _SAFE_NAME,
     CANCEL_WAIT,
     CLIENT_TIMEOUT,
@@ -218,29 +219,14 @@ class SlurmRunner(BatchRunner[_Plan, _Job]):
         """The cuberun command the job runs: the same task, on the inner platform, with every
         override and option of this invocation. `--no-deps --force`: this side already decided
         that the task runs and submitted its prerequisites (chains), so the job just runs it."""
-        argv = [
-            *self.cuberun_argv(),
-            "run",
-            f"--mlcube={os.path.abspath(self.cube.file)}",
-            f"--task={task.name}",
-            f"--platform={self.inner_platform}",
-            f"--workspace={task.workspace}",
-            "--no-deps",
-            "--force",
-        ]
-        argv += [f"-P{item}" for item in self.options.config_overrides]
-        opts = self.options
-        if opts.gpus is not None and self._inner_runner_name != "local":
-            # container platforms need it to expose GPUs; on the host, Slurm's CUDA_VISIBLE_DEVICES
+        platform = self.inner_platform
+        return nested.run_argv(
+            self.cuberun_argv(), cube=os.path.abspath(self.cube.file), task=task.name, platform=platform, workspace=str(task.workspace),
+            options=self.options, params=[f"{p.name}={p.host_path}" for p in task.params if p.name in task.overrides],
+            # container platforms need --gpus to expose GPUs; on the host, Slurm's CUDA_VISIBLE_DEVICES
             # (the GPUs it allocated) must stay as it is
-            argv.append(f"--gpus={opts.gpus}")
-        for flag, value in (("--network", opts.network), ("--security", opts.security), ("--memory", opts.memory), ("--cpu", opts.cpus), ("--mount", opts.mount)):
-            if value is not None:
-                argv.append(f"{flag}={value}")
-        if opts.allow_missing_inputs:
-            argv.append("--allow-missing-inputs")
-        argv += [f"{p.name}={p.host_path}" for p in task.params if p.name in task.overrides]
-        return argv
+            forward_gpus=self._inner_runner_name != "local",
+        )
 
     def _directives(self, task: ResolvedTask, log_name: str) -> tuple[tuple[str, str], ...]:
         """The #SBATCH options; log_name is the job log's name pattern (`hello-%j.log`)."""
@@ -949,15 +935,19 @@ def _read_head_tail(path: str, size: int = 65536) -> tuple[str, str]:
 
 
 def _inner_run_id(log_file: str) -> str | None:
+    """The job's cuberun run, from its handshake `start` event."""
     head, _ = _read_head_tail(log_file)
-    m = _INNER_RUN.search(head)
-    return m.group(1) if m else None
+    return nested.events(head).run_id
 
 
 def _inner_error(log_file: str) -> str | None:
-    """The inner cuberun's own error line, unless it only reports the task's exit code."""
+    """The job's cuberun's own error (its handshake `error` event), unless it only reports the
+    task's exit code; or why that cuberun cannot talk to this one."""
     _, tail = _read_head_tail(log_file, 8192)
-    errors = [ln.strip() for ln in tail.splitlines() if ln.startswith("cuberun: error: ")]
-    if not errors or errors[-1].startswith("cuberun: error: task '"):
+    found = nested.events(tail)
+    problem = nested.mismatch(found, tail, "in the job")
+    if problem is not None:
+        return f"{problem}: {nested.MISMATCH_HINT}"
+    if found.error is None or found.error_kind == "TaskFailed":
         return None
-    return errors[-1][:300]
+    return f"cuberun: error: {found.error}"[:300]

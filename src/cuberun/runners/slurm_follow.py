@@ -49,12 +49,29 @@ class _Prefixed:
             self.partial = b""
 
 
+class _Fanout:
+    def __init__(self, sinks: Sequence[_Sink | None]) -> None:
+        self.sinks = sinks
+
+    def write(self, data: bytes) -> int:
+        for sink in self.sinks:
+            _write(sink, data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass  # each write is flushed
+
+
 class _LogTail:
-    """Follows a job log as Slurm writes it and copies new bytes to the sinks."""
+    """Follows a job log as Slurm writes it and copies new bytes to the sinks, without the
+    nested cuberun's handshake lines (those stay in the job log, for the outcome)."""
 
     def __init__(self, path: str, sinks: Sequence[_Sink | None]) -> None:
+        from cuberun.runners.nested import HandshakeFilter
+
         self.path = path
         self.sinks = sinks
+        self.out = HandshakeFilter(_Fanout(sinks))
         self.offset = 0
         self.seen = False
 
@@ -73,8 +90,7 @@ class _LogTail:
                         break
                     self.offset += len(chunk)
                     copied += len(chunk)
-                    for sink in self.sinks:
-                        _write(sink, chunk)
+                    self.out.write(chunk)
                 return copied
         except OSError:
             return 0
@@ -86,11 +102,14 @@ class _LogTail:
 def _finish_tails(tails: Sequence[_LogTail]) -> None:
     """Their jobs have ended: copy the rest (waiting briefly, and once for all of them, for logs
     a shared filesystem shows late or that a job cancelled before it started never wrote)."""
+    ended = list(tails)
     for _ in range(10):
         tails = [t for t in tails if not (t.pump() == 0 and t.seen)]
         if not tails:
-            return
+            break
         time.sleep(0.05)
+    for tail in ended:
+        tail.out.close()  # a held fragment was not a handshake line
 
 
 def _write(sink: _Sink | None, data: bytes) -> None:
