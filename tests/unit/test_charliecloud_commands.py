@@ -20,7 +20,9 @@ from cuberun.errors import BackendError, RunnerUnavailable, UsageError
 from cuberun.execute import make_runner
 from cuberun.resolve import resolve_task
 from cuberun.runners.base import RunOptions
-from cuberun.runners.charliecloud import PROXY_VARS, CharliecloudRunner, UnsafeArchive, _rmtree, safe_extract
+from cuberun.runners.charliecloud import CharliecloudRunner
+from cuberun.runners.container import PROXY_VARS
+from cuberun.runners.rootfs import UnsafeArchive, rmtree, safe_extract
 from cuberun.spec.load import load_cube
 
 HELLO = """
@@ -463,7 +465,7 @@ def test_extracts_a_root_filesystem(tmp_path: Path) -> None:
     assert (dest / "ro/inside.txt").read_text() == "x" and stat.S_IMODE((dest / "ro").stat().st_mode) == 0o555
     assert (dest / "abs/file.txt").read_text() == "stripped"
     assert not (dest / "dev/null").exists()
-    _rmtree(dest)
+    rmtree(dest)
     assert not dest.exists()
 
 

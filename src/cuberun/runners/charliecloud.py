@@ -40,10 +40,8 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import re
 import shlex
-import stat
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,17 +49,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cuberun.errors import BackendError, BusyError, CuberunError, Issue, RunnerUnavailable, SpecError, TaskFailed, UsageError
+from cuberun.errors import BackendError, BusyError, Issue, RunnerUnavailable, SpecError, TaskFailed, UsageError
 from cuberun.records import log_tail
 from cuberun.runners.argv import program_name
 from cuberun.runners.argv import tokens as as_tokens
 from cuberun.runners.base import Step
-from cuberun.runners.container import PROXY_VARS, BindSyntax, ContainerRunner, EnvSyntax, pass_env, proxy_env
+from cuberun.runners.container import BindSyntax, ContainerRunner, EnvSyntax, pass_env, proxy_env
+from cuberun.runners.rootfs import rmtree, safe_extract
 from cuberun.schema import Field
 from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
-    import tarfile
 
     from cuberun.process import Outcome
     from cuberun.resolve import ResolvedTask
@@ -71,7 +69,6 @@ METADATA = "image.json"
 ROOTFS = "rootfs"
 FORMAT = 1  # bump to force a re-conversion when the stored layout changes
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-__all__ = ["PROXY_VARS", "CharliecloudRunner", "UnsafeArchive", "safe_extract"]
 CH_BIND = BindSyntax("-b", mount_flag=None, ro_suffix="")  # ch-run binds read-write only; no way to bind a path with ':'
 # `--set-env=K=V`; a secret's value is read by ch-run from its stdin (`--set-env=/dev/stdin`), never from argv
 CH_ENV = EnvSyntax("--set-env", joined=True)
@@ -83,82 +80,6 @@ LOCK_TIMEOUT = 3600.0  # waiting for another conversion of the same image
 CH_ERROR = re.compile(r"^ch-run\[\d+\]: (?:error: )?(.*?)(?: \([\w.]+:\d+(?: \d+)?\))?\s*$")
 CH_FAILURE_CODES = (1, 31)  # ch-run's own failures: 1 (0.31), 31 (later versions)
 CONVERTERS = ("export", "ch-convert")
-
-
-# -- safe extraction ---------------------------------------------------------------------------------
-class UnsafeArchive(CuberunError):
-    pass
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _safe_members(tar: tarfile.TarFile, dest: str, skipped: list[str]) -> Iterator[tarfile.TarInfo]:
-    """Members that stay inside `dest`, checked one at a time as they are extracted (so that a
-    symlink extracted earlier cannot redirect a later member outside)."""
-    real_dest = os.path.realpath(dest)
-    for member in tar:
-        name = posixpath.normpath(member.name.lstrip("/"))
-        if name in ("", "."):
-            continue
-        if name == ".." or name.startswith("../") or os.path.isabs(name):
-            raise UnsafeArchive(f"the image archive has a member outside the image: {member.name!r}")
-        if member.ischr() or member.isblk():
-            skipped.append(name)
-            continue
-        parent = os.path.realpath(os.path.join(real_dest, posixpath.dirname(name)))
-        if not _inside(parent, real_dest):
-            raise UnsafeArchive(f"the image archive writes {member.name!r} through a link that leaves the image")
-        if member.islnk():
-            target = posixpath.normpath(member.linkname.lstrip("/"))
-            if target == ".." or target.startswith("../") or not _inside(os.path.realpath(os.path.join(real_dest, target)), real_dest):
-                raise UnsafeArchive(f"the image archive has a hard link to outside the image: {member.name!r} -> {member.linkname!r}")
-            member.linkname = target
-        target_path = os.path.join(real_dest, name)
-        if os.path.islink(target_path) or (os.path.lexists(target_path) and not (os.path.isdir(target_path) and member.isdir())):
-            os.unlink(target_path)  # never write through a link (or over a file) extracted earlier
-        member.name = name
-        yield member
-
-
-def safe_extract(tar_path: Path, dest: Path) -> list[str]:
-    """Extract a root filesystem tar (docker export) into `dest`; returns the skipped members.
-    Symbolic links may point anywhere (they are resolved inside the container); everything
-    written goes below `dest`."""
-    import tarfile
-
-    skipped: list[str] = []
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tar_path, "r:*") as tar:
-        kwargs: dict[str, Any] = {"numeric_owner": True}
-        if hasattr(tarfile, "fully_trusted_filter"):  # 3.12+ (and backports): our own checks apply
-            kwargs["filter"] = "fully_trusted"
-        tar.extractall(str(dest), members=_safe_members(tar, str(dest), skipped), **kwargs)
-    return skipped
-
-
-def _rmtree(path: Path) -> None:
-    """Remove a tree that may contain read-only directories (images do)."""
-    import shutil
-
-    def fix(func: Any, target: str, _exc: Any) -> None:
-        try:
-            parent = os.path.dirname(target)
-            os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
-            if os.path.isdir(target) and not os.path.islink(target):
-                os.chmod(target, os.stat(target).st_mode | stat.S_IWUSR | stat.S_IXUSR | stat.S_IRUSR)
-            func(target)
-        except OSError:
-            pass
-
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        if sys.version_info >= (3, 12):
-            shutil.rmtree(path, onexc=fix)
-        else:
-            shutil.rmtree(path, onerror=fix)
 
 
 # -- the image's run configuration -----------------------------------------------------------------
@@ -617,11 +538,11 @@ class CharliecloudRunner(ContainerRunner):
                 current.rename(old)
             new.rename(current)
             meta_tmp.replace(store / METADATA)
-            _rmtree(old)
+            rmtree(old)
         finally:
             for leftover in (tar, new, store / f".{METADATA}.{token}"):
                 try:
-                    _rmtree(leftover)
+                    rmtree(leftover)
                 except OSError:
                     pass
         self._image_config = None
