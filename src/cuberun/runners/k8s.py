@@ -40,13 +40,15 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from cuberun.console import say, warn
 from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, TaskFailed, UsageError
-from cuberun.runners.base import Runner, Step
+from cuberun.runners.base import Step
+from cuberun.runners.batch import BatchRunner
 from cuberun.runners.k8s_manifests import (
     ACCESS_MODES,
     CONTAINER_NAME,
     PULL_POLICIES,
 )
 from cuberun.schema import Field
+from cuberun.valueclass import dataclass
 
 if TYPE_CHECKING:
     from cuberun.process import Outcome
@@ -91,7 +93,21 @@ SLOW_WAITING = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"
 
 
 # -- the runner -------------------------------------------------------------------------------------
-class KubernetesRunner(Runner):
+@dataclass(frozen=True)
+class _JobPlan:
+    task: str
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _JobRef:
+    name: str
+    task: str
+    started: float
+
+
+class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
+    supports_chain = False  # one Job per task; a chain runs task by task
     outputs_on_host = False  # on the PersistentVolumeClaim: not checkable from here
     name = "k8s"
     section = "k8s"
@@ -501,42 +517,62 @@ class KubernetesRunner(Runner):
         api.call(f"delete Job {name}", api.batch.delete_namespaced_job, name, self.namespace, ok404=True,
                  timeout=DELETE_TIMEOUT, propagation_policy="Background")
 
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
-        from cuberun.process import CANCEL, Outcome, handle_signals
-
-        manifest = self.job_manifest(task)
-        name = manifest["metadata"]["name"]
-        api = self.api()
+    # -- the batch hooks (the loop is BatchRunner.run_batch; one task, one Job) ---------------------
+    def plan_batch(self, tasks: Sequence[ResolvedTask]) -> list[_JobPlan]:
+        plans = [_JobPlan(t.name, self.job_manifest(t)) for t in tasks]
+        self.api()
         self._warn_ignored_options()
-        start = time.monotonic()
-        with handle_signals():
-            if CANCEL.requested:  # cancelled before this task could start
-                sig = CANCEL.received or signal.SIGINT
-                return Outcome(128 + sig, 0.0, interrupted=True, received=sig)
-            created = False
-            try:
-                with open(log_path, "ab") as log:
-                    api.call(f"create Job {name}", api.batch.create_namespaced_job, self.namespace, manifest)
-                    created = True
-                    say(f"created Job {self.namespace}/{name} (image {self.image})")
-                    _check_cancel()
-                    code = self._wait(api, name, task.name, [getattr(sys.stdout, "buffer", None), log])
-            except Cancelled:
-                sig = CANCEL.received or signal.SIGINT
-                say(f"interrupted: deleting Job {self.namespace}/{name}")
-                gone = self._cleanup(name)
-                what = "deleted" if gone else f"NOT deleted: kubectl delete job {name} -n {self.namespace}"
-                return Outcome(128 + sig, time.monotonic() - start, interrupted=True, received=sig,
-                               reason=f"was interrupted (Job {self.namespace}/{name} {what})", details={"job": name, "namespace": self.namespace})
-            except BaseException:
-                if created or CANCEL.requested:
-                    self._cleanup(name)
-                raise
-            if self.config.get("keep_jobs"):
-                say(f"keeping Job {self.namespace}/{name} (keep_jobs)")
-            else:
+        return plans
+
+    def submit(self, plan: _JobPlan, after: _JobRef | None) -> _JobRef:
+        from cuberun.process import CANCEL
+
+        started = time.monotonic()
+        name = str(plan.manifest["metadata"]["name"])
+        api = self.api()
+        try:
+            api.call(f"create Job {name}", api.batch.create_namespaced_job, self.namespace, plan.manifest)
+        except BaseException:
+            if CANCEL.requested:  # interrupted while the request was on its way: it may have been created
                 self._cleanup(name)
-            return Outcome(code, time.monotonic() - start, details={"job": name, "namespace": self.namespace})
+            raise
+        say(f"created Job {self.namespace}/{name} (image {self.image})")
+        return _JobRef(name, plan.task, started)
+
+    def follow(self, submission: _JobRef, later: Sequence[_JobRef], log_path: str, cancel: Any) -> Outcome:
+        from cuberun.process import Outcome
+
+        job = submission
+        try:
+            with open(log_path, "ab") as log:
+                _check_cancel()
+                code = self._wait(self.api(), job.name, job.task, [getattr(sys.stdout, "buffer", None), log])
+        except Cancelled:
+            return self.interrupted([job], cancel)
+        if self.config.get("keep_jobs"):
+            say(f"keeping Job {self.namespace}/{job.name} (keep_jobs)")
+        else:
+            self._cleanup(job.name)
+        return Outcome(code, time.monotonic() - job.started, details={"job": job.name, "namespace": self.namespace})
+
+    def cancel(self, submissions: Sequence[_JobRef], current: _JobRef | None, outcome: Outcome | None) -> None:
+        if outcome is not None:
+            return  # follow deleted (or kept) the Job of a finished run
+        for job in submissions:
+            self._cleanup(job.name)
+
+    def interrupted(self, submitted: Sequence[_JobRef], cancel: Any) -> Outcome:
+        from cuberun.process import Outcome
+
+        sig = cancel.received or signal.SIGINT
+        if not submitted:  # cancelled before this task could start
+            return Outcome(128 + sig, 0.0, interrupted=True, received=sig)
+        job = submitted[0]
+        say(f"interrupted: deleting Job {self.namespace}/{job.name}")
+        gone = self._cleanup(job.name)
+        what = "deleted" if gone else f"NOT deleted: kubectl delete job {job.name} -n {self.namespace}"
+        return Outcome(128 + sig, time.monotonic() - job.started, interrupted=True, received=sig,
+                       reason=f"was interrupted (Job {self.namespace}/{job.name} {what})", details={"job": job.name, "namespace": self.namespace})
 
     def _cleanup(self, name: str) -> bool:
         """Delete the Job; while the API server is unreachable, try again with backoff for
