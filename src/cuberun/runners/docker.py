@@ -33,6 +33,7 @@ from cuberun.runners.argv import env_value
 from cuberun.runners.argv import tokens as as_tokens
 from cuberun.runners.base import Step
 from cuberun.runners.container import (  # noqa: F401 - PROXY_VARS re-exported for older imports
+    DAEMON_DOWN,
     PROXY_VARS,
     BindSyntax,
     ContainerRunner,
@@ -60,7 +61,6 @@ STRATEGIES = ("pull", "auto", "always")
 PROBE_TIMEOUT = 30.0
 CANCEL_TIMEOUT = 10.0
 NOT_FOUND = ("no such image", "image not known", "no such object", "not found")
-DAEMON_DOWN = ("cannot connect to the docker daemon", "is the docker daemon running", "cannot connect to podman")
 DOCKER_BIND = BindSyntax("--volume")  # --mount when the path has a ':'; docker parses its fields as CSV
 PODMAN_BIND = BindSyntax("--volume", csv=False)
 DOCKER_ENV = EnvSyntax("-e", name_only=True)  # a secret: `-e NAME`, its value in the client's environment
