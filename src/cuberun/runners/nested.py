@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from cuberun.runners.base import RunOptions
 
 from cuberun.handshake import MARKER, VERSION
+from cuberun.process import write_best_effort
 
 # RunOptions field -> the inner `cuberun run` flag (the value flags, in this order)
 FORWARDED = (("gpus", "--gpus"), ("network", "--network"), ("security", "--security"), ("memory", "--memory"), ("cpus", "--cpu"), ("mount", "--mount"))
@@ -143,16 +144,15 @@ class HandshakeFilter:
                 out += piece
             self.line_start = nl >= 0
             i += len(piece)
-        if out and self.target is not None:
-            self.target.write(bytes(out))
+        if out:
+            write_best_effort(self.target, bytes(out))  # a closed pipe or a full disk never stops the task
         return len(data)
 
     def flush(self) -> None:
-        if self.target is not None:
-            self.target.flush()
+        pass  # each write is flushed
 
     def close(self) -> None:
         """The stream ended: a held fragment was not a handshake line after all."""
-        if self.pending and self.target is not None:
-            self.target.write(self.pending)
+        if self.pending:
+            write_best_effort(self.target, self.pending)
         self.pending = b""
