@@ -24,6 +24,7 @@ class Field:
     choices: tuple[Any, ...] | None = None
     doc: str = ""
     nullable: bool = True
+    env: bool = False  # the key holds a task's environment (name -> value): its names are checked
 
     def describe_type(self) -> str:
         return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in self.types)

@@ -292,6 +292,8 @@ def _param_data(cube: Any, p: Any) -> dict[str, Any]:
 
 
 def describe_data(cube: Any) -> dict[str, Any]:
+    from cuberun.runners import registry
+
     return {
         "name": cube.name,
         "version": cube.version,
@@ -310,7 +312,7 @@ def describe_data(cube: Any) -> dict[str, Any]:
             }
             for t in cube.tasks.values()
         },
-        "sections": [k for k in ("local", "docker", "singularity", "charliecloud", "ssh", "slurm", "k8s", "kubeflow", "backendai") if k in cube.config],
+        "sections": [k for k in registry.cube_sections() if k in cube.config],
     }
 
 

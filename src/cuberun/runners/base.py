@@ -68,6 +68,9 @@ class Runner(ABC):
     section: ClassVar[str | None] = None  # the cube section the runner reads (e.g. "docker")
     schema: ClassVar[Schema] = {}  # platform config keys (settings entry < cube section < -P)
     outputs_on_host: ClassVar[bool] = True  # False: outputs stay remote (a PVC), so cuberun cannot check them after a run
+    # what the runner contributes to the core, which reads no backend's keys itself:
+    identity_labels: ClassVar[Mapping[str, str]] = {}  # fingerprint key -> what it is, for "will run: <label> changed"
+    image_keys: ClassVar[tuple[str, str | None] | None] = None  # fingerprint keys of (image reference, image digest)
 
     def __init__(self, cube: Cube, config: dict[str, Any], platform: str, options: RunOptions) -> None:
         self.cube = cube
@@ -171,6 +174,19 @@ class Runner(ABC):
     def far_end_of(self, details: Mapping[str, Any]) -> dict[str, Any] | None:
         """The far end's identity as the run that just ended saw it (from the run's details)."""
         return None
+
+    @classmethod
+    def container_image(cls, fingerprint: Mapping[str, Any]) -> tuple[str, str] | None:
+        """The container image (reference, digest or "") a run used, read from the runner's own
+        fingerprint (provenance says it); None: the runner runs no image."""
+        if cls.image_keys is None:
+            return None
+        ref_key, digest_key = cls.image_keys
+        ref = fingerprint.get(ref_key)
+        if not ref:
+            return None
+        digest = fingerprint.get(digest_key) if digest_key else None
+        return str(ref), str(digest or "")
 
     def describe_config(self) -> dict[str, Any]:
         return dict(self.config)

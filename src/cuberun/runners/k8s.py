@@ -140,7 +140,7 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
         "service_account": Field((str,), doc="service account of the pods"),
         "node_selector": Field((dict,), default={}, doc="node labels the pods must match"),
         "labels": Field((dict,), default={}, doc="extra labels of the Jobs and pods"),
-        "env": Field((dict,), default={}, doc="environment variables of the task"),
+        "env": Field((dict,), default={}, env=True, doc="environment variables of the task"),
         "run_as": Field((str, int), doc="uid[:gid] of the task (e.g. your own for hostPath workspaces)"),
     }
 

@@ -60,7 +60,7 @@ class LocalRunner(Runner):
         "packages": Field((list,), default=[], doc="extra packages for the managed env"),
         "env": Field((str,), default="managed", choices=("managed", "current", "system")),
         "python": Field((str,), doc="interpreter of the managed env: a path, a program, a version (3.8) or 'image'"),
-        "env_vars": Field((dict,), default={}, doc="environment variables for the task"),
+        "env_vars": Field((dict,), default={}, env=True, doc="environment variables for the task"),
         "relax_pins": Field((bool,), default=False, doc="relax ==/~= pins that have no build for the interpreter"),
     }
 

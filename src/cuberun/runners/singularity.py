@@ -147,7 +147,7 @@ class SingularityRunner(ContainerRunner):
         "build_file": Field((str,), default=DEFAULT_RECIPE, doc="a recipe relative to the cube root, docker://IMAGE, docker-archive:TAR, ..."),
         "tar_file": Field((str,), doc="a `docker save` archive to build from (also read from docker.tar_file)"),
         "pwd": Field((str,), doc="working directory inside the container (--pwd); default: the Dockerfile WORKDIR for docker images"),
-        "env_args": Field((dict,), default={}, doc="environment variables of the task (--env K=V)"),
+        "env_args": Field((dict,), default={}, env=True, doc="environment variables of the task (--env K=V)"),
         "--network": Field((str,), doc="--network=X (set by --network)"),
         "--security": Field((str,), doc="--security=X (set by --security)"),
         "--nv": Field((str, int, bool), doc="GPUs (set by --gpus): all, N or device=a,b"),

@@ -173,7 +173,7 @@ class SSHRunner(Runner):
         "python": Field((str,), default=DEFAULT_PYTHON, doc="remote interpreter that creates the venv (absolute path recommended)"),
         "venv": Field((str,), doc="remote venv directory (default: <remote_root>/venv)"),
         "interpreter": Field((dict,), doc="the reference's {type: system|virtualenv, python, requirements, location, name}"),
-        "remote_env": Field((dict,), default={}, doc="environment variables for the remote cuberun"),
+        "remote_env": Field((dict,), default={}, env=True, doc="environment variables for the remote cuberun"),
         "rsync_excludes": Field((list,), default=[], doc="extra rsync exclude patterns for the cube sources"),
         "rsync_path": Field((str,), default="rsync", doc="the remote rsync command"),
     }
