@@ -86,10 +86,6 @@ def order(cube: Cube, names: Sequence[str], *, with_deps: bool = True, overrides
     return result
 
 
-def check_acyclic(cube: Cube) -> None:
-    order(cube, list(cube.tasks))
-
-
 def render(cube: Cube, fmt: str = "text") -> str:
     deps = dependencies(cube)
     names = order(cube, list(cube.tasks))

@@ -10,7 +10,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import threading
+from collections.abc import Mapping
+
+# the one pattern of environment variable names whose values are secrets: their values never
+# appear in argv, a dry run, a record or an identity (a keyed digest stands in)
+SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|PASSWD|PWD|CREDENTIAL|AUTH)", re.IGNORECASE)
+REDACTED = "***"
+
+
+def is_secret(name: str) -> bool:
+    return SECRET_NAME.search(name) is not None
+
+
+def redact_env(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: (REDACTED if is_secret(k) else v) for k, v in env.items()}
 
 _KEY: bytes | None = None
 _LOCK = threading.Lock()
@@ -21,7 +36,7 @@ def _key() -> bytes:
     with _LOCK:
         if _KEY is not None:
             return _KEY
-        from cuberun.runners.pyenv import cache_dir
+        from cuberun.paths import cache_dir
 
         path = cache_dir() / "secret-key"
         key = b""

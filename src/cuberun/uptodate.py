@@ -213,7 +213,7 @@ def _env_reasons(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def _program_reasons(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    from cuberun.runners.pyidentity import describe_packages
+    from cuberun.pyidentity import describe_packages
 
     def who(p: dict[str, Any]) -> str:
         return f"{p.get('real') or p.get('path')}" + (f" ({p['version']})" if p.get("version") else "")

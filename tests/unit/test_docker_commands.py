@@ -314,6 +314,21 @@ def test_secret_env_uses_the_records_pattern(hello: Path) -> None:
     assert step.env == {"MYSQL_PWD": "hunter2", "DB_PASSWD": "x2"}
     assert "hunter2" not in step.display()
 
+
+def test_one_secret_pattern_mysql_pwd(hello: Path) -> None:
+    """Issue 13: the docker runner had its own secret pattern without PWD, so MYSQL_PWD's value went
+    into argv (and the record's steps). One pattern (secretid.SECRET_NAME) is used everywhere."""
+    from cuberun import records, secretid
+
+    assert records.SECRET_NAME is secretid.SECRET_NAME
+    runner = runner_for(hello, "docker.env_args.MYSQL_PWD=hunter2")
+    step = runner.run_steps(resolve_task(runner.cube, "hello"))[0]
+    assert "hunter2" not in " ".join(step.argv) and ["-e", "MYSQL_PWD"] == list(step.argv[7:9])
+    assert step.env == {"MYSQL_PWD": "hunter2"}
+    assert "hunter2" not in step.display()  # the dry run
+    assert step.to_json()["env"] == {"MYSQL_PWD": secretid.REDACTED}  # what --dry-run --json and the record show
+
+
 def test_build_args_dict_and_string(hello: Path) -> None:
     digest = "0" * 64
     runner = runner_for(hello, "docker.build_strategy=auto", "docker.build_args.BASE_IMAGE=localhost/base:1", "docker.build_args.V=2")

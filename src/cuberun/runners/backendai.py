@@ -78,6 +78,7 @@ from cuberun.runners.backendai_session import (
 from cuberun.runners.base import Step
 from cuberun.runners.batch import BatchRunner
 from cuberun.schema import Field
+from cuberun.secretid import SECRET_NAME
 from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
@@ -97,7 +98,6 @@ EXIT_STOPPED_WAITING = 124
 EXIT_BACKEND = 125
 INSTALL_HINT = "pip install 'cuberun[backendai]' (or set the backendai platform's client to the backend.ai executable)"
 ENDPOINT_HINT = "set BACKEND_ENDPOINT (and BACKEND_ACCESS_KEY, BACKEND_SECRET_KEY), or -Prunner.endpoint=URL"
-SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH)", re.IGNORECASE)
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE)
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

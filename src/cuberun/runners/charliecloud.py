@@ -191,7 +191,7 @@ class CharliecloudRunner(ContainerRunner):
         if isinstance(value, str) and value.strip():
             base = self.cube_path(value.strip())
         else:
-            from cuberun.runners.pyenv import cache_dir
+            from cuberun.paths import cache_dir
 
             base = cache_dir() / "charliecloud"
         import hashlib
@@ -260,7 +260,7 @@ class CharliecloudRunner(ContainerRunner):
         return self._from_dockerfile()
 
     def _from_dockerfile(self) -> ImageConfig:
-        from cuberun.runners import dockerfile
+        from cuberun import dockerfile
 
         docker = self.docker_section()
         context = Path(os.path.normpath(self.cube.root / str(docker.get("build_context") or ".")))

@@ -180,7 +180,7 @@ class SingularityRunner(ContainerRunner):
             return self.cube_path(value.strip())
         import hashlib
 
-        from cuberun.runners.pyenv import cache_dir
+        from cuberun.paths import cache_dir
 
         key = hashlib.sha256(str(self.cube.root).encode("utf-8", "surrogateescape")).hexdigest()[:10]
         return cache_dir() / "singularity" / f"{_slug(self.cube.name)}-{key}"
@@ -283,7 +283,7 @@ class SingularityRunner(ContainerRunner):
             return None
         if not source.from_docker_section:
             return None
-        from cuberun.runners import dockerfile
+        from cuberun import dockerfile
 
         docker = self.docker_section()
         context = Path(os.path.normpath(self.cube.root / str(docker.get("build_context") or ".")))

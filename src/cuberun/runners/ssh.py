@@ -506,7 +506,7 @@ class SSHRunner(Runner):
 
     # -- local state (what this machine knows the remote has) ----------------------------------
     def _state_file(self, kind: str, *key: str) -> Path:
-        from cuberun.runners.pyenv import cache_dir
+        from cuberun.paths import cache_dir
 
         t = self.target
         return cache_dir() / "ssh" / f"{kind}-{_hash(t.host, str(t.user), str(t.port), str(t.ssh_config), *key, size=20)}.json"
@@ -803,7 +803,7 @@ class SSHRunner(Runner):
         return None
 
     def _env_prefix(self, redact: bool) -> list[str]:
-        from cuberun.records import REDACTED, SECRET_NAME
+        from cuberun.secretid import REDACTED, SECRET_NAME
 
         env = self._remote_env()
         if not env:

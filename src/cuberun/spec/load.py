@@ -81,22 +81,34 @@ def parse_assignment(text: str, origin: str) -> tuple[str, str]:
     return key, value
 
 
-STRING_KEYS = ("version", "name", "image", "tag", "description")
+STRING_KEYS = ("version", "name", "image", "tag", "description")  # kept as written outside a runner section
 
 
-def typed_value(raw: str, existing: Any, key_name: str = "") -> Any:
-    """A -P value typed like YAML, but kept a string where a string is expected (tags, versions)."""
-    import yaml
+def typed_value(raw: str, existing: Any, key_name: str = "", spec: Any = None) -> Any:
+    """A -P value: typed by the runner's Field when the key is a runner section's (`spec`); else
+    like YAML, but kept a string where a string is expected (a string now, metadata, versions)."""
+    from cuberun.schema import typed
 
+    if spec is not None:
+        return typed(raw, spec)
     if isinstance(existing, str) or key_name in STRING_KEYS:
         return raw
+    return typed(raw, None)
+
+
+def _runner_field(parts: Sequence[str]) -> Any:
+    """The Field of a runner section's key (`docker.image`), None for anything else."""
+    if len(parts) != 2 or parts[0] in METADATA_KEYS or parts[0] == OWN_SECTION:
+        return None
+    from cuberun.errors import CuberunError
+    from cuberun.runners.registry import cube_sections, section_schema
+
+    if parts[0] not in cube_sections():
+        return None
     try:
-        value = yaml.safe_load(raw) if raw != "" else None
-    except yaml.YAMLError:
-        return raw
-    if isinstance(value, float) and existing is None:
-        return raw
-    return value
+        return (section_schema(parts[0]) or {}).get(parts[1])
+    except CuberunError:  # the runner is not installed: typed like YAML
+        return None
 
 
 def apply_overrides(data: dict[str, Any], assignments: Sequence[str], origin: str = "-P") -> dict[str, Any]:
@@ -116,7 +128,7 @@ def apply_overrides(data: dict[str, Any], assignments: Sequence[str], origin: st
             elif not isinstance(nxt, dict):
                 raise SpecError([Issue(f"cannot set '{key}': '{part}' is not a mapping", origin)])
             node = nxt
-        node[parts[-1]] = typed_value(raw, node.get(parts[-1]), parts[-1])
+        node[parts[-1]] = typed_value(raw, node.get(parts[-1]), parts[-1], _runner_field(parts))
     return result
 
 
