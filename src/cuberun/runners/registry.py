@@ -94,6 +94,12 @@ def platforms() -> dict[str, dict[str, Any]]:
     return result
 
 
+def plugin_platforms() -> dict[str, dict[str, Any]]:
+    """One platform per installed plugin runner, named like it (entry points are scanned: asked
+    only when a platform name is not otherwise known)."""
+    return {name: {"runner": name} for name in plugin_names()}
+
+
 def _import(target: str, name: str) -> type[Runner]:
     module_name, _, attr = target.partition(":")
     try:
