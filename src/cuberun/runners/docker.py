@@ -637,3 +637,28 @@ def _name_prefix(task: str) -> str:
 
 
 
+
+
+def build_recipe(executable: Sequence[str], recipe_text: str, tag: str, context: Path | None = None) -> None:
+    """Build image `tag` from a Dockerfile given as text, with the engine `executable`, the way the
+    runner builds a cube image (--force-rm, output streamed, the engine's error line on failure).
+    The context is `context`, or an empty folder (a FROM + LABEL recipe needs no files)."""
+    import tempfile
+
+    from cuberun.process import stream
+
+    with tempfile.TemporaryDirectory(prefix="cuberun-build-") as tmp:
+        recipe = Path(tmp) / "Dockerfile"
+        recipe.write_text(recipe_text, encoding="utf-8")
+        ctx = context if context is not None else Path(tmp) / "context"
+        ctx.mkdir(exist_ok=True)
+        argv = [*executable, "build", "--force-rm", "-t", tag, "-f", str(recipe), str(ctx)]
+        print(f"cuberun: building {tag}: {shlex.join(argv)}", file=sys.stderr, flush=True)
+        tail = io.BytesIO()
+        outcome = stream(argv, log=tail, echo=getattr(sys.stderr, "buffer", None))
+    text = tail.getvalue()[-8192:].decode("utf-8", "replace")
+    if outcome.interrupted:
+        raise TaskFailed(f"the build of {tag} was interrupted", outcome.exit_code)
+    if outcome.exit_code != 0:
+        raise BackendError(f"building {tag} failed with exit code {outcome.exit_code}: {_last_error_line(text) or 'no output'}",
+                           "the build output is above")
