@@ -640,7 +640,8 @@ def missing_outputs(rt: Any) -> list[str]:
         path = str(p.host_path)
         if p.type == "directory":
             try:
-                empty = not any(True for _ in os.scandir(path))
+                with os.scandir(path) as entries:  # closed at once (a ResourceWarning otherwise)
+                    empty = next(entries, None) is None
             except OSError:
                 empty = True
             if empty:

@@ -68,7 +68,7 @@ def order(cube: Cube, names: Sequence[str], *, with_deps: bool = True, overrides
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            cycle = path[path.index(name) :] + [name]
+            cycle = [*path[path.index(name) :], name]
             raise UsageError(f"the tasks form a cycle: {' -> '.join(cycle)}", "a task's inputs must not come from its own later outputs; check the paths or cuberun.depends_on")
         state[name] = 1
         for dep in sorted(deps[name], key=lambda d: position[d]):

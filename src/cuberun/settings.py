@@ -79,7 +79,7 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
 def load_settings() -> Settings:
     path = settings_path()
     platforms: dict[str, dict[str, Any]] = {k: dict(v) for k, v in builtin_platforms().items()}
-    origin = {k: "built-in" for k in platforms}
+    origin = dict.fromkeys(platforms, "built-in")
     ref = reference_settings_path()
     if ref.is_file() and ref != path:
         try:

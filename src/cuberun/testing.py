@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator, Mapping
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cuberun.execute import TaskResult
+    from cuberun.process import Captured
     from cuberun.runners.base import Runner, RunOptions, Step
 
 ISOLATION_VARS = ("CUBERUN_SETTINGS", "MLCUBE_SYSTEM_SETTINGS", "XDG_CACHE_HOME", "CUBERUN_CACHE_DIR")
@@ -93,11 +93,12 @@ def run_task(cube_dir: Path, platform: str, task: str, *params: str, overrides: 
     return run_tasks(runner.cube, runner, [task], dict(overrides or {}), force=force)
 
 
-def run_cli(*args: str, env: Mapping[str, str], cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`python -m cuberun ARGS` in a subprocess with `env` added to this one's environment."""
-    full = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-m", "cuberun", *args], cwd=str(cwd) if cwd else None, env=full, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+def run_cli(*args: str, env: Mapping[str, str], cwd: Path | None = None, timeout: float = 300) -> Captured:
+    """`python -m cuberun ARGS` in a subprocess with `env` added to this one's environment:
+    returncode, stdout and stderr (text)."""
+    from cuberun.process import capture
+
+    return capture([sys.executable, "-m", "cuberun", *args], cwd=str(cwd) if cwd else None, env={**os.environ, **env}, timeout=timeout)
 
 
 def records(workspace: Path) -> list[dict[str, Any]]:

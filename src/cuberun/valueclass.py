@@ -40,7 +40,7 @@ else:
         found: dict[str, _Field] = {}
         for base in reversed(cls.__mro__[1:]):
             found.update(base.__dict__.get("__value_fields__", {}))
-        for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+        for name, annotation in cls.__dict__.get("__annotations__", {}).items():  # noqa: RUF063 - no `inspect` at start-up
             text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
             if text.startswith(("ClassVar", "typing.ClassVar")):
                 continue

@@ -296,7 +296,7 @@ def test_secret_env_values_stay_out_of_argv(hello: Path) -> None:
     runner = runner_for(hello, "docker.env_args.API_TOKEN=s3cret")
     step = runner.run_steps(resolve_task(runner.cube, "hello"))[0]
     assert "s3cret" not in " ".join(step.argv)
-    assert ["-e", "API_TOKEN"] == list(step.argv[7:9])
+    assert list(step.argv[7:9]) == ["-e", "API_TOKEN"]
     assert step.env == {"API_TOKEN": "s3cret"}
     # sudo resets the environment: then the value must be inline
     sudo = runner_for(hello, "docker.env_args.API_TOKEN=s3cret", "docker.docker=sudo docker")
@@ -323,7 +323,7 @@ def test_one_secret_pattern_mysql_pwd(hello: Path) -> None:
     assert records.SECRET_NAME is secretid.SECRET_NAME
     runner = runner_for(hello, "docker.env_args.MYSQL_PWD=hunter2")
     step = runner.run_steps(resolve_task(runner.cube, "hello"))[0]
-    assert "hunter2" not in " ".join(step.argv) and ["-e", "MYSQL_PWD"] == list(step.argv[7:9])
+    assert "hunter2" not in " ".join(step.argv) and list(step.argv[7:9]) == ["-e", "MYSQL_PWD"]
     assert step.env == {"MYSQL_PWD": "hunter2"}
     assert "hunter2" not in step.display()  # the dry run
     assert step.to_json()["env"] == {"MYSQL_PWD": secretid.REDACTED}  # what --dry-run --json and the record show

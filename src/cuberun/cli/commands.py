@@ -365,7 +365,7 @@ def show_config(mlcube: str | None, platform: str | None, workspace: str | None,
 
     cube = _load(mlcube, workspace, params)
     runner = make_runner(cube, platform, RunOptions(), params)
-    config = {k: v for k, v in cube.config.items()}
+    config = dict(cube.config)
     if resolve:
         config = cube.resolve_value(config)
     config["runner"] = dict(runner.describe_config(), runner=runner.name)

@@ -226,11 +226,8 @@ def build_cube(
     name = resolve(("name",), data.get("name"))
     if name is None and "name" not in data:
         issues.append(Issue("'name' is missing", doc.file, hint="add 'name: my_cube' at the top level"))
-    elif not isinstance(name, (str, int, float)) or isinstance(name, bool) or str(name).strip() == "":
-        if "name" in data and name is not None:
-            issues.append(doc.issue(("name",), "must be a non-empty string", value=True))
-        elif "name" in data:
-            issues.append(doc.issue(("name",), "must be a non-empty string", value=True))
+    elif (not isinstance(name, (str, int, float)) or isinstance(name, bool) or str(name).strip() == "") and "name" in data:
+        issues.append(doc.issue(("name",), "must be a non-empty string", value=True))
     version_raw = data.get("version")
     version = None
     if version_raw is not None:
