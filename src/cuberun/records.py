@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from cuberun import __version__
-from cuberun.secretid import REDACTED, SECRET_NAME, redact_env  # noqa: F401 - one pattern, re-exported
+from cuberun.secretid import REDACTED as REDACTED  # one pattern (secretid), re-exported for older imports
+from cuberun.secretid import SECRET_NAME as SECRET_NAME
+from cuberun.secretid import redact_env as redact_env
 from cuberun.valueclass import dataclass
 
 RUNS_DIR = Path(".cuberun") / "runs"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from cuberun.errors import BackendError
-from cuberun.paths import cache_dir
+from cuberun.paths import cache_dir as cache_dir  # moved to cuberun.paths; re-exported for older imports
 from cuberun.valueclass import dataclass, field
 
 MARKER = ".cuberun-env.json"
