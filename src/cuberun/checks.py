@@ -158,10 +158,10 @@ def _local_issues(cube: Cube) -> list[Issue]:
 
 
 def _env_issues(cube: Cube) -> list[Issue]:
-    from cuberun.runners.registry import cube_sections
+    from cuberun.spec.load import runner_section_names
 
     issues = []
-    for section in cube_sections():
+    for section in runner_section_names(cube.config):
         raw = cube.raw_section(section)
         if raw is not None:
             issues += env_name_issues(section, raw, lambda key, problem, hint, severity: cube.doc.issue(key, problem, hint, severity=severity))

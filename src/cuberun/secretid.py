@@ -7,8 +7,6 @@ meaningful only on the machine and account that made it, which is all the up-to-
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import re
 import threading
@@ -65,4 +63,7 @@ def _key() -> bytes:
 
 
 def secret_digest(value: str) -> str:
+    import hashlib  # here: records import this module for the pattern, at every start
+    import hmac
+
     return "hmac:" + hmac.new(_key(), value.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:24]

@@ -310,7 +310,7 @@ def test_secret_env_uses_the_records_pattern(hello: Path) -> None:
     runner = runner_for(hello, "docker.env_args.MYSQL_PWD=hunter2", "docker.env_args.DB_PASSWD=x2")
     step = runner.run_steps(resolve_task(runner.cube, "hello"))[0]
     assert "hunter2" not in " ".join(step.argv) and "x2" not in " ".join(step.argv)
-    assert ["-e", "MYSQL_PWD", "-e", "DB_PASSWD"] == list(step.argv[7:11])
+    assert list(step.argv[7:11]) == ["-e", "MYSQL_PWD", "-e", "DB_PASSWD"]
     assert step.env == {"MYSQL_PWD": "hunter2", "DB_PASSWD": "x2"}
     assert "hunter2" not in step.display()
 

@@ -292,7 +292,7 @@ def _param_data(cube: Any, p: Any) -> dict[str, Any]:
 
 
 def describe_data(cube: Any) -> dict[str, Any]:
-    from cuberun.runners import registry
+    from cuberun.spec.load import runner_section_names
 
     return {
         "name": cube.name,
@@ -312,7 +312,7 @@ def describe_data(cube: Any) -> dict[str, Any]:
             }
             for t in cube.tasks.values()
         },
-        "sections": [k for k in registry.cube_sections() if k in cube.config],
+        "sections": runner_section_names(cube.config),
     }
 
 

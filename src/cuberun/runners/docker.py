@@ -643,6 +643,8 @@ def build_recipe(executable: Sequence[str], recipe_text: str, tag: str, context:
     """Build image `tag` from a Dockerfile given as text, with the engine `executable`, the way the
     runner builds a cube image (--force-rm, output streamed, the engine's error line on failure).
     The context is `context`, or an empty folder (a FROM + LABEL recipe needs no files)."""
+    import io
+    import sys
     import tempfile
 
     from cuberun.process import stream

@@ -84,6 +84,18 @@ def cube_sections() -> tuple[str, ...]:
     return (*builtin_sections(), *(n for n in plugin_names() if n not in builtin_sections()))
 
 
+def sections_in(keys: Any) -> list[str]:
+    """The runner sections among `keys` (a cube's top-level keys), built-in ones first in the
+    registry's order. Entry points are scanned only when a key is not a built-in section."""
+    present = set(keys)
+    builtin = builtin_sections()
+    found = [s for s in builtin if s in present]
+    rest = present - set(builtin)
+    if rest:
+        found += [n for n in plugin_names() if n in rest]
+    return found
+
+
 def platforms() -> dict[str, dict[str, Any]]:
     """The built-in platforms: one per runner (named like it), plus the runners' aliases."""
     result: dict[str, dict[str, Any]] = {}

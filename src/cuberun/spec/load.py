@@ -59,17 +59,19 @@ def find_cube_file(mlcube: str | os.PathLike[str] | None) -> Path:
     raise SpecError([Issue(f"{path} does not exist", hint="pass --mlcube=DIR with the cube's directory, or its mlcube.yaml")])
 
 
+def runner_section_names(config: Any) -> list[str]:
+    """The runner sections of a loaded cube's config (built in or a plugin's), in registry order."""
+    from cuberun.runners.registry import sections_in
+
+    return sections_in(k for k in config if k not in METADATA_KEYS and k not in (OWN_SECTION, "runtime", "workspace"))
+
+
 def known_top_level() -> tuple[str, ...]:
-    from cuberun.runners.registry import cube_sections
+    """The top-level keys of a cube without a plugin: metadata, our own section and the built-in
+    runners' sections (a plugin's section is known through registry.sections_in)."""
+    from cuberun.runners.registry import builtin_sections
 
-    return (*METADATA_KEYS, OWN_SECTION, *cube_sections())
-
-
-def _is_plugin_section(key: str) -> bool:
-    """Only asked for top-level keys that are not known (entry points are scanned then)."""
-    from cuberun.runners.registry import plugin_names
-
-    return key in plugin_names()
+    return (*METADATA_KEYS, OWN_SECTION, *builtin_sections())
 
 
 def parse_assignment(text: str, origin: str) -> tuple[str, str]:
@@ -101,9 +103,9 @@ def _runner_field(parts: Sequence[str]) -> Any:
     if len(parts) != 2 or parts[0] in METADATA_KEYS or parts[0] == OWN_SECTION:
         return None
     from cuberun.errors import CuberunError
-    from cuberun.runners.registry import cube_sections, section_schema
+    from cuberun.runners.registry import section_schema, sections_in
 
-    if parts[0] not in cube_sections():
+    if not sections_in([parts[0]]):
         return None
     try:
         return (section_schema(parts[0]) or {}).get(parts[1])
@@ -199,13 +201,12 @@ def build_cube(
     config["workspace"] = str(ws)
 
     # top-level keys
+    from cuberun.runners.registry import sections_in
+
     known = known_top_level()
-    plugins: list[str] = []
+    runner_sections = sections_in(k for k in data if k not in METADATA_KEYS and k != OWN_SECTION)  # plugins' too
     for key in data:
-        if key in known or key in ("runtime", "workspace"):
-            continue
-        if key not in plugins and _is_plugin_section(key):
-            plugins.append(key)  # the section of an installed runner plugin
+        if key in known or key in ("runtime", "workspace") or key in runner_sections:
             continue
         guess = closest(key, known)
         if guess is not None and guess not in data:
@@ -264,9 +265,7 @@ def build_cube(
     # runner sections present in the cube are checked against their runner's schema
     from cuberun.runners.registry import section_schema
 
-    for section in (*known, *plugins):
-        if section in METADATA_KEYS or section == OWN_SECTION or section not in data:
-            continue
+    for section in runner_sections:
         schema = section_schema(section)
         if schema is not None:
             validate_section(data[section], schema, (section,), doc, issues)
