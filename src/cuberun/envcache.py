@@ -32,7 +32,7 @@ _HELD: dict[str, IO[str]] = {}
 
 
 def envs_dir() -> Path:
-    from cuberun.runners.pyenv import cache_dir
+    from cuberun.paths import cache_dir
 
     return cache_dir() / "envs"
 

@@ -210,6 +210,7 @@ def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), f
 @click.option("--no-deps", is_flag=True, help="Do not run the tasks that produce this task's inputs.")
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2", help="Run the task once per value (repeat for a grid).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True, help="Independent tasks or sweep variants run at once.")
+@click.option("--handshake", type=int, hidden=True, help="Set by an outer cuberun (ssh, slurm): write event lines for it (this version).")
 @quiet_options
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -217,7 +218,7 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
         dry_run: bool, as_json: bool, gpus: str | None, network: str | None, security: str | None, memory: str | None,
         cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool, rebuild_env: bool, strict_outputs: bool,
         force: bool, explain: bool, no_deps: bool, sweeps: tuple[str, ...],
-        jobs: int, quiet: bool, verbose: bool, overrides: tuple[str, ...]) -> int:
+        jobs: int, handshake: int | None, quiet: bool, verbose: bool, overrides: tuple[str, ...]) -> int:
     """Run task(s) of a cube. Parameter overrides follow as NAME=PATH.
 
     The legacy MLBox form BOX[:TASK[/PARAMSET]] is accepted as --mlcube or as the first argument:
@@ -228,7 +229,12 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
     from cuberun.resolve import parse_overrides, select_tasks
     from cuberun.runners.base import RunOptions
 
+    if handshake is not None:
+        from cuberun.handshake import check_version
+
+        check_version(handshake)
     _progress_options(quiet, verbose)
+    summarize = not quiet and handshake is None  # an outer cuberun (ssh, slurm) prints its own summary
     rest = list(overrides) + list(ctx.args)
     paramset = None
     if (mlcube and ":" in mlcube) or any(not a.startswith("-") and "=" not in a for a in rest):
@@ -262,9 +268,9 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
     started = _record_time()
     try:
         results = run_tasks(cube, runner, names, values, dry_run=dry_run, as_json=as_json, force=force, with_deps=not no_deps,
-                            explicit=task is not None, sweeps=sweeps, jobs=jobs, explain=explain)
+                            sweeps=sweeps, jobs=jobs, explain=explain)
     except TaskFailed:
-        if not dry_run and not explain and not as_json and not quiet:
+        if not dry_run and not explain and not as_json and summarize:
             _print_summary(cube, mlcube, failed_since=started)
         raise
     if as_json and not dry_run and not explain:
@@ -273,7 +279,7 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
         print(json.dumps({"tasks": [{"task": r.task, "exit_code": r.exit_code, "status": r.status, "run_id": r.run_id, "reason": r.reason}
                                     for r in results],
                           "summary": summary_mod.collect(cube.workspace, results, mlcube=mlcube)}, indent=2))
-    elif not dry_run and not explain and not quiet:
+    elif not dry_run and not explain and summarize:
         _print_summary(cube, mlcube, results)
     if any(r.status == "succeeded-with-warnings" for r in results):
         summary = ", ".join(f"{r.task}: {r.status}" for r in results)
@@ -337,6 +343,8 @@ def _param_data(cube: Any, p: Any) -> dict[str, Any]:
 
 
 def describe_data(cube: Any) -> dict[str, Any]:
+    from cuberun.spec.load import runner_section_names
+
     return {
         "name": cube.name,
         "version": cube.version,
@@ -355,7 +363,7 @@ def describe_data(cube: Any) -> dict[str, Any]:
             }
             for t in cube.tasks.values()
         },
-        "sections": [k for k in ("local", "docker", "singularity", "charliecloud", "ssh", "slurm", "k8s", "kubeflow", "backendai") if k in cube.config],
+        "sections": runner_section_names(cube.config),
     }
 
 
@@ -408,7 +416,7 @@ def show_config(mlcube: str | None, platform: str | None, workspace: str | None,
 
     cube = _load(mlcube, workspace, params)
     runner = make_runner(cube, platform, RunOptions(), params)
-    config = {k: v for k, v in cube.config.items()}
+    config = dict(cube.config)
     if resolve:
         config = cube.resolve_value(config)
     config["runner"] = dict(runner.describe_config(), runner=runner.name)
@@ -553,27 +561,9 @@ def _workspace_of(mlcube: str | None, workspace: str | None) -> Any:
 
 
 def _find(mlcube: str | None, workspace: str | None, run_id: str) -> dict[str, Any]:
-    from cuberun.records import list_runs
+    from cuberun.records import find_run
 
-    ws = _workspace_of(mlcube, workspace)
-    runs = list_runs(ws)
-    matches = match_runs(runs, run_id)
-    if not matches:
-        ids = [str(r.get("run_id")) for r in runs]
-        raise UsageError(f"no run '{run_id}' in {ws}", did_you_mean(run_id, ids, "run") if ids else "no runs recorded yet")
-    if len(matches) > 1:
-        shown = ", ".join(str(r.get("run_id")) for r in matches[-3:])
-        more = f" (and {len(matches) - 3} more)" if len(matches) > 3 else ""
-        raise UsageError(f"run id '{run_id}' is ambiguous: {len(matches)} runs match", f"give more of the id, e.g. one of {shown}{more}")
-    return matches[0]
-
-
-def match_runs(runs: Sequence[dict[str, Any]], part: str) -> list[dict[str, Any]]:
-    """The runs whose id is `part`, else those whose id contains it (a unique part of an id)."""
-    exact = [r for r in runs if str(r.get("run_id", "")) == part]
-    if exact or not part:
-        return exact
-    return [r for r in runs if part in str(r.get("run_id", ""))]
+    return find_run(_workspace_of(mlcube, workspace), run_id)
 
 
 @cli.command()
