@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Mapping
@@ -62,16 +63,9 @@ class RunRecord:
 
     def _replace(self, data: bytes) -> None:
         """Atomically: a new file, renamed over the old one."""
-        tmp = self.path.with_name(f".record.{os.getpid()}.tmp")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, self.path)
-        except OSError:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-            raise
+        from cuberun.safeio import write_file
+
+        write_file(self.path, data, what="run record", make_parents=False)
 
     def _try_replace(self, data: bytes) -> bool:
         try:
@@ -85,9 +79,16 @@ class RunRecord:
         try:
             if len(data) > os.stat(self.path).st_blocks * 512:
                 return False
-            with open(self.path, "r+b") as fh:
-                fh.write(data)
-                fh.truncate()
+            fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return False
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.ftruncate(fd, len(data))
+            finally:
+                os.close(fd)
         except OSError:
             return False
         return True
@@ -97,7 +98,7 @@ class RunRecord:
         the task fills the disk (best effort: nothing is held when there is no room now)."""
         path = self.path.with_name(RESERVE_NAME)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
             try:
                 os.write(fd, bytes(size))
             finally:
@@ -178,10 +179,7 @@ def find_run(workspace: Path, run_id: str) -> dict[str, Any] | None:
 
 def log_tail(path: str, size: int = 8192) -> str:
     """The last `size` bytes of a run's log as text ("" when it cannot be read)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - size))
-            return fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+    from cuberun.safeio import read_tail
+
+    data = read_tail(path, size)
+    return data.decode("utf-8", "replace") if data is not None else ""

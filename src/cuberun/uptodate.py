@@ -204,11 +204,9 @@ def save(rt: ResolvedTask, key: str, decision: Decision, run_id: str | None) -> 
         "outputs": recorded,
         "hash_cache": _prune(cache, rt),
     }
-    path = state_path(rt.workspace, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state), encoding="utf-8")
-    os.replace(tmp, path)
+    from cuberun.safeio import write_file
+
+    write_file(state_path(rt.workspace, key), json.dumps(state), what="up-to-date state")
     return result
 
 

@@ -319,7 +319,8 @@ def inspect(mlcube: str | None, platform: str | None, workspace: str | None, par
     if output_file:
         from pathlib import Path
 
-        yamlio.write_atomic(Path(output_file), text)
+        yamlio.write_atomic(Path(output_file).expanduser().absolute(), text, what="output file",
+                            hint="give the path of a new or regular file, e.g. --output-file inspect.json")
     else:
         print(text, end="")
     return 0

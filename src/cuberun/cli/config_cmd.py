@@ -92,6 +92,7 @@ def set_cmd(key: str, value: str) -> None:
     """Set a value, e.g. `platforms.docker.docker podman` or `default_platform docker`."""
     import yaml
 
+    from cuberun import yamlio
     from cuberun.runners import registry
 
     settings = _settings()
@@ -99,7 +100,7 @@ def set_cmd(key: str, value: str) -> None:
     if parts[0] not in ("platforms", "default_platform"):
         raise UsageError(f"cannot set '{key}'", "settable: default_platform, platforms.NAME.KEY")
     try:
-        typed = yaml.safe_load(value) if value != "" else None
+        typed = yamlio.load_value(value, "value") if value != "" else None
     except yaml.YAMLError:
         typed = value
     if parts == ["default_platform"]:

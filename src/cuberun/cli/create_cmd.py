@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import stat
 import sys
 from pathlib import Path
 
@@ -27,8 +28,16 @@ def create(name: str, parent: str, description: str, author: str, task: str) -> 
         raise UsageError(f"'{name}' is not a valid cube name", "use letters, digits, '_' and '-', starting with a letter")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", task):
         raise UsageError(f"'{task}' is not a valid task name", "use a Python identifier such as 'train'")
-    target = Path(parent).expanduser().resolve() / name
-    if target.exists() and any(target.iterdir()):
+    from cuberun.safeio import kind, make_dirs, write_new
+
+    target = Path(parent).expanduser().absolute() / name
+    try:
+        mode = target.lstat().st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISDIR(mode):
+        raise UsageError(f"{target} already exists and is {kind(mode)}", "choose another name or --dir")
+    if mode is not None and any(target.iterdir()):
         raise UsageError(f"{target} already exists and is not empty", "choose another name or --dir")
     module = name.replace("-", "_")
     values = {"name": name, "description": description, "author": author or "unknown", "module": module, "task": task,
@@ -50,8 +59,8 @@ def create(name: str, parent: str, description: str, author: str, task: str) -> 
                 stack.append((item, dst / name_out))
                 continue
             out = dst / name_out
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(fill(item.read_text(encoding="utf-8")), encoding="utf-8")
+            make_dirs(out.parent, what="cube folder")
+            write_new(out, fill(item.read_text(encoding="utf-8")), what="cube file")
             written.append(out)
     print(f"created cube '{name}' in {target}:", file=sys.stderr)
     for path in sorted(written):

@@ -100,9 +100,11 @@ def _translate(pattern: str) -> str:
 
 
 def read_dockerignore(context: Path) -> list[IgnoreRule]:
+    from cuberun.safeio import read_regular
+
     try:
-        text = (context / ".dockerignore").read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        text = read_regular(context / ".dockerignore", 8 << 20, what=".dockerignore").decode("utf-8", errors="replace")
+    except CuberunError:
         return []
     rules: list[IgnoreRule] = []
     for raw in text.splitlines():

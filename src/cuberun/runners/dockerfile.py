@@ -95,7 +95,9 @@ def _strip_flags(tokens: list[str]) -> list[str]:
 
 
 def parse(path: Path, context: Path) -> Dockerfile:
-    text = path.read_text(encoding="utf-8", errors="replace")
+    from cuberun.safeio import read_regular
+
+    text = read_regular(path, 8 << 20, what="Dockerfile").decode("utf-8", errors="replace")
     instructions = []
     for line, content in logical_lines(text):
         keyword, _, args = content.partition(" ")

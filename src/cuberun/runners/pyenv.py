@@ -93,7 +93,9 @@ def ensure(spec: EnvSpec, log: Sequence[object] = ()) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_path = target.parent / f".{target.name}.lock"
-    with open(lock_path, "w") as lock:
+    from cuberun.safeio import open_lock_file, write_file
+
+    with open(open_lock_file(lock_path), "r+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if spec.ready():
             return target
@@ -110,8 +112,9 @@ def ensure(spec: EnvSpec, log: Sequence[object] = ()) -> Path:
                     "check the requirements and the package index; the output is above",
                     exit_code=outcome.exit_code if outcome.interrupted else None,
                 )
-        (target / MARKER).write_text(
+        write_file(
+            target / MARKER,
             json.dumps({"python": spec.python, "requirements": [str(f) for f in spec.requirement_files], "packages": list(spec.packages)}),
-            encoding="utf-8",
+            what="environment marker",
         )
     return target

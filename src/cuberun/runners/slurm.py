@@ -902,16 +902,15 @@ def _format_seconds(value: float | None) -> str:
 
 
 def _write_if_changed(path: str, content: str) -> None:
+    from cuberun.safeio import read_regular, write_file
+
+    data = content.encode("utf-8")
     try:
-        with open(path, encoding="utf-8") as fh:
-            if fh.read() == content:
-                return
-    except OSError:
+        if read_regular(path, len(data) + 1) == data:
+            return
+    except CuberunError:
         pass
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(content)
-    os.replace(tmp, path)
+    write_file(path, data, what="job script")
 
 
 def _search_jobcomp(path: str, job_id: str, window: int = 4 << 20) -> JobInfo | None:

@@ -41,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cuberun.errors import BackendError, UsageError
+from cuberun.errors import BackendError, CuberunError, UsageError
 from cuberun.runners.base import Runner, Step
 from cuberun.runners.ssh_sync import CONTROL_DIR_ENV
 from cuberun.schema import Field
@@ -518,12 +518,11 @@ class SSHRunner(Runner):
 
     @staticmethod
     def _write_state(path: Path, data: Mapping[str, Any]) -> None:
+        from cuberun.safeio import write_file
+
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(dict(data), indent=1) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError:
+            write_file(path, json.dumps(dict(data), indent=1) + "\n", what="ssh state")
+        except (OSError, CuberunError):
             pass  # the state only saves round trips
 
     def _install_state(self) -> Path:

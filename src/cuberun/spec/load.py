@@ -81,10 +81,12 @@ def typed_value(raw: str, existing: Any, key_name: str = "") -> Any:
     """A -P value typed like YAML, but kept a string where a string is expected (tags, versions)."""
     import yaml
 
+    from cuberun import yamlio
+
     if isinstance(existing, str) or key_name in STRING_KEYS:
         return raw
     try:
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = yamlio.load_value(raw, "-P") if raw != "" else None
     except yaml.YAMLError:
         return raw
     if isinstance(value, float) and existing is None:
