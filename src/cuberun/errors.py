@@ -11,6 +11,14 @@ EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds a lock
 EXIT_BACKEND = 125  # like docker: the backend itself failed before the task ran
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+
+
+def one_line(text: str) -> str:
+    """A message as one line: control characters (a newline in a key, a path) are escaped."""
+    return text.translate(_CONTROL)
+
+
 @dataclass(frozen=True)
 class Issue:
     """One problem found in an input file or on the command line."""
@@ -36,7 +44,7 @@ class Issue:
         text = f"{where}{key}{self.message}"
         if self.hint:
             text += f". Hint: {self.hint}"
-        return text
+        return one_line(text)
 
 
 class CuberunError(Exception):
@@ -53,7 +61,7 @@ class CuberunError(Exception):
         text = self.message
         if self.hint:
             text += f". Hint: {self.hint}"
-        return [text]
+        return [one_line(text)]
 
 
 class UsageError(CuberunError):

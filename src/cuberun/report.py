@@ -25,6 +25,7 @@ STATUS_COLORS = {
     "error": "#8e24aa",
     "interrupted": "#ef6c00",
     "running": "#1565c0",
+    "lost": "#6d4c41",
     "skipped": "#78909c",
 }
 LINE_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]

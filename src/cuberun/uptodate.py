@@ -60,11 +60,48 @@ def identity_of(rt: ResolvedTask, command: list[list[str]], runner_fp: dict[str,
 
 
 def load_state(path: Path) -> dict[str, Any] | None:
+    """The state of the last successful run, or None. A damaged state file (not JSON, the wrong
+    shape) is ignored with a one-line warning: the task runs again, which is always safe."""
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import read_regular
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_regular(path, 256 * 1024 * 1024, what="state file").decode("utf-8"))
+    except CuberunError as exc:
+        if "does not exist" not in exc.message:
+            _damaged(path, exc.message.split(": ", 1)[-1])
         return None
-    return data if isinstance(data, dict) and data.get("version") == VERSION else None
+    except (ValueError, UnicodeDecodeError):
+        _damaged(path, "not valid JSON")
+        return None
+    problem = _state_problem(data)
+    if problem:
+        _damaged(path, problem)
+        return None
+    return data if data.get("version") == VERSION else None
+
+
+def _damaged(path: Path, problem: str) -> None:
+    from cuberun.console import warn
+
+    warn(f"ignoring the damaged up-to-date state {path}: {problem}; the task runs again")
+
+
+def _state_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return f"expected a JSON object, found {type(data).__name__}"
+    for key in ("identity", "inputs", "outputs"):
+        if not isinstance(data.get(key, {}), dict):
+            return f"'{key}' is {type(data[key]).__name__}, not an object"
+    identity = data.get("identity", {})
+    for key in ("parameters", "runner"):
+        if not isinstance(identity.get(key, {}), dict):
+            return f"'identity.{key}' is not an object"
+    for group in ("inputs", "outputs"):
+        for name, value in data.get(group, {}).items():
+            if not isinstance(value, dict) or not isinstance(value.get("members", {}), dict):
+                return f"'{group}.{name}' is not an object with 'members'"
+    return None
 
 
 def check(rt: ResolvedTask, identity: dict[str, Any], key: str, *, force: bool = False) -> Decision:
@@ -151,15 +188,23 @@ def _stats(path: str, exclude: list[str]) -> dict[str, tuple[int, int, int]]:
 def _check_owned(path: str, ptype: str, owned: dict[str, str], cache: HashCache) -> str:
     """'' when every file the last run wrote is still there unchanged, else a summary. Files
     other tasks added to a shared output directory (mnist's logs/) do not count."""
+    import stat
+
     from cuberun.fingerprint import file_sha256
 
     missing = changed = 0
     for rel, digest in owned.items():
+        if ptype != "file" and (os.path.isabs(rel) or ".." in rel.split(os.sep)):
+            changed += 1  # not a file of this output (a damaged state): never looked at
+            continue
         full = path if ptype == "file" else os.path.join(path, rel)
         try:
             st = os.stat(full)
-        except OSError:
+        except (OSError, ValueError):
             missing += 1
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            changed += 1  # no longer a regular file: never opened (a FIFO would block)
             continue
         key = (st.st_size, st.st_mtime_ns, st.st_ino)
         known = cache.entries.get(full)

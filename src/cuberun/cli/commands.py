@@ -331,7 +331,8 @@ def inspect(mlcube: str | None, platform: str | None, workspace: str | None, par
 @mlcube_option
 @workspace_option
 @click.option("--task", metavar="NAME", help="Only runs of this task.")
-@click.option("--status", type=click.Choice(["succeeded", "failed", "interrupted", "error", "running", "cancelled"]), help="Only runs with this status.")
+@click.option("--status", type=click.Choice(["succeeded", "failed", "interrupted", "error", "running", "cancelled", "lost"]),
+              help="Only runs with this status (lost: its cuberun was killed).")
 @click.option("--all", "show_all", is_flag=True, help="Include the records written inside batch jobs (nested).")
 @click.option("--json", "as_json", is_flag=True)
 def runs(mlcube: str | None, workspace: str | None, task: str | None, status: str | None, show_all: bool, as_json: bool) -> int:
@@ -414,9 +415,11 @@ def show(mlcube: str | None, workspace: str | None, run_id: str, as_json: bool) 
         lines.append("  sweep:           " + ", ".join(f"{k}={v}" for k, v in record["sweep"].items()))
     if record.get("runner_fingerprint"):
         lines.append("  runner:          " + ", ".join(f"{k}={v}" for k, v in record["runner_fingerprint"].items()))
-    lines.append("  command:         " + " ".join(record.get("command", [])))
+    lines.append("  command:         " + " ".join(str(c) for c in record.get("command") or []))
     for io in ("inputs", "outputs"):
         for name, fp in (record.get(io) or {}).items():
+            if not isinstance(fp, dict):
+                continue
             lines.append(f"  {io[:-1]:<6} {name}: {fp.get('path')}  sha256={str(fp.get('sha256', ''))[:16]}  files={fp.get('files')} bytes={fp.get('bytes')}")
     if record.get("error"):
         lines.append(f"  error:           {record['error']}")
@@ -438,9 +441,10 @@ def export_provenance(mlcube: str | None, workspace: str | None, run_id: str, ou
     from cuberun.records import list_runs
 
     record = _find(mlcube, workspace, run_id)
-    dest = Path(output).expanduser().resolve() if output else Path(record["workspace"]) / ".cuberun" / "crates" / record["run_id"]
+    ws = Path(record.get("workspace") or _workspace_of(mlcube, workspace))
+    dest = Path(output).expanduser().absolute() if output else ws / ".cuberun" / "crates" / record["run_id"]
     if invocation:
-        path = export_invocation_crate(invocation_records(list_runs(Path(record["workspace"])), record), dest)
+        path = export_invocation_crate(invocation_records(list_runs(ws, warn=False), record), dest)
     else:
         path = export_ro_crate(record, dest)
     print(path)

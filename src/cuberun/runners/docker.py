@@ -670,7 +670,8 @@ class DockerRunner(Runner):
         name = self.container_name(task)
         env = {**os.environ, **extra_env} if extra_env else None
         with open(log_path, "ab") as log:
-            outcome = stream(argv, env=env, log=log, on_cancel=lambda: self._remove_container(name, kill=True))
+            gone = [*self.executable, "rm", "-f", name] if self.config.get("remove", True) else [*self.executable, "kill", name]
+            outcome = stream(argv, env=env, log=log, on_cancel=lambda: self._remove_container(name, kill=True), cleanup=[gone])
         if outcome.interrupted or outcome.signal is not None or outcome.exit_code in (125, 126, 127):
             self._cleanup_after(name, outcome.interrupted or outcome.signal is not None)
         if outcome.interrupted or outcome.exit_code == 0:

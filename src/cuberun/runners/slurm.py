@@ -47,8 +47,8 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.console import say
@@ -373,15 +373,16 @@ class SlurmRunner(Runner):
     def run_array(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
         """A sweep as ONE job array: element i runs tasks[i]; one outcome per element. Ctrl-C
         cancels the whole array (scancel of its job id)."""
-        from cuberun.process import handle_signals
+        from cuberun.process import handle_signals, watchdog
 
         path, content = self.array_script(tasks)  # config problems surface before anything is submitted
         os.makedirs(self.job_dir(), exist_ok=True)
         os.makedirs(self.cube.workspace, exist_ok=True)
         array: _Job | None = None
-        with handle_signals() as cancel:
+        with handle_signals() as cancel, _watchdogs() as guards:
             try:
                 array = self._submit(tasks[0], path, content, None, elements=len(tasks))
+                guards.append(watchdog(cleanup=[["scancel", array.job_id]]))  # if cuberun is killed, the array is cancelled
                 jobs = [
                     _Job(t.name, f"{array.job_id}_{i}", self.array_log_file(tasks[0], array.job_id, i), path, array.submitted_at,
                          array_job_id=array.job_id, array_task_id=i)
@@ -412,19 +413,20 @@ class SlurmRunner(Runner):
         return f"check that slurmctld is up (scontrol ping) and SLURM_CONF (now {conf})"
 
     def _run_jobs(self, tasks: list[ResolvedTask], log_paths: list[str]) -> list[Outcome]:
-        from cuberun.process import handle_signals
+        from cuberun.process import handle_signals, watchdog
 
         scripts = [self.script(t) for t in tasks]  # every config problem surfaces before anything is submitted
         os.makedirs(self.job_dir(), exist_ok=True)
         os.makedirs(self.cube.workspace, exist_ok=True)
         jobs: list[_Job] = []
         outcomes: list[Outcome] = []
-        with handle_signals() as cancel:
+        with handle_signals() as cancel, _watchdogs() as guards:
             try:
                 for task, (path, content) in zip(tasks, scripts, strict=True):
                     if cancel.requested:
                         break
                     jobs.append(self._submit(task, path, content, jobs[-1].job_id if jobs else None))
+                    guards.append(watchdog(cleanup=[["scancel", jobs[-1].job_id]]))  # if cuberun is killed, the job is cancelled
                 if cancel.requested:
                     return [self._interrupted(jobs, jobs[0] if jobs else None, cancel, time.monotonic(), None)]
                 for i, (job, log_path) in enumerate(zip(jobs, log_paths, strict=True)):
@@ -899,6 +901,17 @@ def _format_seconds(value: float | None) -> str:
     days, rest = divmod(total, 86400)
     text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
     return f"{days}-{text}" if days else text
+
+
+@contextmanager
+def _watchdogs() -> Iterator[list[Any]]:
+    """Watchdogs (process.watchdog) armed while jobs are followed, disarmed at the end."""
+    guards: list[Any] = []
+    try:
+        yield guards
+    finally:
+        for guard in guards:
+            guard.disarm()
 
 
 def _write_if_changed(path: str, content: str) -> None:

@@ -96,6 +96,8 @@ def typed_value(raw: str, existing: Any, key_name: str = "") -> Any:
 
 def apply_overrides(data: dict[str, Any], assignments: Sequence[str], origin: str = "-P") -> dict[str, Any]:
     """Merge `-Pkey.path=value` assignments into a copy of the config."""
+    if not assignments:
+        return dict(data)
     result = copy.deepcopy(data)
     for text in assignments:
         key, raw = parse_assignment(text, origin)
