@@ -21,7 +21,63 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import IO, Any
 
-from cuberun.valueclass import dataclass
+
+def _watchdog_main(argv: list[str]) -> None:
+    """The watchdog process (see watchdog()): `python -I -S process.py watchdog GROUP GRACE CLEANUP`.
+    Standard library only: it runs before (without) the cuberun package."""
+    import json
+
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    group, grace, cleanup = int(argv[0]), float(argv[1]), json.loads(argv[2])
+    try:
+        if os.read(0, 1):  # cuberun says the task is done
+            return
+    except OSError:
+        pass
+
+    def alive() -> bool:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def wait(limit: float) -> None:
+        end = time.monotonic() + limit
+        while alive() and time.monotonic() < end:
+            time.sleep(0.05)
+
+    if group > 0 and alive():
+        for sig, limit in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(group, sig)
+            except OSError:
+                pass
+            wait(limit)
+            if not alive():
+                break
+    for command in cleanup:
+        try:
+            pid = os.posix_spawnp(command[0], command, dict(os.environ))
+        except OSError:
+            continue
+        end = time.monotonic() + 60
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > end:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.05)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["watchdog"]:
+    _watchdog_main(sys.argv[2:])
+    sys.exit(0)
+
+from cuberun.valueclass import dataclass  # noqa: E402 - after the watchdog, which runs without the package
 
 GRACE_INTERRUPT = float(os.environ.get("CUBERUN_GRACE_INTERRUPT", "5"))
 GRACE_TERMINATE = float(os.environ.get("CUBERUN_GRACE_TERMINATE", "5"))
@@ -185,53 +241,6 @@ def _signal_group(pgid: int, sig: int) -> None:
 # (SIGTERM, after GRACE_TERMINATE seconds SIGKILL) and runs the runner's clean-up commands
 # (`docker rm -f NAME`, `scancel JOB`). It holds the task's output locks (inherited descriptors)
 # until that is done, so the next run cannot start the task while an orphan still writes.
-_WATCHDOG = r"""
-import json, os, signal, sys, time
-for s in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
-    signal.signal(s, signal.SIG_IGN)
-group, grace, cleanup = int(sys.argv[1]), float(sys.argv[2]), json.loads(sys.argv[3])
-try:
-    if os.read(0, 1):
-        sys.exit(0)
-except OSError:
-    pass
-def alive():
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-def wait(limit):
-    end = time.monotonic() + limit
-    while alive() and time.monotonic() < end:
-        time.sleep(0.05)
-if group > 0 and alive():
-    try:
-        os.killpg(group, signal.SIGTERM)
-    except OSError:
-        pass
-    wait(grace)
-    if alive():
-        try:
-            os.killpg(group, signal.SIGKILL)
-        except OSError:
-            pass
-        wait(10)
-for argv in cleanup:
-    try:
-        pid = os.posix_spawnp(argv[0], argv, dict(os.environ))
-    except OSError:
-        continue
-    end = time.monotonic() + 60
-    while os.waitpid(pid, os.WNOHANG) == (0, 0):
-        if time.monotonic() > end:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            break
-        time.sleep(0.05)
-"""
 _HELD = threading.local()  # descriptors the watchdogs this thread starts keep open (output locks)
 
 
@@ -275,7 +284,7 @@ def watchdog(*, group: int | None = None, cleanup: Sequence[Sequence[str]] = (),
     keep = [fd for fd in getattr(_HELD, "fds", ()) if _is_open(fd)]
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(group or 0), str(grace), json.dumps([list(a) for a in cleanup])],
+            [sys.executable, "-I", "-S", os.path.abspath(__file__), "watchdog", str(group or 0), str(grace), json.dumps([list(a) for a in cleanup])],
             stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=keep, start_new_session=True, close_fds=True,
         )
     except OSError:  # no watchdog (no memory, no process slot): the run goes on as before
