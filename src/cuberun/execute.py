@@ -108,12 +108,8 @@ def run_tasks(
         produced.update(str(p.host_path) for p in rt.params if p.io == "output")
         resolved.append(rt)
     _check_steps(runner, resolved)
-    if not dry_run:
-        from cuberun.safety import prepare_workspace
-
-        prepare_workspace(cube.workspace)
-    seed_workspace(seeds, dry_run=dry_run)
     if dry_run:
+        seed_workspace(seeds, dry_run=True)
         steps = runner.configure_steps()
         for rt in resolved:
             steps.extend(runner.run_steps(rt))
@@ -139,6 +135,10 @@ def run_tasks(
         from cuberun.errors import RunnerUnavailable
 
         raise RunnerUnavailable(reason)
+    from cuberun.safety import prepare_workspace
+
+    prepare_workspace(cube.workspace)  # the first thing written: the workspace and its state folder
+    seed_workspace(seeds, dry_run=False)
     runner.configure()
     if runner.supports_chain and len(resolved) > 1 and target_variants is None:
         return _run_chain_incremental(cube, runner, resolved, invocation, force)
@@ -462,7 +462,16 @@ def seed_plan(cube: Cube, names: Sequence[str], overrides: dict[str, str]) -> li
             if rel in outputs or rel.startswith(".."):
                 continue
             src, dst = default_ws / rel, cube.workspace / rel
-            if not src.exists() or os.path.lexists(dst) or str(dst) in seeds:
+            try:
+                os.stat(src)
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as exc:
+                from cuberun.safeio import os_problem
+
+                raise UsageError(f"cannot copy the cube's bundled input {src} into the workspace: {os_problem(exc)}",
+                                 f"make it readable, or override {p.name}=PATH") from None
+            if os.path.lexists(dst) or str(dst) in seeds:
                 continue
             seeds[str(dst)] = (src, dst)
     return list(seeds.values())

@@ -55,9 +55,10 @@ class ResolvedTask:
 
     @property
     def entrypoint(self) -> list[str] | None:
-        import shlex
 
-        return shlex.split(self.task.entrypoint) if self.task.entrypoint else None
+        from cuberun.errors import split_words
+
+        return split_words(self.task.entrypoint, f"the entrypoint of task '{self.task.name}'") if self.task.entrypoint else None
 
     def host_args(self) -> list[str]:
         return [f"--{p.name}={p.host_path}" for p in self.params]

@@ -165,6 +165,9 @@ def target_of(path: str | os.PathLike[str], *, what: str = "file", hint: str | N
     except FileNotFoundError:
         return Path(name)
     except (OSError, ValueError) as exc:
+        blocker = _blocker(os.path.dirname(os.path.abspath(name))) if isinstance(exc, OSError) and exc.errno == errno.ENOTDIR else None
+        if blocker is not None:
+            raise FileProblem(blocker[0], f"cannot write {what} {shown(name)}: this is {blocker[1]}, not a folder", "move it away") from None
         raise FileProblem(name, f"cannot write {what}: {os_problem(exc)}", hint) from None
     if stat.S_ISLNK(st.st_mode):
         real = os.path.realpath(name)

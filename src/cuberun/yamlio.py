@@ -75,10 +75,14 @@ def read_text(path: Path, what: str = "file") -> str:
     try:
         data = read_regular(path, MAX_BYTES, what=what)
     except FileProblem as exc:
-        problem = exc.problem
+        problem, hint = exc.problem, exc.hint
         if problem.endswith("is a directory, not a regular file"):
             problem = f"{what} is a directory, not a file"
-        raise SpecError([Issue(problem, shown, hint=exc.hint)]) from None
+        elif problem.endswith("permission denied"):
+            hint = "check its permissions (ls -l), or run as a user who can read it"
+        elif problem.endswith("not a regular file"):
+            hint = f"give the path of the {what} itself"
+        raise SpecError([Issue(problem, shown, hint=hint)]) from None
     if b"\x00" in data:
         raise SpecError([Issue(f"{what} is binary, not YAML text", shown, hint="point to the mlcube.yaml text file")])
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from cuberun.errors import BackendError, RunnerUnavailable, UsageError
+from cuberun.errors import BackendError, RunnerUnavailable, UsageError, split_words
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEFAULT_OUTPUT = "Dockerfile.backendai"
@@ -43,7 +43,7 @@ def _write(path: str, text: str) -> Path | None:
 
 
 def _engine(value: str | None) -> list[str]:
-    argv = shlex.split(value) if value else ["docker"]
+    argv = split_words(value, "--engine") if value else ["docker"]
     return argv or ["docker"]
 
 

@@ -20,7 +20,67 @@ def _stderr(text: str) -> None:
         pass
 
 
+class _ClosedStdout:
+    """Standard output when the caller closed it (`describe >&-`): writing is a one-line error.
+    (`run` carries on: the task's output still goes to its log.)"""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def write(self, text: str) -> int:
+        from cuberun.errors import UsageError
+
+        if not text:
+            return 0
+        raise UsageError("cannot write the output: standard output is closed", "redirect it (> FILE or > /dev/null) instead of closing it")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _standard_streams() -> None:
+    """File descriptors 0, 1 and 2 open (on /dev/null when the caller closed them), so that no
+    file cuberun opens later becomes a standard stream of its tasks."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        except OSError:
+            pass
+        if fd == 1:
+            sys.stdout = _ClosedStdout()  # type: ignore[assignment,unused-ignore]
+        elif fd == 2:
+            sys.stderr = open(os.devnull, "w", encoding="utf-8")
+        else:
+            sys.stdin = open(os.devnull, encoding="utf-8")
+
+
+def _cwd_gone() -> bool:
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def main(argv: list[str] | None = None) -> None:
+    if argv is None and sys.getfilesystemencoding() == "ascii" and not sys.flags.utf8_mode:
+        from cuberun.process import reexec_utf8
+
+        reexec_utf8()  # an ASCII-only locale: file names, arguments and YAML all read as UTF-8
+    _standard_streams()
     import click
 
     from cuberun.cli.commands import cli
@@ -62,15 +122,25 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
+        code = EXIT_FAILURE
         if isinstance(exc, OSError) and exc.errno in (28, 122):  # ENOSPC, EDQUOT: cuberun's own files (records, locks, state)
             where = f" {exc.filename}" if exc.filename else ""
             _stderr(f"cuberun: error: cannot write{where}: {exc.strerror}. Hint: free space on that file system (df -h), "
                     "or choose another --workspace")
+        elif isinstance(exc, FileNotFoundError) and not exc.filename and _cwd_gone():
+            where = f" {os.environ['PWD']}" if os.environ.get("PWD") else ""
+            _stderr(f"cuberun: error: the current directory{where} no longer exists. Hint: cd to an existing directory, or give absolute paths")
+            code = EXIT_USAGE
+        elif isinstance(exc, OSError) and exc.filename:
+            from cuberun.errors import one_line
+            from cuberun.safeio import os_problem, shown
+
+            _stderr(one_line(f"cuberun: error: {shown(exc.filename)}: {os_problem(exc)}") + ". Hint: check the path and its permissions")
+            code = EXIT_USAGE
         else:
             _stderr(f"cuberun: internal error: {type(exc).__name__}: {exc}. Hint: re-run with --debug and report it")
-        code = EXIT_FAILURE
     try:
         sys.stdout.flush()
-    except OSError:  # a closed pipe, a full disk
+    except (OSError, ValueError):  # a closed pipe, a full disk
         pass
     sys.exit(code)

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cuberun.errors import BackendError, CuberunError, Issue, RunnerUnavailable, SpecError, TaskFailed
+from cuberun.errors import BackendError, CuberunError, Issue, RunnerUnavailable, SpecError, TaskFailed, split_words
 from cuberun.records import log_tail
 from cuberun.runners.argv import env_value, program_name
 from cuberun.runners.argv import tokens as as_tokens
@@ -271,7 +271,7 @@ class DockerRunner(Runner):
     @property
     def executable(self) -> list[str]:
         value = self.config.get("docker") or "docker"
-        argv = shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+        argv = split_words(value, "the docker setting") if isinstance(value, str) else [str(v) for v in value]
         return argv or ["docker"]
 
     @property

@@ -95,6 +95,16 @@ def _strip_flags(tokens: list[str]) -> list[str]:
 
 
 def parse(path: Path, context: Path) -> Dockerfile:
+    """The Dockerfile's instructions; a line whose quotes do not balance is a one-line error."""
+    try:
+        return _parse(path, context)
+    except ValueError as exc:
+        from cuberun.errors import UsageError
+
+        raise UsageError(f"{path}: cannot read an instruction: {str(exc).lower()}", "balance the quotes in the Dockerfile") from None
+
+
+def _parse(path: Path, context: Path) -> Dockerfile:
     from cuberun.safeio import read_regular
 
     text = read_regular(path, 8 << 20, what="Dockerfile").decode("utf-8", errors="replace")

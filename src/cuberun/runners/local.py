@@ -69,7 +69,7 @@ class LocalRunner(Runner):
         workdir = root / cfg["workdir"] if cfg.get("workdir") else None
         no_command = None
         if command:
-            tokens = shlex.split(command) if isinstance(command, str) else [str(t) for t in command]
+            tokens = self._split_command(command) if isinstance(command, str) else [str(t) for t in command]
             workdir = workdir or context
         else:
             tokens, derived_workdir, req_files, pkgs, notes = self._from_dockerfile(context, docker)
@@ -91,6 +91,20 @@ class LocalRunner(Runner):
 
             env = EnvSpec(str(cfg.get("python") or sys.executable), tuple(requirements), tuple(packages))
         return Launch(tokens, workdir, env, notes, no_command)
+
+    def _split_command(self, command: str) -> list[str]:
+        from cuberun.errors import quote_problem
+
+        try:
+            return shlex.split(command)
+        except ValueError as exc:
+            problem = quote_problem(command, exc)
+        hint = "balance the quotes (or escape them with \\), or write the command as a list"
+        given = [o.partition("=")[0] for o in self.options.config_overrides]
+        written = self.cube.doc.data.get("local") if isinstance(self.cube.doc.data, dict) else None
+        if "local.command" not in given and isinstance(written, dict) and written.get("command") == command:
+            raise SpecError([self.cube.doc.issue(("local", "command"), problem, hint, value=True)])
+        raise UsageError(f"{'-P: ' if 'local.command' in given else ''}local.command {problem}", hint)
 
     def _from_dockerfile(self, context: Path, docker: dict[str, Any]) -> tuple[list[str], Path, list[Path], list[str], list[str]]:
         from cuberun.runners import dockerfile

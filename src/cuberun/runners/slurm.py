@@ -43,7 +43,6 @@ import hashlib
 import math
 import os
 import re
-import shlex
 import signal
 import sys
 import time
@@ -52,7 +51,7 @@ from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.console import say
-from cuberun.errors import EXIT_BACKEND, BackendError, CuberunError, RunnerUnavailable, UsageError
+from cuberun.errors import EXIT_BACKEND, BackendError, CuberunError, RunnerUnavailable, UsageError, split_words
 from cuberun.locks import HELD_BY_PARENT_ENV
 from cuberun.runners.base import Runner, Step
 from cuberun.schema import Field
@@ -144,7 +143,7 @@ class SlurmRunner(Runner):
         value = self.config.get("cuberun")
         if not value:
             return [sys.executable, "-m", "cuberun"]
-        return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+        return split_words(value, "a slurm setting") if isinstance(value, str) else [str(v) for v in value]
 
     def job_dir(self) -> str:
         value = self.config.get("job_dir")

@@ -41,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cuberun.errors import BackendError, CuberunError, UsageError
+from cuberun.errors import BackendError, CuberunError, UsageError, split_words
 from cuberun.runners.base import Runner, Step
 from cuberun.runners.ssh_sync import CONTROL_DIR_ENV
 from cuberun.schema import Field
@@ -290,7 +290,7 @@ class SSHRunner(Runner):
     def cuberun_argv(self) -> list[str]:
         if self.mode == "venv":
             return [posixpath.join(self.venv, "bin", "cuberun")]
-        argv = shlex.split(str(self.config.get("cuberun_path") or "cuberun"))
+        argv = split_words(str(self.config.get("cuberun_path") or "cuberun"), "ssh.cuberun_path")
         if not argv:
             raise self._bad("cuberun_path", "is empty")
         return argv
@@ -298,7 +298,7 @@ class SSHRunner(Runner):
     def _extra_requirements(self) -> list[str]:
         """interpreter.requirements of the reference, minus the mlcube packages it needed."""
         reqs = self._interpreter().get("requirements") or []
-        items = shlex.split(reqs) if isinstance(reqs, str) else [str(r) for r in reqs]
+        items = split_words(reqs, "ssh.remote_requirements") if isinstance(reqs, str) else [str(r) for r in reqs]
         return [r for r in items if not MLCUBE_PACKAGE.match(r)]
 
     def _remote_env(self) -> dict[str, str]:
