@@ -481,15 +481,22 @@ def seed_workspace(seeds: Sequence[tuple[Any, Any]], *, dry_run: bool) -> None:
     """Copy the bundled inputs of seed_plan (on a dry run, say what would be copied)."""
     import shutil
 
+    from cuberun.safeio import copy_file, make_dirs
+
+    def copy(source: str, target: str) -> str:  # regular files only: a FIFO or a device is refused, never opened
+        copy_file(source, target, what="bundled input")
+        shutil.copystat(source, target)
+        return target
+
     for src, dst in seeds:
         if dry_run:
             print(f"# would copy {src} to {dst}")
             continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(dst.parent, what="the folder of a bundled input")
         if src.is_dir():
-            shutil.copytree(src, dst)
+            shutil.copytree(src, dst, copy_function=copy)
         else:
-            shutil.copy2(src, dst)
+            copy(str(src), str(dst))
         say(f"copied {src} to {dst}")
 
 

@@ -63,7 +63,7 @@ class Settings:
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     from cuberun import yamlio
 
-    if not path.is_file():
+    if not os.path.exists(path):  # missing, or a dangling link (written through when edited)
         return {}
     doc = yamlio.load(path, what)
     if doc.data is None:
@@ -139,6 +139,46 @@ def effective_config(
 
 
 def save_settings(settings: Settings) -> None:
+    """Write `settings.data` back to the settings file, keeping its comments, key order and
+    layout (a round trip through ruamel.yaml, imported only here), through a symbolic link."""
     from cuberun import yamlio
+    from cuberun.safeio import read_regular, write_file
 
-    yamlio.write_atomic(settings.path, yamlio.dump(settings.data))
+    text = None
+    if os.path.exists(settings.path):
+        text = read_regular(settings.path, yamlio.MAX_BYTES, what="settings file").decode("utf-8-sig", "replace")
+    write_file(settings.path, round_trip(text, settings.data), what="settings file", durable=True,
+               hint="point $CUBERUN_SETTINGS at a regular file")
+
+
+def round_trip(text: str | None, data: dict[str, Any]) -> str:
+    """`data` as YAML laid out like `text` (its comments, order and styles kept where the
+    values did not change)."""
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.default_flow_style = False
+    try:
+        doc = yaml.load(text) if text and text.strip() else None
+    except YAMLError:
+        doc = None
+    if not isinstance(doc, dict):
+        doc = {}
+    _merge(doc, data)
+    out = io.StringIO()
+    yaml.dump(doc, out)
+    return out.getvalue()
+
+
+def _merge(target: dict[str, Any], new: dict[str, Any]) -> None:
+    for key in [k for k in target if k not in new]:
+        del target[key]
+    for key, value in new.items():
+        if isinstance(target.get(key), dict) and isinstance(value, dict):
+            _merge(target[key], value)
+        elif key not in target or target[key] != value or isinstance(target[key], bool) != isinstance(value, bool):
+            target[key] = copy.deepcopy(value)
