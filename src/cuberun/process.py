@@ -465,19 +465,6 @@ def write_best_effort(stream: IO[bytes] | None, data: bytes) -> None:
         pass
 
 
-def reexec_utf8() -> None:
-    """Start cuberun again in Python's UTF-8 mode (`-X utf8`), in place: under an ASCII-only
-    locale, non-ASCII file names, arguments and YAML text would otherwise not meet. The
-    environment is unchanged, so tasks see the caller's locale. Returns when it cannot."""
-    argv = [sys.executable, "-X", "utf8", *sys.orig_argv[1:]]
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execv(sys.executable, argv)
-    except (OSError, ValueError, AttributeError):
-        return
-
-
 def which(name: str, path: str | None = None) -> str | None:
     import shutil
 

@@ -65,6 +65,8 @@ def kind(mode: int) -> str:
 
 def os_problem(exc: OSError | ValueError) -> str:
     """An OSError (or the ValueError of a NUL byte) in a few words."""
+    if isinstance(exc, UnicodeError):
+        return "the name is not ASCII, but the locale is ASCII-only (use a UTF-8 locale: export LC_ALL=C.UTF-8, or PYTHONUTF8=1)"
     if isinstance(exc, ValueError):
         return "the path contains a NUL byte" if "null" in str(exc) else str(exc)
     if exc.errno == errno.ELOOP:

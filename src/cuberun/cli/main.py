@@ -65,6 +65,19 @@ def _standard_streams() -> None:
             sys.stdin = open(os.devnull, encoding="utf-8")
 
 
+def _ascii_locale() -> None:
+    """An ASCII-only locale (LC_ALL=C with PYTHONUTF8=0 and no locale coercion): non-ASCII text
+    is printed with escapes rather than failing; file names it cannot encode are one-line errors."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+ASCII_HINT = "use a UTF-8 locale (export LC_ALL=C.UTF-8) or Python's UTF-8 mode (export PYTHONUTF8=1)"
+
+
 def _cwd_gone() -> bool:
     try:
         os.getcwd()
@@ -76,11 +89,9 @@ def _cwd_gone() -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    if argv is None and sys.getfilesystemencoding() == "ascii" and not sys.flags.utf8_mode:
-        from cuberun.process import reexec_utf8
-
-        reexec_utf8()  # an ASCII-only locale: file names, arguments and YAML all read as UTF-8
     _standard_streams()
+    if sys.getfilesystemencoding() == "ascii" and not sys.flags.utf8_mode:
+        _ascii_locale()
     import click
 
     from cuberun.cli.commands import cli
@@ -127,6 +138,10 @@ def main(argv: list[str] | None = None) -> None:
             where = f" {exc.filename}" if exc.filename else ""
             _stderr(f"cuberun: error: cannot write{where}: {exc.strerror}. Hint: free space on that file system (df -h), "
                     "or choose another --workspace")
+        elif isinstance(exc, UnicodeError) and sys.getfilesystemencoding() == "ascii":
+            what = exc.object[exc.start : exc.end] if isinstance(exc, (UnicodeEncodeError, UnicodeDecodeError)) else ""
+            _stderr(f"cuberun: error: the locale is ASCII-only, and {what!r} is not ASCII text. Hint: {ASCII_HINT}")
+            code = EXIT_USAGE
         elif isinstance(exc, FileNotFoundError) and not exc.filename and _cwd_gone():
             where = f" {os.environ['PWD']}" if os.environ.get("PWD") else ""
             _stderr(f"cuberun: error: the current directory{where} no longer exists. Hint: cd to an existing directory, or give absolute paths")
