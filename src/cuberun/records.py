@@ -186,6 +186,8 @@ def list_runs(workspace: Path, *, warn: bool = True) -> list[dict[str, Any]]:
         return []
     runs = []
     for entry in entries:
+        if not entry.is_dir():
+            continue  # a stray file beside the run folders
         path = Path(entry.path) / "record.json"
         try:
             data = json.loads(read_regular(path, MAX_RECORD_BYTES, what="run record").decode("utf-8"))

@@ -171,11 +171,11 @@ def path_problem(value: str) -> str | None:
 
 
 def _probe(path: Path) -> tuple[str | None, str | None]:
-    """(DIRECTORY, FILE or None when missing; a problem when the path cannot be looked at)."""
+    """(DIRECTORY, FILE, what else it is, or None when missing; a problem when it cannot be looked at)."""
     import errno
     import stat
 
-    from cuberun.safeio import os_problem
+    from cuberun.safeio import kind, os_problem
 
     try:
         st = os.stat(path)
@@ -185,7 +185,9 @@ def _probe(path: Path) -> tuple[str | None, str | None]:
         return None, os_problem(exc)
     except ValueError as exc:
         return None, os_problem(exc)
-    return (DIRECTORY if stat.S_ISDIR(st.st_mode) else FILE), None
+    if stat.S_ISDIR(st.st_mode):
+        return DIRECTORY, None
+    return (FILE if stat.S_ISREG(st.st_mode) else kind(st.st_mode)), None
 
 
 def resolve_task(
@@ -220,6 +222,10 @@ def resolve_task(
         kind, problem = _probe(path)
         if problem:
             issues.append(Issue(f"{where}: {shown(path)} cannot be used: {problem}", hint=f"override {p.name}=PATH"))
+            continue
+        if kind is not None and kind not in (FILE, DIRECTORY):
+            issues.append(Issue(f"{where}: {shown(path)} is {kind}: a task's {p.io}s are regular files and directories",
+                                hint=f"override {p.name}=PATH"))
             continue
         exists = kind is not None
         if p.io == INPUT:

@@ -88,6 +88,8 @@ def read_regular(path: str | os.PathLike[str], limit: int, *, what: str = "file"
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
+        if os.path.islink(name):
+            raise FileProblem(name, f"{what} is a symbolic link to {shown(os.readlink(name))}, which does not exist") from None
         raise FileProblem(name, f"{what} does not exist") from None
     except (OSError, ValueError) as exc:
         raise FileProblem(name, f"cannot read {what}: {os_problem(exc)}") from None
@@ -390,7 +392,8 @@ def open_lock_file(path: str | os.PathLike[str]) -> int:
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OSError(exc.errno, exc.strerror, name) from None
-        raise FileProblem(name, f"cannot open the lock file: {os_problem(exc)}", "remove it; cuberun creates its lock files itself") from None
+        problem = "is a symbolic link" if os.path.islink(name) else f"cannot be opened: {os_problem(exc)}"
+        raise FileProblem(name, f"the lock file {problem}", "remove it; cuberun creates its lock files itself") from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)

@@ -180,6 +180,22 @@ def prepare_workspace(ws: Path) -> None:
         raise UsageError(f"{shown(state)} is {kind(st.st_mode)}, but cuberun keeps its run records and locks in a folder there",
                          "move it away (cuberun creates the folder)")
     make_dirs(state, what="cuberun's state folder", hint=hint)
+    for sub in ("runs", "state", "locks"):
+        path = state / sub
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            from cuberun.errors import UsageError
+            from cuberun.safeio import os_problem
+
+            raise UsageError(f"{shown(path)} cannot be used: {os_problem(exc)}", "move it away (cuberun creates the folder)") from None
+        if not stat.S_ISDIR(mode):
+            from cuberun.errors import UsageError
+            from cuberun.safeio import kind
+
+            raise UsageError(f"{shown(path)} is {kind(mode)}, but cuberun keeps its {sub} in a folder there", "move it away (cuberun creates the folder)")
     if not os.access(state, os.W_OK | os.X_OK):
         from cuberun.errors import UsageError
 

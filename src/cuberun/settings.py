@@ -63,8 +63,8 @@ class Settings:
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     from cuberun import yamlio
 
-    if not os.path.exists(path):  # missing, or a dangling link (written through when edited)
-        return {}
+    if not os.path.lexists(path) or (os.path.islink(path) and not os.path.exists(path) and _dangling(path)):
+        return {}  # missing, or a dangling link (its target is created when `config` edits it)
     doc = yamlio.load(path, what)
     if doc.data is None:
         return {}
@@ -82,6 +82,17 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
         if key not in ("platforms", "default_platform", "runners", "storage"):
             raise SpecError([doc.issue((key,), f"unknown settings key '{key}'", did_you_mean(key, ("platforms", "default_platform")))])
     return doc.data
+
+
+def _dangling(path: Path) -> bool:
+    """A symbolic link whose target is missing (not a loop, not unreadable)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def load_settings() -> Settings:

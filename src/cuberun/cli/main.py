@@ -134,7 +134,10 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         code = EXIT_FAILURE
-        if isinstance(exc, OSError) and exc.errno in (28, 122):  # ENOSPC, EDQUOT: cuberun's own files (records, locks, state)
+        if isinstance(exc, OSError) and exc.errno in (28, 122) and not exc.filename:  # the output stream (> /dev/full)
+            _stderr(f"cuberun: error: cannot write the output: {exc.strerror}. Hint: check where the output goes")
+            code = EXIT_USAGE
+        elif isinstance(exc, OSError) and exc.errno in (28, 122):  # ENOSPC, EDQUOT: cuberun's own files (records, locks, state)
             where = f" {exc.filename}" if exc.filename else ""
             _stderr(f"cuberun: error: cannot write{where}: {exc.strerror}. Hint: free space on that file system (df -h), "
                     "or choose another --workspace")
@@ -156,6 +159,10 @@ def main(argv: list[str] | None = None) -> None:
             _stderr(f"cuberun: internal error: {type(exc).__name__}: {exc}. Hint: re-run with --debug and report it")
     try:
         sys.stdout.flush()
-    except (OSError, ValueError):  # a closed pipe, a full disk
+    except BrokenPipeError:  # the reader went away (`| head`): not an error
         pass
+    except (OSError, ValueError) as exc:  # a full disk (> /dev/full)
+        if code == 0:
+            _stderr(f"cuberun: error: cannot write the output: {getattr(exc, 'strerror', None) or exc}. Hint: check where the output goes")
+            code = EXIT_USAGE
     sys.exit(code)

@@ -82,6 +82,10 @@ class LocalRunner(Runner):
         for r in [reqs] if isinstance(reqs, str) else (reqs or []):
             path = root / str(r)
             if not path.is_file():
+                from cuberun.safeio import read_regular
+
+                if os.path.lexists(path):
+                    read_regular(path, 0, what="requirements file")  # says what it is instead (a FIFO, a loop, ...)
                 raise SpecError([self.cube.doc.issue(("local", "requirements"), f"requirements file {path} does not exist", value=True)])
             requirements.append(path)
         mode = cfg.get("env") or "managed"
@@ -110,7 +114,7 @@ class LocalRunner(Runner):
         from cuberun.runners import dockerfile
 
         build_file = context / str(docker.get("build_file") or "Dockerfile")
-        if not build_file.is_file():
+        if not build_file.is_file() and not os.path.lexists(build_file):
             raise UsageError(
                 f"cube '{self.cube.name}' does not say how to run on the host: no 'local:' section and no {build_file}",
                 "add 'local: {command: python3 main.py}' to mlcube.yaml, or use --platform=docker",

@@ -42,7 +42,7 @@ def find_cube_file(mlcube: str | os.PathLike[str] | None) -> Path:
     _check_readable(path)
     if path.is_dir():
         candidate = path / CUBE_FILE
-        if candidate.is_file():
+        if candidate.is_file() or os.path.lexists(candidate):  # not a regular file: the loader says what it is
             return candidate
         # -- legacy MLBox layouts (spec/legacy.py): mlbox.yaml, or a .mlcube.yaml with tasks --
         from cuberun.spec import legacy
