@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cuberun import __version__
-from cuberun.errors import CuberunError
+from cuberun.errors import CuberunError, UsageError
 
 Entity = dict[str, Any]
 
@@ -231,7 +231,7 @@ class _Crate:
         dest = Path(dest)
         self.previous = _our_files(dest)  # an earlier export of ours: its files are replaced, nothing else
         if self.previous is None and dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise CuberunError(f"{dest} exists and is not an empty directory", hint="export into a new directory")
+            raise UsageError(f"{dest} exists and is not an empty directory", hint="export into a new directory")
         make_dirs(dest, what="crate directory", hint="export into a new directory")
         self.dest = dest
         self.written: set[str] = set()

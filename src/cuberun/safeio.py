@@ -92,6 +92,12 @@ def read_regular(path: str | os.PathLike[str], limit: int, *, what: str = "file"
             raise FileProblem(name, f"{what} is a symbolic link to {shown(os.readlink(name))}, which does not exist") from None
         raise FileProblem(name, f"{what} does not exist") from None
     except (OSError, ValueError) as exc:
+        try:
+            mode = os.stat(name).st_mode  # a socket, a device without a driver: say what it is
+        except (OSError, ValueError):
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            raise FileProblem(name, f"{what} is {kind(mode)}, not a regular file") from None
         raise FileProblem(name, f"cannot read {what}: {os_problem(exc)}") from None
     try:
         st = os.fstat(fd)
@@ -314,10 +320,12 @@ def make_dirs(path: str | os.PathLike[str], *, what: str = "folder", hint: str |
             raise OSError(exc.errno, exc.strerror, name) from None
         blocker = _blocker(name)
         if blocker is not None:
-            raise FileProblem(blocker[0], f"cannot create {what} {shown(name)}: this is {blocker[1]}, not a folder", hint) from None
-        raise FileProblem(name, f"cannot create {what}: {os_problem(exc)}", hint) from None
+            raise FileProblem(blocker[0], f"cannot create {what} {shown(name)}: this is {blocker[1]}, not a folder",
+                              hint or "move it away, or choose another place") from None
+        raise FileProblem(name, f"cannot create {what}: {os_problem(exc)}", hint or "choose a place you can write to") from None
     blocker = _blocker(name) or (name, "not a folder")
-    raise FileProblem(blocker[0], f"cannot create {what} {shown(name)}: this is {blocker[1]}, not a folder", hint or "remove or rename it")
+    raise FileProblem(blocker[0], f"cannot create {what} {shown(name)}: this is {blocker[1]}, not a folder",
+                      hint or "move it away, or choose another place")
 
 
 def _blocker(name: str) -> tuple[str, str] | None:
@@ -393,7 +401,9 @@ def open_lock_file(path: str | os.PathLike[str]) -> int:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OSError(exc.errno, exc.strerror, name) from None
         problem = "is a symbolic link" if os.path.islink(name) else f"cannot be opened: {os_problem(exc)}"
-        raise FileProblem(name, f"the lock file {problem}", "remove it; cuberun creates its lock files itself") from None
+        hint = ("make its folder writable for you, or use another --workspace" if exc.errno in (errno.EACCES, errno.EPERM) and not os.path.islink(name)
+                else "remove it; cuberun creates its lock files itself")
+        raise FileProblem(name, f"the lock file {problem}", hint) from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)

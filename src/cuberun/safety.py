@@ -57,7 +57,6 @@ def output_issues(cube: Cube, task: Task, params: Sequence[ResolvedParam], overr
     cube_file = _real(cube.file)
     root = _real(cube.root)
     default_ws = _real(cube.root / "workspace")
-    declared = _declared_outputs(cube)
     inputs = [(p, _real(p.host_path)) for p in params if p.io == "input"]
     for out in outputs:
         path = _real(out.host_path)
@@ -83,7 +82,7 @@ def output_issues(cube: Cube, task: Task, params: Sequence[ResolvedParam], overr
             refuse(f"{'is' if path == cube_file else 'contains'} the cube file {shown(cube.file)}",
                    f"{fix}, or choose another --workspace than the cube's folder")
             continue
-        if _inside(path, root) and not _inside(path, default_ws) and not any(_inside(path, d) for d in declared) and _occupied(path):
+        if _inside(path, root) and not _inside(path, default_ws) and not any(_inside(path, d) for d in _declared_outputs(cube)) and _occupied(path):
             refuse("is one of the cube's own files (outside its workspace)", f"{fix}, or choose another --workspace than the cube's folder")
             continue
         task_param = {p.name: p for p in task.params}
@@ -99,12 +98,20 @@ def output_issues(cube: Cube, task: Task, params: Sequence[ResolvedParam], overr
     return issues
 
 
+_DECLARED: dict[int, tuple[object, list[str]]] = {}
+
+
 def _declared_outputs(cube: Cube) -> list[str]:
     """The outputs every task declares by default (in the current workspace): with --workspace
-    set to the cube's folder, these are where earlier runs wrote, not the cube's own files."""
+    set to the cube's folder, these are where earlier runs wrote, not the cube's own files.
+    Computed once per cube (only for outputs inside the cube's folder)."""
     from cuberun.resolve import expand_path
 
-    return [_real(expand_path(p.default, cube.workspace)[0]) for t in cube.tasks.values() for p in t.outputs]
+    known = _DECLARED.get(id(cube))
+    if known is None or known[0] is not cube:
+        known = (cube, [_real(expand_path(p.default, cube.workspace)[0]) for t in cube.tasks.values() for p in t.outputs])
+        _DECLARED[id(cube)] = known
+    return known[1]
 
 
 def _holds_state(path: str) -> bool:

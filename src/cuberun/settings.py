@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cuberun.errors import Issue, SpecError, UsageError
+from cuberun.errors import CuberunError, Issue, SpecError, UsageError
 from cuberun.hints import did_you_mean
 from cuberun.valueclass import dataclass, field
 
@@ -100,11 +100,13 @@ def load_settings() -> Settings:
     platforms: dict[str, dict[str, Any]] = {k: dict(v) for k, v in BUILTIN_PLATFORMS.items()}
     origin = {k: "built-in" for k in platforms}
     ref = reference_settings_path()
-    if ref.is_file() and ref != path:
+    from cuberun.safeio import is_regular
+
+    if is_regular(ref) and ref != path:
         try:
             ref_data = _read_yaml(ref, "reference settings file")
-        except SpecError:
-            ref_data = {}  # a broken file of the other tool must not stop us
+        except CuberunError:
+            ref_data = {}  # a broken (or unreadable) file of the other tool must not stop us
         if "tasks" not in ref_data:  # ~/mlcube.yaml can also be a cube in $HOME
             for name, entry in (ref_data.get("platforms") or {}).items():
                 platforms[name] = {k: v for k, v in entry.items() if v is not None}

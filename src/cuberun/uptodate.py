@@ -19,6 +19,7 @@ from cuberun.resolve import ResolvedTask
 from cuberun.valueclass import dataclass, field
 
 STATE_DIR = Path(".cuberun") / "state"
+STATE_HINT = "remove it; cuberun rewrites it after each successful run"
 VERSION = 1
 
 
@@ -105,7 +106,10 @@ def _state_problem(data: Any) -> str | None:
 
 
 def check(rt: ResolvedTask, identity: dict[str, Any], key: str, *, force: bool = False) -> Decision:
+    from cuberun.safeio import target_of
+
     path = state_path(rt.workspace, key)
+    target_of(path, what="up-to-date state", hint=STATE_HINT)  # before the task runs: it is written after
     state = load_state(path)
     cache = HashCache.from_json(state.get("hash_cache") if state else None)
     exclude = _excluded(rt)
@@ -251,7 +255,7 @@ def save(rt: ResolvedTask, key: str, decision: Decision, run_id: str | None) -> 
     }
     from cuberun.safeio import write_file
 
-    write_file(state_path(rt.workspace, key), json.dumps(state), what="up-to-date state")
+    write_file(state_path(rt.workspace, key), json.dumps(state), what="up-to-date state", hint=STATE_HINT)
     return result
 
 

@@ -337,12 +337,11 @@ def inspect(mlcube: str | None, platform: str | None, workspace: str | None, par
 @click.option("--json", "as_json", is_flag=True)
 def runs(mlcube: str | None, workspace: str | None, task: str | None, status: str | None, show_all: bool, as_json: bool) -> int:
     """List the run records of a workspace."""
-    from pathlib import Path
 
     from cuberun.records import list_runs
 
     if workspace:
-        ws = Path(workspace).expanduser().resolve()
+        ws = _absolute(workspace)
     else:
         ws = _load(mlcube, None, ()).workspace
     found = [r for r in list_runs(ws) if (not task or r.get("task") == task) and (not status or r.get("status") == status)
@@ -373,11 +372,19 @@ def graph(mlcube: str | None, fmt: str) -> int:
     return 0
 
 
-def _workspace_of(mlcube: str | None, workspace: str | None) -> Any:
+def _absolute(path: str) -> Any:
+    """An absolute, normalised path, symbolic links NOT resolved (a link is written through,
+    never replaced by its target; a link loop is reported where it is used)."""
+    import os
     from pathlib import Path
 
+    return Path(os.path.normpath(os.path.abspath(os.path.expanduser(path))))
+
+
+def _workspace_of(mlcube: str | None, workspace: str | None) -> Any:
+
     if workspace:
-        return Path(workspace).expanduser().resolve()
+        return _absolute(workspace)
     return _load(mlcube, None, ()).workspace
 
 
@@ -442,7 +449,7 @@ def export_provenance(mlcube: str | None, workspace: str | None, run_id: str, ou
 
     record = _find(mlcube, workspace, run_id)
     ws = Path(record.get("workspace") or _workspace_of(mlcube, workspace))
-    dest = Path(output).expanduser().absolute() if output else ws / ".cuberun" / "crates" / record["run_id"]
+    dest = _absolute(output) if output else ws / ".cuberun" / "crates" / record["run_id"]
     if invocation:
         path = export_invocation_crate(invocation_records(list_runs(ws, warn=False), record), dest)
     else:
@@ -457,13 +464,12 @@ def export_provenance(mlcube: str | None, workspace: str | None, run_id: str, ou
 @click.option("--output", "-o", metavar="FILE", help="HTML file (default: <workspace>/.cuberun/report.html).")
 def report(mlcube: str | None, workspace: str | None, output: str | None) -> int:
     """Write a self-contained HTML report of the runs in a workspace."""
-    from pathlib import Path
 
     from cuberun.report import write_report
 
     ws = _workspace_of(mlcube, workspace)
     if not ws.is_dir():
         raise UsageError(f"the workspace {ws} does not exist", "pass the --workspace (or --mlcube) whose runs to report")
-    dest = Path(output).expanduser().resolve() if output else ws / ".cuberun" / "report.html"
+    dest = _absolute(output) if output else ws / ".cuberun" / "report.html"
     print(write_report(ws, dest))
     return 0
