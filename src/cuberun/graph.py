@@ -69,30 +69,36 @@ def dependencies(cube: Cube, overrides: Mapping[str, str] | None = None) -> dict
 
 
 def write_after(cube: Cube, names: Sequence[str], overrides: Mapping[str, str] | None = None) -> dict[str, list[str]]:
-    """task -> earlier tasks of `names` (in that order) that write the same path as it does, or a
-    path inside or around one of its outputs. Such tasks must not run at the same time: the later
-    one waits for the earlier one (hello_world's hello and bye both append to one chat file)."""
+    """task -> earlier tasks of `names` (in that order) it must wait for because they write the
+    same path as it does, or a path inside or around one of its outputs (hello_world's hello and
+    bye both append to one chat file): for each such path, the nearest earlier writer (the
+    writers of one path form a chain, so 10,000 tasks writing into one folder stay linear)."""
     import bisect
 
     outputs = _outputs(cube, overrides or {})
     rank = {name: i for i, name in enumerate(names)}
-    writers: dict[str, list[str]] = {}
+    writers: dict[str, list[int]] = {}  # path -> ranks of the tasks writing it, ascending
     for name in names:
         for path in dict.fromkeys(outputs[name]):
-            writers.setdefault(path, []).append(name)
+            writers.setdefault(path, []).append(rank[name])
     ordered = sorted(writers)
     result: dict[str, list[str]] = {}
     for name in names:
-        before: set[str] = set()
+        mine = rank[name]
+        before: set[int] = set()
         for path in outputs[name]:
-            near = [w for anc in _ancestors(path) for w in writers.get(anc, ())]
+            near = [anc for anc in _ancestors(path) if anc in writers]
             prefix = path.rstrip(os.sep) + os.sep
             i = bisect.bisect_left(ordered, prefix)
             while i < len(ordered) and ordered[i].startswith(prefix):
-                near.extend(writers[ordered[i]])
+                near.append(ordered[i])
                 i += 1
-            before.update(w for w in near if rank[w] < rank[name])
-        result[name] = sorted(before, key=rank.__getitem__)
+            for other in near:
+                ranks = writers[other]
+                j = bisect.bisect_left(ranks, mine)
+                if j > 0:
+                    before.add(ranks[j - 1])
+        result[name] = [names[i] for i in sorted(before)]
     return result
 
 
