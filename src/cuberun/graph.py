@@ -14,23 +14,28 @@ def _norm(cube: Cube, value: str) -> str:
     """resolve.expand_path as a string (the graph normalises many paths: no Path objects)."""
     if "$" in value:
         value = os.path.expandvars(value)
-    if value.startswith("~"):
+    if value[:1] == "~":
         value = os.path.expanduser(value)
-    return os.path.normpath(os.path.join(str(cube.workspace), value))
+    if value[:1] != os.sep:
+        value = f"{cube.workspace}{os.sep}{value}"
+    return os.path.normpath(value)
 
 
 def _covers(output: str, path: str) -> bool:
     return path == output or path.startswith(output.rstrip(os.sep) + os.sep)
 
 
-def _ancestors(path: str) -> Iterator[str]:
-    """The path itself, then each folder that contains it, up to the root."""
-    while True:
+def _ancestors(path: str, shortest: int = 0) -> Iterator[str]:
+    """The (normalised, absolute) path itself, then each folder that contains it, up to the
+    root; none shorter than `shortest` characters (no output path is shorter)."""
+    yield path
+    end = path.rfind(os.sep)
+    while end > 0 and end >= shortest:
+        path = path[:end]
         yield path
-        parent = os.path.dirname(path)
-        if parent == path:
-            return
-        path = parent
+        end = path.rfind(os.sep)
+    if end == 0 and len(path) > 1 and shortest <= 1:
+        yield os.sep
 
 
 def _outputs(cube: Cube, overrides: Mapping[str, str]) -> dict[str, list[str]]:
@@ -47,6 +52,7 @@ def dependencies(cube: Cube, overrides: Mapping[str, str] | None = None) -> dict
     for name, paths in outputs.items():
         for path in dict.fromkeys(paths):
             producers.setdefault(path, []).append(name)
+    shortest = min(map(len, producers), default=0)
     deps: dict[str, list[str]] = {}
     for t in cube.tasks.values():
         found: list[str] = []
@@ -56,7 +62,7 @@ def dependencies(cube: Cube, overrides: Mapping[str, str] | None = None) -> dict
             path = _norm(cube, overrides.get(p.name, p.default))
             if path in own:  # input and output on the same path (resume from a checkpoint)
                 continue
-            here = {other for anc in _ancestors(path) for other in producers.get(anc, ()) if other not in seen}
+            here = {other for anc in _ancestors(path, shortest) for other in producers.get(anc, ()) if other not in seen}
             for other in sorted(here, key=position.__getitem__):
                 found.append(other)
                 seen.add(other)
@@ -82,12 +88,13 @@ def write_after(cube: Cube, names: Sequence[str], overrides: Mapping[str, str] |
         for path in dict.fromkeys(outputs[name]):
             writers.setdefault(path, []).append(rank[name])
     ordered = sorted(writers)
+    shortest = min(map(len, writers), default=0)
     result: dict[str, list[str]] = {}
     for name in names:
         mine = rank[name]
         before: set[int] = set()
         for path in outputs[name]:
-            near = [anc for anc in _ancestors(path) if anc in writers]
+            near = [anc for anc in _ancestors(path, shortest) if anc in writers]
             prefix = path.rstrip(os.sep) + os.sep
             i = bisect.bisect_left(ordered, prefix)
             while i < len(ordered) and ordered[i].startswith(prefix):
