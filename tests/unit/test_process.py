@@ -82,10 +82,11 @@ def _alive(pid: int, deadline: float = 5.0) -> bool:
 def test_signal_to_us_stops_child_and_grandchild(tmp_path: Path, sig: int) -> None:
     ready = tmp_path / "ready"
     code = (
-        "import signal, subprocess, sys, time\n"
+        "import os, signal, subprocess, sys, time\n"
         "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"  # a stubborn task: needs the escalation
         "g = subprocess.Popen([sys.executable, '-c', 'import signal,time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)'])\n"
-        f"open({str(ready)!r}, 'w').write(str(g.pid))\n"
+        f"open({str(ready)!r} + '.tmp', 'w').write(str(g.pid))\n"  # whole: the reader must never see an empty file
+        f"os.replace({str(ready)!r} + '.tmp', {str(ready)!r})\n"
         "time.sleep(60)\n"
     )
     result: dict[str, object] = {}
