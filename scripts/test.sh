@@ -38,6 +38,8 @@ if [ $# -eq 0 ]; then
   "$kvenv/bin/python" -m pip install --disable-pip-version-check -q -e ".[kubeflow]" "pytest>=7.4"
   CUBERUN_REQUIRE_KFP=1 "$kvenv/bin/python" -m pytest -p no:cacheprovider -q tests/unit/test_kubeflow_pipeline.py
   set -- --ignore=tests/unit/test_kubeflow_pipeline.py  # ran above, in the venv that has kfp
+  # the reference implementation (mlcube 0.0.9, own venv): the third-party cubes' docker commands are compared with its
+  bash benchmarks/setup_reference.sh >/dev/null || echo "test.sh: the reference implementation could not be installed" >&2
   # the real backend.ai client (it pins click/rich, so never beside cuberun) for the runner's API test
   bvenv=${CUBERUN_TEST_STATE:-/tmp/cuberun-test-state}/backendai-venv
   if [ ! -x "$bvenv/bin/backend.ai" ]; then

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import pytest
 
 DEFAULT_STATE_DIR = "/tmp/cuberun-test-state"
-BACKENDS = ("docker", "podman", "ssh", "slurm", "charliecloud")
+BACKENDS = ("docker", "podman", "ssh", "slurm", "charliecloud", "registry", "apptainer", "htcondor", "gpu", "slurm-multi", "backendai", "k8s")
 UP_SCRIPT = "scripts/backends/up.sh"
 
 
@@ -91,6 +91,13 @@ def require_backend(name: str) -> dict[str, Any]:
       ``state`` (the ssh state dir), ``identity_file``, ``known_hosts``
     - slurm: ``slurm_conf``, ``partition``
     - charliecloud: ``rootfs`` (a directory for ``ch-run``)
+    - registry: ``address`` (127.0.0.1:PORT)
+    - apptainer: ``executable`` (the wrapper running the real apptainer), ``sid_root``, ``version``
+    - htcondor: ``tool`` (runs an HTCondor tool in the rootfs), ``condor_config``, ``submit_user``
+    - gpu: ``docker_host``, ``hook_log``, ``probe_image``
+    - slurm-multi: ``slurm_conf``, ``partition``, ``nodes``, ``netns``
+    - backendai: ``endpoint``, ``client``, ``docker_host``, ``manager_dir``, ``base_image`` (and the keypair in ``env``)
+    - k8s: ``kubeconfig``, ``server``, ``docker_host``, ``base_image``, ``version``
     """
     reason = unavailable_reason(name)
     if reason is not None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tear down the test backends: down.sh [names...] (default: all five, in reverse `up` order).
+# Tear down the test backends: down.sh [names...] (default: all, in reverse `up` order).
 # Each backend's `down` stops only what our scripts started (recorded PIDs, checked against
 # /proc/PID/cmdline) and removes only the netns/veth/links we created. Installed packages,
 # the rootfs and the images stay, so the next up.sh is a warm start.
@@ -11,7 +11,7 @@ LOG_TAG=down
 # shellcheck source=lib.sh
 . "$DIR/lib.sh"
 
-ALL=(charliecloud slurm ssh podman docker)
+ALL=(k8s backendai slurm-multi gpu htcondor apptainer registry charliecloud slurm ssh podman docker)
 
 names=()
 if [[ $# -eq 0 ]]; then

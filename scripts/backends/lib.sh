@@ -366,3 +366,158 @@ IMPORT_CHANGES=(
     --change 'ENV PYTHONUNBUFFERED=1'
     --change 'CMD ["python3"]'
 )
+
+# ---------------------------------------------------------------- build caches
+
+# Build caches live OUTSIDE the repository and outside $STATE, so a new clone (CI) and a
+# `down` keep them: Kubernetes binaries, the sid rootfs, the Backend.AI venv. Each cached
+# item is built in "<dir>.partial" and renamed when complete, with a key file written last;
+# a directory without the right key is rebuilt.
+CACHE_DIR="${CUBERUN_BACKENDS_CACHE:-/var/cache/cuberun-backends}"
+
+# cache_valid DIR KEY: DIR holds a complete build made for KEY.
+cache_valid() {
+    [[ -f "$1/.cuberun-cache-key" && "$(cat "$1/.cuberun-cache-key" 2>/dev/null)" == "$2" ]]
+}
+
+# cache_seal DIR KEY: mark DIR complete for KEY (the last step of a build).
+cache_seal() {
+    printf '%s\n' "$2" >"$1/.cuberun-cache-key"
+}
+
+# cache_rm_tree DIR: like safe_rm_tree, for directories under $CACHE_DIR.
+cache_rm_tree() {
+    local dir=$1 mnt m
+    [[ -e "$dir" ]] || return 0
+    dir="$(realpath -e "$dir")"
+    case "$dir" in
+        "$CACHE_DIR"/?* | "$STATE"/?*) ;;
+        *) die "refusing to delete $dir (outside $CACHE_DIR and $STATE)" ;;
+    esac
+    mnt="$(awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/self/mounts | sort -r)"
+    if [[ -n "$mnt" ]]; then
+        while IFS= read -r m; do
+            umount -l "$m" 2>/dev/null || true
+        done <<<"$mnt"
+    fi
+    rm -rf --one-file-system -- "$dir"
+}
+
+# with_lock FILE TIMEOUT_S CMD...: run CMD holding an exclusive flock on FILE.
+with_lock() {
+    local file=$1 timeout_s=$2
+    shift 2
+    mkdir -p "$(dirname "$file")"
+    (
+        flock -w "$timeout_s" 9 || die "timed out after ${timeout_s}s waiting for the lock $file"
+        "$@"
+    ) 9>"$file"
+}
+
+# sha256_of FILE...: one hash over the contents of the files (a cache key part).
+sha256_of() {
+    cat "$@" | sha256sum | cut -c1-16
+}
+
+# fetch_verified URL FILE SHA256: download URL to FILE (kept when it already matches).
+fetch_verified() {
+    local url=$1 file=$2 sum=$3
+    if [[ -f "$file" ]] && echo "$sum  $file" | sha256sum -c --quiet - >/dev/null 2>&1; then
+        return 0
+    fi
+    log "downloading $url"
+    curl -fsSL --retry 3 -o "$file.part" "$url" || die "download failed: $url"
+    if ! echo "$sum  $file.part" | sha256sum -c --quiet - >/dev/null 2>&1; then
+        rm -f "$file.part"
+        die "checksum mismatch for $url (expected sha256 $sum)"
+    fi
+    mv -f "$file.part" "$file"
+}
+
+# stop_private_dockerd NAME SOCK EXEC_ROOT: stop a private dockerd recorded as NAME (and its
+# containerd child recorded as NAME-containerd), by PID only.
+stop_private_dockerd() {
+    local name=$1 sock=$2 exec_root=$3
+    stop_recorded "$name" 30 dockerd "$sock"
+    stop_recorded "$name-containerd" 10 containerd "$exec_root"
+}
+
+# start_private_dockerd NAME DIR [EXTRA DOCKERD ARGS...]: a dockerd of our own with its socket,
+# data and exec roots under DIR (no bridge, no iptables), recorded as NAME. Reused when it
+# already answers. Sets PRIVATE_DOCKER_HOST.
+start_private_dockerd() {
+    local name=$1 dir=$2 pid daemon_pid child
+    shift 2
+    local sock="$dir/docker.sock" exec_root="$dir/docker-exec"
+    PRIVATE_DOCKER_HOST="unix://$sock"
+    pid="$(recorded_pid "$name")"
+    if [[ -n "$pid" ]] && pid_matches "$pid" dockerd "$sock"; then
+        if wait_until 60 0.5 "$name to answer" env DOCKER_HOST="$PRIVATE_DOCKER_HOST" timeout 20 docker info; then
+            log "our $name (pid $pid) answers; reusing it"
+            return 0
+        fi
+        stop_private_dockerd "$name" "$sock" "$exec_root"
+    fi
+    mkdir -p "$dir/docker-data" "$exec_root"
+    daemon_pid="$(read_pidfile "$exec_root/docker.pid")"
+    if [[ -n "$daemon_pid" ]] && pid_matches "$daemon_pid" dockerd "$sock"; then
+        die "an unrecorded dockerd (pid $daemon_pid) owns $sock; stop it first"
+    fi
+    rm -f "$exec_root/docker.pid" "$sock"
+    log "starting $name on $PRIVATE_DOCKER_HOST"
+    setsid nohup /usr/sbin/dockerd --bridge=none --iptables=false --ip-masq=false --ip6tables=false \
+        -H "$PRIVATE_DOCKER_HOST" --data-root "$dir/docker-data" --exec-root "$exec_root" \
+        --pidfile "$exec_root/docker.pid" "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 3>&- &
+    pid=$!
+    record_pid "$name" "$pid"
+    if ! wait_until 90 0.5 "$name on $PRIVATE_DOCKER_HOST" env DOCKER_HOST="$PRIVATE_DOCKER_HOST" timeout 20 docker info; then
+        tail -n 20 "$LOG_DIR/$name.log" >&2 || true
+        stop_private_dockerd "$name" "$sock" "$exec_root" || true
+        die "$name did not answer within 90s (log: $LOG_DIR/$name.log)"
+    fi
+    for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
+        if pid_matches "$child" containerd "$exec_root"; then
+            record_pid "$name-containerd" "$child"
+        fi
+    done
+    log "$name up (pid $pid)"
+}
+
+# session_members SID: the PIDs of the live processes in session SID (a daemon started with
+# setsid is its session's leader; its workers and helpers stay in the session).
+session_members() {
+    ps -eo pid=,sid= | awk -v s="$1" '$2 == s { print $1 }'
+}
+
+# session_matches SID PATTERN: some live member's cmdline contains PATTERN.
+session_matches() {
+    local sid=$1 pattern=$2 pid
+    [[ "$sid" =~ ^[0-9]+$ ]] || return 1
+    for pid in $(session_members "$sid"); do
+        if pid_matches "$pid" "$pattern"; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+_session_gone() {
+    [[ -z "$(session_members "$1")" ]]
+}
+
+# stop_session NAME TIMEOUT_S PATTERN: stop every process of the session recorded as NAME (for
+# daemons that rename themselves or fork workers), only when a member still shows PATTERN:
+# SIGTERM to the session's members, bounded wait, then SIGKILL; then forget NAME.
+stop_session() {
+    local name=$1 timeout_s=$2 pattern=$3 sid pid
+    sid="$(recorded_pid "$name")"
+    if [[ -n "$sid" ]] && session_matches "$sid" "$pattern"; then
+        log "stopping session $sid ($name)"
+        for pid in $(session_members "$sid"); do kill -TERM "$pid" 2>/dev/null || true; done
+        if ! wait_until "$timeout_s" 0.3 "session $sid to end" _session_gone "$sid"; then
+            for pid in $(session_members "$sid"); do kill -KILL "$pid" 2>/dev/null || true; done
+            wait_until 10 0.2 "session $sid to end after SIGKILL" _session_gone "$sid" || true
+        fi
+    fi
+    forget_pid "$name"
+}

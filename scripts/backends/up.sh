@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Bring up the real test backends: up.sh [docker] [podman] [ssh] [slurm] [charliecloud]
-# (default: all five, in that order). Idempotent: running backends are reused.
+# Bring up the real test backends: up.sh [NAME...] (default: all of ALL below, in that order).
+# Idempotent: running backends are reused.
+#
+# Cold start: the long builds (Kubernetes from source, the sid rootfs for Apptainer/HTCondor,
+# the Backend.AI venv) are started first in the background, so that they overlap with each
+# other and with the quick backends; each backend's own `up` then waits for its build through
+# the build's lock (and redoes it if the background build failed). Caches valid: no build runs.
 #
 # Writes $CUBERUN_TEST_STATE/backends.json (default /tmp/cuberun-test-state), one entry per
 # backend: {"ok": true|false, "reason": "...", ...details}. Entries of backends not named
@@ -14,8 +19,10 @@ LOG_TAG=up
 # shellcheck source=lib.sh
 . "$DIR/lib.sh"
 
-ALL=(docker podman ssh slurm charliecloud)
-PER_BACKEND_TIMEOUT=1800
+ALL=(docker podman ssh slurm charliecloud registry apptainer htcondor gpu slurm-multi backendai k8s)
+# backends whose script has a `build` step worth starting early: name -> script
+BUILDS=(k8s apptainer backendai)
+PER_BACKEND_TIMEOUT=3600  # a cold Kubernetes build on 2 busy cores took 35 min
 
 names=("$@")
 if [[ ${#names[@]} -eq 0 ]]; then
@@ -28,7 +35,39 @@ require_root
 ensure_state_dirs
 
 work="$(mktemp -d "$STATE/.up.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+build_pids=()
+cleanup() {
+    local pid
+    for pid in "${build_pids[@]}"; do
+        # a background build still running when up.sh ends (failure, timeout): stop it
+        if pid_alive "$pid"; then
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# a fresh machine has empty package lists: refresh them once here, before the background builds
+# and the backends install packages side by side (concurrent installs then only wait on dpkg's lock)
+if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+    apt_update
+fi
+
+# start the long builds of the named backends in the background (HTCondor shares Apptainer's rootfs)
+for b in "${BUILDS[@]}"; do
+    wanted=0
+    for name in "${names[@]}"; do
+        if [[ "$name" == "$b" || ( "$b" == apptainer && "$name" == htcondor ) ]]; then
+            wanted=1
+        fi
+    done
+    if (( wanted == 1 )); then
+        log "=== $b: build started in the background (log: $LOG_DIR/$b.build.log)"
+        timeout --kill-after=30 "$PER_BACKEND_TIMEOUT" bash "$DIR/$b.sh" build >/dev/null 2>"$LOG_DIR/$b.build.log" &
+        build_pids+=("$!")
+    fi
+done
 results=()
 failed=0
 total_start=$(now_ms)

@@ -11,11 +11,12 @@ EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds a lock
 EXIT_BACKEND = 125  # like docker: the backend itself failed before the task ran
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
 
 
 def one_line(text: str) -> str:
-    """A message as one line: control characters (a newline in a key, a path) are escaped."""
+    """An error line as it is printed: control characters from user input (a newline in a key,
+    an escape sequence in a path) shown escaped, so one problem is always one line."""
     return text.translate(_CONTROL)
 
 

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from cuberun.console import say
+from cuberun.console import printable, say
 from cuberun.errors import CuberunError, Issue, SpecError, TaskFailed, UsageError
 from cuberun.runners.base import Runner, RunOptions, Step
 from cuberun.spec.model import Cube
@@ -103,14 +103,18 @@ def run_tasks(
     for n in order:
         if target_variants is not None and n == names[0]:
             break  # the variants are resolved below, after their parameter files exist
-        rt = resolve_task(cube, n, _overrides_of(cube, n, overrides), allow_missing_inputs=runner.options.allow_missing_inputs,
+        # a dry run prints the commands even when inputs are missing, and says which are
+        rt = resolve_task(cube, n, _overrides_of(cube, n, overrides), allow_missing_inputs=runner.options.allow_missing_inputs or dry_run,
                           produced=frozenset(produced))
         produced.update(str(p.host_path) for p in rt.params if p.io == "output")
         resolved.append(rt)
+        if dry_run:
+            for warning in rt.warnings:
+                say(f"warning: {warning}")
     _check_steps(runner, resolved)
     if dry_run:
         seed_workspace(seeds, dry_run=True)
-        steps = runner.configure_steps()
+        steps = _dry_configure_steps(runner)
         for rt in resolved:
             steps.extend(runner.run_steps(rt))
         array = target_variants is not None and _as_array(runner, target_variants)
@@ -128,7 +132,7 @@ def run_tasks(
             print(json.dumps({"platform": runner.platform, "runner": runner.name, "tasks": order, "steps": [s.to_json() for s in steps]}, indent=2))
         else:
             for step in steps:
-                print("# " + " ".join(step.argv[1:]) if step.purpose == "sweep-file" else step.display())
+                print("# " + printable(" ".join(step.argv[1:])) if step.purpose == "sweep-file" else step.display())
         return [TaskResult(n, 0, status="planned") for n in order]
     reason = runner.unavailable_reason()
     if reason:
@@ -156,6 +160,16 @@ def run_tasks(
     if target_variants is not None:
         results += _run_variants(cube, runner, names[0], target_variants, invocation, force=force, jobs=jobs)
     return results
+
+
+def _dry_configure_steps(runner: Runner) -> list[Step]:
+    from cuberun.errors import BackendError
+
+    try:
+        return runner.configure_steps()
+    except BackendError as exc:  # e.g. local.python names no installed interpreter: still show the commands
+        say(f"warning: {exc.lines()[0]}")
+        return []
 
 
 def _run_graph_parallel(cube: Cube, runner: Runner, resolved: Sequence[Any], invocation: str, *, force: bool, jobs: int) -> list[TaskResult]:
@@ -270,7 +284,7 @@ def _save_state(cube: Cube, plan: _Plan, result: TaskResult) -> None:
     """Outputs are recorded complete (state and record) only after the task exited 0."""
     from cuberun import uptodate
 
-    if result.exit_code == 0 and result.run_id:
+    if result.exit_code == 0 and result.run_id and result.status == "succeeded":
         _amend_record(cube, result.run_id, outputs=uptodate.save(plan.rt, plan.key, plan.decision, result.run_id))
 
 
@@ -490,7 +504,7 @@ def seed_workspace(seeds: Sequence[tuple[Any, Any]], *, dry_run: bool) -> None:
 
     for src, dst in seeds:
         if dry_run:
-            print(f"# would copy {src} to {dst}")
+            print(printable(f"# would copy {src} to {dst}"))
             continue
         make_dirs(dst.parent, what="the folder of a bundled input")
         if src.is_dir():
@@ -534,7 +548,7 @@ def run_one(cube: Cube, runner: Runner, rt: Any, extra: dict[str, Any] | None = 
     except BaseException as exc:
         record.finish("error", None, error=f"{type(exc).__name__}: {exc}")
         raise
-    return _finish_run(rt, record, steps, outcome), record
+    return _finish_run(rt, record, steps, outcome, runner.options.strict_outputs, runner.outputs_on_host), record
 
 
 def run_chain(cube: Cube, runner: Runner, resolved: Sequence[Any], extra: dict[str, Any] | None = None) -> list[TaskResult]:
@@ -555,7 +569,9 @@ def _run_together(
         for record, _ in started:
             record.finish("error", exc.exit_code if isinstance(exc, CuberunError) else None, error=error)
         raise
-    results = [_finish_run(rt, record, steps, outcome) for rt, (record, steps), outcome in zip(resolved, started, outcomes, strict=False)]
+    strict = runner.options.strict_outputs
+    results = [_finish_run(rt, record, steps, outcome, strict, runner.outputs_on_host)
+               for rt, (record, steps), outcome in zip(resolved, started, outcomes, strict=False)]
     for record, _ in started[len(results) :]:
         last = results[-1] if results else None
         record.finish("cancelled", None, error=f"not run: task '{last.task}' {last.status}" if last else "not run")
@@ -589,15 +605,51 @@ def _start_run(cube: Cube, runner: Runner, rt: Any, verb: str = "running", extra
     return record, steps
 
 
-def _finish_run(rt: Any, record: RunRecord, steps: list[Step], outcome: Outcome) -> TaskResult:
+def missing_outputs(rt: Any) -> list[str]:
+    """The declared outputs a task that exited 0 did not write: a missing file, a missing or
+    empty directory (cuberun creates output directories before the task starts)."""
+    import os
+
+    found = []
+    for p in rt.params:
+        if p.io != "output":
+            continue
+        path = str(p.host_path)
+        if p.type == "directory":
+            try:
+                empty = not any(True for _ in os.scandir(path))
+            except OSError:
+                empty = True
+            if empty:
+                found.append(f"{p.name} ({path} is empty)")
+        elif not os.path.exists(path):
+            found.append(f"{p.name} ({path} does not exist)")
+    return found
+
+
+def _finish_run(rt: Any, record: RunRecord, steps: list[Step], outcome: Outcome, strict: bool = False, check_outputs: bool = True) -> TaskResult:
     status = "succeeded" if outcome.exit_code == 0 else ("interrupted" if outcome.interrupted else "failed")
     extra: dict[str, Any] = {}
+    exit_code = outcome.exit_code
+    reason = outcome.reason
+    if outcome.exit_code == 0 and check_outputs:
+        missing = missing_outputs(rt)
+        if missing:
+            note = "exited 0 without writing its declared output" + ("s" if len(missing) > 1 else "") + ": " + ", ".join(missing)
+            extra["warnings"] = [note]
+            if strict:
+                status, exit_code, reason = "failed", 1, f"{note} (--strict-outputs)"
+            else:
+                status = "succeeded-with-warnings"
+                say(f"warning: task '{rt.name}' {note}; recorded as succeeded-with-warnings (--strict-outputs makes this a failure)")
     if outcome.reason:
         extra["reason"] = outcome.reason
     if outcome.details:
         extra["details"] = dict(outcome.details)
+    if reason and "reason" not in extra:
+        extra["reason"] = reason
     try:
-        record.finish(status, outcome.exit_code, elapsed_s=round(outcome.elapsed, 4), signal=outcome.signal, **extra)
+        record.finish(status, exit_code, elapsed_s=round(outcome.elapsed, 4), signal=outcome.signal, **extra)
     except OSError as exc:  # e.g. the task filled the disk: its outcome still decides the exit code
         say(f"warning: cannot finish the run record {record.path}: {exc.strerror}")
-    return TaskResult(rt.name, outcome.exit_code, record.run_id, status, steps, outcome.reason)
+    return TaskResult(rt.name, exit_code, record.run_id, status, steps, reason)

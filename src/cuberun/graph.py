@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 
 from cuberun.errors import UsageError
+from cuberun.resolve import is_resumable_checkpoint
 from cuberun.spec.model import Cube
 
 
@@ -57,10 +58,9 @@ def dependencies(cube: Cube, overrides: Mapping[str, str] | None = None) -> dict
     for t in cube.tasks.values():
         found: list[str] = []
         seen = {t.name}
-        own = set(outputs[t.name])
         for p in t.inputs:
             path = _norm(cube, overrides.get(p.name, p.default))
-            if path in own:  # input and output on the same path (resume from a checkpoint)
+            if is_resumable_checkpoint(path, outputs[t.name]):  # never its own (stale) producer
                 continue
             here = {other for anc in _ancestors(path, shortest) for other in producers.get(anc, ()) if other not in seen}
             for other in sorted(here, key=position.__getitem__):

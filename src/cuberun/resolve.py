@@ -190,6 +190,24 @@ def _probe(path: Path) -> tuple[str | None, str | None]:
     return (FILE if stat.S_ISREG(st.st_mode) else kind(st.st_mode)), None
 
 
+NULL_DEFAULT = "null"
+
+
+def is_resumable_checkpoint(input_path: str | os.PathLike[str], own_outputs: Sequence[str | os.PathLike[str]]) -> bool:
+    """An input at (or inside) one of the same task's own outputs: a checkpoint the task resumes
+    from and writes again (mnist_fl's model_in/model_dir). Legal, and special in three ways: it
+    need not exist before the first run (the output directory is created), the task is never its
+    own producer (graph.py), and its fingerprint is taken after the run (uptodate.py), so that a
+    finished task is up to date until someone else changes the checkpoint."""
+    path = os.path.normpath(os.fspath(input_path))
+    return any(_inside(path, os.path.normpath(os.fspath(out))) for out in own_outputs)
+
+
+def checkpoint_inputs(rt: ResolvedTask) -> list[ResolvedParam]:
+    outputs = [p.host_path for p in rt.params if p.io == OUTPUT]
+    return [p for p in rt.params if p.io == INPUT and is_resumable_checkpoint(p.host_path, outputs)]
+
+
 def resolve_task(
     cube: Cube,
     task_name: str,
@@ -208,6 +226,7 @@ def resolve_task(
     warnings: list[str] = []
     params: list[ResolvedParam] = []
     real_ws = os.path.realpath(ws)
+    own_outputs = [expand_path(overrides.get(o.name, o.default), ws)[0] for o in task.outputs]
     for p in task.params:
         value = overrides.get(p.name, p.default)
         where = f"task '{task.name}', {p.io} '{p.name}'"
@@ -232,7 +251,19 @@ def resolve_task(
             if ptype == UNKNOWN:
                 ptype = DIRECTORY if kind == DIRECTORY else FILE
             pending = bool(produced) and any(a in produced for a in _ancestors(str(path)))
-            if check_inputs and not exists and not pending:
+            checkpoint = is_resumable_checkpoint(path, own_outputs)
+            placeholder = p.name not in overrides and p.default.strip().lower() == NULL_DEFAULT
+            if checkpoint and ptype == UNKNOWN:
+                ptype = DIRECTORY
+            if placeholder and not exists:
+                warnings.append(
+                    f'{where} is "{p.default}" (not given): it is passed as {path}, which does not exist, and the program is expected '
+                    f"to use a default of its own; in a container that is often a path inside the image, which does not exist on the "
+                    f"host: give one with {p.name}=PATH"
+                )
+            elif checkpoint and not exists:
+                pass  # a checkpoint the task resumes from: created empty with its output on the first run
+            elif check_inputs and not exists and not pending:
                 message = f"{where}: {path} does not exist (workspace {ws})"
                 hint = f"run the task that produces it, or override {p.name}=PATH"
                 if allow_missing_inputs:
@@ -241,8 +272,9 @@ def resolve_task(
                     issues.append(Issue(message, hint=hint))
             elif check_inputs and ptype == DIRECTORY and kind == FILE:
                 issues.append(Issue(f"{where}: {path} is a file, but the parameter is a directory", hint=f"override {p.name}=DIR"))
-            elif check_inputs and ptype == FILE and kind == DIRECTORY:
-                issues.append(Issue(f"{where}: {path} is a directory, but the parameter is a file", hint=f"override {p.name}=FILE"))
+            elif check_inputs and ptype == FILE and kind == DIRECTORY and p.name not in overrides:
+                issues.append(Issue(f"{where}: {path} is a directory, but the parameter is a file",
+                                    hint=f"give {p.name}={value} on the command line to pass a directory on purpose, or override {p.name}=FILE"))
         else:
             if not absolute:
                 real = os.path.realpath(path)

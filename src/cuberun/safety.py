@@ -36,14 +36,17 @@ def _real(path: str | os.PathLike[str]) -> str:
 
 
 def is_checkpoint(inp: Param, out: Param, workspace: Path) -> bool:
-    """Whether an input on the same path as an output of its task is a resumable checkpoint the
-    cube declares (mnist_fl's model_in/model_out): both defaults name one path, of one kind. The
-    same path reached through an override (hello `chat=names/alice.txt`) is not: the task would
-    overwrite its input. The one place that decides it (issue 12 may widen it)."""
-    from cuberun.resolve import expand_path
+    """Whether an input at (or inside) an output of its own task is a resumable checkpoint the
+    cube declares (mnist_fl's model_in/model_out; resolve.is_resumable_checkpoint): their defaults,
+    as the cube writes them, already put the input there. The same relation reached through an
+    override (hello `chat=names/alice.txt`) is not: the task would overwrite its input. The one
+    place that decides which aliasing is legal."""
+    from cuberun.resolve import expand_path, is_resumable_checkpoint
 
-    same_default = expand_path(inp.default, workspace)[0] == expand_path(out.default, workspace)[0]
-    return same_default and inp.type in (out.type, "unknown")
+    declared_in, declared_out = expand_path(inp.default, workspace)[0], expand_path(out.default, workspace)[0]
+    if declared_in == declared_out and inp.type not in (out.type, "unknown"):
+        return False
+    return is_resumable_checkpoint(declared_in, [declared_out])
 
 
 def output_issues(cube: Cube, task: Task, params: Sequence[ResolvedParam], overrides: Mapping[str, str]) -> list[Issue]:
@@ -87,9 +90,9 @@ def output_issues(cube: Cube, task: Task, params: Sequence[ResolvedParam], overr
             continue
         task_param = {p.name: p for p in task.params}
         for inp, inp_path in inputs:
+            if _inside(inp_path, path) and is_checkpoint(task_param[inp.name], task_param[out.name], cube.workspace):
+                continue  # a checkpoint the cube declares: the task resumes from its own output
             if path == inp_path:
-                if is_checkpoint(task_param[inp.name], task_param[out.name], cube.workspace):
-                    continue
                 refuse(f"is the same path as its input '{inp.name}': the task would overwrite its own input")
             elif _inside(inp_path, path):
                 refuse(f"contains its input '{inp.name}' ({shown(inp.host_path)}): the task could overwrite or delete it")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cuberun.fingerprint import Fingerprint, HashCache, diff_summary, fingerprint
-from cuberun.resolve import ResolvedTask
+from cuberun.resolve import ResolvedTask, checkpoint_inputs
 from cuberun.valueclass import dataclass, field
 
 STATE_DIR = Path(".cuberun") / "state"
@@ -157,6 +157,9 @@ def check(rt: ResolvedTask, identity: dict[str, Any], key: str, *, force: bool =
     decision.run = bool(reasons)
     if not reasons:
         reasons.append("up to date: inputs, parameters, command and runner unchanged, outputs intact")
+        resumed = [p.name for p in checkpoint_inputs(rt)]
+        if resumed:
+            reasons[-1] += f" (input {', '.join(resumed)} is the task's own output, as its last run left it: --force runs it again from there)"
     return decision
 
 
@@ -228,6 +231,8 @@ def save(rt: ResolvedTask, key: str, decision: Decision, run_id: str | None) -> 
 
     cache = decision.cache
     bookkeeping = [str(rt.workspace / ".cuberun")]
+    for p in checkpoint_inputs(rt):  # what the next run resumes from is what this run left
+        decision.inputs[p.name] = fingerprint(str(p.host_path), cache, _excluded(rt))
     recorded: dict[str, Any] = {}
     result: dict[str, Any] = {}
     for p in rt.params:

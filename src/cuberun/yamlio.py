@@ -182,13 +182,77 @@ def load(path: Path, what: str = "file") -> Document:
     (size, mtime, inode): a repeated command skips importing and running the YAML parser."""
     cached = _cache_get(path)
     if cached is not None:
+        _cache_used(path)
         return cached
     doc = parse(read_text(path, what), str(path))
     _cache_put(path, doc)
+    _cache_prune(path)
     return doc
 
 
 _CACHE_VERSION = 1
+# the parse cache is a least-recently-used cache: at most this many entries and bytes (an entry's
+# modification time is its last use); the oldest go when a new entry is written
+CACHE_MAX_ENTRIES = 256
+CACHE_MAX_BYTES = 32 * 1024 * 1024
+
+
+def _cache_used(path: Path) -> None:
+    cache = _cache_file(path)
+    if cache is not None:
+        try:
+            os.utime(cache)
+        except OSError:
+            pass
+
+
+def _cache_prune(path: Path, max_entries: int | None = None, max_bytes: int | None = None) -> list[Path]:
+    """Remove the least recently used entries of the cache folder of `path` beyond the bounds
+    (and temporary files of writers that died); only files named as the cache names them.
+    Returns what was removed."""
+    import re
+    import stat
+    import time
+
+    cache = _cache_file(path)
+    if cache is None:
+        return []
+    limit_n = CACHE_MAX_ENTRIES if max_entries is None else max_entries
+    limit_b = CACHE_MAX_BYTES if max_bytes is None else max_bytes
+    entry_name = re.compile(r"[0-9a-f]{32}\.json")
+    temp_name = re.compile(r"\.[0-9a-f]{32}\.json\.[0-9]+\.tmp")
+    entries: list[tuple[int, int, Path]] = []
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        with os.scandir(cache.parent) as it:
+            for item in it:
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if entry_name.fullmatch(item.name):
+                    entries.append((st.st_mtime_ns, st.st_size, Path(item.path)))
+                elif temp_name.fullmatch(item.name) and now - st.st_mtime > 3600:
+                    removed.append(Path(item.path))
+    except OSError:
+        return []
+    entries.sort(reverse=True)  # most recently used first
+    kept_n = kept_b = 0
+    for _mtime, size, entry in entries:
+        if entry == cache or (kept_n < limit_n and kept_b + size <= limit_b):
+            kept_n += 1
+            kept_b += size
+        else:
+            removed.append(entry)
+    for old in removed:
+        try:
+            old.unlink()
+        except OSError:
+            pass
+    return removed
 
 
 def _cache_file(path: Path) -> Path | None:

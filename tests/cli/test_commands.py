@@ -30,9 +30,11 @@ def test_describe_human_and_json(cli: CLI) -> None:
     got = cli("describe", f"--mlcube={EXAMPLES / 'mnist'}")
     assert got.returncode == 0, got.stderr
     assert got.stdout.splitlines()[0] == "mnist:0.1"
-    assert "    input  data_config = data.yaml  (unknown)" in got.stdout
+    assert "    input  data_config = data.yaml  (file, inferred)" in got.stdout  # untyped: a file, as run decides
+    assert "    input  data_dir = data/  (directory)" in got.stdout
     data = json.loads(cli("describe", f"--mlcube={EXAMPLES / 'mnist'}", "--json").stdout)
     assert list(data["tasks"]) == ["download", "train", "evaluate"]
+    assert data["tasks"]["download"]["inputs"]["data_config"] == {"type": "file", "default": "data.yaml", "inferred": True}
     assert data["tasks"]["train"]["outputs"]["model_dir"] == {"type": "directory", "default": "model/"}
     assert data["platform"]["host_memory_gb"] == 2
     assert data["workspace"] == str(EXAMPLES / "mnist" / "workspace")
@@ -56,7 +58,8 @@ def test_show_config_unresolved_and_resolved(cli: CLI, tmp_path: Path) -> None:
     raw = yaml.safe_load(cli("show-config").stdout)
     assert raw["docker"]["image"] == "repo/${name}:${version}"
     assert raw["runner"] == {"runner": "local", "command": "python3 x.py", "packages": [], "env": "managed", "env_vars": {}, "workdir": None,
-                             "requirements": None, "python": None}
+                             "requirements": None, "python": None, "relax_pins": False,
+                             "derived": {"from": "local section", "command": ["python3", "x.py"], "workdir": str(tmp_path), "env": {}}}
     resolved = yaml.safe_load(cli("show_config", "--resolve", "-Pversion=2.10").stdout)
     assert resolved["docker"]["image"] == "repo/demo:2.10"
     assert resolved["workspace"] == str(tmp_path / "workspace")
@@ -138,4 +141,58 @@ def test_runs_lists_records(cli: CLI, tmp_path: Path) -> None:
     only = json.loads(cli("runs", f"--workspace={cube / 'workspace'}", "--task=bye", "--json").stdout)
     assert [r["task"] for r in only] == ["bye"]
     text = cli("runs", f"--mlcube={cube}").stdout
-    assert "hello" in text and "succeeded" in text
+    header, *rows = text.splitlines()
+    assert header.split() == ["RUN", "TASK", "PLATFORM", "STATUS", "EXIT", "SECONDS", "STARTED"]
+    assert [row.split()[1:5] for row in rows] == [["hello", "local", "succeeded", "0"], ["bye", "local", "succeeded", "0"]]
+    for column in ("TASK", "PLATFORM", "STATUS", "STARTED"):  # every column starts where its heading does
+        at = header.index(column)
+        assert all(row[at - 1] == " " and row[at] != " " for row in rows), (column, text)
+    for column in ("EXIT", "SECONDS"):  # numbers are right-aligned under their heading
+        end = header.index(column) + len(column)
+        assert all(row[end - 1] != " " and row[end] == " " for row in rows), (column, text)
+
+
+def test_show_finds_a_run_by_any_unique_part_of_its_id(cli: CLI, tmp_path: Path) -> None:
+    cube = tmp_path / "hello"
+    shutil.copytree(EXAMPLES / "hello_world", cube)
+    assert cli("run", f"--mlcube={cube}", "--task=hello").returncode == 0
+    assert cli("run", f"--mlcube={cube}", "--task=bye").returncode == 0
+    runs = json.loads(cli("runs", f"--mlcube={cube}", "--json").stdout)
+    hello_id = runs[0]["run_id"]
+    for part in ("hello", hello_id, hello_id[-6:], hello_id[9:15] + "-hel"):  # a middle part, the task name, a suffix
+        got = cli("show", f"--mlcube={cube}", part, "--json")
+        assert got.returncode == 0, (part, got.stderr)
+        assert json.loads(got.stdout)["run_id"] == hello_id
+    got = cli("show", f"--mlcube={cube}", "-")  # in both ids
+    assert got.returncode == 2 and "run id '-' is ambiguous: 2 runs match" in got.stderr and hello_id in got.stderr
+    got = cli("show", f"--mlcube={cube}", "nosuch")
+    assert got.returncode == 2 and "no run 'nosuch'" in got.stderr
+
+
+def test_config_help_example_works_on_a_fresh_install(cli: CLI, tmp_path: Path) -> None:
+    help_text = cli("config", "--help").stdout
+    assert "e.g. platforms.docker.docker" in " ".join(help_text.split())
+    got = cli("config", "get", "platforms.docker.docker")  # no settings file: the runner's default
+    assert (got.returncode, got.stdout, got.stderr) == (0, "docker\n", "")
+    assert cli("config", "get", "platforms.podman.docker").stdout == "podman\n"
+    assert cli("config", "get", "platforms.local.env").stdout == "managed\n"
+    assert not (tmp_path / "settings").exists()  # reading never writes
+    set_help = " ".join(cli("config", "set", "--help").stdout.split())
+    assert "platforms.docker.docker podman" in set_help
+    assert cli("config", "set", "platforms.docker.docker", "podman").returncode == 0
+    assert cli("config", "get", "platforms.docker.docker").stdout == "podman\n"
+
+
+def test_dry_run_escapes_control_characters(cli: CLI, tmp_path: Path) -> None:
+    nasty = "ws\x1b[2J\nrm -rf x\a"
+    write_tree(tmp_path, {"mlcube.yaml": "name: demo\nlocal: {command: python3 x.py, env: current}\n"
+                                         "tasks: {t: {parameters: {outputs: {o: {type: directory, default: out/}}}}}\n"})
+    got = cli("run", f"--workspace={tmp_path / nasty}", "--dry-run")
+    assert got.returncode == 0, got.stderr
+    assert not any(ord(ch) < 0x20 and ch != "\n" for ch in got.stdout), repr(got.stdout)
+    line = got.stdout.strip()
+    assert "\n" not in line and "$'" in line
+    import subprocess
+
+    echoed = subprocess.run(["bash", "-c", "printf '%s\\0' " + line.split(" && ", 1)[1].split(" ", 2)[2]], capture_output=True, text=True)
+    assert echoed.stdout.split("\0")[1] == f"--o={tmp_path / nasty}/out"  # pasted into bash: the same argument

@@ -168,10 +168,12 @@ CASES: list[Case] = [
     Case("requirements-fifo", ["run", "--task=hello"],
          ["cuberun: error: {c}/req.txt: requirements file is a FIFO (named pipe), not a regular file"],
          files={"cube/mlcube.yaml": CUBE.replace("env: current}", "env: current, requirements: req.txt}")}, setup=fifo("cube/req.txt")),
-    Case("dockerfile-fifo", ["run", "--task=hello"], ["cuberun: error: {c}/Dockerfile: Dockerfile is a FIFO (named pipe), not a regular file"],
+    Case("dockerfile-fifo", ["run", "--task=hello"], ["cuberun: error: cannot read {c}/Dockerfile: the Dockerfile is a FIFO (named pipe), not a regular file. "
+                                                      "Hint: fix the docker.build_file setting"],
          files={"cube/mlcube.yaml": CUBE.replace("local: {command: python3 main.py, env: current}\n", "")}, setup=fifo("cube/Dockerfile")),
     Case("dockerfile-unbalanced-quote", ["run", "--task=hello"],
-         ["cuberun: error: {c}/Dockerfile: cannot read an instruction: no closing quotation. Hint: balance the quotes in the Dockerfile"],
+         ["cuberun: error: task 'hello' has no entrypoint and ENTRYPOINT at Dockerfile:2 runs \"main.py (in WORKDIR /), which no COPY line of "
+          "Dockerfile provides. Hint: give task 'hello' an entrypoint, or add a 'local: {command: ...}' section (or -Plocal.command=...)"],
          files={"cube/mlcube.yaml": CUBE.replace("local: {command: python3 main.py, env: current}\n", ""),
                 "cube/Dockerfile": "FROM python:3.11\nENTRYPOINT python3 \"main.py\n"}),
     Case("input-file-is-fifo", ["run", "--task=hello"],
@@ -245,7 +247,7 @@ CASES: list[Case] = [
     Case("create-over-a-fifo", ["create", "x", "--dir={r}"], ["cuberun: error: {r}/x already exists and is a FIFO (named pipe). Hint: choose another name or --dir"],
          setup=fifo("x")),
     Case("create-in-a-file", ["create", "x", "--dir={r}/afile"],
-         ["cuberun: error: {r}/afile: cannot create cube folder {r}/afile/x: this is a regular file, not a folder. Hint: move it away, or choose another place"],
+         ["cuberun: error: cannot create the cube in {r}/afile/x: Not a directory ({r}/afile/x). Hint: choose another --dir"],
          setup=write("afile", "mine")),
     Case("config-set-settings-fifo", ["config", "set", "default_platform", "local"], env=SETTINGS, setup=fifo("settings.yaml"),
          expect=["cuberun: error: {r}/settings.yaml: settings file is a FIFO (named pipe), not a regular file. Hint: give the path of the settings file itself"]),
@@ -475,7 +477,7 @@ CASES: list[Case] = [
          files={"settings.yaml": "# mine\nplatforms: {}\n"}, setup=lambda ctx: os.chown(ctx.root / "settings.yaml", 65534, 65534),
          changes=("settings.yaml",), check=lambda ctx, r: _equal(ctx.root / "settings.yaml", "# mine\nplatforms: {}\ndefault_platform: local\n")),
     Case("nobody-create-unwritable", ["create", "x", "--dir={r}"], user="nobody",
-         expect=["cuberun: error: {r}/x: cannot create cube folder: permission denied. Hint: choose a place you can write to"]),
+         expect=["cuberun: error: cannot create the cube in {r}/x: Permission denied ({r}/x). Hint: choose another --dir"]),
     Case("nobody-export-unwritable", ["export-provenance", "{run}", "-o", "{r}/locked/crate"], user="nobody", prior=DONE, setup=write("locked/keep", "x"),
          expect=["cuberun: error: {r}/locked/crate: cannot create crate directory: permission denied. Hint: export into a new directory"]),
     Case("nobody-runs-unreadable-records", ["runs"], ["cuberun: warning: ignoring the damaged run record {rec}: cannot read run record: permission denied"],
@@ -534,14 +536,14 @@ CASES: list[Case] = [
     Case("nul-in-an-env-value", RUN, ["cuberun: error: task 'hello' cannot be started: environment variable X contains a NUL byte. "
                                       "Hint: fix it in the cube, the settings or the -P values"],
          files={"cube/mlcube.yaml": CUBE.replace("env: current}", 'env: current, env_vars: {X: "a\\0b"}}')}),
-    Case("nul-in-an-env-name", RUN, ["cuberun: error: task 'hello' cannot be started: 'A?B' is not a valid environment variable name (no '=' or NUL byte, not empty). "
-                                     "Hint: fix it in the cube, the settings or the -P values"],
+    Case("nul-in-an-env-name", RUN, ["cuberun: error: local.env_vars.A\\x00B: 'A\\x00B' cannot be an environment variable name (it is empty, or has '=' "
+                                     "or a NUL in it). Hint: use letters, digits and '_', e.g. MY_SETTING"],
          files={"cube/mlcube.yaml": CUBE.replace("env: current}", 'env: current, env_vars: {"A\\0B": x}}')}),
-    Case("equals-in-an-env-name", RUN, ["cuberun: error: task 'hello' cannot be started: 'A=B' is not a valid environment variable name (no '=' or NUL byte, not empty). "
-                                        "Hint: fix it in the cube, the settings or the -P values"],
+    Case("equals-in-an-env-name", RUN, ["cuberun: error: local.env_vars.A=B: 'A=B' cannot be an environment variable name (it is empty, or has '=' "
+                                        "or a NUL in it). Hint: use letters, digits and '_', e.g. MY_SETTING"],
          files={"cube/mlcube.yaml": CUBE.replace("env: current}", 'env: current, env_vars: {"A=B": x}}')}),
-    Case("empty-env-name", RUN, ["cuberun: error: task 'hello' cannot be started: '' is not a valid environment variable name (no '=' or NUL byte, not empty). "
-                                 "Hint: fix it in the cube, the settings or the -P values"],
+    Case("empty-env-name", RUN, ["cuberun: error: local.env_vars.: '' cannot be an environment variable name (it is empty, or has '=' "
+                                 "or a NUL in it). Hint: use letters, digits and '_', e.g. MY_SETTING"],
          files={"cube/mlcube.yaml": CUBE.replace("env: current}", 'env: current, env_vars: {"": x}}')}),
     Case("p-env-name-with-equals", ["run", "--task=hello", "-Plocal.env_vars.A=B=C"], [], code=0, changes=("cube/workspace/chats*", "cube/workspace/.cuberun*")),
     Case("unbalanced-quote-local-command", RUN, ["cuberun: error: {f}:2:18: local.command: has a quote that is never closed: 'python3 \"main.py'. "

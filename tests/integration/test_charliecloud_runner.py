@@ -449,7 +449,7 @@ def test_ctrl_c_stops_ch_run_and_the_task(ch: Charlie, tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130
         while any(alive(p) for p in pids):
-            assert time.monotonic() - sent < 15, f"still running 15 s after Ctrl-C: {[p for p in pids if alive(p)]}"
+            assert time.monotonic() - sent < 120, f"hang: still running 120 s after Ctrl-C: {[p for p in pids if alive(p)]}"
             time.sleep(0.1)
         print(f"charliecloud: task and grandchild gone {time.monotonic() - sent:.2f} s after SIGINT")
     finally:

@@ -375,7 +375,8 @@ def test_medperf_style_app_behind_entrypoint_chained(cli: CLI, tmp_path: Path, c
     assert not (ws / "predictions").exists() and not (ws / ".cuberun").exists()
 
     proc = ok(cli("run", f"--mlcube={cube}", "--task=prepare,infer,evaluate"))
-    assert "RUN steps of Dockerfile are not replicated on the host: apt-get update" in proc.stderr
+    assert "warning: Dockerfile installs system packages that cuberun does not install on the host (the task may need them): gcc" in proc.stderr
+    assert "RUN steps of Dockerfile not replicated on the host: rm -rf '/var/lib/apt/lists/*'" in proc.stderr
     assert json.loads((ws / "data" / "case1.json").read_text()) == [1, 2, 3]
     assert json.loads((ws / "labels" / "labels.json").read_text()) == {"case1": 6, "case2": 16}
     assert json.loads((ws / "predictions" / "predictions.json").read_text()) == {"case1": 6, "case2": 15}
@@ -451,23 +452,16 @@ def test_single_token_entrypoint_gets_the_parameters(cli: CLI, tmp_path: Path) -
     assert record["steps"][-1]["env"] == {"CUDA_VISIBLE_DEVICES": "1"}
 
 
-def test_null_defaults_need_allow_missing_inputs(cli: CLI, tmp_path: Path) -> None:
+def test_null_defaults_pass_with_a_warning(cli: CLI, tmp_path: Path) -> None:
+    """fets/model leaves inputs "null" on purpose (the program falls back to defaults of its own):
+    as the reference does, they are passed on, with a warning instead of a refusal."""
     cube = cubes.fets_model_cube(tmp_path)
     ws = cube / "workspace"
     missing = ws / "null"
-    before = tree(tmp_path)
 
-    refused = cli("run", f"--mlcube={cube}")
-    assert refused.returncode == 2
-    assert refused.stderr.splitlines() == [
-        f"cuberun: error: task 'infer', input 'parameters_file': {missing} does not exist (workspace {ws}). "
-        "Hint: run the task that produces it, or override parameters_file=PATH"
-    ]
-    assert refused.stdout == ""
-    assert tree(tmp_path) == before  # no output/, no .cuberun/
-
-    proc = ok(cli("run", f"--mlcube={cube}", "--allow-missing-inputs"))
-    assert f"cuberun: warning: task 'infer', input 'parameters_file': {missing} does not exist" in proc.stderr
+    proc = ok(cli("run", f"--mlcube={cube}"))
+    assert f"cuberun: warning: task 'infer', input 'parameters_file' is \"null\" (not given): it is passed as {missing}" in proc.stderr
+    assert "give one with parameters_file=PATH" in proc.stderr
     assert error_lines(proc.stderr) == []
     result = json.loads((ws / "output" / "result.json").read_text())
     assert result == {"cases": ["case_001.nii"], "params": {"threshold": 0.5}, "fallback": True, "parameters_file": str(missing)}
@@ -570,10 +564,8 @@ def test_interrupt_stops_the_task_and_its_children(
             read_until(proc.stdout, b"READY\n", timeout=60)
             pids = [int(p) for p in (ws / "pids.txt").read_text().split()]  # written before READY
             assert all(alive(pid) for pid in pids)
-            started = time.monotonic()
             proc.send_signal(sig)
-            returncode = proc.wait(timeout=15)
-            elapsed = time.monotonic() - started
+            returncode = proc.wait(timeout=120)  # a hang guard only: the task itself never ends
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -583,7 +575,6 @@ def test_interrupt_stops_the_task_and_its_children(
                     os.kill(pid, signal.SIGKILL)
     stderr = (tmp_path / "stderr.txt").read_text()
     assert returncode == code, stderr
-    assert elapsed < 15
     task_pid, grandchild_pid = pids
     # the runner SIGKILLs the task's process group before it returns; the kernel finishes the job
     assert wait_until(lambda: not alive(task_pid) and not alive(grandchild_pid), timeout=5), (task_pid, grandchild_pid)

@@ -227,6 +227,10 @@ def test_watch_verdicts(text: str, client_exit: int, expected: Verdict) -> None:
          Verdict("failure", 1, "session ended CANCELLED (dependency-failed) with result UNDEFINED, exit code 1")),
         ({"status": "SessionStatus.ERROR", "result": "SessionResult.FAILURE", "status_data": {"error": {"exitCode": -15}}},
          Verdict("failure", 143, "session ended ERROR with result FAILURE, exit code 143")),
+        # Backend.AI 26.9.6 (seen on the real test cluster): no result, the status info tells
+        ({"status": "TERMINATED", "result": None, "status_info": "task-finished", "status_data": None}, Verdict("success", 0)),
+        ({"status": "TERMINATED", "status_info": "task-failed", "status_data": None},
+         Verdict("failure", 1, "session ended TERMINATED (task-failed) with result UNDEFINED, exit code 1")),
     ],
 )
 def test_info_verdicts(item: dict[str, Any], expected: Verdict | None) -> None:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cuberun import yamlio
@@ -29,6 +29,7 @@ def _files(root: Path) -> list[str]:
 
 @FUZZ
 @given(TREES)
+@example({"tasks": {"\n": None}})  # a newline in a key once made a two-line error
 def test_loader_never_crashes_on_any_structure(tmp_path_factory: object, data: object) -> None:
     root = Path(str(tmp_path_factory.mktemp("fz")))  # type: ignore[attr-defined]
     text = yaml.safe_dump({"name": "x", "tasks": data} if not isinstance(data, dict) else data)

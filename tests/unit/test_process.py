@@ -47,13 +47,13 @@ def test_grandchild_holding_the_pipe_does_not_hang(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     code = (
         "import subprocess, sys\n"
-        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
         f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
     )
     start = time.monotonic()
     outcome = stream(py(code), echo=io.BytesIO())
     assert outcome.exit_code == 0
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 300  # had stream() waited for the grandchild, it would take 600 s
     os.kill(int(pidfile.read_text()), signal.SIGKILL)
 
 

@@ -67,3 +67,37 @@ def test_write_atomic(tmp_path: Path) -> None:
     yamlio.write_atomic(target, "a: 1\n")
     assert target.read_text() == "a: 1\n"
     assert [p.name for p in target.parent.iterdir()] == ["f.yaml"]
+
+
+def test_parse_cache_is_bounded_and_least_recently_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv("CUBERUN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("CUBERUN_NO_PARSE_CACHE", raising=False)
+    monkeypatch.setattr(yamlio, "CACHE_MAX_ENTRIES", 5)
+    files = []
+    for i in range(8):  # eight cubes in folders that are then deleted, as temp folders are
+        f = tmp_path / f"cube{i}" / "mlcube.yaml"
+        f.parent.mkdir()
+        f.write_text(f"name: c{i}\n")
+        files.append(f)
+    folder = tmp_path / "cache" / "parsed"
+    stranger = folder / "notes.txt"  # not the cache's: never removed
+    for i, f in enumerate(files[:5]):
+        assert yamlio.load(f).data == {"name": f"c{i}"}
+        os.utime(yamlio._cache_file(f), ns=(10**18 + i * 10**9, 10**18 + i * 10**9))  # used in order 0..4
+    stranger.write_text("mine")
+    assert yamlio.load(files[0]).data == {"name": "c0"}  # a hit makes c0 the most recently used
+    assert len(list(folder.glob("*.json"))) == 5
+    yamlio.load(files[5])  # a new entry: the least recently used (c1) goes
+    kept = {p.name for p in folder.glob("*.json")}
+    assert yamlio._cache_file(files[1]).name not in kept
+    assert {yamlio._cache_file(f).name for f in (files[0], files[2], files[3], files[4], files[5])} == kept
+    for f in files[6:]:
+        yamlio.load(f)
+    assert len(list(folder.glob("*.json"))) == 5 and stranger.read_text() == "mine"
+    monkeypatch.setattr(yamlio, "CACHE_MAX_BYTES", 1)  # the byte bound: only the entry just written stays
+    other = tmp_path / "other.yaml"
+    other.write_text("name: other\n")
+    yamlio.load(other)
+    assert [p.name for p in folder.glob("*.json")] == [yamlio._cache_file(other).name]

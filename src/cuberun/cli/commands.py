@@ -13,21 +13,61 @@ from cuberun import __version__
 from cuberun.errors import UsageError
 from cuberun.hints import did_you_mean
 
-# commands in modules of their own, imported only when used (start-up time)
+# commands in modules of their own, imported only when used (start-up time), with the summary
+# `cuberun --help` shows for them (tests/cli/test_help.py keeps it equal to the command's own)
 LAZY = {
-    "config": "cuberun.cli.config_cmd:config",
-    "create": "cuberun.cli.create_cmd:create",
-    "export": "cuberun.cli.export_cmd:export",  # Backend.AI kernel images
-    "migrate": "cuberun.cli.migrate_cmd:migrate",  # legacy MLBox -> config 2.0
+    "config": ("cuberun.cli.config_cmd:config", "Show and edit the settings file ($CUBERUN_SETTINGS or ~/.config/cuberun/settings.yaml)."),
+    "create": ("cuberun.cli.create_cmd:create", "Create a new cube NAME from a template: mlcube.yaml, program, Dockerfile, workspace."),
+    "export": ("cuberun.cli.export_cmd:export", "Export a cube for another system (Backend.AI)."),  # Backend.AI kernel images
+    "migrate": ("cuberun.cli.migrate_cmd:migrate",  # legacy MLBox -> config 2.0
+                "Write the config-2.0 mlcube.yaml of a legacy MLBox cube in PATH (a directory, or its root file)."),
 }
 
 
-class Group(click.Group):
+def summary(command: click.Command) -> str:
+    """A command's summary for the command list: its short help, or the whole first paragraph of
+    its help (click's default cuts it at a width, or at the first '. ', as in 'e.g. ')."""
+    if command.short_help:
+        return " ".join(command.short_help.split())
+    first = (command.help or "").strip().split("\n\n", 1)[0]
+    return " ".join(first.replace("\b", " ").split())
+
+
+class HelpGroup(click.Group):
+    """A group whose command list shows every summary whole, wrapped instead of cut."""
+
+    def summaries(self, ctx: click.Context) -> list[tuple[str, str]]:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, summary(command)))
+        return rows
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = self.summaries(ctx)
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class Group(HelpGroup):
     """Accept the reference's underscore spellings (show_config), suggest on typos, and load
     the rarely used commands lazily."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *LAZY})
+
+    def summaries(self, ctx: click.Context) -> list[tuple[str, str]]:
+        """Without importing the lazy commands (`cuberun --help` stays fast)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name)
+            if command is not None and not command.hidden:
+                rows.append((name, summary(command)))
+            elif command is None and name in LAZY:
+                rows.append((name, LAZY[name][1]))
+        return rows
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         for name in (cmd_name, cmd_name.replace("_", "-")):
@@ -37,7 +77,7 @@ class Group(click.Group):
             if name in LAZY:
                 import importlib
 
-                module, _, attr = LAZY[name].partition(":")
+                module, _, attr = LAZY[name][0].partition(":")
                 command: click.Command = getattr(importlib.import_module(module), attr)
                 self.add_command(command, name)
                 return command
@@ -130,6 +170,9 @@ def _check_dash_overrides(overrides: Sequence[str], cube: Any, tasks: Sequence[s
 @click.option("--cpu", "cpus", metavar="SET", help="CPU set, e.g. 0-3.")
 @click.option("--mount", type=click.Choice(["ro", "rw"]), help="Mount mode for every input (default: ro, or the parameter's opts).")
 @click.option("--allow-missing-inputs", is_flag=True, help="Warn instead of failing when an input does not exist.")
+@click.option("--relax-pins", is_flag=True, help="Local: relax ==/~= pins that have no build for the interpreter (each one is recorded).")
+@click.option("--rebuild-env", is_flag=True, help="Local: build the managed Python env again, even after a remembered failure.")
+@click.option("--strict-outputs", is_flag=True, help="Fail a task that exits 0 without writing a declared output.")
 @click.option("--force", is_flag=True, help="Run even when the task is up to date.")
 @click.option("--no-deps", is_flag=True, help="Do not run the tasks that produce this task's inputs.")
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2", help="Run the task once per value (repeat for a grid).")
@@ -138,7 +181,8 @@ def _check_dash_overrides(overrides: Sequence[str], cube: Any, tasks: Sequence[s
 @click.pass_context
 def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
         dry_run: bool, as_json: bool, gpus: str | None, network: str | None, security: str | None, memory: str | None,
-        cpus: str | None, mount: str | None, allow_missing_inputs: bool, force: bool, no_deps: bool, sweeps: tuple[str, ...],
+        cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool, rebuild_env: bool, strict_outputs: bool,
+        force: bool, no_deps: bool, sweeps: tuple[str, ...],
         jobs: int, overrides: tuple[str, ...]) -> int:
     """Run task(s) of a cube. Parameter overrides follow as NAME=PATH.
 
@@ -159,20 +203,32 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
     parse_gpus(gpus)
     cube = _load(mlcube, workspace, params)
     names = select_tasks(cube, task)
-    _check_dash_overrides(extra, cube, names, ctx.command)
-    values = parse_overrides(extra, [cube.tasks[n] for n in names])
+    # overrides may name parameters of the tasks that run first (the inferred dependencies) too
+    from cuberun import graph
+
+    involved = graph.order(cube, names, with_deps=not no_deps)
+    _check_dash_overrides(extra, cube, involved, ctx.command)
+    values = parse_overrides(extra, [cube.tasks[n] for n in names] + [cube.tasks[n] for n in involved if n not in names])
     if paramset:
         from cuberun.spec import legacy
 
         values = {**legacy.paramset_overrides(cube, names, paramset), **values}
     options = RunOptions(gpus=gpus, network=network, security=security, memory=memory, cpus=cpus, mount=mount,
-                         allow_missing_inputs=allow_missing_inputs)
+                         allow_missing_inputs=allow_missing_inputs, relax_pins=relax_pins, rebuild_env=rebuild_env,
+                         strict_outputs=strict_outputs)
     runner = make_runner(cube, platform, options, params)
+
+    from cuberun import checks, graph
+
+    checks.preflight(cube, runner, graph.order(cube, names, with_deps=not no_deps, overrides=values), values)
     results = run_tasks(cube, runner, names, values, dry_run=dry_run, as_json=as_json, force=force, with_deps=not no_deps,
                         explicit=task is not None, sweeps=sweeps, jobs=jobs)
     if as_json and not dry_run:
         print(json.dumps([{"task": r.task, "exit_code": r.exit_code, "status": r.status, "run_id": r.run_id, "reason": r.reason}
                           for r in results], indent=2))
+    if any(r.status == "succeeded-with-warnings" for r in results):
+        summary = ", ".join(f"{r.task}: {r.status}" for r in results)
+        print(f"cuberun: finished with warnings ({summary})", file=sys.stderr)
     return 0
 
 
@@ -183,14 +239,17 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
 @workspace_option
 @p_option
 @click.option("--dry-run", is_flag=True, help="Print what configure would run.")
-def configure(mlcube: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...], dry_run: bool) -> int:
+@click.option("--relax-pins", is_flag=True, help="Local: relax ==/~= pins that have no build for the interpreter.")
+@click.option("--rebuild-env", is_flag=True, help="Local: build the managed Python env again, even after a remembered failure.")
+def configure(mlcube: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...], dry_run: bool, relax_pins: bool,
+              rebuild_env: bool) -> int:
     """Prepare a platform for a cube: build or pull the image, create the env."""
     from cuberun.errors import RunnerUnavailable
     from cuberun.execute import make_runner
     from cuberun.runners.base import RunOptions
 
     cube = _load(mlcube, workspace, params)
-    runner = make_runner(cube, platform, RunOptions(), params)
+    runner = make_runner(cube, platform, RunOptions(relax_pins=relax_pins, rebuild_env=rebuild_env), params)
     if dry_run:
         for step in runner.configure_steps():
             print(step.display())
@@ -204,6 +263,27 @@ def configure(mlcube: str | None, platform: str | None, workspace: str | None, p
 
 
 # -- describe / show-config / validate / inspect -----------------------------------------
+def param_type(cube: Any, p: Any) -> tuple[str, bool]:
+    """(type, inferred): an input without a type is a directory when its default path is one in
+    the workspace, else a file, as `run` decides."""
+    from cuberun.spec.model import DIRECTORY, FILE, UNKNOWN
+
+    if p.type != UNKNOWN:
+        return p.type, False
+    from cuberun.resolve import expand_path
+
+    try:
+        path, _ = expand_path(p.default, cube.workspace)
+        return (DIRECTORY if path.is_dir() else FILE), True
+    except (OSError, ValueError):
+        return FILE, True
+
+
+def _param_data(cube: Any, p: Any) -> dict[str, Any]:
+    ptype, inferred = param_type(cube, p)
+    return {"type": ptype, "default": p.default, **({"opts": p.opts} if p.opts else {}), **({"inferred": True} if inferred else {})}
+
+
 def describe_data(cube: Any) -> dict[str, Any]:
     return {
         "name": cube.name,
@@ -218,8 +298,8 @@ def describe_data(cube: Any) -> dict[str, Any]:
         "tasks": {
             t.name: {
                 "entrypoint": t.entrypoint,
-                "inputs": {p.name: {"type": p.type, "default": p.default, **({"opts": p.opts} if p.opts else {})} for p in t.inputs},
-                "outputs": {p.name: {"type": p.type, "default": p.default, **({"opts": p.opts} if p.opts else {})} for p in t.outputs},
+                "inputs": {p.name: _param_data(cube, p) for p in t.inputs},
+                "outputs": {p.name: _param_data(cube, p) for p in t.outputs},
             }
             for t in cube.tasks.values()
         },
@@ -251,9 +331,12 @@ def describe(mlcube: str | None, workspace: str | None, params: tuple[str, ...],
     for t in cube.tasks.values():
         lines.append(f"  {t.name}" + (f"  (entrypoint: {t.entrypoint})" if t.entrypoint else ""))
         for p in t.params:
+            ptype, inferred = param_type(cube, p)
             opts = f", {p.opts}" if p.opts else ""
-            lines.append(f"    {p.io:<6} {p.name} = {p.default}  ({p.type}{opts})")
-    print("\n".join(lines))
+            lines.append(f"    {p.io:<6} {p.name} = {p.default}  ({ptype}{', inferred' if inferred else ''}{opts})")
+    from cuberun.console import printable
+
+    print("\n".join(printable(line) for line in lines))
     return 0
 
 
@@ -276,7 +359,7 @@ def show_config(mlcube: str | None, platform: str | None, workspace: str | None,
     config = {k: v for k, v in cube.config.items()}
     if resolve:
         config = cube.resolve_value(config)
-    config["runner"] = dict(runner.config, runner=runner.name)
+    config["runner"] = dict(runner.describe_config(), runner=runner.name)
     config["platform_name"] = runner.platform
     print(yamlio.dump(config), end="")
     return 0
@@ -288,14 +371,32 @@ def show_config(mlcube: str | None, platform: str | None, workspace: str | None,
 @workspace_option
 @p_option
 def validate(mlcube: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...]) -> int:
-    """Check a cube (and a platform's config for it) without running anything."""
+    """Check a cube (and a platform's config for it) without running anything.
+
+    What run would refuse before starting (the local section's files, environment variable
+    names, unset $VARs in paths, outputs outside the workspace) is reported, every problem at once."""
+    from cuberun.checks import cube_issues
     from cuberun.execute import make_runner
     from cuberun.runners.base import RunOptions
 
     cube = _load(mlcube, workspace, params)
+    errors, warnings = cube_issues(cube)
+    for w in warnings:
+        print(f"cuberun: warning: {w.render()}", file=sys.stderr)
+    if errors:
+        from cuberun.errors import SpecError
+
+        raise SpecError(errors)
     if platform:
-        make_runner(cube, platform, RunOptions(), params)
-    print(f"{cube.file}: ok ({len(cube.tasks)} task{'s' if len(cube.tasks) != 1 else ''}, {len(cube.warnings)} warning{'s' if len(cube.warnings) != 1 else ''})")
+        runner = make_runner(cube, platform, RunOptions(), params)
+        problems = runner.launch_problems(list(cube.tasks))
+        if problems:
+            from cuberun.errors import Issue, SpecError
+
+            hint = f"see cuberun show-config --platform={runner.platform}, or run these tasks on another platform"
+            raise SpecError([Issue(p, hint=hint) for p in problems])
+    count = len(cube.warnings) + len(warnings)
+    print(f"{cube.file}: ok ({len(cube.tasks)} task{'s' if len(cube.tasks) != 1 else ''}, {count} warning{'s' if count != 1 else ''})")
     return 0
 
 
@@ -352,11 +453,31 @@ def runs(mlcube: str | None, workspace: str | None, task: str | None, status: st
     if not found:
         print(f"no runs in {ws}")
         return 0
-    for r in found:
-        dur = r.get("duration_s")
-        print(f"{r['run_id']}  {r.get('task', '?'):<14} {r.get('platform', '?'):<10} {r.get('status', '?'):<11} "
-              f"exit={r.get('exit_code')}  {dur if dur is not None else '-'}s  {r.get('start', '')}")
+    print(runs_table(found))
     return 0
+
+
+def runs_table(records: Sequence[dict[str, Any]]) -> str:
+    """Run records as a table: a header, then one aligned row per run (numbers to the right)."""
+    from cuberun.console import printable
+
+    def cell(value: Any) -> str:
+        return "-" if value is None or value == "" else printable(str(value))
+
+    header = ("RUN", "TASK", "PLATFORM", "STATUS", "EXIT", "SECONDS", "STARTED")
+    rows: list[tuple[str, ...]] = [header]
+    for r in records:
+        dur = r.get("duration_s")
+        seconds = f"{dur:.1f}" if isinstance(dur, (int, float)) and not isinstance(dur, bool) else dur
+        rows.append(tuple(cell(v) for v in (r.get("run_id"), r.get("task"), r.get("platform"), r.get("status"), r.get("exit_code"),
+                                            seconds, r.get("start"))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    right = {4, 5}
+    lines = []
+    for row in rows:
+        cells = [row[i].rjust(widths[i]) if i in right else row[i].ljust(widths[i]) for i in range(len(header))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
 
 
 # -- graph / show / export-provenance / report ----------------------------------------------
@@ -393,14 +514,23 @@ def _find(mlcube: str | None, workspace: str | None, run_id: str) -> dict[str, A
 
     ws = _workspace_of(mlcube, workspace)
     runs = list_runs(ws)
-    matches = [r for r in runs if r.get("run_id") == run_id] or [r for r in runs if str(r.get("run_id", "")).startswith(run_id)
-                                                                 or str(r.get("run_id", "")).endswith(run_id)]
+    matches = match_runs(runs, run_id)
     if not matches:
         ids = [str(r.get("run_id")) for r in runs]
         raise UsageError(f"no run '{run_id}' in {ws}", did_you_mean(run_id, ids, "run") if ids else "no runs recorded yet")
     if len(matches) > 1:
-        raise UsageError(f"run id '{run_id}' is ambiguous ({len(matches)} runs match)", "give more of the id")
+        shown = ", ".join(str(r.get("run_id")) for r in matches[-3:])
+        more = f" (and {len(matches) - 3} more)" if len(matches) > 3 else ""
+        raise UsageError(f"run id '{run_id}' is ambiguous: {len(matches)} runs match", f"give more of the id, e.g. one of {shown}{more}")
     return matches[0]
+
+
+def match_runs(runs: Sequence[dict[str, Any]], part: str) -> list[dict[str, Any]]:
+    """The runs whose id is `part`, else those whose id contains it (a unique part of an id)."""
+    exact = [r for r in runs if str(r.get("run_id", "")) == part]
+    if exact or not part:
+        return exact
+    return [r for r in runs if part in str(r.get("run_id", ""))]
 
 
 @cli.command()

@@ -9,11 +9,12 @@ from typing import Any
 
 import click
 
-from cuberun.errors import UsageError
+from cuberun.cli.commands import HelpGroup
+from cuberun.errors import CuberunError, UsageError
 from cuberun.hints import did_you_mean
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=HelpGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def config() -> None:
     """Show and edit the settings file ($CUBERUN_SETTINGS or ~/.config/cuberun/settings.yaml)."""
 
@@ -73,14 +74,29 @@ def _walk(data: Any, key: str) -> Any:
     return node
 
 
+def _effective(entry: dict[str, Any]) -> dict[str, Any]:
+    """A platform entry with its runner's defaults under it: what a run of the platform uses."""
+    from cuberun.runners import registry
+    from cuberun.schema import defaults
+
+    try:
+        cls = registry.get(str(entry.get("runner")))
+    except CuberunError:  # a runner that is not installed: the entry as written
+        return entry
+    return {"runner": entry.get("runner"), **{k: v for k, v in defaults(cls.schema).items()}, **entry}
+
+
 @config.command("get")
 @click.argument("key")
 def get_cmd(key: str) -> None:
-    """Print a settings value, e.g. platforms.docker.docker."""
+    """Print a settings value (with the runner's default when the settings leave it unset), e.g. platforms.docker.docker."""
     from cuberun import yamlio
 
     settings = _settings()
-    view = {"platforms": settings.platforms, "default_platform": settings.default_platform}
+    view = {"platforms": dict(settings.platforms), "default_platform": settings.default_platform}
+    parts = key.split(".")
+    if len(parts) > 2 and parts[0] == "platforms" and parts[1] in settings.platforms:
+        view["platforms"][parts[1]] = _effective(settings.platforms[parts[1]])
     value = _walk(view, key)
     print(yamlio.dump(value) if isinstance(value, (dict, list)) else ("null" if value is None else value), end="" if isinstance(value, (dict, list)) else "\n")
 

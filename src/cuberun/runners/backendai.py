@@ -222,6 +222,9 @@ def info_verdict(item: Mapping[str, Any]) -> Verdict | None:
     detail = f" ({info})" if info else ""
     if result == "SUCCESS" and (code in (None, 0)):
         return Verdict("success", 0)
+    if result in ("", "UNDEFINED") and status == "TERMINATED" and info == "task-finished" and code in (None, 0):
+        # Backend.AI 25-26 leave the result UNDEFINED; a batch task that exited 0 ends "task-finished"
+        return Verdict("success", 0)
     failed_code = exit_code_from(code, failed=True)
     return Verdict("failure", failed_code, f"session ended {status}{detail} with result {result or 'UNDEFINED'}, exit code {failed_code}")
 
@@ -786,7 +789,9 @@ class BackendAIRunner(Runner):
         stop = threading.Event()
         with open(log_path, "ab") as log:
             sinks: list[IO[bytes] | None] = [getattr(sys.stdout, "buffer", None), log]
-            logs = _LogFollower(self, plan.name, sinks, self._seconds("log_interval", 10.0))
+            # by ID: Backend.AI 26.x answers `session logs NAME` with 404 once the session has ended,
+            # so the final fetch (which carries the task's last lines) must use the session ID
+            logs = _LogFollower(self, plan.session_id or plan.name, sinks, self._seconds("log_interval", 10.0))
             poller = threading.Thread(target=logs.loop, args=(stop,), daemon=True)
             poller.start()
             try:

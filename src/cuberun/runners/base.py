@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -27,6 +26,9 @@ class RunOptions:
     cpus: str | None = None
     mount: str | None = None  # "ro" | "rw": input mount mode for every input
     allow_missing_inputs: bool = False
+    relax_pins: bool = False  # local: relax ==/~= pins that have no build for the interpreter
+    rebuild_env: bool = False  # local: build the managed env again (also after a remembered failure)
+    strict_outputs: bool = False  # a task that exits 0 without writing a declared output fails
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # the invocation's -P assignments to the cube config (runner.* excluded), for runners that run
     # cuberun again elsewhere (slurm jobs, ssh); set by execute.make_runner
@@ -43,14 +45,16 @@ class Step:
     env: Mapping[str, str] = field(default_factory=dict)
 
     def display(self) -> str:
-        """The command as one shell-quoted line, for people (never executed); secrets redacted."""
+        """The command as one shell-quoted line, for people (never executed); secrets redacted;
+        control characters escaped ($'...'), never printed raw."""
+        from cuberun.console import printable, shell_quote
         from cuberun.records import redact_env
 
         parts = []
         if self.cwd:
-            parts.append(f"cd {shlex.quote(self.cwd)} &&")
-        parts.extend(f"{k}={shlex.quote(v)}" for k, v in sorted(redact_env(self.env).items()))
-        parts.append(shlex.join(self.argv))
+            parts.append(f"cd {shell_quote(self.cwd)} &&")
+        parts.extend(f"{printable(k)}={shell_quote(v)}" for k, v in sorted(redact_env(self.env).items()))
+        parts.append(" ".join(shell_quote(a) for a in self.argv))
         return " ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -63,6 +67,7 @@ class Runner(ABC):
     name: ClassVar[str]
     section: ClassVar[str | None] = None  # the cube section the runner reads (e.g. "docker")
     schema: ClassVar[Schema] = {}  # platform config keys (settings entry < cube section < -P)
+    outputs_on_host: ClassVar[bool] = True  # False: outputs stay remote (a PVC), so cuberun cannot check them after a run
 
     def __init__(self, cube: Cube, config: dict[str, Any], platform: str, options: RunOptions) -> None:
         self.cube = cube
@@ -117,6 +122,10 @@ class Runner(ABC):
 
     def inspect(self) -> dict[str, Any]:
         return {"runner": self.name, "platform": self.platform}
+
+    def launch_problems(self, tasks: list[str]) -> list[str]:
+        """Why these tasks cannot be started on this platform (validate), without running anything."""
+        return []
 
     def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
         """What identifies how `task` runs, for up-to-date checks: the exact commands, plus

@@ -92,6 +92,7 @@ SLOW_WAITING = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"
 
 # -- the runner -------------------------------------------------------------------------------------
 class KubernetesRunner(Runner):
+    outputs_on_host = False  # on the PersistentVolumeClaim: not checkable from here
     name = "k8s"
     section = "k8s"
     schema: ClassVar[dict[str, Field]] = {

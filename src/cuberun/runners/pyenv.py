@@ -1,5 +1,12 @@
 """Managed Python environments for the local runner: one virtualenv per requirements hash,
-kept in the user cache dir (never inside the cube), created once, shared by every cube."""
+kept in the user cache dir (never inside the cube), created once, shared by every cube.
+
+A build that fails is remembered (`<key>.failed.json` beside the envs, with pip's output in
+`<key>.log`): the next run with the same key says the same one-line reason at once instead of
+building again, until asked (`--rebuild-env`). With `relax` (`--relax-pins`), pins that have no
+build for the interpreter are relaxed first (pins.py) and each relaxation is kept in the env's
+marker, for the run records.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,13 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO, Any, cast
 
 from cuberun.errors import BackendError
-from cuberun.valueclass import dataclass
+from cuberun.valueclass import dataclass, field
 
 MARKER = ".cuberun-env.json"
 
@@ -24,25 +33,53 @@ def cache_dir() -> Path:
     return Path(base) / "cuberun"
 
 
+class EnvBuildError(BackendError):
+    """The managed env cannot be built; `reason` is the one-line why."""
+
+
 @dataclass(frozen=True)
 class EnvSpec:
     python: str  # interpreter that creates the venv
     requirement_files: tuple[Path, ...]
     packages: tuple[str, ...]
+    constraint_files: tuple[Path, ...] = ()
+    pip_options: tuple[str, ...] = ()  # where packages come from (--index-url, --find-links, ...)
+    editables: tuple[str, ...] = ()  # local project paths installed with -e
+    relax: bool = False
+    version: str = ""  # the interpreter's version ("" = ask it)
+    image_python: str | None = field(default=None)  # the Python the image runs (hints only, not in the key)
+    source: str = ""  # where the interpreter was found (messages only)
+
+    def python_version(self) -> str:
+        return self.version or _python_version(self.python)
 
     def key(self) -> str:
         h = hashlib.sha256()
         h.update(os.path.realpath(self.python).encode())
-        h.update(_python_version(self.python).encode())
+        h.update(self.python_version().encode())
         for f in self.requirement_files:
             h.update(b"\0file\0")
-            h.update(f.read_bytes())
+            h.update(_read(f))
         for p in sorted(self.packages):
             h.update(b"\0pkg\0" + p.encode())
+        for f in self.constraint_files:
+            h.update(b"\0constraint\0" + _read(f))
+        for o in self.pip_options:
+            h.update(b"\0opt\0" + o.encode())
+        for e in self.editables:
+            h.update(b"\0editable\0" + e.encode())
+        if self.relax:
+            h.update(b"\0relax-pins")
         return h.hexdigest()[:20]
 
     def path(self) -> Path:
         return cache_dir() / "envs" / self.key()
+
+    def failure_path(self) -> Path:
+        return cache_dir() / "envs" / f"{self.key()}.failed.json"
+
+    def log_path(self) -> Path:
+        return cache_dir() / "envs" / f"{self.key()}.log"
 
     def ready(self) -> bool:
         return (self.path() / MARKER).is_file()
@@ -50,18 +87,54 @@ class EnvSpec:
     def bin_dir(self) -> Path:
         return self.path() / "bin"
 
+    def marker(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.path() / MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def remembered_failure(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.failure_path().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and data.get("key") == self.key() else None
+
+    def pip_install(self, files: Sequence[Path] | None = None, packages: Sequence[str] | None = None, only_binary: Sequence[str] = ()) -> list[str]:
+        argv = [str(self.path() / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", *self.pip_options]
+        for f in self.constraint_files:
+            argv += ["-c", str(f)]
+        if only_binary:
+            argv += ["--only-binary", ",".join(only_binary)]
+        for f in self.requirement_files if files is None else files:
+            argv += ["-r", str(f)]
+        argv += list(self.packages if packages is None else packages)
+        for e in self.editables:
+            argv += ["-e", e]
+        return argv
+
     def install_argvs(self) -> list[list[str]]:
         """The commands that create the env (what --dry-run shows)."""
-        where = str(self.path())
-        argvs = [[self.python, "-m", "venv", where]]
-        pip = [str(self.path() / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
-        if self.requirement_files or self.packages:
-            install = list(pip)
-            for f in self.requirement_files:
-                install += ["-r", str(f)]
-            install += list(self.packages)
-            argvs.append(install)
+        argvs = [[self.python, "-m", "venv", str(self.path())]]
+        old_pip = _pip_for_old_python(self.python_version())
+        if old_pip:
+            argvs.append([str(self.path() / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--upgrade",
+                          *self.pip_options, old_pip])
+        if self.requirement_files or self.packages or self.editables:
+            argvs.append(self.pip_install())
         return argvs
+
+
+def _read(path: Path) -> bytes:
+    """The first 4 MiB of a requirements file (b"" when it is not a regular file: never blocks on a FIFO)."""
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import read_regular
+
+    try:
+        return read_regular(path, 64 << 20, what="requirements file")[: 1 << 22]
+    except CuberunError:
+        return b""
 
 
 _VERSIONS: dict[str, str] = {}
@@ -69,52 +142,191 @@ _VERSIONS: dict[str, str] = {}
 
 def _python_version(python: str) -> str:
     if python == sys.executable:
-        return sys.version
+        return ".".join(map(str, sys.version_info[:3]))
     if python not in _VERSIONS:
-        from cuberun.process import capture
+        from cuberun.runners.pythons import probe
 
-        result = capture([python, "-c", "import sys; print(sys.version)"], timeout=30)
-        if result.returncode != 0:
-            raise BackendError(f"cannot run the Python interpreter '{python}': {result.stderr.strip() or 'exit ' + str(result.returncode)}",
-                               "set local.python to an installed interpreter (e.g. python3)")
-        _VERSIONS[python] = result.stdout.strip()
+        found = probe(python, "given path")
+        if found is None:
+            raise BackendError(f"cannot run the Python interpreter '{python}'", "set local.python to an installed interpreter (e.g. python3, or a version such as 3.8)")
+        _VERSIONS[python] = found.version
     return _VERSIONS[python]
 
 
-def ensure(spec: EnvSpec, log: Sequence[object] = ()) -> Path:
+def ensure(spec: EnvSpec, *, rebuild: bool = False) -> Path:
     """Create the env if it is missing (under a lock, so parallel runs build it once)."""
     import fcntl
     import shutil
 
-    from cuberun.process import stream
-
     target = spec.path()
-    if spec.ready():
+    if spec.ready() and not rebuild:
         return target
+    remembered = spec.remembered_failure()
+    if remembered is not None and not rebuild:
+        raise EnvBuildError(
+            f"cannot build the Python environment: {remembered.get('reason')} (remembered from the attempt at {remembered.get('time')})",
+            f"{remembered.get('hint')}; or add --rebuild-env to try again",
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_path = target.parent / f".{target.name}.lock"
-    from cuberun.safeio import open_lock_file, write_file
+    from cuberun.safeio import open_lock_file
 
     with open(open_lock_file(lock_path), "r+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if spec.ready():
+        if spec.ready() and not rebuild:
             return target
         if target.exists():
-            shutil.rmtree(target)  # a half-built env from an interrupted run
-        print(f"cuberun: creating Python environment {target}", file=sys.stderr, flush=True)
-        for argv in spec.install_argvs():
-            outcome = stream(argv, echo=getattr(sys.stderr, "buffer", None))
-            if outcome.exit_code != 0:
-                shutil.rmtree(target, ignore_errors=True)
-                what = "pip install" if "pip" in argv else "venv creation"
-                raise BackendError(
-                    f"{what} failed with exit code {outcome.exit_code} while creating {target}",
-                    "check the requirements and the package index; the output is above",
-                    exit_code=outcome.exit_code if outcome.interrupted else None,
-                )
-        write_file(
-            target / MARKER,
-            json.dumps({"python": spec.python, "requirements": [str(f) for f in spec.requirement_files], "packages": list(spec.packages)}),
-            what="environment marker",
-        )
+            shutil.rmtree(target)  # a half-built env from an interrupted run, or --rebuild-env
+        try:
+            spec.failure_path().unlink()
+        except OSError:
+            pass
+        _build(spec, target)
     return target
+
+
+def _build(spec: EnvSpec, target: Path) -> None:
+    import shutil
+
+    from cuberun.console import say
+
+    version = spec.python_version()
+    log_path = spec.log_path()
+    started = time.monotonic()
+    say(f"creating Python environment {target} with Python {version}{f' ({spec.source})' if spec.source else ''}; pip's output goes to {log_path}")
+    with open(log_path, "wb") as log:
+        code = _step(spec.install_argvs()[0], log)
+        if code != 0:
+            shutil.rmtree(target, ignore_errors=True)
+            raise BackendError(f"creating the virtualenv {target} with {spec.python} failed (exit {code})", f"see {log_path}",
+                               exit_code=code if code >= 128 else None)
+        steps = spec.install_argvs()
+        if len(steps) > 1 and steps[1][-1].startswith("pip<"):  # the pip a venv of this Python brings cannot read today's indexes
+            code = _step(steps[1], log)
+            if code != 0:
+                shutil.rmtree(target, ignore_errors=True)
+                raise BackendError(f"upgrading pip ({steps[1][-1]}) in {target} failed (exit {code})", f"see {log_path}")
+        files, packages, only_binary = list(spec.requirement_files), list(spec.packages), []
+        relaxations: list[Any] = []
+        if spec.relax and (files or packages):
+            from cuberun.runners import pins
+
+            python = str(target / "bin" / "python")
+            files, packages, relaxations = pins.relax(python, version, files, packages, target / "cuberun-requirements", spec.pip_options)
+            only_binary = sorted({pins.canonical(r.name) for r in relaxations})
+            for r in relaxations:
+                say(f"--relax-pins: {r.describe()}")
+        code = 0
+        if files or packages or spec.editables:
+            code = _step(spec.pip_install(files, packages, only_binary), log)
+    if code != 0:
+        reason, hint = _explain_failure(spec, target, version, log_path)
+        shutil.rmtree(target, ignore_errors=True)
+        if code < 128:  # an interrupted build is not remembered
+            _remember(spec, reason, hint)
+        raise EnvBuildError(f"cannot build the Python environment: {reason}", hint, exit_code=code if code >= 128 else None)
+    if relaxations:
+        _installed_versions(target, relaxations)
+    from cuberun.safeio import write_file
+
+    write_file(
+        target / MARKER,
+        json.dumps({
+            "python": spec.python, "version": version, "requirements": [str(f) for f in spec.requirement_files], "packages": list(spec.packages),
+            "relaxed": [r.to_json() for r in relaxations], "seconds": round(time.monotonic() - started, 1),
+        }),
+        what="environment marker",
+    )
+    say(f"Python environment ready in {time.monotonic() - started:.0f} s")
+
+
+def _pip_for_old_python(version: str) -> str | None:
+    """The newest pip that supports an old interpreter, when its venv brings an older one."""
+    short = ".".join(version.split(".")[:2])
+    return {"3.5": "pip<21", "3.6": "pip<22", "3.7": "pip<24.1"}.get(short)
+
+
+def _step(argv: list[str], log: Any) -> int:
+    from cuberun.process import stream
+
+    log.write(("$ " + " ".join(argv) + "\n").encode())
+    log.flush()
+    outcome = stream(argv, log=log, echo=cast("IO[bytes]", _Discard()))
+    return outcome.exit_code
+
+
+class _Discard:
+    """An echo target that drops the output (pip's output goes to the log only)."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _explain_failure(spec: EnvSpec, target: Path, version: str, log_path: Path) -> tuple[str, str]:
+    from cuberun.runners import pins
+
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - (1 << 20)))
+            log = fh.read().decode("utf-8", "replace")
+    except OSError:
+        log = ""
+    python = str(target / "bin" / "python")
+    diagnosis = pins.diagnose(python, version, log, spec.requirement_files, spec.packages, spec.pip_options)
+    return diagnosis.reason, failure_hint(spec, version, diagnosis.suggestion, log_path)
+
+
+def failure_hint(spec: EnvSpec, version: str, suggestion: str | None, log_path: Path) -> str:
+    """The concrete ways past a managed env that cannot be built."""
+    options: list[str] = []
+    if not spec.relax:
+        options.append("--relax-pins" + (f" (uses {suggestion}, the newest release with a build)" if suggestion else " (newest releases with a build)"))
+    short = ".".join(version.split(".")[:2])
+    if spec.image_python and spec.image_python != short:
+        from cuberun.runners import pythons
+
+        found = pythons.find(tuple(int(p) for p in spec.image_python.split(".")))
+        where = f"found: {found.describe()}" if found else "not installed here: e.g. pyenv install " + spec.image_python
+        options.append(f"-Plocal.python={spec.image_python} (the image's Python; {where})")
+    else:
+        options.append("-Plocal.python=VERSION (another interpreter)")
+    options.append("-Plocal.requirements=FILE with pins that install")
+    options.append("-Plocal.env=current (the Python cuberun runs in)")
+    return "; ".join(options) + f"; pip's output: {log_path}"
+
+
+def _remember(spec: EnvSpec, reason: str, hint: str) -> None:
+    data = {"key": spec.key(), "reason": reason, "hint": hint, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "log": str(spec.log_path()),
+            "python": spec.python, "version": spec.python_version()}
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import write_file
+
+    try:
+        write_file(spec.failure_path(), json.dumps(data), what="failure memory")
+    except (OSError, CuberunError):
+        pass
+
+
+def _installed_versions(target: Path, relaxations: Sequence[Any]) -> None:
+    from cuberun.process import capture
+
+    code = (
+        "import json, sys\n"
+        "try:\n    from importlib.metadata import version\n"
+        "except ImportError:\n    import pkg_resources\n    version = lambda n: pkg_resources.get_distribution(n).version\n"
+        "out = {}\n"
+        "for n in sys.argv[1:]:\n    try:\n        out[n] = version(n)\n    except Exception:\n        pass\n"
+        "print(json.dumps(out))\n"
+    )
+    names = [r.name for r in relaxations]
+    result = capture([str(target / "bin" / "python"), "-c", code, *names], timeout=60)
+    try:
+        found = json.loads(result.stdout or "{}")
+    except ValueError:
+        return
+    for r, name in zip(relaxations, names, strict=False):
+        r.installed = found.get(name)

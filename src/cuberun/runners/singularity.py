@@ -29,8 +29,9 @@ Fixed, compared with the reference:
 - for images from the `docker:` section, `--pwd` is the Dockerfile's WORKDIR, so relative
   entrypoints (`python 01_download.py`) work; `pwd:` overrides it.
 
-Not exercised against a real Singularity or Apptainer binary on the project's test machines
-(none can be installed there): the command lines are pinned by golden tests.
+Tested for real against Apptainer 1.4.5 (tests/integration/test_apptainer_real.py, through the
+wrapper of scripts/backends/apptainer.sh, named by the `singularity` setting like any install);
+the command lines are also pinned by golden tests.
 """
 
 from __future__ import annotations

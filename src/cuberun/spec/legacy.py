@@ -602,6 +602,10 @@ class _Converter:
             for io in (INPUT, OUTPUT):
                 group: dict[str, Any] = {}
                 items = tdoc.data.get(io + "s") or []
+                untyped: set[str] = set()
+                if isinstance(items, dict):  # MLBox (mlspeclib era): {name: {}} with the type left to the filesystem
+                    items = [{"name": k, **(v if isinstance(v, dict) else {})} for k, v in items.items()]
+                    untyped = {str(i["name"]) for i in items if "type" not in i}
                 if not isinstance(items, list):
                     self.issues.append(tdoc.issue((io + "s",), "must be a list of {name, type}", value=True))
                     continue
@@ -612,6 +616,9 @@ class _Converter:
                         continue
                     pname = spec["name"]
                     ptype = spec.get("type")
+                    if pname in untyped:
+                        ptype = _guess_type(bound.get(pname) or pname, self.root, io) or FILE
+                        self.assumptions.append(f"task '{tname}', {io} '{pname}' has no type: taken as a {ptype}")
                     if ptype not in (FILE, DIRECTORY):
                         self.issues.append(tdoc.issue((*ppath, "type") if "type" in spec else ppath, f"type of '{pname}' must be 'file' or 'directory'",
                                                       did_you_mean(str(ptype), (FILE, DIRECTORY)) if ptype else "add type: file or type: directory",
@@ -662,6 +669,13 @@ class _Converter:
     def v1_platforms(self) -> dict[str, Any]:
         folder = self.root / "platforms"
         docker: dict[str, Any] = {}
+        mlbox_docker = self.root / "mlbox_docker.yaml"  # MLBox (mlspeclib era): the docker implementation, beside mlbox.yaml
+        if mlbox_docker.is_file():
+            doc = self.load(mlbox_docker, "docker implementation file")
+            if doc is not None:
+                self.v1_docker(doc, self.rel(mlbox_docker), docker)
+                if not folder.is_dir():
+                    return docker
         if not folder.is_dir():
             self.notes.append("no platforms/docker.yaml: there is no docker image; add docker.image to run in a container")
             return docker
@@ -688,7 +702,7 @@ class _Converter:
             else:
                 self.notes.append(f"{rel}: platform '{pname or path.stem}' is not converted")
         if not docker.get("image"):
-            self.notes.append("no docker image in platforms/: add docker.image to run in a container")
+            self.notes.append("no docker image in platforms/ or mlbox_docker.yaml: add docker.image to run in a container")
         return docker
 
     def v1_docker(self, doc: Document, rel: str, docker: dict[str, Any]) -> None:

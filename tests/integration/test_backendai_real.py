@@ -1,0 +1,219 @@
+"""The backendai runner against a REAL Backend.AI 26.9.6 cluster (scripts/backends/backendai.sh:
+manager, agent with the mock CUDA accelerator, storage-proxy, PostgreSQL, Redis, etcd, all on
+loopback), end to end as the seed's MLPerf-on-Backend.AI workflow does it:
+
+1. the cube's image is built in the agent's Docker engine from the local base image;
+2. `cuberun export backendai --build` relabels it as a kernel image;
+3. it is pushed to the loopback registry (scripts/backends/registry.sh) and found by the
+   manager's `image rescan` of that registry;
+4. `cuberun run --platform=backendai-test` runs each task as a batch session, inputs and
+   outputs moving through the cube's vfolder.
+
+Checked: success with outputs back in the workspace, a failing task's exit code, Ctrl-C
+(the session is terminated, its container gone), GPU requests against the mock accelerator
+(`cuda.device` slots with no GPU). Everything goes through the CLI with a settings file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.backends import backend_env, require_backend
+from tests.faults.helpers import Background, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+SESSION = uuid.uuid4().hex[:6]
+TIMEOUT = 900
+
+pytestmark = pytest.mark.backendai
+
+PROBE_PY = '''\
+import json, os, shutil, sys, time
+task = sys.argv[1]
+opts = dict(a[2:].split("=", 1) for a in sys.argv[2:])
+print("probe", task, flush=True)
+if task == "copy":
+    shutil.copytree(opts["data"], opts["out"], dirs_exist_ok=True)
+    print("copied", len(os.listdir(opts["data"])), "files", flush=True)
+elif task == "fail":
+    print("failing on purpose", flush=True)
+    sys.exit(3)
+elif task == "sleep":
+    print("started", flush=True)
+    time.sleep(600)
+elif task == "env":
+    os.makedirs(os.path.dirname(opts["out"]), exist_ok=True)
+    with open(opts["out"], "w") as fh:
+        json.dump({k: v for k, v in os.environ.items() if "CUDA" in k or k.startswith("BACKENDAI_MOCK")}, fh)
+'''
+
+DOCKERFILE = """\
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+COPY probe.py /app/probe.py
+WORKDIR /app
+ENTRYPOINT ["python3", "/app/probe.py"]
+"""
+
+CUBE = """\
+name: bai_probe
+docker:
+  image: {image}
+tasks:
+  copy:
+    parameters:
+      inputs: {{data: data/}}
+      outputs: {{out: copied/}}
+  fail:
+    parameters: {{}}
+  sleep:
+    parameters: {{}}
+  env:
+    parameters:
+      outputs: {{out: {{type: file, default: env/env.json}}}}
+"""
+
+
+class Cluster:
+    def __init__(self, details: dict[str, Any], env: dict[str, str], image: str) -> None:
+        self.details = details
+        self.env = env
+        self.image = image
+
+    def cuberun(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cuberun", *args], env=self.env, capture_output=True, text=True, timeout=TIMEOUT,
+                              stdin=subprocess.DEVNULL, check=False, cwd=cwd)
+
+    def client(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.details["client"], *args], env=self.env, capture_output=True, text=True, timeout=300, check=False,
+                              stdin=subprocess.DEVNULL)
+
+    def kernels(self) -> list[str]:
+        out = subprocess.run(["docker", "ps", "-q", "--filter", "label=ai.backend.kernel-id"], env=self.env, capture_output=True,
+                             text=True, timeout=60, check=False).stdout
+        return out.split()
+
+    def cube(self, dest: Path) -> Path:
+        dest.mkdir(parents=True)
+        (dest / "mlcube.yaml").write_text(CUBE.format(image=self.image))
+        data = dest / "workspace" / "data"
+        data.mkdir(parents=True)
+        (data / "a.txt").write_text("alpha\n")
+        (data / "b.txt").write_text("beta\n")
+        return dest
+
+
+def sh(argv: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 600) -> str:
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd)
+    assert proc.returncode == 0, f"{argv}: {proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def bai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    details = require_backend("backendai")
+    registry = require_backend("registry")["address"]
+    base = str(details["base_image"])
+    root = tmp_path_factory.mktemp("backendai")
+    env = {**os.environ, **backend_env("backendai"), "DOCKER_HOST": details["docker_host"],
+           "CUBERUN_SETTINGS": str(root / "settings.yaml"), "MLCUBE_SYSTEM_SETTINGS": str(root / "none.yaml"),
+           "CUBERUN_CACHE_DIR": str(root / "cache"), "PYTHONPATH": str(REPO / "src")}
+    (root / "settings.yaml").write_text(json.dumps({"platforms": {"backendai-test": {
+        "runner": "backendai", "client": details["client"], "log_interval": 2,
+    }}}))
+    # 1. the cube image, in the agent's Docker engine (backendai.sh imported the base image there)
+    build = root / "build"
+    build.mkdir()
+    (build / "probe.py").write_text(PROBE_PY)
+    (build / "Dockerfile").write_text(DOCKERFILE)
+    image = f"{registry}/cuberun/it-probe-{SESSION}:0.1"
+    sh(["docker", "build", "-q", "--network", "none", "--build-arg", f"BASE_IMAGE={base}", "-t", image, str(build)], env)
+    cluster = Cluster(details, env, image)
+    cube = cluster.cube(root / "export")
+    # 2. relabelled as a kernel image, 3. pushed and rescanned
+    sh([sys.executable, "-m", "cuberun", "export", "backendai", "--mlcube", str(cube), "--base-distro", "ubuntu22.04", "--build"], env)
+    kernel = f"{image}-backendai"
+    pushed = sh(["docker", "push", kernel], env)
+    assert "digest: sha256:" in pushed
+    rescan = sh([details["client"], "mgr", "image", "rescan", registry], env, cwd=Path(details["manager_dir"]))
+    assert "errors:0" in rescan and f"it-probe-{SESSION}" in rescan, rescan[-2000:]
+    try:
+        yield cluster
+    finally:
+        subprocess.run(["docker", "rmi", "-f", image, kernel], env=env, capture_output=True, timeout=120, check=False)
+
+
+def records(workspace: Path) -> list[dict[str, Any]]:
+    found = [json.loads(p.read_text()) for p in (workspace / ".cuberun" / "runs").glob("*/record.json")]
+    return sorted(found, key=lambda r: str(r["start"]))
+
+
+def run(bai: Cluster, cube: Path, task: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return bai.cuberun("run", "--mlcube", str(cube), "--task", task, "--platform", "backendai-test", *extra)
+
+
+def test_batch_session_moves_inputs_and_outputs_through_the_vfolder(bai: Cluster, tmp_path: Path) -> None:
+    cube = bai.cube(tmp_path / "probe")
+    proc = run(bai, cube, "copy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = cube / "workspace" / "copied"
+    assert (out / "a.txt").read_text() == "alpha\n" and (out / "b.txt").read_text() == "beta\n"
+    assert "copied 2 files" in proc.stdout  # the session's log, fetched while it ran
+    assert "uploading 1 input(s)" in proc.stderr and "downloaded 2 output file(s)" in proc.stderr
+    [record] = records(cube / "workspace")
+    assert record["status"] == "succeeded" and record["details"]["image"] == bai.image + "-backendai"
+    assert "BACKEND_SECRET_KEY" not in json.dumps(record) and bai.details["secret_key"] not in json.dumps(record)
+
+
+def test_failing_task_is_a_failure(bai: Cluster, tmp_path: Path) -> None:
+    """Backend.AI 26.9.6 does not pass the task's exit code on (its session_failure event carries
+    exitCode None, the kernel's status data -1): cuberun reports 1, and the task's own output."""
+    cube = bai.cube(tmp_path / "probe")
+    proc = run(bai, cube, "fail")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "failing on purpose" in proc.stdout
+    [record] = records(cube / "workspace")
+    assert record["status"] == "failed" and record["exit_code"] == 1 and "outputs" not in record
+
+
+def test_gpu_request_gets_mock_cuda_devices(bai: Cluster, tmp_path: Path) -> None:
+    cube = bai.cube(tmp_path / "probe")
+    proc = run(bai, cube, "env", "--gpus=2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen = json.loads((cube / "workspace" / "env" / "env.json").read_text())
+    assert seen.get("BACKENDAI_MOCK_CUDA_DEVICE_COUNT") == "2", seen  # two of the agent's four mock devices
+    assert len(seen["BACKENDAI_MOCK_CUDA_DEVICES"].split(",")) == 2
+    [record] = records(cube / "workspace")
+    assert record["status"] == "succeeded"
+
+
+def test_ctrl_c_terminates_the_session(bai: Cluster, tmp_path: Path) -> None:
+    cube = bai.cube(tmp_path / "probe")
+    bg = Background(["run", "--mlcube", str(cube), "--task", "sleep", "--platform", "backendai-test"], bai.env, tmp_path)
+    try:
+        assert wait_until(lambda: "started" in bg.stdout, 600, 1.0), bg.stdout + bg.stderr
+        name = bg.stderr.split("created batch session ", 1)[1].split()[0]
+        bg.signal(signal.SIGINT)
+        assert bg.wait(180) == 130
+    finally:
+        bg.stop()
+    assert "the session was terminated" in bg.stderr, bg.stderr
+    [record] = records(cube / "workspace")
+    assert record["status"] == "interrupted"
+
+    def gone() -> bool:
+        ps = bai.client("ps")
+        return ps.returncode == 0 and name not in ps.stdout
+
+    assert wait_until(gone, 120, 2.0), bai.client("ps").stdout
+    assert wait_until(lambda: not bai.kernels(), 120, 2.0), bai.kernels()
