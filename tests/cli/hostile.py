@@ -53,6 +53,10 @@ tasks:
   sleep:
     parameters:
       outputs: {slept: {type: directory, default: slept/}}
+  resume:
+    parameters:
+      inputs: {last: {type: file, default: ckpt/last.txt}}
+      outputs: {ckpt: {type: directory, default: ckpt/}}
 """
 
 MAIN = """\
@@ -71,6 +75,9 @@ elif task == "train":
     step = os.path.join(a["model_out"], "steps")
     n = int(open(step).read()) if os.path.exists(step) else 0
     open(step, "w").write(str(n + 1))
+elif task == "resume":
+    n = int(open(a["last"]).read()) if os.path.exists(a["last"]) else 0
+    open(a["last"], "w").write(str(n + 1))
 elif task == "sleep":
     open(os.path.join(a["slept"], "started"), "w").close()
     time.sleep(120)

@@ -40,7 +40,8 @@ from tests.cli.hostile import (
 )
 
 RUN = ["run", "--task=hello"]
-VARS_WARNING = "cuberun: warning: {f}:23:1: vars: unknown top-level key 'vars' is ignored"
+AFTER_CUBE = len(CUBE.splitlines()) + 1  # the first line after the base cube's text
+VARS_WARNING = f"cuberun: warning: {{f}}:{AFTER_CUBE}:1: vars: unknown top-level key 'vars' is ignored"
 DONE = [["run", "--task=hello"]]  # a successful run first
 CUBE_FILE_HINT = "Hint: give the path of the cube file itself"
 SETTINGS = {"CUBERUN_SETTINGS": "{r}/settings.yaml"}
@@ -366,6 +367,11 @@ CASES: list[Case] = [
           "Hint: give it another path (out=PATH)"]),
     Case("checkpoint-declared-by-the-cube", ["run", "--task=train"], [], code=0, changes=("cube/workspace/model/steps", "cube/workspace/.cuberun*"),
          check=lambda ctx, r: _equal(ctx.ws / "model" / "steps", "2")),
+    Case("checkpoint-inside-the-output-declared-by-the-cube", ["run", "--task=resume", "--force"], [], code=0, prior=[["run", "--task=resume"]],
+         changes=("cube/workspace/ckpt/last.txt", "cube/workspace/.cuberun*"), check=lambda ctx, r: _equal(ctx.ws / "ckpt" / "last.txt", "2")),
+    Case("input-moved-inside-the-output-is-refused", ["run", "--task=copy", "config=out/config.yaml"], setup=write("cube/workspace/out/config.yaml", "lr: 1\n"),
+         expect=["cuberun: error: task 'copy', output 'out': {w}/out contains its input 'config' ({w}/out/config.yaml): the task could overwrite or "
+                 "delete it. Hint: give it another path (out=PATH)"]),
     Case("checkpoint-made-by-an-override-is-refused", ["run", "--task=copy", "data=out/", "out=out/"], setup=write("cube/workspace/out/x", "x"),
          expect=["cuberun: error: task 'copy', output 'out': {w}/out is the same path as its input 'data': the task would overwrite its own input. "
                  "Hint: give it another path (out=PATH)"]),
@@ -558,7 +564,7 @@ CASES: list[Case] = [
     Case("trailing-backslash-command", RUN, ["cuberun: error: {f}:2:18: local.command: cannot be split into arguments (no escaped character): "
                                              "'python3 main.py \\\\'. Hint: balance the quotes (or escape them with \\), or write the command as a list"],
          files={"cube/mlcube.yaml": CUBE.replace("command: python3 main.py", "command: 'python3 main.py \\'")}),
-    Case("newline-in-a-task-name", ["describe"], ["cuberun: error: {f}:23:12: tasks.a\\nb.parameter: unknown key 'parameter' in task 'a\\nb'. "
+    Case("newline-in-a-task-name", ["describe"], [f"cuberun: error: {{f}}:{AFTER_CUBE}:12: tasks.a\\nb.parameter: unknown key 'parameter' in task 'a\\nb'. "
                                                   "Hint: did you mean 'parameters'?"],
          files={"cube/mlcube.yaml": CUBE + "  \"a\\nb\": {parameter: {}}\n"}),
     Case("control-chars-in-override", ["run", "--task=hello", "name=a\x1b[31mred"],
