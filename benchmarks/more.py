@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from run import Cmd, Context, Row, Skip, Stats, benchmark, measure, quick, run_checked
+from run import Cmd, Context, Row, Skip, Stats, benchmark, expect_lines, measure, quick, run_checked
 
 STATE = Path(os.environ.get("CUBERUN_TEST_STATE", "/tmp/cuberun-test-state"))
 N_FILES = int(os.environ.get("CUBERUN_BENCH_FILES", "10000"))
@@ -77,11 +77,80 @@ def bench_uptodate(ctx: Context) -> list[Row]:
     # the up-to-date check: the first run hashes everything; later runs take the size+mtime fast path
     first = run_checked(ctx.cr("run", f"--mlcube={root}", env=env), timeout=3600)
     warm = measure({"check": ctx.cr("run", f"--mlcube={root}", env=env)}, ctx.repeat, warmup=0)["check"]
-    rows = [hashing,
+    # progress lines: the same hashing with the progress display on from the first byte, and with none at all
+    prog = ("import sys, time\nfrom cuberun import progress\nfrom cuberun.fingerprint import HashCache, fingerprint\n"
+            "class Quiet:\n    def __init__(self, *a, **k): pass\n    def add(self, n): pass\n    def close(self): pass\n"
+            "real = progress.Progress\nout = []\nfor mode in sys.argv[2:]:\n"
+            "    progress.Progress = (lambda *a, **k: real(*a, **{**k, 'delay': 0.0})) if mode == 'on' else Quiet\n"
+            "    t = time.perf_counter(); fingerprint(sys.argv[1], HashCache()); out.append(time.perf_counter() - t)\n"
+            "print(*out)")
+    with_lines: list[float] = []
+    without: list[float] = []
+    for i in range(max(2, min(ctx.repeat, 3))):
+        modes = ["on", "off"] if i % 2 == 0 else ["off", "on"]
+        got = [float(x) for x in quick([ctx.python, "-c", prog, str(data), *modes], env=env, timeout=1800).stdout.split()]
+        times = dict(zip(modes, got, strict=True))
+        with_lines.append(times["on"])
+        without.append(times["off"])
+    progress_row = Row("reproducibility", f"hashing {len(files)} files with progress lines from the first byte (baseline: no progress at all)", "s",
+                       Stats(with_lines), None, Stats(without), "the same hashing without progress", "ratio < 1.05")
+    progress_row.met = statistics.median(with_lines) / statistics.median(without) < 1.05
+    rows = [hashing, progress_row,
             Row("reproducibility", "first run: hash the input and run the task", "s", Stats([first.seconds])),
             Row("reproducibility", "second run: up-to-date check (fast path) and skip", "s", warm, target="< 1 s warm",
                 met=warm.median < 1.0)]
     return rows
+
+
+CODE_FILES = int(os.environ.get("CUBERUN_BENCH_CODE_FILES", "5000"))
+
+
+@benchmark("code", f"up-to-date check of a cube whose code folder holds {CODE_FILES} files vs the same check without them")
+def bench_code(ctx: Context) -> list[Row]:
+    """Two copies of hello_world with CODE_FILES small source files in vendor/: in one they are
+    code (hashed once, then checked by stat on every run), in the other .cuberunignore leaves
+    them out, so its check is the check without code hashing of those files."""
+    env = ctx.env()
+    cubes = {}
+    for key in ("code", "nocode"):
+        root = ctx.cube(f"code-{key}")
+        body = "x = 1\n" * 300  # ~2 KiB each, 10 MB in all
+        for i in range(CODE_FILES):
+            path = root / "vendor" / f"pkg{i % 50:02d}" / f"mod{i:05d}.py"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"# module {i}\n{body}")
+        if key == "nocode":
+            (root / ".cuberunignore").write_text("vendor/\n")
+        cubes[key] = root
+    if ctx.baseline:  # today's cuberun (no code hashing) on a copy of the same cube: its own state
+        today = ctx.scratch / "cubes" / "code-today"
+        shutil.copytree(cubes["code"], today, ignore=shutil.ignore_patterns(".cuberun", "chats"))
+        cubes["today"] = today
+    first = {}
+    checks = {}
+    for k, root in cubes.items():
+        cmd = ctx.cr("run", f"--mlcube={root}", "--task=hello", "--platform=local", env=env)
+        if k == "today":
+            cmd = Cmd([str(ctx.baseline), *cmd.argv[1:]], env, label="cuberun at " + str(ctx.baseline_rev))
+        first[k] = run_checked(cmd)
+        checks[k] = cmd
+    m = measure(checks, ctx.repeat, warmup=2)  # the second run also settles the stat record after the first run's reads
+    for k, root in cubes.items():  # the first run ran the task; every measured run must have skipped it
+        expect_lines(root / "workspace" / "chats" / "chat_with_alice.txt", 1, f"code check ({k})")
+    row = Row("code identity", f"up-to-date check (skip) of hello_world with {CODE_FILES} code files", "s", m["code"], None, m["nocode"],
+              f"the same check with the {CODE_FILES} files left out (.cuberunignore)", "ratio <= 1.2")
+    ratio = row.ratio(row.baseline)
+    row.met = ratio is not None and ratio <= 1.2
+    rows = [row]
+    if "today" in m:
+        today_row = Row("code identity", f"the same check vs cuberun {ctx.baseline_rev} (before code hashing) on the same cube", "s", m["code"],
+                        None, m["today"], f"cuberun {ctx.baseline_rev}, no code hashing", "ratio <= 1.2")
+        today_ratio = today_row.ratio(today_row.baseline)
+        today_row.met = today_ratio is not None and today_ratio <= 1.2
+        rows.append(today_row)
+    return [*rows,
+            Row("code identity", f"first run: hash the {CODE_FILES} code files and run the task", "s", Stats([first["code"].seconds]), None,
+                Stats([first["nocode"].seconds]), "the same first run without them")]
 
 
 def _ssh_platform(ctx: Context, info: dict[str, Any]) -> dict[str, str]:

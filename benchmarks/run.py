@@ -235,6 +235,11 @@ class Context:
         self.cuberun = str(self.cr_venv / "bin" / "cuberun")
         self.mlcube = str(self.ref_venv / "bin" / "mlcube")
         self.python = str(self.cr_venv / "bin" / "python")
+        # cuberun at an earlier commit (setup_reference.sh with CUBERUN_BENCH_BASELINE=<rev>), when present
+        base = self.bench_dir / "baseline-venv"
+        marker = base / ".cuberun-bench-ready"
+        self.baseline = str(base / "bin" / "cuberun") if marker.is_file() and os.access(base / "bin" / "cuberun", os.X_OK) else None
+        self.baseline_rev = marker.read_text().split()[0][:10] if self.baseline else None
         self.scratch = Path(tempfile.mkdtemp(prefix="cuberun-bench-"))
         self.home = self.scratch / "home"
         self.home.mkdir()

@@ -7,8 +7,11 @@
 #   $BENCH/cuberun-venv  cuberun installed editable from this checkout, so it is measured through
 #                        its own console script, not through pyenv shims (+0.1-0.3 s per call)
 #
+#   $BENCH/baseline-venv cuberun at an earlier commit (only with CUBERUN_BENCH_BASELINE=<git rev>), for
+#                        benchmarks that compare with "today's" cuberun (e.g. the check before code hashing)
+#
 # BENCH = ${CUBERUN_BENCH_DIR:-/tmp/cuberun-bench}. Override the interpreter with
-# CUBERUN_BENCH_PYTHON=/path/to/python3.11. Pass --force to rebuild both venvs.
+# CUBERUN_BENCH_PYTHON=/path/to/python3.11. Pass --force to rebuild the venvs.
 set -euo pipefail
 
 BENCH="${CUBERUN_BENCH_DIR:-/tmp/cuberun-bench}"
@@ -22,8 +25,9 @@ REF_PACKAGES=("mlcube==0.0.9" "mlcube-docker==0.0.9")
 log() { printf '%s setup_reference: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+BASE_VENV="$BENCH/baseline-venv"
 if [[ "${1:-}" == "--force" ]]; then
-    rm -rf "$REF_VENV" "$CR_VENV"
+    rm -rf "$REF_VENV" "$CR_VENV" "$BASE_VENV"
 elif [[ $# -gt 0 ]]; then
     die "usage: $0 [--force]"
 fi
@@ -96,6 +100,23 @@ else
     "$CR_VENV/bin/cuberun" --version >/dev/null || die "'cuberun --version' failed in $CR_VENV"
     printf '%s\n%s\n' "$REPO" "$("$CR_VENV/bin/cuberun" --version)" >"$CR_MARKER"
     log "cuberun venv ready in $(( SECONDS - start ))s"
+fi
+
+# ---------------------------------------------------------------- cuberun at an earlier commit (optional)
+if [[ -n "${CUBERUN_BENCH_BASELINE:-}" ]]; then
+    rev="$(git -C "$REPO" rev-parse --verify "${CUBERUN_BENCH_BASELINE}^{commit}")" || die "CUBERUN_BENCH_BASELINE: no commit ${CUBERUN_BENCH_BASELINE}"
+    if [[ -f "$BASE_VENV/.cuberun-bench-ready" && "$(head -n1 "$BASE_VENV/.cuberun-bench-ready")" == "$rev" ]]; then
+        log "baseline venv ready: $BASE_VENV (cuberun at $rev)"
+    else
+        rm -rf "$BASE_VENV"
+        make_venv "$BASE_VENV"
+        src="$BASE_VENV/src"
+        mkdir -p "$src"
+        git -C "$REPO" archive "$rev" | tar -x -C "$src"
+        log "pip install cuberun at $rev into $BASE_VENV"
+        pip_in "$BASE_VENV" install "$src"
+        printf '%s\n' "$rev" >"$BASE_VENV/.cuberun-bench-ready"
+    fi
 fi
 
 printf 'ref_venv=%s\ncuberun_venv=%s\n' "$REF_VENV" "$CR_VENV"

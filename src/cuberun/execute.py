@@ -77,6 +77,7 @@ def run_tasks(
     explicit: bool = True,
     sweeps: Sequence[str] = (),
     jobs: int = 1,
+    explain: bool = False,
 ) -> list[TaskResult]:
     """Run `names` (and, unless with_deps is false, the tasks producing their inputs) in graph
     order; each task is skipped when it is up to date (see uptodate.py) unless `force`."""
@@ -87,22 +88,30 @@ def run_tasks(
     for n in names:  # the outputs of the tasks asked for are safe (safety.py) before anything else is decided
         resolve_task(cube, n, _overrides_of(cube, n, overrides), check_inputs=False)
     order = graph.order(cube, names, with_deps=with_deps, overrides=overrides)
+    if explain:
+        if sweeps:
+            from cuberun.errors import UsageError
+
+            raise UsageError("--explain does not take --sweep", "explain the task without --sweep")
+        return explain_tasks(cube, runner, order, overrides, force=force, as_json=as_json)
     target_variants = None
+    per_variant: list[str] = []
     if sweeps:
         if len(names) != 1:
             from cuberun.errors import UsageError
 
             raise UsageError("--sweep applies to one task", "name it with --task=TASK")
-        target_variants = _sweep_variants(cube, names[0], overrides, sweeps)
+        per_variant, target_variants = _sweep_variants(cube, runner, order, names[0], overrides, sweeps)
         for variant in target_variants:  # every variant's outputs are checked before anything runs
-            resolve_task(cube, names[0], variant.overrides, check_inputs=False)
+            for task_name, task_overrides in variant.tasks.items():
+                resolve_task(cube, task_name, task_overrides, check_inputs=False)
     invocation = new_run_id("run")
     seeds = seed_plan(cube, order, overrides)
     produced: set[str] = {str(dst) for _, dst in seeds}
     resolved = []
     for n in order:
-        if target_variants is not None and n == names[0]:
-            break  # the variants are resolved below, after their parameter files exist
+        if n in per_variant:
+            continue  # resolved per variant below, after their parameter files exist
         # a dry run prints the commands even when inputs are missing, and says which are
         rt = resolve_task(cube, n, _overrides_of(cube, n, overrides), allow_missing_inputs=runner.options.allow_missing_inputs or dry_run,
                           produced=frozenset(produced))
@@ -117,14 +126,15 @@ def run_tasks(
         steps = _dry_configure_steps(runner)
         for rt in resolved:
             steps.extend(runner.run_steps(rt))
-        array = target_variants is not None and _as_array(runner, target_variants)
+        array = target_variants is not None and _as_array(runner, target_variants, per_variant)
         for variant in target_variants or []:
             for path in variant.files:
                 steps.append(Step(("# write", path), "sweep-file"))
             if not array:
                 vr = _variant_runner(cube, runner, variant)
-                vt = resolve_task(cube, names[0], variant.overrides, allow_missing_inputs=True, check_inputs=False)
-                steps.extend(vr.run_steps(vt))
+                for task_name, task_overrides in variant.tasks.items():
+                    vt = resolve_task(cube, task_name, task_overrides, allow_missing_inputs=True, check_inputs=False)
+                    steps.extend(vr.run_steps(vt))
         if array:  # one submission for all variants (a Slurm job array)
             vts = [resolve_task(cube, names[0], v.overrides, allow_missing_inputs=True, check_inputs=False) for v in target_variants or []]
             steps.extend(runner.array_steps(vts))
@@ -158,7 +168,7 @@ def run_tasks(
             if result.exit_code != 0:
                 raise task_failed(cube, result)
     if target_variants is not None:
-        results += _run_variants(cube, runner, names[0], target_variants, invocation, force=force, jobs=jobs)
+        results += _run_variants(cube, runner, per_variant, target_variants, invocation, force=force, jobs=jobs)
     return results
 
 
@@ -170,6 +180,53 @@ def _dry_configure_steps(runner: Runner) -> list[Step]:
     except BackendError as exc:  # e.g. local.python names no installed interpreter: still show the commands
         say(f"warning: {exc.lines()[0]}")
         return []
+
+
+def explain_tasks(cube: Cube, runner: Runner, order: Sequence[str], overrides: dict[str, str], *, force: bool = False,
+                  as_json: bool = False) -> list[TaskResult]:
+    """What `run` would do, and why, without running anything: per task the decision, its
+    reasons and (with as_json) the identity the check compared. A task after one that runs
+    runs too."""
+    from cuberun import graph, uptodate
+    from cuberun.resolve import resolve_task
+
+    deps = graph.dependencies(cube, overrides)
+    rerun: set[str] = set()
+    report: list[dict[str, Any]] = []
+    results: list[TaskResult] = []
+    for name in order:
+        mine = {k: v for k, v in overrides.items() if cube.tasks[name].param(k)}
+        rt = resolve_task(cube, name, mine, allow_missing_inputs=True)
+        fp = dict(runner.fingerprint(rt))
+        command = fp.pop("command", [])
+        decision = uptodate.check(rt, uptodate.identity_of(rt, command, fp), uptodate.state_key(name), force=force)
+        if not decision.run:
+            _far_end_check(runner, rt, decision)
+        upstream = [d for d in deps[name] if d in rerun]
+        runs = decision.run or bool(upstream)
+        reasons = decision.reasons if decision.run else ([f"task {upstream[0]} runs first"] if upstream else decision.reasons)
+        if runs:
+            rerun.add(name)
+        report.append({"task": name, "run": runs, "reasons": reasons, "identity": decision.identity})
+        results.append(TaskResult(name, 0, status="would run" if runs else "up to date", reason="; ".join(reasons)))
+        if not as_json:
+            print(f"task '{name}' {'would run' if runs else 'would be skipped'}: {'; '.join(reasons)}")
+    if as_json:
+        print(json.dumps(report, indent=2))
+    return results
+
+
+def _far_end_check(runner: Runner, rt: Any, decision: Any) -> None:
+    """All this side knows is unchanged: ask the runner about what runs at the far end (a
+    remote host's interpreter and packages, its image), compared with what the last run saw."""
+    from cuberun import uptodate
+
+    now = runner.far_end(rt)
+    reasons = uptodate.far_end_reasons(decision, now)
+    decision.far_end = now
+    if reasons:
+        decision.run = True
+        decision.reasons[:] = reasons
 
 
 def _run_graph_parallel(cube: Cube, runner: Runner, resolved: Sequence[Any], invocation: str, *, force: bool, jobs: int) -> list[TaskResult]:
@@ -262,6 +319,8 @@ def _plan(
     decision = uptodate.check(rt, uptodate.identity_of(rt, command, fp), key, force=force)
     label = _label(rt.name, sweep)
     if not decision.run:
+        _far_end_check(runner, rt, decision)
+    if not decision.run:
         say(f"skipping task '{label}': {decision.explain()}")
         return TaskResult(rt.name, 0, status="skipped", reason=decision.explain())
     say(f"task '{label}' will run: {decision.explain()}")
@@ -275,7 +334,8 @@ def _plan(
 
 
 def _run_planned(cube: Cube, runner: Runner, plan: _Plan) -> TaskResult:
-    result, _record = run_one(cube, runner, plan.rt, plan.extra)
+    result, record = run_one(cube, runner, plan.rt, plan.extra)
+    plan.decision.far_end = runner.far_end_of(record.data.get("details") or {})
     _save_state(cube, plan, result)
     return result
 
@@ -292,12 +352,16 @@ def _label(task: str, sweep: dict[str, str] | None) -> str:
     return task + (f" [{', '.join(f'{k}={v}' for k, v in sweep.items())}]" if sweep else "")
 
 
-def _sweep_variants(cube: Cube, task: str, overrides: dict[str, str], sweeps: Sequence[str]) -> list[Any]:
+def _sweep_variants(cube: Cube, runner: Runner, order: Sequence[str], task: str, overrides: dict[str, str],
+                    sweeps: Sequence[str]) -> tuple[list[str], list[Any]]:
+    """The tasks of the run that go per variant, and the variants (see sweep.py)."""
     from cuberun import sweep
 
-    mine = {k: v for k, v in overrides.items() if cube.tasks[task].param(k)}
-    axes = sweep.parse_axes(sweeps, cube, cube.tasks[task], mine)
-    return sweep.variants(axes, cube, cube.tasks[task], mine)
+    axes = sweep.parse_axes(sweeps, cube, [cube.tasks[n] for n in order], overrides, runner.sections())
+    per_variant = sweep.per_variant_tasks(axes, cube, order, overrides)
+    if task not in per_variant:  # the target itself always varies: it is what the sweep is of
+        per_variant.append(task)
+    return per_variant, sweep.plan(axes, cube, order, per_variant, task, overrides)
 
 
 def _variant_runner(cube: Cube, runner: Runner, variant: Any) -> Runner:
@@ -311,44 +375,65 @@ def _variant_runner(cube: Cube, runner: Runner, variant: Any) -> Runner:
     return make_runner(vcube, runner.platform, replace_fields(runner.options, config_overrides=tuple(base)), base)
 
 
-def _as_array(runner: Runner, variants: Sequence[Any]) -> bool:
-    """Sweep variants go to runner.run_array (a Slurm job array) when they share the runner."""
-    return runner.supports_array and len(variants) > 1 and not any(v.params for v in variants)
+def _as_array(runner: Runner, variants: Sequence[Any], per_variant: Sequence[str] = ()) -> bool:
+    """Sweep variants go to runner.run_array (a Slurm job array) when they share the runner and
+    each variant is one task."""
+    return runner.supports_array and len(variants) > 1 and not any(v.params for v in variants) and len(per_variant) <= 1
 
 
-def _run_variants(cube: Cube, runner: Runner, task: str, variants: Sequence[Any], invocation: str, *, force: bool, jobs: int) -> list[TaskResult]:
+def _run_variants(cube: Cube, runner: Runner, tasks: Sequence[str], variants: Sequence[Any], invocation: str, *, force: bool,
+                  jobs: int) -> list[TaskResult]:
+    """Each variant runs its tasks in order (stopping at a failure); variants run `jobs` at a time."""
     from cuberun import sweep, uptodate
     from cuberun.process import CANCEL, handle_signals
     from cuberun.resolve import resolve_task
 
-    def one(variant: Any) -> TaskResult:
-        if CANCEL.requested:
-            return TaskResult(task, 128 + (CANCEL.received or 2), status="interrupted", reason="not started: interrupted")
+    def one(variant: Any) -> list[TaskResult]:
+        done: list[TaskResult] = []
         sweep.write_files(variant)
         vr = _variant_runner(cube, runner, variant)
-        rt = resolve_task(cube, task, variant.overrides, allow_missing_inputs=runner.options.allow_missing_inputs)
-        return run_incremental(cube, vr, rt, invocation, force=force, key=uptodate.state_key(task, variant.label), sweep=variant.values)
+        for task, task_overrides in variant.tasks.items():
+            if CANCEL.requested:
+                done.append(TaskResult(task, 128 + (CANCEL.received or 2), status="interrupted", reason="not started: interrupted"))
+                break
+            rt = resolve_task(cube, task, task_overrides, allow_missing_inputs=runner.options.allow_missing_inputs)
+            result = run_incremental(cube, vr, rt, invocation, force=force, key=uptodate.state_key(task, variant.label), sweep=variant.values)
+            done.append(result)
+            if result.exit_code != 0:
+                break
+        return done
 
-    results: list[TaskResult] = []
-    if _as_array(runner, variants):
-        say(f"sweep of task '{task}': {len(variants)} variants (those to run as one {runner.name} array)")
-        results = _run_array(cube, runner, task, variants, invocation, force)
+    what = f"task '{tasks[-1]}'" if len(tasks) == 1 else "tasks " + ", ".join(f"'{t}'" for t in tasks)
+    per_variant: list[list[TaskResult]] = []
+    if _as_array(runner, variants, tasks):
+        say(f"sweep of {what}: {len(variants)} variants (those to run as one {runner.name} array)")
+        per_variant = [[r] for r in _run_array(cube, runner, tasks[-1], variants, invocation, force)]
     elif jobs <= 1 or len(variants) == 1:
-        say(f"sweep of task '{task}': {len(variants)} variants, 1 at a time")
+        say(f"sweep of {what}: {len(variants)} variants, 1 at a time")
         for variant in variants:
-            results.append(one(variant))
+            per_variant.append(one(variant))
     else:
         from concurrent.futures import ThreadPoolExecutor
 
-        say(f"sweep of task '{task}': {len(variants)} variants, {min(jobs, len(variants))} at a time")
+        say(f"sweep of {what}: {len(variants)} variants, {min(jobs, len(variants))} at a time")
         with handle_signals(), ThreadPoolExecutor(jobs) as pool:
-            results = list(pool.map(one, variants))
+            per_variant = list(pool.map(one, variants))
+    results = [r for rs in per_variant for r in rs]
     failed = [r for r in results if r.exit_code != 0]
-    summary = ", ".join(f"{v.label}: {r.status}" for v, r in zip(variants, results, strict=True))
+    summary = ", ".join(f"{v.label}: {_variant_status(rs)}" for v, rs in zip(variants, per_variant, strict=True))
     say(f"sweep finished: {summary}")
     if failed:
         raise task_failed(cube, failed[0])
     return results
+
+
+def _variant_status(results: Sequence[TaskResult]) -> str:
+    bad = next((r for r in results if r.exit_code != 0), None)
+    if bad is not None:
+        return bad.status if len(results) == 1 else f"{bad.task} {bad.status}"
+    if not results:
+        return "not started"
+    return results[0].status if len(results) == 1 or all(r.status == "skipped" for r in results) else "succeeded"
 
 
 def _run_array(cube: Cube, runner: Runner, task: str, variants: Sequence[Any], invocation: str, force: bool) -> list[TaskResult]:

@@ -1,9 +1,11 @@
 """Incremental runs: is a task up to date, and if not, why?
 
 After a task exits 0 its state is saved in <workspace>/.cuberun/state/<key>.json: the resolved
-parameters, the exact command, the runner's fingerprint (image digest, env), and content
-fingerprints of its inputs and outputs. The next run is skipped when all of these are the same
-and the outputs are intact. A failed or interrupted run never writes state.
+parameters, the exact command, the runner's fingerprint (code identity, environment variables,
+working directory, interpreter and installed packages, image digest, build context...), and
+content fingerprints of its inputs and outputs. The next run is skipped when all of these are
+the same and the outputs are intact; otherwise every difference is named. A failed or
+interrupted run never writes state.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from cuberun.valueclass import dataclass, field
 
 STATE_DIR = Path(".cuberun") / "state"
 STATE_HINT = "remove it; cuberun rewrites it after each successful run"
-VERSION = 1
+VERSION = 2  # 2: the runner fingerprint covers code, env vars, interpreter and packages
 
 
 @dataclass
@@ -32,6 +34,8 @@ class Decision:
     cache: HashCache = field(default_factory=HashCache)
     before: dict[str, dict[str, tuple[int, int, int]]] = field(default_factory=dict)  # output -> rel -> stat
     owned: dict[str, dict[str, str]] = field(default_factory=dict)  # output -> files the last run wrote
+    far_end_before: Any = None  # the far end's identity the last run saw (runner.far_end), None if none
+    far_end: Any = None  # ... and now (set by the caller), saved with the state
 
     def explain(self) -> str:
         return "; ".join(self.reasons)
@@ -61,8 +65,14 @@ def identity_of(rt: ResolvedTask, command: list[list[str]], runner_fp: dict[str,
 
 
 def load_state(path: Path) -> dict[str, Any] | None:
-    """The state of the last successful run, or None. A damaged state file (not JSON, the wrong
-    shape) is ignored with a one-line warning: the task runs again, which is always safe."""
+    """The state of the last successful run, or None (none, damaged, or of another format)."""
+    data = read_state(path)
+    return data if data is not None and data.get("version") == VERSION else None
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """A state file of any version, or None. A damaged state file (not JSON, the wrong shape, not
+    a regular file) is ignored with a one-line warning: the task runs again, which is always safe."""
     from cuberun.errors import CuberunError
     from cuberun.safeio import read_regular
 
@@ -79,7 +89,16 @@ def load_state(path: Path) -> dict[str, Any] | None:
     if problem:
         _damaged(path, problem)
         return None
-    return data if data.get("version") == VERSION else None
+    return data  # type: ignore[no-any-return]
+
+
+def _no_state_reason(raw: dict[str, Any] | None) -> str:
+    """Why there is no usable state: none, or one written by another version of cuberun."""
+    if raw is None:
+        return "no previous successful run"
+    if raw["version"] < VERSION:
+        return "the last run was recorded by an earlier cuberun version"
+    return f"the last run was recorded by a newer cuberun version (state version {raw['version']}, this one reads {VERSION})"
 
 
 def _damaged(path: Path, problem: str) -> None:
@@ -102,7 +121,28 @@ def _state_problem(data: Any) -> str | None:
         for name, value in data.get(group, {}).items():
             if not isinstance(value, dict) or not isinstance(value.get("members", {}), dict):
                 return f"'{group}.{name}' is not an object with 'members'"
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        return "'version' is missing or not a whole number"
     return None
+
+
+def fingerprint_inputs(rt: ResolvedTask, cache: HashCache) -> dict[str, Fingerprint]:
+    """The inputs' fingerprints; a FIFO, socket or device in an input is a one-line error."""
+    from cuberun.errors import UsageError
+    from cuberun.fingerprint import NotRegular
+
+    exclude = _excluded(rt)
+    result: dict[str, Fingerprint] = {}
+    for p in rt.params:
+        if p.io != "input":
+            continue
+        try:
+            result[p.name] = fingerprint(str(p.host_path), cache, exclude, label=f"input {p.name} of task '{rt.name}'")
+        except NotRegular as exc:
+            raise UsageError(f"task '{rt.name}', input '{p.name}': {exc.describe()}: cuberun reads and fingerprints only regular files",
+                             "move it out of the input (or point the parameter elsewhere)") from None
+    return result
 
 
 def check(rt: ResolvedTask, identity: dict[str, Any], key: str, *, force: bool = False) -> Decision:
@@ -110,19 +150,20 @@ def check(rt: ResolvedTask, identity: dict[str, Any], key: str, *, force: bool =
 
     path = state_path(rt.workspace, key)
     target_of(path, what="up-to-date state", hint=STATE_HINT)  # before the task runs: it is written after
-    state = load_state(path)
+    raw = read_state(path)
+    state = raw if raw is not None and raw.get("version") == VERSION else None
     cache = HashCache.from_json(state.get("hash_cache") if state else None)
-    exclude = _excluded(rt)
-    inputs = {p.name: fingerprint(str(p.host_path), cache, exclude) for p in rt.params if p.io == "input"}
+    inputs = fingerprint_inputs(rt, cache)
     decision = Decision(True, [], identity, inputs, cache)
     decision.before = {p.name: _stats(str(p.host_path), [str(rt.workspace / ".cuberun")]) for p in rt.params if p.io == "output"}
     if force:
         decision.reasons.append("--force")
         return decision
     if state is None:
-        decision.reasons.append("no previous successful run")
+        decision.reasons.append(_no_state_reason(raw))
         return decision
     old = state.get("identity", {})
+    decision.far_end_before = state.get("far_end")
     reasons = decision.reasons
     old_params = old.get("parameters", {})
     for name, value in identity["parameters"].items():
@@ -131,9 +172,7 @@ def check(rt: ResolvedTask, identity: dict[str, Any], key: str, *, force: bool =
     if old.get("command") != identity["command"]:
         reasons.append("command changed")
     old_runner, new_runner = old.get("runner", {}), identity["runner"]
-    for k in sorted(set(old_runner) | set(new_runner)):
-        if old_runner.get(k) != new_runner.get(k):
-            reasons.append("image digest changed" if k == "image_id" else f"runner {k} changed")
+    reasons.extend(runner_reasons(old_runner if isinstance(old_runner, dict) else {}, new_runner, rt.workspace))
     old_inputs = state.get("inputs", {})
     for name, fp in inputs.items():
         prev = old_inputs.get(name)
@@ -156,11 +195,92 @@ def check(rt: ResolvedTask, identity: dict[str, Any], key: str, *, force: bool =
             reasons.append(f"output {p.name} changed since the last run: {changed}")
     decision.run = bool(reasons)
     if not reasons:
-        reasons.append("up to date: inputs, parameters, command and runner unchanged, outputs intact")
+        reasons.append("up to date: code, environment, inputs, parameters and command unchanged, outputs intact")
         resumed = [p.name for p in checkpoint_inputs(rt)]
         if resumed:
             reasons[-1] += f" (input {', '.join(resumed)} is the task's own output, as its last run left it: --force runs it again from there)"
     return decision
+
+
+CODE_KEYS = ("code", "build_context")  # code identities (codeid.py): what changed is named
+
+
+def runner_reasons(old: dict[str, Any], new: dict[str, Any], workspace: Path) -> list[str]:
+    """Why the runner fingerprints differ, one reason per difference, code first."""
+    keys = sorted(set(old) | set(new), key=lambda k: (k not in CODE_KEYS, k))
+    reasons: list[str] = []
+    for k in keys:
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if k in CODE_KEYS:
+            reasons.append(_code_reason(a, b, workspace))
+        elif k == "env" and isinstance(a, dict) and isinstance(b, dict):
+            reasons.extend(_env_reasons(a, b))
+        elif k == "program" and isinstance(a, dict) and isinstance(b, dict):
+            reasons.extend(_program_reasons(a, b))
+        elif k == "image_id":
+            reasons.append("image digest changed")
+        elif k == "cwd":
+            reasons.append(f"working directory changed: {a} -> {b}")
+        elif k == "command":
+            reasons.append("command changed")
+        else:
+            reasons.append(f"runner {k} changed")
+    return reasons
+
+
+def _code_reason(old: Any, new: Any, workspace: Path) -> str:
+    from cuberun import codeid
+
+    if not isinstance(new, dict):
+        return "code no longer part of the identity"
+    if not isinstance(old, dict):
+        return "code not recorded by the last run"
+    detail = codeid.explain(workspace, str(old.get("sha256")), str(new.get("sha256")))
+    return f"code changed: {detail}" if detail else f"code changed ({new.get('files')} files now; the earlier listing is not kept)"
+
+
+def _env_reasons(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    out = [f"env var {k} changed" for k in sorted(old.keys() & new.keys()) if old[k] != new[k]]
+    out += [f"env var {k} is new" for k in sorted(new.keys() - old.keys())]
+    out += [f"env var {k} removed" for k in sorted(old.keys() - new.keys())]
+    return out
+
+
+def _program_reasons(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    from cuberun.runners.pyidentity import describe_packages
+
+    def who(p: dict[str, Any]) -> str:
+        return f"{p.get('real') or p.get('path')}" + (f" ({p['version']})" if p.get("version") else "")
+
+    out = []
+    rest = {k for k in set(old) | set(new) if old.get(k) != new.get(k)} - {"packages"}
+    if rest == {"path"} and old.get("version"):
+        rest = set()  # the same interpreter reached another way (the command says how)
+    if rest:
+        what = "interpreter" if old.get("version") or new.get("version") else "program"
+        out.append(f"{what} changed: {who(old)} -> {who(new)}" if who(old) != who(new) else f"{what} {who(new)} changed")
+    a, b = old.get("packages"), new.get("packages")
+    if a != b:
+        detail = describe_packages(a, b) if isinstance(a, dict) and isinstance(b, dict) else ""
+        out.append(f"package set changed: {detail}" if detail else "package set changed")
+    return out
+
+
+def far_end_reasons(decision: Decision, now: dict[str, Any] | None) -> list[str]:
+    """Why the far end makes an otherwise up-to-date task run (none when it is unchanged)."""
+    before = decision.far_end_before
+    if now is None and before is None:
+        return []
+    if now is None or "unknown" in now:
+        why = now.get("unknown") if isinstance(now, dict) else "not asked"
+        return [f"the far end cannot be checked ({why})"]
+    if not isinstance(before, dict):
+        return ["the far end was not recorded by the last run"]
+    if before == now:
+        return []
+    return ["far end: " + r for r in runner_reasons(before, now, Path("/nonexistent"))] or ["far end changed"]
 
 
 def _members(fp: Fingerprint) -> dict[str, str]:
@@ -170,8 +290,7 @@ def _members(fp: Fingerprint) -> dict[str, str]:
 def refresh_inputs(rt: ResolvedTask, decision: Decision) -> None:
     """Fingerprint the inputs again after the task ran (in a chain submitted at once, earlier
     tasks produce them while this one waits), so the saved state matches what it consumed."""
-    exclude = _excluded(rt)
-    decision.inputs = {p.name: fingerprint(str(p.host_path), decision.cache, exclude) for p in rt.params if p.io == "input"}
+    decision.inputs = fingerprint_inputs(rt, decision.cache)
 
 
 def _stats(path: str, exclude: list[str]) -> dict[str, tuple[int, int, int]]:
@@ -197,7 +316,7 @@ def _check_owned(path: str, ptype: str, owned: dict[str, str], cache: HashCache)
     other tasks added to a shared output directory (mnist's logs/) do not count."""
     import stat
 
-    from cuberun.fingerprint import file_sha256
+    from cuberun.fingerprint import NotRegular, file_sha256
 
     missing = changed = 0
     for rel, digest in owned.items():
@@ -215,7 +334,11 @@ def _check_owned(path: str, ptype: str, owned: dict[str, str], cache: HashCache)
             continue
         key = (st.st_size, st.st_mtime_ns, st.st_ino)
         known = cache.entries.get(full)
-        current = known[1] if known is not None and known[0] == key else file_sha256(full)
+        try:
+            current = known[1] if known is not None and known[0] == key else file_sha256(full)
+        except (OSError, NotRegular):
+            changed += 1  # unreadable, or replaced by a FIFO/socket/device: not what the last run wrote
+            continue
         cache.entries[full] = (key, current)
         if current != digest:
             changed += 1
@@ -238,7 +361,7 @@ def save(rt: ResolvedTask, key: str, decision: Decision, run_id: str | None) -> 
     for p in rt.params:
         if p.io != "output":
             continue
-        fp = fingerprint(str(p.host_path), cache, bookkeeping)
+        fp = fingerprint(str(p.host_path), cache, bookkeeping, special="skip", label=f"output {p.name} of task '{rt.name}'")
         before = decision.before.get(p.name, {})
         after = _stats(str(p.host_path), bookkeeping)
         owned = {rel: fp.members[rel] for rel in fp.members if before.get(rel) != after.get(rel)}
@@ -256,12 +379,23 @@ def save(rt: ResolvedTask, key: str, decision: Decision, run_id: str | None) -> 
         "identity": decision.identity,
         "inputs": {n: {**fp.to_json(), "members": _members(fp)} for n, fp in decision.inputs.items()},
         "outputs": recorded,
+        **({"far_end": decision.far_end} if decision.far_end is not None else {}),
         "hash_cache": _prune(cache, rt),
     }
     from cuberun.safeio import write_file
 
+    _save_code_snapshots(rt.workspace, decision.identity.get("runner"))
     write_file(state_path(rt.workspace, key), json.dumps(state), what="up-to-date state", hint=STATE_HINT)
     return result
+
+
+def _save_code_snapshots(workspace: Path, runner_fp: Any) -> None:
+    from cuberun import codeid
+
+    for k in CODE_KEYS:
+        code = runner_fp.get(k) if isinstance(runner_fp, dict) else None
+        if isinstance(code, dict) and isinstance(code.get("sha256"), str):
+            codeid.save_snapshot(workspace, code["sha256"])
 
 
 def _prune(cache: HashCache, rt: ResolvedTask) -> dict[str, Any]:

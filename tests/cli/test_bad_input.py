@@ -194,7 +194,7 @@ CASES: list[tuple[str, str | bytes | None, dict[str, str], list[str], list[str],
     ("sweep-repeated-value", BASE + LOCAL, {}, ["run", "--task=bye", "--sweep=a=1,1"], ["--sweep 'a=1,1' repeats a value. Hint: list each value once"], 2),
     ("sweep-needs-one-task", BASE + LOCAL, {}, ["run", "--sweep=a=1,2"], ["--sweep applies to one task. Hint: name it with --task=TASK"], 2),
     ("sweep-unknown-key", BASE + LOCAL, {"workspace/names/alice.txt": "A"}, ["run", "--task=hello", "--sweep=nmae=1,2"],
-     ["--sweep 'nmae': no YAML input of task 'hello' has the key 'nmae' (none of its inputs are YAML files). "
+     ["--sweep 'nmae': no task reads it: no YAML input of task 'hello' has the key 'nmae' (none of its inputs are YAML files). "
       "Hint: name a key of a parameter file (file:key.path) or a config key such as local.env_vars.X"], 2),
     ("jobs-zero", BASE + LOCAL, {}, ["run", "--task=bye", "--jobs=0"],
      ["Invalid value for '--jobs' / '-j': 0 is not in the range 1<=x<=64. Hint: see 'cuberun run --help'"], 2),

@@ -54,7 +54,7 @@ def test_mnist_second_run_skips_and_edit_reruns_train_only(cli: CLI, tmp_path: P
     assert [r["task"] for r in runs(ws)] == ["download", "train", "evaluate"]
     second = cli("run", f"--mlcube={cube}")
     assert second.returncode == 0, second.stderr
-    up = "up to date: inputs, parameters, command and runner unchanged, outputs intact"
+    up = "up to date: code, environment, inputs, parameters and command unchanged, outputs intact"
     assert notes(second.stderr) == [f"cuberun: skipping task '{t}': {up}" for t in ("download", "train", "evaluate")]
     assert len(runs(ws)) == 3, "a skipped task writes no run record"
     # the prerequisites of a task run first when out of date, and are skipped when not

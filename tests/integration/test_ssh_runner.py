@@ -419,3 +419,28 @@ def test_configure_then_inspect(ssh: SSH, tmp_path: Path) -> None:
 
     assert info["cuberun"]["version"] == __version__
     assert (Path(info["remote_dir"]) / "hello_world.py").is_file()
+
+
+# -------------------------------------------------------------------------------- the far end's identity
+
+
+def test_a_changed_far_end_reruns_the_task(ssh: SSH, tmp_path: Path) -> None:
+    """What runs on the remote host is part of the task's identity: a change there (the remote
+    platform's environment, nothing changed here) re-runs the task and says what changed; when
+    nothing changed on either side, the remote cuberun is asked and the task is skipped."""
+    settings = tmp_path / "remote-settings.yaml"
+    settings.write_text(yaml.safe_dump({"platforms": {"far-local": {"runner": "local", "env_vars": {"SEED": "1"}}}}))
+    entry = platform_entry("cuberun-local", ssh.details, ssh.base, ssh.cache)
+    remote_env = {**entry["remote_env"], "CUBERUN_SETTINGS": str(settings)}
+    ssh.add("far", "cuberun-local", platform="far-local", remote_env=remote_env, remote_root=str(ssh.base / "far"))
+    cube = copy_example("hello_world", tmp_path)
+    args = ("run", f"--mlcube={cube}", "--task=hello", "--platform=far")
+    ok(ssh(*args))
+    state = json.loads((cube / "workspace" / ".cuberun" / "state" / "hello.json").read_text())
+    assert state["far_end"]["env"] == {"SEED": "1"} and state["far_end"]["program"]["version"], state["far_end"]
+    again = ok(ssh(*args))
+    assert "cuberun: skipping task 'hello': up to date" in again.stderr, again.stderr
+    settings.write_text(yaml.safe_dump({"platforms": {"far-local": {"runner": "local", "env_vars": {"SEED": "2"}}}}))
+    changed = ok(ssh(*args))
+    assert "cuberun: task 'hello' will run: far end: env var SEED changed" in changed.stderr, changed.stderr
+    assert "cuberun: skipping task 'hello'" in ok(ssh(*args)).stderr

@@ -37,3 +37,40 @@ def test_fast_path_reuses_hashes_and_detects_edits(tmp_path: Path) -> None:
 
 def test_diff_summary() -> None:
     assert diff_summary({"a": "1", "b": "2"}, {"b": "3", "c": "4", "d": "5"}) == "4 files (2 added, 1 removed, 1 changed)"
+
+
+def test_special_files_are_never_opened(tmp_path: Path) -> None:
+    import pytest
+
+    from cuberun.fingerprint import NotRegular
+
+    write_tree(tmp_path, {"d/a.txt": "a"})
+    os.mkfifo(tmp_path / "d" / "pipe")  # opening it for reading would block forever
+    with pytest.raises(NotRegular) as info:
+        fingerprint(str(tmp_path / "d"), HashCache())
+    assert info.value.describe() == f"{tmp_path / 'd' / 'pipe'} is a FIFO, not a regular file"
+    assert sorted(fingerprint(str(tmp_path / "d"), HashCache(), special="skip").members) == ["a.txt"]
+    (tmp_path / "d" / "pipe").unlink()
+    (tmp_path / "d" / "zero").symlink_to("/dev/zero")  # reading it would never end
+    with pytest.raises(NotRegular, match="a link to /dev/zero"):
+        fingerprint(str(tmp_path / "d"), HashCache())
+    with pytest.raises(NotRegular, match="is a character device"):
+        fingerprint("/dev/null", HashCache())
+
+
+def test_linked_directories_are_followed_but_not_loops(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"d/a.txt": "a", "shared/s.txt": "s"})
+    (tmp_path / "d" / "shared").symlink_to(tmp_path / "shared")
+    (tmp_path / "d" / "loop").symlink_to(tmp_path / "d")
+    fp = fingerprint(str(tmp_path / "d"), HashCache())
+    assert sorted(fp.members) == ["a.txt", "shared/s.txt"]
+    (tmp_path / "shared" / "s.txt").write_text("changed")
+    assert fingerprint(str(tmp_path / "d"), HashCache()).sha256 != fp.sha256
+
+
+def test_a_file_is_read_only_up_to_its_size_when_opened(tmp_path: Path) -> None:
+    from cuberun.fingerprint import file_sha256
+
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 3000)
+    assert file_sha256(str(path)) == hashlib.sha256(b"x" * 3000).hexdigest()

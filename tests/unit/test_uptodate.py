@@ -66,3 +66,30 @@ def test_state_never_written_without_success(tmp_path: Path) -> None:
     root = setup(tmp_path)
     decide(root)
     assert not uptodate.state_path(root / "workspace", "train").exists()
+
+
+def test_each_difference_of_the_runner_is_named(tmp_path: Path) -> None:
+    old = {"runner": "local", "cwd": "/a", "env": {"SEED": "1", "GONE": "x"},
+           "program": {"path": "/v/bin/python", "real": "/usr/bin/python3.11", "version": "3.11.2", "packages": {"numpy": "2.3.1"}},
+           "code": {"sha256": "0" * 64, "files": 3}}
+    new = {"runner": "local", "cwd": "/b", "env": {"SEED": "2", "NEW": "y"},
+           "program": {"path": "/w/bin/python", "real": "/usr/bin/python3.11", "version": "3.11.2", "packages": {"numpy": "2.4.0"}},
+           "code": {"sha256": "1" * 64, "files": 3}}
+    assert uptodate.runner_reasons(old, new, tmp_path) == [
+        "code changed (3 files now; the earlier listing is not kept)",
+        "working directory changed: /a -> /b",
+        "env var SEED changed", "env var NEW is new", "env var GONE removed",
+        "package set changed: numpy 2.3.1 -> 2.4.0",
+    ]
+    new["program"] = {"path": "/usr/bin/python3.12", "real": "/usr/bin/python3.12", "version": "3.12.1", "packages": {"numpy": "2.3.1"}}
+    assert uptodate.runner_reasons({"program": old["program"]}, {"program": new["program"]}, tmp_path) == [
+        "interpreter changed: /usr/bin/python3.11 (3.11.2) -> /usr/bin/python3.12 (3.12.1)"]
+    assert uptodate.runner_reasons({}, {}, tmp_path) == []
+
+
+def test_an_older_state_is_named_as_such(tmp_path: Path) -> None:
+    root = setup(tmp_path)
+    path = uptodate.state_path(root / "workspace", "train")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"version": 1}')
+    assert decide(root).reasons == ["the last run was recorded by an earlier cuberun version"]

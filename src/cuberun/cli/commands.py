@@ -174,6 +174,7 @@ def _check_dash_overrides(overrides: Sequence[str], cube: Any, tasks: Sequence[s
 @click.option("--rebuild-env", is_flag=True, help="Local: build the managed Python env again, even after a remembered failure.")
 @click.option("--strict-outputs", is_flag=True, help="Fail a task that exits 0 without writing a declared output.")
 @click.option("--force", is_flag=True, help="Run even when the task is up to date.")
+@click.option("--explain", is_flag=True, help="Say which tasks would run and why (with --json: and each task's identity); run nothing.")
 @click.option("--no-deps", is_flag=True, help="Do not run the tasks that produce this task's inputs.")
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2", help="Run the task once per value (repeat for a grid).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True, help="Independent tasks or sweep variants run at once.")
@@ -182,7 +183,7 @@ def _check_dash_overrides(overrides: Sequence[str], cube: Any, tasks: Sequence[s
 def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
         dry_run: bool, as_json: bool, gpus: str | None, network: str | None, security: str | None, memory: str | None,
         cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool, rebuild_env: bool, strict_outputs: bool,
-        force: bool, no_deps: bool, sweeps: tuple[str, ...],
+        force: bool, explain: bool, no_deps: bool, sweeps: tuple[str, ...],
         jobs: int, overrides: tuple[str, ...]) -> int:
     """Run task(s) of a cube. Parameter overrides follow as NAME=PATH.
 
@@ -222,8 +223,8 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
 
     checks.preflight(cube, runner, graph.order(cube, names, with_deps=not no_deps, overrides=values), values)
     results = run_tasks(cube, runner, names, values, dry_run=dry_run, as_json=as_json, force=force, with_deps=not no_deps,
-                        explicit=task is not None, sweeps=sweeps, jobs=jobs)
-    if as_json and not dry_run:
+                        explicit=task is not None, sweeps=sweeps, jobs=jobs, explain=explain)
+    if as_json and not dry_run and not explain:
         print(json.dumps([{"task": r.task, "exit_code": r.exit_code, "status": r.status, "run_id": r.run_id, "reason": r.reason}
                           for r in results], indent=2))
     if any(r.status == "succeeded-with-warnings" for r in results):

@@ -88,15 +88,52 @@ def _cwd_gone() -> bool:
     return False
 
 
+def _option(args: list[str], name: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg[len(name) + 1 :]
+    return None
+
+
+def _start_code_identity(args: list[str]) -> None:
+    """`cuberun run` on the local platform: start the cube folder's code identity in a forked
+    child now, so that walking the folder overlaps with start-up (see codeid.start_early). Any
+    guess made here that turns out wrong only means the result is not used."""
+    if not args or args[0] != "run" or any(a in ("--dry-run", "--help", "-h") for a in args):
+        return
+    if _option(args, "--platform") not in (None, "local"):
+        return
+    mlcube = _option(args, "--mlcube")
+    path = os.path.abspath(os.path.expanduser(mlcube)) if mlcube else os.getcwd()
+    root = path if os.path.isdir(path) else os.path.dirname(path)
+    if not os.path.isfile(os.path.join(root, "mlcube.yaml")) or os.path.realpath(root) in (os.sep, os.path.realpath(os.path.expanduser("~"))):
+        return
+    from pathlib import Path
+
+    from cuberun import codeid
+    from cuberun.runners.pyenv import cache_dir
+
+    workspace = _option(args, "--workspace")
+    ws = os.path.normpath(os.path.abspath(os.path.expanduser(workspace))) if workspace else os.path.join(root, "workspace")
+    codeid.start_early(Path(root), [ws, os.path.join(root, "workspace"), os.path.join(root, "mlcube.yaml"), str(cache_dir())])
+
+
 def main(argv: list[str] | None = None) -> None:
     _standard_streams()
     if sys.getfilesystemencoding() == "ascii" and not sys.flags.utf8_mode:
         _ascii_locale()
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        _start_code_identity(args)
+    except Exception:  # only a head start: the run computes it itself (a deleted cwd, an odd path)
+        pass
+
     import click
 
     from cuberun.cli.commands import cli
 
-    args = sys.argv[1:] if argv is None else argv
     debug = _debug_enabled(args)
     try:
         rv = cli.main(args=args, prog_name="cuberun", standalone_mode=False)

@@ -635,7 +635,9 @@ class BackendAIRunner(Runner):
         name, the transfer archives or the dependencies, which change from run to run."""
         plan = self.plan(task)
         _, workdir = self.image_command()
-        env = [f"{k}=<redacted>" if SECRET_NAME.search(k) else f"{k}={v}" for k, v in self.environment()]
+        from cuberun.secretid import secret_digest
+
+        env = [f"{k}={secret_digest(v)}" if SECRET_NAME.search(k) else f"{k}={v}" for k, v in self.environment()]
         return {"runner": self.name, "command": [plan.command], "image": self.image, "vfolder": self.vfolder, "mount_point": self.mount_point,
                 "workdir": workdir, "resources": [f"{k}={v}" for k, v in self.resources()], "env": env}
 

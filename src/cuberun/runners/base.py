@@ -127,10 +127,50 @@ class Runner(ABC):
         """Why these tasks cannot be started on this platform (validate), without running anything."""
         return []
 
+    def _code_scope(self, extra_roots: Sequence[Any] = ()) -> tuple[list[Any], list[str]]:
+        """The folders of the cube's code and what to leave out: the workspace, the cube file,
+        cuberun's caches and every task's outputs."""
+        from pathlib import Path
+
+        from cuberun.resolve import expand_path
+        from cuberun.runners.pyenv import cache_dir
+
+        ws = self.cube.workspace
+        exclude = [str(ws), str(self.cube.root / "workspace"), str(self.cube.file), str(cache_dir())]
+        exclude += [str(expand_path(p.default, ws)[0]) for t in self.cube.tasks.values() for p in t.outputs]
+        return [Path(self.cube.root), *extra_roots], exclude
+
+    def cube_code(self, extra_roots: Sequence[Any] = ()) -> Any:
+        """The code identity (codeid.CodeId) of the cube folder (plus `extra_roots`)."""
+        from cuberun import codeid
+
+        memo: dict[tuple[str, ...], Any] = self.__dict__.setdefault("_cube_code_memo", {})  # once per runner: one invocation
+        key = tuple(str(r) for r in extra_roots)
+        if key not in memo:
+            roots, exclude = self._code_scope(extra_roots)
+            memo[key] = codeid.identity(roots, "code", exclude)
+        return memo[key]
+
+    def sections(self) -> list[str] | None:
+        """The cube sections whose keys change how this platform runs a task (a swept config key
+        must be in one); None when it cannot be told here (a remote platform decides)."""
+        own = [self.section] if self.section else []
+        return own if "docker" in own else [*own, "docker"]  # the others take the image (or the host command) from docker:
+
     def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
         """What identifies how `task` runs, for up-to-date checks: the exact commands, plus
         anything else the result depends on (image digest, env). Must be stable across runs."""
         return {"runner": self.name, "command": [list(s.argv) for s in self.run_steps(task)]}
+
+    def far_end(self, task: ResolvedTask) -> dict[str, Any] | None:
+        """For runners that hand the task to another cuberun (a remote host): that side's identity
+        of the task now (its runner fingerprint), asked only when everything known here is
+        unchanged. None: nothing beyond this side's fingerprint (the default)."""
+        return None
+
+    def far_end_of(self, details: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The far end's identity as the run that just ended saw it (from the run's details)."""
+        return None
 
     def describe_config(self) -> dict[str, Any]:
         return dict(self.config)

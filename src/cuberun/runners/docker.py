@@ -20,17 +20,16 @@ from __future__ import annotations
 import io
 import json
 import os
-import posixpath
 import re
 import shlex
-import stat
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import BackendError, CuberunError, Issue, RunnerUnavailable, SpecError, TaskFailed, split_words
+from cuberun.ignorefiles import IgnoreRule, is_ignored, read_dockerignore  # noqa: F401 - re-exported for older imports
 from cuberun.records import log_tail
 from cuberun.runners.argv import env_value, program_name
 from cuberun.runners.argv import tokens as as_tokens
@@ -39,6 +38,7 @@ from cuberun.schema import Field
 from cuberun.valueclass import dataclass
 
 if TYPE_CHECKING:
+    from cuberun.codeid import CodeId
     from cuberun.gpus import GpuRequest
     from cuberun.process import Captured, Outcome
     from cuberun.resolve import ResolvedTask
@@ -56,143 +56,27 @@ ENGINE_ERROR = re.compile(r"^(docker: |Error: |Error response from daemon|Unable
 
 
 # -- the build context hash ----------------------------------------------------------------
-@dataclass(frozen=True)
-class IgnoreRule:
-    pattern: re.Pattern[str]
-    negate: bool
-
-
-def _translate(pattern: str) -> str:
-    """A .dockerignore pattern (Go filepath.Match plus `**`) as a regular expression."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            if pattern.startswith("**", i):
-                i += 2
-                if i < n and pattern[i] == "/":
-                    out.append("(?:.*/)?")
-                    i += 1
-                else:
-                    out.append(".*")
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = pattern.find("]", i + 1)
-            if end < 0:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : end]
-                if body.startswith(("!", "^")):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = end
-        elif c == "\\" and i + 1 < n:
-            i += 1
-            out.append(re.escape(pattern[i]))
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
-
-
-def read_dockerignore(context: Path) -> list[IgnoreRule]:
-    from cuberun.safeio import read_regular
-
-    try:
-        text = read_regular(context / ".dockerignore", 8 << 20, what=".dockerignore").decode("utf-8", errors="replace")
-    except CuberunError:
-        return []
-    rules: list[IgnoreRule] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        negate = line.startswith("!")
-        if negate:
-            line = line[1:].strip()
-        line = posixpath.normpath(line.replace("\\", "/")).lstrip("/") if line else line
-        if line in ("", "."):
-            continue
-        try:
-            rules.append(IgnoreRule(re.compile(_translate(line) + r"\Z", re.DOTALL), negate))
-        except re.error:
-            continue
-    return rules
-
-
-def is_ignored(rel: str, rules: Sequence[IgnoreRule]) -> bool:
-    """Docker's rule: the last pattern that matches the path, or one of its parents, decides."""
-    parts = rel.split("/")
-    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    ignored = False
-    for rule in rules:
-        if any(rule.pattern.match(c) for c in candidates):
-            ignored = not rule.negate
-    return ignored
-
-
-def _file_digest(path: Path) -> str:
+def context_hash(context: Path, recipe: Path, build_args: Any = None, code: CodeId | None = None) -> str:
+    """sha256 of everything a build reads: the context (minus .dockerignore; see codeid.py, files
+    hashed with the stat fast path), the recipe and the build args. Proxy variables and the build
+    network are left out: they do not change the image."""
     import hashlib
 
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(1 << 20)
-            if not chunk:
-                break
-            digest.update(chunk)
-    return digest.hexdigest()
+    from cuberun.codeid import identity
+    from cuberun.fingerprint import NotRegular, file_sha256
 
-
-def _context_entries(context: Path, rules: Sequence[IgnoreRule]) -> Iterator[str]:
-    prune = not any(r.negate for r in rules)  # with no `!` exception an ignored dir is skipped whole
-    for dirpath, dirnames, filenames in os.walk(context):
-        base = Path(dirpath)
-        reldir = base.relative_to(context).as_posix()
-        reldir = "" if reldir == "." else reldir + "/"
-        keep = []
-        for d in sorted(dirnames):
-            rel = reldir + d
-            full = base / d
-            if full.is_symlink():
-                if not is_ignored(rel, rules):
-                    yield f"l\0{rel}\0{os.readlink(full)}"
-                continue
-            if prune and is_ignored(rel, rules):
-                continue
-            if not is_ignored(rel, rules):
-                yield f"d\0{rel}"
-            keep.append(d)
-        dirnames[:] = keep
-        for f in sorted(filenames):
-            rel = reldir + f
-            if is_ignored(rel, rules):
-                continue
-            full = base / f
-            st = full.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                yield f"l\0{rel}\0{os.readlink(full)}"
-            elif stat.S_ISREG(st.st_mode):
-                yield f"f\0{rel}\0{st.st_mode & 0o111:o}\0{_file_digest(full)}"
-
-
-def context_hash(context: Path, recipe: Path, build_args: Any = None) -> str:
-    """sha256 of everything a build reads: the context (minus .dockerignore), the recipe and the
-    build args. Proxy variables and the build network are left out: they do not change the image."""
-    import hashlib
-
-    digest = hashlib.sha256(b"cuberun-context-v1\n")
-    for entry in sorted(_context_entries(context, read_dockerignore(context))):
-        digest.update(entry.encode("utf-8", "surrogateescape") + b"\n")
+    if code is None:
+        code = identity([context], "docker", label="build context")
+    digest = hashlib.sha256(b"cuberun-context-v2\n")
+    digest.update(code.sha256.encode() + b"\n")
     try:
         name = recipe.relative_to(context).as_posix()
     except ValueError:
         name = recipe.name
-    recipe_digest = _file_digest(recipe) if recipe.is_file() else "-"
+    try:
+        recipe_digest = file_sha256(str(recipe))
+    except (OSError, NotRegular):
+        recipe_digest = "-"
     digest.update(f"recipe\0{name}\0{recipe_digest}\n".encode("utf-8", "surrogateescape"))
     digest.update(b"args\0" + json.dumps(build_args, sort_keys=True, default=str).encode() + b"\n")
     return digest.hexdigest()
@@ -266,6 +150,7 @@ class DockerRunner(Runner):
         self._names: dict[int, tuple[ResolvedTask, str]] = {}  # id(task) -> (task, container name)
         self._state: ImageState | None = None
         self._configured = False
+        self._context_code: CodeId | None = None
 
     # -- configuration ---------------------------------------------------------------------
     @property
@@ -341,9 +226,20 @@ class DockerRunner(Runner):
             names = [t.split("=", 1)[0] for t in tokens]
         for key, value in self._proxies(names):
             argv += ["--build-arg", f"{key}={value}"]
-        digest = hash_value or context_hash(self.context, self.recipe, build_args)
+        digest = hash_value or self.context_hash()
         argv += ["--label", f"{HASH_LABEL}={digest}", "-t", self.image, "-f", str(self.recipe), str(self.context)]
         return argv
+
+    def context_code(self) -> CodeId:
+        """The build context's code identity (computed once per runner: one invocation)."""
+        if self._context_code is None:
+            from cuberun.codeid import identity
+
+            self._context_code = identity([self.context], "docker", label="build context")
+        return self._context_code
+
+    def context_hash(self) -> str:
+        return context_hash(self.context, self.recipe, self.config.get("build_args") or {}, self.context_code())
 
     def _tar_file(self) -> Path | None:
         value = self.config.get("tar_file")
@@ -583,8 +479,7 @@ class DockerRunner(Runner):
         time) or load/pull it when missing. Quiet when there is nothing to do."""
         state = self.image_state()
         if self.strategy != "pull" and self.recipe.is_file():
-            build_args = self.config.get("build_args") or {}
-            digest = context_hash(self.context, self.recipe, build_args)
+            digest = self.context_hash()
             if self.strategy == "always":
                 self._build(digest, "build_strategy is always")
             elif not state.present:
@@ -731,12 +626,23 @@ class DockerRunner(Runner):
         )
 
     def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
-        """The run command without its random container name, plus the image id: a rebuilt or
-        re-pulled image makes the task out of date."""
-        argv, _ = self.run_argv(task)
+        """The run command without its random container name (env values and run arguments are
+        in it; secret values, passed through the engine's environment, as keyed digests), the
+        image id (a rebuilt or re-pulled image makes the task out of date) and, when cuberun
+        built the image from the cube's build context, that context's code identity (to say
+        which file changed)."""
+        from cuberun.secretid import secret_digest
+
+        argv, env = self.run_argv(task)
         name = f"--name={self.container_name(task)}"
         command = [f"--name={_name_prefix(task.name)}*" if a == name else a for a in argv]
-        return {"runner": self.name, "command": [command], "image": self.image, "image_id": self.image_state().id}
+        state = self.image_state()
+        fp: dict[str, Any] = {"runner": self.name, "command": [command], "image": self.image, "image_id": state.id}
+        if env:
+            fp["env"] = {k: secret_digest(v) for k, v in sorted(env.items())}
+        if self.strategy != "pull" and self.recipe.is_file() and state.labels.get(HASH_LABEL) == self.context_hash():
+            fp["build_context"] = self.context_code().to_json()
+        return fp
 
     # -- inspect -------------------------------------------------------------------------------
     def inspect(self) -> dict[str, Any]:
@@ -757,7 +663,7 @@ class DockerRunner(Runner):
         digests = entry.get("RepoDigests") or []
         current = None
         if self.recipe.is_file():
-            current = context_hash(self.context, self.recipe, self.config.get("build_args") or {})
+            current = self.context_hash()
         recorded = labels.get(HASH_LABEL)
         return {
             "runner": self.name,

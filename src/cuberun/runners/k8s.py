@@ -667,7 +667,7 @@ class KubernetesRunner(Runner):
             "resources": self.resources(),
             "volume": self.volume_spec(),
             "mount_path": self.mount_path,
-            "env": sorted(e["name"] for e in self.env()),
+            "env": _env_identity(self.env()),
         }
 
     # -- inspect -------------------------------------------------------------------------------
@@ -691,6 +691,14 @@ class KubernetesRunner(Runner):
         else:
             info["host_path"] = self.host_path
         return info
+
+
+def _env_identity(env: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    """Environment variables for an identity: values, with secret ones as keyed digests."""
+    from cuberun.records import SECRET_NAME
+    from cuberun.secretid import secret_digest
+
+    return {e["name"]: secret_digest(e["value"]) if SECRET_NAME.search(e["name"]) else e["value"] for e in env}
 
 
 def iter_documents(steps: Sequence[Step]) -> Iterator[Mapping[str, Any]]:

@@ -20,6 +20,7 @@ from cuberun.schema import Field
 from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
+    from cuberun.codeid import CodeId
     from cuberun.process import Outcome
     from cuberun.resolve import ResolvedTask
     from cuberun.runners.dockerfile import Dockerfile
@@ -29,6 +30,8 @@ PYTHON_NAMES = ("python", "python3")
 # ENV keys of the image never applied to the host process
 HOST_OWNED = {"HOME", "HOSTNAME", "PWD", "OLDPWD", "SHELL", "USER", "LOGNAME", "TERM", "SHLVL", "DEBIAN_FRONTEND", "VIRTUAL_ENV"}
 PATH_LISTS = {"PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "MANPATH", "PKG_CONFIG_PATH"}
+
+MANAGED_ENV = "<managed env>"  # stands for the managed env's folder in the task's identity
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Launch:
     derived_from: str | None = None  # the Dockerfile, when derived
     python: str | None = None  # "Python 3.8.18 (pyenv: /root/...)" when the env's interpreter was chosen
     image_python: str | None = None
+    task_python: str | None = None  # local.python without a managed env: the interpreter that runs the task
     dockerfile: Dockerfile | None = None
 
 
@@ -63,6 +67,7 @@ class LocalRunner(Runner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._launch: Launch | None = None
+        self._code: CodeId | None = None
 
     # -- how to launch -------------------------------------------------------------------
     def launch(self) -> Launch:
@@ -137,6 +142,15 @@ class LocalRunner(Runner):
                 relax=bool(self.options.relax_pins or cfg.get("relax_pins")), version=interp.version,
                 image_python=launch.image_python, source=interp.source if wanted else "",
             )
+        elif mode == "managed" and cfg.get("python"):  # no env to build: local.python runs the task itself
+            from cuberun.runners import pythons
+
+            wanted = str(cfg.get("python"))
+            if wanted.strip() == "image" and launch.image_python:
+                wanted = launch.image_python
+            interp = pythons.resolve(wanted)
+            launch.task_python = interp.path
+            launch.notes.append(f"using {interp.describe()} to run the task (local.python; the cube has no requirements, so no managed env)")
         return launch
 
     def _split_command(self, command: str) -> list[str]:
@@ -321,15 +335,63 @@ class LocalRunner(Runner):
                              f"give task '{task.name}' an entrypoint, or add a 'local: {{command: ...}}' section (or -Plocal.command=...)")
         base = entry if entry is not None else list(launch.command)
         if base and base[0] in PYTHON_NAMES:
+            mode = self.config.get("env") or "managed"
             if launch.env is not None:
                 base = [str(launch.env.bin_dir() / "python"), *base[1:]]
-            elif (self.config.get("env") or "managed") == "current":
+            elif mode == "current":
                 base = [sys.executable, *base[1:]]
+            elif mode == "managed" and launch.task_python:  # no env to build: local.python runs the task itself
+                base = [launch.task_python, *base[1:]]
         return base + task.task_args(task.host_args())
 
     def run_steps(self, task: ResolvedTask) -> list[Step]:
         extra = {k: v for k, v in self._environment().items() if k not in ("PATH", "PYTHONUNBUFFERED")}
         return [Step(tuple(self._argv(task)), "run", str(self.launch().workdir), extra)]
+
+    def sections(self) -> list[str] | None:
+        return ["local"] if self.config.get("command") else ["local", "docker"]  # docker: the Dockerfile the command is derived from
+
+    def code_roots(self) -> list[Path]:
+        """Where the task's code lives beyond the cube folder: the folder the command runs in (the
+        Dockerfile's context for a derived command), unless it is / or holds the home folder."""
+        home = os.path.realpath(os.path.expanduser("~"))
+        real = os.path.realpath(self.launch().workdir)
+        if real == os.sep or real == home or home.startswith(real.rstrip(os.sep) + os.sep):
+            return []
+        return [Path(os.path.normpath(self.launch().workdir))]
+
+    def code_identity(self) -> CodeId:
+        """The code identity of the cube (see codeid.py), once per runner (one invocation)."""
+        if self._code is None:
+            self._code = self.cube_code(self.code_roots())
+        return self._code
+
+    def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
+        """The command, its working directory and environment variables (secret values as keyed
+        digests), the program it starts (for Python: the interpreter's version and the packages
+        installed where it imports from) and the code identity of the cube folder."""
+        from cuberun.records import SECRET_NAME
+        from cuberun.runners import pyidentity
+
+        def secret_digest(value: str) -> str:
+            from cuberun.secretid import secret_digest
+
+            return secret_digest(value)
+
+        step = self.run_steps(task)[0]
+        managed = self.launch().env
+        where = str(managed.path()) if managed is not None else None
+
+        def plain(value: str) -> str:  # the managed env's folder is named by its key: its packages say what it holds
+            return MANAGED_ENV + value[len(where):] if where and (value == where or value.startswith(where + os.sep)) else value
+
+        env = {k: (secret_digest(v) if SECRET_NAME.search(k) else plain(v)) for k, v in sorted(step.env.items())}
+        fp: dict[str, Any] = {"runner": self.name, "command": [[plain(a) for a in step.argv]], "cwd": step.cwd, "env": env}
+        if step.argv:
+            program = pyidentity.identity(step.argv[0], self._environment(), step.cwd)
+            fp["program"] = {k: plain(v) if isinstance(v, str) else v for k, v in program.items()}
+        fp["code"] = self.code_identity().to_json()
+        return fp
 
     def run(self, task: ResolvedTask, log_path: str) -> Outcome:
         from cuberun.process import stream

@@ -60,6 +60,9 @@ class EnvSpec:
         for f in self.requirement_files:
             h.update(b"\0file\0")
             h.update(_read(f))
+        for f in nested_requirements(self.requirement_files):  # a nested -r/-c file is part of the env too
+            h.update(b"\0nested\0" + str(f).encode("utf-8", "surrogateescape") + b"\0")
+            h.update(_read(f) if f.is_file() else b"<missing>")
         for p in sorted(self.packages):
             h.update(b"\0pkg\0" + p.encode())
         for f in self.constraint_files:
@@ -135,6 +138,12 @@ def _read(path: Path) -> bytes:
         return read_regular(path, 64 << 20, what="requirements file")[: 1 << 22]
     except CuberunError:
         return b""
+
+
+def nested_requirements(files: Sequence[Path]) -> list[Path]:
+    from cuberun.runners.reqfiles import closure
+
+    return [f for f in closure(files) if f not in files]
 
 
 _VERSIONS: dict[str, str] = {}

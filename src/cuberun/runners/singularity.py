@@ -44,7 +44,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cuberun.errors import BackendError, Issue, RunnerUnavailable, SpecError, TaskFailed, UsageError
+from cuberun.errors import BackendError, CuberunError, Issue, RunnerUnavailable, SpecError, TaskFailed, UsageError
 from cuberun.records import log_tail
 from cuberun.runners.argv import env_value, program_name, uses_sudo
 from cuberun.runners.argv import tokens as as_tokens
@@ -514,15 +514,29 @@ class SingularityRunner(Runner):
         return outcome
 
     def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
-        """The run command plus the SIF's identity (size and mtime: a rebuild changes them,
-        and hashing a multi-GB SIF on every run would be slow)."""
-        argv, _ = self.run_argv(task)
+        """The run command (its --env values included) and variables passed through the client's
+        environment, plus the SIF's identity (size and mtime: a rebuild changes them, and hashing
+        a multi-GB SIF on every run would be slow); for a SIF built from a recipe, the code
+        identity of the folder it is built in (a `%files` line copies from there)."""
+        from cuberun.records import SECRET_NAME
+        from cuberun.secretid import secret_digest
+
+        argv, env = self.run_argv(task)
         try:
             st = self.sif.stat()
             sif: list[int] | None = [st.st_size, st.st_mtime_ns]
         except OSError:
             sif = None
-        return {"runner": self.name, "command": [argv], "sif": sif}
+        fp: dict[str, Any] = {"runner": self.name, "command": [argv], "sif": sif}
+        if env:
+            fp["env"] = {k: secret_digest(v) if SECRET_NAME.search(k) else v for k, v in sorted(env.items())}
+        try:
+            recipe = self.source(probe=False).kind == "recipe"
+        except CuberunError:
+            recipe = False
+        if recipe:
+            fp["build_context"] = self.cube_code().to_json()
+        return fp
 
     # -- inspect -------------------------------------------------------------------------------------
     def inspect(self) -> dict[str, Any]:

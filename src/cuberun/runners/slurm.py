@@ -338,13 +338,21 @@ class SlurmRunner(Runner):
 
         return make_runner(self.cube, self.inner_platform, self.options, self.options.config_overrides)
 
+    def sections(self) -> list[str] | None:
+        try:
+            inner = self._inner_runner().sections()
+        except CuberunError:
+            return None
+        return None if inner is None else [self.section or "slurm", *inner]
+
     def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
         """How the task runs is the inner platform's business (its command, image digest, env);
         queue and resources (partition, time, mem) do not change results, so they are left out."""
         try:
             inner = dict(self._inner_runner().fingerprint(task))
         except CuberunError:  # e.g. the inner engine is only on the compute nodes (configure: job)
-            return {"runner": self.name, "inner_platform": self.inner_platform, "command": self.inner_argv(task)}
+            return {"runner": self.name, "inner_platform": self.inner_platform, "command": self.inner_argv(task),
+                    "code": self.cube_code().to_json()}
         return {**inner, "runner": self.name, "inner_runner": inner.get("runner"), "inner_platform": self.inner_platform}
 
     def configure_steps(self) -> list[Step]:

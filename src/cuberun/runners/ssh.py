@@ -135,6 +135,12 @@ MLCUBE_PACKAGE = re.compile(r"^mlcube([-_][A-Za-z0-9_-]+)?([<>=!~ ].*)?$", re.IG
 
 
 # -- the runner ------------------------------------------------------------------------------
+def _far_identity(fp: Mapping[str, Any]) -> dict[str, Any]:
+    """A remote runner fingerprint as the far end's identity: without the remote copy of the code
+    (this side's code identity covers it; the copy lags until the next upload)."""
+    return {k: v for k, v in fp.items() if k != "code"}
+
+
 class SSHRunner(Runner):
     name = "ssh"
     section = None  # the platform entry configures it; the cube carries no host names
@@ -510,9 +516,11 @@ class SSHRunner(Runner):
 
     @staticmethod
     def _read_state(path: Path) -> dict[str, Any]:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        from cuberun.safeio import read_json
+
+        try:  # a damaged cache (a FIFO, too large, not JSON) is ignored and rewritten
+            data = read_json(path, 16 << 20)
+        except (CuberunError, ValueError, RecursionError):
             return {}
         return data if isinstance(data, dict) else {}
 
@@ -860,13 +868,58 @@ class SSHRunner(Runner):
         steps += [Step(tuple(a), "fetch") for a in self.fetch_argvs(plan, task)]
         return steps
 
+    def sections(self) -> list[str] | None:
+        return None  # the remote platform reads what its runner reads: not known on this side
+
+    def far_end(self, task: ResolvedTask) -> dict[str, Any] | None:
+        """The remote cuberun's identity of the task on its platform (`run --explain --json`):
+        its interpreter and packages, image digest, environment... The code is left out: this
+        side's code identity covers what is sent. {"unknown": why} when it cannot be asked."""
+        from cuberun.errors import CuberunError
+
+        try:
+            self._ensure_connection()
+            self._ensure_cuberun()
+            plan = self.plan(task)
+            argv = [*self._env_prefix(False), *self.cuberun_argv(), "run", f"--mlcube={plan.rcube}", f"--task={task.name}",
+                    f"--platform={self.remote_platform}", f"--workspace={plan.rws}", "--no-deps", "--explain", "--json",
+                    "--allow-missing-inputs"]
+            argv += [f"-P{value}" for value in self.options.config_overrides if not value.startswith("runner.")]
+            argv += [f"{item.name}={item.value}" for item in plan.items]
+            res = self._capture(self.ssh_argv(argv))
+        except CuberunError as exc:
+            return {"unknown": exc.lines()[0]}
+        if res.returncode != 0:
+            return {"unknown": f"the remote cuberun said: {_last_line(res.stderr) or 'exit ' + str(res.returncode)}"}
+        try:
+            report = json.loads(res.stdout)
+            runner = report[-1]["identity"]["runner"]
+        except (ValueError, LookupError, TypeError):
+            return {"unknown": "the remote cuberun gave no identity (an older version?)"}
+        return _far_identity(runner)
+
+    def far_end_of(self, details: Mapping[str, Any]) -> dict[str, Any] | None:
+        remote = details.get("remote") if isinstance(details, Mapping) else None
+        record = remote.get("record") if isinstance(remote, Mapping) else None
+        if not isinstance(record, str):
+            return None
+        from cuberun.safeio import read_json
+
+        try:
+            data = read_json(Path(record, "record.json"))
+        except (CuberunError, ValueError, RecursionError):
+            return None
+        fp = data.get("runner_fingerprint") if isinstance(data, dict) else None
+        return _far_identity(fp) if isinstance(fp, dict) else None
+
     def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
         """The remote command and where it runs (not the sync commands: their ssh options, such as
         the control socket path, do not change the result)."""
         t = self.target
         plan = self.plan(task)
         return {"runner": self.name, "command": [self.remote_run_argv(task, plan, redact=True)], "host": t.host, "user": t.user,
-                "port": t.port, "ssh_config": t.ssh_config, "remote_platform": self.remote_platform}
+                "port": t.port, "ssh_config": t.ssh_config, "remote_platform": self.remote_platform,
+                "code": self.cube_code().to_json()}
 
     def _missing_error(self) -> BackendError:
         name = self.cuberun_argv()[0]
@@ -984,11 +1037,16 @@ class SSHRunner(Runner):
         """The host name the remote cuberun recorded (what the ssh alias resolves to, in effect)."""
         if not record_dir:
             return None
+        from cuberun.safeio import read_json
+
         try:
-            data = json.loads(Path(record_dir, "record.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = read_json(Path(record_dir, "record.json"))
+        except (CuberunError, ValueError, RecursionError):
             return None
-        host = data.get("host") or (data.get("environment") or {}).get("host") if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None
+        env = data.get("environment")
+        host = data.get("host") or (env.get("host") if isinstance(env, dict) else None)
         return str(host) if host else None
 
     def inspect(self) -> dict[str, Any]:
