@@ -308,6 +308,44 @@ def damage_state(content: str | bytes | None = None, *, key: str = "hello", fifo
     return make
 
 
+def damage(pattern: str, content: str | bytes | None = None, *, fifo: bool = False, size: int | None = None,
+           link_to: str | None = None, dir: bool = False, edit: Callable[[Any], Any] | None = None) -> Setup:
+    """Damage every file matching `pattern` (a glob relative to the case root, templated; at least
+    one must match): new content, a FIFO, a sparse size, a link, a folder, or a JSON edit
+    (`edit(data)` returns the new document). The first match is {hit} in the expected lines."""
+
+    def make(ctx: Ctx) -> None:
+        paths = sorted(ctx.root.glob(ctx.fmt(pattern)))
+        assert paths, f"nothing matches {pattern}"
+        ctx.vars["hit"] = str(paths[0])
+        for path in paths:
+            if edit is not None:
+                import json
+
+                path.write_text(json.dumps(edit(json.loads(path.read_text()))), encoding="utf-8")
+                continue
+            if fifo or link_to or dir or size is not None or (path.is_dir() and not path.is_symlink()):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            if fifo:
+                os.mkfifo(path)
+            elif dir:
+                path.mkdir()
+            elif link_to:
+                os.symlink(ctx.fmt(link_to), path)
+            elif size is not None:
+                with open(path, "wb") as fh:
+                    fh.truncate(size)
+            elif isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(ctx.fmt(content or ""), encoding="utf-8")
+
+    return make
+
+
 def each(*steps: Setup) -> Setup:
     def make(ctx: Ctx) -> None:
         for step in steps:
