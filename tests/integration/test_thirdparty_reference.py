@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends import skip_or_fail
+from tests.checkout import copy_checkout_folder
 from tests.conftest import CLI, REPO
 
 DATA = REPO / "tests" / "data" / "thirdparty"
@@ -45,6 +45,7 @@ CUBES: dict[str, dict[str, list[str]]] = {
 # what exists, and refuses the ones that do not exist
 PRODUCED = {
     "getting_started/mlcube": ["data/raw_dataset.txt", "data/processed_dataset.csv"],
+    "medperf_hello_world/evaluator/mlcube": ["predictions/"],
     "chestxray_tutorial/metrics/mlcube": ["predictions/", "labels/"],
 }
 
@@ -103,7 +104,7 @@ def comparable(argv: list[str]) -> list[str]:
 @pytest.mark.parametrize(("cube_dir", "task"), [(c, t) for c, tasks in CUBES.items() for t in tasks])
 def test_docker_command_matches_the_reference(reference: Path, cli: CLI, tmp_path: Path, cube_dir: str, task: str) -> None:
     top = cube_dir.split("/")[0]
-    shutil.copytree(DATA / top, tmp_path / top)
+    copy_checkout_folder(DATA / top, tmp_path / top)  # as a clean clone has it: no empty folders
     cube = tmp_path / cube_dir
     for rel in PRODUCED.get(cube_dir, []):
         path = cube / "workspace" / rel

@@ -463,3 +463,18 @@ def test_fingerprint_ignores_the_control_socket(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("CUBERUN_SSH_CONTROL_DIR", "/tmp/other")
     assert r.fingerprint(rt) == before
     assert before["host"] == "h"
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/dash", "/bin/bash"])
+def test_probe_script_answers_the_same_in_every_shell(shell: str) -> None:
+    """The remote probe for rsync/cuberun: dash's `command -v` exits 127 for a missing program,
+    bash's 1; the probe names its own answer so both read the same (the CI failure of
+    test_remote_rsync_missing: dash's 127 was read as "present")."""
+    from cuberun.runners.ssh import PROBE_ABSENT, PROBE_SCRIPT
+
+    if not Path(shell).exists():
+        pytest.skip(f"{shell} is not on this machine")
+    missing = subprocess.run([shell, "-c", PROBE_SCRIPT, "sh", "/nonexistent/rsync"], timeout=30, check=False)
+    absent_name = subprocess.run([shell, "-c", PROBE_SCRIPT, "sh", "no-such-program-cuberun"], timeout=30, check=False)
+    present = subprocess.run([shell, "-c", PROBE_SCRIPT, "sh", "sh"], timeout=30, check=False)
+    assert (missing.returncode, absent_name.returncode, present.returncode) == (PROBE_ABSENT, PROBE_ABSENT, 0)

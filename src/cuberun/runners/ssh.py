@@ -119,7 +119,10 @@ INSTALL_EXCLUDES = (
 # stops the task when its stdin (kept open by this side) ends: the connection is gone.
 RUN_WRAPPER = 'mkdir -p -- "${1%/*}" && echo $$ > "$1" && shift && export CUBERUN_HANGUP_ON_STDIN_EOF=1 && exec "$@"'
 CANCEL_SCRIPT = 'kill -INT "$(cat -- "$1")" 2>/dev/null'
-PROBE_SCRIPT = 'command -v "$1" >/dev/null 2>&1'
+# exit 0: found; PROBE_ABSENT: not found. `command -v` alone exits 1 in bash but 127 in dash (Debian's
+# /bin/sh), and 127 is also what a missing /bin/sh gives: name the answer ourselves.
+PROBE_ABSENT = 3
+PROBE_SCRIPT = f'if command -v "$1" >/dev/null 2>&1; then exit 0; else exit {PROBE_ABSENT}; fi'
 INSTALLED_SCRIPT = 'test -x "$1/bin/cuberun" && cat -- "$1/' + INSTALL_MARKER + '"'
 INSTALL_SCRIPT = (
     "set -e; venv=$1; py=$2; sig=$3; shift 3; "
@@ -663,7 +666,7 @@ class SSHRunner(Runner):
             result = self._capture(self.ssh_argv(["/bin/sh", "-c", PROBE_SCRIPT, "sh", path]))
         except BackendError:
             return True  # cannot tell: keep rsync's own message
-        return result.returncode != 1
+        return result.returncode != PROBE_ABSENT
 
     def _capture(self, argv: Sequence[str], timeout: float = PROBE_TIMEOUT) -> Captured:
         from cuberun.process import capture
