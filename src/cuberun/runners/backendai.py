@@ -38,6 +38,7 @@ The exit code and the `session watch` pitfalls:
 | watch found no session ("No matching items": it already ended, or is not among the 10 newest) | `session info` decides (polled until the session ends) |
 | Ctrl-C / SIGTERM                                     | `session rm` of this run's sessions, 128+signal |
 | session create refused                               | 125 (BackendError)                         |
+| the manager refuses every call for 30 s after the watch ended (killed, down) | 125 (ManagerLost: one line naming the session, which may still run, and how to remove it) |
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ DEFAULT_MAX_WAIT = 7 * 24 * 3600.0
 CLIENT_TIMEOUT = 120.0  # one create/info/logs/rm call
 TRANSFER_TIMEOUT = 6 * 3600.0  # one upload or download
 INFO_GRACE = 300.0  # after the watch: how long `session info` may take to show the end
+MANAGER_GRACE = 30.0  # after the watch: the manager unreachable this long (every call refused) means it is gone
+# what the client prints when it cannot reach the manager at all (not an API error)
+_UNREACHABLE = re.compile(r"Request to the API endpoint has failed|ClientConnectorError|ServerDisconnectedError|Connection refused|"
+                          r"Connect call failed|ClientOSError")
 EXIT_STOPPED_WAITING = 124
 EXIT_BACKEND = 125
 INSTALL_HINT = "pip install 'cuberun[backendai]' (or set the backendai platform's client to the backend.ai executable)"
@@ -832,13 +837,25 @@ class BackendAIRunner(Runner):
                        details=plan.details)
 
     def _confirm(self, plan: SessionPlan, cancel: Any) -> Verdict | None:
-        """Poll `session info` until the session has ended (bounded by INFO_GRACE)."""
+        """Poll `session info` until the session has ended (bounded by INFO_GRACE); a manager that
+        refuses every call for MANAGER_GRACE is gone: ManagerLost names the session left behind."""
         if not plan.session_id:
             return None
         deadline = time.monotonic() + INFO_GRACE
         interval = 0.5
+        lost_since: float | None = None
         while time.monotonic() < deadline and not cancel.requested:
             res = self._call("--output", "json", "session", "info", plan.session_id)
+            if res.returncode != 0 and _UNREACHABLE.search(res.stdout + res.stderr):
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since >= MANAGER_GRACE:
+                    raise ManagerLost(
+                        f"lost contact with the Backend.AI manager at {self.endpoint() or 'BACKEND_ENDPOINT'} while session {plan.name} "
+                        f"({plan.session_id}, task '{plan.task.name}') ran: it refused every call for {int(MANAGER_GRACE)} s",
+                        f"the session may still run on its agent: backend.ai session rm {plan.session_id} once the manager is back",
+                    )
+            else:
+                lost_since = None
             if res.returncode == 0:
                 try:
                     data = json.loads(res.stdout)
@@ -881,8 +898,13 @@ class BackendAIRunner(Runner):
             if res.returncode == 0:
                 say(f"terminated session(s) {', '.join(names)}")
             else:
-                say(f"warning: could not terminate session(s) {', '.join(names)}: {_last_line(res.stdout + res.stderr)}; "
-                    f"check with: backend.ai ps")
+                text = res.stdout + res.stderr
+                why = f"the manager at {self.endpoint() or 'BACKEND_ENDPOINT'} does not answer" if _UNREACHABLE.search(text) else _last_line(text)
+                say(f"warning: could not terminate session(s) {', '.join(names)}: {why}; check with: backend.ai ps")
+
+
+class ManagerLost(BackendError):
+    """The manager stopped answering while a session ran: the session could not be removed."""
 
 
 class _LogFollower:
