@@ -18,8 +18,8 @@ import pytest
 from cuberun.errors import UsageError
 from cuberun.execute import make_runner
 from cuberun.resolve import resolve_task
-from cuberun.runners.backendai import (
-    BackendAIRunner,
+from cuberun.runners.backendai import BackendAIRunner
+from cuberun.runners.backendai_session import (
     Verdict,
     default_vfolder,
     exit_code_from,

@@ -175,7 +175,7 @@ def test_remote_run_command_forwards_everything(tmp_path: Path, monkeypatch: pyt
     expected = [
         "/bin/sh", "-c", RUN_WRAPPER, "sh", pid, "env", "API_TOKEN=s3cret", "X=1",
         ".cuberun/remote/venv/bin/cuberun", "run", f"--mlcube={plan.rcube}", "--task=hello", "--platform=docker",
-        f"--workspace={plan.rws}", "--force", "--no-deps", "-Pdocker.image=me/hello:2",
+        f"--workspace={plan.rws}", "--no-deps", "--force", "--handshake=1", "-Pdocker.image=me/hello:2",
         "--gpus=device=0,1", "--network=none", "--memory=4g", "--cpu=0-3", "--mount=rw", "--allow-missing-inputs",
         "name=names/alice.txt", "chat=chats/chat_with_alice.txt",
     ]
@@ -230,7 +230,8 @@ def test_remote_shell_receives_every_argument_literally(tmp_path: Path, monkeypa
     proc = subprocess.run(["/bin/sh", "-c", remote], cwd=home, capture_output=True, text=True, env={**os.environ, "HOME": str(home)}, check=False)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
-    assert got[:6] == ["run", f"--mlcube={plan.rcube}", "--task=hello", "--platform=local", f"--workspace={plan.rws}", "--force"]
+    assert got[:8] == ["run", f"--mlcube={plan.rcube}", "--task=hello", "--platform=local", f"--workspace={plan.rws}", "--no-deps", "--force",
+                       "--handshake=1"]
     assert f"-Pdocker.image=img; touch PWNED {weird}" in got
     # values are the locally resolved paths (the local side expanded $VARS once), relative to the workspace
     name, chat = plan.items
