@@ -226,7 +226,7 @@ def ignore_problems(root: Path, scope: str = "code") -> list[str]:
 
 # -- the stat cache ----------------------------------------------------------------------------
 def _cache_path(scope: str, root: Path) -> Path:
-    from cuberun.runners.pyenv import cache_dir
+    from cuberun.paths import cache_dir
 
     key = hashlib.sha256(f"{scope}\0{root}".encode("utf-8", "surrogateescape")).hexdigest()[:24]
     return cache_dir() / "code" / f"{key}.json"

@@ -147,7 +147,7 @@ def order(cube: Cube, names: Sequence[str], *, with_deps: bool = True, overrides
                     continue
                 if state.get(dep) == 1:
                     path = [n for n, _ in stack]
-                    cycle = path[path.index(dep) :] + [dep]
+                    cycle = [*path[path.index(dep) :], dep]
                     raise UsageError(f"the tasks form a cycle: {' -> '.join(cycle)}",
                                      "a task's inputs must not come from its own later outputs; check the paths or cuberun.depends_on")
                 state[dep] = 1
@@ -165,10 +165,6 @@ def order(cube: Cube, names: Sequence[str], *, with_deps: bool = True, overrides
         done = set(result)
         return list(dict.fromkeys(n for n in names if n in done))
     return result
-
-
-def check_acyclic(cube: Cube) -> None:
-    order(cube, list(cube.tasks))
 
 
 def render(cube: Cube, fmt: str = "text") -> str:

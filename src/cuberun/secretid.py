@@ -7,11 +7,24 @@ meaningful only on the machine and account that made it, which is all the up-to-
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
+import re
 import stat
 import threading
+from collections.abc import Mapping
+
+# the one pattern of environment variable names whose values are secrets: their values never
+# appear in argv, a dry run, a record or an identity (a keyed digest stands in)
+SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|PASSWD|PWD|CREDENTIAL|AUTH)", re.IGNORECASE)
+REDACTED = "***"
+
+
+def is_secret(name: str) -> bool:
+    return SECRET_NAME.search(name) is not None
+
+
+def redact_env(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: (REDACTED if is_secret(k) else v) for k, v in env.items()}
 
 _KEY: bytes | None = None
 _LOCK = threading.Lock()
@@ -44,7 +57,7 @@ def _load_or_make() -> bytes:
     device in its place, no cache folder), this process's key still tells values apart within
     the run, with a warning: every run then sees secret values as changed."""
     from cuberun.errors import CuberunError
-    from cuberun.runners.pyenv import cache_dir
+    from cuberun.paths import cache_dir
     from cuberun.safeio import make_dirs, os_problem, write_file, write_new
 
     path = cache_dir() / "secret-key"
@@ -87,4 +100,7 @@ def _cannot_keep(path: os.PathLike[str], why: str) -> None:
 
 
 def secret_digest(value: str) -> str:
+    import hashlib  # here: records import this module for the pattern, at every start
+    import hmac
+
     return "hmac:" + hmac.new(_key(), value.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:24]

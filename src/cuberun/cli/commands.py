@@ -229,7 +229,7 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
 
     checks.preflight(cube, runner, graph.order(cube, names, with_deps=not no_deps, overrides=values), values)
     results = run_tasks(cube, runner, names, values, dry_run=dry_run, as_json=as_json, force=force, with_deps=not no_deps,
-                        explicit=task is not None, sweeps=sweeps, jobs=jobs, explain=explain)
+                        sweeps=sweeps, jobs=jobs, explain=explain)
     if as_json and not dry_run and not explain:
         print(json.dumps([{"task": r.task, "exit_code": r.exit_code, "status": r.status, "run_id": r.run_id, "reason": r.reason}
                           for r in results], indent=2))
@@ -292,6 +292,8 @@ def _param_data(cube: Any, p: Any) -> dict[str, Any]:
 
 
 def describe_data(cube: Any) -> dict[str, Any]:
+    from cuberun.spec.load import runner_section_names
+
     return {
         "name": cube.name,
         "version": cube.version,
@@ -310,7 +312,7 @@ def describe_data(cube: Any) -> dict[str, Any]:
             }
             for t in cube.tasks.values()
         },
-        "sections": [k for k in ("local", "docker", "singularity", "charliecloud", "ssh", "slurm", "k8s", "kubeflow", "backendai") if k in cube.config],
+        "sections": runner_section_names(cube.config),
     }
 
 
@@ -363,7 +365,7 @@ def show_config(mlcube: str | None, platform: str | None, workspace: str | None,
 
     cube = _load(mlcube, workspace, params)
     runner = make_runner(cube, platform, RunOptions(), params)
-    config = {k: v for k, v in cube.config.items()}
+    config = dict(cube.config)
     if resolve:
         config = cube.resolve_value(config)
     config["runner"] = dict(runner.describe_config(), runner=runner.name)
@@ -517,27 +519,9 @@ def _workspace_of(mlcube: str | None, workspace: str | None) -> Any:
 
 
 def _find(mlcube: str | None, workspace: str | None, run_id: str) -> dict[str, Any]:
-    from cuberun.records import list_runs
+    from cuberun.records import find_run
 
-    ws = _workspace_of(mlcube, workspace)
-    runs = list_runs(ws)
-    matches = match_runs(runs, run_id)
-    if not matches:
-        ids = [str(r.get("run_id")) for r in runs]
-        raise UsageError(f"no run '{run_id}' in {ws}", did_you_mean(run_id, ids, "run") if ids else "no runs recorded yet")
-    if len(matches) > 1:
-        shown = ", ".join(str(r.get("run_id")) for r in matches[-3:])
-        more = f" (and {len(matches) - 3} more)" if len(matches) > 3 else ""
-        raise UsageError(f"run id '{run_id}' is ambiguous: {len(matches)} runs match", f"give more of the id, e.g. one of {shown}{more}")
-    return matches[0]
-
-
-def match_runs(runs: Sequence[dict[str, Any]], part: str) -> list[dict[str, Any]]:
-    """The runs whose id is `part`, else those whose id contains it (a unique part of an id)."""
-    exact = [r for r in runs if str(r.get("run_id", "")) == part]
-    if exact or not part:
-        return exact
-    return [r for r in runs if part in str(r.get("run_id", ""))]
+    return find_run(_workspace_of(mlcube, workspace), run_id)
 
 
 @cli.command()
