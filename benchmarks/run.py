@@ -691,10 +691,11 @@ def wait_idle(deadline: float, threshold: float) -> None:
 
 
 def _register_more() -> None:
-    """benchmarks/more.py registers the reproducibility, SSH and Slurm benchmarks."""
+    """benchmarks/more.py registers the reproducibility, SSH and Slurm benchmarks; scale.py the task graph."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.modules.setdefault("run", sys.modules[__name__])
     import more  # noqa: F401
+    import scale  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,6 +77,15 @@ def cli(cli_env: dict[str, str], tmp_path: Path) -> CLI:
         )
 
     return run
+
+
+def run_records(workspace: Path, platform: str | None = None) -> list[dict[str, Any]]:
+    """The run records of a workspace, oldest first, in the order cuberun lists them: the records
+    one command created come in the order it created them, even within one millisecond (sorting
+    by `start`, or by folder name, which holds the task's name, is not that order)."""
+    from cuberun.records import list_runs
+
+    return [r for r in list_runs(workspace, warn=False) if platform is None or r.get("platform") == platform]
 
 
 def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:

@@ -87,13 +87,14 @@ def walk(root: Path, scope: str, exclude: Iterable[str] = ()) -> list[Entry]:
     drules: list[IgnoreRule] = []
     grules: list[IgnoreRule] = []
     own = root / ".cuberunignore"
+    own_exists = os.path.lexists(own)
     if docker:
         drules = docker_rules(_read_small(root / ".dockerignore"))
-    elif os.path.isfile(own):
+    elif own_exists:  # an unusable one (a FIFO, too large) leaves nothing out: see ignore_problems
         grules = git_rules(_read_small(own))
     else:
         drules = docker_rules(_read_small(root / ".dockerignore"))
-    use_gitignore = not docker and not grules and not os.path.isfile(own)
+    use_gitignore = not docker and not own_exists
     prune = not any(r.negate for r in drules)
     # a .dockerignore pattern without ** matches paths of its own depth only: try just those
     by_depth: dict[int, list[int]] = {}
@@ -202,9 +203,25 @@ def walk(root: Path, scope: str, exclude: Iterable[str] = ()) -> list[Entry]:
 
 
 def _read_small(path: Path) -> str:
-    from cuberun.ignorefiles import _read
+    from cuberun.ignorefiles import read_ignore_file
 
-    return _read(path)
+    return read_ignore_file(path)
+
+
+def ignore_problems(root: Path, scope: str = "code") -> list[str]:
+    """One line per ignore file of `root` that exists but cannot be used (a FIFO, a device, a
+    folder, too large, unreadable): it is then left out entirely, so more files count as code
+    (a needless re-run at worst, never a stale result)."""
+    from cuberun.ignorefiles import ignore_file_problem
+
+    names = [".dockerignore"] if scope == "docker" else [".cuberunignore", ".gitignore", ".dockerignore"]
+    found = []
+    for name in names:
+        problem = ignore_file_problem(root / name)
+        if problem:
+            found.append(f"ignoring {root / name}: {problem}; the files it would leave out count as "
+                         + ("part of the build context" if scope == "docker" else "code"))
+    return found
 
 
 # -- the stat cache ----------------------------------------------------------------------------
@@ -216,25 +233,37 @@ def _cache_path(scope: str, root: Path) -> Path:
 
 
 def _load_json(path: Path, root: Path, limit: int) -> dict[str, Any]:
-    try:
-        if os.stat(path).st_size > limit:
-            return {}
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    """A cache record of `root`, or {} when there is none or it is damaged (not a regular file,
+    too large, not JSON, another shape, another folder): a damaged cache is rebuilt, never trusted."""
+    data = _read_json(path, limit)
     if not isinstance(data, dict) or data.get("version") != VERSION or data.get("root") != str(root):
         return {}
     return data
 
 
-def _save_json(path: Path, data: dict[str, Any]) -> None:
+def _read_json(path: Path, limit: int) -> Any:
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import read_regular
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
+        return json.loads(read_regular(path, limit, what="cache file").decode("utf-8"))
+    except (CuberunError, ValueError, RecursionError):
+        return None
+
+
+def _save_json(path: Path, data: dict[str, Any], what: str = "code cache") -> None:
+    """Write a cache record safely (safeio: never over a FIFO, device or folder; atomically)."""
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import write_file
+
+    try:
+        write_file(path, json.dumps(data, separators=(",", ":")), what=what)
+    except (CuberunError, OSError):
         pass  # only a cache: the next run hashes again
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 # -- identity ----------------------------------------------------------------------------------
@@ -295,12 +324,27 @@ def _take_early(roots: tuple[Path, ...], exclude: Sequence[str]) -> CodeId | Non
     def load() -> dict[str, str]:  # members are needed only to save or explain a change: computed again then
         return _identity(roots, "code", exclude, "code").members
 
-    return CodeId(data["sha256"], int(data.get("files") or 0), int(data.get("bytes") or 0), tuple(str(r) for r in roots), load=load)
+    return CodeId(data["sha256"], _int(data.get("files")), _int(data.get("bytes")), tuple(str(r) for r in roots), load=load)
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_ignore_files(roots: Sequence[Path], scope: str) -> None:
+    from cuberun.console import warn
+
+    for root in roots:
+        if (str(root), scope) in _WARNED:
+            continue
+        _WARNED.add((str(root), scope))
+        for line in ignore_problems(root, scope):
+            warn(line)
 
 
 def identity(roots: Sequence[Path], scope: str = "code", exclude: Iterable[str] = (), label: str = "code") -> CodeId:
     """The code identity of `roots` now (callers keep it for the rest of their invocation)."""
     key = _key(roots, scope, exclude)
+    _warn_ignore_files(key[0], scope)
     if scope == "code":
         early = _take_early(key[0], key[2])
         if early is not None:
@@ -385,10 +429,16 @@ def _root_identity(root: Path, scope: str, exclude: Sequence[str], label: str) -
     if summary.get("stat") == stat_sha and isinstance(summary.get("at"), int) and newest < summary["at"] - RACY_NS \
             and isinstance(summary.get("sha256"), str):
         def load() -> dict[str, str]:  # the digests of the (unchanged) files, from the full record
-            files = _load_json(cpath, root, 256 << 20).get("files") or {}
-            return {rel: _member_value(kind, st, link, str((files.get(rel) or [""] * 5)[4]), docker) for rel, _, kind, st, link in entries}
+            files = _load_json(cpath, root, 256 << 20).get("files")
+            rows = files if isinstance(files, dict) else {}
 
-        return CodeId(summary["sha256"], int(summary.get("files") or 0), int(summary.get("bytes") or 0), (str(root),), load=load)
+            def digest(rel: str) -> str:
+                row = rows.get(rel)
+                return str(row[4]) if isinstance(row, list) and len(row) == 5 else ""
+
+            return {rel: _member_value(kind, st, link, digest(rel), docker) for rel, _, kind, st, link in entries}
+
+        return CodeId(summary["sha256"], _int(summary.get("files")), _int(summary.get("bytes")), (str(root),), load=load)
     data = _load_json(cpath, root, 256 << 20)
     raw_files = data.get("files")
     cached: dict[str, Any] = raw_files if isinstance(raw_files, dict) else {}
@@ -454,35 +504,53 @@ def _snapshot_path(workspace: Path, digest: str) -> Path:
 
 def save_snapshot(workspace: Path, digest: str) -> None:
     """Keep the member list of a code version a task ran with (for explaining later changes)."""
+    from cuberun.safeio import is_regular
+
     code = known(digest)
     if code is None:
         return
     path = _snapshot_path(workspace, digest)
     try:
-        if path.is_file():
+        if is_regular(path) and not os.path.islink(path):
             os.utime(path)  # recently used: kept by the pruning below
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"sha256": digest, "members": code.members}, separators=(",", ":")), encoding="utf-8")
-        os.replace(tmp, path)
-        old = sorted(path.parent.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
-        for stale in old[:-KEEP_SNAPSHOTS]:
-            stale.unlink(missing_ok=True)
+        _save_json(path, {"sha256": digest, "members": code.members}, what="code listing")
+        _prune_snapshots(path.parent)
     except OSError:
         pass  # only used to explain a change
 
 
-def _load_snapshot(workspace: Path, digest: str) -> dict[str, str] | None:
-    path = _snapshot_path(workspace, digest)
+def _prune_snapshots(folder: Path) -> None:
+    """Keep the newest KEEP_SNAPSHOTS listings; only regular files named like ours are removed."""
+    kept: list[tuple[int, str]] = []
     try:
-        if os.stat(path).st_size > (256 << 20):
-            return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        with os.scandir(folder) as it:
+            for entry in it:
+                if not entry.name.endswith(".json") or len(entry.name) != 37 or entry.name.startswith("."):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    kept.append((st.st_mtime_ns, entry.path))
+    except OSError:
+        return
+    for _, stale in sorted(kept)[:-KEEP_SNAPSHOTS]:
+        try:
+            os.unlink(stale)
+        except OSError:
+            pass
+
+
+def _load_snapshot(workspace: Path, digest: str) -> dict[str, str] | None:
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        return None  # a digest from a damaged state file: never a path
+    data = _read_json(_snapshot_path(workspace, digest), 256 << 20)
     members = data.get("members") if isinstance(data, dict) and data.get("sha256") == digest else None
-    return members if isinstance(members, dict) else None
+    if not isinstance(members, dict):
+        return None
+    return {str(k): str(v) for k, v in members.items()}
 
 
 def explain(workspace: Path, old_digest: str, new_digest: str, names: int = 3) -> str:

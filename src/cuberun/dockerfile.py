@@ -184,16 +184,14 @@ def base_python(image: str | None) -> str | None:
 
 # -- reading -------------------------------------------------------------------------------------
 def read_text(path: Path) -> str:
-    """A Dockerfile's text: a regular file of bounded size (else OSError)."""
-    import stat
+    """A Dockerfile's text: a regular file of bounded size (else OSError), opened so that a FIFO
+    never blocks (safeio.read_regular)."""
+    from cuberun.safeio import FileProblem, read_regular
 
-    with open(path, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"{path} is not a regular file")
-        data = fh.read(MAX_BYTES + 1)
-    if len(data) > MAX_BYTES:
-        raise OSError(f"{path} is larger than {MAX_BYTES // 1024} KiB")
+    try:
+        data = read_regular(path, MAX_BYTES, what="the Dockerfile")
+    except FileProblem as exc:
+        raise OSError(exc.problem) from None
     return data.decode("utf-8", errors="replace")
 
 

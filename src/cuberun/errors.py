@@ -110,3 +110,21 @@ class TaskFailed(CuberunError):
     def __init__(self, message: str, exit_code: int, hint: str | None = None) -> None:
         super().__init__(message, hint)
         self.exit_code = exit_code
+
+
+def split_words(text: str, what: str) -> list[str]:
+    """`text` split into arguments as a POSIX shell would (no shell runs), or a one-line error
+    naming `what` ("local.command", "task 't' entrypoint") when its quotes do not balance."""
+    import shlex
+
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"{what} {quote_problem(text, exc)}", "balance the quotes (or escape them with \\), or write it as a list") from None
+
+
+def quote_problem(text: str, exc: ValueError) -> str:
+    shown = text if len(text) <= 120 else text[:117] + "..."
+    if "closing quotation" in str(exc):
+        return f"has a quote that is never closed: {shown!r}"
+    return f"cannot be split into arguments ({str(exc).lower()}): {shown!r}"

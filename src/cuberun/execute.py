@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from cuberun import handshake
 from cuberun.console import printable, say
-from cuberun.errors import CuberunError, Issue, SpecError, TaskFailed
+from cuberun.errors import CuberunError, Issue, SpecError, TaskFailed, UsageError
 from cuberun.runners.base import Runner, RunOptions, Step
 from cuberun.spec.model import Cube
 from cuberun.valueclass import dataclass, field
@@ -90,6 +90,8 @@ def run_tasks(
     from cuberun.records import new_run_id
     from cuberun.resolve import resolve_task
 
+    for n in names:  # the outputs of the tasks asked for are safe (safety.py) before anything else is decided
+        resolve_task(cube, n, _overrides_of(cube, n, overrides), check_inputs=False)
     order = graph.order(cube, names, with_deps=with_deps, overrides=overrides)
     if explain:
         if sweeps:
@@ -105,21 +107,27 @@ def run_tasks(
 
             raise UsageError("--sweep applies to one task", "name it with --task=TASK")
         per_variant, target_variants = _sweep_variants(cube, runner, order, names[0], overrides, sweeps)
+        for variant in target_variants:  # every variant's outputs are checked before anything runs
+            for task_name, task_overrides in variant.tasks.items():
+                resolve_task(cube, task_name, task_overrides, check_inputs=False)
     invocation = new_run_id("run")
-    produced: set[str] = set(seed_workspace(cube, order, overrides, dry_run=dry_run))
+    seeds = seed_plan(cube, order, overrides)
+    produced: set[str] = {str(dst) for _, dst in seeds}
     resolved = []
     for n in order:
-        mine = {k: v for k, v in overrides.items() if cube.tasks[n].param(k)}
         if n in per_variant:
             continue  # resolved per variant below, after their parameter files exist
         # a dry run prints the commands even when inputs are missing, and says which are
-        rt = resolve_task(cube, n, mine, allow_missing_inputs=runner.options.allow_missing_inputs or dry_run, produced=frozenset(produced))
+        rt = resolve_task(cube, n, _overrides_of(cube, n, overrides), allow_missing_inputs=runner.options.allow_missing_inputs or dry_run,
+                          produced=frozenset(produced))
         produced.update(str(p.host_path) for p in rt.params if p.io == "output")
         resolved.append(rt)
         if dry_run:
             for warning in rt.warnings:
                 say(f"warning: {warning}")
+    _check_steps(runner, resolved)
     if dry_run:
+        seed_workspace(seeds, dry_run=True)
         steps = _dry_configure_steps(runner)
         for rt in resolved:
             steps.extend(runner.run_steps(rt))
@@ -146,6 +154,10 @@ def run_tasks(
         from cuberun.errors import RunnerUnavailable
 
         raise RunnerUnavailable(reason)
+    from cuberun.safety import prepare_workspace
+
+    prepare_workspace(cube.workspace)  # the first thing written: the workspace and its state folder
+    seed_workspace(seeds, dry_run=False)
     runner.configure()
     if runner.supports_chain and len(resolved) > 1 and target_variants is None:
         return _run_chain_incremental(cube, runner, resolved, invocation, force)
@@ -232,7 +244,10 @@ def _run_graph_parallel(cube: Cube, runner: Runner, resolved: Sequence[Any], inv
     from cuberun.resolve import resolve_task
 
     names = [rt.name for rt in resolved]
-    deps = {n: [d for d in graph.dependencies(cube)[n] if d in names] for n in names}
+    chosen = set(names)
+    after = graph.dependencies(cube)
+    writes = graph.write_after(cube, names, {k: v for rt in resolved for k, v in rt.overrides.items()})
+    deps = {n: list(dict.fromkeys([*(d for d in after[n] if d in chosen), *writes[n]])) for n in names}
     by_name = {rt.name: rt for rt in resolved}
     done: dict[str, TaskResult] = {}
     failed: TaskResult | None = None
@@ -504,10 +519,14 @@ def _amend_record(cube: Cube, run_id: str | None, **fields: Any) -> None:
 
     if not run_id:
         return
+    from cuberun.safeio import read_json
+
     path = cube.workspace / RUNS_DIR / run_id / "record.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json(path)
+    except (CuberunError, ValueError):
+        return
+    if not isinstance(data, dict):
         return
     data.update(fields)
     RunRecord(path, data).save()
@@ -523,18 +542,22 @@ def task_failed(cube: Cube, result: TaskResult) -> TaskFailed:
     )
 
 
-def seed_workspace(cube: Cube, names: Sequence[str], overrides: dict[str, str], *, dry_run: bool) -> list[str]:
-    """With --workspace elsewhere, copy the cube's bundled inputs into it (as the reference does):
-    an input whose default is relative, that exists in <root>/workspace, is missing from the new
-    workspace, and is not an output of any task. Returns the target paths (copied or, on a dry
-    run, to be copied)."""
+def _overrides_of(cube: Cube, task: str, overrides: dict[str, str]) -> dict[str, str]:
+    """The parameter overrides that apply to `task` (those naming one of its parameters)."""
+    return {k: v for k, v in overrides.items() if cube.tasks[task].param(k)}
+
+
+def seed_plan(cube: Cube, names: Sequence[str], overrides: dict[str, str]) -> list[tuple[Any, Any]]:
+    """With --workspace elsewhere, the cube's bundled inputs to copy into it (as the reference
+    does): an input whose default is relative, that exists in <root>/workspace, is missing from
+    the new workspace, and is not an output of any task. (source, target) pairs, nothing copied."""
     import os
 
     default_ws = cube.root / "workspace"
     if os.path.realpath(cube.workspace) == os.path.realpath(default_ws):
         return []
     outputs = {os.path.normpath(p.default) for t in cube.tasks.values() for p in t.outputs}
-    seeded: list[str] = []
+    seeds: dict[str, tuple[Any, Any]] = {}
     for name in names:
         for p in cube.tasks[name].inputs:
             if p.name in overrides or os.path.isabs(p.default) or p.default.startswith(("~", "$")):
@@ -543,21 +566,66 @@ def seed_workspace(cube: Cube, names: Sequence[str], overrides: dict[str, str], 
             if rel in outputs or rel.startswith(".."):
                 continue
             src, dst = default_ws / rel, cube.workspace / rel
-            if not src.exists() or dst.exists() or str(dst) in seeded:
+            try:
+                os.stat(src)
+            except FileNotFoundError:
                 continue
-            seeded.append(str(dst))
-            if dry_run:
-                print(printable(f"# would copy {src} to {dst}"))
-                continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            import shutil
+            except (OSError, ValueError) as exc:
+                from cuberun.safeio import os_problem
 
-            if src.is_dir():
-                shutil.copytree(src, dst)
-            else:
-                shutil.copy2(src, dst)
-            say(f"copied {src} to {dst}")
-    return seeded
+                raise UsageError(f"cannot copy the cube's bundled input {src} into the workspace: {os_problem(exc)}",
+                                 f"make it readable, or override {p.name}=PATH") from None
+            if os.path.lexists(dst) or str(dst) in seeds:
+                continue
+            seeds[str(dst)] = (src, dst)
+    return list(seeds.values())
+
+
+def seed_workspace(seeds: Sequence[tuple[Any, Any]], *, dry_run: bool) -> None:
+    """Copy the bundled inputs of seed_plan (on a dry run, say what would be copied)."""
+    import shutil
+
+    from cuberun.safeio import copy_file, make_dirs
+
+    def copy(source: str, target: str) -> str:  # regular files only: a FIFO or a device is refused, never opened
+        copy_file(source, target, what="bundled input")
+        shutil.copystat(source, target)
+        return target
+
+    for src, dst in seeds:
+        if dry_run:
+            print(printable(f"# would copy {src} to {dst}"))
+            continue
+        make_dirs(dst.parent, what="the folder of a bundled input")
+        if src.is_dir():
+            shutil.copytree(src, dst, copy_function=copy)
+        else:
+            copy(str(src), str(dst))
+        say(f"copied {src} to {dst}")
+
+
+def _check_steps(runner: Runner, resolved: Sequence[Any]) -> None:
+    """What each task's run would start can be started: environment variable names and values,
+    and arguments (a NUL byte, an '=' in a name), before anything runs."""
+    for rt in resolved:
+        for step in runner.run_steps(rt):
+            problem = step_problem(step)
+            if problem:
+                raise UsageError(f"task '{rt.name}' cannot be started: {problem}", "fix it in the cube, the settings or the -P values")
+
+
+def step_problem(step: Step) -> str | None:
+    for arg in step.argv:
+        if "\x00" in arg:
+            return f"an argument of the command contains a NUL byte ({arg.replace(chr(0), '?')[:80]!r})"
+    for key, value in step.env.items():
+        if not key or "=" in key or "\x00" in key:
+            return f"{key.replace(chr(0), '?')!r} is not a valid environment variable name (no '=' or NUL byte, not empty)"
+        if "\x00" in value:
+            return f"environment variable {key} contains a NUL byte"
+    if step.cwd is not None and "\x00" in step.cwd:
+        return "the working directory contains a NUL byte"
+    return None
 
 
 def run_one(cube: Cube, runner: Runner, rt: Any, extra: dict[str, Any] | None = None) -> tuple[TaskResult, RunRecord]:

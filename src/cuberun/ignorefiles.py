@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cuberun.valueclass import dataclass
 
-MAX_IGNORE_BYTES = 1 << 20  # an ignore file larger than this is read only up to here
+MAX_IGNORE_BYTES = 1 << 20  # an ignore file larger than this is not used (every file counts)
 
 
 @dataclass(frozen=True)
@@ -65,22 +65,31 @@ def translate(pattern: str) -> str:
     return "".join(out)
 
 
-def _read(path: Path) -> str:
-    """An ignore file's text: regular files only, bounded; '' when absent or unreadable."""
-    import stat
+def read_ignore_file(path: Path) -> str:
+    """An ignore file's text: '' when absent or unusable (not a regular file, larger than
+    MAX_IGNORE_BYTES, unreadable). Never blocks on a FIFO; never half a file (a line cut short
+    could leave out more than the user wrote)."""
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import read_regular
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
+        return read_regular(path, MAX_IGNORE_BYTES, what="ignore file").decode("utf-8", "replace")
+    except CuberunError:
         return ""
+
+
+def ignore_file_problem(path: Path) -> str | None:
+    """Why an existing ignore file is not used (None when it is fine or absent)."""
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import read_regular
+
+    if not os.path.lexists(path):
+        return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ""
-        return os.read(fd, MAX_IGNORE_BYTES).decode("utf-8", "replace")
-    except OSError:
-        return ""
-    finally:
-        os.close(fd)
+        read_regular(path, MAX_IGNORE_BYTES, what="it")
+    except CuberunError as exc:
+        return getattr(exc, "problem", None) or exc.message
+    return None
 
 
 # -- Docker ------------------------------------------------------------------------------------
@@ -104,7 +113,7 @@ def docker_rules(text: str) -> list[IgnoreRule]:
 
 
 def read_dockerignore(context: Path) -> list[IgnoreRule]:
-    return docker_rules(_read(context / ".dockerignore"))
+    return docker_rules(read_ignore_file(context / ".dockerignore"))
 
 
 def docker_last(rel: str, rules: Sequence[IgnoreRule], parent_last: int = -1) -> int:

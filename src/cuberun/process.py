@@ -21,7 +21,63 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import IO, Any
 
-from cuberun.valueclass import dataclass
+
+def _watchdog_main(argv: list[str]) -> None:
+    """The watchdog process (see watchdog()): `python -I -S process.py watchdog GROUP GRACE CLEANUP`.
+    Standard library only: it runs before (without) the cuberun package."""
+    import json
+
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    group, grace, cleanup = int(argv[0]), float(argv[1]), json.loads(argv[2])
+    try:
+        if os.read(0, 1):  # cuberun says the task is done
+            return
+    except OSError:
+        pass
+
+    def alive() -> bool:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def wait(limit: float) -> None:
+        end = time.monotonic() + limit
+        while alive() and time.monotonic() < end:
+            time.sleep(0.05)
+
+    if group > 0 and alive():
+        for sig, limit in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(group, sig)
+            except OSError:
+                pass
+            wait(limit)
+            if not alive():
+                break
+    for command in cleanup:
+        try:
+            pid = os.posix_spawnp(command[0], command, dict(os.environ))
+        except OSError:
+            continue
+        end = time.monotonic() + 60
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > end:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.05)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["watchdog"]:
+    _watchdog_main(sys.argv[2:])
+    sys.exit(0)
+
+from cuberun.valueclass import dataclass  # noqa: E402 - after the watchdog, which runs without the package
 
 GRACE_INTERRUPT = float(os.environ.get("CUBERUN_GRACE_INTERRUPT", "5"))
 GRACE_TERMINATE = float(os.environ.get("CUBERUN_GRACE_TERMINATE", "5"))
@@ -178,6 +234,75 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+# -- the watchdog: nothing cuberun started outlives it ----------------------------------------
+# A tiny process per running task, started beside it, in its own session (a terminal's Ctrl-C
+# never reaches it). It waits on a pipe that only cuberun holds open: a byte means "done, exit";
+# end of file means cuberun is gone (kill -9 included). It then stops the task's process group
+# (SIGTERM, after GRACE_TERMINATE seconds SIGKILL) and runs the runner's clean-up commands
+# (`docker rm -f NAME`, `scancel JOB`). It holds the task's output locks (inherited descriptors)
+# until that is done, so the next run cannot start the task while an orphan still writes.
+_HELD = threading.local()  # descriptors the watchdogs this thread starts keep open (output locks)
+
+
+@contextmanager
+def kept_by_watchdog(fds: Sequence[int]) -> Iterator[None]:
+    """Within this block, watchdogs started by this thread inherit `fds` (the task's output
+    locks): when cuberun dies, they stay held until the task is stopped and cleaned up."""
+    previous = getattr(_HELD, "fds", ())
+    _HELD.fds = (*previous, *fds)
+    try:
+        yield
+    finally:
+        _HELD.fds = previous
+
+
+class Watchdog:
+    """Armed until disarm(): if cuberun dies first, the task is stopped and cleaned up."""
+
+    def __init__(self, fd: int | None, proc: subprocess.Popen[bytes] | None) -> None:
+        self._fd = fd
+        self._proc = proc
+
+    def disarm(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.write(fd, b"x")
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def watchdog(*, group: int | None = None, cleanup: Sequence[Sequence[str]] = (), grace: float = GRACE_TERMINATE) -> Watchdog:
+    """Start the watchdog of a task's process group and/or its clean-up commands."""
+    if os.environ.get("CUBERUN_NO_WATCHDOG") == "1" or (not group and not cleanup):
+        return Watchdog(None, None)
+    import json
+
+    read, write = os.pipe()  # both ends close-on-exec: no task ever inherits the write end
+    keep = [fd for fd in getattr(_HELD, "fds", ()) if _is_open(fd)]
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", os.path.abspath(__file__), "watchdog", str(group or 0), str(grace), json.dumps([list(a) for a in cleanup])],
+            stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=keep, start_new_session=True, close_fds=True,
+        )
+    except OSError:  # no watchdog (no memory, no process slot): the run goes on as before
+        os.close(write)
+        return Watchdog(None, None)
+    finally:
+        os.close(read)
+    return Watchdog(write, proc)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
 def stream(
     argv: Sequence[str],
     *,
@@ -188,18 +313,20 @@ def stream(
     on_cancel: Callable[[], None] | None = None,
     grace: tuple[float, float] = (GRACE_INTERRUPT, GRACE_TERMINATE),
     stdin: int | None = subprocess.DEVNULL,
+    cleanup: Sequence[Sequence[str]] = (),
 ) -> Outcome:
     """Run argv to completion, streaming output; Ctrl-C and SIGTERM stop it and its children.
 
     The child runs in its own session (process group), so a terminal Ctrl-C reaches only us;
     we forward SIGINT to the child's group (and call `on_cancel`, e.g. `docker kill`), then
-    after `grace[0]` seconds SIGTERM, after `grace[1]` more SIGKILL.
+    after `grace[0]` seconds SIGTERM, after `grace[1]` more SIGKILL. If cuberun itself dies
+    (kill -9), a watchdog stops the child's group and runs the `cleanup` commands.
     """
     with handle_signals():
         if CANCEL.requested:  # cancelled before this task could start
             sig = CANCEL.received or signal.SIGINT
             return Outcome(128 + sig, 0.0, interrupted=True, received=sig)
-        return _stream(argv, cwd, env, log, echo, on_cancel, grace, stdin)
+        return _stream(argv, cwd, env, log, echo, on_cancel, grace, stdin, cleanup)
 
 
 def _stream(
@@ -211,6 +338,7 @@ def _stream(
     on_cancel: Callable[[], None] | None,
     grace: tuple[float, float],
     stdin: int | None,
+    cleanup: Sequence[Sequence[str]] = (),
 ) -> Outcome:
     out = echo if echo is not None else getattr(sys.stdout, "buffer", None)
     start = time.monotonic()
@@ -234,6 +362,7 @@ def _stream(
 
         raise BackendError(f"cannot start {argv[0]!r}: permission denied", "make it executable", exit_code=126) from exc
     assert proc.stdout is not None
+    guard = watchdog(group=proc.pid, cleanup=cleanup, grace=grace[1])
     fd = proc.stdout.fileno()
 
     def cancel() -> None:
@@ -290,6 +419,7 @@ def _stream(
         if proc.poll() is None:
             _signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
+        guard.disarm()
         proc.stdout.close()
         if proc.stdin is not None:
             proc.stdin.close()

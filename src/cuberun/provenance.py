@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import os
 import shlex
-import shutil
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cuberun import __version__
-from cuberun.errors import CuberunError
+from cuberun.errors import CuberunError, UsageError
 
 Entity = dict[str, Any]
 
@@ -88,7 +88,7 @@ def export_invocation_crate(records: list[dict[str, Any]], dest: Path, *, licens
         return crate.write([PROCESS_PROFILE], [RO_CRATE])
 
     workflow_id = "mlcube.yaml"
-    shutil.copyfile(source, crate.dest / workflow_id)
+    crate.put(workflow_id, source=source)
     crate.root["hasPart"].append({"@id": workflow_id})
     workflow: Entity = crate.add(
         {
@@ -226,13 +226,15 @@ def invocation_records(runs: Iterable[dict[str, Any]], record: dict[str, Any]) -
 
 class _Crate:
     def __init__(self, dest: Path, license: str | None) -> None:
+        from cuberun.safeio import make_dirs
+
         dest = Path(dest)
-        if _ours(dest):
-            shutil.rmtree(dest)  # an earlier export of ours: replace it whole
-        elif dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise CuberunError(f"{dest} exists and is not an empty directory", hint="export into a new directory")
-        dest.mkdir(parents=True, exist_ok=True)
+        self.previous = _our_files(dest)  # an earlier export of ours: its files are replaced, nothing else
+        if self.previous is None and dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise UsageError(f"{dest} exists and is not an empty directory", hint="export into a new directory")
+        make_dirs(dest, what="crate directory", hint="export into a new directory")
         self.dest = dest
+        self.written: set[str] = set()
         self.entities: dict[str, Entity] = {}
         self.actions: list[Entity] = []
         self.versions: dict[str, str | None] = {}  # file URI -> sha256 of the entity that holds the plain URI
@@ -336,13 +338,10 @@ class _Crate:
             ]
 
         # the record and the log travel inside the crate
-        folder = self.dest / prefix if prefix else self.dest
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "record.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+        self.put(f"{prefix}record.json", json.dumps(record, indent=2, default=str) + "\n")
         self._part(f"{prefix}record.json", f"cuberun run record of {run_id}", "application/json", action_id, docs="docs/records.md")
         log = _log_path(record)
-        if log is not None:
-            shutil.copyfile(log, folder / "output.log")
+        if log is not None and self.put(f"{prefix}output.log", source=log):
             self._part(f"{prefix}output.log", f"Output (stdout and stderr) of run {run_id}", "text/plain", action_id)
 
         action = _prune(action)
@@ -422,7 +421,7 @@ class _Crate:
             "included as `record.json` and `output.log`.",
             "",
         ]
-        (self.dest / "README.md").write_text("\n".join(lines), encoding="utf-8")
+        self.put("README.md", "\n".join(lines))
         self.add({"@id": "README.md", "@type": "File", "name": "README", "about": {"@id": "./"}, "encodingFormat": "text/markdown"})
         self.root["hasPart"].append({"@id": "README.md"})
         self.root["conformsTo"] = [{"@id": p} for p in profiles]
@@ -437,8 +436,43 @@ class _Crate:
         ]
         graph = [_flat(e) for e in (meta, self.root, *profile_entities, *(_prune(e) for e in self.entities.values()))]
         text = json.dumps({"@context": CONTEXT, "@graph": graph}, indent=2, ensure_ascii=False, default=str)
-        (self.dest / "ro-crate-metadata.json").write_text(text + "\n", encoding="utf-8")
+        self.put("ro-crate-metadata.json", text + "\n")
+        self._remove_stale()
         return self.dest
+
+    def put(self, rel: str, text: str | None = None, *, source: Path | None = None) -> bool:
+        """Write one file of the crate (text, or a copy of `source`); False when `source` cannot be copied."""
+        from cuberun.safeio import FileProblem, copy_file, write_file
+
+        target = self.dest / rel
+        if source is not None:
+            try:
+                copy_file(source, target, what="crate file")
+            except FileProblem:
+                return False
+        else:
+            write_file(target, text or "", what="crate file", hint="export into a new directory")
+        self.written.add(rel)
+        return True
+
+    def _remove_stale(self) -> None:
+        """Files an earlier export of ours wrote that this one did not: removed (regular files only)."""
+        import stat
+
+        for rel in sorted(set(self.previous or ()) - self.written):
+            path = self.dest / rel
+            try:
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    path.unlink()
+            except OSError:
+                continue
+            folder = path.parent
+            while folder != self.dest and self.dest in folder.parents:
+                try:
+                    folder.rmdir()  # only when empty
+                except OSError:
+                    break
+                folder = folder.parent
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -458,13 +492,31 @@ def _flat(entity: Entity) -> Entity:
     return {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in entity.items()}
 
 
-def _ours(dest: Path) -> bool:
-    """Whether `dest` holds a crate this module wrote (never delete anyone else's crate)."""
+def _our_files(dest: Path) -> list[str] | None:
+    """The files of a crate this module wrote in `dest` (relative paths), or None when `dest`
+    holds no crate of ours (never touch anyone else's files)."""
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import read_regular
+
     try:
-        graph = json.loads((dest / "ro-crate-metadata.json").read_text(encoding="utf-8")).get("@graph", [])
-    except (OSError, ValueError, AttributeError):
-        return False
-    return any(isinstance(e, dict) and e.get("@id") == "./" and "exported by cuberun" in str(e.get("description")) for e in graph)
+        graph = json.loads(read_regular(dest / "ro-crate-metadata.json", 64 << 20).decode("utf-8")).get("@graph", [])
+    except (CuberunError, ValueError, AttributeError):
+        return None
+    if not isinstance(graph, list) or not any(
+        isinstance(e, dict) and e.get("@id") == "./" and "exported by cuberun" in str(e.get("description")) for e in graph
+    ):
+        return None
+    files = ["ro-crate-metadata.json"]
+    for entity in graph:
+        if not isinstance(entity, dict) or not isinstance(entity.get("@id"), str):
+            continue
+        rel = entity["@id"]
+        types = entity.get("@type")
+        types = types if isinstance(types, list) else [types]
+        if "File" not in types or rel.startswith(("#", "/", ".")) or ":" in rel or any(p in ("", "..") for p in rel.split("/")):
+            continue
+        files.append(rel)
+    return files
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -517,12 +569,10 @@ def _failure(record: dict[str, Any]) -> str:
     text = f"{status} (exit code {code})" if code is not None else str(status)
     log = _log_path(record)
     if log is not None:
-        try:
-            with log.open("rb") as f:
-                f.seek(max(0, log.stat().st_size - 4096))
-                tail = [line.strip() for line in f.read().decode("utf-8", errors="replace").splitlines() if line.strip()]
-        except OSError:
-            tail = []
+        from cuberun.safeio import read_tail
+
+        data = read_tail(log, 4096) or b""
+        tail = [line.strip() for line in data.decode("utf-8", errors="replace").splitlines() if line.strip()]
         if tail:
             text += f": {tail[-1][:300]}"
     return text
@@ -609,4 +659,6 @@ def _log_path(record: dict[str, Any]) -> Path | None:
         candidates.append(Path(str(record["log"])))
     if record.get("workspace") and record.get("run_id"):
         candidates.append(Path(str(record["workspace"])) / ".cuberun" / "runs" / str(record["run_id"]) / "output.log")
-    return next((c for c in candidates if c.is_file()), None)
+    from cuberun.safeio import is_regular
+
+    return next((c for c in candidates if is_regular(c)), None)

@@ -126,24 +126,27 @@ def _ask(python: str, env: Mapping[str, str], cwd: str | None) -> dict[str, Any]
 
 
 def _load(path: os.PathLike[str]) -> dict[str, Any]:
+    """The interpreter cache, or {} when absent or damaged (a FIFO, too large, not JSON, another
+    shape): rebuilt then, never trusted. Each hit is checked again by _probe."""
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import read_regular
+
     try:
-        if os.stat(path).st_size > (8 << 20):
-            return {}
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
+        data = json.loads(read_regular(path, 8 << 20, what="interpreter cache").decode("utf-8"))
+    except (CuberunError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _store(path: Any, data: dict[str, Any]) -> None:
+def _store(path: os.PathLike[str], data: dict[str, Any]) -> None:
+    """Write the cache safely (never over a FIFO, device or folder; atomically)."""
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import write_file
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        pass
+        write_file(path, json.dumps(data), what="interpreter cache")
+    except (CuberunError, OSError):
+        pass  # only a cache
 
 
 def _dist(name: str) -> tuple[str, str] | None:

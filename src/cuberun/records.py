@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import re
+import stat
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -58,16 +61,9 @@ class RunRecord:
 
     def _replace(self, data: bytes) -> None:
         """Atomically: a new file, renamed over the old one."""
-        tmp = self.path.with_name(f".record.{os.getpid()}.tmp")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, self.path)
-        except OSError:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-            raise
+        from cuberun.safeio import write_file
+
+        write_file(self.path, data, what="run record", make_parents=False)
 
     def _try_replace(self, data: bytes) -> bool:
         try:
@@ -81,9 +77,16 @@ class RunRecord:
         try:
             if len(data) > os.stat(self.path).st_blocks * 512:
                 return False
-            with open(self.path, "r+b") as fh:
-                fh.write(data)
-                fh.truncate()
+            fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return False
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.ftruncate(fd, len(data))
+            finally:
+                os.close(fd)
         except OSError:
             return False
         return True
@@ -93,7 +96,7 @@ class RunRecord:
         the task fills the disk (best effort: nothing is held when there is no room now)."""
         path = self.path.with_name(RESERVE_NAME)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
             try:
                 os.write(fd, bytes(size))
             finally:
@@ -123,10 +126,19 @@ class RunRecord:
             self.release_reserve()
 
 
+_SEQUENCE = itertools.count()
+_SEQUENCE_LOCK = threading.Lock()
+
+
 def start_record(workspace: Path, fields: dict[str, Any]) -> RunRecord:
+    from cuberun.safeio import make_dirs
+
     run_id = new_run_id(str(fields.get("task", "task")))
     folder = workspace / RUNS_DIR / run_id
-    folder.mkdir(parents=True, exist_ok=False)
+    make_dirs(folder.parent, what="the run records folder")
+    folder.mkdir(exist_ok=False)
+    with _SEQUENCE_LOCK:
+        sequence = next(_SEQUENCE)
     data: dict[str, Any] = {
         "run_id": run_id,
         "status": "running",
@@ -134,6 +146,9 @@ def start_record(workspace: Path, fields: dict[str, Any]) -> RunRecord:
         "end": None,
         "exit_code": None,
         **fields,
+        "sequence": sequence,
+        "pid": os.getpid(),
+        "pid_start": process_start(os.getpid()),
         "host": os.uname().nodename,
         "user": os.environ.get("USER") or str(os.getuid()),
         "cuberun_version": __version__,
@@ -150,19 +165,115 @@ def start_record(workspace: Path, fields: dict[str, Any]) -> RunRecord:
     return record
 
 
-def list_runs(workspace: Path) -> list[dict[str, Any]]:
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+
+def list_runs(workspace: Path, *, warn: bool = True) -> list[dict[str, Any]]:
+    """Every run record of a workspace, oldest first (records one command created, in the order
+    it created them). A damaged record is left out with a one-line warning naming it; a record
+    still `running` whose cuberun is gone (killed) is shown as `lost`."""
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import read_regular
+
     root = workspace / RUNS_DIR
-    if not root.is_dir():
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
         return []
     runs = []
-    for entry in sorted(root.iterdir()):
-        path = entry / "record.json"
+    for entry in entries:
+        if not entry.is_dir():
+            continue  # a stray file beside the run folders
+        path = Path(entry.path) / "record.json"
         try:
-            runs.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
+            data = json.loads(read_regular(path, MAX_RECORD_BYTES, what="run record").decode("utf-8"))
+            problem = _shape_problem(data)
+        except CuberunError as exc:
+            if "does not exist" in exc.message:
+                continue  # a folder that is not a run, or a run being created
+            problem = exc.message.split(": ", 1)[-1]
+        except (ValueError, UnicodeDecodeError) as exc:
+            problem = f"not valid JSON ({str(exc).split(':')[0]})"
+        if problem:
+            if warn:
+                from cuberun.console import warn as say_warning
+
+                say_warning(f"ignoring the damaged run record {path}: {problem}")
             continue
-    runs.sort(key=lambda r: str(r.get("start", "")))
-    return runs
+        runs.append(_with_liveness(data))
+    return _in_order(runs)
+
+
+def _shape_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return f"expected a JSON object, found {type(data).__name__}"
+    if not isinstance(data.get("run_id"), str) or not data["run_id"]:
+        return "it has no run_id"
+    for key in ("task", "platform", "status", "start", "invocation_id", "workspace", "log"):
+        if key in data and data[key] is not None and not isinstance(data[key], str):
+            return f"'{key}' is {type(data[key]).__name__}, not a string"
+    for key in ("parameters", "inputs", "outputs", "cube", "sweep", "runner_fingerprint", "overrides"):
+        if key in data and data[key] is not None and not isinstance(data[key], dict):
+            return f"'{key}' is {type(data[key]).__name__}, not an object"
+    for key in ("command", "steps"):
+        if key in data and data[key] is not None and not isinstance(data[key], list):
+            return f"'{key}' is {type(data[key]).__name__}, not a list"
+    return None
+
+
+def _in_order(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Oldest first: commands by the start of their first record, and the records of one command
+    in the order it created them (`sequence`), whatever the clock said (ties in the millisecond)."""
+    first: dict[str, str] = {}
+    for r in runs:
+        inv = str(r.get("invocation_id") or r["run_id"])
+        start = str(r.get("start") or "")
+        if inv not in first or start < first[inv]:
+            first[inv] = start
+
+    def key(r: dict[str, Any]) -> tuple[str, str, int, str]:
+        inv = str(r.get("invocation_id") or r["run_id"])
+        seq = r.get("sequence")
+        return (first[inv], inv, seq if isinstance(seq, int) and not isinstance(seq, bool) else -1, str(r.get("start") or ""))
+
+    return sorted(runs, key=key)
+
+
+def _with_liveness(record: dict[str, Any]) -> dict[str, Any]:
+    """A `running` record of this host whose cuberun process is gone is `lost`."""
+    if record.get("status") != "running" or record.get("host") != os.uname().nodename:
+        return record
+    pid, started = record.get("pid"), record.get("pid_start")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return record
+    if process_alive(pid, started if isinstance(started, int) else None):
+        return record
+    return {**record, "status": "lost", "error": record.get("error") or f"cuberun (pid {pid}) ended without finishing this record"}
+
+
+def process_start(pid: int) -> int | None:
+    """When a process started (clock ticks since boot, from /proc): with its pid, it names one
+    process even after the pid is reused. None where /proc is not there."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            text = fh.read().decode("ascii", "replace")
+        return int(text.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_alive(pid: int, started: int | str | None = None) -> bool:
+    """Whether process `pid` runs (and, when `started` is given, is the one that started then)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    if started in (None, ""):
+        return True
+    now = process_start(pid)
+    return now is None or str(now) == str(started)
 
 
 def match_runs(runs: list[dict[str, Any]], part: str) -> list[dict[str, Any]]:
@@ -193,10 +304,7 @@ def find_run(workspace: Path, run_id: str) -> dict[str, Any]:
 
 def log_tail(path: str, size: int = 8192) -> str:
     """The last `size` bytes of a run's log as text ("" when it cannot be read)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - size))
-            return fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+    from cuberun.safeio import read_tail
+
+    data = read_tail(path, size)
+    return data.decode("utf-8", "replace") if data is not None else ""

@@ -25,6 +25,7 @@ STATUS_COLORS = {
     "error": "#8e24aa",
     "interrupted": "#ef6c00",
     "running": "#1565c0",
+    "lost": "#6d4c41",
     "skipped": "#78909c",
 }
 LINE_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
@@ -43,13 +44,9 @@ def write_report(workspace: Path, output: Path, *, title: str | None = None) -> 
     """Write the HTML report of every run recorded in `workspace` to `output`; return `output`."""
     runs = list_runs(workspace)
     page = render_report(runs, workspace=workspace, title=title)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from cuberun.safeio import write_file
+
+    write_file(output, page, what="report", hint=f"give the path of an HTML file, e.g. -o {output / 'report.html' if output.is_dir() else 'report.html'}")
     return output
 
 
@@ -352,11 +349,12 @@ def _metric_files(path: Path) -> Iterator[Path]:
 
 
 def _read_rows(path: Path) -> list[dict[str, float]]:
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import read_regular
+
     try:
-        if path.stat().st_size > MAX_BYTES:
-            return []
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        text = read_regular(path, MAX_BYTES).decode("utf-8", errors="replace")
+    except CuberunError:
         return []
     items: list[Any] = []
     if path.suffix == ".jsonl":
@@ -429,15 +427,12 @@ def _table(runs: Sequence[dict[str, Any]]) -> str:
 
 
 def _log_tail(record: dict[str, Any], *, expand: bool) -> str:
-    path = Path(str(record.get("log") or ""))
-    if not record.get("log") or not path.is_file():
+    from cuberun.safeio import read_tail
+
+    data = read_tail(str(record.get("log")), 16384) if record.get("log") else None
+    if data is None:
         return ""
-    try:
-        with path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - 16384))
-            lines = f.read().decode("utf-8", errors="replace").splitlines()[-LOG_TAIL:]
-    except OSError:
-        return ""
+    lines = data.decode("utf-8", errors="replace").splitlines()[-LOG_TAIL:]
     summary = f"last {len(lines)} line{'s' if len(lines) != 1 else ''} of {record.get('log')}"
     return f"<details{' open' if expand else ''}><summary>{_e(summary)}</summary><pre>{_e(chr(10).join(lines))}</pre></details>"
 

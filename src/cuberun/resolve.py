@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cuberun.errors import Issue, SpecError, UsageError
 from cuberun.hints import did_you_mean
+from cuberun.safeio import shown
 from cuberun.spec.model import DIRECTORY, FILE, INPUT, OUTPUT, UNKNOWN, Cube, Task
 from cuberun.valueclass import dataclass, field
 
@@ -54,9 +55,10 @@ class ResolvedTask:
 
     @property
     def entrypoint(self) -> list[str] | None:
-        import shlex
 
-        return shlex.split(self.task.entrypoint) if self.task.entrypoint else None
+        from cuberun.errors import split_words
+
+        return split_words(self.task.entrypoint, f"the entrypoint of task '{self.task.name}'") if self.task.entrypoint else None
 
     def host_args(self) -> list[str]:
         return [f"--{p.name}={p.host_path}" for p in self.params]
@@ -140,6 +142,54 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def _ancestors(path: str) -> list[str]:
+    found = [path]
+    while True:
+        parent = os.path.dirname(path)
+        if parent == path:
+            return found
+        found.append(parent)
+        path = parent
+
+
+MAX_PATH = 4096  # bytes: Linux's PATH_MAX
+MAX_NAME = 255  # bytes of one path component
+
+
+def path_problem(value: str) -> str | None:
+    """Why a path written in the cube or on the command line cannot name a file, or None."""
+    if "\x00" in value:
+        visible = value.replace("\x00", "\\0")
+        return f"the path {shown(visible)} contains a NUL byte"
+    size = len(value.encode("utf-8", "surrogateescape"))
+    if size > MAX_PATH:
+        return f"the path is {size} bytes long; the limit is {MAX_PATH}"
+    longest = max((len(part.encode("utf-8", "surrogateescape")) for part in value.split("/")), default=0)
+    if longest > MAX_NAME:
+        return f"a file name in the path is {longest} bytes long; the limit is {MAX_NAME}"
+    return None
+
+
+def _probe(path: Path) -> tuple[str | None, str | None]:
+    """(DIRECTORY, FILE, what else it is, or None when missing; a problem when it cannot be looked at)."""
+    import errno
+    import stat
+
+    from cuberun.safeio import kind, os_problem
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None, None
+        return None, os_problem(exc)
+    except ValueError as exc:
+        return None, os_problem(exc)
+    if stat.S_ISDIR(st.st_mode):
+        return DIRECTORY, None
+    return (FILE if stat.S_ISREG(st.st_mode) else kind(st.st_mode)), None
+
+
 NULL_DEFAULT = "null"
 
 
@@ -179,16 +229,28 @@ def resolve_task(
     own_outputs = [expand_path(overrides.get(o.name, o.default), ws)[0] for o in task.outputs]
     for p in task.params:
         value = overrides.get(p.name, p.default)
+        where = f"task '{task.name}', {p.io} '{p.name}'"
         path, absolute = expand_path(value, ws)
+        problem = path_problem(str(path))
+        if problem:
+            issues.append(Issue(f"{where}: {problem}", hint=f"use a shorter path, or override {p.name}=PATH"))
+            continue
         ptype = p.type
         if p.name in overrides and ptype == UNKNOWN and value.endswith(("/", "\\")):
             ptype = DIRECTORY
-        exists = path.exists()
-        where = f"task '{task.name}', {p.io} '{p.name}'"
+        kind, problem = _probe(path)
+        if problem:
+            issues.append(Issue(f"{where}: {shown(path)} cannot be used: {problem}", hint=f"override {p.name}=PATH"))
+            continue
+        if kind is not None and kind not in (FILE, DIRECTORY):
+            issues.append(Issue(f"{where}: {shown(path)} is {kind}: a task's {p.io}s are regular files and directories",
+                                hint=f"override {p.name}=PATH"))
+            continue
+        exists = kind is not None
         if p.io == INPUT:
             if ptype == UNKNOWN:
-                ptype = DIRECTORY if path.is_dir() else FILE
-            pending = any(_inside(str(path), out) for out in produced)
+                ptype = DIRECTORY if kind == DIRECTORY else FILE
+            pending = bool(produced) and any(a in produced for a in _ancestors(str(path)))
             checkpoint = is_resumable_checkpoint(path, own_outputs)
             placeholder = p.name not in overrides and p.default.strip().lower() == NULL_DEFAULT
             if checkpoint and ptype == UNKNOWN:
@@ -208,9 +270,9 @@ def resolve_task(
                     warnings.append(message)
                 else:
                     issues.append(Issue(message, hint=hint))
-            elif check_inputs and ptype == DIRECTORY and path.is_file():
+            elif check_inputs and ptype == DIRECTORY and kind == FILE:
                 issues.append(Issue(f"{where}: {path} is a file, but the parameter is a directory", hint=f"override {p.name}=DIR"))
-            elif check_inputs and ptype == FILE and path.is_dir() and p.name not in overrides:
+            elif check_inputs and ptype == FILE and kind == DIRECTORY and p.name not in overrides:
                 issues.append(Issue(f"{where}: {path} is a directory, but the parameter is a file",
                                     hint=f"give {p.name}={value} on the command line to pass a directory on purpose, or override {p.name}=FILE"))
         else:
@@ -220,9 +282,13 @@ def resolve_task(
                     issues.append(
                         Issue(f"{where}: {value} resolves to {real}, outside the workspace {ws}", hint="write an absolute path to put outputs elsewhere")
                     )
-            if ptype == DIRECTORY and path.is_file():
+            if ptype == DIRECTORY and kind == FILE:
                 issues.append(Issue(f"{where}: {path} is a file, but the output is a directory", hint=f"remove it or override {p.name}=DIR"))
         params.append(ResolvedParam(p.name, p.io, ptype, path, p.opts, exists))
+    if not issues:
+        from cuberun.safety import output_issues
+
+        issues = output_issues(cube, task, params, overrides)
     if issues:
         raise SpecError(issues)
     return ResolvedTask(cube, task, ws, tuple(params), dict(overrides), tuple(warnings))

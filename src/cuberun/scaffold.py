@@ -9,7 +9,9 @@ of Python's standard library (`json.py` next to the program would be imported as
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -131,7 +133,15 @@ def create(name: str, parent: Path, *, template: str = DEFAULT_TEMPLATE, task: s
     Nothing is written when a check fails."""
     check_names(name, task, template)
     target = parent / name
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+    try:
+        mode: int | None = os.lstat(target).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISDIR(mode):  # a file, a link, a FIFO: never written over
+        from cuberun.safeio import kind
+
+        raise UsageError(f"{target} already exists and is {kind(mode)}", "choose another name or --dir")
+    if mode is not None and any(target.iterdir()):
         raise UsageError(f"{target} already exists and is not empty", "choose another name or --dir")
     vals = values(name, task or DEFAULT_TASK, description, author)
     files = render(template, vals)
@@ -158,8 +168,8 @@ def create(name: str, parent: Path, *, template: str = DEFAULT_TEMPLATE, task: s
                 folder.rmdir()
             except OSError:
                 pass
-        raise CuberunError(f"cannot create the cube in {target}: {exc.strerror or exc}"
-                           + (f" ({exc.filename})" if exc.filename else ""), "choose another --dir") from None
+        raise UsageError(f"cannot create the cube in {target}: {exc.strerror or exc}"
+                         + (f" ({exc.filename})" if exc.filename else ""), "choose another --dir") from None
     return target, written
 
 

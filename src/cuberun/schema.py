@@ -82,16 +82,18 @@ def validate_section(
             issues.append(issue((*path, key), problem, hint, value=True))
 
 
-def typed(raw: str, spec: Field | None) -> Any:
+def typed(raw: str, spec: Field | None, origin: str = "-P") -> Any:
     """A `-P` value typed by the key's Field: read like YAML when the result is a type the key
     takes, else kept as written when the key takes a string (`image=123` stays "123"). Without a
     Field: YAML, but a float stays the text (versions like 1.10)."""
     import yaml
 
+    from cuberun import yamlio
+
     if raw == "":
         return None
     try:
-        value = yaml.safe_load(raw)
+        value = yamlio.load_value(raw, origin)  # aliases bounded, as in cube files
     except yaml.YAMLError:
         return raw
     if spec is None:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cuberun.errors import Issue, SpecError, UsageError
+from cuberun.errors import CuberunError, Issue, SpecError, UsageError
 from cuberun.hints import did_you_mean
 from cuberun.valueclass import dataclass, field
 
@@ -55,8 +55,8 @@ class Settings:
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     from cuberun import yamlio
 
-    if not path.is_file():
-        return {}
+    if not os.path.lexists(path) or (os.path.islink(path) and not os.path.exists(path) and _dangling(path)):
+        return {}  # missing, or a dangling link (its target is created when `config` edits it)
     doc = yamlio.load(path, what)
     if doc.data is None:
         return {}
@@ -76,16 +76,29 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     return doc.data
 
 
+def _dangling(path: Path) -> bool:
+    """A symbolic link whose target is missing (not a loop, not unreadable)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def load_settings() -> Settings:
     path = settings_path()
     platforms: dict[str, dict[str, Any]] = {k: dict(v) for k, v in builtin_platforms().items()}
     origin = dict.fromkeys(platforms, "built-in")
     ref = reference_settings_path()
-    if ref.is_file() and ref != path:
+    from cuberun.safeio import is_regular
+
+    if is_regular(ref) and ref != path:
         try:
             ref_data = _read_yaml(ref, "reference settings file")
-        except SpecError:
-            ref_data = {}  # a broken file of the other tool must not stop us
+        except CuberunError:
+            ref_data = {}  # a broken (or unreadable) file of the other tool must not stop us
         if "tasks" not in ref_data:  # ~/mlcube.yaml can also be a cube in $HOME
             for name, entry in (ref_data.get("platforms") or {}).items():
                 platforms[name] = {k: v for k, v in entry.items() if v is not None}
@@ -135,6 +148,46 @@ def effective_config(
 
 
 def save_settings(settings: Settings) -> None:
+    """Write `settings.data` back to the settings file, keeping its comments, key order and
+    layout (a round trip through ruamel.yaml, imported only here), through a symbolic link."""
     from cuberun import yamlio
+    from cuberun.safeio import read_regular, write_file
 
-    yamlio.write_atomic(settings.path, yamlio.dump(settings.data))
+    text = None
+    if os.path.exists(settings.path):
+        text = read_regular(settings.path, yamlio.MAX_BYTES, what="settings file").decode("utf-8-sig", "replace")
+    write_file(settings.path, round_trip(text, settings.data), what="settings file", durable=True,
+               hint="point $CUBERUN_SETTINGS at a regular file")
+
+
+def round_trip(text: str | None, data: dict[str, Any]) -> str:
+    """`data` as YAML laid out like `text` (its comments, order and styles kept where the
+    values did not change)."""
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.default_flow_style = False
+    try:
+        doc = yaml.load(text) if text and text.strip() else None
+    except YAMLError:
+        doc = None
+    if not isinstance(doc, dict):
+        doc = {}
+    _merge(doc, data)
+    out = io.StringIO()
+    yaml.dump(doc, out)
+    return out.getvalue()
+
+
+def _merge(target: dict[str, Any], new: dict[str, Any]) -> None:
+    for key in [k for k in target if k not in new]:
+        del target[key]
+    for key, value in new.items():
+        if isinstance(target.get(key), dict) and isinstance(value, dict):
+            _merge(target[key], value)
+        elif key not in target or target[key] != value or isinstance(target[key], bool) != isinstance(value, bool):
+            target[key] = copy.deepcopy(value)

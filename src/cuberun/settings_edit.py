@@ -91,13 +91,15 @@ def set_value(settings: Settings, key: str, value: str) -> str:
         node = node.setdefault(part, {})
     field = runner_cls.schema.get(parts[2]) if len(parts) == 3 else None
     if field is not None:
-        new_value = typed(value, field)
+        new_value = typed(value, field, "value")
         problem = check_value(parts[2], new_value, field)
         if problem:
             raise UsageError(f"{key}: {problem}")
     else:
         try:
-            new_value = yaml.safe_load(value) if value != "" else None
+            from cuberun import yamlio
+
+            new_value = yamlio.load_value(value, "value") if value != "" else None  # aliases bounded
         except yaml.YAMLError:
             new_value = value
     node[parts[-1]] = new_value

@@ -50,14 +50,12 @@ class Variant:
 
 
 def _yaml_file(path: Path) -> dict[str, Any] | None:
-    import yaml
+    """A YAML parameter file's content (read as cube files are: regular files, bounded)."""
+    from cuberun import yamlio
 
-    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+    if path.suffix not in (".yaml", ".yml") or not path.exists():
         return None
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
+    data = yamlio.load(path, "parameter file").data
     return data if isinstance(data, dict) else None
 
 
@@ -150,8 +148,10 @@ def _check_section(key: str, path: tuple[str, ...], known: set[str], sections: S
 def _typed(raw: str) -> Any:
     import yaml
 
+    from cuberun import yamlio
+
     try:
-        return yaml.safe_load(raw)
+        return yamlio.load_value(raw, "--sweep")
     except yaml.YAMLError:
         return raw
 

@@ -22,6 +22,7 @@ from cuberun.resolve import ResolvedTask, checkpoint_inputs
 from cuberun.valueclass import dataclass, field
 
 STATE_DIR = Path(".cuberun") / "state"
+STATE_HINT = "remove it; cuberun rewrites it after each successful run"
 VERSION = 2  # 2: the runner fingerprint covers code, env vars, interpreter and packages
 
 
@@ -65,20 +66,66 @@ def identity_of(rt: ResolvedTask, command: list[list[str]], runner_fp: dict[str,
 
 
 def load_state(path: Path) -> dict[str, Any] | None:
+    """The state of the last successful run, or None (none, damaged, or of another format)."""
+    data = read_state(path)
+    return data if data is not None and data.get("version") == VERSION else None
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """A state file of any version, or None. A damaged state file (not JSON, the wrong shape, not
+    a regular file) is ignored with a one-line warning: the task runs again, which is always safe."""
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import read_regular
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_regular(path, 256 * 1024 * 1024, what="state file").decode("utf-8"))
+    except CuberunError as exc:
+        if "does not exist" not in exc.message:
+            _damaged(path, exc.message.split(": ", 1)[-1])
         return None
-    return data if isinstance(data, dict) and data.get("version") == VERSION else None
+    except (ValueError, UnicodeDecodeError):
+        _damaged(path, "not valid JSON")
+        return None
+    problem = _state_problem(data)
+    if problem:
+        _damaged(path, problem)
+        return None
+    return data  # type: ignore[no-any-return]
 
 
-def _older_state(path: Path) -> bool:
-    """A state file of an earlier format (its run is re-done, saying so)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("version"), int) and data["version"] < VERSION
+def _no_state_reason(raw: dict[str, Any] | None) -> str:
+    """Why there is no usable state: none, or one written by another version of cuberun."""
+    if raw is None:
+        return "no previous successful run"
+    if raw["version"] < VERSION:
+        return "the last run was recorded by an earlier cuberun version"
+    return f"the last run was recorded by a newer cuberun version (state version {raw['version']}, this one reads {VERSION})"
+
+
+def _damaged(path: Path, problem: str) -> None:
+    from cuberun.console import warn
+
+    warn(f"ignoring the damaged up-to-date state {path}: {problem}; the task runs again")
+
+
+def _state_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return f"expected a JSON object, found {type(data).__name__}"
+    for key in ("identity", "inputs", "outputs"):
+        if not isinstance(data.get(key, {}), dict):
+            return f"'{key}' is {type(data[key]).__name__}, not an object"
+    identity = data.get("identity", {})
+    for key in ("parameters", "runner"):
+        if not isinstance(identity.get(key, {}), dict):
+            return f"'identity.{key}' is not an object"
+    for group in ("inputs", "outputs"):
+        for name, value in data.get(group, {}).items():
+            if not isinstance(value, dict) or not isinstance(value.get("members", {}), dict):
+                return f"'{group}.{name}' is not an object with 'members'"
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        return "'version' is missing or not a whole number"
+    return None
 
 
 def fingerprint_inputs(rt: ResolvedTask, cache: HashCache) -> dict[str, Fingerprint]:
@@ -100,8 +147,12 @@ def fingerprint_inputs(rt: ResolvedTask, cache: HashCache) -> dict[str, Fingerpr
 
 
 def check(rt: ResolvedTask, identity: dict[str, Any], key: str, *, force: bool = False) -> Decision:
+    from cuberun.safeio import target_of
+
     path = state_path(rt.workspace, key)
-    state = load_state(path)
+    target_of(path, what="up-to-date state", hint=STATE_HINT)  # before the task runs: it is written after
+    raw = read_state(path)
+    state = raw if raw is not None and raw.get("version") == VERSION else None
     cache = HashCache.from_json(state.get("hash_cache") if state else None)
     inputs = fingerprint_inputs(rt, cache)
     decision = Decision(True, [], identity, inputs, cache)
@@ -110,7 +161,7 @@ def check(rt: ResolvedTask, identity: dict[str, Any], key: str, *, force: bool =
         decision.reasons.append("--force")
         return decision
     if state is None:
-        decision.reasons.append("the last run was recorded by an earlier cuberun version" if _older_state(path) else "no previous successful run")
+        decision.reasons.append(_no_state_reason(raw))
         return decision
     old = state.get("identity", {})
     decision.far_end_before = state.get("far_end")
@@ -278,15 +329,23 @@ def _stats(path: str, exclude: list[str]) -> dict[str, tuple[int, int, int]]:
 def _check_owned(path: str, ptype: str, owned: dict[str, str], cache: HashCache) -> str:
     """'' when every file the last run wrote is still there unchanged, else a summary. Files
     other tasks added to a shared output directory (mnist's logs/) do not count."""
+    import stat
+
     from cuberun.fingerprint import NotRegular, file_sha256
 
     missing = changed = 0
     for rel, digest in owned.items():
+        if ptype != "file" and (os.path.isabs(rel) or ".." in rel.split(os.sep)):
+            changed += 1  # not a file of this output (a damaged state): never looked at
+            continue
         full = path if ptype == "file" else os.path.join(path, rel)
         try:
             st = os.stat(full)
-        except OSError:
+        except (OSError, ValueError):
             missing += 1
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            changed += 1  # no longer a regular file: never opened (a FIFO would block)
             continue
         key = (st.st_size, st.st_mtime_ns, st.st_ino)
         known = cache.entries.get(full)
@@ -338,12 +397,10 @@ def save(rt: ResolvedTask, key: str, decision: Decision, run_id: str | None) -> 
         **({"far_end": decision.far_end} if decision.far_end is not None else {}),
         "hash_cache": _prune(cache, rt),
     }
-    path = state_path(rt.workspace, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from cuberun.safeio import write_file
+
     _save_code_snapshots(rt.workspace, decision.identity.get("runner"))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state), encoding="utf-8")
-    os.replace(tmp, path)
+    write_file(state_path(rt.workspace, key), json.dumps(state), what="up-to-date state", hint=STATE_HINT)
     return result
 
 

@@ -16,6 +16,7 @@ from cuberun.valueclass import dataclass, field
 
 MAX_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64
+MAX_ALIAS_EXPANSION = 100_000  # values aliases may add to a document beyond those written
 
 KeyPath = tuple[str | int, ...]
 
@@ -66,21 +67,22 @@ def _loader_class() -> Any:
 
 
 def read_text(path: Path, what: str = "file") -> str:
-    """Read a small UTF-8 text file or raise a one-line SpecError."""
+    """Read a small UTF-8 text file or raise a one-line SpecError (a regular file only: a FIFO,
+    a device or a directory is refused without being read)."""
+    from cuberun.safeio import FileProblem, read_regular
+
     shown = str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise SpecError([Issue(f"{what} is too large ({size} bytes; the limit is {MAX_BYTES})", shown)])
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise SpecError([Issue(f"{what} is a directory, not a file", shown)]) from None
-    except FileNotFoundError:
-        raise SpecError([Issue(f"{what} does not exist", shown)]) from None
-    except PermissionError:
-        raise SpecError([Issue(f"cannot read {what}: permission denied", shown)]) from None
-    except OSError as exc:
-        raise SpecError([Issue(f"cannot read {what}: {exc.strerror or exc}", shown)]) from None
+        data = read_regular(path, MAX_BYTES, what=what)
+    except FileProblem as exc:
+        problem, hint = exc.problem, exc.hint
+        if problem.endswith("is a directory, not a regular file"):
+            problem = f"{what} is a directory, not a file"
+        elif problem.endswith("permission denied"):
+            hint = "check its permissions (ls -l), or run as a user who can read it"
+        elif problem.endswith("not a regular file"):
+            hint = f"give the path of the {what} itself"
+        raise SpecError([Issue(problem, shown, hint=hint)]) from None
     if b"\x00" in data:
         raise SpecError([Issue(f"{what} is binary, not YAML text", shown, hint="point to the mlcube.yaml text file")])
     try:
@@ -115,8 +117,62 @@ def parse(text: str, file: str) -> Document:
             raise SpecError([Issue("invalid YAML: " + " ".join(str(exc).split()), file)]) from None
         doc = Document(file=file, data=None)
         if node is not None:
+            check_expansion(node, file)
             doc.data = _convert(loader, node, (), doc, 0)
         return doc
+    finally:
+        loader.dispose()
+
+
+def check_expansion(root: Any, file: str) -> None:
+    """Refuse a document whose aliases (*name) would expand it beyond a bound, or refer to
+    themselves: a few hundred bytes of nested aliases otherwise expand to billions of values.
+    Linear in the number of distinct nodes (each is sized once)."""
+    import yaml
+
+    limit_extra = MAX_ALIAS_EXPANSION
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = min(1 + sum(sizes[id(c)] for c in children), 1 << 62)
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            mark = node.start_mark
+            raise SpecError([Issue("a YAML alias refers to the node that contains it (a recursive structure)", file, mark.line + 1,
+                                   mark.column + 1, hint="remove the alias, or point it at another anchor")])
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    expanded, distinct = sizes[id(root)], len(sizes)
+    if expanded > distinct + limit_extra:
+        raise SpecError([Issue(f"YAML aliases expand the document to {expanded} values ({distinct} written; at most {limit_extra} more "
+                               "are allowed)", file,
+                               hint="use fewer or smaller aliases (*name) of anchors (&name)")])
+
+
+def load_value(text: str, origin: str) -> Any:
+    """A small YAML value (a -P value, a `config set` value), with aliases bounded as in files."""
+
+    loader = _loader_class()(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_expansion(node, origin)
+        return loader.construct_document(node)
     finally:
         loader.dispose()
 
@@ -225,8 +281,11 @@ def _cache_get(path: Path) -> Document | None:
     ident = _identity(path)
     if cache is None or ident is None:
         return None
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import read_regular
+
     try:
-        entry = json.loads(cache.read_text(encoding="utf-8"))
+        entry = json.loads(read_regular(cache, 4 * MAX_BYTES).decode("utf-8"))
         if entry.get("v") != _CACHE_VERSION or entry.get("id") != ident or entry.get("file") != str(path):
             return None
         doc = Document(file=str(path), data=entry["data"])
@@ -234,12 +293,14 @@ def _cache_get(path: Path) -> Document | None:
         doc.value_marks = {tuple(k): (line, col) for k, line, col in entry["value_marks"]}
         doc.raw_scalars = {tuple(k): raw for k, raw in entry["raw_scalars"]}
         return doc
-    except (OSError, ValueError, KeyError, TypeError):
+    except (CuberunError, ValueError, KeyError, TypeError):
         return None
 
 
 def _cache_put(path: Path, doc: Document) -> None:
     import json
+
+    from cuberun.errors import CuberunError
 
     cache = _cache_file(path)
     ident = _identity(path)
@@ -258,11 +319,10 @@ def _cache_put(path: Path, doc: Document) -> None:
         text = json.dumps(entry, allow_nan=False)
         if json.loads(text)["data"] != doc.data:
             return  # something YAML has and JSON has not (dates, tuples): no cache for this file
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, cache)
-    except (OSError, TypeError, ValueError):
+        from cuberun.safeio import write_file
+
+        write_file(cache, text, what="parse cache")
+    except (OSError, TypeError, ValueError, CuberunError):
         return
 
 
@@ -314,16 +374,9 @@ def dump(data: Any) -> str:
     return str(yaml.dump(data, Dumper=dumper, sort_keys=False, default_flow_style=False, allow_unicode=True))
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def write_atomic(path: Path, text: str, *, what: str = "file", hint: str | None = None) -> Path:
+    """Write a file so that readers see the old or the new content, never half of it; never over
+    a directory, FIFO or device, and through a symbolic link (see safeio.write_file)."""
+    from cuberun.safeio import write_file
+
+    return write_file(path, text, what=what, hint=hint, durable=True)

@@ -205,7 +205,7 @@ CASES: list[tuple[str, str | bytes | None, dict[str, str], list[str], list[str],
     ("show-unknown-run", BASE, {}, ["show", "nope"], ["no run 'nope' in {d}/workspace. Hint: no runs recorded yet"], 2),
     ("export-unknown-run", BASE, {}, ["export-provenance", "nope"], ["no run 'nope' in {d}/workspace. Hint: no runs recorded yet"], 2),
     ("runs-bad-status", BASE, {}, ["runs", "--status=weird"],
-     ["Invalid value for '--status': 'weird' is not one of 'succeeded', 'failed', 'interrupted', 'error', 'running', 'cancelled'. "
+     ["Invalid value for '--status': 'weird' is not one of 'succeeded', 'failed', 'interrupted', 'error', 'running', 'cancelled', 'lost'. "
       "Hint: see 'cuberun runs --help'"], 2),
     ("p-local-choice", BASE + LOCAL, {}, ["run", "--task=bye", "-Plocal.env=x"],
      ["-P: local.env: 'x' is not allowed; expected one of 'managed', 'current', 'system'"], 2),

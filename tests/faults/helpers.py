@@ -7,6 +7,7 @@ task runs again after a success; the program itself lives in the workspace, so t
 runs on the host, in containers (mounted like any input), over ssh and in Slurm jobs:
 
 - `ok TEXT`: writes out/result.txt and exits 0 (the "earlier complete output");
+- `gone PID...`: like `ok`, but exits 5 when one of these (host) pids still runs;
 - `crash`: prints a line and exits 3 without touching out/;
 - `sigkill`: kills itself with SIGKILL (what the kernel's OOM killer does);
 - `hog MB`: touches MB megabytes (an OOM kill under a memory limit);
@@ -51,6 +52,20 @@ FAULT_PY = textwrap.dedent(
     out = a["out"]
     what = mode[0]
     print(f"fault: mode {{what}}", flush=True)
+    if what == "gone":  # ok, but only when none of the given pids runs any more (an orphan of a killed run)
+        running = []
+        for pid in mode[1:]:
+            try:
+                state = open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state not in ("Z", "X"):
+                running.append(pid)
+        if running:
+            print(f"fault: still running: {{' '.join(running)}}", flush=True)
+            sys.exit(5)
+        mode = ["ok", "after", "the", "orphans"]
+        what = "ok"
     if what == "ok":
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "result.txt"), "w") as fh:
@@ -153,13 +168,11 @@ def seed_workspace(cube: Path, workspace: Path) -> None:
 
 # -- records and state ------------------------------------------------------------------------------------
 def records(workspace: Path, platform: str | None = None) -> list[dict[str, Any]]:
-    """The run records of a workspace, oldest first (optionally of one platform only)."""
-    found = []
-    for path in (workspace / ".cuberun" / "runs").glob("*/record.json"):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if platform is None or data.get("platform") == platform:
-            found.append(data)
-    return sorted(found, key=lambda r: str(r["start"]))
+    """The run records of a workspace, oldest first (optionally of one platform only), in the
+    order cuberun itself lists them (records created in the same millisecond included)."""
+    from cuberun.records import list_runs
+
+    return [r for r in list_runs(workspace, warn=False) if platform is None or r.get("platform") == platform]
 
 
 def state_path(workspace: Path) -> Path:
@@ -534,6 +547,53 @@ def interrupted_after_success(h: Harness, cube: Path, sig: int, *, ready: Callab
     check_record(record, "interrupted", 128 + sig)
     assert_completed_intact(ws, before)
     return line, record, gone
+
+
+def cuberun_killed_mid_run(h: Harness, cube: Path, *, orphans_visible: bool, ready: Callable[[list[int]], object] | None = None,
+                           ) -> tuple[dict[str, Any], subprocess.CompletedProcess[str], str]:
+    """A successful run, then cuberun itself is SIGKILLed while its task runs (with a grandchild
+    that ignores SIGTERM): the task and everything it started end (its watchdog), the record
+    is listed as `lost`, and a new run, started at once, runs the task only once nothing of the
+    killed run runs any more (`gone` mode checks the orphans' pids from inside the new task when
+    `orphans_visible`, i.e. they are this machine's pids). Returns the lost record, the new run
+    and the listing of `cuberun runs`."""
+    ws = cube / "workspace"
+    h.ok(cube)
+    set_mode(ws, f"sleep {SLEEP_S}")
+    run = h.start(cube, name="killed-cuberun")
+    pids: list[int] = []
+    try:
+        pids = run.wait_ready()
+        if ready is not None:
+            ready(pids)
+        cuberun = run.proc.pid
+        assert "cuberun" in cmdline(cuberun), cmdline(cuberun)
+        killed = records(ws, h.platform)[-1]
+        set_mode(ws, ("gone " + " ".join(map(str, pids))) if orphans_visible else "ok after the kill")
+        os.kill(cuberun, signal.SIGKILL)  # our own child, just checked
+        assert run.wait(60) == -signal.SIGKILL
+        again = h.run(cube)  # at once: it must wait until the orphans are gone
+        h.assert_nothing_left(ws, pids if orphans_visible else ())
+    finally:
+        run.stop()
+        h.cleanup(ws, pids)
+    assert again.returncode == 0, f"exit {again.returncode}\n{again.stdout}\n{again.stderr}"
+    assert "fault: still running" not in again.stdout, again.stdout
+    listing = subprocess.run([sys.executable, "-m", "cuberun", "runs", f"--mlcube={cube}", "--status=lost"], env=h.env, cwd=str(h.cwd),
+                             capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
+    assert listing.returncode == 0, listing.stderr
+    lost = [r for r in records(ws, h.platform) if r["run_id"] == killed["run_id"]]
+    assert [r["status"] for r in lost] == ["lost"], lost
+    assert records(ws, h.platform)[-1]["status"] == "succeeded"
+    for lock in (ws / ".cuberun" / "locks").glob("*.lock"):  # every lock is free again
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    return lost[0], again, listing.stdout
 
 
 def disk_fills_during_the_task(h: Harness, cube: Path, workspace: Path, *, all_output: bool = True) -> tuple[str, dict[str, Any]]:

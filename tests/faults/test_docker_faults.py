@@ -193,3 +193,14 @@ def test_the_daemon_dies_mid_run(docker: Engine, cube: Path, tmp_path: Path) -> 
     left = [f"{p}: {c}" for p, c in processes_in_cgroup(cid)] + [f"{p}: {c}" for p, c in h.processes_mentioning(str(daemon.dir))]
     assert not left, f"still running after the daemon stopped: {left}"
     print(f"docker daemon stopped: cuberun exited 125 after {took:.2f} s (dockerd's shutdown kills the container after its 10 s stop timeout)")
+
+
+def test_cuberun_killed_with_sigkill_removes_the_container(docker: Engine, cube: Path) -> None:
+    """kill -9 of cuberun while its container runs: the watchdog stops the client and removes
+    the container (`docker rm -f`), the record is `lost`, the lock is free, the next run works."""
+    ws = cube / "workspace"
+    record, again, _ = h.cuberun_killed_mid_run(docker, cube, orphans_visible=False, ready=lambda _: docker.remember_running(ws))
+    assert docker.ids, "the running container was not seen"
+    docker.assert_nothing_left(ws)
+    assert record["status"] == "lost"
+    assert (ws / "out" / "result.txt").read_text() == "after the kill\n"

@@ -80,3 +80,12 @@ def test_workspace_full_before_the_run(local: h.Harness, cube: Path, tmp_path: P
         skip_or_fail(reason)
     with h.tmpfs(tmp_path / "small-ws") as ws:
         h.workspace_full_before_the_run(local, cube, ws)
+
+
+def test_cuberun_killed_with_sigkill(local: h.Harness, cube: Path) -> None:
+    """kill -9 of cuberun: the task and its SIGTERM-proof grandchild are stopped by the watchdog,
+    the record is `lost`, and the next run waits for that before it starts the task."""
+    record, again, listing = h.cuberun_killed_mid_run(local, cube, orphans_visible=True)
+    assert record["error"].startswith("cuberun (pid ") and record["error"].endswith(") ended without finishing this record")
+    assert f"{record['run_id']}  work" in listing and " lost " in listing
+    assert (cube / "workspace" / "out" / "result.txt").read_text() == "after the orphans\n"

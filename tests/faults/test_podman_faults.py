@@ -114,3 +114,13 @@ def test_workspace_full_before_the_run(podman: Engine, cube: Path, tmp_path: Pat
         skip_or_fail(reason)
     with h.tmpfs(tmp_path / "small-ws") as ws:
         h.workspace_full_before_the_run(podman, cube, ws)
+
+
+def test_cuberun_killed_with_sigkill_removes_the_container(podman: Engine, cube: Path) -> None:
+    """kill -9 of cuberun while its container runs: the watchdog removes the container."""
+    ws = cube / "workspace"
+    record, _, _ = h.cuberun_killed_mid_run(podman, cube, orphans_visible=False, ready=lambda _: podman.remember_running(ws))
+    assert podman.ids, "the running container was not seen"
+    podman.assert_nothing_left(ws)
+    assert record["status"] == "lost"
+    assert (ws / "out" / "result.txt").read_text() == "after the kill\n"

@@ -38,7 +38,7 @@ import pytest
 
 from tests import backendai_fake
 from tests.backends import skip_or_fail
-from tests.conftest import CLI
+from tests.conftest import CLI, run_records
 
 SECRET = "sk-very-secret-0042"
 ACCESS = "AKTESTACCESS"
@@ -103,8 +103,7 @@ class Fake:
         return json.loads((self.state / "sessions.json").read_text())
 
     def records(self) -> list[dict[str, Any]]:
-        runs = self.cube / "workspace" / ".cuberun" / "runs"
-        return [json.loads(p.read_text()) for p in sorted(runs.glob("*/record.json"))]
+        return run_records(self.cube / "workspace")
 
 
 @pytest.fixture

@@ -31,6 +31,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import run_records
+
 try:
     from tests.backends import backend_env, require_backend, unavailable_reason
 except ModuleNotFoundError:  # pytest run without the repository root on sys.path
@@ -134,7 +136,7 @@ def copy_example(name: str, dest: Path) -> Path:
 
 
 def records(workspace: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((workspace / ".cuberun" / "runs").glob("*/record.json"))]
+    return run_records(workspace)
 
 
 def single_error_line(stderr: str) -> str:

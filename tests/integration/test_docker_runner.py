@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import run_records
+
 try:
     from tests.backends import client_env, require_backend
 except ModuleNotFoundError:  # pytest run without the repository root on sys.path
@@ -136,8 +138,7 @@ def copy_example(name: str, dest: Path) -> Path:
 
 
 def records(workspace: Path) -> list[dict[str, Any]]:
-    found = sorted((workspace / ".cuberun" / "runs").glob("*/record.json"))
-    return [json.loads(p.read_text()) for p in found]
+    return run_records(workspace)
 
 
 def container_names(record: dict[str, Any]) -> list[str]:

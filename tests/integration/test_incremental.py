@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CLI, EXAMPLES, write_tree
+from tests.conftest import CLI, EXAMPLES, run_records, write_tree
 
 
 def mnist_cube(tmp_path: Path) -> Path:
@@ -39,8 +39,7 @@ def mnist_cube(tmp_path: Path) -> Path:
 
 
 def runs(ws: Path) -> list[dict[str, Any]]:
-    found = [json.loads(p.read_text()) for p in (ws / ".cuberun" / "runs").glob("*/record.json")]
-    return sorted(found, key=lambda r: r["start"])
+    return run_records(ws)
 
 
 def notes(stderr: str) -> list[str]:

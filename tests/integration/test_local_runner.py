@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from cuberun.runners.pyenv import MARKER
-from tests.conftest import CLI, EXAMPLES
+from tests.conftest import CLI, EXAMPLES, run_records
 from tests.integration import cubes
 
 # -------------------------------------------------------------------------------- helpers
@@ -53,8 +53,7 @@ def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
 
 def records(workspace: Path) -> list[dict[str, Any]]:
     """The run records of a workspace, oldest first."""
-    found = [json.loads(p.read_text(encoding="utf-8")) for p in (workspace / ".cuberun" / "runs").glob("*/record.json")]
-    return sorted(found, key=lambda r: str(r["start"]))
+    return run_records(workspace)
 
 
 def check_record(record: dict[str, Any], task: str, status: str, exit_code: int, log_has: str | None = None) -> None:

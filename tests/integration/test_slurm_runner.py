@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import run_records
+
 try:
     from tests.backends import backend_env, require_backend
     from tests.conftest import CLI, EXAMPLES
@@ -107,12 +109,7 @@ def job_state(env: dict[str, str], job_id: str) -> str:
 
 
 def records(workspace: Path, platform: str = "slurm") -> list[dict[str, Any]]:
-    found = []
-    for path in sorted((workspace / ".cuberun" / "runs").glob("*/record.json")):
-        data = json.loads(path.read_text())
-        if data.get("platform") == platform:
-            found.append(data)
-    return sorted(found, key=lambda r: str(r["start"]))
+    return run_records(workspace, platform)
 
 
 def probe_cube(root: Path) -> Path:

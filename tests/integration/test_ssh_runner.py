@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from tests.backends import require_backend
-from tests.conftest import CLI, EXAMPLES
+from tests.conftest import CLI, EXAMPLES, run_records
 from tests.integration import cubes
 
 pytestmark = pytest.mark.ssh
@@ -133,8 +133,7 @@ def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
 
 
 def records(workspace: Path) -> list[dict[str, Any]]:
-    found = [json.loads(p.read_text(encoding="utf-8")) for p in (workspace / ".cuberun" / "runs").glob("*/record.json")]
-    return sorted(found, key=lambda r: str(r["start"]))
+    return run_records(workspace)
 
 
 def remote_of(record: dict[str, Any]) -> dict[str, Any]:

@@ -208,10 +208,17 @@ def test_destination_rules(tmp_path: Path) -> None:
     assert (other / "ro-crate-metadata.json").read_text(encoding="utf-8").endswith('"theirs"}]}')
     with pytest.raises(CuberunError, match="no run records"):
         export_invocation_crate([], tmp_path / "none")
-    dest = export_ro_crate(record, tmp_path / "crate")
-    (dest / "stale.txt").write_text("left over", encoding="utf-8")
-    export_ro_crate(record, dest)  # an export of ours is replaced whole
-    assert not (dest / "stale.txt").exists()
+    dest = export_invocation_crate([record], tmp_path / "crate")
+    ours = sorted(p.relative_to(dest) for p in dest.rglob("*") if p.is_file())
+    assert Path("runs") in {p.parents[-2] for p in ours if len(p.parts) > 1}
+    (dest / "notes.txt").write_text("the user's own file", encoding="utf-8")
+    (dest / "runs" / "mine.txt").write_text("also the user's", encoding="utf-8")
+    export_ro_crate(record, dest)  # an export of ours is replaced: its files, never anyone else's
+    assert (dest / "notes.txt").read_text(encoding="utf-8") == "the user's own file"
+    assert (dest / "runs" / "mine.txt").read_text(encoding="utf-8") == "also the user's"
+    left = sorted(p.relative_to(dest) for p in dest.rglob("*") if p.is_file())
+    assert left == sorted([Path("README.md"), Path("notes.txt"), Path("output.log"), Path("record.json"),
+                           Path("ro-crate-metadata.json"), Path("runs/mine.txt")]), left
     assert rocrate.ROCrate(dest).get("record.json") is not None
 
 

@@ -480,7 +480,8 @@ def inspect(mlcube: str | None, platform: str | None, workspace: str | None, par
     if output_file:
         from pathlib import Path
 
-        yamlio.write_atomic(Path(output_file), text)
+        yamlio.write_atomic(Path(output_file).expanduser().absolute(), text, what="output file",
+                            hint="give the path of a new or regular file, e.g. --output-file inspect.json")
     else:
         print(text, end="")
     return 0
@@ -491,17 +492,17 @@ def inspect(mlcube: str | None, platform: str | None, workspace: str | None, par
 @mlcube_option
 @workspace_option
 @click.option("--task", metavar="NAME", help="Only runs of this task.")
-@click.option("--status", type=click.Choice(["succeeded", "failed", "interrupted", "error", "running", "cancelled"]), help="Only runs with this status.")
+@click.option("--status", type=click.Choice(["succeeded", "failed", "interrupted", "error", "running", "cancelled", "lost"]),
+              help="Only runs with this status (lost: its cuberun was killed).")
 @click.option("--all", "show_all", is_flag=True, help="Include the records written inside batch jobs (nested).")
 @click.option("--json", "as_json", is_flag=True)
 def runs(mlcube: str | None, workspace: str | None, task: str | None, status: str | None, show_all: bool, as_json: bool) -> int:
     """List the run records of a workspace."""
-    from pathlib import Path
 
     from cuberun.records import list_runs
 
     if workspace:
-        ws = Path(workspace).expanduser().resolve()
+        ws = _absolute(workspace)
     else:
         ws = _load(mlcube, None, ()).workspace
     found = [r for r in list_runs(ws) if (not task or r.get("task") == task) and (not status or r.get("status") == status)
@@ -552,11 +553,19 @@ def graph(mlcube: str | None, fmt: str) -> int:
     return 0
 
 
-def _workspace_of(mlcube: str | None, workspace: str | None) -> Any:
+def _absolute(path: str) -> Any:
+    """An absolute, normalised path, symbolic links NOT resolved (a link is written through,
+    never replaced by its target; a link loop is reported where it is used)."""
+    import os
     from pathlib import Path
 
+    return Path(os.path.normpath(os.path.abspath(os.path.expanduser(path))))
+
+
+def _workspace_of(mlcube: str | None, workspace: str | None) -> Any:
+
     if workspace:
-        return Path(workspace).expanduser().resolve()
+        return _absolute(workspace)
     return _load(mlcube, None, ()).workspace
 
 
@@ -585,9 +594,11 @@ def show(mlcube: str | None, workspace: str | None, run_id: str, as_json: bool) 
         lines.append("  sweep:           " + ", ".join(f"{k}={v}" for k, v in record["sweep"].items()))
     if record.get("runner_fingerprint"):
         lines.append("  runner:          " + ", ".join(f"{k}={v}" for k, v in record["runner_fingerprint"].items()))
-    lines.append("  command:         " + " ".join(record.get("command", [])))
+    lines.append("  command:         " + " ".join(str(c) for c in record.get("command") or []))
     for io in ("inputs", "outputs"):
         for name, fp in (record.get(io) or {}).items():
+            if not isinstance(fp, dict):
+                continue
             lines.append(f"  {io[:-1]:<6} {name}: {fp.get('path')}  sha256={str(fp.get('sha256', ''))[:16]}  files={fp.get('files')} bytes={fp.get('bytes')}")
     if record.get("error"):
         lines.append(f"  error:           {record['error']}")
@@ -609,9 +620,10 @@ def export_provenance(mlcube: str | None, workspace: str | None, run_id: str, ou
     from cuberun.records import list_runs
 
     record = _find(mlcube, workspace, run_id)
-    dest = Path(output).expanduser().resolve() if output else Path(record["workspace"]) / ".cuberun" / "crates" / record["run_id"]
+    ws = Path(record.get("workspace") or _workspace_of(mlcube, workspace))
+    dest = _absolute(output) if output else ws / ".cuberun" / "crates" / record["run_id"]
     if invocation:
-        path = export_invocation_crate(invocation_records(list_runs(Path(record["workspace"])), record), dest)
+        path = export_invocation_crate(invocation_records(list_runs(ws, warn=False), record), dest)
     else:
         path = export_ro_crate(record, dest)
     print(path)
@@ -624,13 +636,12 @@ def export_provenance(mlcube: str | None, workspace: str | None, run_id: str, ou
 @click.option("--output", "-o", metavar="FILE", help="HTML file (default: <workspace>/.cuberun/report.html).")
 def report(mlcube: str | None, workspace: str | None, output: str | None) -> int:
     """Write a self-contained HTML report of the runs in a workspace."""
-    from pathlib import Path
 
     from cuberun.report import write_report
 
     ws = _workspace_of(mlcube, workspace)
     if not ws.is_dir():
         raise UsageError(f"the workspace {ws} does not exist", "pass the --workspace (or --mlcube) whose runs to report")
-    dest = Path(output).expanduser().resolve() if output else ws / ".cuberun" / "report.html"
+    dest = _absolute(output) if output else ws / ".cuberun" / "report.html"
     print(write_report(ws, dest))
     return 0

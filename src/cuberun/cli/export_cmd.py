@@ -4,18 +4,15 @@ the labels added to its final stage."""
 
 from __future__ import annotations
 
-import os
 import re
-import shlex
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from cuberun.errors import BackendError, RunnerUnavailable, UsageError
+from cuberun.errors import BackendError, RunnerUnavailable, UsageError, split_words
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEFAULT_OUTPUT = "Dockerfile.backendai"
@@ -38,28 +35,13 @@ def _write(path: str, text: str) -> Path | None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return None
-    target = Path(path).expanduser().resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=str(target.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        if target.exists():
-            os.chmod(tmp, target.stat().st_mode & 0o7777)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return target
+    from cuberun.safeio import write_file
+
+    return write_file(Path(path).expanduser().absolute(), text, what="output file", mode=0o644)
 
 
 def _engine(value: str | None) -> list[str]:
-    argv = shlex.split(value) if value else ["docker"]
+    argv = split_words(value, "--engine") if value else ["docker"]
     return argv or ["docker"]
 
 

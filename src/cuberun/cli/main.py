@@ -21,6 +21,74 @@ def _stderr(text: str) -> None:
         pass
 
 
+class _ClosedStdout:
+    """Standard output when the caller closed it (`describe >&-`): writing is a one-line error.
+    (`run` carries on: the task's output still goes to its log.)"""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def write(self, text: str) -> int:
+        from cuberun.errors import UsageError
+
+        if not text:
+            return 0
+        raise UsageError("cannot write the output: standard output is closed", "redirect it (> FILE or > /dev/null) instead of closing it")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _standard_streams() -> None:
+    """File descriptors 0, 1 and 2 open (on /dev/null when the caller closed them), so that no
+    file cuberun opens later becomes a standard stream of its tasks."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        except OSError:
+            pass
+        if fd == 1:
+            sys.stdout = _ClosedStdout()  # type: ignore[assignment,unused-ignore]
+        elif fd == 2:
+            sys.stderr = open(os.devnull, "w", encoding="utf-8")
+        else:
+            sys.stdin = open(os.devnull, encoding="utf-8")
+
+
+def _ascii_locale() -> None:
+    """An ASCII-only locale (LC_ALL=C with PYTHONUTF8=0 and no locale coercion): non-ASCII text
+    is printed with escapes rather than failing; file names it cannot encode are one-line errors."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+ASCII_HINT = "use a UTF-8 locale (export LC_ALL=C.UTF-8) or Python's UTF-8 mode (export PYTHONUTF8=1)"
+
+
+def _cwd_gone() -> bool:
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _option(args: list[str], name: str) -> str | None:
     for i, arg in enumerate(args):
         if arg == name and i + 1 < len(args):
@@ -54,10 +122,13 @@ def _start_code_identity(args: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    _standard_streams()
+    if sys.getfilesystemencoding() == "ascii" and not sys.flags.utf8_mode:
+        _ascii_locale()
     args = sys.argv[1:] if argv is None else argv
     try:
         _start_code_identity(args)
-    except Exception:  # only a head start: the run computes it itself
+    except Exception:  # only a head start: the run computes it itself (a deleted cwd, an odd path)
         pass
 
     import click
@@ -101,16 +172,37 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
-        if isinstance(exc, OSError) and exc.errno in (28, 122):  # ENOSPC, EDQUOT: cuberun's own files (records, locks, state)
+        code = EXIT_FAILURE
+        if isinstance(exc, OSError) and exc.errno in (28, 122) and not exc.filename:  # the output stream (> /dev/full)
+            _stderr(f"cuberun: error: cannot write the output: {exc.strerror}. Hint: check where the output goes")
+            code = EXIT_USAGE
+        elif isinstance(exc, OSError) and exc.errno in (28, 122):  # ENOSPC, EDQUOT: cuberun's own files (records, locks, state)
             where = f" {exc.filename}" if exc.filename else ""
             _stderr(f"cuberun: error: cannot write{where}: {exc.strerror}. Hint: free space on that file system (df -h), "
                     "or choose another --workspace")
+        elif isinstance(exc, UnicodeError) and sys.getfilesystemencoding() == "ascii":
+            what = exc.object[exc.start : exc.end] if isinstance(exc, (UnicodeEncodeError, UnicodeDecodeError)) else ""
+            _stderr(f"cuberun: error: the locale is ASCII-only, and {what!r} is not ASCII text. Hint: {ASCII_HINT}")
+            code = EXIT_USAGE
+        elif isinstance(exc, FileNotFoundError) and not exc.filename and _cwd_gone():
+            where = f" {os.environ['PWD']}" if os.environ.get("PWD") else ""
+            _stderr(f"cuberun: error: the current directory{where} no longer exists. Hint: cd to an existing directory, or give absolute paths")
+            code = EXIT_USAGE
+        elif isinstance(exc, OSError) and exc.filename:
+            from cuberun.errors import one_line
+            from cuberun.safeio import os_problem, shown
+
+            _stderr(one_line(f"cuberun: error: {shown(exc.filename)}: {os_problem(exc)}") + ". Hint: check the path and its permissions")
+            code = EXIT_USAGE
         else:
             _stderr(f"cuberun: internal error: {type(exc).__name__}: {exc}. Hint: re-run with --debug and report it")
-        code = EXIT_FAILURE
     try:
         sys.stdout.flush()
-    except OSError:  # a closed pipe, a full disk
+    except BrokenPipeError:  # the reader went away (`| head`): not an error
         pass
+    except (OSError, ValueError) as exc:  # a full disk (> /dev/full)
+        if code == 0:
+            _stderr(f"cuberun: error: cannot write the output: {getattr(exc, 'strerror', None) or exc}. Hint: check where the output goes")
+            code = EXIT_USAGE
     handshake.emit("end", exit_code=code)
     sys.exit(code)

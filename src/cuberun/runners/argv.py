@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from cuberun.errors import split_words
 
 
 def tokens(value: Any) -> list[str]:
@@ -14,7 +15,7 @@ def tokens(value: Any) -> list[str]:
     if value is None or value == "":
         return []
     if isinstance(value, str):
-        return shlex.split(value)
+        return split_words(value, "a setting")
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
     if isinstance(value, Mapping):

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from cuberun.console import say
-from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, UsageError
+from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, UsageError, split_words
 from cuberun.process import shielded as _shielded
 from cuberun.runners.backendai_session import (
     Verdict,
@@ -161,7 +161,7 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
     @property
     def client(self) -> list[str]:
         value = self.config.get("client") or "backend.ai"
-        argv = shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+        argv = split_words(value, "a backendai setting") if isinstance(value, str) else [str(v) for v in value]
         return argv or ["backend.ai"]
 
     @property
@@ -240,7 +240,7 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
         workdir_cfg = self.config.get("workdir")
         entry: list[str] | None = None
         if entry_cfg is not None:
-            entry = shlex.split(entry_cfg) if isinstance(entry_cfg, str) else [str(t) for t in entry_cfg]
+            entry = split_words(entry_cfg, "backendai.entrypoint") if isinstance(entry_cfg, str) else [str(t) for t in entry_cfg]
         workdir = str(workdir_cfg) if workdir_cfg else None
         if entry is None or workdir_cfg is None:
             from cuberun.backendai_export import inspect_image
@@ -251,7 +251,7 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
                 cube_image = self.cube.section("docker").get("image")
                 if isinstance(cube_image, str) and cube_image not in candidates:
                     candidates.append(cube_image)
-            engine = shlex.split(str(self.config.get("engine") or "docker"))
+            engine = split_words(str(self.config.get("engine") or "docker"), "backendai.engine")
             from cuberun.process import which
 
             if engine and which(engine[0]) is not None:

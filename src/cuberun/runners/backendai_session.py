@@ -200,6 +200,8 @@ def _is_within(member: str, allowed: Sequence[str]) -> bool:
 def safe_extract(archive: Path, destination: Path, allowed: Sequence[str]) -> list[str]:
     """Unpack regular files and directories whose paths lie under `allowed` (workspace-relative
     outputs) into `destination`. Absolute paths, `..`, links and devices are skipped."""
+    from cuberun.safeio import write_from
+
     written: list[str] = []
     skipped: list[str] = []
     dest = destination.resolve()
@@ -216,19 +218,19 @@ def safe_extract(archive: Path, destination: Path, allowed: Sequence[str]) -> li
             if member.isdir():
                 target.mkdir(parents=True, exist_ok=True)
             elif member.isreg():
-                target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
                 if source is None:
                     continue
-                tmp = target.with_name(f".{target.name}.cuberun-part")
-                with source, open(tmp, "wb") as out:
-                    while True:
-                        chunk = source.read(1 << 20)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                os.chmod(tmp, (member.mode & 0o777) | 0o600)
-                os.replace(tmp, target)
+
+                def fill(fd: int, source: Any = source, mode: int = (member.mode & 0o777) | 0o600) -> None:
+                    os.fchmod(fd, mode)
+                    while chunk := source.read(1 << 20):
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+
+                with source:
+                    write_from(target, fill, what="task output")  # safeio: never over a FIFO, device or folder
                 written.append(name)
             else:
                 skipped.append(member.name)

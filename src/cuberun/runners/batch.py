@@ -20,7 +20,8 @@ A runner plugs in with small hooks: `plan_batch`, `stage`, `submit`, `follow`, `
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from cuberun.runners.base import Runner
@@ -84,13 +85,17 @@ class BatchRunner(Runner, Generic[P, S]):
     def run_chain(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
         return self.run_batch(tasks, log_paths)
 
+    def watchdog_cleanup(self, submission: S) -> list[list[str]]:
+        """Commands a watchdog runs if cuberun is killed while `submission` is out (e.g. scancel)."""
+        return []
+
     def run_batch(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
         from cuberun.process import handle_signals
 
         plans = self.plan_batch(tasks)
         submitted: list[S] = []
         outcomes: list[Outcome] = []
-        with handle_signals() as cancel:
+        with handle_signals() as cancel, _watchdogs() as guards:
             try:
                 for plan in plans:
                     if cancel.requested:
@@ -100,6 +105,11 @@ class BatchRunner(Runner, Generic[P, S]):
                     if cancel.requested:
                         break
                     submitted.append(self.submit(plan, submitted[-1] if submitted else None))
+                    cleanup = self.watchdog_cleanup(submitted[-1])
+                    if cleanup:  # if cuberun is killed, its watchdog cancels the submission
+                        from cuberun.process import watchdog
+
+                        guards.append(watchdog(cleanup=cleanup))
                 if cancel.requested:
                     return [self.interrupted(submitted, cancel)]
                 for i, (submission, log_path) in enumerate(zip(submitted, log_paths, strict=False)):
@@ -114,3 +124,14 @@ class BatchRunner(Runner, Generic[P, S]):
                 self.cancel(submitted, None, None)  # never leave our submissions behind
                 raise
         return outcomes
+
+
+@contextmanager
+def _watchdogs() -> Iterator[list[Any]]:
+    """Watchdogs (process.watchdog) armed while submissions are followed, disarmed at the end."""
+    guards: list[Any] = []
+    try:
+        yield guards
+    finally:
+        for guard in guards:
+            guard.disarm()

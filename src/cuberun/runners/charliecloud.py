@@ -486,6 +486,7 @@ class CharliecloudRunner(ContainerRunner):
         import tarfile
 
         from cuberun.process import capture, stream
+        from cuberun.safeio import write_file
 
         store = self.store
         store.mkdir(parents=True, exist_ok=True)
@@ -532,14 +533,12 @@ class CharliecloudRunner(ContainerRunner):
                 "config": {k: (live.get("Config") or {}).get(k) for k in ("Entrypoint", "Cmd", "WorkingDir", "Env", "User")},
                 "skipped": skipped[:50],
             }
-            meta_tmp = store / f".{METADATA}.{token}"
-            meta_tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             current = store / ROOTFS
             old = store / f".{ROOTFS}.old-{token}"
             if current.exists():
                 current.rename(old)
             new.rename(current)
-            meta_tmp.replace(store / METADATA)
+            write_file(store / METADATA, json.dumps(meta, indent=2) + "\n", what="image metadata")
             rmtree(old)
         finally:
             for leftover in (tar, new, store / f".{METADATA}.{token}"):

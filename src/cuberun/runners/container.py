@@ -297,6 +297,10 @@ class ContainerRunner(Runner):
         """What stops the task besides signalling the client (e.g. `docker kill NAME`)."""
         return None
 
+    def watchdog_cleanup(self, task: ResolvedTask) -> list[list[str]]:
+        """Commands the task's watchdog runs when cuberun itself is killed (e.g. `docker rm -f NAME`)."""
+        return []
+
     def after_run(self, task: ResolvedTask, outcome: Outcome) -> None:
         """Clean-up after the client ended (e.g. a container left by an interrupted client)."""
 
@@ -312,12 +316,12 @@ class ContainerRunner(Runner):
         argv, extra_env = self.run_argv(task)
         self.before_run(task)
         data = self.client_stdin(extra_env)
-        env, cancel = self.client_env(extra_env), self.on_cancel(task)
+        env, cancel, cleanup = self.client_env(extra_env), self.on_cancel(task), self.watchdog_cleanup(task)
         with open(log_path, "ab") as log, _input_pipe(data) as stdin:
             if stdin is None:
-                outcome = stream(argv, env=env, log=log, on_cancel=cancel)
+                outcome = stream(argv, env=env, log=log, on_cancel=cancel, cleanup=cleanup)
             else:
-                outcome = stream(argv, env=env, log=log, on_cancel=cancel, stdin=stdin)
+                outcome = stream(argv, env=env, log=log, on_cancel=cancel, stdin=stdin, cleanup=cleanup)
         self.after_run(task, outcome)
         if outcome.interrupted or outcome.exit_code == 0:
             return outcome

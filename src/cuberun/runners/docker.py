@@ -516,6 +516,11 @@ class DockerRunner(ContainerRunner):
         name = self.container_name(task)
         return lambda: self._remove_container(name, kill=True)
 
+    def watchdog_cleanup(self, task: ResolvedTask) -> list[list[str]]:
+        """The container goes with a killed cuberun (removed, or killed when `remove` is off)."""
+        name = self.container_name(task)
+        return [[*self.executable, "rm", "-f", name] if self.config.get("remove", True) else [*self.executable, "kill", name]]
+
     def after_run(self, task: ResolvedTask, outcome: Outcome) -> None:
         if outcome.interrupted or outcome.signal is not None or outcome.exit_code in (125, 126, 127):
             self._cleanup_after(self.container_name(task), outcome.interrupted or outcome.signal is not None)

@@ -307,7 +307,9 @@ class KubeflowRunner(KubernetesRunner):
             except Exception as exc:
                 raise BackendError(f"the kfp compiler rejected the pipeline: {type(exc).__name__}: {_first(exc)}",
                                    "cuberun run --dry-run --platform=... shows its tasks") from None
-            os.replace(tmp, target)
+            from cuberun.safeio import write_file
+
+            write_file(target, tmp.read_bytes(), what="pipeline file")
         finally:
             if tmp.exists():
                 tmp.unlink()

@@ -88,7 +88,7 @@ class LocalRunner(Runner):
         workdir = root / cfg["workdir"] if cfg.get("workdir") else None
         requirements: list[Path] = []
         if command:
-            tokens = shlex.split(command) if isinstance(command, str) else [str(t) for t in command]
+            tokens = self._split_command(command) if isinstance(command, str) else [str(t) for t in command]
             launch = Launch(tokens, workdir or context, None, [])
         else:
             launch = self._from_dockerfile(context, docker)
@@ -118,6 +118,10 @@ class LocalRunner(Runner):
             for r in [reqs] if isinstance(reqs, str) else reqs:
                 path = root / str(r)
                 if not path.is_file():
+                    if os.path.lexists(path):
+                        from cuberun.safeio import read_regular
+
+                        read_regular(path, 0, what="requirements file")  # says what it is instead (a FIFO, a loop, ...)
                     raise SpecError([self.cube.doc.issue(("local", "requirements"), f"requirements file {path} does not exist", value=True)])
                 requirements.append(path)
         mode = cfg.get("env") or "managed"
@@ -149,11 +153,25 @@ class LocalRunner(Runner):
             launch.notes.append(f"using {interp.describe()} to run the task (local.python; the cube has no requirements, so no managed env)")
         return launch
 
+    def _split_command(self, command: str) -> list[str]:
+        from cuberun.errors import quote_problem
+
+        try:
+            return shlex.split(command)
+        except ValueError as exc:
+            problem = quote_problem(command, exc)
+        hint = "balance the quotes (or escape them with \\), or write the command as a list"
+        given = [o.partition("=")[0] for o in self.options.config_overrides]
+        written = self.cube.doc.data.get("local") if isinstance(self.cube.doc.data, dict) else None
+        if "local.command" not in given and isinstance(written, dict) and written.get("command") == command:
+            raise SpecError([self.cube.doc.issue(("local", "command"), problem, hint, value=True)])
+        raise UsageError(f"{'-P: ' if 'local.command' in given else ''}local.command {problem}", hint)
+
     def _from_dockerfile(self, context: Path, docker: dict[str, Any]) -> Launch:
         from cuberun import dockerfile
 
         build_file = context / str(docker.get("build_file") or "Dockerfile")
-        if not build_file.is_file():
+        if not build_file.is_file() and not os.path.lexists(build_file):
             raise UsageError(
                 f"cube '{self.cube.name}' does not say how to run on the host: no 'local:' section and no {build_file}",
                 "add 'local: {command: python3 main.py}' to mlcube.yaml, or use --platform=docker",
@@ -176,7 +194,9 @@ class LocalRunner(Runner):
         if entry:
             shell_form = df.entrypoint_shell_form if df.entrypoint else df.cmd_shell_form
             if entry[:2] in (["/bin/sh", "-c"], ["sh", "-c"]) and len(entry) > 2:
-                entry = shlex.split(entry[2])
+                from cuberun.errors import split_words
+
+                entry = split_words(entry[2], f"the {what} at {build_file.name}:{line}")
             if shell_form:
                 launch.notes.append(f"{what} at {build_file.name}:{line} is in shell form: in a container it would ignore the task's arguments")
             if what == "CMD":

@@ -145,9 +145,13 @@ def normalized(text: bytes) -> bytes:
 
 
 def _read(path: Path) -> bytes:
+    """The first 4 MiB of a requirements file (b"" when it is not a regular file: never blocks on a FIFO)."""
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import read_regular
+
     try:
-        return path.read_bytes()[: 1 << 22]
-    except OSError:
+        return read_regular(path, 64 << 20, what="requirements file")[: 1 << 22]
+    except CuberunError:
         return b""
 
 
@@ -202,7 +206,9 @@ def _ensure(spec: EnvSpec, rebuild: bool) -> Path:
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_path = target.parent / f".{target.name}.lock"
-    with open(lock_path, "w") as lock:
+    from cuberun.safeio import open_lock_file
+
+    with open(open_lock_file(lock_path), "r+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if spec.ready() and not rebuild:
             return target
@@ -276,12 +282,15 @@ def _build(spec: EnvSpec, target: Path) -> None:
         raise EnvBuildError(f"cannot build the Python environment: {reason}", hint, exit_code=code if code >= 128 else None)
     if relaxations:
         _installed_versions(target, relaxations)
-    (target / MARKER).write_text(
+    from cuberun.safeio import write_file
+
+    write_file(
+        target / MARKER,
         json.dumps({
             "python": spec.python, "version": version, "requirements": [str(f) for f in spec.requirement_files], "packages": list(spec.packages),
             "relaxed": [r.to_json() for r in relaxations], "seconds": round(time.monotonic() - started, 1), "bytes": envcache.tree_size(target),
         }),
-        encoding="utf-8",
+        what="environment marker",
     )
     say(f"Python environment ready in {time.monotonic() - started:.0f} s")
     for gone in envcache.bound(keep=spec.key()):
@@ -400,9 +409,12 @@ def failure_hint(spec: EnvSpec, version: str, suggestion: str | None, log_path: 
 def _remember(spec: EnvSpec, reason: str, hint: str) -> None:
     data = {"key": spec.key(), "reason": reason, "hint": hint, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "log": str(spec.log_path()),
             "python": spec.python, "version": spec.python_version()}
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import write_file
+
     try:
-        spec.failure_path().write_text(json.dumps(data), encoding="utf-8")
-    except OSError:
+        write_file(spec.failure_path(), json.dumps(data), what="failure memory")
+    except (OSError, CuberunError):
         pass
 
 

@@ -35,10 +35,12 @@ def _lines(text: str) -> list[str]:
 
 def includes(path: Path) -> list[Path]:
     """The files one requirements file names with -r/-c (URLs are left out)."""
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read(MAX_BYTES).decode("utf-8", "replace")
-    except OSError:
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import read_regular
+
+    try:  # regular files only (a FIFO never blocks), the same bound as the env identity's read
+        text = read_regular(path, 64 << 20, what="requirements file")[:MAX_BYTES].decode("utf-8", "replace")
+    except CuberunError:
         return []
     found: list[Path] = []
     for line in _lines(text):

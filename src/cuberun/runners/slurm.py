@@ -44,16 +44,15 @@ import hashlib
 import math
 import os
 import re
-import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.console import say
-from cuberun.errors import EXIT_BACKEND, BackendError, CuberunError, RunnerUnavailable, UsageError
+from cuberun.errors import EXIT_BACKEND, BackendError, CuberunError, RunnerUnavailable, UsageError, split_words
 from cuberun.locks import HELD_BY_PARENT_ENV
 from cuberun.runners import nested
 from cuberun.runners.base import Runner, Step
@@ -155,7 +154,7 @@ class SlurmRunner(BatchRunner[_Plan, _Job]):
         value = self.config.get("cuberun")
         if not value:
             return [sys.executable, "-m", "cuberun"]
-        return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+        return split_words(value, "a slurm setting") if isinstance(value, str) else [str(v) for v in value]
 
     def job_dir(self) -> str:
         value = self.config.get("job_dir")
@@ -371,15 +370,16 @@ class SlurmRunner(BatchRunner[_Plan, _Job]):
     def run_array(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
         """A sweep as ONE job array: element i runs tasks[i]; one outcome per element. Ctrl-C
         cancels the whole array (scancel of its job id)."""
-        from cuberun.process import handle_signals
+        from cuberun.process import handle_signals, watchdog
 
         path, content = self.array_script(tasks)  # config problems surface before anything is submitted
         os.makedirs(self.job_dir(), exist_ok=True)
         os.makedirs(self.cube.workspace, exist_ok=True)
         array: _Job | None = None
-        with handle_signals() as cancel:
+        with handle_signals() as cancel, _watchdogs() as guards:
             try:
                 array = self._submit(tasks[0], path, content, None, elements=len(tasks))
+                guards.append(watchdog(cleanup=[["scancel", array.job_id]]))  # if cuberun is killed, the array is cancelled
                 jobs = [
                     _Job(t.name, f"{array.job_id}_{i}", self.array_log_file(tasks[0], array.job_id, i), path, array.submitted_at,
                          array_job_id=array.job_id, array_task_id=i)
@@ -427,6 +427,9 @@ class SlurmRunner(BatchRunner[_Plan, _Job]):
         if outcome is not None and outcome.interrupted:
             return  # _follow cancelled them, and waited
         self._cancel_quietly([j for j in submissions if j is not current and not j.finished])
+
+    def watchdog_cleanup(self, submission: _Job) -> list[list[str]]:
+        return [["scancel", submission.job_id]]  # if cuberun is killed, the job is cancelled
 
     def interrupted(self, submitted: Sequence[_Job], cancel: Any) -> Outcome:
         return self._interrupted(submitted, submitted[0] if submitted else None, cancel, time.monotonic(), None)
@@ -894,17 +897,27 @@ def _format_seconds(value: float | None) -> str:
     return f"{days}-{text}" if days else text
 
 
-def _write_if_changed(path: str, content: str) -> None:
+@contextmanager
+def _watchdogs() -> Iterator[list[Any]]:
+    """Watchdogs (process.watchdog) armed while jobs are followed, disarmed at the end."""
+    guards: list[Any] = []
     try:
-        with open(path, encoding="utf-8") as fh:
-            if fh.read() == content:
-                return
-    except OSError:
+        yield guards
+    finally:
+        for guard in guards:
+            guard.disarm()
+
+
+def _write_if_changed(path: str, content: str) -> None:
+    from cuberun.safeio import read_regular, write_file
+
+    data = content.encode("utf-8")
+    try:
+        if read_regular(path, len(data) + 1) == data:
+            return
+    except CuberunError:
         pass
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(content)
-    os.replace(tmp, path)
+    write_file(path, data, what="job script")
 
 
 def _grew(path: str, offset: int) -> bool:

@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
-from cuberun.errors import BackendError, UsageError
+from cuberun.errors import BackendError, CuberunError, UsageError, split_words
 from cuberun.runners import nested
 from cuberun.runners.base import Runner, Step
 from cuberun.runners.ssh_sync import CONTROL_DIR_ENV
@@ -302,7 +302,7 @@ class SSHRunner(Runner):
     def cuberun_argv(self) -> list[str]:
         if self.mode == "venv":
             return [posixpath.join(self.venv, "bin", "cuberun")]
-        argv = shlex.split(str(self.config.get("cuberun_path") or "cuberun"))
+        argv = split_words(str(self.config.get("cuberun_path") or "cuberun"), "ssh.cuberun_path")
         if not argv:
             raise self._bad("cuberun_path", "is empty")
         return argv
@@ -310,7 +310,7 @@ class SSHRunner(Runner):
     def _extra_requirements(self) -> list[str]:
         """interpreter.requirements of the reference, minus the mlcube packages it needed."""
         reqs = self._interpreter().get("requirements") or []
-        items = shlex.split(reqs) if isinstance(reqs, str) else [str(r) for r in reqs]
+        items = split_words(reqs, "ssh.remote_requirements") if isinstance(reqs, str) else [str(r) for r in reqs]
         return [r for r in items if not MLCUBE_PACKAGE.match(r)]
 
     def _remote_env(self) -> dict[str, str]:
@@ -513,20 +513,21 @@ class SSHRunner(Runner):
 
     @staticmethod
     def _read_state(path: Path) -> dict[str, Any]:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        from cuberun.safeio import read_json
+
+        try:  # a damaged cache (a FIFO, too large, not JSON) is ignored and rewritten
+            data = read_json(path, 16 << 20)
+        except (CuberunError, ValueError, RecursionError):
             return {}
         return data if isinstance(data, dict) else {}
 
     @staticmethod
     def _write_state(path: Path, data: Mapping[str, Any]) -> None:
+        from cuberun.safeio import write_file
+
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(dict(data), indent=1) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError:
+            write_file(path, json.dumps(dict(data), indent=1) + "\n", what="ssh state")
+        except (OSError, CuberunError):
             pass  # the state only saves round trips
 
     def _install_state(self) -> Path:
@@ -902,9 +903,11 @@ class SSHRunner(Runner):
         record = remote.get("record") if isinstance(remote, Mapping) else None
         if not isinstance(record, str):
             return None
+        from cuberun.safeio import read_json
+
         try:
-            data = json.loads(Path(record, "record.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = read_json(Path(record, "record.json"))
+        except (CuberunError, ValueError, RecursionError):
             return None
         fp = data.get("runner_fingerprint") if isinstance(data, dict) else None
         return _far_identity(fp) if isinstance(fp, dict) else None
@@ -1039,11 +1042,16 @@ class SSHRunner(Runner):
         """The host name the remote cuberun recorded (what the ssh alias resolves to, in effect)."""
         if not record_dir:
             return None
+        from cuberun.safeio import read_json
+
         try:
-            data = json.loads(Path(record_dir, "record.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = read_json(Path(record_dir, "record.json"))
+        except (CuberunError, ValueError, RecursionError):
             return None
-        host = data.get("host") or (data.get("environment") or {}).get("host") if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None
+        env = data.get("environment")
+        host = data.get("host") or (env.get("host") if isinstance(env, dict) else None)
         return str(host) if host else None
 
     def inspect(self) -> dict[str, Any]:

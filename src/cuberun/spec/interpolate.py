@@ -22,6 +22,7 @@ class InterpolationError(Exception):
 
 
 _MISSING = object()
+MAX_CHAIN = 50  # references followed one after the other (a -> b -> c ...)
 
 
 class Interpolator:
@@ -33,12 +34,20 @@ class Interpolator:
     # -- public -------------------------------------------------------------------------
     def resolve(self, value: Any) -> Any:
         """Resolve every string inside `value` (recursively for dicts and lists)."""
+        if self._stack:
+            return self._resolve(value)
+        try:
+            return self._resolve(value)
+        except RecursionError:
+            raise InterpolationError("the interpolation nests too deeply", "reference the values more directly") from None
+
+    def _resolve(self, value: Any) -> Any:
         if isinstance(value, str):
             return self.resolve_string(value)
         if isinstance(value, dict):
-            return {k: self.resolve(v) for k, v in value.items()}
+            return {k: self._resolve(v) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.resolve(v) for v in value]
+            return [self._resolve(v) for v in value]
         return value
 
     def resolve_string(self, text: str) -> Any:
@@ -54,6 +63,9 @@ class Interpolator:
         if key in self._stack:
             chain = " -> ".join([*self._stack[self._stack.index(key) :], key])
             raise InterpolationError(f"interpolation cycle: {chain}")
+        if len(self._stack) >= MAX_CHAIN:
+            raise InterpolationError(f"interpolation chain longer than {MAX_CHAIN} references: {self._stack[0]} -> {self._stack[1]} -> ... -> {key}",
+                                     "reference the final value directly")
         node: Any = self.config
         for part in key.split("."):
             if isinstance(node, Mapping) and part in node:
@@ -76,7 +88,7 @@ class Interpolator:
             raise InterpolationError(f"interpolation key '{key}' not found", hint)
         self._stack.append(key)
         try:
-            return self.resolve(node)
+            return self._resolve(node)
         finally:
             self._stack.pop()
 

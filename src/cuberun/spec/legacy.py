@@ -125,12 +125,12 @@ def find_root_file(directory: Path) -> Path | None:
         return candidate
     candidate = directory / PRE2_FILE
     if candidate.is_file():
-        import yaml
+        from cuberun import yamlio
 
         try:
-            data = yaml.safe_load(candidate.read_text(encoding="utf-8", errors="replace"))
-        except yaml.YAMLError:
-            return candidate  # let the loader report the syntax error with its position
+            data = yamlio.load(candidate, "cube file").data
+        except SpecError:
+            return candidate  # let the loader report the problem with its position
         if isinstance(data, dict) and isinstance(data.get("tasks"), dict):
             return candidate
     return None

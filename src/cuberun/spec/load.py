@@ -39,9 +39,10 @@ def find_cube_file(mlcube: str | os.PathLike[str] | None) -> Path:
     """The cube file named by --mlcube (a directory or a YAML file; default: the CWD)."""
     path = Path(os.path.expanduser(str(mlcube))) if mlcube not in (None, "") else Path.cwd()
     path = Path(os.path.abspath(path))
+    _check_readable(path)
     if path.is_dir():
         candidate = path / CUBE_FILE
-        if candidate.is_file():
+        if candidate.is_file() or os.path.lexists(candidate):  # not a regular file: the loader says what it is
             return candidate
         # -- legacy MLBox layouts (spec/legacy.py): mlbox.yaml, or a .mlcube.yaml with tasks --
         from cuberun.spec import legacy
@@ -57,6 +58,26 @@ def find_cube_file(mlcube: str | os.PathLike[str] | None) -> Path:
     if path.exists():
         return path
     raise SpecError([Issue(f"{path} does not exist", hint="pass --mlcube=DIR with the cube's directory, or its mlcube.yaml")])
+
+
+def _check_readable(path: Path) -> None:
+    """A cube folder (or file) that cannot be looked into is a one-line error naming it."""
+    import stat
+
+    from cuberun.safeio import os_problem, shown
+
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode) and not os.access(path, os.X_OK):  # its files cannot be reached
+            raise PermissionError(13, "Permission denied", str(path))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno == 20:  # ENOTDIR: a file given as --mlcube
+            return
+        where = "cube folder" if os.path.isdir(path) else "cube path"
+        raise SpecError([Issue(f"cannot read the {where} {shown(path)}: {os_problem(exc)}",
+                               hint="check its permissions (ls -ld), or run as a user who can read it")]) from None
 
 
 def runner_section_names(config: Any) -> list[str]:
@@ -115,6 +136,8 @@ def _runner_field(parts: Sequence[str]) -> Any:
 
 def apply_overrides(data: dict[str, Any], assignments: Sequence[str], origin: str = "-P") -> dict[str, Any]:
     """Merge `-Pkey.path=value` assignments into a copy of the config."""
+    if not assignments:
+        return dict(data)
     result = copy.deepcopy(data)
     for text in assignments:
         key, raw = parse_assignment(text, origin)
@@ -190,8 +213,11 @@ def build_cube(
         raise SpecError([doc.issue((), f"the top level must be a mapping, not {type(data).__name__}", "start with 'name:' and 'tasks:'", value=True)])
 
     ws = Path(os.path.abspath(os.path.expanduser(str(workspace)))) if workspace else root / "workspace"
-    if ws.exists() and not ws.is_dir():
-        raise SpecError([Issue(f"the workspace {ws} is not a directory", hint="pass --workspace=DIR with a directory (it is created if missing)")])
+    from cuberun.safety import workspace_issue
+
+    problem = workspace_issue(ws)
+    if problem is not None:
+        raise SpecError([problem])
     cube_overrides = [o for o in overrides if not o.startswith("runner.")]
     data = apply_overrides(data, cube_overrides)
     config: dict[str, Any] = dict(data)
@@ -339,6 +365,16 @@ def _load_tasks(doc: Document, data: dict[str, Any], resolve: Any, issues: list[
             entrypoint = None
         elif isinstance(entrypoint, str) and not entrypoint.strip():
             issues.append(doc.issue((*path, "entrypoint"), "must not be empty", "remove the key to use the image's ENTRYPOINT", value=True))
+        elif isinstance(entrypoint, str):
+            import shlex
+
+            from cuberun.errors import quote_problem
+
+            try:
+                shlex.split(entrypoint)
+            except ValueError as exc:
+                issues.append(doc.issue((*path, "entrypoint"), quote_problem(entrypoint, exc),
+                                        "balance the quotes (or escape them with \\)", value=True))
         params = body.get("parameters")
         inputs: list[Param] = []
         outputs: list[Param] = []

@@ -453,13 +453,15 @@ def _first_error(res: Captured) -> str:
 
 
 def _write_if_changed(path: str, content: str) -> None:
+    """The submit description, written as cuberun writes its job scripts (safeio: read only when a
+    regular file, written atomically, never over a FIFO, a device or a folder)."""
+    from cuberun.errors import CuberunError
+    from cuberun.safeio import read_regular, write_file
+
+    payload = content.encode("utf-8")
     try:
-        with open(path, encoding="utf-8") as fh:
-            if fh.read() == content:
-                return
-    except OSError:
+        if read_regular(path, len(payload) + 1, what="submit description") == payload:
+            return
+    except CuberunError:
         pass
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(content)
-    os.replace(tmp, path)
+    write_file(path, payload, what="HTCondor submit description", hint="move it away (cuberun writes it for each run)")
