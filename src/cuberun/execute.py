@@ -43,13 +43,21 @@ def split_runner_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     return result
 
 
+def _format_platform(cube: Cube) -> str | None:
+    """A container_config.yaml cube runs in a container, never on the host: docker, or
+    singularity for a SIF (the user's --platform still wins)."""
+    if cube.format != "container_config":
+        return None
+    return "singularity" if "singularity" in cube.config else "docker"
+
+
 def make_runner(cube: Cube, platform: str | None, options: RunOptions, overrides: Sequence[str] = ()) -> Runner:
     from cuberun import settings as settings_mod
     from cuberun.runners import registry
     from cuberun.spec.interpolate import InterpolationError, Interpolator
 
     settings = settings_mod.load_settings()
-    name = platform or settings.default_platform
+    name = platform or _format_platform(cube) or settings.default_platform
     entry = settings_mod.platform_entry(settings, name)
     runner_cls = registry.get(entry["runner"])
     section = cube.section(runner_cls.section) if runner_cls.section else {}

@@ -105,7 +105,7 @@ def cli(debug: bool, log_level: str) -> None:
 
 # -- shared options -------------------------------------------------------------------
 def mlcube_option(f: Any) -> Any:
-    return click.option("--mlcube", "mlcube", metavar="PATH", help="Cube directory or its mlcube.yaml (default: current directory).")(f)
+    return click.option("--mlcube", "mlcube", metavar="PATH", help="Cube directory, or its mlcube.yaml or container_config.yaml (default: current directory).")(f)
 
 
 def platform_option(f: Any) -> Any:
@@ -282,7 +282,8 @@ def param_type(cube: Any, p: Any) -> tuple[str, bool]:
 
 def _param_data(cube: Any, p: Any) -> dict[str, Any]:
     ptype, inferred = param_type(cube, p)
-    return {"type": ptype, "default": p.default, **({"opts": p.opts} if p.opts else {}), **({"inferred": True} if inferred else {})}
+    return {"type": ptype, "default": p.default, **({"opts": p.opts} if p.opts else {}), **({"inferred": True} if inferred else {}),
+            **({"mount_path": p.mount_path} if p.mount_path else {})}
 
 
 def describe_data(cube: Any) -> dict[str, Any]:
@@ -299,6 +300,7 @@ def describe_data(cube: Any) -> dict[str, Any]:
         "tasks": {
             t.name: {
                 "entrypoint": t.entrypoint,
+                **({"run_args": _run_args_data(t)} if t.run_args is not None else {}),
                 "inputs": {p.name: _param_data(cube, p) for p in t.inputs},
                 "outputs": {p.name: _param_data(cube, p) for p in t.outputs},
             }
@@ -306,6 +308,26 @@ def describe_data(cube: Any) -> dict[str, Any]:
         },
         "sections": [k for k in ("local", "docker", "singularity", "charliecloud", "ssh", "slurm", "k8s", "kubeflow", "backendai") if k in cube.config],
     }
+
+
+def _run_args_data(t: Any) -> dict[str, Any]:
+    ra = t.run_args
+    return {"command": list(ra.command) if ra.command is not None else None, "entrypoint": ra.entrypoint,
+            "environment": dict(ra.environment), "gpus": ra.gpus, "shm_size": ra.shm_size}
+
+
+def _run_args_text(t: Any) -> str:
+    if t.run_args is None:
+        return ""
+    import shlex
+
+    data = _run_args_data(t)
+    parts = [f"entrypoint: {data['entrypoint']}"] if data["entrypoint"] else []
+    if data["command"] is not None:
+        parts.append(f"command: {shlex.join(data['command'])}")
+    parts += [f"{k}: {data[k]}" for k in ("gpus", "shm_size") if data[k]]
+    parts += [f"env {k}={v}" for k, v in data["environment"].items()]
+    return f"  ({'; '.join(parts)})" if parts else ""
 
 
 @cli.command()
@@ -330,11 +352,12 @@ def describe(mlcube: str | None, workspace: str | None, params: tuple[str, ...],
         lines.append("  runners:   " + ", ".join(data["sections"]))
     lines.append("tasks:")
     for t in cube.tasks.values():
-        lines.append(f"  {t.name}" + (f"  (entrypoint: {t.entrypoint})" if t.entrypoint else ""))
+        lines.append(f"  {t.name}" + (f"  (entrypoint: {t.entrypoint})" if t.entrypoint else "") + _run_args_text(t))
         for p in t.params:
             ptype, inferred = param_type(cube, p)
             opts = f", {p.opts}" if p.opts else ""
-            lines.append(f"    {p.io:<6} {p.name} = {p.default}  ({ptype}{', inferred' if inferred else ''}{opts})")
+            mount = f" -> {p.mount_path}" if p.mount_path else ""
+            lines.append(f"    {p.io:<6} {p.name} = {p.default}{mount}  ({ptype}{', inferred' if inferred else ''}{opts})")
     from cuberun.console import printable
 
     print("\n".join(printable(line) for line in lines))

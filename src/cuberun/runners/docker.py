@@ -200,10 +200,11 @@ class DockerRunner(Runner):
                 return str(value)
         return None
 
-    def gpu_request(self) -> GpuRequest:
+    def gpu_request(self, task: ResolvedTask | None = None) -> GpuRequest:
         from cuberun.gpus import effective_gpus
 
-        return effective_gpus(self._option(self.options.gpus, "--gpus"), self.cube.accelerator_count)
+        own = task.task.run_args.gpus if task is not None and task.task.run_args is not None else None  # container_config.yaml
+        return effective_gpus(self._option(self.options.gpus, "--gpus") or own, self.cube.accelerator_count)
 
     def _proxies(self, already: Mapping[str, Any] | Sequence[str]) -> list[tuple[str, str]]:
         return [(k, os.environ[k]) for k in PROXY_VARS if os.environ.get(k) and k not in already]
@@ -271,7 +272,7 @@ class DockerRunner(Runner):
     def run_argv(self, task: ResolvedTask) -> tuple[list[str], dict[str, str]]:
         """`docker run ...` for a task, and the environment variables the engine must pass on."""
         cfg = self.config
-        gpus = self.gpu_request()
+        gpus = self.gpu_request(task)
         user_args = as_tokens(cfg.get("gpu_args") if gpus.wanted else cfg.get("cpu_args"))
         extra = as_tokens(cfg.get("extra_run_args"))
         argv = [*self.executable, "run"]
@@ -294,6 +295,8 @@ class DockerRunner(Runner):
                 argv.append(f"{flag}={value}")
         if gpus.wanted and not _has_flag(user_args + extra, "--gpus"):
             argv.append(f"--gpus={gpus.docker_value()}")
+        if task.task.run_args is not None and task.task.run_args.shm_size:
+            argv.append(f"--shm-size={task.task.run_args.shm_size}")
         entry = task.entrypoint
         if entry:
             argv.append(f"--entrypoint={entry[0]}")
@@ -319,6 +322,8 @@ class DockerRunner(Runner):
             tokens = as_tokens(env_args)
             argv += tokens
             names += [t.split("=", 1)[0] for t in tokens if not t.startswith("-")]
+        for key, value in task.environment.items():
+            add_env(key, value)
         for key, value in self.options.extra_env.items():
             add_env(key, value)
         for key, value in self._proxies(names):

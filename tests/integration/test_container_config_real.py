@@ -1,0 +1,150 @@
+"""container_config.yaml cubes (MedPerf's format) on the real Docker and Podman engines of
+scripts/backends/up.sh, through the CLI in a subprocess.
+
+The data-preparation cube of tests/data/medperf_config/prep runs on the shared base image with
+its scripts in a read-only `code` volume: directory and file volumes, the workspace layout,
+`NAME=PATH` overrides, an output file created before its bind mount. A DockerArchive cube is
+loaded from a `docker save` / `podman save` archive of a busybox image made here. Containers run
+with `--network none`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.backends import client_env, require_backend
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data" / "medperf_config"
+SESSION = uuid.uuid4().hex[:8]
+TIMEOUT = 600
+
+
+class Engine:
+    def __init__(self, kind: str, base: str, env: dict[str, str]) -> None:
+        self.kind = kind
+        self.base = base
+        self.env = env
+        self.images: list[str] = []
+
+    def cli(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        proc = subprocess.run([self.kind, *args], env=self.env, input=input, capture_output=True, timeout=300, check=False)
+        if check:
+            assert proc.returncode == 0, f"{self.kind} {args}: {proc.stderr.decode(errors='replace')}"
+        return proc
+
+    def cuberun(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cuberun", *args, "--platform", self.kind], env=self.env, capture_output=True,
+                              text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False)
+
+
+@pytest.fixture(scope="module", params=["docker", "podman"])
+def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    kind = str(request.param)
+    details = require_backend(kind)
+    tmp = tmp_path_factory.mktemp(f"cc-{kind}")
+    env = client_env(kind)
+    env.update(CUBERUN_SETTINGS=str(tmp / "settings.yaml"), MLCUBE_SYSTEM_SETTINGS=str(tmp / "none.yaml"),
+               CUBERUN_CACHE_DIR=str(tmp / "cache"), PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    eng = Engine(kind, str(details["base_image"]), env)
+    try:
+        yield eng
+    finally:
+        for image in eng.images:
+            eng.cli("rmi", "-f", image, check=False)
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def records(workspace: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((workspace / ".cuberun" / "runs").glob("*/record.json"))]
+
+
+def prep_cube(engine: Engine, dest: Path) -> Path:
+    root = dest / "prep"
+    shutil.copytree(DATA / "prep", root, ignore=shutil.ignore_patterns(".cuberun", "output_*", "statistics_file.yaml"))
+    text = (root / "container_config.yaml").read_text()
+    (root / "container_config.yaml").write_text(text.replace("image: localhost/cuberun-base:bookworm", f"image: {engine.base}"))
+    return root
+
+
+def test_prepare_then_statistics(engine: Engine, tmp_path: Path) -> None:
+    cube = prep_cube(engine, tmp_path)
+    ws = cube / "workspace"
+    proc = ok(engine.cuberun("run", f"--mlcube={cube}", "--task=prepare,statistics", f"code={cube / 'project'}", "--network", "none"))
+    assert "prepared 2 records" in proc.stdout + proc.stderr
+    assert sorted(p.name for p in (ws / "output_path").iterdir()) == ["a.clean.txt", "c.clean.txt"]
+    assert (ws / "output_path" / "c.clean.txt").read_text() == "medperf style\n"
+    assert (ws / "output_labels_path" / "a.txt").read_text() == "positive\n"
+    assert (ws / "statistics_file.yaml").read_text() == "records: 2\ncharacters: 26\n"  # a file volume, bound as a file
+    for path in (ws / "output_path" / "a.clean.txt", ws / "statistics_file.yaml"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid())
+    done = records(ws)
+    assert [r["task"] for r in done] == ["prepare", "statistics"] and all(r["status"] == "succeeded" for r in done)
+    # nothing changed: both up to date
+    again = ok(engine.cuberun("run", f"--mlcube={cube}", "--task=prepare,statistics", f"code={cube / 'project'}", "--network", "none"))
+    assert len(records(ws)) == 2, again.stderr
+
+
+def test_volume_paths_from_overrides(engine: Engine, tmp_path: Path) -> None:
+    cube = prep_cube(engine, tmp_path)
+    raw = tmp_path / "elsewhere" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "z.txt").write_text("ZZZ\n")
+    out = tmp_path / "elsewhere" / "prepared"
+    ok(engine.cuberun("run", f"--mlcube={cube}", "--task=prepare", f"code={cube / 'project'}", f"data_path={raw}", f"output_path={out}",
+                      "--network", "none"))
+    assert [p.read_text() for p in out.iterdir()] == ["zzz\n"]
+    assert not (cube / "workspace" / "output_path").exists()
+
+
+def test_input_volumes_are_read_only(engine: Engine, tmp_path: Path) -> None:
+    root = tmp_path / "scribble"
+    (root / "workspace" / "data_path").mkdir(parents=True)
+    (root / "container_config.yaml").write_text(
+        f"container_type: DockerImage\nimage: {engine.base}\ntasks:\n  scribble:\n"
+        "    run_args: {command: [python3, -c, \"open('/mlcommons/volumes/data/x', 'w')\"]}\n"
+        "    input_volumes: {data_path: {mount_path: /mlcommons/volumes/data, type: directory}}\n")
+    proc = engine.cuberun("run", f"--mlcube={root}", "--network", "none")
+    assert proc.returncode == 1, proc.stderr
+    assert "Read-only file system" in proc.stdout + proc.stderr
+    assert list((root / "workspace" / "data_path").iterdir()) == []
+
+
+def test_docker_archive_is_loaded_by_image_id(engine: Engine, tmp_path: Path) -> None:
+    tree = tmp_path / "image"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "busybox").write_bytes(Path("/bin/busybox").read_bytes())
+    (tree / "bin" / "busybox").chmod(0o755)
+    tag = f"localhost/cuberun-it-cc-{SESSION}/busybox:1"
+    engine.images.append(tag)
+    tar = subprocess.run(["tar", "-C", str(tree), "-c", "."], capture_output=True, check=True).stdout
+    engine.cli("import", "-c", "ENV PATH=/bin", "-", tag, input=tar)
+    image_id = engine.cli("image", "inspect", "--format", "{{.Id}}", tag).stdout.decode().strip()
+    cube = tmp_path / "archived"
+    cube.mkdir()
+    engine.cli("save", "-o", str(cube / "image.tar"), tag)
+    engine.cli("rmi", "-f", tag)
+    (cube / "container_config.yaml").write_text(
+        "container_type: DockerArchive\nimage: image.tar\ntasks:\n  hello:\n"
+        "    run_args: {command: [/bin/busybox, sh, -c, \"echo loaded > /out/hello.txt\"]}\n"
+        "    output_volumes: {out: {mount_path: /out, type: directory}}\n")
+    proc = ok(engine.cuberun("run", f"--mlcube={cube}", "--network", "none"))
+    assert "load" in proc.stderr
+    assert (cube / "workspace" / "out" / "hello.txt").read_text() == "loaded\n"
+    assert engine.cli("image", "inspect", "--format", "{{.Id}}", tag).stdout.decode().strip().removeprefix("sha256:") == image_id.removeprefix("sha256:")
+    record = records(cube / "workspace")[-1]
+    assert f"sha256:{image_id.removeprefix('sha256:')}" in record["command"]
