@@ -148,3 +148,57 @@ def test_docker_archive_is_loaded_by_image_id(engine: Engine, tmp_path: Path) ->
     assert engine.cli("image", "inspect", "--format", "{{.Id}}", tag).stdout.decode().strip().removeprefix("sha256:") == image_id.removeprefix("sha256:")
     record = records(cube / "workspace")[-1]
     assert f"sha256:{image_id.removeprefix('sha256:')}" in record["command"]
+
+
+def test_singularity_file_on_apptainer(tmp_path: Path) -> None:
+    """A SingularityFile cube: the SIF (built here from a busybox docker-archive) runs as given."""
+    details = require_backend("apptainer")
+    env = client_env("apptainer")
+    tree = tmp_path / "tree"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "busybox").write_bytes(Path("/bin/busybox").read_bytes())
+    (tree / "bin" / "busybox").chmod(0o755)
+    (tree / "bin" / "sh").symlink_to("busybox")
+    cube = tmp_path / "sifcube"
+    (cube / "workspace" / "data_path").mkdir(parents=True)
+    (cube / "workspace" / "data_path" / "in.txt").write_text("from the host\n")
+    tar = tmp_path / "rootfs.tar"
+    subprocess.run(["tar", "-C", str(tree), "-cf", str(tar), "."], check=True)
+    build = subprocess.run([details["executable"], "build", str(cube / "image.sif"), f"docker-archive:{_archive(tmp_path, tar)}"],
+                           env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert build.returncode == 0, build.stderr
+    (cube / "container_config.yaml").write_text(
+        "container_type: SingularityFile\nimage: image.sif\ntasks:\n  copy:\n"
+        "    run_args:\n      command: [/bin/sh, -c, 'cat /in/in.txt > /out/copy.txt; echo $GREETING >> /out/copy.txt']\n"
+        "      environment: {GREETING: hello}\n"
+        "    input_volumes: {data_path: {mount_path: /in, type: directory}}\n"
+        "    output_volumes: {out: {mount_path: /out, type: directory}}\n")
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(json.dumps({"platforms": {"singularity": {"runner": "singularity", "singularity": details["executable"]}}}))
+    env.update(CUBERUN_SETTINGS=str(settings), MLCUBE_SYSTEM_SETTINGS=str(tmp_path / "none.yaml"), CUBERUN_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.run([sys.executable, "-m", "cuberun", "run", f"--mlcube={cube}", "--network", "none"], env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False)
+    ok(proc)
+    assert (cube / "workspace" / "out" / "copy.txt").read_text() == "from the host\nhello\n"
+    assert "build" not in proc.stderr  # the given SIF is used as is
+
+
+def _archive(tmp_path: Path, rootfs_tar: Path) -> Path:
+    """A minimal docker-archive (docker save layout) around one layer, written without an engine."""
+    import hashlib
+    import tarfile
+
+    layer = rootfs_tar.read_bytes()
+    diff_id = hashlib.sha256(layer).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin"]},
+                         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]}}).encode()
+    config_id = hashlib.sha256(config).hexdigest()
+    manifest = json.dumps([{"Config": f"{config_id}.json", "RepoTags": None, "Layers": [f"{diff_id}/layer.tar"]}]).encode()
+    out = tmp_path / "archive.tar"
+    with tarfile.open(out, "w") as tar:
+        for name, data in ((f"{diff_id}/layer.tar", layer), (f"{config_id}.json", config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, __import__("io").BytesIO(data))
+    return out

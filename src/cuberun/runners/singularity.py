@@ -272,7 +272,10 @@ class SingularityRunner(Runner):
         sif = self.sif
         if not sif.is_file():
             return False
-        stamp = self.source(probe=False).stamp
+        try:
+            stamp = self.source(probe=False).stamp
+        except SpecError:
+            return True  # a prebuilt SIF with nothing to build it from (a container_config.yaml SingularityFile)
         if stamp is not None and stamp.exists():
             return sif.stat().st_mtime >= stamp.stat().st_mtime
         return True
@@ -378,7 +381,7 @@ class SingularityRunner(Runner):
             if value is not None:
                 argv.append(f"{flag}={value}")
         process_env: dict[str, str] = {}
-        task_env = self.task_env()
+        task_env = {**task.environment, **self.task_env()}  # container_config.yaml run_args.environment first
         if task_env:
             version = self.version()
             if version is None or version.supports_env_flag():
