@@ -138,11 +138,17 @@ def run_tasks(
         if array:  # one submission for all variants (a Slurm job array)
             vts = [resolve_task(cube, names[0], v.overrides, allow_missing_inputs=True, check_inputs=False) for v in target_variants or []]
             steps.extend(runner.array_steps(vts))
+        policies = {rt.name: p.to_json() for rt in resolved if (p := runner.policy(rt)) is not None}
         if as_json:
-            print(json.dumps({"platform": runner.platform, "runner": runner.name, "tasks": order, "steps": [s.to_json() for s in steps]}, indent=2))
+            print(json.dumps({"platform": runner.platform, "runner": runner.name, "tasks": order, "steps": [s.to_json() for s in steps],
+                              **({"policy": policies} if policies else {})}, indent=2))
         else:
             for step in steps:
                 print("# " + printable(" ".join(step.argv[1:])) if step.purpose == "sweep-file" else step.display())
+            from cuberun.policy import summary_of
+
+            for task_name, pol in policies.items():
+                print(f"# {task_name}: {printable(summary_of(pol))}")
         return [TaskResult(n, 0, status="planned") for n in order]
     reason = runner.unavailable_reason()
     if reason:
@@ -623,6 +629,7 @@ def _start_run(cube: Cube, runner: Runner, rt: Any, verb: str = "running", extra
             "overrides": dict(rt.overrides),
             "steps": [dict(s.to_json(), env=redact_env(s.env)) for s in steps],
             "command": next((list(s.argv) for s in reversed(steps) if s.purpose == "run"), list(steps[-1].argv) if steps else []),
+            **({"policy": pol.to_json()} if (pol := runner.policy(rt)) is not None else {}),
             **(extra or {}),
         },
     )

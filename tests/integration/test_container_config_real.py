@@ -202,3 +202,41 @@ def _archive(tmp_path: Path, rootfs_tar: Path) -> Path:
             info.size = len(data)
             tar.addfile(info, __import__("io").BytesIO(data))
     return out
+
+
+def test_network_is_off_by_default_and_on_with_network(engine: Engine, tmp_path: Path) -> None:
+    """The task connects to a server on the host's loopback: refused under the default policy
+    (its own network namespace), reached with --network host (recorded as a relaxation)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)  # the kernel completes the handshake; nothing needs to accept
+        port = server.getsockname()[1]
+        root = tmp_path / "net"
+        root.mkdir()
+        (root / "container_config.yaml").write_text(
+            f"container_type: DockerImage\nimage: {engine.base}\ntasks:\n  connect:\n"
+            f"    run_args: {{command: [python3, -c, \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=10); print('reached')\"]}}\n")
+        blocked = engine.cuberun("run", f"--mlcube={root}")
+        assert blocked.returncode == 1 and "ConnectionRefusedError" in blocked.stdout + blocked.stderr
+        first = records(root / "workspace")[-1]
+        assert first["policy"]["strict"] is True and first["policy"]["network"] == "none"
+        assert "--network=none" in first["command"] and "--cap-drop=ALL" in first["command"]
+        allowed = ok(engine.cuberun("run", f"--mlcube={root}", "--network", "host"))
+        assert "reached" in allowed.stdout + allowed.stderr
+        second = records(root / "workspace")[-1]
+        assert second["policy"]["relaxations"] == [{"name": "network", "detail": "--network=host", "source": "cli"}]
+
+
+def test_no_capabilities_no_new_privileges_private_tmp(engine: Engine, tmp_path: Path) -> None:
+    root = tmp_path / "caps"
+    root.mkdir()
+    script = ("import os; s = open('/proc/self/status').read(); "
+              "print([l for l in s.splitlines() if l.startswith(('CapEff', 'NoNewPrivs'))]); "
+              "print('tmp', [l.split()[2] for l in open('/proc/self/mounts') if l.split()[1] == '/tmp'])")
+    (root / "container_config.yaml").write_text(
+        f"container_type: DockerImage\nimage: {engine.base}\ntasks:\n  caps:\n    run_args: {{command: [python3, -c, \"{script}\"]}}\n")
+    out = ok(engine.cuberun("run", f"--mlcube={root}")).stdout
+    assert "'CapEff:\\t0000000000000000'" in out and "'NoNewPrivs:\\t1'" in out
+    assert "tmp ['tmpfs']" in out

@@ -94,6 +94,7 @@ def test_docker_command_golden(tmp_path: Path) -> None:
     ws = root / "workspace"
     assert argv == [
         "docker", "run", "--rm", "--name=cuberun-prepare-N", "--label=cuberun.run=1", "-u", "1000:1000",
+        "--network=none", "--cap-drop=ALL", "--security-opt=no-new-privileges", "--tmpfs=/tmp:rw,exec,mode=1777",
         '--gpus="device=0,2"', "--shm-size=2gb",
         "-e", "MODE=full", "-e", "THREADS=4", "-e", "CUDA_VISIBLE_DEVICES=0,1", "-e", "HOME=/tmp",
         "--volume", f"{ws}/data_path:/mlcommons/volumes/raw_data:ro",

@@ -40,6 +40,7 @@ from cuberun.valueclass import dataclass
 if TYPE_CHECKING:
     from cuberun.codeid import CodeId
     from cuberun.gpus import GpuRequest
+    from cuberun.policy import Policy
     from cuberun.process import Captured, Outcome
     from cuberun.resolve import ResolvedTask
 
@@ -284,9 +285,11 @@ class DockerRunner(Runner):
         mapped = bool(cfg.get("run_as_user", True)) and not _has_flag(user_args + extra, "-u", "--user")
         if mapped:
             argv += ["-u", f"{os.getuid()}:{os.getgid()}"]
+        from cuberun.runners.container_policy import docker_flags
+
+        argv += docker_flags(self.policy(task), user_args + extra)  # the run policy: no network, no capabilities, ...
         argv += user_args
         for flag, value in (
-            ("--network", self._option(self.options.network, "--network", "network")),
             ("--security-opt", self._option(self.options.security, "--security-opt")),
             ("--memory", self._option(self.options.memory, "--memory")),
             ("--cpuset-cpus", self._option(self.options.cpus, "--cpuset-cpus")),
@@ -344,6 +347,11 @@ class DockerRunner(Runner):
             argv += entry[1:]
         argv += task.task_args(layout.args)
         return argv, env
+
+    def policy(self, task: ResolvedTask) -> Policy:
+        from cuberun.runners.container_policy import docker_policy
+
+        return docker_policy(self, task)
 
     def _mount_args(self, host: str, target: str, readonly: bool) -> list[str]:
         """`--volume H:T[:ro]` like the reference; `--mount` when the path has a ':' (which -v cannot express)."""
