@@ -168,7 +168,7 @@ def run_tasks(
             result = run_incremental(cube, runner, rt, invocation, force=force)
             results.append(result)
             if result.exit_code != 0:
-                raise task_failed(cube, result)
+                raise task_failed(cube, result, results)
     if target_variants is not None:
         results += _run_variants(cube, runner, per_variant, target_variants, invocation, force=force, jobs=jobs)
     return results
@@ -522,7 +522,15 @@ def _amend_record(cube: Cube, run_id: str | None, **fields: Any) -> None:
     RunRecord(path, data).save()
 
 
-def task_failed(cube: Cube, result: TaskResult) -> TaskFailed:
+def task_failed(cube: Cube, result: TaskResult, done: Sequence[TaskResult] = ()) -> TaskFailed:
+    """The error of a failed task; `.results` holds the results of this invocation so far
+    (the failed one last), for cuberun.api."""
+    exc = _task_failed(cube, result)
+    exc.results = [*(r for r in done if r is not result), result]  # type: ignore[attr-defined]
+    return exc
+
+
+def _task_failed(cube: Cube, result: TaskResult) -> TaskFailed:
     if result.reason:  # the runner's words name its own log (e.g. a Slurm job log)
         return TaskFailed(f"task '{result.task}' {result.reason} (run {result.run_id})", result.exit_code)
     return TaskFailed(
@@ -630,6 +638,7 @@ def _start_run(cube: Cube, runner: Runner, rt: Any, verb: str = "running", extra
             "steps": [dict(s.to_json(), env=redact_env(s.env)) for s in steps],
             "command": next((list(s.argv) for s in reversed(steps) if s.purpose == "run"), list(steps[-1].argv) if steps else []),
             **({"policy": pol.to_json()} if (pol := runner.policy(rt)) is not None else {}),
+            **({"image": ident} if (ident := runner.image_identity()) is not None else {}),
             **(extra or {}),
         },
     )

@@ -94,6 +94,9 @@ def test_prepare_then_statistics(engine: Engine, tmp_path: Path) -> None:
         assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid())
     done = records(ws)
     assert [r["task"] for r in done] == ["prepare", "statistics"] and all(r["status"] == "succeeded" for r in done)
+    base_id = engine.cli("image", "inspect", "--format", "{{.Id}}", engine.base).stdout.decode().strip()
+    assert all(r["image"]["id"].removeprefix("sha256:") == base_id.removeprefix("sha256:") for r in done)
+    assert all(isinstance(r["image"]["repo_digests"], list) for r in done)
     # nothing changed: both up to date
     again = ok(engine.cuberun("run", f"--mlcube={cube}", "--task=prepare,statistics", f"code={cube / 'project'}", "--network", "none"))
     assert len(records(ws)) == 2, again.stderr
@@ -148,6 +151,7 @@ def test_docker_archive_is_loaded_by_image_id(engine: Engine, tmp_path: Path) ->
     assert engine.cli("image", "inspect", "--format", "{{.Id}}", tag).stdout.decode().strip().removeprefix("sha256:") == image_id.removeprefix("sha256:")
     record = records(cube / "workspace")[-1]
     assert f"sha256:{image_id.removeprefix('sha256:')}" in record["command"]
+    assert record["image"]["id"] == f"sha256:{image_id.removeprefix('sha256:')}"  # the image that ran, by digest
 
 
 def test_singularity_file_on_apptainer(tmp_path: Path) -> None:

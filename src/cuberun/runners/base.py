@@ -125,6 +125,10 @@ class Runner(ABC):
     def inspect(self) -> dict[str, Any]:
         return {"runner": self.name, "platform": self.platform}
 
+    def image_identity(self) -> dict[str, Any] | None:
+        """The image that runs, by digest, for the run record (after configure); None: no image."""
+        return None
+
     def policy(self, task: ResolvedTask) -> Policy | None:
         """The run policy this runner applies to `task` (policy.py); None: the runner maps none."""
         return None

@@ -117,6 +117,7 @@ class ImageState:
     present: bool
     labels: dict[str, str]
     id: str | None = None
+    repo_digests: tuple[str, ...] | None = None  # None: not asked (the CLI probe)
 
 
 class DockerRunner(Runner):
@@ -348,6 +349,24 @@ class DockerRunner(Runner):
         argv += task.task_args(layout.args)
         return argv, env
 
+    def image_identity(self) -> dict[str, Any] | None:
+        """The image that runs by id and registry digests (RepoDigests), for the run record: from
+        the image probe when it came from the API socket, else one `image inspect`."""
+        state = self.image_state()
+        if not state.present or not state.id:
+            return None
+        image_id = state.id if state.id.startswith("sha256:") else f"sha256:{state.id}"
+        digests = state.repo_digests
+        if digests is None:
+            res = self._capture("image", "inspect", "--format", "{{json .RepoDigests}}", self.image)
+            try:
+                found = json.loads(res.stdout) if res.returncode == 0 else []
+            except ValueError:
+                found = []
+            digests = tuple(str(d) for d in found) if isinstance(found, list) else ()
+            self._state = ImageState(state.present, state.labels, state.id, digests)
+        return {"ref": self.image, "id": image_id, "repo_digests": list(digests)}
+
     def policy(self, task: ResolvedTask) -> Policy:
         from cuberun.runners.container_policy import docker_policy
 
@@ -463,7 +482,9 @@ class DockerRunner(Runner):
         except ValueError:
             return None
         labels = (info.get("Config") or {}).get("Labels") or {}
-        return ImageState(True, {str(k): str(v) for k, v in labels.items()}, str(info.get("Id") or "") or None)
+        digests = info.get("RepoDigests") or []
+        return ImageState(True, {str(k): str(v) for k, v in labels.items()}, str(info.get("Id") or "") or None,
+                          tuple(str(d) for d in digests) if isinstance(digests, list) else ())
 
     def _not_installed(self) -> str:
         return f"{self.engine} is not installed (no '{self.executable[0]}' on the PATH). Hint: install Docker or Podman, or use --platform=local"
