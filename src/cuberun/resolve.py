@@ -242,6 +242,9 @@ def resolve_task(
                     )
             if ptype == DIRECTORY and path.is_file():
                 issues.append(Issue(f"{where}: {path} is a file, but the output is a directory", hint=f"remove it or override {p.name}=DIR"))
+            elif ptype == FILE and p.mount_path is not None and (path.is_dir() or (os.path.lexists(path) and not path.is_file())):
+                issues.append(Issue(f"{where}: {path} is not a regular file, but the volume is a file mounted at {p.mount_path}",
+                                    hint=f"remove it or override {p.name}=FILE"))
         params.append(ResolvedParam(p.name, p.io, ptype, path, p.opts, exists, p.mount_path))
     if issues:
         raise SpecError(issues)

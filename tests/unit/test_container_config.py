@@ -220,3 +220,14 @@ def test_both_files_use_mlcube_yaml_and_say_so(tmp_path: Path) -> None:
 def test_shipped_example_loads() -> None:
     cube = load_cube(DATA / "prep")
     assert list(cube.tasks) == ["prepare", "statistics"]
+
+
+def test_a_file_output_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    root = write(tmp_path, GOOD)
+    (root / "workspace" / "data_path").mkdir(parents=True)
+    (root / "workspace" / "parameters_file.yaml").write_text("a: 1\n")
+    (root / "workspace" / "report_file.yaml").mkdir()
+    with pytest.raises(SpecError) as info:
+        resolve_task(load_cube(root), "prepare")
+    (line,) = info.value.lines()
+    assert line.startswith("task 'prepare', output 'report_file': ") and "is not a regular file" in line

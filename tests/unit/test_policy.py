@@ -106,3 +106,13 @@ def test_dry_run_shows_the_policy(cli: CLI, tmp_path: Path) -> None:
     refused = cli("run", f"--mlcube={tmp_path}", "--platform=docker", "--dry-run", "-Pdocker.cpu_args=--privileged")
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1].startswith("cuberun: error: the cube's docker.cpu_args has '--privileged'")
+
+
+def test_report_shows_the_policy_of_each_run() -> None:
+    from cuberun.report import render_report
+
+    strict = {"run_id": "r1", "task": "t", "status": "succeeded", "start": "2026-12-02T07:00:00+00:00", "policy": base().to_json()}
+    relaxed = {**strict, "run_id": "r2", "policy": base(cli_network="host").to_json()}
+    html = render_report([strict, relaxed])
+    assert "<b>policy</b> strict (no network" in html
+    assert "<b>policy</b> relaxed: network: --network=host (from cli)" in html
