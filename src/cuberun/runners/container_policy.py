@@ -69,3 +69,40 @@ def docker_flags(policy: Policy, user_tokens: list[str]) -> list[str]:
     if policy.private_tmp:
         flags.append(f"--tmpfs={PRIVATE_TMP}")
     return flags
+
+
+# -- singularity / apptainer ---------------------------------------------------------------------
+def singularity_policy(runner: Any, task: ResolvedTask) -> Policy:
+    """Unprivileged already (the invoking user, no daemon, nothing left behind): the decisions
+    are the network and the input mode."""
+    cfg = runner.config
+    raw = runner.cube.raw_section("singularity") or {}
+    cube_net = str(raw["--network"]) if raw.get("--network") else None
+    settings_net = None if cube_net else (str(cfg["--network"]) if cfg.get("--network") else None)
+    input_mode = runner.options.mount or cfg.get("--mount_opts") or None
+    security = runner.options.security or cfg.get("--security")
+    return decide(
+        need_internet=runner.cube.platform.get("need_internet_access") is True,
+        cli_network=runner.options.network,
+        settings_network=settings_net,
+        cube_network=cube_net,
+        input_mode=str(input_mode) if input_mode else None,
+        input_mode_source="cli" if runner.options.mount else _source(raw, "--mount_opts"),
+        host_user=(True, "cube"),
+        remove=(True, "cube"),
+        raw_args=(),
+        allow_run_args=runner.options.allow_run_args,
+        security_opt=(str(security), "cli" if runner.options.security else _source(raw, "--security")) if security else None,
+        writable_inputs=[p.name for p in task.params if p.io == "input" and p.opts == "rw"],
+    )
+
+
+def singularity_flags(policy: Policy, user_tokens: list[str]) -> list[str]:
+    """`--containall --cleanenv` (private /tmp, home, PID and IPC; no host environment) and
+    `--net --network=none` when the network is off; the host's network for `host` or
+    need_internet_access, `--net --network=NAME` (a CNI network) for any other name."""
+    flags = [f for f in ("--containall", "--cleanenv") if f not in user_tokens]
+    if not any(t == "--network" or t.startswith("--network=") for t in user_tokens):
+        if policy.network is not None and policy.network != "host":  # host: no network namespace of its own
+            flags += ["--net", f"--network={policy.network}"]
+    return flags

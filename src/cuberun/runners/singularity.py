@@ -54,6 +54,7 @@ from cuberun.valueclass import dataclass
 
 if TYPE_CHECKING:
     from cuberun.gpus import GpuRequest
+    from cuberun.policy import Policy
     from cuberun.process import Outcome
     from cuberun.resolve import ResolvedTask
 
@@ -365,11 +366,11 @@ class SingularityRunner(Runner):
         """`singularity run|exec ...` for a task, and the variables its process needs."""
         cfg = self.config
         entry = task.entrypoint
-        argv = [*self.executable, "exec" if entry else "run", *as_tokens(cfg.get("run_args"))]
-        for flag, value in (
-            ("--network", self._option(self.options.network, "--network")),
-            ("--security", self._option(self.options.security, "--security")),
-        ):
+        from cuberun.runners.container_policy import singularity_flags
+
+        user_args = as_tokens(cfg.get("run_args"))
+        argv = [*self.executable, "exec" if entry else "run", *singularity_flags(self.policy(task), user_args), *user_args]
+        for flag, value in (("--security", self._option(self.options.security, "--security")),):
             if value is not None:
                 argv.append(f"{flag}={value}")
         if self.gpu_request().wanted and "--nv" not in argv:
@@ -409,6 +410,11 @@ class SingularityRunner(Runner):
             argv += entry
         argv += task.task_args(layout.args)
         return argv, process_env
+
+    def policy(self, task: ResolvedTask) -> Policy:
+        from cuberun.runners.container_policy import singularity_policy
+
+        return singularity_policy(self, task)
 
     @staticmethod
     def _bind_args(host: str, target: str, readonly: bool) -> list[str]:
