@@ -236,6 +236,8 @@ class SlurmRunner(Runner):
                 argv.append(f"{flag}={value}")
         if opts.allow_missing_inputs:
             argv.append("--allow-missing-inputs")
+        if opts.allow_run_args:  # the run policy's opt-out travels with the task (only when given)
+            argv.append("--allow-run-args")
         argv += [f"{p.name}={p.host_path}" for p in task.params if p.name in task.overrides]
         return argv
 

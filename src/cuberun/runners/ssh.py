@@ -483,6 +483,8 @@ class SSHRunner(Runner):
                 argv.append(f"{flag}={value}")
         if o.allow_missing_inputs:
             argv.append("--allow-missing-inputs")
+        if o.allow_run_args:  # the run policy's opt-out travels with the task (only when given)
+            argv.append("--allow-run-args")
         argv += [f"{item.name}={item.value}" for item in plan.items]
         return ["/bin/sh", "-c", RUN_WRAPPER, "sh", self.pid_file(plan, task), *prefix, *argv]
 
