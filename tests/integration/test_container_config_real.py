@@ -244,3 +244,20 @@ def test_no_capabilities_no_new_privileges_private_tmp(engine: Engine, tmp_path:
     out = ok(engine.cuberun("run", f"--mlcube={root}")).stdout
     assert "'CapEff:\\t0000000000000000'" in out and "'NoNewPrivs:\\t1'" in out
     assert "tmp ['tmpfs']" in out
+
+
+def test_a_task_over_its_time_limit_is_stopped(engine: Engine, tmp_path: Path) -> None:
+    root = tmp_path / "slow"
+    root.mkdir()
+    (root / "container_config.yaml").write_text(
+        f"container_type: DockerImage\nimage: {engine.base}\ntasks:\n  slow:\n"
+        "    run_args: {command: [python3, -c, \"import time; print('started', flush=True); time.sleep(300)\"]}\n")
+    proc = engine.cuberun("run", f"--mlcube={root}", "--timeout", "3")
+    assert proc.returncode == 124, proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("cuberun: error:")]
+    assert "timed out after 3 s (--timeout)" in line
+    record = records(root / "workspace")[-1]
+    assert record["exit_code"] == 124 and record["status"] == "failed"
+    assert "timed out" in json.dumps(record)
+    name = next(a.split("=", 1)[1] for a in record["command"] if a.startswith("--name="))
+    assert not engine.cli("ps", "-a", "-q", "--filter", f"name={name}").stdout.strip()

@@ -165,6 +165,8 @@ def _check_dash_overrides(overrides: Sequence[str], cube: Any, tasks: Sequence[s
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (with --dry-run: the steps).")
 @click.option("--gpus", metavar="SPEC", help="GPUs: all, N (0 = none), or device=0,1.")
 @click.option("--network", metavar="NAME", help="Container network (docker --network); default: none, unless the cube declares platform.need_internet_access.")
+@click.option("--timeout", "timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stop each task after SECONDS (docker/podman): the container is removed, the task exits 124.")
 @click.option("--allow-run-args", is_flag=True, help="Let the cube's raw container run arguments through beyond the allow-list (recorded as a relaxation).")
 @click.option("--security", metavar="OPT", help="Container security option.")
 @click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 4g.")
@@ -182,7 +184,7 @@ def _check_dash_overrides(overrides: Sequence[str], cube: Any, tasks: Sequence[s
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
-        dry_run: bool, as_json: bool, gpus: str | None, network: str | None, allow_run_args: bool, security: str | None, memory: str | None,
+        dry_run: bool, as_json: bool, gpus: str | None, network: str | None, timeout: float | None, allow_run_args: bool, security: str | None, memory: str | None,
         cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool, rebuild_env: bool, strict_outputs: bool,
         force: bool, explain: bool, no_deps: bool, sweeps: tuple[str, ...],
         jobs: int, overrides: tuple[str, ...]) -> int:
@@ -217,7 +219,7 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
         values = {**legacy.paramset_overrides(cube, names, paramset), **values}
     options = RunOptions(gpus=gpus, network=network, security=security, memory=memory, cpus=cpus, mount=mount,
                          allow_missing_inputs=allow_missing_inputs, relax_pins=relax_pins, rebuild_env=rebuild_env,
-                         strict_outputs=strict_outputs, allow_run_args=allow_run_args)
+                         strict_outputs=strict_outputs, allow_run_args=allow_run_args, timeout=timeout)
     runner = make_runner(cube, platform, options, params)
 
     from cuberun import checks, graph

@@ -599,7 +599,10 @@ class DockerRunner(Runner):
         name = self.container_name(task)
         env = {**os.environ, **extra_env} if extra_env else None
         with open(log_path, "ab") as log:
-            outcome = stream(argv, env=env, log=log, on_cancel=lambda: self._remove_container(name, kill=True))
+            outcome = stream(argv, env=env, log=log, on_cancel=lambda: self._remove_container(name, kill=True), timeout=self.options.timeout)
+        if outcome.details and outcome.details.get("timed_out"):
+            self._cleanup_after(name, True)  # stopped by --timeout: the container must be gone
+            return outcome
         if outcome.interrupted or outcome.signal is not None or outcome.exit_code in (125, 126, 127):
             self._cleanup_after(name, outcome.interrupted or outcome.signal is not None)
         if outcome.interrupted or outcome.exit_code == 0:
