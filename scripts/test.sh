@@ -11,6 +11,9 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --disable-pip-version-check -q -e ".[test]"
+# the HTCondor runner is a plugin package of its own (found through the cuberun.runners entry
+# point): installed offline, without build isolation (setuptools and wheel come from .[test])
+"$venv/bin/python" -m pip install --disable-pip-version-check -q --no-index --no-deps --no-build-isolation -e plugins/cuberun-htcondor
 
 backends_rc=0
 if [ "$(id -u)" = 0 ]; then
@@ -26,7 +29,7 @@ else
   echo "test.sh: not root: backend tests will be skipped with a reason" >&2
 fi
 
-"$venv/bin/ruff" check src tests benchmarks
+"$venv/bin/ruff" check src tests benchmarks plugins
 "$venv/bin/mypy"
 # a shared cache of managed envs across the session keeps repeated env creation out of the run
 export CUBERUN_TEST_CACHE=${CUBERUN_TEST_CACHE:-${CUBERUN_TEST_STATE:-/tmp/cuberun-test-state}/env-cache}

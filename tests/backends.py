@@ -93,7 +93,8 @@ def require_backend(name: str) -> dict[str, Any]:
     - charliecloud: ``rootfs`` (a directory for ``ch-run``)
     - registry: ``address`` (127.0.0.1:PORT)
     - apptainer: ``executable`` (the wrapper running the real apptainer), ``sid_root``, ``version``
-    - htcondor: ``tool`` (runs an HTCondor tool in the rootfs), ``condor_config``, ``submit_user``
+    - htcondor: ``tool`` (runs an HTCondor tool in the rootfs), ``bin_dir`` (condor_submit etc. as the
+      submit user: the runner's htcondor.bin_dir), ``condor_config``, ``submit_user``
     - gpu: ``docker_host``, ``hook_log``, ``probe_image``
     - slurm-multi: ``slurm_conf``, ``partition``, ``nodes``, ``netns``
     - backendai: ``endpoint``, ``client``, ``docker_host``, ``manager_dir``, ``base_image`` (and the keypair in ``env``)

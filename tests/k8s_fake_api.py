@@ -88,6 +88,7 @@ class FakeKubeAPI:
         self.deleted_jobs: list[tuple[str, str, str | None]] = []  # (namespace, name, propagationPolicy)
         self.pods: dict[tuple[str, str], FakePod] = {}
         self.pvcs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.refuse_deletes = 0  # this many DELETE requests get the connection closed unanswered (a server going down)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="fake-kube-api", daemon=True)
@@ -246,6 +247,12 @@ class FakeKubeAPI:
 
             def do_DELETE(self) -> None:
                 parts, query = self._record(self._body())
+                with api.lock:
+                    refuse = api.refuse_deletes > 0
+                    api.refuse_deletes -= refuse
+                if refuse:
+                    self.close_connection = True  # no answer at all: the client sees the server gone
+                    return
                 if not self._authorized():
                     return
                 if parts[:3] == ["apis", "batch", "v1"] and len(parts) == 7 and parts[5] == "jobs":

@@ -8,7 +8,8 @@
 #        the namespaces see at the same path); wait for the startd; submit a vanilla job as the
 #        non-root user cuberun-submit (HTCondor refuses root-owned jobs) and wait for it to
 #        complete; print the details JSON. Clients: `$STATE/htcondor/bin/condor <tool> ...`
-#        runs an HTCondor tool inside the rootfs with CONDOR_CONFIG set.
+#        runs an HTCondor tool inside the rootfs with CONDOR_CONFIG set; $STATE/htcondor/userbin
+#        holds condor_submit/_q/_history/_rm running as the submit user (the runner's bin_dir).
 # down   condor_off, then stop the namespace's recorded PID (its pid 1 takes every daemon along).
 # status exit 0 when condor_status lists the slot.
 # shellcheck source-path=SCRIPTDIR
@@ -73,6 +74,17 @@ tool=\$1; shift
 exec env CONDOR_CONFIG="$CONF" "$STATE/htcondor/bin/in-sid" "$SID_ROOT" "\$tool" "\$@"
 W
     install -m 755 "$HERE/apptainer/in-sid" "$H/bin/in-sid"
+    # the user-side tools the cuberun HTCondor runner calls (htcondor.bin_dir): each runs inside
+    # the rootfs as the submit user, since HTCondor refuses jobs owned by root
+    mkdir -p "$H/userbin"
+    local t
+    for t in condor_submit condor_q condor_history condor_rm; do
+        write_if_changed "$H/userbin/$t" 755 <<W || true
+#!/bin/sh
+# Written by cuberun scripts/backends/htcondor.sh: $t as $SUBMIT_USER inside the sid rootfs.
+exec env CONDOR_CONFIG="$CONF" "$H/bin/in-sid" "$SID_ROOT" runuser -u "$SUBMIT_USER" -- /usr/bin/$t "\$@"
+W
+    done
     # the machine's hostname must resolve inside the rootfs
     if ! grep -qw "$(hostname)" "$SID_ROOT/etc/hosts"; then
         printf '127.0.0.1\t%s\n' "$(hostname)" >>"$SID_ROOT/etc/hosts"
@@ -139,7 +151,7 @@ cmd_up() {
     local version
     version="$(sid_version condor)"
     log "ok: HTCondor $version, a vanilla job completed as $SUBMIT_USER"
-    emit_json condor_config "$CONF" tool "$TOOL" collector "127.0.0.1:$PORT" version "$version" \
+    emit_json condor_config "$CONF" tool "$TOOL" bin_dir "$H/userbin" collector "127.0.0.1:$PORT" version "$version" \
         submit_user "$SUBMIT_USER" sid_root "$SID_ROOT" env "json:{\"CONDOR_CONFIG\": \"$CONF\"}"
 }
 

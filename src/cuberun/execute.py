@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from cuberun import handshake
 from cuberun.console import printable, say
 from cuberun.errors import CuberunError, Issue, SpecError, TaskFailed
 from cuberun.runners.base import Runner, RunOptions, Step
@@ -643,6 +644,7 @@ def _start_run(cube: Cube, runner: Runner, rt: Any, verb: str = "running", extra
         },
     )
     say(f"{verb} task '{_label(rt.name, (extra or {}).get('sweep'))}' on {runner.platform} (run {record.run_id})")
+    handshake.emit("start", task=rt.name, run_id=record.run_id)
     return record, steps
 
 

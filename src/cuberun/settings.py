@@ -108,6 +108,10 @@ def load_settings() -> Settings:
 def platform_entry(settings: Settings, name: str) -> dict[str, Any]:
     entry = settings.platforms.get(name)
     if entry is None:
+        from cuberun.runners.registry import plugin_names
+
+        if name in plugin_names():  # a runner from an installed plugin is also a platform of its name
+            return {"runner": name}
         known = sorted(settings.platforms)
         raise UsageError(
             f"unknown platform '{name}'",

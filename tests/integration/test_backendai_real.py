@@ -11,16 +11,22 @@ loopback), end to end as the seed's MLPerf-on-Backend.AI workflow does it:
 
 Checked: success with outputs back in the workspace, a failing task's exit code, Ctrl-C
 (the session is terminated, its container gone), GPU requests against the mock accelerator
-(`cuda.device` slots with no GPU). Everything goes through the CLI with a settings file.
+(`cuda.device` slots with no GPU), and the manager killed during a session (a manager of the
+test's own, started beside the cluster's and stopped by PID: the shared one is never touched).
+Everything goes through the CLI with a settings file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +35,7 @@ from typing import Any
 import pytest
 
 from tests.backends import backend_env, require_backend
-from tests.faults.helpers import Background, wait_until
+from tests.faults.helpers import Background, alive, children, cmdline, error_line, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SESSION = uuid.uuid4().hex[:6]
@@ -217,3 +223,118 @@ def test_ctrl_c_terminates_the_session(bai: Cluster, tmp_path: Path) -> None:
 
     assert wait_until(gone, 120, 2.0), bai.client("ps").stdout
     assert wait_until(lambda: not bai.kernels(), 120, 2.0), bai.kernels()
+
+
+class OwnManager:
+    """A second Backend.AI manager on ports of its own, sharing the cluster's database, etcd, Redis
+    and agent (managers are built to run side by side); the test kills it, never the cluster's."""
+
+    def __init__(self, bai: Cluster, root: Path) -> None:
+        manager_dir = Path(bai.details["manager_dir"])
+        self.port = free_port()
+        internal = free_port()
+        conf = (manager_dir / "manager.toml").read_text()
+        swaps = {
+            r'service-addr = \{host = "127.0.0.1", port = \d+\}': f'service-addr = {{host = "127.0.0.1", port = {self.port}}}',
+            r'announce-addr = \{host = "127.0.0.1", port = \d+\}': f'announce-addr = {{host = "127.0.0.1", port = {self.port}}}',
+            r'internal-addr = \{host = "127.0.0.1", port = \d+\}': f'internal-addr = {{host = "127.0.0.1", port = {internal}}}',
+            r'announce-internal-addr = \{host = "127.0.0.1", port = \d+\}':
+                f'announce-internal-addr = {{host = "127.0.0.1", port = {internal}}}',
+            r'pid-file = "[^"]*"': f'pid-file = "{root / "manager.pid"}"',
+            r'ipc-base-path = "[^"]*"': f'ipc-base-path = "{root / "ipc"}"',
+            r"aiomonitor-termui-port = \d+": f"aiomonitor-termui-port = {free_port()}",
+            r"aiomonitor-webui-port = \d+": f"aiomonitor-webui-port = {free_port()}",
+        }
+        for pattern, value in swaps.items():
+            conf, count = re.subn(pattern, value, conf)
+            assert count >= 1, f"manager.toml has no {pattern}"
+        (root / "ipc").mkdir(parents=True)
+        self.conf = root / "own-manager.toml"
+        self.conf.write_text(conf)
+        self.root = root
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log = root / "own-manager.log"
+        # its own folder (run/, the ZeroMQ keypair at the config's relative path): nothing of the cluster's manager is written
+        shutil.copytree(manager_dir / "fixtures" / "manager", root / "fixtures" / "manager")
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen([bai.details["client"], "mgr", "start-server", "-f", str(self.conf)], cwd=root, env=bai.env,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.endpoint + "/", timeout=5) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def ours(self) -> list[int]:
+        """The manager and its workers: descendants of the process this test started that still
+        show a manager's name and run in this test's folder (the workers rename themselves)."""
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            todo.extend(children(pid))
+            if alive(pid) and self.is_ours(pid):
+                found.append(pid)
+        return found
+
+    def is_ours(self, pid: int) -> bool:
+        try:
+            where = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            return False
+        line = cmdline(pid)
+        return where == str(self.root) and ("backend.ai: manager" in line or str(self.conf) in line)
+
+    def kill(self) -> None:
+        """SIGKILL to the manager and its workers at once (found first, each checked again)."""
+        pids = self.ours()
+        for pid in pids:
+            if self.is_ours(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.proc.wait(timeout=30)
+        assert wait_until(lambda: not any(alive(p) for p in pids), 30), [(p, cmdline(p)) for p in pids if alive(p)]
+
+
+def test_manager_killed_during_a_session(bai: Cluster, tmp_path: Path) -> None:
+    """The manager dies while the batch session runs: cuberun gives up within bounded waits with
+    one error line that names the session it could not remove, exits non-zero, records no
+    success; the session (still running on the agent) is then removed through the cluster's
+    own manager, and no kernel is left."""
+    own = OwnManager(bai, tmp_path / "mgr")
+    name = ""
+    bg: Background | None = None
+    try:
+        assert wait_until(own.answers, 240, 1.0), own.log.read_text()[-3000:]
+        env = {**bai.env, "BACKEND_ENDPOINT": own.endpoint}
+        cube = bai.cube(tmp_path / "probe")
+        bg = Background(["run", "--mlcube", str(cube), "--task", "sleep", "--platform", "backendai-test"], env, tmp_path)
+        assert wait_until(lambda: "started" in bg.stdout, 600, 1.0), bg.stdout + bg.stderr
+        name = bg.stderr.split("created batch session ", 1)[1].split()[0]
+        killed_at = time.monotonic()
+        own.kill()
+        code = bg.wait(600)
+        took = time.monotonic() - killed_at
+        line = error_line(bg.stderr)
+        assert code == 125, bg.stderr
+        assert "lost contact with the Backend.AI manager" in line and name in line, line
+        assert f"could not terminate session(s) {name}" in bg.stderr  # named again, with the command to check
+        [record] = records(cube / "workspace")
+        assert record["status"] != "succeeded" and record["exit_code"] == 125
+        assert took < 600
+    finally:
+        if bg is not None:
+            bg.stop()
+        own.kill()
+        if name:
+            bai.client("session", "rm", name)  # through the cluster's own manager
+
+    def gone() -> bool:
+        ps = bai.client("ps")
+        return ps.returncode == 0 and name not in ps.stdout
+
+    assert wait_until(gone, 180, 2.0), bai.client("ps").stdout
+    assert wait_until(lambda: not bai.kernels(), 180, 2.0), bai.kernels()

@@ -426,6 +426,19 @@ def test_environment_and_identity(ch: Charlie, tmp_path: Path) -> None:
     assert report["argv"] == ["--out=/mlcube_io0/report.json"]
 
 
+
+def test_a_secret_variable_reaches_the_task_but_not_argv_or_records(ch: Charlie, tmp_path: Path) -> None:
+    cube = probe_cube(ch, tmp_path)
+    secret = "s3 cr'et $HOME"
+    ok(ch.cuberun("run", "--mlcube", str(cube), "--task", "report", "--platform", "charliecloud",
+                  f"-Pcharliecloud.env_vars.API_TOKEN={secret}", "-Pcharliecloud.env_vars.PLAIN=p"))
+    report = json.loads((cube / "workspace" / "out" / "report.json").read_text())
+    assert report["env"]["API_TOKEN"] == secret and report["env"]["PLAIN"] == "p"
+    (run,) = records(cube / "workspace")
+    assert "--set-env=/dev/stdin" in run["command"] and "--set-env=PLAIN=p" in run["command"]
+    ours = [p for p in (cube / "workspace").rglob("*") if p.is_file() and "out" not in p.relative_to(cube / "workspace").parts]
+    assert ours and not [p for p in ours if "s3 cr" in p.read_text(errors="replace")]  # records and logs: the task's own report aside
+
 def test_ctrl_c_stops_ch_run_and_the_task(ch: Charlie, tmp_path: Path) -> None:
     cube = probe_cube(ch, tmp_path)
     proc = subprocess.Popen(

@@ -1,6 +1,6 @@
 """The HTCondor test pool (scripts/backends/htcondor.sh) runs a vanilla-universe job submitted by
-a non-root user. The cuberun HTCondor runner plugin comes later (after the runner-layer
-refactor); this only proves the backend it will be tested against."""
+a non-root user: the backend itself, without cuberun (the runner plugin's tests are in
+test_htcondor_runner.py)."""
 
 from __future__ import annotations
 

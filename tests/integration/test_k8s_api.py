@@ -222,9 +222,48 @@ def test_inspect_reports_context_namespace_and_server(cli: CLI, cube: Path, plat
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_deletes_the_job(cli_env: dict[str, str], cube: Path, platform: str, api: FakeKubeAPI, tmp_path: Path, sig: int,
                                    code: int) -> None:
+    returncode, out, err = interrupt_hang(cli_env, cube, api, tmp_path, sig)
+    assert returncode == code, err
+    assert "started, waiting forever" in out
+    assert "interrupted: deleting Job" in err
+    (job,) = api.created_jobs()
+    assert api.deleted_jobs == [(NAMESPACE, job["metadata"]["name"], "Background")]
+    assert not api.jobs
+    records = [json.loads(p.read_text()) for p in (cube / "workspace" / ".cuberun" / "runs").glob("*/record.json")]
+    assert [r["status"] for r in records] == ["interrupted"]
+
+
+def test_interrupt_deletes_the_job_once_the_server_answers_again(cli_env: dict[str, str], cube: Path, platform: str, api: FakeKubeAPI,
+                                                                 tmp_path: Path) -> None:
+    api.refuse_deletes = 5  # the server is gone for the first DELETE requests (the client's own retries included)
+    returncode, _out, err = interrupt_hang(cli_env, cube, api, tmp_path, signal.SIGINT)
+    assert returncode == 130, err
+    (job,) = api.created_jobs()
+    assert not api.jobs and api.refuse_deletes == 0
+    assert api.deleted_jobs == [(NAMESPACE, job["metadata"]["name"], "Background")]  # the answered one
+    assert "could not delete" not in err
+
+
+def test_interrupt_names_the_job_to_delete_when_the_server_stays_away(cli_env: dict[str, str], cube: Path, platform: str,
+                                                                      api: FakeKubeAPI, tmp_path: Path) -> None:
+    api.refuse_deletes = 10**6
+    returncode, _out, err = interrupt_hang(cli_env, cube, api, tmp_path, signal.SIGINT, "-Prunner.delete_retry=1")
+    assert returncode == 130, err
+    (job,) = api.created_jobs()
+    name = job["metadata"]["name"]
+    assert (NAMESPACE, name) in api.jobs  # still there: nothing claims otherwise
+    lines = [ln for ln in err.splitlines() if "could not delete Job" in ln]
+    assert len(lines) == 1 and f"kubectl delete job {name} -n {NAMESPACE}" in lines[0]
+    records = [json.loads(p.read_text()) for p in (cube / "workspace" / ".cuberun" / "runs").glob("*/record.json")]
+    assert [r["status"] for r in records] == ["interrupted"]
+    assert f"kubectl delete job {name} -n {NAMESPACE}" in json.dumps(records[0])
+
+
+def interrupt_hang(cli_env: dict[str, str], cube: Path, api: FakeKubeAPI, tmp_path: Path, sig: int, *extra: str) -> tuple[int, str, str]:
+    """Run the task that never ends, signal cuberun once the pod's log is followed; the exit code, stdout and stderr."""
     env = {**cli_env, **NO_PROXY}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cuberun", "run", f"--mlcube={cube}", "--platform=kube", "--task=hang"],
+        [sys.executable, "-m", "cuberun", "run", f"--mlcube={cube}", "--platform=kube", "--task=hang", *extra],
         cwd=str(tmp_path), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     out_lines: list[str] = []
@@ -257,12 +296,4 @@ def test_interrupt_deletes_the_job(cli_env: dict[str, str], cube: Path, platform
             proc.wait(timeout=30)
         for reader in readers:
             reader.join(timeout=30)
-    out, err = "".join(out_lines), "".join(err_chunks)
-    assert proc.returncode == code, err
-    assert "started, waiting forever" in out
-    assert "interrupted: deleting Job" in err
-    (job,) = api.created_jobs()
-    assert api.deleted_jobs == [(NAMESPACE, job["metadata"]["name"], "Background")]
-    assert not api.jobs
-    records = [json.loads(p.read_text()) for p in (cube / "workspace" / ".cuberun" / "runs").glob("*/record.json")]
-    assert [r["status"] for r in records] == ["interrupted"]
+    return proc.returncode, "".join(out_lines), "".join(err_chunks)

@@ -18,8 +18,8 @@ import pytest
 from cuberun.errors import UsageError
 from cuberun.execute import make_runner
 from cuberun.resolve import resolve_task
-from cuberun.runners.backendai import (
-    BackendAIRunner,
+from cuberun.runners.backendai import BackendAIRunner
+from cuberun.runners.backendai_session import (
     Verdict,
     default_vfolder,
     exit_code_from,
@@ -316,3 +316,33 @@ def test_dry_run_cli(tmp_path: Path) -> None:
     argv = shlex.split(create)
     assert argv[argv.index("-c") + 1].startswith("cd /mlcube_ws || exit 125; ")
     assert "HF_TOKEN=<redacted>" in argv and "t0ps3cret" not in proc.stdout
+
+
+def test_a_manager_that_refuses_every_call_is_lost_not_waited_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the watch ended, `session info` refused (connection refused) for MANAGER_GRACE:
+    ManagerLost names the session and how to remove it, without polling for INFO_GRACE."""
+    from cuberun.process import Captured
+    from cuberun.runners import backendai as bai_mod
+
+    runner, cube = runner_for(make_cube(tmp_path / "c"))
+    task = resolve_task(cube, "hello", {})
+    plan = bai_mod.SessionPlan(task, "cuberun-hello-x", [], "", [], [], None, None, [], [], session_id="c4910666-08a4-4a5f-b5be-556687189f50")
+    calls: list[tuple[str, ...]] = []
+    refused = "ai.backend.client.exceptions.BackendClientError: Request to the API endpoint has failed.\nConnectionRefusedError(111)"
+
+    def call(*args: str, **kwargs: Any) -> Captured:
+        calls.append(args)
+        return Captured(1, "", refused)
+
+    clock = [0.0]
+    monkeypatch.setattr(runner, "_call", call)
+    monkeypatch.setattr(bai_mod.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(bai_mod.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+
+    class NoCancel:
+        requested = False
+
+    with pytest.raises(bai_mod.ManagerLost, match=r"lost contact with the Backend.AI manager .* session cuberun-hello-x") as exc:
+        runner._confirm(plan, NoCancel())
+    assert "session rm c4910666-08a4-4a5f-b5be-556687189f50" in (exc.value.hint or "")
+    assert clock[0] < bai_mod.INFO_GRACE and len(calls) <= 10

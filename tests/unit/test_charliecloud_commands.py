@@ -20,7 +20,9 @@ from cuberun.errors import BackendError, RunnerUnavailable, UsageError
 from cuberun.execute import make_runner
 from cuberun.resolve import resolve_task
 from cuberun.runners.base import RunOptions
-from cuberun.runners.charliecloud import PROXY_VARS, CharliecloudRunner, UnsafeArchive, _rmtree, safe_extract
+from cuberun.runners.charliecloud import CharliecloudRunner
+from cuberun.runners.container import PROXY_VARS
+from cuberun.runners.rootfs import UnsafeArchive, rmtree, safe_extract
 from cuberun.spec.load import load_cube
 
 HELLO = """
@@ -277,6 +279,25 @@ def test_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "--write" in loose and "--private-tmp" not in loose and "--unset-env=*" not in loose
 
 
+
+def test_secret_values_are_read_from_stdin(tmp_path: Path) -> None:
+    cube = make_cube(tmp_path / "s", """
+        name: s
+        charliecloud:
+          image_dir: /images/s
+          entrypoint: [run]
+          env_vars: {A: "1", API_TOKEN: "s3 cr'et"}
+        tasks: {t: {parameters: {outputs: {out: out/}}}}
+    """)
+    runner = runner_for(cube)
+    step = runner.run_steps(resolve_task(runner.cube, "t"))[0]
+    assert "s3 cr" not in " ".join(step.argv) and "s3 cr" not in step.display()
+    assert "--set-env=A=1" in step.argv and "--set-env=/dev/stdin" in step.argv
+    assert step.env == {"API_TOKEN": "s3 cr'et"}
+    assert runner.client_stdin(step.env) == b"API_TOKEN='s3 cr'et'\n"
+    with pytest.raises(UsageError, match="line break"):
+        runner.client_stdin({"API_TOKEN": "a\nb"})
+
 def test_user_comes_from_the_password_database_when_unset(hello: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pwd
 
@@ -444,7 +465,7 @@ def test_extracts_a_root_filesystem(tmp_path: Path) -> None:
     assert (dest / "ro/inside.txt").read_text() == "x" and stat.S_IMODE((dest / "ro").stat().st_mode) == 0o555
     assert (dest / "abs/file.txt").read_text() == "stripped"
     assert not (dest / "dev/null").exists()
-    _rmtree(dest)
+    rmtree(dest)
     assert not dest.exists()
 
 

@@ -305,6 +305,16 @@ def test_secret_env_values_stay_out_of_argv(hello: Path) -> None:
     assert "API_TOKEN=s3cret" in step.argv and step.env == {}
 
 
+
+def test_secret_env_uses_the_records_pattern(hello: Path) -> None:
+    # MYSQL_PWD is secret for the records (redacted there): its value must not reach argv either
+    runner = runner_for(hello, "docker.env_args.MYSQL_PWD=hunter2", "docker.env_args.DB_PASSWD=x2")
+    step = runner.run_steps(resolve_task(runner.cube, "hello"))[0]
+    assert "hunter2" not in " ".join(step.argv) and "x2" not in " ".join(step.argv)
+    assert ["-e", "MYSQL_PWD", "-e", "DB_PASSWD"] == list(step.argv[11:15])
+    assert step.env == {"MYSQL_PWD": "hunter2", "DB_PASSWD": "x2"}
+    assert "hunter2" not in step.display()
+
 def test_build_args_dict_and_string(hello: Path) -> None:
     digest = "0" * 64
     runner = runner_for(hello, "docker.build_strategy=auto", "docker.build_args.BASE_IMAGE=localhost/base:1", "docker.build_args.V=2")

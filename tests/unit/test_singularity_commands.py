@@ -324,6 +324,15 @@ def test_config_keys_set_the_flags(hello: Path) -> None:
     assert run_argv(runner, "hello")[2:6] == ["--containall", "--cleanenv", "--net", "--network=mynet"]
 
 
+
+def test_secret_values_travel_in_the_client_environment(hello: Path) -> None:
+    runner = runner_for(hello, "singularity.env_args.A=1", "singularity.env_args.API_TOKEN=s3cret")
+    step = runner.run_steps(resolve_task(runner.cube, "hello"))[0]
+    assert "s3cret" not in " ".join(step.argv) and "s3cret" not in step.display()
+    assert list(step.argv[6:8]) == ["--env", "A=1"] and "API_TOKEN" not in " ".join(step.argv)
+    prefix = "APPTAINERENV_" if (runner.version() and runner.version().is_apptainer) else "SINGULARITYENV_"  # type: ignore[union-attr]
+    assert step.env == {f"{prefix}API_TOKEN": "s3cret"}
+
 def test_mount_rw_makes_inputs_writable(hello: Path) -> None:
     ws = hello / "workspace"
     argv = run_argv(runner_for(hello, options=RunOptions(mount="rw")), "hello")

@@ -67,6 +67,11 @@ SCONTROL_LINE = (
 )
 
 
+
+def START(task: str, run_id: str) -> str:
+    """The handshake line the job's cuberun writes when its task starts (the outer one reads the run id from it)."""
+    return "cuberun-handshake: " + json.dumps({"v": 1, "event": "start", "task": task, "run_id": run_id}) + "\n"
+
 def scontrol_line(job_id: str, state: str, exit_code: str = "0:0", reason: str = "None", limit: str = "00:05:00") -> str:
     return SCONTROL_LINE.format(id=job_id, state=state, exit=exit_code, reason=reason, limit=limit)
 
@@ -146,7 +151,8 @@ def test_job_script_from_platform_block_and_settings(tmp_path: Path) -> None:
             --platform=local \\
             --workspace={ws} \\
             --no-deps \\
-            --force
+            --force \\
+            --handshake=1
         """
     )
     assert script.path.startswith(f"{ws}/.cuberun/slurm/hello-") and script.path.endswith(".sbatch")
@@ -193,6 +199,7 @@ def test_job_script_quotes_paths_forwards_overrides_and_options(tmp_path: Path) 
             f"    {q('--workspace=' + ws)} \\",
             "    --no-deps \\",
             "    --force \\",
+            "    --handshake=1 \\",
             "    -Pdocker.image=x:1 \\",
             "    --gpus=1 \\",
             "    --network=none \\",
@@ -356,7 +363,7 @@ def test_array_script_and_sbatch_for_a_sweep(tmp_path: Path) -> None:
         return (
             f"  {i}) exec cuberun run \\\n"
             f"      --mlcube={root}/mlcube.yaml \\\n      --task=train \\\n      --platform=local \\\n      --workspace={ws} \\\n"
-            f"      --no-deps \\\n      --force \\\n"
+            f"      --no-deps \\\n      --force \\\n      --handshake=1 \\\n"
             f"      {q(f'params={sweeps}/{label}/params.yaml')} \\\n"
             f"      {q(f'model={sweeps}/{label}/model')} \\\n"
             f"      {q(f'score={sweeps}/{label}/score.txt')} ;;\n"
@@ -659,7 +666,7 @@ def test_timeout_maps_to_137_with_state_and_log(tmp_path: Path, fake: FakeSlurm,
     settings(tmp_path, partition="debug")
     fake.scenario(
         first_id=77,
-        log="cuberun: running task 'hello' on local (run INNER-1)\ntick {id}\n",
+        log=f"{START('hello', 'INNER-1')}cuberun: running task 'hello' on local (run INNER-1)\ntick {{id}}\n",
         jobs={"77": [scontrol_line("77", "RUNNING"), scontrol_line("77", "TIMEOUT", "0:15", "TimeLimit", "00:01:00")]},
     )
     runner, cube = runner_for(root)
@@ -775,7 +782,7 @@ def test_array_is_one_submission_followed_per_element(tmp_path: Path, fake: Fake
     settings(tmp_path)
     fake.scenario(
         first_id=40,
-        log="cuberun: running task 'train' on local (run INNER-{id})\nline of {id}\npartial",
+        log=START("train", "INNER-{id}") + "cuberun: running task 'train' on local (run INNER-{id})\nline of {id}\npartial",
         jobs={"40": [
             array_line("40", "40", "0-2", "PENDING", reason="Resources"),
             "\n".join([array_line("40", "40", "2", "PENDING"), array_line("41", "40", "0", "RUNNING"), array_line("42", "40", "1", "RUNNING")]),

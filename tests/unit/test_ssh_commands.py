@@ -163,7 +163,7 @@ def test_installed_is_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_remote_run_command_forwards_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    options = RunOptions(gpus="device=0,1", network="none", memory="4g", cpus="0-3", mount="rw", allow_missing_inputs=True, allow_run_args=True)
+    options = RunOptions(gpus="device=0,1", network="none", memory="4g", cpus="0-3", mount="rw", allow_missing_inputs=True)
     r = runner_for(tmp_path, monkeypatch, {"host": "h", "platform": "docker", "cuberun": "venv", "remote_env": {"API_TOKEN": "s3cret", "X": 1}},
                    options=options, params=("docker.image=me/hello:2", "runner.port=22"))
     rt = task_of(r)
@@ -175,8 +175,8 @@ def test_remote_run_command_forwards_everything(tmp_path: Path, monkeypatch: pyt
     expected = [
         "/bin/sh", "-c", RUN_WRAPPER, "sh", pid, "env", "API_TOKEN=s3cret", "X=1",
         ".cuberun/remote/venv/bin/cuberun", "run", f"--mlcube={plan.rcube}", "--task=hello", "--platform=docker",
-        f"--workspace={plan.rws}", "--force", "--no-deps", "-Pdocker.image=me/hello:2",
-        "--gpus=device=0,1", "--network=none", "--memory=4g", "--cpu=0-3", "--mount=rw", "--allow-missing-inputs", "--allow-run-args",
+        f"--workspace={plan.rws}", "--no-deps", "--force", "--handshake=1", "-Pdocker.image=me/hello:2",
+        "--gpus=device=0,1", "--network=none", "--memory=4g", "--cpu=0-3", "--mount=rw", "--allow-missing-inputs",
         "name=names/alice.txt", "chat=chats/chat_with_alice.txt",
     ]
     assert r.remote_run_argv(rt, plan) == expected
@@ -230,7 +230,8 @@ def test_remote_shell_receives_every_argument_literally(tmp_path: Path, monkeypa
     proc = subprocess.run(["/bin/sh", "-c", remote], cwd=home, capture_output=True, text=True, env={**os.environ, "HOME": str(home)}, check=False)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
-    assert got[:6] == ["run", f"--mlcube={plan.rcube}", "--task=hello", "--platform=local", f"--workspace={plan.rws}", "--force"]
+    assert got[:8] == ["run", f"--mlcube={plan.rcube}", "--task=hello", "--platform=local", f"--workspace={plan.rws}", "--no-deps", "--force",
+                       "--handshake=1"]
     assert f"-Pdocker.image=img; touch PWNED {weird}" in got
     # values are the locally resolved paths (the local side expanded $VARS once), relative to the workspace
     name, chat = plan.items

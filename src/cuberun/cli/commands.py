@@ -181,13 +181,14 @@ def _check_dash_overrides(overrides: Sequence[str], cube: Any, tasks: Sequence[s
 @click.option("--no-deps", is_flag=True, help="Do not run the tasks that produce this task's inputs.")
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2", help="Run the task once per value (repeat for a grid).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True, help="Independent tasks or sweep variants run at once.")
+@click.option("--handshake", type=int, hidden=True, help="Set by an outer cuberun (ssh, slurm): write event lines for it (this version).")
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
         dry_run: bool, as_json: bool, gpus: str | None, network: str | None, timeout: float | None, allow_run_args: bool, security: str | None, memory: str | None,
         cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool, rebuild_env: bool, strict_outputs: bool,
         force: bool, explain: bool, no_deps: bool, sweeps: tuple[str, ...],
-        jobs: int, overrides: tuple[str, ...]) -> int:
+        jobs: int, handshake: int | None, overrides: tuple[str, ...]) -> int:
     """Run task(s) of a cube. Parameter overrides follow as NAME=PATH.
 
     The legacy MLBox form BOX[:TASK[/PARAMSET]] is accepted as --mlcube or as the first argument:
@@ -197,6 +198,11 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
     from cuberun.gpus import parse_gpus
     from cuberun.resolve import parse_overrides, select_tasks
     from cuberun.runners.base import RunOptions
+
+    if handshake is not None:
+        from cuberun.handshake import check_version
+
+        check_version(handshake)
     rest = list(overrides) + list(ctx.args)
     paramset = None
     if (mlcube and ":" in mlcube) or any(not a.startswith("-") and "=" not in a for a in rest):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from cuberun import handshake
 from cuberun.errors import EXIT_FAILURE, EXIT_USAGE, CuberunError
 
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         for line in exc.lines():
             _stderr(f"cuberun: error: {line}")
         code = exc.exit_code
+        handshake.emit("error", message=exc.lines()[0], kind=type(exc).__name__, exit_code=code)
     except click.exceptions.NoArgsIsHelpError as exc:  # type: ignore[attr-defined,unused-ignore]
         print(exc.ctx.get_help() if exc.ctx else str(exc))
         code = EXIT_USAGE
@@ -110,4 +112,5 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.flush()
     except OSError:  # a closed pipe, a full disk
         pass
+    handshake.emit("end", exit_code=code)
     sys.exit(code)

@@ -38,11 +38,11 @@ The exit code and the `session watch` pitfalls:
 | watch found no session ("No matching items": it already ended, or is not among the 10 newest) | `session info` decides (polled until the session ends) |
 | Ctrl-C / SIGTERM                                     | `session rm` of this run's sessions, 128+signal |
 | session create refused                               | 125 (BackendError)                         |
+| the manager refuses every call for 30 s after the watch ended (killed, down) | 125 (ManagerLost: one line naming the session, which may still run, and how to remove it) |
 """
 
 from __future__ import annotations
 
-import ast
 import io
 import json
 import os
@@ -55,14 +55,28 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from cuberun.console import say
 from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, UsageError
 from cuberun.process import shielded as _shielded
-from cuberun.runners.base import Runner, Step
+from cuberun.runners.backendai_session import (
+    Verdict,
+    _last_line,
+    _strip,
+    default_vfolder,
+    info_verdict,
+    parse_watch_output,
+    safe_extract,
+    session_name,
+    startup_command,
+    watch_verdict,
+    workspace_relative,
+)
+from cuberun.runners.base import Step
+from cuberun.runners.batch import BatchRunner
 from cuberun.schema import Field
 from cuberun.valueclass import dataclass, field
 
@@ -75,245 +89,20 @@ DEFAULT_MAX_WAIT = 7 * 24 * 3600.0
 CLIENT_TIMEOUT = 120.0  # one create/info/logs/rm call
 TRANSFER_TIMEOUT = 6 * 3600.0  # one upload or download
 INFO_GRACE = 300.0  # after the watch: how long `session info` may take to show the end
+MANAGER_GRACE = 30.0  # after the watch: the manager unreachable this long (every call refused) means it is gone
+# what the client prints when it cannot reach the manager at all (not an API error)
+_UNREACHABLE = re.compile(r"Request to the API endpoint has failed|ClientConnectorError|ServerDisconnectedError|Connection refused|"
+                          r"Connect call failed|ClientOSError")
 EXIT_STOPPED_WAITING = 124
 EXIT_BACKEND = 125
 INSTALL_HINT = "pip install 'cuberun[backendai]' (or set the backendai platform's client to the backend.ai executable)"
 ENDPOINT_HINT = "set BACKEND_ENDPOINT (and BACKEND_ACCESS_KEY, BACKEND_SECRET_KEY), or -Prunner.endpoint=URL"
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH)", re.IGNORECASE)
-TERMINAL_STATUSES = frozenset({"TERMINATED", "CANCELLED", "ERROR"})
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE)
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_NAME_SAFE = re.compile(r"[^A-Za-z0-9-]+")
 
 
 # -- pure helpers (unit-tested) ------------------------------------------------------------------
-def session_name(prefix: str, task: str, suffix: str) -> str:
-    """`<prefix>-<task>-<suffix>`: letters, digits and '-', 4 to 64 characters (Backend.AI's rule)."""
-    safe_task = _NAME_SAFE.sub("-", task).strip("-") or "task"
-    safe_prefix = _NAME_SAFE.sub("-", prefix).strip("-") or "cuberun"
-    name = f"{safe_prefix}-{safe_task}"[: 63 - len(suffix)].rstrip("-")
-    return f"{name}-{suffix}"
-
-
-def default_vfolder(cube_name: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", cube_name).strip("-._") or "cube"
-    return f"cuberun-{safe}"[:64]
-
-
-def workspace_relative(path: Path, workspace: Path) -> str | None:
-    """The path relative to the workspace ('.' for the workspace itself), None when outside."""
-    ws = os.path.normpath(str(workspace))
-    p = os.path.normpath(str(path))
-    if p == ws:
-        return "."
-    if not p.startswith(ws.rstrip(os.sep) + os.sep):
-        return None
-    return Path(os.path.relpath(p, ws)).as_posix()
-
-
-def exit_code_from(value: Any, failed: bool) -> int:
-    """A batch exit code as the shell reports it: -N (killed by signal N) -> 128+N; a failure
-    with no code (or 0) -> 1."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return 1 if failed else 0
-    if value < 0:
-        return 128 + (-value)
-    if failed and value == 0:
-        return 1
-    return value
-
-
-def parse_watch_output(text: str) -> tuple[list[dict[str, Any]], bool]:
-    """The events printed by `session watch --output json` (one Python dict per line: the
-    client echoes the event dict, not JSON) and whether it said "No matching items"."""
-    events: list[dict[str, Any]] = []
-    no_match = False
-    for raw in _ANSI.sub("", text).splitlines():
-        line = raw.strip()
-        if not line.startswith("{"):
-            continue
-        value: Any = None
-        try:
-            value = json.loads(line)
-        except ValueError:
-            try:
-                value = ast.literal_eval(line)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                value = None
-        if not isinstance(value, dict):
-            continue
-        if value.get("ok") is False and "no matching" in str(value.get("reason", "")).lower():
-            no_match = True
-        elif isinstance(value.get("event"), str):
-            events.append(value)
-    return events, no_match
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What the watch established: 'success' / 'failure' (exit code known), 'ended' (terminated
-    or cancelled without a success or failure event), 'timeout' (the client's --max-wait), or
-    'unknown' (no matching session, client error)."""
-
-    kind: str
-    exit_code: int | None = None
-    reason: str | None = None
-
-
-def watch_verdict(events: Sequence[Mapping[str, Any]], client_exit: int, no_match: bool = False) -> Verdict:
-    decisive = [e for e in events if e.get("event") in ("session_success", "session_failure")]
-    if decisive:
-        last = decisive[-1]
-        if last["event"] == "session_success":
-            code = exit_code_from(last.get("exitCode", 0), failed=False)
-            return Verdict("success" if code == 0 else "failure", code, None if code == 0 else f"session succeeded with exit code {code}")
-        code = exit_code_from(last.get("exitCode"), failed=True)
-        return Verdict("failure", code, f"batch session failed with exit code {code}")
-    ended = [e for e in events if e.get("event") in ("session_terminated", "kernel_cancelled", "session_cancelled")]
-    if ended:
-        return Verdict("ended", None, f"session ended ({ended[-1]['event']}) without a success event")
-    if client_exit == 3:
-        return Verdict("timeout", None, "no result before max_wait")
-    if no_match:
-        return Verdict("unknown", None, "session watch found no active session of that name")
-    return Verdict("unknown", None, f"session watch exited {client_exit} without a result")
-
-
-def _find_exit_code(data: Any, depth: int = 0) -> int | None:
-    if depth > 6:
-        return None
-    if isinstance(data, str) and data.strip().startswith("{"):
-        try:
-            data = json.loads(data)
-        except ValueError:
-            try:
-                data = ast.literal_eval(data.strip())
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                return None
-    if isinstance(data, Mapping):
-        for key in ("exit_code", "exitCode"):
-            value = data.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-        for value in data.values():
-            found = _find_exit_code(value, depth + 1)
-            if found is not None:
-                return found
-    if isinstance(data, list):
-        for value in data:
-            found = _find_exit_code(value, depth + 1)
-            if found is not None:
-                return found
-    return None
-
-
-def info_verdict(item: Mapping[str, Any]) -> Verdict | None:
-    """`session info --output json` item -> the outcome once the session has ended (None while
-    it has not). Terminated or cancelled without result SUCCESS is a failure."""
-    status = str(item.get("status") or "").upper()
-    if status.startswith("SESSIONSTATUS."):
-        status = status.split(".", 1)[1]
-    if status not in TERMINAL_STATUSES:
-        return None
-    result = str(item.get("result") or "").upper().split(".")[-1]
-    code = _find_exit_code(item.get("status_data"))
-    info = str(item.get("status_info") or "").strip()
-    detail = f" ({info})" if info else ""
-    if result == "SUCCESS" and (code in (None, 0)):
-        return Verdict("success", 0)
-    if result in ("", "UNDEFINED") and status == "TERMINATED" and info == "task-finished" and code in (None, 0):
-        # Backend.AI 25-26 leave the result UNDEFINED; a batch task that exited 0 ends "task-finished"
-        return Verdict("success", 0)
-    failed_code = exit_code_from(code, failed=True)
-    return Verdict("failure", failed_code, f"session ended {status}{detail} with result {result or 'UNDEFINED'}, exit code {failed_code}")
-
-
-def startup_command(
-    command: Sequence[str], *, mount: str, workdir: str | None, in_tar: str | None, out_tar: str | None,
-    outputs: Sequence[str], output_dirs: Sequence[str],
-) -> str:
-    """The batch startup command (one string, run by the agent with /bin/sh -c): unpack the
-    inputs, create the output directories, run the task from the image's WORKDIR in a subshell,
-    pack the outputs, exit with the task's code. Every path is shell-quoted."""
-    q = shlex.quote
-    parts = [f"cd {q(mount)} || exit 125"]
-    if in_tar:
-        parts.append(f"if [ -f {q(in_tar)} ]; then tar -xf {q(in_tar)} || exit 125; rm -f {q(in_tar)}; fi")
-    if output_dirs:
-        parts.append("mkdir -p -- " + " ".join(q(d) for d in output_dirs) + " || exit 125")
-    run = shlex.join(command) if command else "true"
-    if workdir:
-        parts.append(f"(cd {q(workdir)} && exec {run})")
-    else:
-        parts.append(f"(exec {run})")
-    parts.append("rc=$?")
-    if out_tar and outputs:
-        listed = " ".join(q(o) for o in outputs)
-        parts.append(
-            f'cd {q(mount)} && set -- && for p in {listed}; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done; '
-            f'if [ $# -gt 0 ]; then tar -cf {q(out_tar)} -- "$@"; fi'
-        )
-    parts.append("exit $rc")
-    return "; ".join(parts)
-
-
-def _is_within(member: str, allowed: Sequence[str]) -> bool:
-    return any(member == a or member.startswith(a.rstrip("/") + "/") or a == "." for a in allowed)
-
-
-def safe_extract(archive: Path, destination: Path, allowed: Sequence[str]) -> list[str]:
-    """Unpack regular files and directories whose paths lie under `allowed` (workspace-relative
-    outputs) into `destination`. Absolute paths, `..`, links and devices are skipped."""
-    written: list[str] = []
-    skipped: list[str] = []
-    dest = destination.resolve()
-    with tarfile.open(archive, "r:*") as tar:
-        for member in tar:
-            name = posixpath.normpath(member.name.lstrip("./") or ".") if member.name not in (".", "./") else "."
-            if member.name.startswith("/") or name == ".." or name.startswith("../") or not _is_within(name, allowed):
-                skipped.append(member.name)
-                continue
-            target = (dest / name).resolve() if name != "." else dest
-            if target != dest and dest not in target.parents:
-                skipped.append(member.name)
-                continue
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-            elif member.isreg():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                source = tar.extractfile(member)
-                if source is None:
-                    continue
-                tmp = target.with_name(f".{target.name}.cuberun-part")
-                with source, open(tmp, "wb") as out:
-                    while True:
-                        chunk = source.read(1 << 20)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                os.chmod(tmp, (member.mode & 0o777) | 0o600)
-                os.replace(tmp, target)
-                written.append(name)
-            else:
-                skipped.append(member.name)
-    if skipped:
-        say(f"warning: skipped {len(skipped)} archive entries outside the outputs or not plain files: {', '.join(skipped[:5])}")
-    return written
-
-
-def _strip(text: str) -> str:
-    return _ANSI.sub("", text)
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in _strip(text).splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error" in ln.lower() or "fail" in ln.lower()]
-    return (errors or lines or [""])[-1]
-
-
-
-
 @dataclass
 class SessionPlan:
     """Everything one task's batch session needs (pure: built before anything runs)."""
@@ -333,10 +122,9 @@ class SessionPlan:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class BackendAIRunner(Runner):
+class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
     name = "backendai"
     section = "backendai"
-    supports_chain = True
     schema: ClassVar[dict[str, Field]] = {
         "client": Field((str, list), default="backend.ai", doc="the backend.ai client executable (a path, e.g. in its own virtualenv)"),
         "image": Field((str,), doc="the kernel image as registered with the manager (default: docker.image with -backendai added to its tag)"),
@@ -680,12 +468,6 @@ class BackendAIRunner(Runner):
             say(f"created vfolder {self.vfolder} for the workspace")
         self._configured = True
 
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
-        return self._run([task], [log_path])[0]
-
-    def run_chain(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
-        return self._run(list(tasks), list(log_paths))
-
     def _seconds(self, key: str, default: float) -> float:
         value = self.config.get(key)
         if value is None or value == "":
@@ -701,9 +483,8 @@ class BackendAIRunner(Runner):
     def _max_wait(self) -> float:
         return self._seconds("max_wait", DEFAULT_MAX_WAIT) or DEFAULT_MAX_WAIT
 
-    def _run(self, tasks: list[ResolvedTask], log_paths: list[str]) -> list[Outcome]:
-        from cuberun.process import Outcome, handle_signals
-
+    # -- the batch hooks (the loop is BatchRunner.run_batch) --------------------------------------
+    def plan_batch(self, tasks: Sequence[ResolvedTask]) -> list[SessionPlan]:
         for flag in self._ignored_options():
             say(f"warning: {flag} does not apply to Backend.AI sessions (set backendai.resources instead); ignored")
         if not self._configured:
@@ -714,34 +495,27 @@ class BackendAIRunner(Runner):
             plan = self.plan(task, produced, plans[-1].name if plans else None)
             produced += plan.outputs
             plans.append(plan)
-        outcomes: list[Outcome] = []
-        with handle_signals() as cancel:
-            created: list[SessionPlan] = []
-            try:
-                for plan in plans:
-                    if cancel.requested:
-                        break
-                    self._upload(plan)
-                for plan in plans:
-                    if cancel.requested:
-                        break
-                    after = created[-1].session_id or created[-1].name if created else None
-                    self._create(plan, after)
-                    created.append(plan)
-                if cancel.requested:
-                    self._destroy([p for p in created if not p.finished])
-                    sig = cancel.received or signal.SIGINT
-                    return [Outcome(128 + sig, 0.0, interrupted=True, received=sig, reason="interrupted before the sessions ran")]
-                for plan, log_path in zip(created, log_paths, strict=False):
-                    outcome = self._follow(plan, log_path, cancel)
-                    outcomes.append(outcome)
-                    if outcome.exit_code != 0:
-                        self._destroy([p for p in created if not p.finished])
-                        break
-            except BaseException:
-                self._destroy([p for p in created if not p.finished])  # never leave our sessions behind
-                raise
-        return outcomes
+        return plans
+
+    def stage(self, plan: SessionPlan) -> None:
+        self._upload(plan)
+
+    def submit(self, plan: SessionPlan, after: SessionPlan | None) -> SessionPlan:
+        self._create(plan, after.session_id or after.name if after is not None else None)
+        return plan
+
+    def follow(self, submission: SessionPlan, later: Sequence[SessionPlan], log_path: str, cancel: Any) -> Outcome:
+        return self._follow(submission, log_path, cancel)
+
+    def cancel(self, submissions: Sequence[SessionPlan], current: SessionPlan | None, outcome: Outcome | None) -> None:
+        self._destroy([p for p in submissions if not p.finished])
+
+    def interrupted(self, submitted: Sequence[SessionPlan], cancel: Any) -> Outcome:
+        from cuberun.process import Outcome
+
+        self._destroy([p for p in submitted if not p.finished])
+        sig = cancel.received or signal.SIGINT
+        return Outcome(128 + sig, 0.0, interrupted=True, received=sig, reason="interrupted before the sessions ran")
 
     def _upload(self, plan: SessionPlan) -> None:
         if not plan.in_tar:
@@ -830,13 +604,25 @@ class BackendAIRunner(Runner):
                        details=plan.details)
 
     def _confirm(self, plan: SessionPlan, cancel: Any) -> Verdict | None:
-        """Poll `session info` until the session has ended (bounded by INFO_GRACE)."""
+        """Poll `session info` until the session has ended (bounded by INFO_GRACE); a manager that
+        refuses every call for MANAGER_GRACE is gone: ManagerLost names the session left behind."""
         if not plan.session_id:
             return None
         deadline = time.monotonic() + INFO_GRACE
         interval = 0.5
+        lost_since: float | None = None
         while time.monotonic() < deadline and not cancel.requested:
             res = self._call("--output", "json", "session", "info", plan.session_id)
+            if res.returncode != 0 and _UNREACHABLE.search(res.stdout + res.stderr):
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since >= MANAGER_GRACE:
+                    raise ManagerLost(
+                        f"lost contact with the Backend.AI manager at {self.endpoint() or 'BACKEND_ENDPOINT'} while session {plan.name} "
+                        f"({plan.session_id}, task '{plan.task.name}') ran: it refused every call for {int(MANAGER_GRACE)} s",
+                        f"the session may still run on its agent: backend.ai session rm {plan.session_id} once the manager is back",
+                    )
+            else:
+                lost_since = None
             if res.returncode == 0:
                 try:
                     data = json.loads(res.stdout)
@@ -879,8 +665,13 @@ class BackendAIRunner(Runner):
             if res.returncode == 0:
                 say(f"terminated session(s) {', '.join(names)}")
             else:
-                say(f"warning: could not terminate session(s) {', '.join(names)}: {_last_line(res.stdout + res.stderr)}; "
-                    f"check with: backend.ai ps")
+                text = res.stdout + res.stderr
+                why = f"the manager at {self.endpoint() or 'BACKEND_ENDPOINT'} does not answer" if _UNREACHABLE.search(text) else _last_line(text)
+                say(f"warning: could not terminate session(s) {', '.join(names)}: {why}; check with: backend.ai ps")
+
+
+class ManagerLost(BackendError):
+    """The manager stopped answering while a session ran: the session could not be removed."""
 
 
 class _LogFollower:

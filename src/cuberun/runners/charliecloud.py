@@ -40,26 +40,26 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import re
 import shlex
-import stat
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cuberun.errors import BackendError, BusyError, CuberunError, Issue, RunnerUnavailable, SpecError, TaskFailed, UsageError
+from cuberun.errors import BackendError, BusyError, Issue, RunnerUnavailable, SpecError, TaskFailed, UsageError
 from cuberun.records import log_tail
+from cuberun.runners.argv import program_name
 from cuberun.runners.argv import tokens as as_tokens
-from cuberun.runners.base import Runner, Step
+from cuberun.runners.base import Step
+from cuberun.runners.container import BindSyntax, ContainerRunner, EnvSyntax, pass_env, proxy_env
+from cuberun.runners.rootfs import rmtree, safe_extract
 from cuberun.schema import Field
 from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
-    import tarfile
 
     from cuberun.process import Outcome
     from cuberun.resolve import ResolvedTask
@@ -69,89 +69,17 @@ METADATA = "image.json"
 ROOTFS = "rootfs"
 FORMAT = 1  # bump to force a re-conversion when the stored layout changes
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+CH_BIND = BindSyntax("-b", mount_flag=None, ro_suffix="")  # ch-run binds read-write only; no way to bind a path with ':'
+# `--set-env=K=V`; a secret's value is read by ch-run from its stdin (`--set-env=/dev/stdin`), never from argv
+CH_ENV = EnvSyntax("--set-env", joined=True)
+SECRET_ENV_FILE = "/dev/stdin"
+MAX_SECRET_INPUT = 60000  # below a pipe's buffer: written before ch-run starts
 PROBE_TIMEOUT = 60.0
 EXPORT_TIMEOUT = 3600.0
 LOCK_TIMEOUT = 3600.0  # waiting for another conversion of the same image
 CH_ERROR = re.compile(r"^ch-run\[\d+\]: (?:error: )?(.*?)(?: \([\w.]+:\d+(?: \d+)?\))?\s*$")
 CH_FAILURE_CODES = (1, 31)  # ch-run's own failures: 1 (0.31), 31 (later versions)
 CONVERTERS = ("export", "ch-convert")
-
-
-# -- safe extraction ---------------------------------------------------------------------------------
-class UnsafeArchive(CuberunError):
-    pass
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _safe_members(tar: tarfile.TarFile, dest: str, skipped: list[str]) -> Iterator[tarfile.TarInfo]:
-    """Members that stay inside `dest`, checked one at a time as they are extracted (so that a
-    symlink extracted earlier cannot redirect a later member outside)."""
-    real_dest = os.path.realpath(dest)
-    for member in tar:
-        name = posixpath.normpath(member.name.lstrip("/"))
-        if name in ("", "."):
-            continue
-        if name == ".." or name.startswith("../") or os.path.isabs(name):
-            raise UnsafeArchive(f"the image archive has a member outside the image: {member.name!r}")
-        if member.ischr() or member.isblk():
-            skipped.append(name)
-            continue
-        parent = os.path.realpath(os.path.join(real_dest, posixpath.dirname(name)))
-        if not _inside(parent, real_dest):
-            raise UnsafeArchive(f"the image archive writes {member.name!r} through a link that leaves the image")
-        if member.islnk():
-            target = posixpath.normpath(member.linkname.lstrip("/"))
-            if target == ".." or target.startswith("../") or not _inside(os.path.realpath(os.path.join(real_dest, target)), real_dest):
-                raise UnsafeArchive(f"the image archive has a hard link to outside the image: {member.name!r} -> {member.linkname!r}")
-            member.linkname = target
-        target_path = os.path.join(real_dest, name)
-        if os.path.islink(target_path) or (os.path.lexists(target_path) and not (os.path.isdir(target_path) and member.isdir())):
-            os.unlink(target_path)  # never write through a link (or over a file) extracted earlier
-        member.name = name
-        yield member
-
-
-def safe_extract(tar_path: Path, dest: Path) -> list[str]:
-    """Extract a root filesystem tar (docker export) into `dest`; returns the skipped members.
-    Symbolic links may point anywhere (they are resolved inside the container); everything
-    written goes below `dest`."""
-    import tarfile
-
-    skipped: list[str] = []
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tar_path, "r:*") as tar:
-        kwargs: dict[str, Any] = {"numeric_owner": True}
-        if hasattr(tarfile, "fully_trusted_filter"):  # 3.12+ (and backports): our own checks apply
-            kwargs["filter"] = "fully_trusted"
-        tar.extractall(str(dest), members=_safe_members(tar, str(dest), skipped), **kwargs)
-    return skipped
-
-
-def _rmtree(path: Path) -> None:
-    """Remove a tree that may contain read-only directories (images do)."""
-    import shutil
-
-    def fix(func: Any, target: str, _exc: Any) -> None:
-        try:
-            parent = os.path.dirname(target)
-            os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
-            if os.path.isdir(target) and not os.path.islink(target):
-                os.chmod(target, os.stat(target).st_mode | stat.S_IWUSR | stat.S_IXUSR | stat.S_IRUSR)
-            func(target)
-        except OSError:
-            pass
-
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        if sys.version_info >= (3, 12):
-            shutil.rmtree(path, onexc=fix)
-        else:
-            shutil.rmtree(path, onerror=fix)
 
 
 # -- the image's run configuration -----------------------------------------------------------------
@@ -195,9 +123,12 @@ def _user_name() -> str:
         return str(os.getuid())
 
 
-class CharliecloudRunner(Runner):
+class CharliecloudRunner(ContainerRunner):
     name = "charliecloud"
     section = "charliecloud"
+    executable_key = "ch_run"
+    default_executable = "ch-run"
+    bind_syntax = CH_BIND
     schema: ClassVar[dict[str, Field]] = {
         "image": Field((str,), doc="the Docker image to convert (default: docker.image)"),
         "image_dir": Field((str,), doc="an existing directory image to run (no conversion)"),
@@ -216,7 +147,6 @@ class CharliecloudRunner(Runner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._configured = False
         self._image_config: ImageConfig | None = None
         self._docker: DockerRunner | None = None
         self._token = os.urandom(4).hex()
@@ -225,38 +155,25 @@ class CharliecloudRunner(Runner):
     # -- configuration ---------------------------------------------------------------------------
     @property
     def ch_run(self) -> list[str]:
-        return as_tokens(self.config.get("ch_run") or "ch-run") or ["ch-run"]
-
-    def _docker_section(self) -> dict[str, Any]:
-        try:
-            return self.cube.section("docker")
-        except SpecError:
-            return {}
+        return self.executable
 
     @property
     def engine(self) -> list[str]:
-        value = self.config.get("docker") or self._docker_section().get("docker") or "docker"
+        value = self.config.get("docker") or self.docker_section().get("docker") or "docker"
         return as_tokens(value) or ["docker"]
 
     @property
     def engine_name(self) -> str:
-        for tok in self.engine:
-            if tok != "sudo" and not tok.startswith("-"):
-                return os.path.basename(tok)
-        return "docker"
-
-    def _path(self, value: str) -> Path:
-        expanded = os.path.expanduser(os.path.expandvars(value))
-        return Path(os.path.normpath(expanded if os.path.isabs(expanded) else self.cube.root / expanded))
+        return program_name(self.engine, "docker")
 
     @property
     def user_image(self) -> Path | None:
         value = self.config.get("image_dir")
-        return self._path(value.strip()) if isinstance(value, str) and value.strip() else None
+        return self.cube_path(value.strip()) if isinstance(value, str) and value.strip() else None
 
     @property
     def image_ref(self) -> str:
-        value = self.config.get("image") or self._docker_section().get("image")
+        value = self.config.get("image") or self.docker_section().get("image")
         if not isinstance(value, str) or not value.strip():
             raw = self.cube.raw_section("charliecloud")
             path: tuple[str, ...] = ("charliecloud",) if raw is not None else (("docker",) if self.cube.raw_section("docker") is not None else ())
@@ -270,7 +187,7 @@ class CharliecloudRunner(Runner):
         """The directory that holds one converted image: rootfs/ and image.json."""
         value = self.config.get("images_dir")
         if isinstance(value, str) and value.strip():
-            base = self._path(value.strip())
+            base = self.cube_path(value.strip())
         else:
             from cuberun.runners.pyenv import cache_dir
 
@@ -343,7 +260,7 @@ class CharliecloudRunner(Runner):
     def _from_dockerfile(self) -> ImageConfig:
         from cuberun.runners import dockerfile
 
-        docker = self._docker_section()
+        docker = self.docker_section()
         context = Path(os.path.normpath(self.cube.root / str(docker.get("build_context") or ".")))
         recipe = context / str(docker.get("build_file") or "Dockerfile")
         if not recipe.is_file():
@@ -377,9 +294,7 @@ class CharliecloudRunner(Runner):
         env.setdefault("HOME", "/tmp")
         env["USER"] = _user_name()
         if clean:
-            for key in PROXY_VARS:
-                if os.environ.get(key) and key not in env:
-                    env[key] = os.environ[key]
+            env.update(proxy_env(env))
         for key, value in (self.config.get("env_vars") or {}).items():
             env[str(key)] = "" if value is None else str(value)
         env.update(self.options.extra_env)
@@ -389,13 +304,17 @@ class CharliecloudRunner(Runner):
                 env["CUDA_VISIBLE_DEVICES"] = visible
         return env
 
-    def run_argv(self, task: ResolvedTask) -> list[str]:
+    def run_argv(self, task: ResolvedTask) -> tuple[list[str], dict[str, str]]:
+        """The ch-run command, and the secret variables ch-run reads from its stdin."""
         cfg = self.config
         argv = [*self.ch_run]
         if cfg.get("clean_env", True):
             argv.append("--unset-env=*")
         argv.append("--env-no-expand")
-        argv += [f"--set-env={k}={v}" for k, v in self.task_env().items()]
+        more, secrets = pass_env(self.task_env().items(), CH_ENV)
+        argv += more
+        if secrets:
+            argv.append(f"--set-env={SECRET_ENV_FILE}")
         if cfg.get("private_tmp", True):
             argv.append("--private-tmp")
         if cfg.get("write", False):
@@ -403,16 +322,13 @@ class CharliecloudRunner(Runner):
         argv.append(f"--cd={self.image_config().workdir or '/'}")
         layout = task.layout()
         for m in layout.mounts:
-            if ":" in m.host:
+            if not CH_BIND.can_bind(m.host):
                 raise UsageError(f"task '{task.name}': ch-run cannot bind {m.host} (the path contains ':')",
                                  "move the data to a path without ':' or override the parameter")
-            argv += ["-b", f"{m.host}:{m.target}"]
+        argv += self.bind_args(layout)
         argv += as_tokens(cfg.get("run_args"))
         argv += [str(self.rootfs), "--", *self.command(task), *task.task_args(layout.args)]
-        return argv
-
-    def run_steps(self, task: ResolvedTask) -> list[Step]:
-        return [Step(tuple(self.run_argv(task)), "run")]
+        return argv, secrets
 
     def conversion_steps(self) -> list[Step]:
         """The commands of a conversion. The export is then extracted in-process into
@@ -450,7 +366,7 @@ class CharliecloudRunner(Runner):
             from cuberun.settings import effective_config
 
             overrides: dict[str, Any] = {"image": self.image_ref, "docker": list(self.engine)}
-            config = effective_config(DockerRunner.schema, {"runner": "docker"}, self._docker_section(), overrides, "built-in")
+            config = effective_config(DockerRunner.schema, {"runner": "docker"}, self.docker_section(), overrides, "built-in")
             self._docker = DockerRunner(self.cube, config, self.platform, self.options)
         return self._docker
 
@@ -486,10 +402,8 @@ class CharliecloudRunner(Runner):
 
     # -- availability ---------------------------------------------------------------------------------
     def unavailable_reason(self) -> str | None:
-        from cuberun.process import which
-
-        exe = self.ch_run[0]
-        if which(exe) is None:
+        exe = self.missing_executable(self.ch_run[:1])
+        if exe is not None:
             return (
                 f"Charliecloud is not installed (no '{exe}' on the PATH). "
                 "Hint: install it (Debian/Ubuntu: apt-get install charliecloud-runtime; HPC: module load charliecloud), "
@@ -624,11 +538,11 @@ class CharliecloudRunner(Runner):
                 current.rename(old)
             new.rename(current)
             meta_tmp.replace(store / METADATA)
-            _rmtree(old)
+            rmtree(old)
         finally:
             for leftover in (tar, new, store / f".{METADATA}.{token}"):
                 try:
-                    _rmtree(leftover)
+                    rmtree(leftover)
                 except OSError:
                     pass
         self._image_config = None
@@ -650,35 +564,49 @@ class CharliecloudRunner(Runner):
                     f"create it once with write access (mkdir {path}), or use a converted image",
                 ) from None
 
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
-        from cuberun.process import stream
-
-        if not self._configured:
-            self.configure()
-        argv = self.run_argv(task)
+    def before_run(self, task: ResolvedTask) -> None:
         self.ensure_mount_points([m.target for m in task.layout().mounts])
         wanted_ro = [p.name for p in task.params if p.io == "input" and (self.options.mount or p.opts) == "ro"]
         if wanted_ro:
             print(f"cuberun: warning: task '{task.name}': ch-run binds read-write, so input(s) {', '.join(wanted_ro)} "
                   "are not read-only under Charliecloud", file=sys.stderr)
-        env = dict(os.environ)
+
+    def client_env(self, extra: Mapping[str, str]) -> dict[str, str]:
+        env = dict(os.environ)  # the secrets (`extra`) go through stdin: see client_stdin
         env.setdefault("USER", _user_name())  # ch-run refuses to start without $USER
-        with open(log_path, "ab") as log:
-            outcome = stream(argv, env=env, log=log)
-        if outcome.exit_code in CH_FAILURE_CODES and not outcome.interrupted and outcome.signal is None:
+        return env
+
+    def client_stdin(self, extra: Mapping[str, str]) -> bytes | None:
+        """The `--set-env` file of the secret variables: `NAME='VALUE'` lines (ch-run strips the
+        outer quotes and, with --env-no-expand, expands nothing)."""
+        if not extra:
+            return None
+        bad = [k for k, v in extra.items() if "\n" in v or "\0" in v]
+        if bad:
+            raise UsageError(f"the value of {bad[0]} holds a line break, which ch-run cannot be given", "pass it in a file instead")
+        data = "".join(f"{k}='{v}'\n" for k, v in extra.items()).encode("utf-8", "surrogateescape")
+        if len(data) > MAX_SECRET_INPUT:
+            raise UsageError(f"the secret variables ({', '.join(extra)}) are larger than {MAX_SECRET_INPUT} bytes", "pass large values in a file")
+        return data
+
+    def failure(self, task: ResolvedTask, outcome: Outcome, log_path: str) -> Exception | None:
+        if outcome.exit_code in CH_FAILURE_CODES and outcome.signal is None:
             line = _ch_error(log_tail(log_path))
             if line:
                 if "can't execve" in line:
-                    raise BackendError(f"the container of task '{task.name}' could not run its command: {line}",
-                                       "check the task's entrypoint and the image's ENTRYPOINT (--dry-run prints the command)", exit_code=127)
-                raise BackendError(f"ch-run could not start task '{task.name}': {line}",
-                                   "check the image directory and the bind paths (--dry-run prints the command)")
-        return outcome
+                    return BackendError(f"the container of task '{task.name}' could not run its command: {line}",
+                                        "check the task's entrypoint and the image's ENTRYPOINT (--dry-run prints the command)", exit_code=127)
+                return BackendError(f"ch-run could not start task '{task.name}': {line}",
+                                    "check the image directory and the bind paths (--dry-run prints the command)")
+        return None
 
     def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
         """The ch-run command plus the image's identity: a converted image's Docker image ID, or,
         for an image_dir, its ch-image metadata (edit a directory image in place: use --force)."""
-        fp: dict[str, Any] = {"runner": self.name, "command": [self.run_argv(task)]}
+        argv, secrets = self.run_argv(task)
+        fp: dict[str, Any] = {"runner": self.name, "command": [argv]}
+        if secrets:
+            fp["env"] = self.env_identity(secrets)
         user = self.user_image
         if user is None:
             meta = self.stored_metadata()

@@ -22,7 +22,7 @@ def _source(raw: dict[str, Any], key: str) -> str:
 def docker_policy(runner: DockerRunner, task: ResolvedTask) -> Policy:
     cfg = runner.config
     raw = runner.cube.raw_section(runner.section or "docker") or {}
-    gpus = runner.gpu_request(task)
+    gpus = runner.task_gpus(task)
     raw_args: list[tuple[str, list[str], str]] = []
     for key in ("gpu_args" if gpus.wanted else "cpu_args", "extra_run_args"):
         tokens = as_tokens(cfg.get(key))

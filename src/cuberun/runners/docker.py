@@ -17,23 +17,35 @@ always made present first and short names must never be resolved against a regis
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import shlex
-import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import BackendError, CuberunError, Issue, RunnerUnavailable, SpecError, TaskFailed
 from cuberun.ignorefiles import IgnoreRule, is_ignored, read_dockerignore  # noqa: F401 - re-exported for older imports
 from cuberun.records import log_tail
-from cuberun.runners.argv import env_value, program_name
+from cuberun.runners.argv import env_value
 from cuberun.runners.argv import tokens as as_tokens
-from cuberun.runners.base import Runner, Step
+from cuberun.runners.base import Step
+from cuberun.runners.container import (  # noqa: F401 - PROXY_VARS re-exported for older imports
+    DAEMON_DOWN,
+    PROXY_VARS,
+    BindSyntax,
+    ContainerRunner,
+    EnvSyntax,
+    engine_problem,
+    first_line,
+    last_error_line,
+    pass_env,
+    proxy_env,
+    stream_to_stderr,
+    user_spec,
+)
 from cuberun.schema import Field
 from cuberun.valueclass import dataclass
 
@@ -46,13 +58,13 @@ if TYPE_CHECKING:
 
 RUN_LABEL = "cuberun.run"
 HASH_LABEL = "cuberun.context-hash"
-PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 STRATEGIES = ("pull", "auto", "always")
-SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH)", re.IGNORECASE)
 PROBE_TIMEOUT = 30.0
 CANCEL_TIMEOUT = 10.0
 NOT_FOUND = ("no such image", "image not known", "no such object", "not found")
-DAEMON_DOWN = ("cannot connect to the docker daemon", "is the docker daemon running", "cannot connect to podman")
+DOCKER_BIND = BindSyntax("--volume")  # --mount when the path has a ':'; docker parses its fields as CSV
+PODMAN_BIND = BindSyntax("--volume", csv=False)
+DOCKER_ENV = EnvSyntax("-e", name_only=True)  # a secret: `-e NAME`, its value in the client's environment
 ENGINE_ERROR = re.compile(r"^(docker: |Error: |Error response from daemon|Unable to find image|.*OCI runtime)", re.IGNORECASE)
 
 
@@ -105,11 +117,7 @@ def _has_flag(tokens: Sequence[str], *names: str) -> bool:
 
 
 def _last_error_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for line in reversed(lines):
-        if ENGINE_ERROR.match(line) or "error" in line.lower():
-            return line
-    return lines[-1] if lines else ""
+    return last_error_line(text, lambda line: ENGINE_ERROR.match(line) is not None)
 
 
 @dataclass(frozen=True)
@@ -120,9 +128,12 @@ class ImageState:
     repo_digests: tuple[str, ...] | None = None  # None: not asked (the CLI probe)
 
 
-class DockerRunner(Runner):
+class DockerRunner(ContainerRunner):
     name = "docker"
     section = "docker"
+    executable_key = "docker"
+    default_executable = "docker"
+    bind_syntax = DOCKER_BIND
     schema: ClassVar[dict[str, Field]] = {
         "image": Field((str,), doc="image reference (required)"),
         "docker": Field((str, list), default="docker", doc="the engine executable: docker, podman, 'sudo docker', nvidia-docker"),
@@ -151,16 +162,9 @@ class DockerRunner(Runner):
         super().__init__(*args, **kwargs)
         self._names: dict[int, tuple[ResolvedTask, str]] = {}  # id(task) -> (task, container name)
         self._state: ImageState | None = None
-        self._configured = False
         self._context_code: CodeId | None = None
 
     # -- configuration ---------------------------------------------------------------------
-    @property
-    def executable(self) -> list[str]:
-        value = self.config.get("docker") or "docker"
-        argv = shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
-        return argv or ["docker"]
-
     @property
     def is_podman(self) -> bool:
         return any(os.path.basename(tok) == "podman" for tok in self.executable)
@@ -168,7 +172,7 @@ class DockerRunner(Runner):
     @property
     def engine(self) -> str:
         """The engine's name for messages: the first token that is not sudo or one of its options."""
-        return program_name(self.executable, "docker")
+        return self.program
 
     @property
     def image(self) -> str:
@@ -193,23 +197,18 @@ class DockerRunner(Runner):
     def recipe(self) -> Path:
         return Path(os.path.normpath(self.context / str(self.config.get("build_file") or "Dockerfile")))
 
-    def _option(self, cli: str | None, *keys: str) -> str | None:
-        if cli is not None and cli != "":
-            return cli
-        for key in keys:
-            value = self.config.get(key)
-            if value is not None and value != "":
-                return str(value)
-        return None
+    def bind_args(self, layout: Any) -> list[str]:
+        syntax = PODMAN_BIND if self.is_podman else DOCKER_BIND
+        return [a for m in layout.mounts for a in syntax.args(m.host, m.target, m.readonly)]
 
-    def gpu_request(self, task: ResolvedTask | None = None) -> GpuRequest:
-        from cuberun.gpus import effective_gpus
+    def gpu_request(self, spec: str | None = None) -> GpuRequest:
+        return super().gpu_request(spec if spec is not None else self.option(self.options.gpus, "--gpus"))
 
-        own = task.task.run_args.gpus if task is not None and task.task.run_args is not None else None  # container_config.yaml
-        return effective_gpus(self._option(self.options.gpus, "--gpus") or own, self.cube.accelerator_count)
-
-    def _proxies(self, already: Mapping[str, Any] | Sequence[str]) -> list[tuple[str, str]]:
-        return [(k, os.environ[k]) for k in PROXY_VARS if os.environ.get(k) and k not in already]
+    def task_gpus(self, task: ResolvedTask) -> GpuRequest:
+        """The GPUs of `task`: --gpus / docker.--gpus, else a container_config.yaml task's own run_args.gpus."""
+        own = task.task.run_args.gpus if task.task.run_args is not None else None
+        cli = self.option(self.options.gpus, "--gpus")
+        return self.gpu_request(cli if cli is not None else own)
 
     # -- steps (pure) ----------------------------------------------------------------------
     def build_argv(self, hash_value: str | None = None) -> list[str]:
@@ -227,7 +226,7 @@ class DockerRunner(Runner):
             tokens = as_tokens(build_args)
             argv += tokens
             names = [t.split("=", 1)[0] for t in tokens]
-        for key, value in self._proxies(names):
+        for key, value in proxy_env(names):
             argv += ["--build-arg", f"{key}={value}"]
         digest = hash_value or self.context_hash()
         argv += ["--label", f"{HASH_LABEL}={digest}", "-t", self.image, "-f", str(self.recipe), str(self.context)]
@@ -274,7 +273,7 @@ class DockerRunner(Runner):
     def run_argv(self, task: ResolvedTask) -> tuple[list[str], dict[str, str]]:
         """`docker run ...` for a task, and the environment variables the engine must pass on."""
         cfg = self.config
-        gpus = self.gpu_request(task)
+        gpus = self.task_gpus(task)
         user_args = as_tokens(cfg.get("gpu_args") if gpus.wanted else cfg.get("cpu_args"))
         extra = as_tokens(cfg.get("extra_run_args"))
         argv = [*self.executable, "run"]
@@ -285,15 +284,15 @@ class DockerRunner(Runner):
             argv.append("--pull=never")
         mapped = bool(cfg.get("run_as_user", True)) and not _has_flag(user_args + extra, "-u", "--user")
         if mapped:
-            argv += ["-u", f"{os.getuid()}:{os.getgid()}"]
+            argv += ["-u", user_spec()]
         from cuberun.runners.container_policy import docker_flags
 
         argv += docker_flags(self.policy(task), user_args + extra)  # the run policy: no network, no capabilities, ...
         argv += user_args
         for flag, value in (
-            ("--security-opt", self._option(self.options.security, "--security-opt")),
-            ("--memory", self._option(self.options.memory, "--memory")),
-            ("--cpuset-cpus", self._option(self.options.cpus, "--cpuset-cpus")),
+            ("--security-opt", self.option(self.options.security, "--security-opt")),
+            ("--memory", self.option(self.options.memory, "--memory")),
+            ("--cpuset-cpus", self.option(self.options.cpus, "--cpuset-cpus")),
         ):
             if value is not None and not _has_flag(user_args, flag):
                 argv.append(f"{flag}={value}")
@@ -308,41 +307,32 @@ class DockerRunner(Runner):
         # environment: env_args, RunOptions.extra_env, proxies, GPUs, HOME for a mapped user
         env: dict[str, str] = {}
         names: list[str] = []
-        via_env = not any(os.path.basename(t) == "sudo" for t in self.executable)  # sudo drops our env
 
-        def add_env(key: str, value: str) -> None:
-            names.append(key)
-            if via_env and SECRET_NAME.search(key):
-                argv.extend(["-e", key])  # the value travels in the engine's environment, not in argv
-                env[key] = value
-            else:
-                argv.extend(["-e", f"{key}={value}"])
+        def add_env(*items: tuple[str, str]) -> None:
+            names.extend(k for k, _ in items)
+            more, secret = pass_env(items, DOCKER_ENV, via_env=not self.uses_sudo)  # sudo drops our env
+            argv.extend(more)
+            env.update(secret)
 
         env_args = cfg.get("env_args") or {}
         if isinstance(env_args, Mapping):
-            for key, value in env_args.items():
-                add_env(str(key), env_value(value))
+            add_env(*((str(k), env_value(v)) for k, v in env_args.items()))
         else:
             tokens = as_tokens(env_args)
             argv += tokens
             names += [t.split("=", 1)[0] for t in tokens if not t.startswith("-")]
-        for key, value in task.environment.items():
-            add_env(key, value)
-        for key, value in self.options.extra_env.items():
-            add_env(key, value)
-        for key, value in self._proxies(names):
-            add_env(key, value)
+        add_env(*task.environment.items())  # container_config.yaml run_args.environment
+        add_env(*self.options.extra_env.items())
+        add_env(*proxy_env(names))
         if gpus.devices and "CUDA_VISIBLE_DEVICES" not in names:
             # only the requested devices exist inside the container, renumbered from 0
-            add_env("CUDA_VISIBLE_DEVICES", ",".join(str(i) for i in range(len(gpus.devices))))
+            add_env(("CUDA_VISIBLE_DEVICES", ",".join(str(i) for i in range(len(gpus.devices)))))
         if mapped and os.getuid() != 0 and "HOME" not in names:
-            add_env("HOME", "/tmp")  # an unknown uid gets HOME=/, which it cannot write
+            add_env(("HOME", "/tmp"))  # an unknown uid gets HOME=/, which it cannot write
         argv += extra
 
-        input_mode = self.options.mount or cfg.get("--mount_opts") or None
-        layout = task.layout(input_mode=input_mode)
-        for m in layout.mounts:
-            argv += self._mount_args(m.host, m.target, m.readonly)
+        layout = self.layout(task)
+        argv += self.bind_args(layout)
         argv.append(self.image)
         if entry:
             argv += entry[1:]
@@ -372,19 +362,6 @@ class DockerRunner(Runner):
 
         return docker_policy(self, task)
 
-    def _mount_args(self, host: str, target: str, readonly: bool) -> list[str]:
-        """`--volume H:T[:ro]` like the reference; `--mount` when the path has a ':' (which -v cannot express)."""
-        if ":" not in host:
-            return ["--volume", f"{host}:{target}" + (":ro" if readonly else "")]
-        fields = ["type=bind", f"source={host}", f"target={target}"] + (["readonly"] if readonly else [])
-        if not self.is_podman:  # docker parses the value as CSV
-            fields = [_csv_field(f) for f in fields]
-        return ["--mount", ",".join(fields)]
-
-    def run_steps(self, task: ResolvedTask) -> list[Step]:
-        argv, env = self.run_argv(task)
-        return [Step(tuple(argv), "run", None, env)]
-
     # -- talking to the engine ----------------------------------------------------------------
     def _capture(self, *args: str, timeout: float = PROBE_TIMEOUT) -> Captured:
         from cuberun.process import capture
@@ -392,22 +369,7 @@ class DockerRunner(Runner):
         return capture([*self.executable, *args], timeout=timeout)
 
     def _daemon_problem(self, stderr: str) -> str | None:
-        low = stderr.lower()
-        if "permission denied" in low and ("docker.sock" in low or "daemon socket" in low):
-            return (
-                f"permission denied on the {self.engine} socket ({_first_line(stderr)}). "
-                f"Hint: add your user to the docker group (sudo usermod -aG docker $USER, then log in again), or set docker: sudo {self.engine}"
-            )
-        if any(s in low for s in DAEMON_DOWN):
-            host = os.environ.get("DOCKER_HOST")
-            where = f" at {host}" if host else ""
-            return (
-                f"the {self.engine} daemon is not running{where}. "
-                f"Hint: start it (e.g. sudo systemctl start docker, or dockerd), check DOCKER_HOST, or use --platform=local"
-            )
-        if "a password is required" in low or "a terminal is required" in low:
-            return f"'{' '.join(self.executable)}' asks for a password. Hint: allow it without a password in sudoers, or use the docker group"
-        return None
+        return engine_problem(stderr, self.engine, self.executable)
 
     def image_state(self, refresh: bool = False) -> ImageState:
         """Whether the image exists locally and its labels (one `image inspect`, cached)."""
@@ -436,7 +398,7 @@ class DockerRunner(Runner):
                 raise RunnerUnavailable(problem)
             if not any(s in res.stderr.lower() for s in NOT_FOUND):
                 raise BackendError(
-                    f"'{shlex.join([*self.executable, 'image', 'inspect', image])}' failed (exit {res.returncode}): {_first_line(res.stderr)}",
+                    f"'{shlex.join([*self.executable, 'image', 'inspect', image])}' failed (exit {res.returncode}): {first_line(res.stderr)}",
                     f"check that {self.engine} works: {' '.join(self.executable)} info",
                 )
             state = ImageState(False, {})
@@ -490,15 +452,9 @@ class DockerRunner(Runner):
         return f"{self.engine} is not installed (no '{self.executable[0]}' on the PATH). Hint: install Docker or Podman, or use --platform=local"
 
     def unavailable_reason(self) -> str | None:
-        from cuberun.process import which
-
-        for tok in self.executable:
-            if tok.startswith("-"):
-                continue
-            if which(tok) is None:
-                return self._not_installed() if tok != "sudo" else "sudo is not installed. Hint: set docker: docker (without sudo)"
-            if tok != "sudo":
-                break
+        tok = self.missing_executable()
+        if tok is not None:
+            return self._not_installed() if tok != "sudo" else "sudo is not installed. Hint: set docker: docker (without sudo)"
         try:
             self.image_state()
         except SpecError:
@@ -525,18 +481,9 @@ class DockerRunner(Runner):
             self._fetch()
         self._configured = True
 
-    def _stream_to_stderr(self, argv: Sequence[str], purpose: str) -> tuple[Outcome, str]:
-        from cuberun.process import stream
-
-        tail = io.BytesIO()
-        echo = getattr(sys.stderr, "buffer", None)
-        print(f"cuberun: {purpose}: {shlex.join(argv)}", file=sys.stderr, flush=True)
-        outcome = stream(argv, log=tail, echo=echo)
-        return outcome, tail.getvalue()[-8192:].decode("utf-8", "replace")
-
     def _build(self, digest: str, why: str) -> None:
         argv = self.build_argv(digest)
-        outcome, text = self._stream_to_stderr(argv, f"building {self.image} ({why})")
+        outcome, text = stream_to_stderr(argv, f"building {self.image} ({why})")
         if outcome.interrupted:
             raise TaskFailed(f"the build of {self.image} was interrupted", outcome.exit_code)
         if outcome.exit_code != 0:
@@ -552,7 +499,7 @@ class DockerRunner(Runner):
     def _fetch(self) -> None:
         step = self._fetch_step()
         what = "loading" if step.purpose == "load" else "pulling"
-        outcome, text = self._stream_to_stderr(step.argv, f"{what} {self.image} (not present locally)")
+        outcome, text = stream_to_stderr(step.argv, f"{what} {self.image} (not present locally)")
         if outcome.interrupted:
             raise TaskFailed(f"{what} {self.image} was interrupted", outcome.exit_code)
         if outcome.exit_code != 0:
@@ -590,49 +537,44 @@ class DockerRunner(Runner):
             if attempt == 0 and interrupted:
                 time.sleep(0.5)
 
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
-        from cuberun.process import stream
-
-        if not self._configured:
-            self.configure()
-        argv, extra_env = self.run_argv(task)
+    def on_cancel(self, task: ResolvedTask) -> Callable[[], None]:
         name = self.container_name(task)
-        env = {**os.environ, **extra_env} if extra_env else None
-        with open(log_path, "ab") as log:
-            outcome = stream(argv, env=env, log=log, on_cancel=lambda: self._remove_container(name, kill=True), timeout=self.options.timeout)
+        return lambda: self._remove_container(name, kill=True)
+
+    def after_run(self, task: ResolvedTask, outcome: Outcome) -> None:
         if outcome.details and outcome.details.get("timed_out"):
-            self._cleanup_after(name, True)  # stopped by --timeout: the container must be gone
-            return outcome
+            self._cleanup_after(self.container_name(task), True)  # stopped by --timeout: the container must be gone
+            return
         if outcome.interrupted or outcome.signal is not None or outcome.exit_code in (125, 126, 127):
-            self._cleanup_after(name, outcome.interrupted or outcome.signal is not None)
-        if outcome.interrupted or outcome.exit_code == 0:
-            return outcome
+            self._cleanup_after(self.container_name(task), outcome.interrupted or outcome.signal is not None)
+
+    def failure(self, task: ResolvedTask, outcome: Outcome, log_path: str) -> Exception | None:
         lost = self._engine_lost(task, outcome)
         if lost is not None:
-            raise lost
+            return lost
         if outcome.exit_code in (125, 126, 127):
             text = log_tail(log_path)
             line = _last_error_line(text)
             if outcome.exit_code == 125 and ENGINE_ERROR.match(line):
                 problem = self._daemon_problem(text)
                 if problem:
-                    raise RunnerUnavailable(problem)
-                raise BackendError(f"{self.engine} could not start the container for task '{task.name}': {line}", "check the image and the run arguments (--dry-run prints them)")
+                    return RunnerUnavailable(problem)
+                return BackendError(f"{self.engine} could not start the container for task '{task.name}': {line}", "check the image and the run arguments (--dry-run prints them)")
             if "oci runtime" in line.lower() or "executable file not found" in line.lower():
-                raise BackendError(
+                return BackendError(
                     f"the container of task '{task.name}' could not run its command (exit {outcome.exit_code}): {line}",
                     "check the task's entrypoint and the image's ENTRYPOINT",
                     exit_code=outcome.exit_code,
                 )
         if outcome.exit_code == 137 and outcome.signal is None:
-            memory = self._option(self.options.memory, "--memory")
+            memory = self.option(self.options.memory, "--memory")
             limit = f" (now {memory})" if memory else ""
-            raise TaskFailed(
+            return TaskFailed(
                 f"task '{task.name}' was killed (SIGKILL, exit 137): possibly out of memory",
                 137,
                 f"raise --memory{limit}, or lower the task's memory use; the log is {log_path}",
             )
-        return outcome
+        return None
 
     def _engine_lost(self, task: ResolvedTask, outcome: Outcome) -> BackendError | None:
         """A failed run caused by the engine, not the task: the `run` client itself was killed by a
@@ -667,15 +609,13 @@ class DockerRunner(Runner):
         image id (a rebuilt or re-pulled image makes the task out of date) and, when cuberun
         built the image from the cube's build context, that context's code identity (to say
         which file changed)."""
-        from cuberun.secretid import secret_digest
-
         argv, env = self.run_argv(task)
         name = f"--name={self.container_name(task)}"
         command = [f"--name={_name_prefix(task.name)}*" if a == name else a for a in argv]
         state = self.image_state()
         fp: dict[str, Any] = {"runner": self.name, "command": [command], "image": self.image, "image_id": state.id}
         if env:
-            fp["env"] = {k: secret_digest(v) for k, v in sorted(env.items())}
+            fp["env"] = self.env_identity(env, digest_all=True)
         if self.strategy != "pull" and self.recipe.is_file() and state.labels.get(HASH_LABEL) == self.context_hash():
             fp["build_context"] = self.context_code().to_json()
         return fp
@@ -723,15 +663,5 @@ def _name_prefix(task: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", task).strip("_.-") or "task"
     return f"cuberun-{safe[:40]}-"
 
-
-def _csv_field(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"') else text
-
-
-def _first_line(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
 
 

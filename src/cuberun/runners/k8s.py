@@ -40,13 +40,15 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from cuberun.console import say, warn
 from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, TaskFailed, UsageError
-from cuberun.runners.base import Runner, Step
+from cuberun.runners.base import Step
+from cuberun.runners.batch import BatchRunner
 from cuberun.runners.k8s_manifests import (
     ACCESS_MODES,
     CONTAINER_NAME,
     PULL_POLICIES,
 )
 from cuberun.schema import Field
+from cuberun.valueclass import dataclass
 
 if TYPE_CHECKING:
     from cuberun.process import Outcome
@@ -91,7 +93,21 @@ SLOW_WAITING = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"
 
 
 # -- the runner -------------------------------------------------------------------------------------
-class KubernetesRunner(Runner):
+@dataclass(frozen=True)
+class _JobPlan:
+    task: str
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _JobRef:
+    name: str
+    task: str
+    started: float
+
+
+class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
+    supports_chain = False  # one Job per task; a chain runs task by task
     outputs_on_host = False  # on the PersistentVolumeClaim: not checkable from here
     name = "k8s"
     section = "k8s"
@@ -115,6 +131,7 @@ class KubernetesRunner(Runner):
         "ttl_seconds_after_finished": Field((int,), doc="the cluster deletes finished Jobs after this many seconds (with keep_jobs)"),
         "start_timeout": Field((int, float, str), default=600, doc="seconds a pod may stay Pending (scheduling, image pull) before the run fails"),
         "poll_interval": Field((int, float, str), default=2.0, doc="seconds between status polls"),
+        "delete_retry": Field((int, float, str), default=60, doc="seconds to keep trying to delete a Job while the API server is unreachable"),
         "memory": Field((str, int), doc="memory request and limit (default: platform.host_memory_gb; --memory wins)"),
         "cpu": Field((str, int, float), doc="CPU request and limit, e.g. 2 or 500m"),
         "gpu_resource": Field((str,), default="nvidia.com/gpu", doc="the extended resource that counts GPUs"),
@@ -500,47 +517,93 @@ class KubernetesRunner(Runner):
         api.call(f"delete Job {name}", api.batch.delete_namespaced_job, name, self.namespace, ok404=True,
                  timeout=DELETE_TIMEOUT, propagation_policy="Background")
 
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
-        from cuberun.process import CANCEL, Outcome, handle_signals
-
-        manifest = self.job_manifest(task)
-        name = manifest["metadata"]["name"]
-        api = self.api()
+    # -- the batch hooks (the loop is BatchRunner.run_batch; one task, one Job) ---------------------
+    def plan_batch(self, tasks: Sequence[ResolvedTask]) -> list[_JobPlan]:
+        plans = [_JobPlan(t.name, self.job_manifest(t)) for t in tasks]
+        self.api()
         self._warn_ignored_options()
-        start = time.monotonic()
-        with handle_signals():
-            if CANCEL.requested:  # cancelled before this task could start
-                sig = CANCEL.received or signal.SIGINT
-                return Outcome(128 + sig, 0.0, interrupted=True, received=sig)
-            created = False
-            try:
-                with open(log_path, "ab") as log:
-                    api.call(f"create Job {name}", api.batch.create_namespaced_job, self.namespace, manifest)
-                    created = True
-                    say(f"created Job {self.namespace}/{name} (image {self.image})")
-                    _check_cancel()
-                    code = self._wait(api, name, task.name, [getattr(sys.stdout, "buffer", None), log])
-            except Cancelled:
-                sig = CANCEL.received or signal.SIGINT
-                say(f"interrupted: deleting Job {self.namespace}/{name}")
-                self._cleanup(name)
-                return Outcome(128 + sig, time.monotonic() - start, interrupted=True, received=sig,
-                               reason=f"was interrupted (Job {self.namespace}/{name} deleted)", details={"job": name, "namespace": self.namespace})
-            except BaseException:
-                if created or CANCEL.requested:
-                    self._cleanup(name)
-                raise
-            if self.config.get("keep_jobs"):
-                say(f"keeping Job {self.namespace}/{name} (keep_jobs)")
-            else:
-                self._cleanup(name)
-            return Outcome(code, time.monotonic() - start, details={"job": name, "namespace": self.namespace})
+        return plans
 
-    def _cleanup(self, name: str) -> None:
+    def submit(self, plan: _JobPlan, after: _JobRef | None) -> _JobRef:
+        from cuberun.process import CANCEL
+
+        started = time.monotonic()
+        name = str(plan.manifest["metadata"]["name"])
+        api = self.api()
         try:
-            self.delete_job(name)
-        except CuberunError as exc:
-            warn(f"could not delete Job {self.namespace}/{name}: {exc.lines()[0]}")
+            api.call(f"create Job {name}", api.batch.create_namespaced_job, self.namespace, plan.manifest)
+        except BaseException:
+            if CANCEL.requested:  # interrupted while the request was on its way: it may have been created
+                self._cleanup(name)
+            raise
+        say(f"created Job {self.namespace}/{name} (image {self.image})")
+        return _JobRef(name, plan.task, started)
+
+    def follow(self, submission: _JobRef, later: Sequence[_JobRef], log_path: str, cancel: Any) -> Outcome:
+        from cuberun.process import Outcome
+
+        job = submission
+        try:
+            with open(log_path, "ab") as log:
+                _check_cancel()
+                code = self._wait(self.api(), job.name, job.task, [getattr(sys.stdout, "buffer", None), log])
+        except Cancelled:
+            return self.interrupted([job], cancel)
+        if self.config.get("keep_jobs"):
+            say(f"keeping Job {self.namespace}/{job.name} (keep_jobs)")
+        else:
+            self._cleanup(job.name)
+        return Outcome(code, time.monotonic() - job.started, details={"job": job.name, "namespace": self.namespace})
+
+    def cancel(self, submissions: Sequence[_JobRef], current: _JobRef | None, outcome: Outcome | None) -> None:
+        if outcome is not None:
+            return  # follow deleted (or kept) the Job of a finished run
+        for job in submissions:
+            self._cleanup(job.name)
+
+    def interrupted(self, submitted: Sequence[_JobRef], cancel: Any) -> Outcome:
+        from cuberun.process import Outcome
+
+        sig = cancel.received or signal.SIGINT
+        if not submitted:  # cancelled before this task could start
+            return Outcome(128 + sig, 0.0, interrupted=True, received=sig)
+        job = submitted[0]
+        say(f"interrupted: deleting Job {self.namespace}/{job.name}")
+        gone = self._cleanup(job.name)
+        what = "deleted" if gone else f"NOT deleted: kubectl delete job {job.name} -n {self.namespace}"
+        return Outcome(128 + sig, time.monotonic() - job.started, interrupted=True, received=sig,
+                       reason=f"was interrupted (Job {self.namespace}/{job.name} {what})", details={"job": job.name, "namespace": self.namespace})
+
+    def _cleanup(self, name: str) -> bool:
+        """Delete the Job; while the API server is unreachable, try again with backoff for
+        `delete_retry` seconds (a second Ctrl-C stops trying). False, with one line that names the
+        Job to delete by hand, when it could not be deleted."""
+        from cuberun.process import CANCEL
+
+        deadline = time.monotonic() + self.seconds("delete_retry", 60)
+        pause = 0.5
+        told = False
+        while True:
+            try:
+                self.delete_job(name)
+                if told:
+                    say(f"deleted Job {self.namespace}/{name}: the API server answered again")
+                return True
+            except RunnerUnavailable as exc:  # unreachable: it may come back (a restart)
+                problem = exc.lines()[0]
+                if time.monotonic() + pause > deadline or CANCEL.count >= 2:
+                    break
+                if not told:
+                    say(f"the Kubernetes API server is unreachable; trying to delete Job {self.namespace}/{name} "
+                        f"for {max(0.0, deadline - time.monotonic()):.0f} s more (Ctrl-C again to stop)")
+                    told = True
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+            except CuberunError as exc:
+                problem = exc.lines()[0]
+                break
+        warn(f"could not delete Job {self.namespace}/{name} (delete it by hand: kubectl delete job {name} -n {self.namespace}): {problem}")
+        return False
 
     def _wait(self, api: Api, name: str, task: str, sinks: Sequence[IO[bytes] | None]) -> int:
         """Poll the Job and its pods until the Job's outcome is known; follow each pod's log."""

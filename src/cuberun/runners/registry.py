@@ -86,11 +86,19 @@ def get(name: str) -> type[Runner]:
     return _import(target, name)
 
 
+def plugin_names() -> list[str]:
+    """Runners installed by other packages (entry points) that are not built in."""
+    return sorted(set(_entry_points()) - set(BUILTIN))
+
+
 def section_schema(section: str) -> Schema | None:
-    """The schema of a cube section: built-in runners read the section named like themselves,
-    so only that one runner module is imported."""
-    target = BUILTIN.get(section)
+    """The schema of a cube section: runners read the section named like themselves, so only
+    that one runner module is imported (a plugin's, only when the cube has its section)."""
+    target = BUILTIN.get(section) or (_entry_points().get(section) if section not in KNOWN_SECTIONS else None)
     if target is None:
         return None
-    cls = _import(target, section)
+    try:
+        cls = _import(target, section)
+    except RunnerUnavailable:
+        return None  # a broken plugin: its own run says why
     return cls.section_schema() if cls.section == section else None

@@ -36,19 +36,17 @@ the command lines are also pinned by golden tests.
 
 from __future__ import annotations
 
-import io
 import os
 import re
-import shlex
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import BackendError, CuberunError, Issue, RunnerUnavailable, SpecError, TaskFailed, UsageError
 from cuberun.records import log_tail
-from cuberun.runners.argv import env_value, program_name, uses_sudo
+from cuberun.runners.argv import env_value
 from cuberun.runners.argv import tokens as as_tokens
-from cuberun.runners.base import Runner, Step
+from cuberun.runners.base import Step
+from cuberun.runners.container import BindSyntax, ContainerRunner, EnvSyntax, last_error_line, pass_env, stream_to_stderr
 from cuberun.schema import Field
 from cuberun.valueclass import dataclass
 
@@ -57,6 +55,9 @@ if TYPE_CHECKING:
     from cuberun.policy import Policy
     from cuberun.process import Outcome
     from cuberun.resolve import ResolvedTask
+
+# `--bind H:T[:ro]` like the reference; `--mount` when the path has ',' or ':' (which --bind splits on)
+SINGULARITY_BIND = BindSyntax("--bind", splits_on=",:", src="src", dst="dst", ro="ro")
 
 DEFAULT_RECIPE = "Singularity.recipe"
 # build sources handed to `singularity build` as written (no local recipe file)
@@ -124,10 +125,6 @@ class Source:
     from_docker_section: bool = False
 
 
-def _csv_field(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"') else text
-
-
 def _with_tag(image: str) -> str:
     """`docker-daemon:` needs an explicit tag."""
     if "@" in image:
@@ -136,9 +133,12 @@ def _with_tag(image: str) -> str:
     return image if ":" in last else image + ":latest"
 
 
-class SingularityRunner(Runner):
+class SingularityRunner(ContainerRunner):
     name = "singularity"
     section = "singularity"
+    executable_key = "singularity"
+    default_executable = "singularity"
+    bind_syntax = SINGULARITY_BIND
     schema: ClassVar[dict[str, Field]] = {
         "image": Field((str,), doc="SIF file name inside image_dir (or an absolute path); default: alnum(docker.image).sif"),
         "image_dir": Field((str,), doc="SIF directory; default: a per-cube cache dir (the reference: ${runtime.workspace}/.image)"),
@@ -162,48 +162,23 @@ class SingularityRunner(Runner):
         self._version: Version | None = None
         self._version_probed = False
         self._daemon_has: dict[str, bool] = {}
-        self._configured = False
 
     # -- configuration -------------------------------------------------------------------------
-    @property
-    def executable(self) -> list[str]:
-        argv = as_tokens(self.config.get("singularity") or "singularity")
-        return argv or ["singularity"]
-
-    @property
-    def program(self) -> str:
-        """The executable's name for messages (skipping sudo and its options)."""
-        return program_name(self.executable, "singularity")
-
-    @property
-    def uses_sudo(self) -> bool:
-        return uses_sudo(self.executable)
-
-    def _docker_section(self) -> dict[str, Any]:
-        try:
-            return self.cube.section("docker")
-        except SpecError:
-            return {}
-
     @property
     def image_name(self) -> str:
         value = self.config.get("image")
         if isinstance(value, str) and value.strip():
             return value.strip()
-        docker_image = self._docker_section().get("image")
+        docker_image = self.docker_section().get("image")
         if isinstance(docker_image, str) and docker_image.strip():
             return alnum(docker_image) + ".sif"
         return alnum(f"{self.cube.name}{self.cube.version or ''}") + ".sif"
-
-    def _path(self, value: str) -> Path:
-        expanded = os.path.expanduser(os.path.expandvars(value))
-        return Path(os.path.normpath(expanded if os.path.isabs(expanded) else self.cube.root / expanded))
 
     @property
     def image_dir(self) -> Path:
         value = self.config.get("image_dir")
         if isinstance(value, str) and value.strip():
-            return self._path(value.strip())
+            return self.cube_path(value.strip())
         import hashlib
 
         from cuberun.runners.pyenv import cache_dir
@@ -223,7 +198,7 @@ class SingularityRunner(Runner):
             return self._daemon_has[image]
         from cuberun.process import capture, which
 
-        exe = as_tokens(self._docker_section().get("docker") or "docker") or ["docker"]
+        exe = as_tokens(self.docker_section().get("docker") or "docker") or ["docker"]
         found = False
         if not any(os.path.basename(t) == "podman" for t in exe) and which(exe[0]) is not None:
             res = capture([*exe, "image", "inspect", "--format", "{{.Id}}", image], timeout=PROBE_TIMEOUT)
@@ -237,19 +212,19 @@ class SingularityRunner(Runner):
         build_file = str(self.config.get("build_file") or DEFAULT_RECIPE).strip()
         if build_file.startswith(URI_PREFIXES):
             if build_file.startswith("docker-archive:"):
-                tar = self._path(build_file[len("docker-archive:") :])
+                tar = self.cube_path(build_file[len("docker-archive:") :])
                 return Source("docker-archive", f"docker-archive:{tar}", "singularity.build_file", tar)
             return Source("uri", build_file, "singularity.build_file")
-        recipe = self._path(build_file)
+        recipe = self.cube_path(build_file)
         if recipe.is_file():
             return Source("recipe", str(recipe), "singularity.build_file", recipe)
         if build_file != DEFAULT_RECIPE:
             raise SpecError([self._issue(("singularity", "build_file"), f"recipe {recipe} does not exist",
                                          "fix the path (relative to the cube root), or use docker://IMAGE")])
-        docker = self._docker_section()
+        docker = self.docker_section()
         tar_value = self.config.get("tar_file") or docker.get("tar_file")
         if isinstance(tar_value, str) and tar_value.strip():
-            tar = self._path(tar_value.strip())
+            tar = self.cube_path(tar_value.strip())
             if tar.is_file():
                 return Source("docker-archive", f"docker-archive:{tar}", "docker.tar_file", tar, True)
         image = docker.get("image")
@@ -292,26 +267,15 @@ class SingularityRunner(Runner):
                 self._version = parse_version(res.stdout + "\n" + res.stderr, self.program)
         return self._version
 
-    def _option(self, cli: str | None, *keys: str) -> str | None:
-        if cli is not None and cli != "":
-            return cli
-        for key in keys:
-            value = self.config.get(key)
-            if value is not None and value != "" and value is not False:
-                return str(value)
-        return None
-
-    def gpu_request(self) -> GpuRequest:
-        from cuberun.gpus import effective_gpus
-
-        spec = self.options.gpus
+    def gpu_request(self, spec: str | None = None) -> GpuRequest:
+        spec = spec if spec is not None else self.options.gpus
         if spec is None:
             nv = self.config.get("--nv")
             if nv is True:
                 spec = "all"
             elif nv is not None and nv is not False and nv != "":
                 spec = str(nv)
-        return effective_gpus(spec, self.cube.accelerator_count)
+        return super().gpu_request(spec)
 
     def workdir(self) -> str | None:
         value = self.config.get("pwd")
@@ -325,7 +289,7 @@ class SingularityRunner(Runner):
             return None
         from cuberun.runners import dockerfile
 
-        docker = self._docker_section()
+        docker = self.docker_section()
         context = Path(os.path.normpath(self.cube.root / str(docker.get("build_context") or ".")))
         recipe = context / str(docker.get("build_file") or "Dockerfile")
         if not recipe.is_file():
@@ -370,14 +334,14 @@ class SingularityRunner(Runner):
 
         user_args = as_tokens(cfg.get("run_args"))
         argv = [*self.executable, "exec" if entry else "run", *singularity_flags(self.policy(task), user_args), *user_args]
-        for flag, value in (("--security", self._option(self.options.security, "--security")),):
+        for flag, value in (("--security", self.option(self.options.security, "--security")),):
             if value is not None:
                 argv.append(f"{flag}={value}")
         if self.gpu_request().wanted and "--nv" not in argv:
             argv.append("--nv")
         for flag, value in (
-            ("--vm-ram", self._option(self.options.memory, "--vm-ram")),
-            ("--vm-cpu", self._option(self.options.cpus, "--vm-cpu")),
+            ("--vm-ram", self.option(self.options.memory, "--vm-ram")),
+            ("--vm-cpu", self.option(self.options.cpus, "--vm-cpu")),
         ):
             if value is not None:
                 argv.append(f"{flag}={value}")
@@ -385,16 +349,17 @@ class SingularityRunner(Runner):
         task_env = {**task.environment, **self.task_env()}  # container_config.yaml run_args.environment first
         if task_env:
             version = self.version()
+            # a secret's value (and, before Singularity 3.6, every value) travels as <PREFIX>ENV_<NAME> in the client's environment
+            prefix = "APPTAINERENV_" if (version.is_apptainer if version else self.program == "apptainer") else "SINGULARITYENV_"
             if version is None or version.supports_env_flag():
-                for key, value in task_env.items():
-                    argv += ["--env", f"{key}={value}"]
-            else:  # Singularity < 3.6: SINGULARITYENV_<NAME> in the environment of the client
-                process_env.update({f"SINGULARITYENV_{k}": v for k, v in task_env.items()})
+                more, process_env = pass_env(task_env.items(), EnvSyntax("--env", secret_prefix=prefix))
+                argv += more
+            else:  # Singularity < 3.6: no --env
+                process_env.update({f"{prefix}{k}": v for k, v in task_env.items()})
         workdir = self.workdir()
         if workdir:
             argv += ["--pwd", workdir]
-        input_mode = self.options.mount or cfg.get("--mount_opts") or None
-        layout = task.layout(input_mode=input_mode)
+        layout = self.layout(task)
         if any("," in m.host or ":" in m.host for m in layout.mounts):
             version = self.version()
             if version is not None and not version.supports_mount_flag():
@@ -403,8 +368,7 @@ class SingularityRunner(Runner):
                     "(--mount needs SingularityCE 3.9 or Apptainer)",
                     "rename the directory or override the parameter with another path",
                 )
-        for m in layout.mounts:
-            argv += self._bind_args(m.host, m.target, m.readonly)
+        argv += self.bind_args(layout)
         argv.append(str(self.sif))
         if entry:
             argv += entry
@@ -416,19 +380,6 @@ class SingularityRunner(Runner):
 
         return singularity_policy(self, task)
 
-    @staticmethod
-    def _bind_args(host: str, target: str, readonly: bool) -> list[str]:
-        """`--bind H:T[:ro]` like the reference; `--mount` when the path has ',' or ':' (which
-        --bind splits on)."""
-        if "," not in host and ":" not in host:
-            return ["--bind", f"{host}:{target}" + (":ro" if readonly else "")]
-        fields = ["type=bind", f"src={host}", f"dst={target}"] + (["ro"] if readonly else [])
-        return ["--mount", ",".join(_csv_field(f) for f in fields)]
-
-    def run_steps(self, task: ResolvedTask) -> list[Step]:
-        argv, env = self.run_argv(task)
-        return [Step(tuple(argv), "run", None, env)]
-
     # -- availability ----------------------------------------------------------------------------
     def _not_installed(self, tok: str) -> str:
         return (
@@ -438,24 +389,14 @@ class SingularityRunner(Runner):
         )
 
     def unavailable_reason(self) -> str | None:
-        from cuberun.process import which
-
-        for tok in self.executable:
-            if tok.startswith("-"):
-                continue
-            if which(tok) is None:
-                if tok == "sudo":
-                    return f"sudo is not installed. Hint: set -Prunner.singularity={self.program} (without sudo)"
-                return self._not_installed(tok)
-            if tok != "sudo":
-                break
-        return None
+        tok = self.missing_executable()
+        if tok == "sudo":
+            return f"sudo is not installed. Hint: set -Prunner.singularity={self.program} (without sudo)"
+        return self._not_installed(tok) if tok is not None else None
 
     # -- configure ---------------------------------------------------------------------------------
     def configure(self) -> None:
         """Build the SIF unless it is current. Quiet when there is nothing to do."""
-        from cuberun.process import stream
-
         if self.sif_current():
             self._configured = True
             return
@@ -473,14 +414,11 @@ class SingularityRunner(Runner):
             raise BackendError(f"cannot create the image directory {sif.parent}: {exc.strerror}",
                                "set -Psingularity.image_dir=DIR to a writable directory") from None
         before = sif.stat().st_mtime_ns if existed else None
-        print(f"cuberun: building {sif} from {source.spec} ({why}): {shlex.join(argv)}", file=sys.stderr, flush=True)
-        tail = io.BytesIO()
-        outcome = stream(argv, cwd=str(self.cube.root), log=tail, echo=getattr(sys.stderr, "buffer", None))
+        outcome, text = stream_to_stderr(argv, f"building {sif} from {source.spec} ({why})", cwd=str(self.cube.root))
         if outcome.exit_code != 0:
             self._remove_partial(sif, before)
             if outcome.interrupted:
                 raise TaskFailed(f"the build of {sif} was interrupted", outcome.exit_code)
-            text = tail.getvalue()[-8192:].decode("utf-8", "replace")
             raise BackendError(
                 f"building {sif} from {source.spec} failed with exit code {outcome.exit_code}: {_last_error(text)}",
                 self._build_hint(source),
@@ -507,29 +445,18 @@ class SingularityRunner(Runner):
         return "the build output is above"
 
     # -- run -----------------------------------------------------------------------------------------
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
-        from cuberun.process import stream
-
-        if not self._configured:
-            self.configure()
-        argv, extra_env = self.run_argv(task)
-        env = {**os.environ, **extra_env} if extra_env else None
-        with open(log_path, "ab") as log:
-            outcome = stream(argv, env=env, log=log)
-        if outcome.exit_code == 255 and not outcome.interrupted:
+    def failure(self, task: ResolvedTask, outcome: Outcome, log_path: str) -> Exception | None:
+        if outcome.exit_code == 255:
             line = _fatal_line(log_tail(log_path))
             if line:
-                raise BackendError(f"{self.program} could not run task '{task.name}': {line}", "check the SIF and the run arguments (--dry-run prints them)")
-        return outcome
+                return BackendError(f"{self.program} could not run task '{task.name}': {line}", "check the SIF and the run arguments (--dry-run prints them)")
+        return None
 
     def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
         """The run command (its --env values included) and variables passed through the client's
         environment, plus the SIF's identity (size and mtime: a rebuild changes them, and hashing
         a multi-GB SIF on every run would be slow); for a SIF built from a recipe, the code
         identity of the folder it is built in (a `%files` line copies from there)."""
-        from cuberun.records import SECRET_NAME
-        from cuberun.secretid import secret_digest
-
         argv, env = self.run_argv(task)
         try:
             st = self.sif.stat()
@@ -538,7 +465,7 @@ class SingularityRunner(Runner):
             sif = None
         fp: dict[str, Any] = {"runner": self.name, "command": [argv], "sif": sif}
         if env:
-            fp["env"] = {k: secret_digest(v) if SECRET_NAME.search(k) else v for k, v in sorted(env.items())}
+            fp["env"] = self.env_identity(env)
         try:
             recipe = self.source(probe=False).kind == "recipe"
         except CuberunError:
@@ -579,11 +506,7 @@ class SingularityRunner(Runner):
 
 
 def _last_error(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for line in reversed(lines):
-        if FATAL.match(line) or "error" in line.lower():
-            return line
-    return lines[-1] if lines else ""
+    return last_error_line(text, lambda line: FATAL.match(line) is not None)
 
 
 def _fatal_line(text: str) -> str | None:

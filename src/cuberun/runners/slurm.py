@@ -5,7 +5,8 @@ What it does for `cuberun run --platform=slurm`:
 1. Renders a job script (a file, never a shell string we execute): `#SBATCH` lines for the job
    name, partition, account, qos, time, cpus, memory, GPUs (`--gres`), the job log and the working
    directory, then `exec <cuberun> run --task=<task> --platform=<inner> ...` with every parameter
-   override, `-P` value and run option forwarded. The script is named by its content hash, so
+   override, `-P` value and run option forwarded (runners/nested.py; the job's cuberun reports its
+   run id and its own errors through the `--handshake` event lines in the job log). The script is named by its content hash, so
    concurrent runs never submit each other's script. `--dry-run` prints it as a `cat <<EOF` step.
 2. Submits it with `sbatch --parsable` (chains: `--dependency=afterok:<previous> --kill-on-invalid-dep=yes`).
 3. Waits: polls `scontrol show job -o` (adaptive: fast at first, gentler on the controller for
@@ -54,18 +55,27 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from cuberun.console import say
 from cuberun.errors import EXIT_BACKEND, BackendError, CuberunError, RunnerUnavailable, UsageError
 from cuberun.locks import HELD_BY_PARENT_ENV
+from cuberun.runners import nested
 from cuberun.runners.base import Runner, Step
+from cuberun.runners.batch import BatchRunner, poll_interval
 from cuberun.schema import Field
-from cuberun.valueclass import replace as replace_fields
 
 if TYPE_CHECKING:
     from cuberun.process import Captured, Outcome
     from cuberun.resolve import ResolvedTask
 
 from cuberun.process import shielded as _shielded
-from cuberun.runners.slurm_follow import ControllerLost, _finish_tails, _Job, _LogTail, _Prefixed
+from cuberun.runners.slurm_follow import (
+    ControllerLost,
+    _finish_tails,
+    _inner_error,
+    _inner_run_id,
+    _Job,
+    _LogTail,
+    _Prefixed,
+    _search_jobcomp,
+)
 from cuberun.runners.slurm_jobs import (
-    _INNER_RUN,
     _SAFE_NAME,
     CANCEL_WAIT,
     CLIENT_TIMEOUT,
@@ -82,7 +92,6 @@ from cuberun.runners.slurm_jobs import (
     JobScriptStep,
     JobSpec,
     array_elements,
-    expand_task_ids,
     job_exit_code,
     normalize_memory,
     parse_exit,
@@ -92,13 +101,15 @@ from cuberun.runners.slurm_jobs import (
     render_job_script,
 )
 
+_Plan = tuple["ResolvedTask", str, str]  # a task, its job script's path and content
+
 
 # -- the runner ---------------------------------------------------------------------------------
-class SlurmRunner(Runner):
+class SlurmRunner(BatchRunner[_Plan, _Job]):
     name = "slurm"
     section = "slurm"
-    supports_chain = True
     supports_array = True
+    leave_running = (ControllerLost,)  # the controller cannot be asked to cancel: the error says how to
     schema: ClassVar[dict[str, Field]] = {
         "partition": Field((str,), doc="sbatch --partition"),
         "account": Field((str,), doc="sbatch --account"),
@@ -215,31 +226,14 @@ class SlurmRunner(Runner):
         """The cuberun command the job runs: the same task, on the inner platform, with every
         override and option of this invocation. `--no-deps --force`: this side already decided
         that the task runs and submitted its prerequisites (chains), so the job just runs it."""
-        argv = [
-            *self.cuberun_argv(),
-            "run",
-            f"--mlcube={os.path.abspath(self.cube.file)}",
-            f"--task={task.name}",
-            f"--platform={self.inner_platform}",
-            f"--workspace={task.workspace}",
-            "--no-deps",
-            "--force",
-        ]
-        argv += [f"-P{item}" for item in self.options.config_overrides]
-        opts = self.options
-        if opts.gpus is not None and self._inner_runner_name != "local":
-            # container platforms need it to expose GPUs; on the host, Slurm's CUDA_VISIBLE_DEVICES
+        platform = self.inner_platform
+        return nested.run_argv(
+            self.cuberun_argv(), cube=os.path.abspath(self.cube.file), task=task.name, platform=platform, workspace=str(task.workspace),
+            options=self.options, params=[f"{p.name}={p.host_path}" for p in task.params if p.name in task.overrides],
+            # container platforms need --gpus to expose GPUs; on the host, Slurm's CUDA_VISIBLE_DEVICES
             # (the GPUs it allocated) must stay as it is
-            argv.append(f"--gpus={opts.gpus}")
-        for flag, value in (("--network", opts.network), ("--security", opts.security), ("--memory", opts.memory), ("--cpu", opts.cpus), ("--mount", opts.mount)):
-            if value is not None:
-                argv.append(f"{flag}={value}")
-        if opts.allow_missing_inputs:
-            argv.append("--allow-missing-inputs")
-        if opts.allow_run_args:  # the run policy's opt-out travels with the task (only when given)
-            argv.append("--allow-run-args")
-        argv += [f"{p.name}={p.host_path}" for p in task.params if p.name in task.overrides]
-        return argv
+            forward_gpus=self._inner_runner_name != "local",
+        )
 
     def _directives(self, task: ResolvedTask, log_name: str) -> tuple[tuple[str, str], ...]:
         """The #SBATCH options; log_name is the job log's name pattern (`hello-%j.log`)."""
@@ -374,12 +368,6 @@ class SlurmRunner(Runner):
             raise RunnerUnavailable(f"the job's platform '{self.inner_platform}' cannot be configured here: {reason}", "or set the slurm platform's configure: job")
         inner.configure()
 
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
-        return self._run_jobs([task], [log_path])[0]
-
-    def run_chain(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
-        return self._run_jobs(list(tasks), list(log_paths))
-
     def run_array(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
         """A sweep as ONE job array: element i runs tasks[i]; one outcome per element. Ctrl-C
         cancels the whole array (scancel of its job id)."""
@@ -421,35 +409,27 @@ class SlurmRunner(Runner):
         conf = os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf"
         return f"check that slurmctld is up (scontrol ping) and SLURM_CONF (now {conf})"
 
-    def _run_jobs(self, tasks: list[ResolvedTask], log_paths: list[str]) -> list[Outcome]:
-        from cuberun.process import handle_signals
-
-        scripts = [self.script(t) for t in tasks]  # every config problem surfaces before anything is submitted
+    # -- the batch hooks (the loop is BatchRunner.run_batch) --------------------------------------
+    def plan_batch(self, tasks: Sequence[ResolvedTask]) -> list[_Plan]:
+        plans = [(t, *self.script(t)) for t in tasks]  # every config problem surfaces before anything is submitted
         os.makedirs(self.job_dir(), exist_ok=True)
         os.makedirs(self.cube.workspace, exist_ok=True)
-        jobs: list[_Job] = []
-        outcomes: list[Outcome] = []
-        with handle_signals() as cancel:
-            try:
-                for task, (path, content) in zip(tasks, scripts, strict=True):
-                    if cancel.requested:
-                        break
-                    jobs.append(self._submit(task, path, content, jobs[-1].job_id if jobs else None))
-                if cancel.requested:
-                    return [self._interrupted(jobs, jobs[0] if jobs else None, cancel, time.monotonic(), None)]
-                for i, (job, log_path) in enumerate(zip(jobs, log_paths, strict=True)):
-                    outcome = self._follow(job, jobs[i + 1 :], log_path, cancel)
-                    outcomes.append(outcome)
-                    if outcome.exit_code != 0:
-                        if not outcome.interrupted:
-                            self._cancel_quietly([j for j in jobs[i + 1 :] if not j.finished])
-                        break
-            except ControllerLost:
-                raise
-            except BaseException:
-                self._cancel_quietly([j for j in jobs if not j.finished])  # never leave our jobs behind
-                raise
-        return outcomes
+        return plans
+
+    def submit(self, plan: _Plan, after: _Job | None) -> _Job:
+        task, path, content = plan
+        return self._submit(task, path, content, after.job_id if after is not None else None)
+
+    def follow(self, submission: _Job, later: Sequence[_Job], log_path: str, cancel: Any) -> Outcome:
+        return self._follow(submission, later, log_path, cancel)
+
+    def cancel(self, submissions: Sequence[_Job], current: _Job | None, outcome: Outcome | None) -> None:
+        if outcome is not None and outcome.interrupted:
+            return  # _follow cancelled them, and waited
+        self._cancel_quietly([j for j in submissions if j is not current and not j.finished])
+
+    def interrupted(self, submitted: Sequence[_Job], cancel: Any) -> Outcome:
+        return self._interrupted(submitted, submitted[0] if submitted else None, cancel, time.monotonic(), None)
 
     def _submit(self, task: ResolvedTask, path: str, content: str, after: str | None, *, elements: int = 0) -> _Job:
         _write_if_changed(path, content)
@@ -502,12 +482,7 @@ class SlurmRunner(Runner):
         return sorted({p.strip().rstrip("*") for p in res.stdout.split() if p.strip()})
 
     def _interval(self, waited: float) -> float:
-        base = max(0.05, float(self.config.get("poll_interval") or 0.5))
-        if waited > 600:
-            return max(base, 5.0)
-        if waited > 120:
-            return max(base, 2.0)
-        return min(base, 0.1 + waited / 20)  # fast while a short job may already be done: 0.1 s, 0.5 s after 8 s
+        return poll_interval(waited, max(0.05, float(self.config.get("poll_interval") or 0.5)))
 
     def _max_wait(self) -> float:
         value = self.config.get("max_wait")
@@ -922,60 +897,3 @@ def _write_if_changed(path: str, content: str) -> None:
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(content)
     os.replace(tmp, path)
-
-
-def _search_jobcomp(path: str, job_id: str, window: int = 4 << 20) -> JobInfo | None:
-    """The last line for `job_id` in a jobcomp/filetxt log (read from the end, bounded)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - window))
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    array_id, _, index = job_id.partition("_")
-    if not index:
-        prefix = f"JobId={job_id} "
-        for line in reversed(text.splitlines()):
-            if line.startswith(prefix):
-                return parse_job_line(line, source="jobcomp")
-        return None
-    # an element that ran has its own line (ArrayJobId=, ArrayTaskId=); elements still pending when
-    # the array was cancelled share the array's line, which has no array fields
-    shared = None
-    for line in reversed(text.splitlines()):
-        if f"ArrayJobId={array_id} " in line:
-            info = parse_job_line(line, source="jobcomp")
-            if info is not None and index.isdigit() and int(index) in expand_task_ids(info.fields.get("ArrayTaskId", "")):
-                return replace_fields(info, job_id=job_id)
-        elif shared is None and line.startswith(f"JobId={array_id} "):
-            shared = parse_job_line(line, source="jobcomp")
-    return replace_fields(shared, job_id=job_id) if shared is not None else None
-
-
-def _read_head_tail(path: str, size: int = 65536) -> tuple[str, str]:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(size)
-            fh.seek(0, os.SEEK_END)
-            end = fh.tell()
-            fh.seek(max(0, end - size))
-            tail = fh.read()
-    except OSError:
-        return "", ""
-    return head.decode("utf-8", "replace"), tail.decode("utf-8", "replace")
-
-
-def _inner_run_id(log_file: str) -> str | None:
-    head, _ = _read_head_tail(log_file)
-    m = _INNER_RUN.search(head)
-    return m.group(1) if m else None
-
-
-def _inner_error(log_file: str) -> str | None:
-    """The inner cuberun's own error line, unless it only reports the task's exit code."""
-    _, tail = _read_head_tail(log_file, 8192)
-    errors = [ln.strip() for ln in tail.splitlines() if ln.startswith("cuberun: error: ")]
-    if not errors or errors[-1].startswith("cuberun: error: task '"):
-        return None
-    return errors[-1][:300]

@@ -1,19 +1,18 @@
-"""Following a Slurm job: tailing its log files into the run log and our stdout."""
+"""Following a Slurm job: tailing its log files into the run log and our stdout, and reading what
+it left (its handshake events, the jobcomp log) once it ended."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from cuberun.errors import BackendError
+from cuberun.runners import nested
+from cuberun.runners.slurm_jobs import JobInfo, expand_task_ids, parse_job_line
 from cuberun.valueclass import dataclass
-
-if TYPE_CHECKING:
-    pass
-
-from cuberun.runners.slurm_jobs import JobInfo
+from cuberun.valueclass import replace as replace_fields
 
 
 # -- following a job --------------------------------------------------------------------------
@@ -49,12 +48,29 @@ class _Prefixed:
             self.partial = b""
 
 
+class _Fanout:
+    def __init__(self, sinks: Sequence[_Sink | None]) -> None:
+        self.sinks = sinks
+
+    def write(self, data: bytes) -> int:
+        for sink in self.sinks:
+            _write(sink, data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass  # each write is flushed
+
+
 class _LogTail:
-    """Follows a job log as Slurm writes it and copies new bytes to the sinks."""
+    """Follows a job log as Slurm writes it and copies new bytes to the sinks, without the
+    nested cuberun's handshake lines (those stay in the job log, for the outcome)."""
 
     def __init__(self, path: str, sinks: Sequence[_Sink | None]) -> None:
+        from cuberun.runners.nested import HandshakeFilter
+
         self.path = path
         self.sinks = sinks
+        self.out = HandshakeFilter(_Fanout(sinks))
         self.offset = 0
         self.seen = False
 
@@ -73,8 +89,7 @@ class _LogTail:
                         break
                     self.offset += len(chunk)
                     copied += len(chunk)
-                    for sink in self.sinks:
-                        _write(sink, chunk)
+                    self.out.write(chunk)
                 return copied
         except OSError:
             return 0
@@ -86,11 +101,14 @@ class _LogTail:
 def _finish_tails(tails: Sequence[_LogTail]) -> None:
     """Their jobs have ended: copy the rest (waiting briefly, and once for all of them, for logs
     a shared filesystem shows late or that a job cancelled before it started never wrote)."""
+    ended = list(tails)
     for _ in range(10):
         tails = [t for t in tails if not (t.pump() == 0 and t.seen)]
         if not tails:
-            return
+            break
         time.sleep(0.05)
+    for tail in ended:
+        tail.out.close()  # a held fragment was not a handshake line
 
 
 def _write(sink: _Sink | None, data: bytes) -> None:
@@ -121,3 +139,64 @@ class _Job:
     def finished(self) -> bool:
         return self.info is not None and self.info.finished
 
+
+# -- reading what a job left: the jobcomp log, its own log ----------------------------------------
+def _search_jobcomp(path: str, job_id: str, window: int = 4 << 20) -> JobInfo | None:
+    """The last line for `job_id` in a jobcomp/filetxt log (read from the end, bounded)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - window))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    array_id, _, index = job_id.partition("_")
+    if not index:
+        prefix = f"JobId={job_id} "
+        for line in reversed(text.splitlines()):
+            if line.startswith(prefix):
+                return parse_job_line(line, source="jobcomp")
+        return None
+    # an element that ran has its own line (ArrayJobId=, ArrayTaskId=); elements still pending when
+    # the array was cancelled share the array's line, which has no array fields
+    shared = None
+    for line in reversed(text.splitlines()):
+        if f"ArrayJobId={array_id} " in line:
+            info = parse_job_line(line, source="jobcomp")
+            if info is not None and index.isdigit() and int(index) in expand_task_ids(info.fields.get("ArrayTaskId", "")):
+                return replace_fields(info, job_id=job_id)
+        elif shared is None and line.startswith(f"JobId={array_id} "):
+            shared = parse_job_line(line, source="jobcomp")
+    return replace_fields(shared, job_id=job_id) if shared is not None else None
+
+
+def _read_head_tail(path: str, size: int = 65536) -> tuple[str, str]:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(size)
+            fh.seek(0, os.SEEK_END)
+            end = fh.tell()
+            fh.seek(max(0, end - size))
+            tail = fh.read()
+    except OSError:
+        return "", ""
+    return head.decode("utf-8", "replace"), tail.decode("utf-8", "replace")
+
+
+def _inner_run_id(log_file: str) -> str | None:
+    """The job's cuberun run, from its handshake `start` event."""
+    head, _ = _read_head_tail(log_file)
+    return nested.events(head).run_id
+
+
+def _inner_error(log_file: str) -> str | None:
+    """The job's cuberun's own error (its handshake `error` event), unless it only reports the
+    task's exit code; or why that cuberun cannot talk to this one."""
+    _, tail = _read_head_tail(log_file, 8192)
+    found = nested.events(tail)
+    problem = nested.mismatch(found, tail, "in the job")
+    if problem is not None:
+        return f"{problem}: {nested.MISMATCH_HINT}"
+    if found.error is None or found.error_kind == "TaskFailed":
+        return None
+    return f"cuberun: error: {found.error}"[:300]

@@ -36,7 +36,6 @@ CLIENT_TIMEOUT = 60.0  # one sbatch/scontrol/sacct call (an unreachable controll
 EXIT_STOPPED_WAITING = 124
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
-_INNER_RUN = re.compile(r"cuberun: running task '.*' on \S+ \(run ([^)\s]+)\)")
 
 
 # -- pure helpers (unit-tested) ---------------------------------------------------------------

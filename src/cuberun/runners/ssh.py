@@ -21,6 +21,9 @@ parameter mapped to its remote path, every -P value and every run option, stream
 list turned into one shell-quoted string (the remote login shell is the only shell involved).
 This side decides whether a task runs and runs its prerequisites itself, so the remote cuberun
 gets --force --no-deps. Ctrl-C also interrupts the remote cuberun through its recorded pid.
+The remote command line comes from runners/nested.py (the one option table slurm uses too), and
+the remote cuberun tells its run id and its own errors through the versioned handshake lines
+(`--handshake`), never through its human-readable output.
 
 Limits: the remote login shell must understand POSIX single quotes (sh, bash, zsh, ksh); the
 remote cuberun expands $VARS in parameter values once more, like any cuberun invocation.
@@ -39,9 +42,10 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 from cuberun.errors import BackendError, UsageError
+from cuberun.runners import nested
 from cuberun.runners.base import Runner, Step
 from cuberun.runners.ssh_sync import CONTROL_DIR_ENV
 from cuberun.schema import Field
@@ -132,7 +136,6 @@ INSTALL_SCRIPT = (
     'printf "%s\\n" "$sig" > "$venv/' + INSTALL_MARKER + '"'
 )
 
-RUN_ID = re.compile(rb"\(run (\d{8}-\d{6}-[A-Za-z0-9_.-]+)\)")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MLCUBE_PACKAGE = re.compile(r"^mlcube([-_][A-Za-z0-9_-]+)?([<>=!~ ].*)?$", re.IGNORECASE)
 
@@ -473,19 +476,8 @@ class SSHRunner(Runner):
     def remote_run_argv(self, task: ResolvedTask, plan: Plan, *, redact: bool = False) -> list[str]:
         """What the remote shell executes: the pid-recording wrapper around `cuberun run`."""
         prefix = self._env_prefix(redact)
-        argv = [*self.cuberun_argv(), "run", f"--mlcube={plan.rcube}", f"--task={task.name}", f"--platform={self.remote_platform}",
-                f"--workspace={plan.rws}", "--force", "--no-deps"]  # this side decided that the task runs, and its prerequisites
-        argv += [f"-P{value}" for value in self.options.config_overrides if not value.startswith("runner.")]
-        o = self.options
-        for flag, value in (("--gpus", o.gpus), ("--network", o.network), ("--security", o.security), ("--memory", o.memory),
-                            ("--cpu", o.cpus), ("--mount", o.mount)):
-            if value is not None:
-                argv.append(f"{flag}={value}")
-        if o.allow_missing_inputs:
-            argv.append("--allow-missing-inputs")
-        if o.allow_run_args:  # the run policy's opt-out travels with the task (only when given)
-            argv.append("--allow-run-args")
-        argv += [f"{item.name}={item.value}" for item in plan.items]
+        argv = nested.run_argv(self.cuberun_argv(), cube=plan.rcube, task=task.name, platform=self.remote_platform, workspace=plan.rws,
+                               options=self.options, params=[f"{item.name}={item.value}" for item in plan.items])
         return ["/bin/sh", "-c", RUN_WRAPPER, "sh", self.pid_file(plan, task), *prefix, *argv]
 
     def cancel_argv(self, plan: Plan, task: ResolvedTask) -> list[str]:
@@ -965,9 +957,12 @@ class SSHRunner(Runner):
         out = getattr(sys.stdout, "buffer", None)
         with open(log_path, "ab") as log:
             for attempt in (1, 2):
-                sink = _Sink(out)
+                shown, logged = nested.HandshakeFilter(out), nested.HandshakeFilter(log)  # the remote cuberun's events are for us
+                sink = _Sink(cast("IO[bytes]", shown))
                 # stdin stays open (nothing is written): its end tells the remote cuberun we are gone
-                outcome = stream(self.ssh_argv(remote), log=log, echo=sink.io(), on_cancel=on_cancel, stdin=STDIN_OPEN)
+                outcome = stream(self.ssh_argv(remote), log=cast("IO[bytes]", logged), echo=sink.io(), on_cancel=on_cancel, stdin=STDIN_OPEN)
+                shown.close()
+                logged.close()
                 if outcome.interrupted or outcome.exit_code not in (126, 127) or not self._cuberun_missing_after(outcome.exit_code):
                     break
                 if self.mode != "venv" or attempt == 2:
@@ -978,12 +973,14 @@ class SSHRunner(Runner):
             if problem is not None:
                 raise BackendError(problem.message, problem.hint)
             self._check_still_connected(task)
-        match = RUN_ID.search(bytes(sink.head))
-        remote_run_id = match.group(1).decode() if match else None
+        last = nested.events(bytes(sink.tail))
+        remote_run_id = nested.events(bytes(sink.head)).run_id or last.run_id
         if remote_run_id is None and outcome.exit_code != 0 and not outcome.interrupted:
-            # the remote cuberun failed before it started the task (it names the run when it does)
-            errors = [ln.strip()[len("cuberun: error: "):] for ln in sink.text().splitlines() if ln.strip().startswith("cuberun: error: ")]
-            why = errors[-1] if errors else _last_line(sink.text())
+            # the remote cuberun failed before it started the task (its handshake names the run when it does)
+            mismatch = nested.mismatch(last, sink.text(), f"on {t.host}")
+            if mismatch is not None:
+                raise BackendError(mismatch, nested.MISMATCH_HINT, exit_code=outcome.exit_code)
+            why = last.error or _last_line(sink.text())
             raise BackendError(f"the remote cuberun on {t.host} stopped before task '{task.name}' ran (exit {outcome.exit_code}): {why}",
                                exit_code=outcome.exit_code)
         details["run_id"] = remote_run_id

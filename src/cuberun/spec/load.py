@@ -68,6 +68,13 @@ def known_top_level() -> tuple[str, ...]:
     return (*METADATA_KEYS, OWN_SECTION, *cube_sections())
 
 
+def _is_plugin_section(key: str) -> bool:
+    """Only asked for top-level keys that are not known (entry points are scanned then)."""
+    from cuberun.runners.registry import plugin_names
+
+    return key in plugin_names()
+
+
 def parse_assignment(text: str, origin: str) -> tuple[str, str]:
     """Split `key=value` at the first '=' (the reference truncated `a=/x=y` to `/x`)."""
     key, sep, value = text.partition("=")
@@ -193,8 +200,12 @@ def build_cube(
 
     # top-level keys
     known = known_top_level()
+    plugins: list[str] = []
     for key in data:
         if key in known or key in ("runtime", "workspace"):
+            continue
+        if key not in plugins and _is_plugin_section(key):
+            plugins.append(key)  # the section of an installed runner plugin
             continue
         guess = closest(key, known)
         if guess is not None and guess not in data:
@@ -256,7 +267,7 @@ def build_cube(
     # runner sections present in the cube are checked against their runner's schema
     from cuberun.runners.registry import section_schema
 
-    for section in known:
+    for section in (*known, *plugins):
         if section in METADATA_KEYS or section == OWN_SECTION or section not in data:
             continue
         schema = section_schema(section)

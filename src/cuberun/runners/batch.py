@@ -1,0 +1,116 @@
+"""What the batch runners (slurm, backendai) share: the submit -> follow -> cancel loop.
+
+A batch backend takes work into a queue and runs it later, elsewhere: cuberun submits, follows
+each submission's state and log until it ends, and maps the end onto an Outcome. `BatchRunner`
+holds the algorithm once, for one task or a chain of dependent tasks:
+
+1. plan every task first (every config problem surfaces before anything leaves this machine);
+2. stage what the tasks need (uploads), then submit them in order, each after the previous
+   one (the backend's dependency), stopping at Ctrl-C;
+3. follow them in order (the runner's `follow`: bounded polling, log streaming, its own time
+   bounds); the first non-zero outcome ends the chain and the submissions after it are cancelled;
+4. on any error, or Ctrl-C before the first one was followed, cancel what was submitted and not
+   finished: nothing submitted is ever left behind, unless the error says the backend can no
+   longer be reached (`leave_running`), where the cancel itself could not work (it says what to
+   cancel by hand instead).
+
+A runner plugs in with small hooks: `plan_batch`, `stage`, `submit`, `follow`, `cancel`,
+`interrupted`. `poll_interval` is the bounded backoff every follower uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from cuberun.runners.base import Runner
+
+if TYPE_CHECKING:
+    from cuberun.process import Outcome
+    from cuberun.resolve import ResolvedTask
+
+P = TypeVar("P")  # the runner's plan of one task (a job script, a session)
+S = TypeVar("S")  # one submission (a job id, a session)
+
+
+def poll_interval(waited: float, base: float) -> float:
+    """How long to wait before asking the backend again, `waited` seconds into a wait: fast while
+    a short job may already be done (0.1 s, growing to `base` over the first seconds), then
+    backing off to 2 s after two minutes and 5 s after ten (never below `base`)."""
+    if waited > 600:
+        return max(base, 5.0)
+    if waited > 120:
+        return max(base, 2.0)
+    return min(base, 0.1 + waited / 20)
+
+
+class BatchRunner(Runner, Generic[P, S]):
+    """A runner whose tasks are submitted to a queue and followed until they end."""
+
+    supports_chain: ClassVar[bool] = True
+    # errors after which the submissions are left alone: the backend cannot be reached to cancel them
+    leave_running: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    # -- the hooks ------------------------------------------------------------------------------
+    def plan_batch(self, tasks: Sequence[ResolvedTask]) -> list[P]:
+        """One plan per task, in order; raises on any config problem (nothing is submitted yet)."""
+        raise NotImplementedError
+
+    def stage(self, plan: P) -> None:
+        """Make what the task reads available to the backend (e.g. upload its inputs)."""
+
+    def submit(self, plan: P, after: S | None) -> S:
+        """Submit one task, to start after `after` has succeeded (None: at once)."""
+        raise NotImplementedError
+
+    def follow(self, submission: S, later: Sequence[S], log_path: str, cancel: Any) -> Outcome:
+        """Wait (bounded) until the submission ends, streaming its log into `log_path`, and map its
+        end to an Outcome. On Ctrl-C (`cancel.requested`) it cancels itself and `later`."""
+        raise NotImplementedError
+
+    def cancel(self, submissions: Sequence[S], current: S | None, outcome: Outcome | None) -> None:
+        """Cancel the submissions that have not finished, quietly (another error may be on its
+        way). `outcome`: the non-zero outcome of `current` that ends the chain; None: an error."""
+        raise NotImplementedError
+
+    def interrupted(self, submitted: Sequence[S], cancel: Any) -> Outcome:
+        """Ctrl-C came before the first submission was followed: cancel `submitted`, say so."""
+        raise NotImplementedError
+
+    # -- the algorithm ----------------------------------------------------------------------------
+    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
+        return self.run_batch([task], [log_path])[0]
+
+    def run_chain(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
+        return self.run_batch(tasks, log_paths)
+
+    def run_batch(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
+        from cuberun.process import handle_signals
+
+        plans = self.plan_batch(tasks)
+        submitted: list[S] = []
+        outcomes: list[Outcome] = []
+        with handle_signals() as cancel:
+            try:
+                for plan in plans:
+                    if cancel.requested:
+                        break
+                    self.stage(plan)
+                for plan in plans:
+                    if cancel.requested:
+                        break
+                    submitted.append(self.submit(plan, submitted[-1] if submitted else None))
+                if cancel.requested:
+                    return [self.interrupted(submitted, cancel)]
+                for i, (submission, log_path) in enumerate(zip(submitted, log_paths, strict=False)):
+                    outcome = self.follow(submission, submitted[i + 1 :], log_path, cancel)
+                    outcomes.append(outcome)
+                    if outcome.exit_code != 0:
+                        self.cancel(submitted[i:], submission, outcome)
+                        break
+            except self.leave_running:
+                raise
+            except BaseException:
+                self.cancel(submitted, None, None)  # never leave our submissions behind
+                raise
+        return outcomes

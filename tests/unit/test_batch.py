@@ -1,0 +1,89 @@
+"""The BatchRunner loop with hooks that only record what they are asked (the real batch runners
+are tested against Slurm, the Backend.AI API and the k8s API)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from cuberun.errors import BackendError
+from cuberun.process import Outcome
+from cuberun.runners.base import RunOptions, Step
+from cuberun.runners.batch import BatchRunner, poll_interval
+
+
+class Lost(BackendError):
+    pass
+
+
+class Recorder(BatchRunner[str, str]):
+    name = "recorder"
+    leave_running = (Lost,)
+
+    def __init__(self, codes: dict[str, int], raise_in: str | None = None, error: type[Exception] = BackendError) -> None:
+        super().__init__(None, {}, "recorder", RunOptions())  # type: ignore[arg-type]
+        self.codes, self.raise_in, self.error = codes, raise_in, error
+        self.calls: list[tuple[str, ...]] = []
+        self.finished: set[str] = set()
+
+    def run_steps(self, task: Any) -> list[Step]:
+        return []
+
+    def plan_batch(self, tasks: Sequence[Any]) -> list[str]:
+        self.calls.append(("plan", *tasks))
+        return list(tasks)
+
+    def stage(self, plan: str) -> None:
+        self.calls.append(("stage", plan))
+
+    def submit(self, plan: str, after: str | None) -> str:
+        self.calls.append(("submit", plan, after or "-"))
+        return f"job-{plan}"
+
+    def follow(self, submission: str, later: Sequence[str], log_path: str, cancel: Any) -> Outcome:
+        self.calls.append(("follow", submission, log_path))
+        if submission == self.raise_in:
+            raise self.error("boom")
+        self.finished.add(submission)
+        return Outcome(self.codes.get(submission, 0), 0.0)
+
+    def cancel(self, submissions: Sequence[str], current: str | None, outcome: Outcome | None) -> None:
+        self.calls.append(("cancel", *[s for s in submissions if s not in self.finished]))
+
+    def interrupted(self, submitted: Sequence[str], cancel: Any) -> Outcome:
+        self.calls.append(("interrupted", *submitted))
+        return Outcome(130, 0.0, interrupted=True)
+
+
+def test_a_chain_is_planned_staged_submitted_in_order_and_followed() -> None:
+    r = Recorder({})
+    outcomes = r.run_chain(["a", "b"], ["la", "lb"])  # type: ignore[list-item]
+    assert [o.exit_code for o in outcomes] == [0, 0]
+    assert r.calls == [("plan", "a", "b"), ("stage", "a"), ("stage", "b"), ("submit", "a", "-"), ("submit", "b", "job-a"),
+                       ("follow", "job-a", "la"), ("follow", "job-b", "lb")]
+
+
+def test_the_first_failure_ends_the_chain_and_cancels_the_rest() -> None:
+    r = Recorder({"job-a": 3})
+    outcomes = r.run_chain(["a", "b", "c"], ["la", "lb", "lc"])  # type: ignore[list-item]
+    assert [o.exit_code for o in outcomes] == [3]
+    assert r.calls[-1] == ("cancel", "job-b", "job-c")
+
+
+def test_an_error_cancels_what_was_submitted_unless_the_backend_is_lost() -> None:
+    r = Recorder({}, raise_in="job-b")
+    with pytest.raises(BackendError, match="boom"):
+        r.run_chain(["a", "b", "c"], ["la", "lb", "lc"])  # type: ignore[list-item]
+    assert r.calls[-1] == ("cancel", "job-b", "job-c")
+    lost = Recorder({}, raise_in="job-a", error=Lost)
+    with pytest.raises(Lost, match="boom"):
+        lost.run(["a"][0], "la")  # type: ignore[arg-type]
+    assert not [c for c in lost.calls if c[0] == "cancel"]
+
+
+def test_the_poll_interval_starts_fast_and_backs_off_within_bounds() -> None:
+    assert poll_interval(0, 0.5) == pytest.approx(0.1)
+    assert poll_interval(8, 0.5) == 0.5
+    assert poll_interval(300, 0.5) == 2.0 and poll_interval(3000, 0.5) == 5.0 and poll_interval(3000, 30.0) == 30.0
