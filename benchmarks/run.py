@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as _dt
+import itertools
 import json
 import os
 import platform
@@ -523,7 +524,7 @@ def bench_docker(ctx: Context) -> list[Row]:
     # The raw run: exactly what cuberun runs, from its own dry run.
     step = run_step(dry_run_steps(ctx, [*run_args, "--network=none"], env))
     argv = [str(a) for a in step["argv"]]
-    if "--network=none" not in argv and not any(a == "--network" and b == "none" for a, b in zip(argv, argv[1:], strict=False)):
+    if "--network=none" not in argv and not any(a == "--network" and b == "none" for a, b in itertools.pairwise(argv)):
         raise BenchError(f"cuberun's docker command has no --network none: {argv}")
     if "--rm" not in argv:
         argv.insert(argv.index("run") + 1, "--rm")

@@ -101,8 +101,7 @@ def _vfolder_dir(name: str) -> Path:
     return STATE / "vfolders" / name
 
 
-CREATE_SPEC = {k: "value" for k in ("-t", "--name", "-c", "--startup-command", "-m", "--mount", "-v", "-r", "--resources", "-e", "--env",
-                                    "--depends", "--type", "-g", "--group", "--scaling-group", "--resource-opts", "--max-wait", "--tag")}
+CREATE_SPEC = dict.fromkeys(("-t", "--name", "-c", "--startup-command", "-m", "--mount", "-v", "-r", "--resources", "-e", "--env", "--depends", "--type", "-g", "--group", "--scaling-group", "--resource-opts", "--max-wait", "--tag"), "value")
 CREATE_SPEC["--enqueue-only"] = "flag"
 
 

@@ -5,13 +5,30 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temp_xdg_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test (in process, and the CLIs it starts) caches under a temp XDG cache, never the
+    real ~/.cache (parse caches, code listings, the secret key). A test that shares managed envs
+    sets CUBERUN_CACHE_DIR itself (the cache_dir fixture)."""
+    xdg = tmp_path_factory.mktemp("xdg-cache")
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "CUBERUN_CACHE_DIR")}
+    os.environ["XDG_CACHE_HOME"] = str(xdg)
+    os.environ.pop("CUBERUN_CACHE_DIR", None)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -96,7 +96,7 @@ def validate(mlcube: PathLike, *, workspace: PathLike | None = None, params: Seq
 
 def describe(mlcube: PathLike, *, workspace: PathLike | None = None, params: Sequence[str] = ()) -> dict[str, Any]:
     """What `cuberun describe --json` prints, as a dict."""
-    from cuberun.cli.commands import describe_data
+    from cuberun.describe import describe_data
 
     return describe_data(load(mlcube, workspace=workspace, params=params))
 

@@ -26,16 +26,6 @@ from cuberun.spec.model import Cube
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 VARIABLE = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
-# the keys of each runner section that hold a task's environment (name -> value)
-ENV_KEYS = {
-    "local": ("env_vars",),
-    "docker": ("env_args",),
-    "singularity": ("env_args",),
-    "charliecloud": ("env_vars",),
-    "k8s": ("env",),
-    "kubeflow": ("env",),
-    "ssh": ("remote_env",),
-}
 PYTHON_NAMES = ("python", "python3")
 
 
@@ -80,11 +70,21 @@ def env_name_problem(name: str) -> tuple[str, str] | None:
     return None
 
 
-def env_name_issues(section: str, values: Any, where: Any = None) -> list[Issue]:
-    """Problems of the names in a section's environment mappings. `where(key_path)` gives an
-    Issue's position (the cube file), else the key path alone is said."""
+def env_keys(schema: Any) -> list[str]:
+    """The keys of a runner schema that hold a task's environment (name -> value): Field(env=True)."""
+    return [key for key, spec in (schema or {}).items() if getattr(spec, "env", False)]
+
+
+def env_name_issues(section: str, values: Any, where: Any = None, schema: Any = None) -> list[Issue]:
+    """Problems of the names in a section's environment mappings (the keys its runner's schema
+    marks env=True). `where(key_path)` gives an Issue's position (the cube file), else the key
+    path alone is said."""
+    if schema is None:
+        from cuberun.runners.registry import section_schema
+
+        schema = section_schema(section)
     issues = []
-    for key in ENV_KEYS.get(section, ()):
+    for key in env_keys(schema):
         mapping = values.get(key) if isinstance(values, Mapping) else None
         if not isinstance(mapping, Mapping):
             continue
@@ -104,7 +104,7 @@ def env_name_issues(section: str, values: Any, where: Any = None) -> list[Issue]
 def runner_env_issues(runner: Any) -> list[Issue]:
     """The environment names of a runner's effective config (platform, cube section and -P)."""
     section = getattr(runner, "section", None) or getattr(runner, "name", "")
-    return env_name_issues(str(section), getattr(runner, "config", {}))
+    return env_name_issues(str(section), getattr(runner, "config", {}), schema=getattr(runner, "schema", {}))
 
 
 def _local_issues(cube: Cube) -> list[Issue]:
@@ -158,8 +158,10 @@ def _local_issues(cube: Cube) -> list[Issue]:
 
 
 def _env_issues(cube: Cube) -> list[Issue]:
+    from cuberun.spec.load import runner_section_names
+
     issues = []
-    for section in ENV_KEYS:
+    for section in runner_section_names(cube.config):
         raw = cube.raw_section(section)
         if raw is not None:
             issues += env_name_issues(section, raw, lambda key, problem, hint, severity: cube.doc.issue(key, problem, hint, severity=severity))

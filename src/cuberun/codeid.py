@@ -209,7 +209,7 @@ def _read_small(path: Path) -> str:
 
 # -- the stat cache ----------------------------------------------------------------------------
 def _cache_path(scope: str, root: Path) -> Path:
-    from cuberun.runners.pyenv import cache_dir
+    from cuberun.paths import cache_dir
 
     key = hashlib.sha256(f"{scope}\0{root}".encode("utf-8", "surrogateescape")).hexdigest()[:24]
     return cache_dir() / "code" / f"{key}.json"

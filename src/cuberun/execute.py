@@ -6,7 +6,7 @@ Backend-agnostic: it only talks to the Runner interface.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cuberun import handshake
@@ -32,15 +32,17 @@ class TaskResult:
     reason: str | None = None  # the runner's one-line account of a non-zero outcome (Outcome.reason)
 
 
-def split_runner_overrides(overrides: Sequence[str]) -> dict[str, Any]:
-    """`-Prunner.key=value` -> {key: value} (typed like the cube's -P values)."""
-    from cuberun.spec.load import parse_assignment, typed_value
+def split_runner_overrides(overrides: Sequence[str], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`-Prunner.key=value` -> {key: value}, each value typed by the runner's Field for the key."""
+    from cuberun.schema import typed
+    from cuberun.spec.load import parse_assignment
 
     result: dict[str, Any] = {}
     for item in overrides:
         if item.startswith("runner."):
             key, raw = parse_assignment(item, "-P")
-            result[key[len("runner.") :]] = typed_value(raw, None)
+            name = key[len("runner.") :]
+            result[name] = typed(raw, (schema or {}).get(name))
     return result
 
 
@@ -61,13 +63,16 @@ def make_runner(cube: Cube, platform: str | None, options: RunOptions, overrides
     name = platform or _format_platform(cube) or settings.default_platform
     entry = settings_mod.platform_entry(settings, name)
     runner_cls = registry.get(entry["runner"])
-    section = cube.section(runner_cls.section) if runner_cls.section else {}
+    section = cube.section(runner_cls.section) if runner_cls.section else {}  # its ${...} resolved (once)
     origin = settings.origin.get(name, "built-in")
-    config = settings_mod.effective_config(runner_cls.schema, entry, section, split_runner_overrides(overrides), origin)
-    try:
-        config = Interpolator(cube.config).resolve(config)
+    runner_overrides = split_runner_overrides(overrides, runner_cls.schema)
+    try:  # the layers not resolved yet: the platform entry and -Prunner.* (never the cube section again)
+        interp = Interpolator(cube.config)
+        entry = interp.resolve(entry)
+        runner_overrides = interp.resolve(runner_overrides)
     except InterpolationError as exc:
         raise SpecError([Issue(exc.message, origin if origin != "built-in" else str(cube.file), key=f"platforms.{name}", hint=exc.hint)]) from None
+    config = settings_mod.effective_config(runner_cls.schema, entry, section, runner_overrides, origin)
     if not options.config_overrides:
         options = replace_fields(options, config_overrides=tuple(o for o in overrides if not o.startswith("runner.")))
     return runner_cls(cube, config, name, options)
@@ -83,7 +88,6 @@ def run_tasks(
     as_json: bool = False,
     force: bool = False,
     with_deps: bool = True,
-    explicit: bool = True,
     sweeps: Sequence[str] = (),
     jobs: int = 1,
     explain: bool = False,
@@ -620,7 +624,7 @@ def _run_together(
 
 def _start_run(cube: Cube, runner: Runner, rt: Any, verb: str = "running", extra: dict[str, Any] | None = None) -> tuple[RunRecord, list[Step]]:
     from cuberun import records
-    from cuberun.records import redact_env
+    from cuberun.secretid import redact_env
 
     for warning in rt.warnings:
         say(f"warning: {warning}")
@@ -660,7 +664,8 @@ def missing_outputs(rt: Any) -> list[str]:
         path = str(p.host_path)
         if p.type == "directory":
             try:
-                empty = not any(True for _ in os.scandir(path))
+                with os.scandir(path) as entries:  # closed at once (a ResourceWarning otherwise)
+                    empty = next(entries, None) is None
             except OSError:
                 empty = True
             if empty:

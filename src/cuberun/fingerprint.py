@@ -16,7 +16,6 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cuberun.valueclass import dataclass, field
@@ -248,12 +247,3 @@ def diff_summary(old: dict[str, str], new: dict[str, str]) -> str:
     total = added + removed + changed
     parts = [f"{n} {w}" for n, w in ((added, "added"), (removed, "removed"), (changed, "changed")) if n]
     return f"{total} file{'s' if total != 1 else ''}" + (f" ({', '.join(parts)})" if parts else "")
-
-
-def hash_files(paths: list[Path]) -> dict[str, str]:
-    """sha256 of many files, in threads (hashlib releases the GIL on large buffers)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        return dict(zip((str(p) for p in paths), pool.map(lambda p: file_sha256(str(p)), paths), strict=True))

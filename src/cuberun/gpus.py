@@ -22,15 +22,6 @@ class GpuRequest:
     def wanted(self) -> bool:
         return self.all or self.count > 0 or bool(self.devices)
 
-    def docker_value(self) -> str | None:
-        if self.all:
-            return "all"
-        if self.devices:
-            return '"device=' + ",".join(self.devices) + '"'
-        if self.count:
-            return str(self.count)
-        return None
-
     def cuda_visible_devices(self) -> str | None:
         """What CUDA_VISIBLE_DEVICES should be inside the task (None: leave it alone)."""
         if self.devices:

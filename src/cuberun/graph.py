@@ -68,7 +68,7 @@ def order(cube: Cube, names: Sequence[str], *, with_deps: bool = True, overrides
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            cycle = path[path.index(name) :] + [name]
+            cycle = [*path[path.index(name) :], name]
             raise UsageError(f"the tasks form a cycle: {' -> '.join(cycle)}", "a task's inputs must not come from its own later outputs; check the paths or cuberun.depends_on")
         state[name] = 1
         for dep in sorted(deps[name], key=lambda d: position[d]):
@@ -84,10 +84,6 @@ def order(cube: Cube, names: Sequence[str], *, with_deps: bool = True, overrides
         explicit = [n for n in names if n in result]
         return list(dict.fromkeys(explicit))
     return result
-
-
-def check_acyclic(cube: Cube) -> None:
-    order(cube, list(cube.tasks))
 
 
 def render(cube: Cube, fmt: str = "text") -> str:

@@ -558,9 +558,12 @@ def _agent(crate: _Crate, record: dict[str, Any]) -> dict[str, str] | None:
 
 def _container_image(crate: _Crate, record: dict[str, Any], action_id: str) -> dict[str, str] | None:
     fp = record.get("runner_fingerprint")
-    if not isinstance(fp, dict) or not fp.get("image"):
+    if not isinstance(fp, dict):
         return None
-    image = str(fp["image"])
+    found = _runner_image(fp.get("runner") or record.get("runner"), fp)
+    if found is None:
+        return None
+    image, image_id = found
     registry, name, tag = _split_image(image)
     entity: Entity = {
         "@id": f"#image-{_slug(image)}",
@@ -570,11 +573,23 @@ def _container_image(crate: _Crate, record: dict[str, Any], action_id: str) -> d
         "registry": registry,
         "tag": tag,
     }
-    image_id = str(fp.get("image_id") or fp.get("digest") or "")
     if image_id.startswith("sha256:"):
         entity["sha256"] = image_id.removeprefix("sha256:")
     crate.add(_prune(entity))
     return {"@id": entity["@id"]}
+
+
+def _runner_image(runner: Any, fp: dict[str, Any]) -> tuple[str, str] | None:
+    """The container image a run used, as its runner reads its own fingerprint (Runner.container_image)."""
+    from cuberun.errors import CuberunError
+    from cuberun.runners import registry
+
+    if not isinstance(runner, str):
+        return None
+    try:
+        return registry.get(runner).container_image(fp)
+    except CuberunError:
+        return None
 
 
 def _split_image(image: str) -> tuple[str, str, str | None]:

@@ -8,22 +8,18 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from cuberun import __version__
+from cuberun.secretid import REDACTED as REDACTED  # one pattern (secretid), re-exported for older imports
+from cuberun.secretid import SECRET_NAME as SECRET_NAME
+from cuberun.secretid import redact_env as redact_env
 from cuberun.valueclass import dataclass
 
 RUNS_DIR = Path(".cuberun") / "runs"
-SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|PASSWD|PWD|CREDENTIAL|AUTH)", re.IGNORECASE)
-REDACTED = "***"
 RESERVE_NAME = ".reserved-space"  # in a running run's folder: freed to finish its record on a full disk
 RESERVE_BYTES = 64 * 1024
-
-
-def redact_env(env: Mapping[str, str]) -> dict[str, str]:
-    return {k: (REDACTED if SECRET_NAME.search(k) else v) for k, v in env.items()}
 
 
 def new_run_id(task: str) -> str:
@@ -169,11 +165,30 @@ def list_runs(workspace: Path) -> list[dict[str, Any]]:
     return runs
 
 
-def find_run(workspace: Path, run_id: str) -> dict[str, Any] | None:
-    for run in list_runs(workspace):
-        if run.get("run_id") == run_id or str(run.get("run_id", "")).endswith(run_id):
-            return run
-    return None
+def match_runs(runs: list[dict[str, Any]], part: str) -> list[dict[str, Any]]:
+    """The runs whose id is `part`, else those whose id contains it (a unique part of an id)."""
+    exact = [r for r in runs if str(r.get("run_id", "")) == part]
+    if exact or not part:
+        return exact
+    return [r for r in runs if part in str(r.get("run_id", ""))]
+
+
+def find_run(workspace: Path, run_id: str) -> dict[str, Any]:
+    """The record of run `run_id` (or of the one run whose id contains it); a UsageError with the
+    close ids when there is none, or the candidates when several match."""
+    from cuberun.errors import UsageError
+    from cuberun.hints import did_you_mean
+
+    runs = list_runs(workspace)
+    matches = match_runs(runs, run_id)
+    if not matches:
+        ids = [str(r.get("run_id")) for r in runs]
+        raise UsageError(f"no run '{run_id}' in {workspace}", did_you_mean(run_id, ids, "run") if ids else "no runs recorded yet")
+    if len(matches) > 1:
+        shown = ", ".join(str(r.get("run_id")) for r in matches[-3:])
+        more = f" (and {len(matches) - 3} more)" if len(matches) > 3 else ""
+        raise UsageError(f"run id '{run_id}' is ambiguous: {len(matches)} runs match", f"give more of the id, e.g. one of {shown}{more}")
+    return matches[0]
 
 
 def log_tail(path: str, size: int = 8192) -> str:

@@ -24,6 +24,7 @@ class Field:
     choices: tuple[Any, ...] | None = None
     doc: str = ""
     nullable: bool = True
+    env: bool = False  # the key holds a task's environment (name -> value): its names are checked
 
     def describe_type(self) -> str:
         return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in self.types)
@@ -79,6 +80,27 @@ def validate_section(
             elif str in spec.types and isinstance(value, (int, float)):
                 hint = "quote the value to make it a string"
             issues.append(issue((*path, key), problem, hint, value=True))
+
+
+def typed(raw: str, spec: Field | None) -> Any:
+    """A `-P` value typed by the key's Field: read like YAML when the result is a type the key
+    takes, else kept as written when the key takes a string (`image=123` stays "123"). Without a
+    Field: YAML, but a float stays the text (versions like 1.10)."""
+    import yaml
+
+    if raw == "":
+        return None
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if spec is None:
+        return raw if isinstance(value, float) else value
+    if value is None or isinstance(value, str):
+        return value  # `null` unsets; a quoted '' or 'x y' is the string inside the quotes
+    if check_value("", value, spec) is None:
+        return value
+    return raw if str in spec.types else value
 
 
 def defaults(schema: Schema) -> dict[str, Any]:

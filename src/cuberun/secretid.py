@@ -7,10 +7,23 @@ meaningful only on the machine and account that made it, which is all the up-to-
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
+import re
 import threading
+from collections.abc import Mapping
+
+# the one pattern of environment variable names whose values are secrets: their values never
+# appear in argv, a dry run, a record or an identity (a keyed digest stands in)
+SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|PASSWD|PWD|CREDENTIAL|AUTH)", re.IGNORECASE)
+REDACTED = "***"
+
+
+def is_secret(name: str) -> bool:
+    return SECRET_NAME.search(name) is not None
+
+
+def redact_env(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: (REDACTED if is_secret(k) else v) for k, v in env.items()}
 
 _KEY: bytes | None = None
 _LOCK = threading.Lock()
@@ -21,7 +34,7 @@ def _key() -> bytes:
     with _LOCK:
         if _KEY is not None:
             return _KEY
-        from cuberun.runners.pyenv import cache_dir
+        from cuberun.paths import cache_dir
 
         path = cache_dir() / "secret-key"
         key = b""
@@ -50,4 +63,7 @@ def _key() -> bytes:
 
 
 def secret_digest(value: str) -> str:
+    import hashlib  # here: records import this module for the pattern, at every start
+    import hmac
+
     return "hmac:" + hmac.new(_key(), value.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:24]

@@ -18,20 +18,12 @@ from cuberun.valueclass import dataclass, field
 
 DEFAULT_PLATFORM = "local"
 
-# platform name -> entry; only those whose runner is installed are offered
-BUILTIN_PLATFORMS: dict[str, dict[str, Any]] = {
-    "local": {"runner": "local"},
-    "docker": {"runner": "docker"},
-    "podman": {"runner": "docker", "docker": "podman"},
-    "singularity": {"runner": "singularity"},
-    "apptainer": {"runner": "singularity", "singularity": "apptainer"},
-    "charliecloud": {"runner": "charliecloud"},
-    "ssh": {"runner": "ssh"},
-    "slurm": {"runner": "slurm"},
-    "k8s": {"runner": "k8s"},
-    "kubeflow": {"runner": "kubeflow"},
-    "backendai": {"runner": "backendai"},
-}
+
+def builtin_platforms() -> dict[str, dict[str, Any]]:
+    """platform name -> entry: one per built-in runner and its aliases (the registry says which)."""
+    from cuberun.runners import registry
+
+    return registry.platforms()
 
 
 def settings_path() -> Path:
@@ -86,8 +78,8 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
 
 def load_settings() -> Settings:
     path = settings_path()
-    platforms: dict[str, dict[str, Any]] = {k: dict(v) for k, v in BUILTIN_PLATFORMS.items()}
-    origin = {k: "built-in" for k in platforms}
+    platforms: dict[str, dict[str, Any]] = {k: dict(v) for k, v in builtin_platforms().items()}
+    origin = dict.fromkeys(platforms, "built-in")
     ref = reference_settings_path()
     if ref.is_file() and ref != path:
         try:

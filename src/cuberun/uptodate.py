@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,7 @@ CODE_KEYS = ("code", "build_context")  # code identities (codeid.py): what chang
 def runner_reasons(old: dict[str, Any], new: dict[str, Any], workspace: Path) -> list[str]:
     """Why the runner fingerprints differ, one reason per difference, code first."""
     keys = sorted(set(old) | set(new), key=lambda k: (k not in CODE_KEYS, k))
+    labels = _identity_labels(new.get("runner") or old.get("runner"))
     reasons: list[str] = []
     for k in keys:
         a, b = old.get(k), new.get(k)
@@ -168,8 +170,8 @@ def runner_reasons(old: dict[str, Any], new: dict[str, Any], workspace: Path) ->
             reasons.extend(_env_reasons(a, b))
         elif k == "program" and isinstance(a, dict) and isinstance(b, dict):
             reasons.extend(_program_reasons(a, b))
-        elif k == "image_id":
-            reasons.append("image digest changed")
+        elif k in labels:
+            reasons.append(f"{labels[k]} changed")
         elif k == "cwd":
             reasons.append(f"working directory changed: {a} -> {b}")
         elif k == "command":
@@ -177,6 +179,19 @@ def runner_reasons(old: dict[str, Any], new: dict[str, Any], workspace: Path) ->
         else:
             reasons.append(f"runner {k} changed")
     return reasons
+
+
+def _identity_labels(runner: Any) -> Mapping[str, str]:
+    """What the runner named in a fingerprint says its own keys are (Runner.identity_labels)."""
+    from cuberun.errors import CuberunError
+    from cuberun.runners import registry
+
+    if not isinstance(runner, str):
+        return {}
+    try:
+        return registry.get(runner).identity_labels
+    except CuberunError:
+        return {}
 
 
 def _code_reason(old: Any, new: Any, workspace: Path) -> str:
@@ -198,7 +213,7 @@ def _env_reasons(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def _program_reasons(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    from cuberun.runners.pyidentity import describe_packages
+    from cuberun.pyidentity import describe_packages
 
     def who(p: dict[str, Any]) -> str:
         return f"{p.get('real') or p.get('path')}" + (f" ({p['version']})" if p.get("version") else "")

@@ -4,7 +4,10 @@
 `ast`, `dis`, `tokenize`): about 1 ms per class plus 10 ms, paid at every cuberun start. This
 module supports what cuberun uses — `@dataclass`, `@dataclass(frozen=True)`, `field(default=...)`,
 `field(default_factory=...)`, inheritance, `replace()` — with generic methods built once. Type
-checkers see the real `dataclasses` (the TYPE_CHECKING branch), so typing is unchanged.
+checkers see the real `dataclasses` (the TYPE_CHECKING branch), so typing is unchanged. Anything
+else `dataclasses` offers (`order=`, `init=False`, `slots=`, `__post_init__`, `field(compare=...)`)
+is refused with a TypeError when the class is defined, never silently ignored: use the real
+`dataclasses` for such a class.
 """
 
 from __future__ import annotations
@@ -26,14 +29,18 @@ else:
             self.default = default
             self.factory = factory
 
-    def field(*, default: Any = _MISSING, default_factory: Any = None, **_ignored: Any) -> Any:
+    def field(*, default: Any = _MISSING, default_factory: Any = None, **unsupported: Any) -> Any:
+        if unsupported:
+            raise TypeError(f"valueclass.field() does not support {', '.join(sorted(unsupported))}: use dataclasses.field")
+        if default is not _MISSING and default_factory is not None:
+            raise TypeError("cannot specify both default and default_factory")
         return _Field(default, default_factory)
 
     def _fields_of(cls: type) -> dict[str, _Field]:
         found: dict[str, _Field] = {}
         for base in reversed(cls.__mro__[1:]):
             found.update(base.__dict__.get("__value_fields__", {}))
-        for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+        for name, annotation in cls.__dict__.get("__annotations__", {}).items():  # noqa: RUF063 - no `inspect` at start-up
             text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
             if text.startswith(("ClassVar", "typing.ClassVar")):
                 continue
@@ -96,8 +103,13 @@ else:
     def _frozen_delattr(self: Any, name: str) -> None:
         raise FrozenInstanceError(f"cannot delete field '{name}'")
 
-    def dataclass(cls: Any = None, /, *, frozen: bool = False, **_ignored: Any) -> Any:
+    def dataclass(cls: Any = None, /, *, frozen: bool = False, **unsupported: Any) -> Any:
+        if unsupported:
+            raise TypeError(f"valueclass.dataclass() does not support {', '.join(sorted(unsupported))}: use dataclasses.dataclass")
+
         def wrap(cls: type) -> type:
+            if "__post_init__" in cls.__dict__:
+                raise TypeError(f"{cls.__qualname__}: valueclass.dataclass does not call __post_init__: use dataclasses.dataclass")
             cls.__value_fields__ = _fields_of(cls)  # type: ignore[attr-defined]
             cls.__match_args__ = tuple(cls.__value_fields__)  # type: ignore[attr-defined]
             cls.__init__ = _init  # type: ignore[misc]

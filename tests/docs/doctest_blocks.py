@@ -139,7 +139,7 @@ def copy_checkout(dest: Path, root: Path = REPO) -> Path:
                             capture_output=True, check=True, timeout=60).stdout.decode("utf-8", "surrogateescape")
     for rel in filter(None, listed.split("\0")):
         src = root / rel
-        if not src.is_file() or src.is_symlink() and not src.exists():
+        if not src.is_file() or (src.is_symlink() and not src.exists()):
             continue  # deleted in the working tree, or a dangling link
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -129,7 +129,7 @@ def test_two_runs_on_one_workspace_do_not_collide(cli: CLI, cli_env: dict[str, s
         assert second.stderr.splitlines()[-1].startswith(f"cuberun: error: output {tmp_path}/workspace/out is in use by another cuberun run (task 't'")
     finally:
         gate.write_text("go")
-        first.wait(timeout=60)
+        first.communicate(timeout=60)  # waits, and reads and closes both pipes
     assert first.returncode == 0
 
 

@@ -28,7 +28,7 @@ pytest.importorskip("kubernetes", reason="the k8s runner's client flow needs the
 NAMESPACE = "cuberun-test"
 PVC = "demo-ws"
 IMAGE = "registry.example/cuberun/demo:1.0"
-NO_PROXY = {k: "" for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")}
+NO_PROXY = dict.fromkeys(("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"), "")
 NO_PROXY.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
 
 CUBE = """

@@ -571,6 +571,8 @@ def test_interrupt_stops_the_task_and_its_children(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()  # filterwarnings=error: an unclosed pipe is a ResourceWarning
             for pid in pids:  # never leave a stray process behind, whatever the outcome
                 if alive(pid):
                     os.kill(pid, signal.SIGKILL)

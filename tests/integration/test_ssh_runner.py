@@ -331,7 +331,7 @@ def test_ctrl_c_stops_the_remote_task(ssh: SSH, tmp_path: Path) -> None:
     proc = ssh.popen("run", f"--mlcube={cube}", "--platform=cuberun-local")
     task_pid = None
     try:
-        wait_for(lambda: pid_file.is_file() and pid_file.read_text().strip().isdigit() or proc.poll() is not None, 300, "the remote task")
+        wait_for(lambda: (pid_file.is_file() and pid_file.read_text().strip().isdigit()) or proc.poll() is not None, 300, "the remote task")
         assert proc.poll() is None, proc.communicate()
         task_pid = int(pid_file.read_text())
         assert "sleep.py" in Path(f"/proc/{task_pid}/cmdline").read_bytes().decode(errors="replace")

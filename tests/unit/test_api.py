@@ -97,7 +97,7 @@ def test_volumes_and_a_failing_task(cube: Path, tmp_path: Path) -> None:
 def test_plan_is_the_dry_run(cube: Path) -> None:
     p = api.plan(cube, "hello", platform="docker", params=["docker.image=example/apic:1"])
     assert p.runner == "docker" and p.tasks == ("hello",)
-    run = [c for c in p.commands if c[:2] == ("docker", "run")][0]
+    run = next(c for c in p.commands if c[:2] == ("docker", "run"))
     assert "--network=none" in run and "--cap-drop=ALL" in run
     assert p.policy["hello"]["strict"] is True
 

@@ -297,7 +297,7 @@ def test_secret_env_values_stay_out_of_argv(hello: Path) -> None:
     runner = runner_for(hello, "docker.env_args.API_TOKEN=s3cret")
     step = runner.run_steps(resolve_task(runner.cube, "hello"))[0]
     assert "s3cret" not in " ".join(step.argv)
-    assert ["-e", "API_TOKEN"] == list(step.argv[11:13])
+    assert list(step.argv[11:13]) == ["-e", "API_TOKEN"]
     assert step.env == {"API_TOKEN": "s3cret"}
     # sudo resets the environment: then the value must be inline
     sudo = runner_for(hello, "docker.env_args.API_TOKEN=s3cret", "docker.docker=sudo docker")
@@ -311,9 +311,24 @@ def test_secret_env_uses_the_records_pattern(hello: Path) -> None:
     runner = runner_for(hello, "docker.env_args.MYSQL_PWD=hunter2", "docker.env_args.DB_PASSWD=x2")
     step = runner.run_steps(resolve_task(runner.cube, "hello"))[0]
     assert "hunter2" not in " ".join(step.argv) and "x2" not in " ".join(step.argv)
-    assert ["-e", "MYSQL_PWD", "-e", "DB_PASSWD"] == list(step.argv[11:15])
+    assert list(step.argv[11:15]) == ["-e", "MYSQL_PWD", "-e", "DB_PASSWD"]
     assert step.env == {"MYSQL_PWD": "hunter2", "DB_PASSWD": "x2"}
     assert "hunter2" not in step.display()
+
+
+def test_one_secret_pattern_mysql_pwd(hello: Path) -> None:
+    """Issue 13: the docker runner had its own secret pattern without PWD, so MYSQL_PWD's value went
+    into argv (and the record's steps). One pattern (secretid.SECRET_NAME) is used everywhere."""
+    from cuberun import records, secretid
+
+    assert records.SECRET_NAME is secretid.SECRET_NAME
+    runner = runner_for(hello, "docker.env_args.MYSQL_PWD=hunter2")
+    step = runner.run_steps(resolve_task(runner.cube, "hello"))[0]
+    assert "hunter2" not in " ".join(step.argv) and list(step.argv[11:13]) == ["-e", "MYSQL_PWD"]
+    assert step.env == {"MYSQL_PWD": "hunter2"}
+    assert "hunter2" not in step.display()  # the dry run
+    assert step.to_json()["env"] == {"MYSQL_PWD": secretid.REDACTED}  # what --dry-run --json and the record show
+
 
 def test_build_args_dict_and_string(hello: Path) -> None:
     digest = "0" * 64

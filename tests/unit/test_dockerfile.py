@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from cuberun import dockerfile
 from cuberun.errors import UsageError
-from cuberun.runners import dockerfile
 from cuberun.runners.base import RunOptions
 from cuberun.runners.local import LocalRunner
 from cuberun.spec import load_cube

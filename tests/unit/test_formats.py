@@ -49,7 +49,7 @@ def test_round_trip(cli: CLI, tmp_path: Path) -> None:
     # the docker command runs the same program with the same arguments
     first_dry = cli("run", f"--mlcube={first / 'mlcube.yaml'}", "--task=bye", "--platform=docker", "--dry-run", "--allow-missing-inputs")
     second_dry = cli("run", f"--mlcube={first / 'container_config.yaml'}", "--task=bye", "--platform=docker", "--dry-run", "--allow-missing-inputs")
-    first_run, second_run = ([ln for ln in p.stdout.splitlines() if ln.startswith("docker run")][0].split() for p in (first_dry, second_dry))
+    first_run, second_run = (next(ln for ln in p.stdout.splitlines() if ln.startswith("docker run")).split() for p in (first_dry, second_dry))
     assert first_run[-4:-2] == ["/app/bye.py", "--polite"] == second_run[-4:-2]
     assert second_run[-2:] == ["--data=/mlcommons/volumes/data", "--out=/mlcommons/volumes/out"]
     assert "# bye: policy: strict" in second_dry.stdout

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from cuberun import yamlio
@@ -85,3 +85,35 @@ def test_cli_parser_never_tracebacks(args: list[str]) -> None:
         assert "internal error" not in proc.stderr, (argv, proc.stderr)
         assert proc.returncode in (0, 1, 2), (argv, proc.returncode, proc.stderr)
         assert set(os.listdir(tmp)) <= {"mlcube.yaml", "s.yaml"}, "only `config set` may write (the settings file)"
+
+
+RUN_ARGS = st.lists(st.one_of(
+    st.sampled_from(["--task=hello", "--task=nope", "--platform=nope", "--platform=local", "--gpus=2", "--gpus=x", "-Pa=b", "-Plocal.env=current",
+                     "-Prunner.env=nope", "-Pdocker..x=1", "--mount=rx", "--mount=ro", "--sweep=a=1,2", "--jobs=0", "--jobs=2", "--force", "--dry-run",
+                     "--explain", "--json", "o=out2/", "o=", "o=..", "name=", "=x", "--network=none", "--memory=1g", "--cpus=x"]),
+    st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=8)), max_size=5)
+
+
+@settings(max_examples=20, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate])  # each example is a real run
+@given(RUN_ARGS)
+@example(["o=out2/", "--force"])
+def test_cli_run_never_tracebacks(args: list[str]) -> None:
+    """`run` itself, fuzzed: a one-line error or a real (harmless) local run, never a traceback,
+    and nothing written outside the workspace (the settings file aside)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as base:
+        tmp = os.path.join(base, "cube")  # the cube one level down: `base` shows writes beside it
+        os.mkdir(tmp)
+        Path(tmp, "mlcube.yaml").write_text("name: x\nlocal: {command: 'python3 -c pass', env: current}\ntasks:\n"
+                                            "  hello:\n    parameters: {outputs: {o: out/}}\n")
+        env = dict(os.environ, CUBERUN_SETTINGS=os.path.join(base, "s.yaml"), MLCUBE_SYSTEM_SETTINGS=os.path.join(base, "none"))
+        proc = subprocess.run([sys.executable, "-m", "cuberun", "run", *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL, check=False)
+        assert "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert "internal error" not in proc.stderr, (args, proc.stderr)
+        assert proc.returncode in (0, 1, 2), (args, proc.returncode, proc.stderr)
+        assert set(os.listdir(tmp)) <= {"mlcube.yaml", "workspace"}, (args, os.listdir(tmp))
+        assert set(os.listdir(base)) == {"cube"}, (args, os.listdir(base))

@@ -4,6 +4,7 @@ import pytest
 
 from cuberun.errors import UsageError
 from cuberun.gpus import GpuRequest, effective_gpus, parse_gpus
+from cuberun.runners.docker import gpus_value
 
 
 @pytest.mark.parametrize(
@@ -20,7 +21,7 @@ from cuberun.gpus import GpuRequest, effective_gpus, parse_gpus
 def test_forms(value: str, request_: GpuRequest, docker: str | None, cuda: str | None) -> None:
     parsed = parse_gpus(value)
     assert parsed == request_
-    assert parsed.docker_value() == docker
+    assert gpus_value(parsed) == docker
     assert parsed.cuda_visible_devices() == cuda
 
 

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -255,8 +255,8 @@ class Submitted:
 class FakeClient:
     """Stands in for kfp.Client: records the calls, plays back a script of run states."""
 
-    instances: list[FakeClient] = []
-    script: list[Run] = []
+    instances: ClassVar[list[FakeClient]] = []
+    script: ClassVar[list[Run]] = []
     interrupt_at: int | None = None  # send ourselves SIGINT on this get_run call
 
     def __init__(self, **kwargs: Any) -> None:
@@ -374,7 +374,7 @@ def test_unreachable_host_is_one_line(monkeypatch: pytest.MonkeyPatch, mnist: Pa
 
 
 # -- the real kfp.Client, through the CLI, against an in-test KFP API server ----------------------------
-NO_PROXY = {k: "" for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")}
+NO_PROXY = dict.fromkeys(("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"), "")
 NO_PROXY.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
 ALL_OK = {"download": "SUCCEEDED", "train": "SUCCEEDED", "evaluate": "SUCCEEDED"}
 

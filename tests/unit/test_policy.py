@@ -32,8 +32,8 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
 
 
 def base(**kw: object) -> Policy:
-    args: dict[str, object] = dict(need_internet=False, cli_network=None, settings_network=None, cube_network=None, input_mode=None,
-                                   input_mode_source="cli", host_user=(True, "cube"), remove=(True, "cube"), raw_args=(), allow_run_args=False)
+    args: dict[str, object] = {"need_internet": False, "cli_network": None, "settings_network": None, "cube_network": None, "input_mode": None,
+                                   "input_mode_source": "cli", "host_user": (True, "cube"), "remove": (True, "cube"), "raw_args": (), "allow_run_args": False}
     args.update(kw)
     return decide(**args)  # type: ignore[arg-type]
 

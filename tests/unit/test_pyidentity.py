@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cuberun.runners import pyidentity
+from cuberun import pyidentity
 from cuberun.runners.pyenv import EnvSpec
 from cuberun.runners.reqfiles import closure
 from tests.conftest import write_tree

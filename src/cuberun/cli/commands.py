@@ -232,7 +232,7 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
 
     checks.preflight(cube, runner, graph.order(cube, names, with_deps=not no_deps, overrides=values), values)
     results = run_tasks(cube, runner, names, values, dry_run=dry_run, as_json=as_json, force=force, with_deps=not no_deps,
-                        explicit=task is not None, sweeps=sweeps, jobs=jobs, explain=explain)
+                        sweeps=sweeps, jobs=jobs, explain=explain)
     if as_json and not dry_run and not explain:
         print(json.dumps([{"task": r.task, "exit_code": r.exit_code, "status": r.status, "run_id": r.run_id, "reason": r.reason}
                           for r in results], indent=2))
@@ -273,56 +273,8 @@ def configure(mlcube: str | None, platform: str | None, workspace: str | None, p
 
 
 # -- describe / show-config / validate / inspect -----------------------------------------
-def param_type(cube: Any, p: Any) -> tuple[str, bool]:
-    """(type, inferred): an input without a type is a directory when its default path is one in
-    the workspace, else a file, as `run` decides."""
-    from cuberun.spec.model import DIRECTORY, FILE, UNKNOWN
-
-    if p.type != UNKNOWN:
-        return p.type, False
-    from cuberun.resolve import expand_path
-
-    try:
-        path, _ = expand_path(p.default, cube.workspace)
-        return (DIRECTORY if path.is_dir() else FILE), True
-    except (OSError, ValueError):
-        return FILE, True
-
-
-def _param_data(cube: Any, p: Any) -> dict[str, Any]:
-    ptype, inferred = param_type(cube, p)
-    return {"type": ptype, "default": p.default, **({"opts": p.opts} if p.opts else {}), **({"inferred": True} if inferred else {}),
-            **({"mount_path": p.mount_path} if p.mount_path else {})}
-
-
-def describe_data(cube: Any) -> dict[str, Any]:
-    return {
-        "name": cube.name,
-        "version": cube.version,
-        "description": cube.description,
-        "authors": cube.authors,
-        "file": str(cube.file),
-        "root": str(cube.root),
-        "workspace": str(cube.workspace),
-        "format": cube.format,
-        "platform": cube.platform,
-        "tasks": {
-            t.name: {
-                "entrypoint": t.entrypoint,
-                **({"run_args": _run_args_data(t)} if t.run_args is not None else {}),
-                "inputs": {p.name: _param_data(cube, p) for p in t.inputs},
-                "outputs": {p.name: _param_data(cube, p) for p in t.outputs},
-            }
-            for t in cube.tasks.values()
-        },
-        "sections": [k for k in ("local", "docker", "singularity", "charliecloud", "ssh", "slurm", "k8s", "kubeflow", "backendai") if k in cube.config],
-    }
-
-
-def _run_args_data(t: Any) -> dict[str, Any]:
-    ra = t.run_args
-    return {"command": list(ra.command) if ra.command is not None else None, "entrypoint": ra.entrypoint,
-            "environment": dict(ra.environment), "gpus": ra.gpus, "shm_size": ra.shm_size}
+from cuberun.describe import describe_data, param_type  # noqa: E402 - the data of `describe --json` (a core module, for cuberun.api)
+from cuberun.describe import run_args_data as _run_args_data  # noqa: E402
 
 
 def _run_args_text(t: Any) -> str:
@@ -389,7 +341,7 @@ def show_config(mlcube: str | None, platform: str | None, workspace: str | None,
 
     cube = _load(mlcube, workspace, params)
     runner = make_runner(cube, platform, RunOptions(), params)
-    config = {k: v for k, v in cube.config.items()}
+    config = dict(cube.config)
     if resolve:
         config = cube.resolve_value(config)
     config["runner"] = dict(runner.describe_config(), runner=runner.name)
@@ -534,27 +486,9 @@ def _workspace_of(mlcube: str | None, workspace: str | None) -> Any:
 
 
 def _find(mlcube: str | None, workspace: str | None, run_id: str) -> dict[str, Any]:
-    from cuberun.records import list_runs
+    from cuberun.records import find_run
 
-    ws = _workspace_of(mlcube, workspace)
-    runs = list_runs(ws)
-    matches = match_runs(runs, run_id)
-    if not matches:
-        ids = [str(r.get("run_id")) for r in runs]
-        raise UsageError(f"no run '{run_id}' in {ws}", did_you_mean(run_id, ids, "run") if ids else "no runs recorded yet")
-    if len(matches) > 1:
-        shown = ", ".join(str(r.get("run_id")) for r in matches[-3:])
-        more = f" (and {len(matches) - 3} more)" if len(matches) > 3 else ""
-        raise UsageError(f"run id '{run_id}' is ambiguous: {len(matches)} runs match", f"give more of the id, e.g. one of {shown}{more}")
-    return matches[0]
-
-
-def match_runs(runs: Sequence[dict[str, Any]], part: str) -> list[dict[str, Any]]:
-    """The runs whose id is `part`, else those whose id contains it (a unique part of an id)."""
-    exact = [r for r in runs if str(r.get("run_id", "")) == part]
-    if exact or not part:
-        return exact
-    return [r for r in runs if part in str(r.get("run_id", ""))]
+    return find_run(_workspace_of(mlcube, workspace), run_id)
 
 
 @cli.command()

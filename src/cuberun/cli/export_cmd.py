@@ -64,27 +64,10 @@ def _engine(value: str | None) -> list[str]:
 
 
 def _build(engine: Sequence[str], dockerfile_text: str, tag: str, context: Path | None) -> None:
-    """Build with the real engine: the Dockerfile goes to a temporary file, the context is the
-    given directory (a rewritten Dockerfile) or an empty one (FROM + LABEL need no files)."""
-    import io
+    """Build with the real engine, as the docker runner builds (runners.docker.build_recipe)."""
+    from cuberun.runners.docker import build_recipe
 
-    from cuberun.process import stream
-
-    with tempfile.TemporaryDirectory(prefix="cuberun-backendai-") as tmp:
-        recipe = Path(tmp) / "Dockerfile"
-        recipe.write_text(dockerfile_text, encoding="utf-8")
-        ctx = context if context is not None else Path(tmp) / "context"
-        ctx.mkdir(exist_ok=True)
-        argv = [*engine, "build", "--force-rm", "-t", tag, "-f", str(recipe), str(ctx)]
-        _say(f"building {tag}: {shlex.join(argv)}")
-        tail = io.BytesIO()
-        outcome = stream(argv, log=tail, echo=getattr(sys.stderr, "buffer", None))
-    if outcome.interrupted:
-        raise BackendError(f"the build of {tag} was interrupted", exit_code=outcome.exit_code)
-    if outcome.exit_code != 0:
-        lines = [ln for ln in tail.getvalue().decode("utf-8", "replace").splitlines() if ln.strip()]
-        last = lines[-1].strip() if lines else f"exit {outcome.exit_code}"
-        raise BackendError(f"building {tag} failed with exit code {outcome.exit_code}: {last}", "the build output is above")
+    build_recipe(engine, dockerfile_text, tag, context)
 
 
 def _verify(engine: Sequence[str], tag: str) -> dict[str, str]:

@@ -46,7 +46,7 @@ def _start_code_identity(args: list[str]) -> None:
     from pathlib import Path
 
     from cuberun import codeid
-    from cuberun.runners.pyenv import cache_dir
+    from cuberun.paths import cache_dir
 
     workspace = _option(args, "--workspace")
     ws = os.path.normpath(os.path.abspath(os.path.expanduser(workspace))) if workspace else os.path.join(root, "workspace")

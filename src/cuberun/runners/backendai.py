@@ -78,6 +78,7 @@ from cuberun.runners.backendai_session import (
 from cuberun.runners.base import Step
 from cuberun.runners.batch import BatchRunner
 from cuberun.schema import Field
+from cuberun.secretid import SECRET_NAME
 from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
@@ -97,7 +98,6 @@ EXIT_STOPPED_WAITING = 124
 EXIT_BACKEND = 125
 INSTALL_HINT = "pip install 'cuberun[backendai]' (or set the backendai platform's client to the backend.ai executable)"
 ENDPOINT_HINT = "set BACKEND_ENDPOINT (and BACKEND_ACCESS_KEY, BACKEND_SECRET_KEY), or -Prunner.endpoint=URL"
-SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH)", re.IGNORECASE)
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE)
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -125,6 +125,7 @@ class SessionPlan:
 class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
     name = "backendai"
     section = "backendai"
+    image_keys: ClassVar[tuple[str, str | None] | None] = ("image", None)
     schema: ClassVar[dict[str, Field]] = {
         "client": Field((str, list), default="backend.ai", doc="the backend.ai client executable (a path, e.g. in its own virtualenv)"),
         "image": Field((str,), doc="the kernel image as registered with the manager (default: docker.image with -backendai added to its tag)"),
@@ -141,7 +142,7 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
         "engine": Field((str,), default="docker", doc="container engine used to read ENTRYPOINT/WORKDIR from a local copy of the image"),
         "resources": Field((dict,), default={}, doc="session resources (-r KEY=VALUE), e.g. {cpu: 4, mem: 16g, cuda.device: 1}"),
         "resource_opts": Field((dict,), default={}, doc="--resource-opts KEY=VALUE, e.g. {shmem: 1g}"),
-        "env_args": Field((dict,), default={}, doc="environment of the task (-e K=V), on top of docker.env_args"),
+        "env_args": Field((dict,), default={}, env=True, doc="environment of the task (-e K=V), on top of docker.env_args"),
         "group": Field((str,), doc="project (group) of the sessions"),
         "scaling_group": Field((str,), doc="resource group (scaling group)"),
         "create_args": Field((list,), default=[], doc="more `session create` options"),

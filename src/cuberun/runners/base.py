@@ -17,14 +17,30 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What a task asks of the machine, in backend-free terms; each runner maps them (docker
+    --cpus/--memory/--gpus, sbatch --cpus-per-task/--mem/--time, a Kubernetes resource limit)."""
+
+    cpus: str | None = None  # a count ("2", "0.5") or a CPU list ("0-3"), as the user gave it
+    memory: str | None = None  # a size: "512m", "4g"
+    gpus: str | None = None  # "all", "N", "device=a,b"; None: from the cube's platform block
+    time: str | None = None  # a wall-clock limit: "30", "1:00:00", "2-00:00:00"
+
+    @property
+    def empty(self) -> bool:
+        return self.cpus is None and self.memory is None and self.gpus is None and self.time is None
+
+
+@dataclass(frozen=True)
 class RunOptions:
-    """Options of one invocation that every runner honours (mapped per backend)."""
+    """Options of one invocation that every runner honours, in backend-free terms (each runner
+    maps them to its backend, or says in one line that it cannot)."""
 
     gpus: str | None = None  # validated: "all", "N", "device=a,b"; None = from the cube's platform block
-    network: str | None = None
-    security: str | None = None
-    memory: str | None = None
-    cpus: str | None = None
+    network: str | None = None  # a network policy: "none", "host", or a network the backend knows
+    security: str | None = None  # a confinement option the backend understands (container runners)
+    memory: str | None = None  # a memory limit: "512m", "4g"
+    cpus: str | None = None  # a CPU count or list
     mount: str | None = None  # "ro" | "rw": input mount mode for every input
     allow_missing_inputs: bool = False
     relax_pins: bool = False  # local: relax ==/~= pins that have no build for the interpreter
@@ -36,6 +52,12 @@ class RunOptions:
     # the invocation's -P assignments to the cube config (runner.* excluded), for runners that run
     # cuberun again elsewhere (slurm jobs, ssh); set by execute.make_runner
     config_overrides: tuple[str, ...] = ()
+    time: str | None = None  # a wall-clock limit (batch runners)
+
+    @property
+    def resources(self) -> Resources:
+        """The resource requests of the invocation, in one value."""
+        return Resources(cpus=self.cpus, memory=self.memory, gpus=self.gpus, time=self.time)
 
 
 @dataclass(frozen=True)
@@ -51,7 +73,7 @@ class Step:
         """The command as one shell-quoted line, for people (never executed); secrets redacted;
         control characters escaped ($'...'), never printed raw."""
         from cuberun.console import printable, shell_quote
-        from cuberun.records import redact_env
+        from cuberun.secretid import redact_env
 
         parts = []
         if self.cwd:
@@ -61,7 +83,10 @@ class Step:
         return " ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
-        return {"purpose": self.purpose, "argv": list(self.argv), "cwd": self.cwd, "env": dict(self.env)}
+        """The step as `--dry-run --json` and the run record show it: secret values redacted."""
+        from cuberun.secretid import redact_env
+
+        return {"purpose": self.purpose, "argv": list(self.argv), "cwd": self.cwd, "env": redact_env(self.env)}
 
 
 class Runner(ABC):
@@ -71,6 +96,9 @@ class Runner(ABC):
     section: ClassVar[str | None] = None  # the cube section the runner reads (e.g. "docker")
     schema: ClassVar[Schema] = {}  # platform config keys (settings entry < cube section < -P)
     outputs_on_host: ClassVar[bool] = True  # False: outputs stay remote (a PVC), so cuberun cannot check them after a run
+    # what the runner contributes to the core, which reads no backend's keys itself:
+    identity_labels: ClassVar[Mapping[str, str]] = {}  # fingerprint key -> what it is, for "will run: <label> changed"
+    image_keys: ClassVar[tuple[str, str | None] | None] = None  # fingerprint keys of (image reference, image digest)
 
     def __init__(self, cube: Cube, config: dict[str, Any], platform: str, options: RunOptions) -> None:
         self.cube = cube
@@ -143,8 +171,8 @@ class Runner(ABC):
         cuberun's caches and every task's outputs."""
         from pathlib import Path
 
+        from cuberun.paths import cache_dir
         from cuberun.resolve import expand_path
-        from cuberun.runners.pyenv import cache_dir
 
         ws = self.cube.workspace
         exclude = [str(ws), str(self.cube.root / "workspace"), str(self.cube.file), str(cache_dir())]
@@ -182,6 +210,19 @@ class Runner(ABC):
     def far_end_of(self, details: Mapping[str, Any]) -> dict[str, Any] | None:
         """The far end's identity as the run that just ended saw it (from the run's details)."""
         return None
+
+    @classmethod
+    def container_image(cls, fingerprint: Mapping[str, Any]) -> tuple[str, str] | None:
+        """The container image (reference, digest or "") a run used, read from the runner's own
+        fingerprint (provenance says it); None: the runner runs no image."""
+        if cls.image_keys is None:
+            return None
+        ref_key, digest_key = cls.image_keys
+        ref = fingerprint.get(ref_key)
+        if not ref:
+            return None
+        digest = fingerprint.get(digest_key) if digest_key else None
+        return str(ref), str(digest or "")
 
     def describe_config(self) -> dict[str, Any]:
         return dict(self.config)

@@ -129,6 +129,8 @@ class CharliecloudRunner(ContainerRunner):
     executable_key = "ch_run"
     default_executable = "ch-run"
     bind_syntax = CH_BIND
+    identity_labels: ClassVar[Mapping[str, str]] = {"image_id": "image digest"}
+    image_keys: ClassVar[tuple[str, str | None] | None] = ("image", "image_id")
     schema: ClassVar[dict[str, Field]] = {
         "image": Field((str,), doc="the Docker image to convert (default: docker.image)"),
         "image_dir": Field((str,), doc="an existing directory image to run (no conversion)"),
@@ -138,7 +140,7 @@ class CharliecloudRunner(ContainerRunner):
         "ch_run": Field((str, list), default="ch-run", doc="the ch-run executable"),
         "entrypoint": Field((str, list), doc="the image ENTRYPOINT, when the image has no metadata (an image_dir)"),
         "workdir": Field((str,), doc="working directory inside the image (default: the image's WorkingDir)"),
-        "env_vars": Field((dict,), default={}, doc="environment variables of the task"),
+        "env_vars": Field((dict,), default={}, env=True, doc="environment variables of the task"),
         "run_args": Field((str, list), default="", doc="more ch-run arguments"),
         "clean_env": Field((bool,), default=True, doc="start from an empty environment (--unset-env=*) plus the image's Env"),
         "private_tmp": Field((bool,), default=True, doc="a private /tmp for the task (-t)"),
@@ -189,7 +191,7 @@ class CharliecloudRunner(ContainerRunner):
         if isinstance(value, str) and value.strip():
             base = self.cube_path(value.strip())
         else:
-            from cuberun.runners.pyenv import cache_dir
+            from cuberun.paths import cache_dir
 
             base = cache_dir() / "charliecloud"
         import hashlib
@@ -258,7 +260,7 @@ class CharliecloudRunner(ContainerRunner):
         return self._from_dockerfile()
 
     def _from_dockerfile(self) -> ImageConfig:
-        from cuberun.runners import dockerfile
+        from cuberun import dockerfile
 
         docker = self.docker_section()
         context = Path(os.path.normpath(self.cube.root / str(docker.get("build_context") or ".")))

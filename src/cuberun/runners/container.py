@@ -40,7 +40,7 @@ DAEMON_DOWN = ("cannot connect to the docker daemon", "is the docker daemon runn
 def is_secret(name: str) -> bool:
     """Whether a variable's value must stay out of argv, dry-run output and records (the one
     pattern the records use)."""
-    from cuberun.records import SECRET_NAME
+    from cuberun.secretid import SECRET_NAME
 
     return SECRET_NAME.search(name) is not None
 

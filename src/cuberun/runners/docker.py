@@ -68,6 +68,17 @@ DOCKER_ENV = EnvSyntax("-e", name_only=True)  # a secret: `-e NAME`, its value i
 ENGINE_ERROR = re.compile(r"^(docker: |Error: |Error response from daemon|Unable to find image|.*OCI runtime)", re.IGNORECASE)
 
 
+def gpus_value(gpus: GpuRequest) -> str | None:
+    """A GPU request as `docker run --gpus` takes it (a device list quoted: the engine splits at commas)."""
+    if gpus.all:
+        return "all"
+    if gpus.devices:
+        return '"device=' + ",".join(gpus.devices) + '"'
+    if gpus.count:
+        return str(gpus.count)
+    return None
+
+
 # -- the build context hash ----------------------------------------------------------------
 def context_hash(context: Path, recipe: Path, build_args: Any = None, code: CodeId | None = None) -> str:
     """sha256 of everything a build reads: the context (minus .dockerignore; see codeid.py, files
@@ -134,10 +145,12 @@ class DockerRunner(ContainerRunner):
     executable_key = "docker"
     default_executable = "docker"
     bind_syntax = DOCKER_BIND
+    identity_labels: ClassVar[Mapping[str, str]] = {"image_id": "image digest"}
+    image_keys: ClassVar[tuple[str, str | None] | None] = ("image", "image_id")
     schema: ClassVar[dict[str, Field]] = {
         "image": Field((str,), doc="image reference (required)"),
         "docker": Field((str, list), default="docker", doc="the engine executable: docker, podman, 'sudo docker', nvidia-docker"),
-        "env_args": Field((dict, str), default={}, doc="environment of the task: a mapping (-e K=V) or extra run arguments"),
+        "env_args": Field((dict, str), default={}, env=True, doc="environment of the task: a mapping (-e K=V) or extra run arguments"),
         "gpu_args": Field((str, dict, list), default="", doc="extra run arguments when GPUs are requested"),
         "cpu_args": Field((str, dict, list), default="", doc="extra run arguments when no GPU is requested"),
         "build_args": Field((dict, str), default={}, doc="build arguments: a mapping (--build-arg K=V) or extra build arguments"),
@@ -297,7 +310,7 @@ class DockerRunner(ContainerRunner):
             if value is not None and not _has_flag(user_args, flag):
                 argv.append(f"{flag}={value}")
         if gpus.wanted and not _has_flag(user_args + extra, "--gpus"):
-            argv.append(f"--gpus={gpus.docker_value()}")
+            argv.append(f"--gpus={gpus_value(gpus)}")
         if task.task.run_args is not None and task.task.run_args.shm_size:
             argv.append(f"--shm-size={task.task.run_args.shm_size}")
         entry = task.entrypoint
@@ -665,3 +678,30 @@ def _name_prefix(task: str) -> str:
 
 
 
+
+
+def build_recipe(executable: Sequence[str], recipe_text: str, tag: str, context: Path | None = None) -> None:
+    """Build image `tag` from a Dockerfile given as text, with the engine `executable`, the way the
+    runner builds a cube image (--force-rm, output streamed, the engine's error line on failure).
+    The context is `context`, or an empty folder (a FROM + LABEL recipe needs no files)."""
+    import io
+    import sys
+    import tempfile
+
+    from cuberun.process import stream
+
+    with tempfile.TemporaryDirectory(prefix="cuberun-build-") as tmp:
+        recipe = Path(tmp) / "Dockerfile"
+        recipe.write_text(recipe_text, encoding="utf-8")
+        ctx = context if context is not None else Path(tmp) / "context"
+        ctx.mkdir(exist_ok=True)
+        argv = [*executable, "build", "--force-rm", "-t", tag, "-f", str(recipe), str(ctx)]
+        print(f"cuberun: building {tag}: {shlex.join(argv)}", file=sys.stderr, flush=True)
+        tail = io.BytesIO()
+        outcome = stream(argv, log=tail, echo=getattr(sys.stderr, "buffer", None))
+    text = tail.getvalue()[-8192:].decode("utf-8", "replace")
+    if outcome.interrupted:
+        raise TaskFailed(f"the build of {tag} was interrupted", outcome.exit_code)
+    if outcome.exit_code != 0:
+        raise BackendError(f"building {tag} failed with exit code {outcome.exit_code}: {_last_error_line(text) or 'no output'}",
+                           "the build output is above")

@@ -35,7 +35,7 @@ import posixpath
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from cuberun.console import say, warn
@@ -140,7 +140,7 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
         "service_account": Field((str,), doc="service account of the pods"),
         "node_selector": Field((dict,), default={}, doc="node labels the pods must match"),
         "labels": Field((dict,), default={}, doc="extra labels of the Jobs and pods"),
-        "env": Field((dict,), default={}, doc="environment variables of the task"),
+        "env": Field((dict,), default={}, env=True, doc="environment variables of the task"),
         "run_as": Field((str, int), doc="uid[:gid] of the task (e.g. your own for hostPath workspaces)"),
     }
 
@@ -758,14 +758,6 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
 
 def _env_identity(env: Sequence[Mapping[str, str]]) -> dict[str, str]:
     """Environment variables for an identity: values, with secret ones as keyed digests."""
-    from cuberun.records import SECRET_NAME
-    from cuberun.secretid import secret_digest
+    from cuberun.secretid import SECRET_NAME, secret_digest
 
     return {e["name"]: secret_digest(e["value"]) if SECRET_NAME.search(e["name"]) else e["value"] for e in env}
-
-
-def iter_documents(steps: Sequence[Step]) -> Iterator[Mapping[str, Any]]:
-    """The manifests among steps (for tests and tools)."""
-    for step in steps:
-        if isinstance(step, ManifestStep):
-            yield step.manifest

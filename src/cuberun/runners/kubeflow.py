@@ -94,7 +94,7 @@ class KubeflowRunner(KubernetesRunner):
         "gpu_resource": Field((str,), default="nvidia.com/gpu", doc="the accelerator resource type"),
         "image_pull_policy": Field((str,), choices=PULL_POLICIES, doc="Always | IfNotPresent | Never"),
         "service_account": Field((str,), doc="service account of the run"),
-        "env": Field((dict,), default={}, doc="environment variables of the tasks"),
+        "env": Field((dict,), default={}, env=True, doc="environment variables of the tasks"),
         "client_args": Field((dict,), default={}, doc="more keyword arguments for kfp.Client (existing_token, cookies, ssl_ca_cert, ...)"),
     }
 

@@ -21,9 +21,9 @@ from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
     from cuberun.codeid import CodeId
+    from cuberun.dockerfile import Dockerfile
     from cuberun.process import Outcome
     from cuberun.resolve import ResolvedTask
-    from cuberun.runners.dockerfile import Dockerfile
     from cuberun.runners.pyenv import EnvSpec
 
 PYTHON_NAMES = ("python", "python3")
@@ -60,7 +60,7 @@ class LocalRunner(Runner):
         "packages": Field((list,), default=[], doc="extra packages for the managed env"),
         "env": Field((str,), default="managed", choices=("managed", "current", "system")),
         "python": Field((str,), doc="interpreter of the managed env: a path, a program, a version (3.8) or 'image'"),
-        "env_vars": Field((dict,), default={}, doc="environment variables for the task"),
+        "env_vars": Field((dict,), default={}, env=True, doc="environment variables for the task"),
         "relax_pins": Field((bool,), default=False, doc="relax ==/~= pins that have no build for the interpreter"),
     }
 
@@ -150,7 +150,7 @@ class LocalRunner(Runner):
         return launch
 
     def _from_dockerfile(self, context: Path, docker: dict[str, Any]) -> Launch:
-        from cuberun.runners import dockerfile
+        from cuberun import dockerfile
 
         build_file = context / str(docker.get("build_file") or "Dockerfile")
         if not build_file.is_file():
@@ -201,7 +201,7 @@ class LocalRunner(Runner):
     def map_command(self, tokens: list[str], df: Dockerfile, host_wd: Path, what: str) -> tuple[list[str], str | None]:
         """An in-image command line for the host: interpreters by name, in-image paths as the host
         files their COPY lines came from. Returns the tokens and, if a path cannot be mapped, why."""
-        from cuberun.runners.dockerfile import PYTHON_PROGRAMS
+        from cuberun.dockerfile import PYTHON_PROGRAMS
 
         out: list[str] = []
         script_at = None
@@ -350,8 +350,8 @@ class LocalRunner(Runner):
         """The command, its working directory and environment variables (secret values as keyed
         digests), the program it starts (for Python: the interpreter's version and the packages
         installed where it imports from) and the code identity of the cube folder."""
-        from cuberun.records import SECRET_NAME
-        from cuberun.runners import pyidentity
+        from cuberun import pyidentity
+        from cuberun.secretid import SECRET_NAME
 
         def secret_digest(value: str) -> str:
             from cuberun.secretid import secret_digest

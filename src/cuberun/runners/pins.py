@@ -60,7 +60,7 @@ class Line:
 
 def read_lines(path: Path, depth: int = 0) -> list[Line]:
     """A requirements file's lines; `-r` includes are read in place (bounded)."""
-    from cuberun.runners.dockerfile import read_text
+    from cuberun.dockerfile import read_text
 
     try:
         text = read_text(path)

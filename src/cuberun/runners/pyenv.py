@@ -20,17 +20,10 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from cuberun.errors import BackendError
+from cuberun.paths import cache_dir as cache_dir  # moved to cuberun.paths; re-exported for older imports
 from cuberun.valueclass import dataclass, field
 
 MARKER = ".cuberun-env.json"
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("CUBERUN_CACHE_DIR")
-    if env:
-        return Path(os.path.expanduser(env))
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "cuberun"
 
 
 class EnvBuildError(BackendError):

@@ -148,7 +148,7 @@ class SingularityRunner(ContainerRunner):
         "build_file": Field((str,), default=DEFAULT_RECIPE, doc="a recipe relative to the cube root, docker://IMAGE, docker-archive:TAR, ..."),
         "tar_file": Field((str,), doc="a `docker save` archive to build from (also read from docker.tar_file)"),
         "pwd": Field((str,), doc="working directory inside the container (--pwd); default: the Dockerfile WORKDIR for docker images"),
-        "env_args": Field((dict,), default={}, doc="environment variables of the task (--env K=V)"),
+        "env_args": Field((dict,), default={}, env=True, doc="environment variables of the task (--env K=V)"),
         "--network": Field((str,), doc="--network=X (set by --network)"),
         "--security": Field((str,), doc="--security=X (set by --security)"),
         "--nv": Field((str, int, bool), doc="GPUs (set by --gpus): all, N or device=a,b"),
@@ -181,7 +181,7 @@ class SingularityRunner(ContainerRunner):
             return self.cube_path(value.strip())
         import hashlib
 
-        from cuberun.runners.pyenv import cache_dir
+        from cuberun.paths import cache_dir
 
         key = hashlib.sha256(str(self.cube.root).encode("utf-8", "surrogateescape")).hexdigest()[:10]
         return cache_dir() / "singularity" / f"{_slug(self.cube.name)}-{key}"
@@ -287,7 +287,7 @@ class SingularityRunner(ContainerRunner):
             return None
         if not source.from_docker_section:
             return None
-        from cuberun.runners import dockerfile
+        from cuberun import dockerfile
 
         docker = self.docker_section()
         context = Path(os.path.normpath(self.cube.root / str(docker.get("build_context") or ".")))

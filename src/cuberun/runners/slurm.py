@@ -133,7 +133,7 @@ class SlurmRunner(BatchRunner[_Plan, _Job]):
         super().__init__(*args, **kwargs)
         self._inner_runner_name: str | None = None  # set once the inner platform was checked
         self._accounting: bool | None = None
-        self._jobcomp: str | None | bool = False  # False: not looked up yet
+        self._jobcomp: str | bool | None = False  # False: not looked up yet
 
     # -- configuration -----------------------------------------------------------------------
     @property

@@ -173,7 +173,7 @@ class SSHRunner(Runner):
         "python": Field((str,), default=DEFAULT_PYTHON, doc="remote interpreter that creates the venv (absolute path recommended)"),
         "venv": Field((str,), doc="remote venv directory (default: <remote_root>/venv)"),
         "interpreter": Field((dict,), doc="the reference's {type: system|virtualenv, python, requirements, location, name}"),
-        "remote_env": Field((dict,), default={}, doc="environment variables for the remote cuberun"),
+        "remote_env": Field((dict,), default={}, env=True, doc="environment variables for the remote cuberun"),
         "rsync_excludes": Field((list,), default=[], doc="extra rsync exclude patterns for the cube sources"),
         "rsync_path": Field((str,), default="rsync", doc="the remote rsync command"),
     }
@@ -506,7 +506,7 @@ class SSHRunner(Runner):
 
     # -- local state (what this machine knows the remote has) ----------------------------------
     def _state_file(self, kind: str, *key: str) -> Path:
-        from cuberun.runners.pyenv import cache_dir
+        from cuberun.paths import cache_dir
 
         t = self.target
         return cache_dir() / "ssh" / f"{kind}-{_hash(t.host, str(t.user), str(t.port), str(t.ssh_config), *key, size=20)}.json"
@@ -803,7 +803,7 @@ class SSHRunner(Runner):
         return None
 
     def _env_prefix(self, redact: bool) -> list[str]:
-        from cuberun.records import REDACTED, SECRET_NAME
+        from cuberun.secretid import REDACTED, SECRET_NAME
 
         env = self._remote_env()
         if not env:

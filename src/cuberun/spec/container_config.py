@@ -216,6 +216,15 @@ def _tasks(doc: Document, raw: Any, issues: list[Issue]) -> dict[str, Task]:
     return tasks
 
 
+def env_value(value: Any) -> str:
+    """A YAML value as an environment string (booleans as true/false, null as empty)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _scalar(value: Any) -> bool:
     return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
@@ -257,8 +266,6 @@ def _run_args(doc: Document, path: KeyPath, raw: Any, issues: list[Issue]) -> Ru
             elif val is not None and not _scalar(val) and not isinstance(val, bool):
                 issues.append(doc.issue((*path, "environment", key), "must be a string, a number or true/false", value=True))
             else:
-                from cuberun.runners.argv import env_value
-
                 env.append((key, env_value(val)))
     gpus = _gpus(doc, (*path, "gpus"), raw.get("gpus"), issues)
     shm = raw.get("shm_size")

@@ -53,7 +53,7 @@ def to_container_config(cube: Cube) -> Converted:
         if key in ("image", "tar_file") or value in (None, "", {}, []):
             continue
         if key == "env_args" and isinstance(value, dict):
-            from cuberun.runners.argv import env_value
+            from cuberun.spec.container_config import env_value
 
             env = {str(k): env_value(v) for k, v in value.items()}
         elif key in _DOCKER_BUILD_KEYS:

@@ -67,8 +67,12 @@ class Interpolator:
             if "." not in key and key in self.env:
                 return self.env[key]
             hint = "define it in the cube" if "." in key else "define it in the cube, or use ${oc.env:" + key + "} for an environment variable"
-            if key.startswith("docker."):
-                hint = "add a 'docker:' section with an 'image', or choose another --platform"
+            if "." in key:
+                from cuberun.runners.registry import cube_sections
+
+                head, rest = key.split(".", 1)
+                if head not in self.config and head in cube_sections():  # a runner's section the cube does not have
+                    hint = f"add a '{head}:' section with '{rest}', or choose another --platform"
             raise InterpolationError(f"interpolation key '{key}' not found", hint)
         self._stack.append(key)
         try:

@@ -557,7 +557,7 @@ class _Converter:
         if impl.get("args"):
             self.notes.append(f"args: {_flow(impl['args'])} without a command is not carried over")
         if recipe.is_file():
-            from cuberun.runners import dockerfile
+            from cuberun import dockerfile
 
             df = dockerfile.parse(recipe, self.root)
             if df.entrypoint and not df.entrypoint_shell_form:

@@ -62,17 +62,19 @@ def find_cube_file(mlcube: str | os.PathLike[str] | None) -> Path:
     raise SpecError([Issue(f"{path} does not exist", hint="pass --mlcube=DIR with the cube's directory, or its mlcube.yaml")])
 
 
+def runner_section_names(config: Any) -> list[str]:
+    """The runner sections of a loaded cube's config (built in or a plugin's), in registry order."""
+    from cuberun.runners.registry import sections_in
+
+    return sections_in(k for k in config if k not in METADATA_KEYS and k not in (OWN_SECTION, "runtime", "workspace"))
+
+
 def known_top_level() -> tuple[str, ...]:
-    from cuberun.runners.registry import cube_sections
+    """The top-level keys of a cube without a plugin: metadata, our own section and the built-in
+    runners' sections (a plugin's section is known through registry.sections_in)."""
+    from cuberun.runners.registry import builtin_sections
 
-    return (*METADATA_KEYS, OWN_SECTION, *cube_sections())
-
-
-def _is_plugin_section(key: str) -> bool:
-    """Only asked for top-level keys that are not known (entry points are scanned then)."""
-    from cuberun.runners.registry import plugin_names
-
-    return key in plugin_names()
+    return (*METADATA_KEYS, OWN_SECTION, *builtin_sections())
 
 
 def parse_assignment(text: str, origin: str) -> tuple[str, str]:
@@ -84,22 +86,34 @@ def parse_assignment(text: str, origin: str) -> tuple[str, str]:
     return key, value
 
 
-STRING_KEYS = ("version", "name", "image", "tag", "description")
+STRING_KEYS = ("version", "name", "image", "tag", "description")  # kept as written outside a runner section
 
 
-def typed_value(raw: str, existing: Any, key_name: str = "") -> Any:
-    """A -P value typed like YAML, but kept a string where a string is expected (tags, versions)."""
-    import yaml
+def typed_value(raw: str, existing: Any, key_name: str = "", spec: Any = None) -> Any:
+    """A -P value: typed by the runner's Field when the key is a runner section's (`spec`); else
+    like YAML, but kept a string where a string is expected (a string now, metadata, versions)."""
+    from cuberun.schema import typed
 
+    if spec is not None:
+        return typed(raw, spec)
     if isinstance(existing, str) or key_name in STRING_KEYS:
         return raw
+    return typed(raw, None)
+
+
+def _runner_field(parts: Sequence[str]) -> Any:
+    """The Field of a runner section's key (`docker.image`), None for anything else."""
+    if len(parts) != 2 or parts[0] in METADATA_KEYS or parts[0] == OWN_SECTION:
+        return None
+    from cuberun.errors import CuberunError
+    from cuberun.runners.registry import section_schema, sections_in
+
+    if not sections_in([parts[0]]):
+        return None
     try:
-        value = yaml.safe_load(raw) if raw != "" else None
-    except yaml.YAMLError:
-        return raw
-    if isinstance(value, float) and existing is None:
-        return raw
-    return value
+        return (section_schema(parts[0]) or {}).get(parts[1])
+    except CuberunError:  # the runner is not installed: typed like YAML
+        return None
 
 
 def apply_overrides(data: dict[str, Any], assignments: Sequence[str], origin: str = "-P") -> dict[str, Any]:
@@ -119,7 +133,7 @@ def apply_overrides(data: dict[str, Any], assignments: Sequence[str], origin: st
             elif not isinstance(nxt, dict):
                 raise SpecError([Issue(f"cannot set '{key}': '{part}' is not a mapping", origin)])
             node = nxt
-        node[parts[-1]] = typed_value(raw, node.get(parts[-1]), parts[-1])
+        node[parts[-1]] = typed_value(raw, node.get(parts[-1]), parts[-1], _runner_field(parts))
     return result
 
 
@@ -199,13 +213,12 @@ def build_cube(
     config["workspace"] = str(ws)
 
     # top-level keys
+    from cuberun.runners.registry import sections_in
+
     known = known_top_level()
-    plugins: list[str] = []
+    runner_sections = sections_in(k for k in data if k not in METADATA_KEYS and k != OWN_SECTION)  # plugins' too
     for key in data:
-        if key in known or key in ("runtime", "workspace"):
-            continue
-        if key not in plugins and _is_plugin_section(key):
-            plugins.append(key)  # the section of an installed runner plugin
+        if key in known or key in ("runtime", "workspace") or key in runner_sections:
             continue
         guess = closest(key, known)
         if guess is not None and guess not in data:
@@ -226,11 +239,8 @@ def build_cube(
     name = resolve(("name",), data.get("name"))
     if name is None and "name" not in data:
         issues.append(Issue("'name' is missing", doc.file, hint="add 'name: my_cube' at the top level"))
-    elif not isinstance(name, (str, int, float)) or isinstance(name, bool) or str(name).strip() == "":
-        if "name" in data and name is not None:
-            issues.append(doc.issue(("name",), "must be a non-empty string", value=True))
-        elif "name" in data:
-            issues.append(doc.issue(("name",), "must be a non-empty string", value=True))
+    elif (not isinstance(name, (str, int, float)) or isinstance(name, bool) or str(name).strip() == "") and "name" in data:
+        issues.append(doc.issue(("name",), "must be a non-empty string", value=True))
     version_raw = data.get("version")
     version = None
     if version_raw is not None:
@@ -267,9 +277,7 @@ def build_cube(
     # runner sections present in the cube are checked against their runner's schema
     from cuberun.runners.registry import section_schema
 
-    for section in (*known, *plugins):
-        if section in METADATA_KEYS or section == OWN_SECTION or section not in data:
-            continue
+    for section in runner_sections:
         schema = section_schema(section)
         if schema is not None:
             validate_section(data[section], schema, (section,), doc, issues)

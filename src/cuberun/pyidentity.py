@@ -76,7 +76,7 @@ def _probe(found: str, real: str, st: os.stat_result, env: Mapping[str, str], cw
     stat, the working dir and the variables that choose an interpreter or its import path (a
     launcher script such as a pyenv shim picks its interpreter by them); a hit is only used
     while the interpreter it found is unchanged."""
-    from cuberun.runners.pyenv import cache_dir
+    from cuberun.paths import cache_dir
 
     chooser = [f"{k}={env.get(k, os.environ.get(k, ''))}" for k in (*PATH_VARS, "PYENV_VERSION")]
     key = "\0".join([found, real, str(st.st_size), str(st.st_mtime_ns), str(st.st_ino), str(cwd), *chooser])
