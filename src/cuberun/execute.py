@@ -46,13 +46,21 @@ def split_runner_overrides(overrides: Sequence[str], schema: Mapping[str, Any] |
     return result
 
 
+def _format_platform(cube: Cube) -> str | None:
+    """A container_config.yaml cube runs in a container, never on the host: docker, or
+    singularity for a SIF (the user's --platform still wins)."""
+    if cube.format != "container_config":
+        return None
+    return "singularity" if "singularity" in cube.config else "docker"
+
+
 def make_runner(cube: Cube, platform: str | None, options: RunOptions, overrides: Sequence[str] = ()) -> Runner:
     from cuberun import settings as settings_mod
     from cuberun.runners import registry
     from cuberun.spec.interpolate import InterpolationError, Interpolator
 
     settings = settings_mod.load_settings()
-    name = platform or settings.default_platform
+    name = platform or _format_platform(cube) or settings.default_platform
     entry = settings_mod.platform_entry(settings, name)
     runner_cls = registry.get(entry["runner"])
     section = cube.section(runner_cls.section) if runner_cls.section else {}  # its ${...} resolved (once)
@@ -143,11 +151,17 @@ def run_tasks(
         if array:  # one submission for all variants (a Slurm job array)
             vts = [resolve_task(cube, names[0], v.overrides, allow_missing_inputs=True, check_inputs=False) for v in target_variants or []]
             steps.extend(runner.array_steps(vts))
+        policies = {rt.name: p.to_json() for rt in resolved if (p := runner.policy(rt)) is not None}
         if as_json:
-            print(json.dumps({"platform": runner.platform, "runner": runner.name, "tasks": order, "steps": [s.to_json() for s in steps]}, indent=2))
+            print(json.dumps({"platform": runner.platform, "runner": runner.name, "tasks": order, "steps": [s.to_json() for s in steps],
+                              **({"policy": policies} if policies else {})}, indent=2))
         else:
             for step in steps:
                 print("# " + printable(" ".join(step.argv[1:])) if step.purpose == "sweep-file" else step.display())
+            from cuberun.policy import summary_of
+
+            for task_name, pol in policies.items():
+                print(f"# {task_name}: {printable(summary_of(pol))}")
         return [TaskResult(n, 0, status="planned") for n in order]
     reason = runner.unavailable_reason()
     if reason:
@@ -171,7 +185,7 @@ def run_tasks(
             result = run_incremental(cube, runner, rt, invocation, force=force)
             results.append(result)
             if result.exit_code != 0:
-                raise task_failed(cube, result)
+                raise task_failed(cube, result, results)
     if target_variants is not None:
         results += _run_variants(cube, runner, per_variant, target_variants, invocation, force=force, jobs=jobs)
     return results
@@ -532,7 +546,15 @@ def _amend_record(cube: Cube, run_id: str | None, **fields: Any) -> None:
     RunRecord(path, data).save()
 
 
-def task_failed(cube: Cube, result: TaskResult) -> TaskFailed:
+def task_failed(cube: Cube, result: TaskResult, done: Sequence[TaskResult] = ()) -> TaskFailed:
+    """The error of a failed task; `.results` holds the results of this invocation so far
+    (the failed one last), for cuberun.api."""
+    exc = _task_failed(cube, result)
+    exc.results = [*(r for r in done if r is not result), result]  # type: ignore[attr-defined]
+    return exc
+
+
+def _task_failed(cube: Cube, result: TaskResult) -> TaskFailed:
     if result.reason:  # the runner's words name its own log (e.g. a Slurm job log)
         return TaskFailed(f"task '{result.task}' {result.reason} (run {result.run_id})", result.exit_code)
     return TaskFailed(
@@ -688,6 +710,8 @@ def _start_run(cube: Cube, runner: Runner, rt: Any, verb: str = "running", extra
             "overrides": dict(rt.overrides),
             "steps": [dict(s.to_json(), env=redact_env(s.env)) for s in steps],
             "command": next((list(s.argv) for s in reversed(steps) if s.purpose == "run"), list(steps[-1].argv) if steps else []),
+            **({"policy": pol.to_json()} if (pol := runner.policy(rt)) is not None else {}),
+            **({"image": ident} if (ident := runner.image_identity()) is not None else {}),
             **(extra or {}),
         },
     )

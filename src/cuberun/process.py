@@ -96,6 +96,9 @@ if _WATCH_STDIN[0]:
 STDIN_OPEN = subprocess.PIPE  # stream(stdin=STDIN_OPEN): a pipe kept open with nothing written, closed at the end
 
 
+EXIT_TIMEOUT = 124  # a task stopped by --timeout (like coreutils' timeout)
+
+
 @dataclass(frozen=True)
 class Outcome:
     exit_code: int
@@ -314,8 +317,11 @@ def stream(
     grace: tuple[float, float] = (GRACE_INTERRUPT, GRACE_TERMINATE),
     stdin: int | None = subprocess.DEVNULL,
     cleanup: Sequence[Sequence[str]] = (),
+    timeout: float | None = None,
 ) -> Outcome:
     """Run argv to completion, streaming output; Ctrl-C and SIGTERM stop it and its children.
+    After `timeout` seconds it is stopped the same way (on_cancel, then SIGINT/SIGTERM/SIGKILL to
+    its group) and the outcome is exit code 124 (like coreutils' timeout) with a reason.
 
     The child runs in its own session (process group), so a terminal Ctrl-C reaches only us;
     we forward SIGINT to the child's group (and call `on_cancel`, e.g. `docker kill`), then
@@ -326,7 +332,7 @@ def stream(
         if CANCEL.requested:  # cancelled before this task could start
             sig = CANCEL.received or signal.SIGINT
             return Outcome(128 + sig, 0.0, interrupted=True, received=sig)
-        return _stream(argv, cwd, env, log, echo, on_cancel, grace, stdin, cleanup)
+        return _stream(argv, cwd, env, log, echo, on_cancel, grace, stdin, cleanup, timeout)
 
 
 def _stream(
@@ -339,9 +345,11 @@ def _stream(
     grace: tuple[float, float],
     stdin: int | None,
     cleanup: Sequence[Sequence[str]] = (),
+    timeout: float | None = None,
 ) -> Outcome:
     out = echo if echo is not None else getattr(sys.stdout, "buffer", None)
     start = time.monotonic()
+    timed_out_at: float | None = None
     try:
         proc = subprocess.Popen(
             list(argv),
@@ -383,6 +391,17 @@ def _stream(
     try:
         exited_at: float | None = None
         while True:
+            if timeout is not None and timed_out_at is None and time.monotonic() - start >= timeout:
+                timed_out_at = time.monotonic()
+                cancel()
+            if timed_out_at is not None:
+                waited = time.monotonic() - timed_out_at
+                if escalated == 0 and waited >= grace[0]:
+                    _signal_group(proc.pid, signal.SIGTERM)
+                    escalated = 1
+                elif escalated == 1 and waited >= grace[0] + grace[1]:
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    escalated = 2
             watched = [fd, 0] if _WATCH_STDIN[0] else [fd]
             try:
                 ready, _, _ = select.select(watched, [], [], 0.1)
@@ -433,6 +452,9 @@ def _stream(
     killed_by = -returncode if returncode < 0 else None
     if received is not None:
         return Outcome(128 + received, elapsed, interrupted=True, signal=killed_by, received=received)
+    if timed_out_at is not None:
+        return Outcome(EXIT_TIMEOUT, elapsed, reason=f"timed out after {timeout:g} s (--timeout) and was stopped",
+                       details={"timed_out": True, "timeout": timeout})
     return Outcome(exit_code_of(returncode), elapsed, signal=killed_by)
 
 

@@ -409,6 +409,11 @@ def _table(runs: Sequence[dict[str, Any]]) -> str:
         values += [f"<li>{_e(str(k))}={_e(_rel(str(v), r))}</li>" for k, v in overrides.items() if k not in params]
         if isinstance(r.get("overrides"), list):
             values += [f"<li>{_e(str(v))}</li>" for v in r["overrides"]]
+        if isinstance(r.get("policy"), dict):  # the run policy (policy.py): strict, or each relaxation
+            from cuberun.policy import summary_of
+
+            text = summary_of(r["policy"]).removeprefix("policy: ")
+            values.append(f'<li class="policy"><b>policy</b> {_e(text)}</li>')
         out.append(
             f'<tr class="{_e(status)}"><td class="id">{_e(str(r.get("run_id")))}</td><td>{_e(str(r.get("task")))}</td>'
             f"<td>{_e(str(r.get('platform') or r.get('runner') or ''))}</td>"

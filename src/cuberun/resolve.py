@@ -23,6 +23,7 @@ class ResolvedParam:
     host_path: Path
     opts: str | None
     exists: bool
+    mount_path: str | None = None  # container_config.yaml: the fixed path inside the container
 
 
 @dataclass(frozen=True)
@@ -55,16 +56,27 @@ class ResolvedTask:
 
     @property
     def entrypoint(self) -> list[str] | None:
-
         from cuberun.errors import split_words
 
-        return split_words(self.task.entrypoint, f"the entrypoint of task '{self.task.name}'") if self.task.entrypoint else None
+        what = f"the entrypoint of task '{self.task.name}'"
+        run_args = self.task.run_args
+        if run_args is not None:
+            return split_words(run_args.entrypoint, what) if run_args.entrypoint else None
+        return split_words(self.task.entrypoint, what) if self.task.entrypoint else None
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The task's own environment (container_config.yaml run_args.environment)."""
+        return dict(self.task.run_args.environment) if self.task.run_args else {}
 
     def host_args(self) -> list[str]:
         return [f"--{p.name}={p.host_path}" for p in self.params]
 
     def task_args(self, args: Sequence[str]) -> list[str]:
-        """`[<task>] --p=...`: the task name first unless the task has an entrypoint."""
+        """`[<task>] --p=...`: the task name first unless the task has an entrypoint. A
+        container_config.yaml task gets its run_args.command only (it reads fixed mount paths)."""
+        if self.task.run_args is not None:
+            return list(self.task.run_args.command or ())
         return ([] if self.task.entrypoint else [self.task.name]) + list(args)
 
     def layout(self, prefix: str = CONTAINER_PREFIX, input_mode: str | None = None) -> Layout:
@@ -76,7 +88,12 @@ class ResolvedTask:
         targets: dict[str, str] = {}
         writable: dict[str, bool] = {}
         args: list[str] = []
+        fixed: list[Mount] = []
         for p in self.params:
+            if p.mount_path is not None:  # container_config.yaml: mounted itself at its fixed path, no argument
+                rw = p.io == OUTPUT or (input_mode or p.opts or "ro") == "rw"
+                fixed.append(Mount(str(p.host_path), p.mount_path, not rw))
+                continue
             if p.type == DIRECTORY:
                 host_dir, leaf = str(p.host_path), None
             else:
@@ -93,7 +110,7 @@ class ResolvedTask:
             writable[host_dir] = writable[host_dir] or wants_rw
             target = targets[host_dir]
             args.append(f"--{p.name}={target}" if leaf is None else f"--{p.name}={target}/{leaf}")
-        mounts = tuple(Mount(h, targets[h], not writable[h]) for h in order)
+        mounts = tuple(Mount(h, targets[h], not writable[h]) for h in order) + tuple(fixed)
         return Layout(mounts, tuple(args))
 
     def prepare_outputs(self) -> None:
@@ -103,6 +120,9 @@ class ResolvedTask:
                 continue
             target = p.host_path if p.type == DIRECTORY else p.host_path.parent
             target.mkdir(parents=True, exist_ok=True)
+            if p.mount_path is not None and p.type == FILE and not os.path.lexists(p.host_path):
+                # a file bind mount needs the file: created empty, never through a symlink or over anything
+                os.close(os.open(p.host_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644))
 
 
 def parse_overrides(items: Sequence[str], tasks: Sequence[Task]) -> dict[str, str]:
@@ -284,7 +304,10 @@ def resolve_task(
                     )
             if ptype == DIRECTORY and kind == FILE:
                 issues.append(Issue(f"{where}: {path} is a file, but the output is a directory", hint=f"remove it or override {p.name}=DIR"))
-        params.append(ResolvedParam(p.name, p.io, ptype, path, p.opts, exists))
+            elif ptype == FILE and p.mount_path is not None and (path.is_dir() or (os.path.lexists(path) and not path.is_file())):
+                issues.append(Issue(f"{where}: {path} is not a regular file, but the volume is a file mounted at {p.mount_path}",
+                                    hint=f"remove it or override {p.name}=FILE"))
+        params.append(ResolvedParam(p.name, p.io, ptype, path, p.opts, exists, p.mount_path))
     if not issues:
         from cuberun.safety import output_issues
 

@@ -201,20 +201,25 @@ def test_exit_code_is_propagated(app: Apptainer, built: Path, tmp_path: Path) ->
 
 
 def test_containall_and_no_network(app: Apptainer, built: Path, tmp_path: Path) -> None:
+    """The run policy: contained, clean environment and no network by default; --network=host
+    shares the host's network (a relaxation, recorded)."""
     cube = app.cube(tmp_path / "probe")
     report = cube / "workspace" / "report" / "report.txt"
-    ok(run(app, cube, "report"))
-    plain = dict(line.split("=", 1) for line in report.read_text().splitlines())
-    assert plain["mark"] == "host-value"  # without --containall apptainer passes the environment on
-    assert int(plain["nets"]) > 1  # and shares the host's network
-    ok(run(app, cube, "report", "--network=none", "-Prunner.run_args=--containall", "--gpus=device=1,3"))
+    ok(run(app, cube, "report", "--gpus=device=1,3"))
     isolated = dict(line.split("=", 1) for line in report.read_text().splitlines())
-    assert isolated["mark"] == "unset"
+    assert isolated["mark"] == "unset"  # --cleanenv: the host's environment stays out
     assert isolated["nets"] == "1"  # only lo
     assert isolated["home"] == "/root" and isolated["uid"] == "0"
     assert isolated["cuda"] == "1,3"  # --gpus=device=... -> CUDA_VISIBLE_DEVICES (and --nv)
     record = records(cube / "workspace")[-1]
     assert "--containall" in record["command"] and "--network=none" in record["command"] and "--nv" in record["command"]
+    assert record["policy"]["strict"] is True
+    ok(run(app, cube, "report", "--network=host"))
+    shared = dict(line.split("=", 1) for line in report.read_text().splitlines())
+    assert int(shared["nets"]) > 1 and shared["mark"] == "unset"
+    record = records(cube / "workspace")[-1]
+    assert "--net" not in record["command"]
+    assert record["policy"]["relaxations"] == [{"name": "network", "detail": "--network=host", "source": "cli"}]
 
 
 def test_sif_from_a_docker_archive(app: Apptainer, tmp_path: Path) -> None:

@@ -315,7 +315,11 @@ def test_outputs_are_owned_by_the_user(docker: Engine, tmp_path: Path) -> None:
     # a user given in cpu_args wins (and is not doubled): the file belongs to that non-root uid
     out.unlink()
     (cube / "workspace" / "out").chmod(0o777)
-    ok(docker.cuberun("run", "--mlcube", str(cube), "--task", "write_output", "-Pdocker.cpu_args=-u 4321:4321", *platform_args(docker)))
+    # ... only with --allow-run-args: a user is beyond the run policy's allow-list (policy.py)
+    refused = docker.cuberun("run", "--mlcube", str(cube), "--task", "write_output", "-Pdocker.cpu_args=-u 4321:4321", *platform_args(docker))
+    assert refused.returncode == 2 and "docker.cpu_args has '-u 4321:4321'" in single_error_line(refused.stderr)
+    ok(docker.cuberun("run", "--mlcube", str(cube), "--task", "write_output", "-Pdocker.cpu_args=-u 4321:4321", "--allow-run-args",
+                      *platform_args(docker)))
     assert out.read_text() == "4321:4321"
     assert (out.stat().st_uid, out.stat().st_gid) == (4321, 4321)
     assert records(cube / "workspace")[-1]["command"].count("-u") == 1

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cuberun.errors import BackendError, RunnerUnavailable, SpecError, TaskFailed
+from cuberun.errors import BackendError, RunnerUnavailable, SpecError, TaskFailed, UsageError
 from cuberun.execute import make_runner
 from cuberun.resolve import resolve_task
 from cuberun.runners.base import RunOptions
@@ -35,7 +35,8 @@ tasks:
 """
 
 NAME = re.compile(r"^--name=cuberun-(.+)-[0-9a-f]{8}$")
-U = ["-u", "1000:1000"]
+POL = ["--network=none", "--cap-drop=ALL", "--security-opt=no-new-privileges", "--tmpfs=/tmp:rw,exec,mode=1777"]  # policy.py
+U = ["-u", "1000:1000", *POL]
 HOME = ["-e", "HOME=/tmp"]
 
 
@@ -213,7 +214,7 @@ tasks:
 
 def gpu_argv(tmp_path: Path, gpus: str | None, count: int = 0, gpu_args: str = "--ipc=host") -> list[str]:
     cube = make_cube(tmp_path / f"g{count}-{abs(hash((gpus, gpu_args)))}", GPU_CUBE % (count, gpu_args))
-    argv = run_argv(runner_for(cube, options=RunOptions(gpus=gpus)), "t")
+    argv = run_argv(runner_for(cube, options=RunOptions(gpus=gpus, allow_run_args=True)), "t")  # --ipc=host: beyond the allow-list
     i = argv.index("--volume")
     assert argv[:5] == head("t") and argv[i:] == ["--volume", f"{cube}/workspace/out:/mlcube_io0", "example/g:1", "t", "--out=/mlcube_io0"]
     return argv[5:i]
@@ -257,7 +258,7 @@ def test_invalid_gpus_is_a_usage_error(tmp_path: Path) -> None:
 def test_sudo_docker(hello: Path) -> None:
     runner = runner_for(hello, "docker.docker=sudo docker")
     argv = run_argv(runner, "hello")
-    assert argv[:8] == [*head("hello", ("sudo", "docker")), *U]
+    assert argv[:12] == [*head("hello", ("sudo", "docker")), *U]
     assert [list(s.argv) for s in runner.configure_steps()] == [["sudo", "docker", "pull", "mlcommons/hello_world:0.0.1"]]
 
 
@@ -274,7 +275,7 @@ def test_podman_platform(hello: Path) -> None:
 
 def test_docker_key_podman_with_options(hello: Path) -> None:
     argv = run_argv(runner_for(hello, "docker.docker=sudo -n podman"), "hello")
-    assert argv[:10] == [*head("hello", ("sudo", "-n", "podman")), "--pull=never", *U]
+    assert argv[:14] == [*head("hello", ("sudo", "-n", "podman")), "--pull=never", *U]
 
 
 # -- env_args, build_args, proxies -------------------------------------------------------------------
@@ -283,20 +284,20 @@ def test_env_args_dict_and_extra_env(hello: Path) -> None:
                         options=RunOptions(extra_env={"EXTRA": "1"}))
     argv = run_argv(runner, "hello")
     i = argv.index("--volume")
-    assert argv[7:i] == ["-e", "FOO=bar baz", "-e", "N=3", "-e", "EXTRA=1", *HOME]
+    assert argv[11:i] == ["-e", "FOO=bar baz", "-e", "N=3", "-e", "EXTRA=1", *HOME]
 
 
 def test_env_args_string_passes_through(hello: Path) -> None:
     argv = run_argv(runner_for(hello, "docker.env_args=-e A=1 --env 'B=two words'"), "hello")
     i = argv.index("--volume")
-    assert argv[7:i] == ["-e", "A=1", "--env", "B=two words", *HOME]
+    assert argv[11:i] == ["-e", "A=1", "--env", "B=two words", *HOME]
 
 
 def test_secret_env_values_stay_out_of_argv(hello: Path) -> None:
     runner = runner_for(hello, "docker.env_args.API_TOKEN=s3cret")
     step = runner.run_steps(resolve_task(runner.cube, "hello"))[0]
     assert "s3cret" not in " ".join(step.argv)
-    assert list(step.argv[7:9]) == ["-e", "API_TOKEN"]
+    assert list(step.argv[11:13]) == ["-e", "API_TOKEN"]
     assert step.env == {"API_TOKEN": "s3cret"}
     # sudo resets the environment: then the value must be inline
     sudo = runner_for(hello, "docker.env_args.API_TOKEN=s3cret", "docker.docker=sudo docker")
@@ -310,7 +311,7 @@ def test_secret_env_uses_the_records_pattern(hello: Path) -> None:
     runner = runner_for(hello, "docker.env_args.MYSQL_PWD=hunter2", "docker.env_args.DB_PASSWD=x2")
     step = runner.run_steps(resolve_task(runner.cube, "hello"))[0]
     assert "hunter2" not in " ".join(step.argv) and "x2" not in " ".join(step.argv)
-    assert list(step.argv[7:11]) == ["-e", "MYSQL_PWD", "-e", "DB_PASSWD"]
+    assert list(step.argv[11:15]) == ["-e", "MYSQL_PWD", "-e", "DB_PASSWD"]
     assert step.env == {"MYSQL_PWD": "hunter2", "DB_PASSWD": "x2"}
     assert "hunter2" not in step.display()
 
@@ -323,7 +324,7 @@ def test_one_secret_pattern_mysql_pwd(hello: Path) -> None:
     assert records.SECRET_NAME is secretid.SECRET_NAME
     runner = runner_for(hello, "docker.env_args.MYSQL_PWD=hunter2")
     step = runner.run_steps(resolve_task(runner.cube, "hello"))[0]
-    assert "hunter2" not in " ".join(step.argv) and list(step.argv[7:9]) == ["-e", "MYSQL_PWD"]
+    assert "hunter2" not in " ".join(step.argv) and list(step.argv[11:13]) == ["-e", "MYSQL_PWD"]
     assert step.env == {"MYSQL_PWD": "hunter2"}
     assert "hunter2" not in step.display()  # the dry run
     assert step.to_json()["env"] == {"MYSQL_PWD": secretid.REDACTED}  # what --dry-run --json and the record show
@@ -370,7 +371,7 @@ def test_proxies_reach_build_and_run(hello: Path, monkeypatch: pytest.MonkeyPatc
     runner = runner_for(hello, "docker.build_strategy=auto", "docker.env_args.http_proxy=http://mine:1")
     argv = run_argv(runner, "hello")
     i = argv.index("--volume")
-    assert argv[7:i] == ["-e", "http_proxy=http://mine:1", "-e", "NO_PROXY=localhost", *HOME]  # env_args win, no duplicate
+    assert argv[11:i] == ["-e", "http_proxy=http://mine:1", "-e", "NO_PROXY=localhost", *HOME]  # env_args win, no duplicate
     build = runner.build_argv("0" * 64)
     assert build[3:7] == ["--build-arg", "http_proxy=http://proxy:3128", "--build-arg", "NO_PROXY=localhost"]
     # proxies do not change the image: the context hash ignores them
@@ -387,7 +388,7 @@ def test_paths_with_spaces_and_quotes(tmp_path: Path) -> None:
     cube = make_cube(root, HELLO, {"workspace/names/alice.txt": "Alice\n"})
     ws = root / "workspace"
     argv = run_argv(runner_for(cube), "hello", {"chat": "out dir/it's \"x\".txt"})
-    assert argv[9:] == [
+    assert argv[13:] == [
         "--volume", f"{ws}/names:/mlcube_io0:ro", "--volume", f"{ws}/out dir:/mlcube_io1",
         "mlcommons/hello_world:0.0.1", "hello", "--name=/mlcube_io0/alice.txt", "--chat=/mlcube_io1/it's \"x\".txt",
     ]
@@ -397,7 +398,7 @@ def test_a_colon_in_a_path_uses_mount(tmp_path: Path) -> None:
     cube = make_cube(tmp_path / "c", HELLO, {"workspace/a:b,c/alice.txt": "Alice\n"})
     ws = cube / "workspace"
     argv = run_argv(runner_for(cube), "hello", {"name": "a:b,c/alice.txt"})
-    assert ["--mount", f'type=bind,"source={ws}/a:b,c",target=/mlcube_io0,readonly'] == argv[9:11]
+    assert ["--mount", f'type=bind,"source={ws}/a:b,c",target=/mlcube_io0,readonly'] == argv[13:15]
 
 
 def test_input_opts_rw(tmp_path: Path) -> None:
@@ -420,9 +421,11 @@ def test_mount_ro_option_beats_config(hello: Path) -> None:
 def test_user_mapping_opt_out_and_user_given(hello: Path) -> None:
     argv = run_argv(runner_for(hello, "docker.run_as_user=false"), "hello")
     assert "-u" not in argv and "HOME=/tmp" not in argv
-    argv = run_argv(runner_for(hello, "docker.cpu_args=-u 0:0 --ipc=host"), "hello")
-    assert argv[5:8] == ["-u", "0:0", "--ipc=host"] and argv.count("-u") == 1
-    argv = run_argv(runner_for(hello, "docker.extra_run_args=[--user=5:5]"), "hello")
+    argv = run_argv(runner_for(hello, "docker.cpu_args=-u 0:0 --ipc=host", options=RunOptions(allow_run_args=True)), "hello")
+    assert argv[5:11] == [*POL, "-u", "0:0"] and argv[11] == "--ipc=host" and argv.count("-u") == 1
+    with pytest.raises(UsageError, match="docker.cpu_args has '-u 0:0 --ipc=host', which the default policy does not allow"):
+        run_argv(runner_for(hello, "docker.cpu_args=-u 0:0 --ipc=host"), "hello")
+    argv = run_argv(runner_for(hello, "docker.extra_run_args=[--user=5:5]", options=RunOptions(allow_run_args=True)), "hello")
     assert "-u" not in argv and "--user=5:5" in argv
 
 
@@ -430,7 +433,7 @@ def test_root_gets_no_home_override(hello: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(os, "getuid", lambda: 0)
     monkeypatch.setattr(os, "getgid", lambda: 0)
     argv = run_argv(runner_for(hello), "hello")
-    assert argv[5:8] == ["-u", "0:0", "--volume"]
+    assert argv[5:12] == ["-u", "0:0", *POL, "--volume"]
 
 
 def test_no_rm_opt_out(hello: Path) -> None:
@@ -440,13 +443,16 @@ def test_no_rm_opt_out(hello: Path) -> None:
 
 def test_container_flags(hello: Path) -> None:
     opts = RunOptions(network="none", security="seccomp=unconfined", memory="4g", cpus="0-3")
-    argv = run_argv(runner_for(hello, "docker.--network=host", options=opts), "hello")
-    assert argv[5:11] == [*U, "--network=none", "--security-opt=seccomp=unconfined", "--memory=4g", "--cpuset-cpus=0-3"]
-    argv = run_argv(runner_for(hello, "docker.--network=host", "docker.--memory=1g", "docker.--cpuset-cpus=1"), "hello")
-    assert argv[7:10] == ["--network=host", "--memory=1g", "--cpuset-cpus=1"]
+    argv = run_argv(runner_for(hello, "docker.--network=host", options=opts), "hello")  # the CLI wins over the cube
+    assert argv[5:14] == [*U, "--security-opt=seccomp=unconfined", "--memory=4g", "--cpuset-cpus=0-3"]
+    with pytest.raises(UsageError, match="the cube sets the container network to 'host'"):
+        run_argv(runner_for(hello, "docker.--network=host"), "hello")
+    argv = run_argv(runner_for(hello, "docker.--network=host", "docker.--memory=1g", "docker.--cpuset-cpus=1",
+                               options=RunOptions(allow_run_args=True)), "hello")
+    assert argv[7:13] == ["--network=host", *POL[1:], "--memory=1g", "--cpuset-cpus=1"]
     argv = run_argv(runner_for(hello, "docker.network=none"), "hello")
     assert argv[7] == "--network=none"
-    assert not any(a.startswith("--network") for a in run_argv(runner_for(hello), "hello"))
+    assert [a for a in run_argv(runner_for(hello), "hello") if a.startswith("--network")] == ["--network=none"]  # the default
 
 
 def test_extra_run_args(hello: Path) -> None:
@@ -457,7 +463,7 @@ def test_extra_run_args(hello: Path) -> None:
 
 def test_cpu_args_mapping(hello: Path) -> None:
     argv = run_argv(runner_for(hello, "docker.cpu_args.shm-size=1g", "docker.cpu_args.--init=true"), "hello")
-    assert argv[7:9] == ["--shm-size=1g", "--init"]
+    assert argv[11:13] == ["--shm-size=1g", "--init"]
 
 
 def test_a_task_name_with_odd_characters_makes_a_valid_container_name(tmp_path: Path) -> None:

@@ -22,12 +22,12 @@ def line(**fields: object) -> bytes:
 
 def test_run_argv_forwards_every_option_from_one_table() -> None:
     options = RunOptions(gpus="1", network="none", security="s", memory="4g", cpus="0-3", mount="rw", allow_missing_inputs=True,
-                         config_overrides=("docker.image=x", "runner.port=22"))
+                         config_overrides=("docker.image=x", "runner.port=22"), timeout=60.0, allow_run_args=True)
     argv = nested.run_argv(["cuberun"], cube="/c/mlcube.yaml", task="t", platform="docker", workspace="/c/ws", options=options,
                            params=["a=b"])
     assert argv == ["cuberun", "run", "--mlcube=/c/mlcube.yaml", "--task=t", "--platform=docker", "--workspace=/c/ws", "--no-deps", "--force",
                     "--handshake=1", "-Pdocker.image=x", "--gpus=1", "--network=none", "--security=s", "--memory=4g", "--cpu=0-3",
-                    "--mount=rw", "--allow-missing-inputs", "a=b"]
+                    "--mount=rw", "--timeout=60.0", "--allow-missing-inputs", "--allow-run-args", "a=b"]
     assert "--gpus=1" not in nested.run_argv(["c"], cube="m", task="t", platform="local", workspace="w", options=options, forward_gpus=False)
 
 

@@ -66,6 +66,8 @@ tasks:
       outputs: {chat: {type: file, default: chats/chat_with_alice.txt}}
 """
 
+POL = ["--containall", "--cleanenv", "--net", "--network=none"]  # the run policy (policy.py)
+
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
@@ -152,7 +154,7 @@ def test_hello_world(hello: Path, tmp_path: Path) -> None:
     sif = default_dir(tmp_path, hello, "hello_world") / "hello_world-0.0.1.sif"
     assert runner.sif == sif
     assert run_argv(runner, "hello") == [
-        "singularity", "run",
+        "singularity", "run", *POL,
         "--bind", f"{ws}/names:/mlcube_io0:ro", "--bind", f"{ws}/chats:/mlcube_io1",
         str(sif), "hello", "--name=/mlcube_io0/alice.txt", "--chat=/mlcube_io1/chat_with_alice.txt",
     ]
@@ -176,7 +178,7 @@ def test_mnist_train(tmp_path: Path) -> None:
     ws = cube / "workspace"
     sif = default_dir(tmp_path, cube, "mnist") / "mnist-0.0.1.sif"
     assert run_argv(runner_for(cube), "train") == [
-        "singularity", "run",
+        "singularity", "run", *POL,
         "--bind", f"{ws}/data:/mlcube_io0:ro", "--bind", f"{ws}:/mlcube_io1:ro",
         "--bind", f"{ws}/logs:/mlcube_io2", "--bind", f"{ws}/model:/mlcube_io3",
         str(sif), "train",
@@ -199,7 +201,7 @@ def test_getting_started_entrypoint_uses_exec_and_keeps_parameters(tmp_path: Pat
     ws = cube / "workspace"
     sif = default_dir(tmp_path, cube, "getting_started") / "gs.sif"
     assert run_argv(runner_for(cube), "download_data") == [
-        "singularity", "exec", "--bind", f"{ws}:/mlcube_io0:ro", "--bind", f"{ws}/data:/mlcube_io1",
+        "singularity", "exec", *POL, "--bind", f"{ws}:/mlcube_io0:ro", "--bind", f"{ws}/data:/mlcube_io1",
         str(sif), "python", "01_download_dataset.py", "--parameters_file=/mlcube_io0/parameters.yaml", "--data_dir=/mlcube_io1",
     ]
 
@@ -218,7 +220,7 @@ def test_single_token_entrypoint_keeps_its_parameters(tmp_path: Path) -> None:
     """, {"workspace/cfg.yaml": "{}"})
     ws = cube / "workspace"
     assert run_argv(runner_for(cube), "check") == [
-        "singularity", "exec", "--bind", f"{ws}:/mlcube_io0:ro", "--bind", f"{ws}/out:/mlcube_io1",
+        "singularity", "exec", *POL, "--bind", f"{ws}:/mlcube_io0:ro", "--bind", f"{ws}/out:/mlcube_io1",
         "/images/check.sif", "./check_gpus.sh", "--cfg=/mlcube_io0/cfg.yaml", "--report=/mlcube_io1/report.txt",
     ]
 
@@ -235,8 +237,8 @@ def test_workdir_of_the_dockerfile_becomes_pwd(tmp_path: Path) -> None:
             parameters: {outputs: {out: out/}}
     """, {"Dockerfile": "FROM python:3.11-slim\nWORKDIR /workspace\nCOPY . /workspace/\n"})
     argv = run_argv(runner_for(cube), "t")
-    assert argv[:4] == ["singularity", "exec", "--pwd", "/workspace"]
-    assert run_argv(runner_for(cube, "singularity.pwd=/opt/app"), "t")[:4] == ["singularity", "exec", "--pwd", "/opt/app"]
+    assert argv[:8] == ["singularity", "exec", *POL, "--pwd", "/workspace"]
+    assert run_argv(runner_for(cube, "singularity.pwd=/opt/app"), "t")[:8] == ["singularity", "exec", *POL, "--pwd", "/opt/app"]
     # a SIF built from a recipe does not come from that Dockerfile: no --pwd
     (cube / "Singularity.recipe").write_text("Bootstrap: docker\nFrom: python:3.11-slim\n")
     assert "--pwd" not in run_argv(runner_for(cube), "t")
@@ -272,13 +274,13 @@ tasks:
 def test_gpu_forms(tmp_path: Path, gpus: str | None, count: int, middle: list[str]) -> None:
     cube = make_cube(tmp_path / "g", GPU_CUBE % count)
     argv = run_argv(runner_for(cube, options=RunOptions(gpus=gpus)), "t")
-    assert argv == ["singularity", "run", *middle, "--bind", f"{cube}/workspace/out:/mlcube_io0", "/sif/g.sif", "t", "--out=/mlcube_io0"]
+    assert argv == ["singularity", "run", *POL, *middle, "--bind", f"{cube}/workspace/out:/mlcube_io0", "/sif/g.sif", "t", "--out=/mlcube_io0"]
 
 
 def test_nv_key_in_the_config(tmp_path: Path) -> None:
     cube = make_cube(tmp_path / "g", GPU_CUBE % 0)
-    assert run_argv(runner_for(cube, "singularity.--nv=device=1"), "t")[2:5] == ["--nv", "--env", "CUDA_VISIBLE_DEVICES=1"]
-    assert run_argv(runner_for(cube, "singularity.--nv=all"), "t")[2] == "--nv"
+    assert run_argv(runner_for(cube, "singularity.--nv=device=1"), "t")[6:9] == ["--nv", "--env", "CUDA_VISIBLE_DEVICES=1"]
+    assert run_argv(runner_for(cube, "singularity.--nv=all"), "t")[6] == "--nv"
 
 
 def test_old_singularity_gets_singularityenv_variables(tmp_path: Path, fake_singularity: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -287,7 +289,7 @@ def test_old_singularity_gets_singularityenv_variables(tmp_path: Path, fake_sing
     cube = make_cube(tmp_path / "g", GPU_CUBE % 0)
     runner = runner_for(cube, options=RunOptions(gpus="device=2"))
     step = runner.run_steps(resolve_task(runner.cube, "t"))[0]
-    assert list(step.argv[:3]) == ["singularity", "run", "--nv"] and "--env" not in step.argv
+    assert list(step.argv[:7]) == ["singularity", "run", *POL, "--nv"] and "--env" not in step.argv
     assert dict(step.env) == {"SINGULARITYENV_CUDA_VISIBLE_DEVICES": "2"}
     # the probe runs once, and only because a variable had to be passed
     assert [c[0] for c in calls(tmp_path)] == ["--version"]
@@ -306,7 +308,7 @@ def test_container_flags_and_run_args(hello: Path, tmp_path: Path) -> None:
     runner = runner_for(hello, "singularity.run_args=--contain --cleanenv", options=options)
     ws = hello / "workspace"
     assert run_argv(runner, "hello") == [
-        "singularity", "run", "--contain", "--cleanenv", "--network=none", "--security=seccomp:unconfined",
+        "singularity", "run", "--containall", "--net", "--network=none", "--contain", "--cleanenv", "--security=seccomp:unconfined",
         "--vm-ram=4G", "--vm-cpu=2", "--env", "FOO=a b",
         "--bind", f"{ws}/names:/mlcube_io0:ro", "--bind", f"{ws}/chats:/mlcube_io1",
         str(runner.sif), "hello", "--name=/mlcube_io0/alice.txt", "--chat=/mlcube_io1/chat_with_alice.txt",
@@ -314,9 +316,12 @@ def test_container_flags_and_run_args(hello: Path, tmp_path: Path) -> None:
 
 
 def test_config_keys_set_the_flags(hello: Path) -> None:
-    runner = runner_for(hello, "singularity.--network=host", "singularity.--vm-ram=2G", "singularity.env_args.A=1")
+    runner = runner_for(hello, "singularity.--network=host", "singularity.--vm-ram=2G", "singularity.env_args.A=1",
+                        options=RunOptions(allow_run_args=True))  # a cube's network is beyond the run policy
     argv = run_argv(runner, "hello")
-    assert argv[2:6] == ["--network=host", "--vm-ram=2G", "--env", "A=1"]
+    assert argv[2:7] == ["--containall", "--cleanenv", "--vm-ram=2G", "--env", "A=1"]  # host: no network namespace
+    runner = runner_for(hello, "singularity.--network=mynet", options=RunOptions(allow_run_args=True))
+    assert run_argv(runner, "hello")[2:6] == ["--containall", "--cleanenv", "--net", "--network=mynet"]
 
 
 
@@ -324,16 +329,16 @@ def test_secret_values_travel_in_the_client_environment(hello: Path) -> None:
     runner = runner_for(hello, "singularity.env_args.A=1", "singularity.env_args.API_TOKEN=s3cret")
     step = runner.run_steps(resolve_task(runner.cube, "hello"))[0]
     assert "s3cret" not in " ".join(step.argv) and "s3cret" not in step.display()
-    assert list(step.argv[2:4]) == ["--env", "A=1"] and "API_TOKEN" not in " ".join(step.argv)
+    assert list(step.argv[6:8]) == ["--env", "A=1"] and "API_TOKEN" not in " ".join(step.argv)
     prefix = "APPTAINERENV_" if (runner.version() and runner.version().is_apptainer) else "SINGULARITYENV_"  # type: ignore[union-attr]
     assert step.env == {f"{prefix}API_TOKEN": "s3cret"}
 
 def test_mount_rw_makes_inputs_writable(hello: Path) -> None:
     ws = hello / "workspace"
     argv = run_argv(runner_for(hello, options=RunOptions(mount="rw")), "hello")
-    assert argv[2:6] == ["--bind", f"{ws}/names:/mlcube_io0", "--bind", f"{ws}/chats:/mlcube_io1"]
+    assert argv[6:10] == ["--bind", f"{ws}/names:/mlcube_io0", "--bind", f"{ws}/chats:/mlcube_io1"]
     argv = run_argv(runner_for(hello, "singularity.--mount_opts=rw"), "hello")
-    assert argv[3] == f"{ws}/names:/mlcube_io0"
+    assert argv[7] == f"{ws}/names:/mlcube_io0"
 
 
 # -- executables ---------------------------------------------------------------------------------------
@@ -443,7 +448,7 @@ def test_paths_with_spaces_commas_and_colons(tmp_path: Path) -> None:
     (ws / "names" / "alice.txt").write_text("Alice\n")
     runner = runner_for(cube, "singularity.image_dir=sif dir", workspace=ws)
     assert run_argv(runner, "hello") == [
-        "singularity", "run",
+        "singularity", "run", *POL,
         "--mount", f'type=bind,"src={ws}/names",dst=/mlcube_io0,ro',
         "--mount", f'type=bind,"src={ws}/chats",dst=/mlcube_io1',
         f"{cube}/sif dir/hello_world-0.0.1.sif", "hello", "--name=/mlcube_io0/alice.txt", "--chat=/mlcube_io1/chat_with_alice.txt",
@@ -451,7 +456,7 @@ def test_paths_with_spaces_commas_and_colons(tmp_path: Path) -> None:
     plain = runner_for(cube, workspace=tmp_path / "plain ws")
     (tmp_path / "plain ws" / "names").mkdir(parents=True)
     (tmp_path / "plain ws" / "names" / "alice.txt").write_text("A\n")
-    assert run_argv(plain, "hello")[2:4] == ["--bind", f"{tmp_path}/plain ws/names:/mlcube_io0:ro"]
+    assert run_argv(plain, "hello")[6:8] == ["--bind", f"{tmp_path}/plain ws/names:/mlcube_io0:ro"]
 
 
 # -- versions ---------------------------------------------------------------------------------------------
@@ -509,7 +514,7 @@ def test_run_passes_the_exit_code_through(hello: Path, tmp_path: Path, fake_sing
     runner = runner_for(hello)
     assert _run(runner, tmp_path) == 0
     last = calls(tmp_path)[-1]
-    assert last[:2] == ["run", "--bind"] and last[-1] == "--chat=/mlcube_io1/chat_with_alice.txt"
+    assert last[:5] == ["run", *POL] and last[5] == "--bind" and last[-1] == "--chat=/mlcube_io1/chat_with_alice.txt"
     assert "task output" in (tmp_path / "task.log").read_text()
     monkeypatch.setenv("FAKE_EXIT", "3")
     assert _run(runner, tmp_path) == 3
@@ -529,7 +534,8 @@ def test_dry_run_through_the_cli(hello: Path, cli: CLI) -> None:
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith(f"cd {hello} && apptainer build --fakeroot ")
     assert lines[0].endswith("/hello_world-0.0.1.sif docker://mlcommons/hello_world:0.0.1")
-    assert lines[-1].startswith("apptainer run --bind ") and lines[-1].endswith(" hello --name=/mlcube_io0/alice.txt --chat=/mlcube_io1/chat_with_alice.txt")
+    assert lines[-2].startswith("apptainer run --containall --cleanenv --net --network=none --bind ") and lines[-1].startswith("# hello: policy: strict")
+    lines = lines[:-1] and lines[-1].endswith(" hello --name=/mlcube_io0/alice.txt --chat=/mlcube_io1/chat_with_alice.txt")
 
 
 def test_fingerprint_follows_the_sif(hello: Path) -> None:

@@ -168,7 +168,7 @@ def test_job_script_from_platform_block_and_settings(tmp_path: Path) -> None:
 def test_job_script_quotes_paths_forwards_overrides_and_options(tmp_path: Path) -> None:
     root = make_cube(tmp_path / "my cube's \"dir\"")
     settings(tmp_path, partition="debug", platform="docker", cuberun=["/opt/cube run/bin/cuberun", "--debug"])
-    options = RunOptions(gpus="1", memory="4g", network="none", cpus="0-3", mount="ro", allow_missing_inputs=True)
+    options = RunOptions(gpus="1", memory="4g", network="none", cpus="0-3", mount="ro", allow_missing_inputs=True, allow_run_args=True)
     params = ["docker.image=x:1", "runner.time=00:10:00"]
     runner, cube = runner_for(root, params=params, options=options)
     (root / "workspace" / "in dir").mkdir()
@@ -207,6 +207,7 @@ def test_job_script_quotes_paths_forwards_overrides_and_options(tmp_path: Path) 
             "    --cpu=0-3 \\",
             "    --mount=ro \\",
             "    --allow-missing-inputs \\",
+            "    --allow-run-args \\",
             f"    {q('name=' + ws + '/in dir/bob' + chr(39) + 's.txt')}",
             "",
         ]

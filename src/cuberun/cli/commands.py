@@ -106,7 +106,7 @@ def cli(debug: bool, log_level: str) -> None:
 
 # -- shared options -------------------------------------------------------------------
 def mlcube_option(f: Any) -> Any:
-    return click.option("--mlcube", "mlcube", metavar="PATH", help="Cube directory or its mlcube.yaml (default: current directory).")(f)
+    return click.option("--mlcube", "mlcube", metavar="PATH", help="Cube directory, or its mlcube.yaml or container_config.yaml (default: current directory).")(f)
 
 
 def platform_option(f: Any) -> Any:
@@ -196,7 +196,10 @@ def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), f
 @click.option("--dry-run", is_flag=True, help="Print the exact commands instead of running them.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (with --dry-run: the steps).")
 @click.option("--gpus", metavar="SPEC", help="GPUs: all, N (0 = none), or device=0,1.")
-@click.option("--network", metavar="NAME", help="Container network (docker --network).")
+@click.option("--network", metavar="NAME", help="Container network (docker --network); default: none, unless the cube declares platform.need_internet_access.")
+@click.option("--timeout", "timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stop each task after SECONDS (docker/podman): the container is removed, the task exits 124.")
+@click.option("--allow-run-args", is_flag=True, help="Let the cube's raw container run arguments through beyond the allow-list (recorded as a relaxation).")
 @click.option("--security", metavar="OPT", help="Container security option.")
 @click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 4g.")
 @click.option("--cpu", "cpus", metavar="SET", help="CPU set, e.g. 0-3.")
@@ -215,7 +218,7 @@ def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), f
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
-        dry_run: bool, as_json: bool, gpus: str | None, network: str | None, security: str | None, memory: str | None,
+        dry_run: bool, as_json: bool, gpus: str | None, network: str | None, timeout: float | None, allow_run_args: bool, security: str | None, memory: str | None,
         cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool, rebuild_env: bool, strict_outputs: bool,
         force: bool, explain: bool, no_deps: bool, sweeps: tuple[str, ...],
         jobs: int, handshake: int | None, quiet: bool, verbose: bool, overrides: tuple[str, ...]) -> int:
@@ -257,7 +260,7 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
         values = {**legacy.paramset_overrides(cube, names, paramset), **values}
     options = RunOptions(gpus=gpus, network=network, security=security, memory=memory, cpus=cpus, mount=mount,
                          allow_missing_inputs=allow_missing_inputs, relax_pins=relax_pins, rebuild_env=rebuild_env,
-                         strict_outputs=strict_outputs)
+                         strict_outputs=strict_outputs, allow_run_args=allow_run_args, timeout=timeout)
     runner = make_runner(cube, platform, options, params)
 
     from cuberun import checks, graph
@@ -321,50 +324,22 @@ def configure(mlcube: str | None, platform: str | None, workspace: str | None, p
 
 
 # -- describe / show-config / validate / inspect -----------------------------------------
-def param_type(cube: Any, p: Any) -> tuple[str, bool]:
-    """(type, inferred): an input without a type is a directory when its default path is one in
-    the workspace, else a file, as `run` decides."""
-    from cuberun.spec.model import DIRECTORY, FILE, UNKNOWN
-
-    if p.type != UNKNOWN:
-        return p.type, False
-    from cuberun.resolve import expand_path
-
-    try:
-        path, _ = expand_path(p.default, cube.workspace)
-        return (DIRECTORY if path.is_dir() else FILE), True
-    except (OSError, ValueError):
-        return FILE, True
+from cuberun.describe import describe_data, param_type  # noqa: E402 - the data of `describe --json` (a core module, for cuberun.api)
+from cuberun.describe import run_args_data as _run_args_data  # noqa: E402
 
 
-def _param_data(cube: Any, p: Any) -> dict[str, Any]:
-    ptype, inferred = param_type(cube, p)
-    return {"type": ptype, "default": p.default, **({"opts": p.opts} if p.opts else {}), **({"inferred": True} if inferred else {})}
+def _run_args_text(t: Any) -> str:
+    if t.run_args is None:
+        return ""
+    import shlex
 
-
-def describe_data(cube: Any) -> dict[str, Any]:
-    from cuberun.spec.load import runner_section_names
-
-    return {
-        "name": cube.name,
-        "version": cube.version,
-        "description": cube.description,
-        "authors": cube.authors,
-        "file": str(cube.file),
-        "root": str(cube.root),
-        "workspace": str(cube.workspace),
-        "format": cube.format,
-        "platform": cube.platform,
-        "tasks": {
-            t.name: {
-                "entrypoint": t.entrypoint,
-                "inputs": {p.name: _param_data(cube, p) for p in t.inputs},
-                "outputs": {p.name: _param_data(cube, p) for p in t.outputs},
-            }
-            for t in cube.tasks.values()
-        },
-        "sections": runner_section_names(cube.config),
-    }
+    data = _run_args_data(t)
+    parts = [f"entrypoint: {data['entrypoint']}"] if data["entrypoint"] else []
+    if data["command"] is not None:
+        parts.append(f"command: {shlex.join(data['command'])}")
+    parts += [f"{k}: {data[k]}" for k in ("gpus", "shm_size") if data[k]]
+    parts += [f"env {k}={v}" for k, v in data["environment"].items()]
+    return f"  ({'; '.join(parts)})" if parts else ""
 
 
 @cli.command()
@@ -389,11 +364,12 @@ def describe(mlcube: str | None, workspace: str | None, params: tuple[str, ...],
         lines.append("  runners:   " + ", ".join(data["sections"]))
     lines.append("tasks:")
     for t in cube.tasks.values():
-        lines.append(f"  {t.name}" + (f"  (entrypoint: {t.entrypoint})" if t.entrypoint else ""))
+        lines.append(f"  {t.name}" + (f"  (entrypoint: {t.entrypoint})" if t.entrypoint else "") + _run_args_text(t))
         for p in t.params:
             ptype, inferred = param_type(cube, p)
             opts = f", {p.opts}" if p.opts else ""
-            lines.append(f"    {p.io:<6} {p.name} = {p.default}  ({ptype}{', inferred' if inferred else ''}{opts})")
+            mount = f" -> {p.mount_path}" if p.mount_path else ""
+            lines.append(f"    {p.io:<6} {p.name} = {p.default}{mount}  ({ptype}{', inferred' if inferred else ''}{opts})")
     from cuberun.console import printable
 
     print("\n".join(printable(line) for line in lines))

@@ -32,6 +32,11 @@ sits in the cube's directory, next to the legacy files, which stay untouched):
 An existing file is never replaced without --force. Parameter sets stay in
 their legacy files: `cuberun run PATH:TASK/SET` keeps applying them.
 
+With --to=container_config (or --to=mlcube) the cube in PATH (any format) is
+written as MedPerf's container_config.yaml (or as mlcube.yaml) next to it, where
+both formats can express it; otherwise one error lists what cannot be expressed
+and nothing is written.
+
 The report lists what config 2.0 cannot express (ssh platform files, prebuilt
 singularity images, docker run arguments, ...) with what to do instead."""
 
@@ -41,7 +46,10 @@ singularity images, docker run arguments, ...) with what to do instead."""
 @click.option("--output", "-o", metavar="FILE", help="File name in the cube's directory (default: mlcube.yaml, see above).")
 @click.option("--force", is_flag=True, help="Replace the output file if it exists.")
 @click.option("--dry-run", is_flag=True, help="Print the converted file and the report; write nothing.")
-def migrate(path: str, output: str | None, force: bool, dry_run: bool) -> int:
+@click.option("--to", "to", type=click.Choice(["container_config", "mlcube"]), help="Convert between mlcube.yaml and container_config.yaml.")
+def migrate(path: str, output: str | None, force: bool, dry_run: bool, to: str | None) -> int:
+    if to is not None:
+        return _convert_format(path, to, output, force, dry_run)
     from cuberun import yamlio
     from cuberun.spec import legacy
     from cuberun.spec.load import build_cube
@@ -81,3 +89,42 @@ def _report(conversion: Conversion, target: Path | None, stream: TextIO) -> None
         lines.append(f"assumed, check these ({len(conversion.assumptions)}):")
         lines += [f"  - {n}" for n in conversion.assumptions]
     print("\n".join(lines), file=stream)
+
+
+def _convert_format(path: str, to: str, output: str | None, force: bool, dry_run: bool) -> int:
+    from cuberun import yamlio
+    from cuberun.spec import formats
+    from cuberun.spec.container_config import CONFIG_FILE, FORMAT
+    from cuberun.spec.load import CUBE_FILE, load_cube
+
+    cube = load_cube(path)
+    if to == "container_config":
+        if cube.format == FORMAT:
+            raise UsageError(f"{cube.file} is already a container_config.yaml", "use --to=mlcube to convert it to mlcube.yaml")
+        converted, name = formats.to_container_config(cube), CONFIG_FILE
+    else:
+        if cube.format != FORMAT:
+            raise UsageError(f"{cube.file} is not a container_config.yaml", "use --to=container_config, or `cuberun migrate` for a legacy cube")
+        converted, name = formats.to_mlcube(cube), CUBE_FILE
+    target = cube.root / (output or name)
+    if output and (os.sep in output or output in ("", ".", "..")):
+        raise UsageError(f"--output {output} is not a file name", f"give a file name in {cube.root}")
+    text = formats.header(name, str(cube.file.name), converted.notes) + yamlio.dump(converted.data)
+    doc = yamlio.parse(text, str(target))  # the written file must load, from where it will be
+    if to == "container_config":
+        from cuberun.spec import container_config
+
+        container_config.build(doc, target)
+    else:
+        from cuberun.spec.load import build_cube
+
+        build_cube(doc, target)
+    if dry_run:
+        sys.stdout.write(text)
+        return 0
+    if target.exists() and not force:
+        raise UsageError(f"{target} already exists", "pass --force to replace it, or --output NAME for another file")
+    yamlio.write_atomic(target, text)
+    print(f"wrote {target} from {cube.file}" + "".join(f"\n  - {n}" for n in converted.notes))
+    return 0
+

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
+    from cuberun.policy import Policy
     from cuberun.process import Outcome
     from cuberun.resolve import ResolvedTask
     from cuberun.schema import Schema
@@ -45,6 +46,8 @@ class RunOptions:
     relax_pins: bool = False  # local: relax ==/~= pins that have no build for the interpreter
     rebuild_env: bool = False  # local: build the managed env again (also after a remembered failure)
     strict_outputs: bool = False  # a task that exits 0 without writing a declared output fails
+    allow_run_args: bool = False  # the cube's raw run arguments beyond the policy's allow-list (policy.py)
+    timeout: float | None = None  # seconds per task; the task is stopped and exits 124 (docker/podman)
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # the invocation's -P assignments to the cube config (runner.* excluded), for runners that run
     # cuberun again elsewhere (slurm jobs, ssh); set by execute.make_runner
@@ -150,6 +153,14 @@ class Runner(ABC):
 
     def inspect(self) -> dict[str, Any]:
         return {"runner": self.name, "platform": self.platform}
+
+    def image_identity(self) -> dict[str, Any] | None:
+        """The image that runs, by digest, for the run record (after configure); None: no image."""
+        return None
+
+    def policy(self, task: ResolvedTask) -> Policy | None:
+        """The run policy this runner applies to `task` (policy.py); None: the runner maps none."""
+        return None
 
     def launch_problems(self, tasks: list[str]) -> list[str]:
         """Why these tasks cannot be started on this platform (validate), without running anything."""

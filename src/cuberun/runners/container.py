@@ -319,9 +319,9 @@ class ContainerRunner(Runner):
         env, cancel, cleanup = self.client_env(extra_env), self.on_cancel(task), self.watchdog_cleanup(task)
         with open(log_path, "ab") as log, _input_pipe(data) as stdin:
             if stdin is None:
-                outcome = stream(argv, env=env, log=log, on_cancel=cancel, cleanup=cleanup)
+                outcome = stream(argv, env=env, log=log, on_cancel=cancel, cleanup=cleanup, timeout=self.options.timeout)
             else:
-                outcome = stream(argv, env=env, log=log, on_cancel=cancel, stdin=stdin, cleanup=cleanup)
+                outcome = stream(argv, env=env, log=log, on_cancel=cancel, stdin=stdin, cleanup=cleanup, timeout=self.options.timeout)
         self.after_run(task, outcome)
         if outcome.interrupted or outcome.exit_code == 0:
             return outcome

@@ -52,6 +52,7 @@ from cuberun.valueclass import dataclass
 if TYPE_CHECKING:
     from cuberun.codeid import CodeId
     from cuberun.gpus import GpuRequest
+    from cuberun.policy import Policy
     from cuberun.process import Captured, Outcome
     from cuberun.resolve import ResolvedTask
 
@@ -135,6 +136,7 @@ class ImageState:
     present: bool
     labels: dict[str, str]
     id: str | None = None
+    repo_digests: tuple[str, ...] | None = None  # None: not asked (the CLI probe)
 
 
 class DockerRunner(ContainerRunner):
@@ -215,6 +217,12 @@ class DockerRunner(ContainerRunner):
     def gpu_request(self, spec: str | None = None) -> GpuRequest:
         return super().gpu_request(spec if spec is not None else self.option(self.options.gpus, "--gpus"))
 
+    def task_gpus(self, task: ResolvedTask) -> GpuRequest:
+        """The GPUs of `task`: --gpus / docker.--gpus, else a container_config.yaml task's own run_args.gpus."""
+        own = task.task.run_args.gpus if task.task.run_args is not None else None
+        cli = self.option(self.options.gpus, "--gpus")
+        return self.gpu_request(cli if cli is not None else own)
+
     # -- steps (pure) ----------------------------------------------------------------------
     def build_argv(self, hash_value: str | None = None) -> list[str]:
         argv = [*self.executable, "build", "--force-rm"]  # no intermediate container survives a failed step
@@ -278,7 +286,7 @@ class DockerRunner(ContainerRunner):
     def run_argv(self, task: ResolvedTask) -> tuple[list[str], dict[str, str]]:
         """`docker run ...` for a task, and the environment variables the engine must pass on."""
         cfg = self.config
-        gpus = self.gpu_request()
+        gpus = self.task_gpus(task)
         user_args = as_tokens(cfg.get("gpu_args") if gpus.wanted else cfg.get("cpu_args"))
         extra = as_tokens(cfg.get("extra_run_args"))
         argv = [*self.executable, "run"]
@@ -290,9 +298,11 @@ class DockerRunner(ContainerRunner):
         mapped = bool(cfg.get("run_as_user", True)) and not _has_flag(user_args + extra, "-u", "--user")
         if mapped:
             argv += ["-u", user_spec()]
+        from cuberun.runners.container_policy import docker_flags
+
+        argv += docker_flags(self.policy(task), user_args + extra)  # the run policy: no network, no capabilities, ...
         argv += user_args
         for flag, value in (
-            ("--network", self.option(self.options.network, "--network", "network")),
             ("--security-opt", self.option(self.options.security, "--security-opt")),
             ("--memory", self.option(self.options.memory, "--memory")),
             ("--cpuset-cpus", self.option(self.options.cpus, "--cpuset-cpus")),
@@ -301,6 +311,8 @@ class DockerRunner(ContainerRunner):
                 argv.append(f"{flag}={value}")
         if gpus.wanted and not _has_flag(user_args + extra, "--gpus"):
             argv.append(f"--gpus={gpus_value(gpus)}")
+        if task.task.run_args is not None and task.task.run_args.shm_size:
+            argv.append(f"--shm-size={task.task.run_args.shm_size}")
         entry = task.entrypoint
         if entry:
             argv.append(f"--entrypoint={entry[0]}")
@@ -322,6 +334,7 @@ class DockerRunner(ContainerRunner):
             tokens = as_tokens(env_args)
             argv += tokens
             names += [t.split("=", 1)[0] for t in tokens if not t.startswith("-")]
+        add_env(*task.environment.items())  # container_config.yaml run_args.environment
         add_env(*self.options.extra_env.items())
         add_env(*proxy_env(names))
         if gpus.devices and "CUDA_VISIBLE_DEVICES" not in names:
@@ -338,6 +351,29 @@ class DockerRunner(ContainerRunner):
             argv += entry[1:]
         argv += task.task_args(layout.args)
         return argv, env
+
+    def image_identity(self) -> dict[str, Any] | None:
+        """The image that runs by id and registry digests (RepoDigests), for the run record: from
+        the image probe when it came from the API socket, else one `image inspect`."""
+        state = self.image_state()
+        if not state.present or not state.id:
+            return None
+        image_id = state.id if state.id.startswith("sha256:") else f"sha256:{state.id}"
+        digests = state.repo_digests
+        if digests is None:
+            res = self._capture("image", "inspect", "--format", "{{json .RepoDigests}}", self.image)
+            try:
+                found = json.loads(res.stdout) if res.returncode == 0 else []
+            except ValueError:
+                found = []
+            digests = tuple(str(d) for d in found) if isinstance(found, list) else ()
+            self._state = ImageState(state.present, state.labels, state.id, digests)
+        return {"ref": self.image, "id": image_id, "repo_digests": list(digests)}
+
+    def policy(self, task: ResolvedTask) -> Policy:
+        from cuberun.runners.container_policy import docker_policy
+
+        return docker_policy(self, task)
 
     # -- talking to the engine ----------------------------------------------------------------
     def _capture(self, *args: str, timeout: float = PROBE_TIMEOUT) -> Captured:
@@ -421,7 +457,9 @@ class DockerRunner(ContainerRunner):
         except ValueError:
             return None
         labels = (info.get("Config") or {}).get("Labels") or {}
-        return ImageState(True, {str(k): str(v) for k, v in labels.items()}, str(info.get("Id") or "") or None)
+        digests = info.get("RepoDigests") or []
+        return ImageState(True, {str(k): str(v) for k, v in labels.items()}, str(info.get("Id") or "") or None,
+                          tuple(str(d) for d in digests) if isinstance(digests, list) else ())
 
     def _not_installed(self) -> str:
         return f"{self.engine} is not installed (no '{self.executable[0]}' on the PATH). Hint: install Docker or Podman, or use --platform=local"
@@ -522,6 +560,9 @@ class DockerRunner(ContainerRunner):
         return [[*self.executable, "rm", "-f", name] if self.config.get("remove", True) else [*self.executable, "kill", name]]
 
     def after_run(self, task: ResolvedTask, outcome: Outcome) -> None:
+        if outcome.details and outcome.details.get("timed_out"):
+            self._cleanup_after(self.container_name(task), True)  # stopped by --timeout: the container must be gone
+            return
         if outcome.interrupted or outcome.signal is not None or outcome.exit_code in (125, 126, 127):
             self._cleanup_after(self.container_name(task), outcome.interrupted or outcome.signal is not None)
 

@@ -25,7 +25,8 @@ from cuberun.handshake import MARKER, VERSION
 from cuberun.process import write_best_effort
 
 # RunOptions field -> the inner `cuberun run` flag (the value flags, in this order)
-FORWARDED = (("gpus", "--gpus"), ("network", "--network"), ("security", "--security"), ("memory", "--memory"), ("cpus", "--cpu"), ("mount", "--mount"))
+FORWARDED = (("gpus", "--gpus"), ("network", "--network"), ("security", "--security"), ("memory", "--memory"), ("cpus", "--cpu"), ("mount", "--mount"),
+             ("timeout", "--timeout"))
 
 
 def run_argv(
@@ -51,6 +52,8 @@ def run_argv(
             argv.append(f"{flag}={value}")
     if options.allow_missing_inputs:
         argv.append("--allow-missing-inputs")
+    if options.allow_run_args:  # the run policy's opt-out travels with the task (only when given)
+        argv.append("--allow-run-args")
     return argv + list(params)
 
 

@@ -52,6 +52,7 @@ from cuberun.valueclass import dataclass
 
 if TYPE_CHECKING:
     from cuberun.gpus import GpuRequest
+    from cuberun.policy import Policy
     from cuberun.process import Outcome
     from cuberun.resolve import ResolvedTask
 
@@ -247,7 +248,10 @@ class SingularityRunner(ContainerRunner):
         sif = self.sif
         if not sif.is_file():
             return False
-        stamp = self.source(probe=False).stamp
+        try:
+            stamp = self.source(probe=False).stamp
+        except SpecError:
+            return True  # a prebuilt SIF with nothing to build it from (a container_config.yaml SingularityFile)
         if stamp is not None and stamp.exists():
             return sif.stat().st_mtime >= stamp.stat().st_mtime
         return True
@@ -326,11 +330,11 @@ class SingularityRunner(ContainerRunner):
         """`singularity run|exec ...` for a task, and the variables its process needs."""
         cfg = self.config
         entry = task.entrypoint
-        argv = [*self.executable, "exec" if entry else "run", *as_tokens(cfg.get("run_args"))]
-        for flag, value in (
-            ("--network", self.option(self.options.network, "--network")),
-            ("--security", self.option(self.options.security, "--security")),
-        ):
+        from cuberun.runners.container_policy import singularity_flags
+
+        user_args = as_tokens(cfg.get("run_args"))
+        argv = [*self.executable, "exec" if entry else "run", *singularity_flags(self.policy(task), user_args), *user_args]
+        for flag, value in (("--security", self.option(self.options.security, "--security")),):
             if value is not None:
                 argv.append(f"{flag}={value}")
         if self.gpu_request().wanted and "--nv" not in argv:
@@ -342,7 +346,7 @@ class SingularityRunner(ContainerRunner):
             if value is not None:
                 argv.append(f"{flag}={value}")
         process_env: dict[str, str] = {}
-        task_env = self.task_env()
+        task_env = {**task.environment, **self.task_env()}  # container_config.yaml run_args.environment first
         if task_env:
             version = self.version()
             # a secret's value (and, before Singularity 3.6, every value) travels as <PREFIX>ENV_<NAME> in the client's environment
@@ -370,6 +374,11 @@ class SingularityRunner(ContainerRunner):
             argv += entry
         argv += task.task_args(layout.args)
         return argv, process_env
+
+    def policy(self, task: ResolvedTask) -> Policy:
+        from cuberun.runners.container_policy import singularity_policy
+
+        return singularity_policy(self, task)
 
     # -- availability ----------------------------------------------------------------------------
     def _not_installed(self, tok: str) -> str:

@@ -43,7 +43,10 @@ def find_cube_file(mlcube: str | os.PathLike[str] | None) -> Path:
     if path.is_dir():
         candidate = path / CUBE_FILE
         if candidate.is_file() or os.path.lexists(candidate):  # not a regular file: the loader says what it is
-            return candidate
+            return candidate  # also when a container_config.yaml is next to it: load_cube says so
+        other = path / "container_config.yaml"
+        if other.is_file():
+            return other
         # -- legacy MLBox layouts (spec/legacy.py): mlbox.yaml, or a .mlcube.yaml with tasks --
         from cuberun.spec import legacy
 
@@ -169,6 +172,10 @@ def load_cube(
 
     file = find_cube_file(mlcube)
     doc = yamlio.load(file, "cube file")
+    from cuberun.spec import container_config
+
+    if container_config.is_container_config(file, doc.data):
+        return container_config.build(doc, file, workspace=workspace, overrides=overrides)
     # -- legacy MLBox formats (spec/legacy.py): converted to config 2.0 in memory --
     conversion = None
     if _maybe_legacy(file, doc.data):  # a cheap test first: legacy.py is large
@@ -180,7 +187,12 @@ def load_cube(
         cube.warnings.append(conversion.summary())
         return cube
     # -- end legacy --
-    return build_cube(doc, file, workspace=workspace, overrides=overrides, env=env)
+    cube = build_cube(doc, file, workspace=workspace, overrides=overrides, env=env)
+    other = file.parent / container_config.CONFIG_FILE
+    if file.name == CUBE_FILE and other.is_file() and Path(os.path.abspath(os.path.expanduser(str(mlcube or ".")))).is_dir():
+        cube.warnings.append(Issue(f"{file.parent} holds both {CUBE_FILE} and {container_config.CONFIG_FILE}: using {CUBE_FILE}", str(file),
+                                   hint=f"pass --mlcube={other} to run the other one", severity="warning"))
+    return cube
 
 
 def _maybe_legacy(file: Path, data: Any) -> bool:

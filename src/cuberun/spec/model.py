@@ -24,6 +24,20 @@ class Param:
     type: str  # FILE, DIRECTORY or UNKNOWN (decided at run time for inputs)
     opts: str | None = None  # "ro", "rw" or None
     key: KeyPath = ()
+    # container_config.yaml volumes: the fixed path inside the container (no --name=path argument)
+    mount_path: str | None = None
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """A container_config.yaml task's `run_args`: the program reads fixed mount paths and gets
+    no `--name=path` arguments; the command follows the image, the entrypoint replaces the image's."""
+
+    command: tuple[str, ...] | None = None
+    entrypoint: str | None = None
+    environment: tuple[tuple[str, str], ...] = ()
+    gpus: str | None = None  # the --gpus forms: "all", "N", "device=a,b"
+    shm_size: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,7 @@ class Task:
     entrypoint: str | None
     inputs: tuple[Param, ...]
     outputs: tuple[Param, ...]
+    run_args: RunArgs | None = None  # set for container_config.yaml tasks
 
     @property
     def params(self) -> tuple[Param, ...]:

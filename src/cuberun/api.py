@@ -1,0 +1,198 @@
+"""The library API for platforms that embed cuberun: typed results, typed exceptions, no printing
+unless asked. See docs/api.md.
+
+    from cuberun import api
+
+    result = api.run("path/to/cube", task="prepare", platform="docker", volumes={"data_path": "/data/raw"})
+    if result.ok:
+        print(result.tasks[0].record_path, result.tasks[0].image)
+
+Every function raises a subclass of `cuberun.api.Error` with the same one-line message the CLI
+prints (`str(exc)`, and `exc.lines()` for every problem of an invalid file); `exc.exit_code` is
+the CLI's exit code. `run` and `plan` capture everything cuberun and the task would print unless
+`echo=True` (cuberun's messages are in `RunResult.messages`, each task's output in the file
+`TaskRun.log_path`): stdout/stderr are redirected for the duration of the call, so call them from
+one thread at a time. `cancel()` (from another thread or
+a signal handler) stops the running task like Ctrl-C does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from cuberun.errors import BackendError, BusyError, RunnerUnavailable, SpecError, TaskFailed, UsageError
+from cuberun.errors import CuberunError as Error
+from cuberun.valueclass import dataclass, field
+
+__all__ = [
+    "BackendError", "BusyError", "Error", "Plan", "RunResult", "RunnerUnavailable", "SpecError", "TaskFailed", "TaskRun", "UsageError",
+    "Validation", "cancel", "describe", "load", "plan", "run", "validate",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class Validation:
+    file: str
+    format: str  # "2.0", "container_config", or a legacy format
+    tasks: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    platform: str
+    runner: str
+    tasks: tuple[str, ...]
+    commands: tuple[tuple[str, ...], ...]  # the exact argv of every step, in order
+    policy: Mapping[str, Any] = field(default_factory=dict)  # task -> the run policy (policy.py), where the runner maps one
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    task: str
+    status: str  # succeeded, succeeded-with-warnings, up-to-date, failed, interrupted, cancelled, ...
+    exit_code: int
+    run_id: str | None
+    record_path: str | None
+    log_path: str | None  # the task's own output (stdout and stderr)
+    outputs: Mapping[str, str]  # output name -> host path
+    image: Mapping[str, Any] | None = None  # {ref, id, repo_digests} of the image that ran
+    policy: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    tasks: tuple[TaskRun, ...]
+    messages: str = ""  # what cuberun and the tasks printed (echo=False)
+
+    @property
+    def ok(self) -> bool:
+        return all(t.exit_code == 0 for t in self.tasks)
+
+    @property
+    def exit_code(self) -> int:
+        return next((t.exit_code for t in self.tasks if t.exit_code != 0), 0)
+
+
+def load(mlcube: PathLike, *, workspace: PathLike | None = None, params: Sequence[str] = ()) -> Any:
+    """The cube (cuberun.spec.Cube) of an mlcube.yaml or container_config.yaml (a directory or the file)."""
+    from cuberun.spec import load_cube
+
+    return load_cube(mlcube, workspace=workspace, overrides=params)
+
+
+def validate(mlcube: PathLike, *, workspace: PathLike | None = None, params: Sequence[str] = ()) -> Validation:
+    """Check a cube file; raises SpecError (every problem in `exc.lines()`)."""
+    cube = load(mlcube, workspace=workspace, params=params)
+    return Validation(str(cube.file), cube.format, tuple(cube.tasks), tuple(w.render() for w in cube.warnings))
+
+
+def describe(mlcube: PathLike, *, workspace: PathLike | None = None, params: Sequence[str] = ()) -> dict[str, Any]:
+    """What `cuberun describe --json` prints, as a dict."""
+    from cuberun.describe import describe_data
+
+    return describe_data(load(mlcube, workspace=workspace, params=params))
+
+
+def _options(gpus: str | None, network: str | None, allow_run_args: bool, timeout: float | None = None) -> Any:
+    from cuberun.gpus import parse_gpus
+    from cuberun.runners.base import RunOptions
+
+    parse_gpus(gpus)
+    if timeout is not None and not timeout > 0:
+        raise UsageError(f"timeout {timeout!r} is not a positive number of seconds", "e.g. timeout=3600")
+    return RunOptions(gpus=gpus, network=network, allow_run_args=allow_run_args, timeout=timeout)
+
+
+def _prepare(mlcube: PathLike, task: str | Sequence[str] | None, platform: str | None, volumes: Mapping[str, PathLike] | None,
+             workspace: PathLike | None, params: Sequence[str], options: Any) -> tuple[Any, Any, list[str], dict[str, str]]:
+    from cuberun import graph
+    from cuberun.execute import make_runner
+    from cuberun.resolve import parse_overrides, select_tasks
+
+    cube = load(mlcube, workspace=workspace, params=params)
+    names = select_tasks(cube, task if task is None or isinstance(task, str) else ",".join(task))
+    involved = graph.order(cube, names, with_deps=True)
+    items = [f"{k}={os.fspath(v)}" for k, v in (volumes or {}).items()]
+    overrides = parse_overrides(items, [cube.tasks[n] for n in involved])
+    return cube, make_runner(cube, platform, options, params), names, overrides
+
+
+@contextlib.contextmanager
+def _captured(echo: bool) -> Iterator[io.StringIO]:
+    sink = io.StringIO()
+    if echo:
+        yield sink
+        return
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield sink
+
+
+def plan(mlcube: PathLike, task: str | Sequence[str] | None = None, *, platform: str | None = None,
+         volumes: Mapping[str, PathLike] | None = None, workspace: PathLike | None = None, params: Sequence[str] = (),
+         gpus: str | None = None, network: str | None = None, allow_run_args: bool = False) -> Plan:
+    """The exact commands `run` would execute (the --dry-run), and the policy of each task; runs nothing."""
+    import json
+
+    from cuberun.execute import run_tasks
+
+    cube, runner, names, overrides = _prepare(mlcube, task, platform, volumes, workspace, params, _options(gpus, network, allow_run_args))
+    with _captured(False) as sink:
+        run_tasks(cube, runner, names, overrides, dry_run=True, as_json=True)
+    text = sink.getvalue()
+    data = json.loads(text[text.index("{"):])
+    return Plan(runner.platform, runner.name, tuple(data["tasks"]), tuple(tuple(s["argv"]) for s in data["steps"]), data.get("policy") or {})
+
+
+def run(mlcube: PathLike, task: str | Sequence[str] | None = None, *, platform: str | None = None,
+        volumes: Mapping[str, PathLike] | None = None, workspace: PathLike | None = None, params: Sequence[str] = (),
+        gpus: str | None = None, network: str | None = None, allow_run_args: bool = False, force: bool = False,
+        timeout: float | None = None, echo: bool = False) -> RunResult:
+    """Run task(s) (default: every task, in order). A task that fails is a result with its exit
+    code, not an exception; invalid input, an unusable backend or a busy output raise."""
+    from cuberun.execute import run_tasks
+
+    cube, runner, names, overrides = _prepare(mlcube, task, platform, volumes, workspace, params,
+                                              _options(gpus, network, allow_run_args, timeout))
+    with _captured(echo) as sink:
+        try:
+            results = run_tasks(cube, runner, names, overrides, force=force)
+        except TaskFailed as exc:  # a task that ran and failed is a result, not an error
+            if not getattr(exc, "results", None):
+                raise
+            results = list(exc.results)  # type: ignore[attr-defined]
+    return RunResult(tuple(_task_run(cube, r) for r in results), sink.getvalue())
+
+
+def _task_run(cube: Any, result: Any) -> TaskRun:
+    import json
+
+    record_path = log_path = None
+    data: dict[str, Any] = {}
+    if result.run_id:
+        path = Path(cube.workspace) / ".cuberun" / "runs" / result.run_id / "record.json"
+        if path.is_file():
+            record_path = str(path)
+            log_path = str(path.with_name("output.log")) if path.with_name("output.log").is_file() else None
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads(path.read_text(encoding="utf-8"))
+    params = data.get("parameters") or {}
+    outputs = {str(k): str(v.get("path")) for k, v in params.items() if isinstance(v, dict) and v.get("io") == "output"}
+    return TaskRun(result.task, result.status, result.exit_code, result.run_id, record_path, log_path, outputs, data.get("image"),
+                   data.get("policy"))
+
+
+def cancel() -> None:
+    """Stop the running task(s) like Ctrl-C: the container is stopped and removed, the record says interrupted."""
+    import signal
+
+    from cuberun.process import CANCEL
+
+    CANCEL.handler(signal.SIGINT, None)
