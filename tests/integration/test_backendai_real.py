@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from tests.backends import backend_env, require_backend
+from tests.conftest import run_records
 from tests.faults.helpers import Background, alive, children, cmdline, error_line, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -160,8 +161,7 @@ def bai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def records(workspace: Path) -> list[dict[str, Any]]:
-    found = [json.loads(p.read_text()) for p in (workspace / ".cuberun" / "runs").glob("*/record.json")]
-    return sorted(found, key=lambda r: str(r["start"]))
+    return run_records(workspace)
 
 
 def run(bai: Cluster, cube: Path, task: str, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.backends import client_env, require_backend
+from tests.conftest import run_records
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "medperf_config"
@@ -70,7 +71,7 @@ def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
 
 
 def records(workspace: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((workspace / ".cuberun" / "runs").glob("*/record.json"))]
+    return run_records(workspace)
 
 
 def prep_cube(engine: Engine, dest: Path) -> Path:

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from tests.backends import require_backend
+from tests.conftest import run_records
 from tests.faults.helpers import error_line, processes_mentioning, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,7 +117,7 @@ def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
 
 
 def records(workspace: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((workspace / ".cuberun" / "runs").glob("*/record.json"))]
+    return run_records(workspace)
 
 
 @pytest.fixture(scope="module")

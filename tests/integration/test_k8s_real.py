@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from tests.backends import require_backend
+from tests.conftest import run_records
 from tests.faults.helpers import Background, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,8 +122,7 @@ def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
 
 
 def records(workspace: Path) -> list[dict[str, Any]]:
-    found = [json.loads(p.read_text()) for p in (workspace / ".cuberun" / "runs").glob("*/record.json")]
-    return sorted(found, key=lambda r: str(r["start"]))
+    return run_records(workspace)
 
 
 def probe(dest: Path) -> Path:

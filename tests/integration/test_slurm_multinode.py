@@ -11,7 +11,6 @@ Everything goes through the CLI; the killed node is brought back with the backen
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.backends import backend_env, require_backend
-from tests.conftest import CLI
+from tests.conftest import CLI, run_records
 from tests.integration.test_slurm_runner import check_sweep_outputs, sweep_cube
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,8 +59,7 @@ def scontrol_elements(env: dict[str, str], array_id: str) -> list[dict[str, str]
 
 
 def records(workspace: Path) -> list[dict[str, Any]]:
-    found = [json.loads(p.read_text()) for p in (workspace / ".cuberun" / "runs").glob("*/record.json")]
-    return [r for r in found if r.get("platform") == "slurm"]
+    return run_records(workspace, "slurm")
 
 
 def test_sweep_array_spreads_over_the_nodes(cli: CLI, multi: dict[str, str], tmp_path: Path) -> None:

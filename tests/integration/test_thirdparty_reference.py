@@ -82,9 +82,13 @@ def reference_run_argv(mlcube: Path, cube: Path, task: str, overrides: list[str]
     return ["docker", *runs[0]]
 
 
+POLICY_FLAGS = ("--name=", "--label=", "--network=none", "--cap-drop=ALL", "--security-opt=no-new-privileges", "--tmpfs=/tmp:")
+
+
 def comparable(argv: list[str]) -> list[str]:
     """cuberun's docker run argv without its documented additions (contract 5.4), which all come
-    before the image: --rm, --name, --label, -u UID:GID, and the :ro of input mounts."""
+    before the image: --rm, --name, --label, -u UID:GID, the :ro of input mounts, and the strict run
+    policy's flags (README "The run policy": no network, no capabilities, no privilege gain, a private /tmp)."""
     out = argv[:2]
     i = 2
     while i < len(argv) and argv[i].startswith("-"):
@@ -95,7 +99,7 @@ def comparable(argv: list[str]) -> list[str]:
                 out += [tok, value[:-3] if tok == "--volume" and value.endswith(":ro") else value]
             i += 2
             continue
-        if tok != "--rm" and not tok.startswith(("--name=", "--label=")):
+        if tok != "--rm" and not tok.startswith(POLICY_FLAGS):
             out.append(tok)
         i += 1
     return out + argv[i:]
