@@ -11,6 +11,8 @@ It speaks the few calls the runner makes, with the JSON shapes of the real API:
     GET    /api/v1/namespaces/NS/pods/NAME/log[?follow=true]       the log, chunked while following
     GET    /api/v1/namespaces/NS/persistentvolumeclaims/NAME       404 unless created or listed
     POST   /api/v1/namespaces/NS/persistentvolumeclaims            create a PVC
+    POST   /apis/networking.k8s.io/v1/namespaces/NS/networkpolicies       create a NetworkPolicy (403 with forbid_network_policies)
+    DELETE /apis/networking.k8s.io/v1/namespaces/NS/networkpolicies/NAME  delete it
 
 Each created Job gets one pod whose life is scripted by a `Behaviour` chosen from the Job (by
 default from its container args): Pending for `start_delay`, then Running while it writes
@@ -88,6 +90,8 @@ class FakeKubeAPI:
         self.deleted_jobs: list[tuple[str, str, str | None]] = []  # (namespace, name, propagationPolicy)
         self.pods: dict[tuple[str, str], FakePod] = {}
         self.pvcs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.network_policies: dict[tuple[str, str], dict[str, Any]] = {}
+        self.forbid_network_policies = False
         self.refuse_deletes = 0  # this many DELETE requests get the connection closed unanswered (a server going down)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.server.daemon_threads = True
@@ -242,6 +246,14 @@ class FakeKubeAPI:
                     with api.lock:
                         api.pvcs[(ns, body["metadata"]["name"])] = body
                     self._send(201, body)
+                elif parts[:3] == ["apis", "networking.k8s.io", "v1"] and len(parts) == 6 and parts[5] == "networkpolicies":
+                    if api.forbid_network_policies:
+                        self._status(403, "Forbidden", f"networkpolicies.networking.k8s.io is forbidden: User \"tester\" cannot create "
+                                                       f"resource \"networkpolicies\" in API group \"networking.k8s.io\" in the namespace \"{parts[4]}\"")
+                        return
+                    with api.lock:
+                        api.network_policies[(parts[4], body["metadata"]["name"])] = body
+                    self._send(201, body)
                 else:
                     self._status(404, "NotFound", f"unknown path {self.path}")
 
@@ -267,6 +279,13 @@ class FakeKubeAPI:
                         p.deleted.set()
                     if job is None:
                         self._status(404, "NotFound", f"jobs.batch \"{name}\" not found")
+                    else:
+                        self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+                elif parts[:3] == ["apis", "networking.k8s.io", "v1"] and len(parts) == 7 and parts[5] == "networkpolicies":
+                    with api.lock:
+                        found = api.network_policies.pop((parts[4], parts[6]), None)
+                    if found is None:
+                        self._status(404, "NotFound", f"networkpolicies.networking.k8s.io \"{parts[6]}\" not found")
                     else:
                         self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
                 else:

@@ -39,7 +39,7 @@ OFF = "none"
 class Relaxation:
     name: str  # network, run-args, writable-inputs, user, keep-container, security-opt
     detail: str
-    source: str  # cli | cube | settings
+    source: str  # cli | cube | settings; runner: what the backend cannot enforce; host: cuberun itself runs as root
 
     def to_json(self) -> dict[str, str]:
         return {"name": self.name, "detail": self.detail, "source": self.source}

@@ -277,3 +277,24 @@ def test_apptainer_killed_under_a_running_task_is_a_failure(app: Apptainer, buil
     assert "Traceback" not in stderr
     # nothing recorded complete: the next run runs the task again
     assert not (cube / "workspace" / ".cuberun" / "state" / "sleep.json").exists()
+
+
+def test_a_task_over_its_time_limit_is_stopped(app: Apptainer, built: Path, tmp_path: Path) -> None:
+    """--timeout: the task is stopped (nothing of it survives), exit 124, the record says it timed out."""
+    cube = app.cube(tmp_path / "probe")
+    bg = Background(["run", "--mlcube", str(cube), "--task", "sleep", "--platform", "apptainer-test", "--timeout", "5"], app.env, cube)
+    try:
+        assert wait_until(lambda: "started" in bg.stdout, 120), bg.stdout + bg.stderr
+        task_pids = [pid for pid, cmd in processes_mentioning("sleep 300")]
+        assert task_pids, "the task's process is not visible"
+        code = bg.wait(120)
+        assert wait_until(lambda: not any(alive(p) for p in task_pids), 30), "the task survived its time limit"
+        assert not [pid for pid, cmd in processes_mentioning(str(cube)) if alive(pid)], "apptainer survived the time limit"
+    finally:
+        bg.stop()
+    assert code == 124, bg.stderr
+    errors = [line for line in bg.stderr.splitlines() if line.startswith("cuberun: error:")]
+    assert len(errors) == 1 and "timed out after 5 s (--timeout)" in errors[0], bg.stderr
+    [record] = records(cube / "workspace")
+    assert record["exit_code"] == 124 and record["status"] == "failed" and "timed out" in json.dumps(record)
+    assert not (cube / "workspace" / ".cuberun" / "state" / "sleep.json").exists()

@@ -8,8 +8,9 @@ Two ways in, as users would do it:
 - conversion of the cube's Docker image (built from the example's Dockerfile on the local base
   image), with its Entrypoint/WorkingDir/Env taken from the image.
 
-Everything goes through the CLI in a subprocess. ch-run has no network isolation: nothing here
-talks to the network (builds that would need PyPI are avoided). Docker images carry a
+Everything goes through the CLI in a subprocess. ch-run 0.31 has no network isolation of its own:
+cuberun runs it under `unshare --user --map-current-user --net` (tested below against a socket on
+the host's loopback); builds that would need PyPI are avoided. Docker images carry a
 per-session `localhost/cuberun-it-ch-<hex>/` prefix and are removed at the end.
 """
 
@@ -44,6 +45,7 @@ EXAMPLES = REPO / "examples"
 TIMEOUT = 600
 SESSION = uuid.uuid4().hex[:8]
 NOBODY = 65534
+UNSHARE = ["unshare", "--user", "--map-current-user", "--net", "--"]
 
 pytestmark = pytest.mark.charliecloud
 
@@ -166,6 +168,12 @@ tasks:
     entrypoint: python3 /probe/sleep.py
     parameters:
       outputs: {{pids: {{type: file, default: pids.txt}}}}
+  connect:
+    entrypoint: python3 -c "import os, socket; s = socket.create_connection(('127.0.0.1', int(os.environ['PORT'])), timeout=10); print('connected:', s.recv(5).decode(), flush=True)"
+  scribble:
+    entrypoint: python3 -c "import sys; p = sys.argv[1].split('=', 1)[1]; open(p, 'a').write('changed'); print('wrote to the input', flush=True)"
+    parameters:
+      inputs: {{data: {{type: file, default: data.txt}}}}
 """
 
 # the task starts a grandchild that ignores SIGINT and SIGTERM: only SIGKILL to the group stops it
@@ -219,7 +227,8 @@ def test_hello_world_on_an_image_dir(ch: Charlie, tmp_path: Path) -> None:
     runs = records(cube / "workspace")
     assert sorted((r["task"], r["status"]) for r in runs) == [("bye", "succeeded"), ("hello", "succeeded")]
     command = next(r["command"] for r in runs if r["task"] == "hello")
-    assert command[0] == "ch-run" and command[command.index("--") + 1 :][:3] == ["python3", "/workspace/hello_world.py", "hello"]
+    assert command[:6] == [*UNSHARE, "ch-run"]  # the network off: a network namespace of its own
+    assert command[len(command) - command[::-1].index("--") :][:3] == ["python3", "/workspace/hello_world.py", "hello"]
     assert "--cd=/workspace" in command
     assert "converting" not in proc.stderr
 
@@ -236,7 +245,8 @@ def test_dry_run_prints_the_command_and_creates_nothing(ch: Charlie, tmp_path: P
     cube = copy_example("hello_world", tmp_path)
     proc = ok(ch.cuberun("run", "--mlcube", str(cube), "--task", "hello", "--dry-run", *on_image_dir(ch)))
     lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ch-run '--unset-env=*' --env-no-expand ")
+    assert len(lines) == 2 and lines[0].startswith("unshare --user --map-current-user --net -- ch-run '--unset-env=*' --env-no-expand ")
+    assert lines[1] == "# hello: policy: relaxed: writable-inputs: ch-run 0.31 binds read-write only: the inputs are writable (from runner)"
     assert lines[0].endswith(" -- python3 /workspace/hello_world.py hello --name=/mlcube_io0/alice.txt --chat=/mlcube_io1/chat_with_alice.txt")
     assert not (cube / "workspace" / "chats").exists()
 
@@ -526,3 +536,72 @@ def test_outputs_are_owned_by_an_unprivileged_user(ch: Charlie) -> None:
             assert (st.st_uid, st.st_gid) == (NOBODY, NOBODY), path
     finally:
         subprocess.run(["rm", "-rf", "--one-file-system", str(home)], check=False, timeout=120)
+
+
+# -- the run policy ---------------------------------------------------------------------------------------
+def test_the_network_is_off_unless_asked_for(ch: Charlie, tmp_path: Path) -> None:
+    """A server on the host's loopback: the task cannot reach it by default (a network namespace
+    of its own around ch-run), and reaches it with --network=host (recorded)."""
+    import socket
+    import threading
+
+    cube = probe_cube(ch, tmp_path)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    server.settimeout(60)
+
+    def serve() -> None:  # one connection at most: the one --network=host lets through
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            conn.sendall(b"hello")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        off = ch.cuberun("run", "--mlcube", str(cube), "--task", "connect", "--platform", "charliecloud", f"-Pcharliecloud.env_vars.PORT={port}")
+        assert off.returncode == 1, off.stdout + off.stderr
+        assert "connected" not in off.stdout and "Network is unreachable" in off.stdout + off.stderr
+        on = ok(ch.cuberun("run", "--mlcube", str(cube), "--task", "connect", "--platform", "charliecloud", f"-Pcharliecloud.env_vars.PORT={port}",
+                           "--network=host"))
+        assert "connected: hello" in on.stdout
+    finally:
+        server.close()
+        thread.join(10)
+    first, second = records(cube / "workspace")
+    assert first["policy"]["network"] == "none" and first["command"][:5] == UNSHARE
+    assert second["policy"]["network"] == "host" and second["command"][0] == "ch-run"
+    assert {"name": "network", "detail": "--network=host", "source": "cli"} in second["policy"]["relaxations"]
+    named = ch.cuberun("run", "--mlcube", str(cube), "--task", "connect", "--platform", "charliecloud", "--network=bridge")
+    assert "--network=bridge: ch-run joins no named networks" in single_error_line(named.stderr)
+
+
+def test_inputs_are_writable_and_the_record_says_so(ch: Charlie, tmp_path: Path) -> None:
+    """The one part of the policy ch-run 0.31 cannot map: its binds are read-write only."""
+    cube = probe_cube(ch, tmp_path)
+    data = cube / "workspace" / "data.txt"
+    data.write_text("original\n")
+    ok(ch.cuberun("run", "--mlcube", str(cube), "--task", "scribble", "--platform", "charliecloud"))
+    assert data.read_text() == "original\nchanged"
+    (record,) = records(cube / "workspace")
+    assert record["policy"]["inputs_read_only"] is False and not record["policy"]["strict"]
+    assert {"name": "writable-inputs", "detail": "ch-run 0.31 binds read-write only: the inputs are writable", "source": "runner"} in \
+        record["policy"]["relaxations"]
+
+
+def test_a_task_over_its_time_limit_is_stopped(ch: Charlie, tmp_path: Path) -> None:
+    """--timeout: the task and its grandchild (which ignores SIGINT and SIGTERM) are gone, exit 124."""
+    cube = probe_cube(ch, tmp_path)
+    proc = ch.cuberun("run", "--mlcube", str(cube), "--task", "sleep", "--platform", "charliecloud", "--timeout", "3")
+    assert proc.returncode == 124, proc.stdout + proc.stderr
+    assert "started" in proc.stdout
+    assert "timed out after 3 s (--timeout)" in single_error_line(proc.stderr)
+    record = records(cube / "workspace")[-1]
+    assert record["exit_code"] == 124 and record["status"] == "failed" and "timed out" in json.dumps(record)
+    pids = [int(p) for p in (cube / "workspace" / "pids.txt").read_text().split()]
+    deadline = time.monotonic() + 60
+    while any(alive(p) for p in pids):
+        assert time.monotonic() < deadline, f"still running after the timeout: {[p for p in pids if alive(p)]}"
+        time.sleep(0.1)

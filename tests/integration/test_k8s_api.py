@@ -128,9 +128,21 @@ def test_success_creates_job_streams_log_and_deletes_it(cli: CLI, cube: Path, pl
     assert "command" not in container
     assert container["args"] == ["hello", f"--name=/mnt/mlcube/{PVC}/names/alice.txt", f"--chat=/mnt/mlcube/{PVC}/chats/chat.txt"]
     assert container["resources"] == {"requests": {"memory": "1Gi"}, "limits": {"memory": "1Gi"}}
-    assert container["volumeMounts"] == [{"name": "workspace", "mountPath": f"/mnt/mlcube/{PVC}"}]
-    assert pod["volumes"] == [{"name": "workspace", "persistentVolumeClaim": {"claimName": PVC}}]
+    assert container["volumeMounts"] == [{"name": "workspace", "mountPath": f"/mnt/mlcube/{PVC}"},
+                                         {"name": "workspace", "mountPath": f"/mnt/mlcube/{PVC}/names/alice.txt", "subPath": "names/alice.txt",
+                                          "readOnly": True},
+                                         {"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"] == [{"name": "workspace", "persistentVolumeClaim": {"claimName": PVC}}, {"name": "tmp", "emptyDir": {}}]
     assert spec["template"]["metadata"]["labels"]["cuberun.io/job"] == name
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "privileged": False, "capabilities": {"drop": ["ALL"]},
+                                            "readOnlyRootFilesystem": True}
+
+    # the deny-all NetworkPolicy: created before the Job, selecting its pod, deleted after it
+    (netpol,) = [r.body for r in api.calls("POST", "/networkpolicies")]
+    assert netpol["metadata"]["name"] == name and netpol["spec"]["podSelector"] == {"matchLabels": {"cuberun.io/job": name}}
+    order = [(r.method, r.path.rsplit("/", 1)[-1]) for r in api.requests if r.method in ("POST", "DELETE") and "persistentvolumeclaims" not in r.path]
+    assert order == [("POST", "networkpolicies"), ("POST", "jobs"), ("DELETE", name), ("DELETE", name)]
+    assert [r.path for r in api.calls("DELETE")][-1].endswith(f"/networkpolicies/{name}") and not api.network_policies
 
     # the kubeconfig's bearer token reached the server; pods were found by the Job's label
     assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in api.requests)
@@ -145,7 +157,9 @@ def test_success_creates_job_streams_log_and_deletes_it(cli: CLI, cube: Path, pl
     records = list((cube / "workspace" / ".cuberun" / "runs").glob("*/record.json"))
     (record,) = [json.loads(p.read_text()) for p in records]
     assert record["status"] == "succeeded" and record["exit_code"] == 0
-    assert record["steps"][0]["manifest"]["metadata"]["name"] == name
+    assert [s["manifest"]["kind"] for s in record["steps"]] == ["NetworkPolicy", "Job"]
+    assert record["steps"][1]["manifest"]["metadata"]["name"] == name
+    assert record["policy"]["network"] == "none" and record["policy"]["inputs_read_only"] is True
     assert "Hi, alice!" in (records[0].parent / "output.log").read_text()
 
 
@@ -167,6 +181,21 @@ def test_failed_pod_gives_its_exit_code(cli: CLI, cube: Path, platform: str, api
     assert "task 'fail' failed with exit code 3" in res.stderr
     (job,) = api.created_jobs()
     assert api.deleted_jobs == [(NAMESPACE, job["metadata"]["name"], "Background")]
+    assert len(api.calls("POST", "/networkpolicies")) == 1 and not api.network_policies  # removed after a failure too
+
+
+def test_network_policy_forbidden_refuses_to_run(cli: CLI, cube: Path, platform: str, api: FakeKubeAPI) -> None:
+    """No NetworkPolicy, no Job: the pod never runs with a network the policy has off."""
+    api.forbid_network_policies = True
+    res = run(cli, cube, "--task=hello")
+    assert res.returncode != 0
+    errors = [line for line in res.stderr.splitlines() if line.startswith("cuberun: error:")]
+    assert len(errors) == 1 and "cannot create the NetworkPolicy that keeps task 'hello' off the network" in errors[0], res.stderr
+    assert "--network=pod" in res.stderr and "Traceback" not in res.stderr
+    assert api.created_jobs() == []
+    res = run(cli, cube, "--task=hello", "--network=pod")  # the named relaxation: the pod network, recorded
+    assert res.returncode == 0, res.stderr
+    assert len(api.created_jobs()) == 1
 
 
 def test_keep_jobs_keeps_the_job(cli: CLI, cube: Path, platform: str, api: FakeKubeAPI) -> None:

@@ -59,6 +59,15 @@ tasks:
     entrypoint: sh -c 'echo started; sleep 300' sleep
   missing:
     entrypoint: sh -c 'echo never'
+  policy:
+    entrypoint: sh -c 'for a; do case "$a" in --data=*) d=$(echo "$a" | cut -d= -f2-);; --out=*) o=$(echo "$a" | cut -d= -f2-);; esac; done; echo "uid=$(id -u) gid=$(id -g)"; grep -E "^(NoNewPrivs|CapEff):" /proc/self/status; (echo x > /rootfile) 2>/dev/null && echo root-writable || echo root-read-only; (echo x > /tmp/t) && echo tmp-writable; (echo x >> "$d/a.txt") 2>/dev/null && echo input-writable || echo input-read-only; mkdir -p "$o" && echo ok > "$o/written" && echo output-writable; echo "interfaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | tr "\n" ,)"' policy
+    parameters:
+      inputs: {data: data/}
+      outputs: {out: result/}
+  gate:
+    entrypoint: sh -c 'for a; do case "$a" in --data=*) d=$(echo "$a" | cut -d= -f2-);; esac; done; echo started; i=0; while [ ! -e "$d/go" ] && [ $i -lt 1500 ]; do sleep 0.2; i=$((i+1)); done; test -e "$d/go"' gate
+    parameters:
+      inputs: {data: data/}
 """
 
 
@@ -83,9 +92,14 @@ class Cluster:
         pods = [p["metadata"]["name"] for p in self.api(f"/api/v1/namespaces/default/pods{sel}")["items"]]
         return jobs, pods
 
+    def network_policies(self, cube: str) -> list[dict[str, Any]]:
+        sel = f"?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dcuberun%2Capp.kubernetes.io%2Fname%3D{cube}"
+        return list(self.api(f"/apis/networking.k8s.io/v1/namespaces/default/networkpolicies{sel}")["items"])
+
     def assert_nothing_left(self, cube: str, timeout: float = 90) -> None:
         # Job deletion is Background propagation: the pods go shortly after the Job
         assert wait_until(lambda: self.cuberun_objects(cube) == ([], []), timeout, 1.0), self.cuberun_objects(cube)
+        assert self.network_policies(cube) == []
 
     def cuberun(self, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "cuberun", *args], env=self.env, capture_output=True, text=True,
@@ -261,4 +275,94 @@ def test_api_server_killed_mid_run_is_a_failure_not_a_completion(k8s: Cluster, t
                                      data=json.dumps({"propagationPolicy": "Background"}).encode(),
                                      headers={"Authorization": f"Bearer {k8s.token}", "Content-Type": "application/json"})
         urllib.request.urlopen(req, context=ssl._create_unverified_context(), timeout=10).close()
+    k8s.assert_nothing_left(name_of(cube))
+
+
+# -- the run policy ---------------------------------------------------------------------------------------
+def facts(stdout: str) -> set[str]:
+    return {line.strip() for line in stdout.splitlines()}
+
+
+def test_the_pod_runs_non_root_without_privileges_and_inputs_read_only(k8s: Cluster, tmp_path: Path) -> None:
+    """run_as 1000:1000 (this test runs as root; as any other user the host uid:gid is the
+    default): the kubelet starts the pod as that user, with no capabilities, NoNewPrivs, a
+    read-only root filesystem, a writable /tmp, the input read-only and the output writable."""
+    cube = probe(tmp_path / "probe")
+    ws = cube / "workspace"
+    (ws / "result").mkdir()
+    for path in (ws, ws / "data", ws / "result"):
+        os.chown(path, 1000, 1000)
+    (ws / "data" / "a.txt").chmod(0o666)  # writable for uid 1000 on the host: only the read-only mount stops the write
+    proc = ok(run(k8s, cube, "policy", "-Prunner.run_as=1000:1000"))
+    seen = facts(proc.stdout)
+    assert {"uid=1000 gid=1000", "NoNewPrivs:\t1", "CapEff:\t0000000000000000", "root-read-only", "tmp-writable", "input-read-only",
+            "output-writable"} <= seen, proc.stdout
+    assert (ws / "data" / "a.txt").read_text() == "alpha\n"
+    assert (ws / "result" / "written").stat().st_uid == 1000
+    [record] = records(ws)
+    assert record["policy"]["strict"] is True and record["policy"]["network"] == "none"
+    job = record["steps"][-1]["manifest"]["spec"]["template"]["spec"]
+    assert job["securityContext"] == {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True}
+    k8s.assert_nothing_left(name_of(cube))
+
+
+def test_as_root_the_pod_is_root_without_privileges_and_the_record_says_so(k8s: Cluster, tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("cuberun runs as root here only when the test does")
+    cube = probe(tmp_path / "probe")
+    proc = ok(run(k8s, cube, "policy"))
+    seen = facts(proc.stdout)
+    assert {"uid=0 gid=0", "NoNewPrivs:\t1", "CapEff:\t0000000000000000", "root-read-only", "input-read-only", "output-writable"} <= seen, proc.stdout
+    [record] = records(cube / "workspace")
+    assert [r["name"] for r in record["policy"]["relaxations"]] == ["user"]
+    k8s.assert_nothing_left(name_of(cube))
+
+
+def test_the_network_policy_lives_exactly_as_long_as_the_job(k8s: Cluster, tmp_path: Path) -> None:
+    """The deny-all NetworkPolicy exists (selecting the Job's pod) while the task runs and is gone
+    after it; with --network=pod there is none. (Enforcing it needs a network plugin that
+    implements NetworkPolicy: this cluster has none, see README.)"""
+    cube = probe(tmp_path / "probe")
+    gate = cube / "workspace" / "data" / "go"
+    bg = Background(["run", "--mlcube", str(cube), "--task", "gate", "--platform", "k8s-test"], k8s.env, tmp_path)
+    try:
+        assert wait_until(lambda: "started" in bg.stdout, 120), bg.stdout + bg.stderr
+        jobs, pods = k8s.cuberun_objects(name_of(cube))
+        [policy] = k8s.network_policies(name_of(cube))
+        assert jobs == [policy["metadata"]["name"]]
+        assert policy["spec"]["podSelector"] == {"matchLabels": {"cuberun.io/job": jobs[0]}}
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and not policy["spec"].get("egress") and not policy["spec"].get("ingress")
+        pod = k8s.api(f"/api/v1/namespaces/default/pods/{pods[0]}")
+        assert pod["metadata"]["labels"]["cuberun.io/job"] == jobs[0]  # the policy selects this pod
+        gate.write_text("go\n")
+        assert bg.wait(120) == 0, bg.stderr
+    finally:
+        bg.stop()
+    assert f"created NetworkPolicy default/{jobs[0]}" in bg.stderr
+    k8s.assert_nothing_left(name_of(cube))
+    gate.unlink()
+    relaxed = Background(["run", "--mlcube", str(cube), "--task", "gate", "--platform", "k8s-test", "--network=pod", "--force"], k8s.env, tmp_path)
+    try:
+        assert wait_until(lambda: "started" in relaxed.stdout, 120), relaxed.stdout + relaxed.stderr
+        assert k8s.network_policies(name_of(cube)) == []
+        gate.write_text("go\n")
+        assert relaxed.wait(120) == 0, relaxed.stderr
+    finally:
+        relaxed.stop()
+    runs = records(cube / "workspace")
+    assert [r["policy"]["network"] for r in runs] == ["none", "pod"]
+    assert runs[1]["policy"]["relaxations"][0] == {"name": "network", "detail": "--network=pod", "source": "cli"}
+    k8s.assert_nothing_left(name_of(cube))
+
+
+def test_ctrl_c_removes_the_network_policy_too(k8s: Cluster, tmp_path: Path) -> None:
+    cube = probe(tmp_path / "probe")
+    bg = Background(["run", "--mlcube", str(cube), "--task", "gate", "--platform", "k8s-test"], k8s.env, tmp_path)
+    try:
+        assert wait_until(lambda: "started" in bg.stdout, 120), bg.stdout + bg.stderr
+        assert len(k8s.network_policies(name_of(cube))) == 1
+        bg.signal(signal.SIGINT)
+        assert bg.wait(60) == 130
+    finally:
+        bg.stop()
     k8s.assert_nothing_left(name_of(cube))

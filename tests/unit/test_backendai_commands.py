@@ -119,6 +119,25 @@ def test_create_command_golden(tmp_path: Path) -> None:
     assert "t0ps3cret" not in " ".join(s.display() for s in steps)
 
 
+def test_policy_closest_equivalent(tmp_path: Path) -> None:
+    """What Backend.AI can map (a named project network) and what it cannot, recorded as such."""
+    runner, cube = runner_for(make_cube(tmp_path / "cube"))
+    task = resolve_task(cube, "hello")
+    policy = runner.policy(task).to_json()
+    assert policy["network"] == "default" and policy["inputs_read_only"] is False and policy["strict"] is False
+    assert policy["relaxations"] == [
+        {"name": "network", "detail": "not isolated: Backend.AI sessions keep the cluster's network (no API option turns it off)", "source": "runner"},
+        {"name": "writable-inputs", "detail": "the inputs are unpacked into the read-write vfolder", "source": "runner"},
+    ]
+    assert "--network" not in runner.plan(task).create_argv
+    runner, cube = runner_for(make_cube(tmp_path / "cube"), options=RunOptions(network="isolated-net"))
+    task = resolve_task(cube, "hello")
+    fixed_names(runner, task, "cuberun-hello-0000aaaa")
+    argv = runner.plan(task).create_argv
+    assert argv[argv.index("--network"):argv.index("--network") + 2] == ["--network", "isolated-net"]
+    assert next(r.to_json() for r in runner.policy(task).relaxations) == {"name": "network", "detail": "--network=isolated-net", "source": "cli"}
+
+
 def test_startup_command_runs_in_a_shell(tmp_path: Path) -> None:
     """The one string survives /bin/sh exactly: the program sees each argument as built."""
     mount = tmp_path / "vf ws"
@@ -316,6 +335,8 @@ def test_dry_run_cli(tmp_path: Path) -> None:
     argv = shlex.split(create)
     assert argv[argv.index("-c") + 1].startswith("cd /mlcube_ws || exit 125; ")
     assert "HF_TOKEN=<redacted>" in argv and "t0ps3cret" not in proc.stdout
+    assert lines[-1] == ("# hello: policy: relaxed: network: not isolated: Backend.AI sessions keep the cluster's network "
+                         "(no API option turns it off) (from runner); writable-inputs: the inputs are unpacked into the read-write vfolder (from runner)")
 
 
 def test_a_manager_that_refuses_every_call_is_lost_not_waited_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

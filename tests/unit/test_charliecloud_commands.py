@@ -70,6 +70,13 @@ exit 0
 """
 
 # plays ch-run: prints $FAKE_CH_ERROR as ch-run's own error line, or exits with $FAKE_EXIT
+# the real one makes a user and network namespace (tests/integration/test_charliecloud_runner.py); this one only runs the rest
+FAKE_UNSHARE = r"""#!/bin/sh
+while [ "$1" != "--" ]; do shift; done
+shift
+[ "$1" = true ] && exit 0
+exec "$@"
+"""
 FAKE_CH_RUN = r"""#!/bin/sh
 { for a in "$@"; do printf '%s\n' "$a"; done; echo "USER=$USER"; echo; } >> "$FAKE_LOG"
 if [ -n "$FAKE_CH_ERROR" ]; then echo "ch-run[4242]: error: $FAKE_CH_ERROR" >&2; exit 1; fi
@@ -88,6 +95,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]
     monkeypatch.setenv("CUBERUN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "fake.log"))
     monkeypatch.setenv("USER", "alice")
+    install(bin_dir, "unshare", FAKE_UNSHARE)
     for var in ("FAKE_IMAGES", "FAKE_CH_ERROR", "FAKE_EXIT", *PROXY_VARS):
         monkeypatch.delenv(var, raising=False)
     yield bin_dir
@@ -140,6 +148,7 @@ def run_argv(runner: CharliecloudRunner, task: str) -> list[str]:
     return list(steps[0].argv)
 
 
+UNSHARE = ["unshare", "--user", "--map-current-user", "--net", "--"]  # the network off (ch-run 0.31 has no isolation of its own)
 BASE_ENV = ["--set-env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "--set-env=HOME=/tmp", "--set-env=USER=alice"]
 
 
@@ -171,7 +180,7 @@ def test_hello_world_with_an_image_dir(hello: Path, image_dir: Path) -> None:
     ws = hello / "workspace"
     runner = runner_for(hello, f"charliecloud.image_dir={image_dir}")
     assert run_argv(runner, "hello") == [
-        "ch-run", "--unset-env=*", "--env-no-expand", *BASE_ENV, "--private-tmp", "--cd=/workspace",
+        *UNSHARE, "ch-run", "--unset-env=*", "--env-no-expand", *BASE_ENV, "--private-tmp", "--cd=/workspace",
         "-b", f"{ws}/names:/mlcube_io0", "-b", f"{ws}/chats:/mlcube_io1",
         str(image_dir), "--", "python3", "/workspace/hello_world.py",
         "hello", "--name=/mlcube_io0/alice.txt", "--chat=/mlcube_io1/chat_with_alice.txt",
@@ -185,7 +194,7 @@ def test_converted_image_uses_the_stored_config(hello: Path) -> None:
     assert rootfs == runner.rootfs and rootfs.parent.parent == Path(os.environ["CUBERUN_CACHE_DIR"]) / "charliecloud"
     ws = hello / "workspace"
     assert run_argv(runner, "hello") == [
-        "ch-run", "--unset-env=*", "--env-no-expand",
+        *UNSHARE, "ch-run", "--unset-env=*", "--env-no-expand",
         "--set-env=PATH=/opt/venv/bin:/usr/bin:/bin", "--set-env=LANG=C.UTF-8", "--set-env=MODE=prod",
         "--set-env=HOME=/tmp", "--set-env=USER=alice", "--private-tmp", "--cd=/app",
         "-b", f"{ws}/names:/mlcube_io0", "-b", f"{ws}/chats:/mlcube_io1",
@@ -218,7 +227,7 @@ def test_task_entrypoints_replace_entrypoint_and_drop_the_task_name(tmp_path: Pa
     cube = make_cube(tmp_path / "gs", ENTRY_CUBE, {"workspace/parameters.yaml": "{}"})
     ws = cube / "workspace"
     runner = runner_for(cube)
-    head = ["ch-run", "--unset-env=*", "--env-no-expand", *BASE_ENV, "--private-tmp", "--cd=/"]
+    head = [*UNSHARE, "ch-run", "--unset-env=*", "--env-no-expand", *BASE_ENV, "--private-tmp", "--cd=/"]
     assert run_argv(runner, "download") == [
         *head, "-b", f"{ws}:/mlcube_io0", "-b", f"{ws}/data:/mlcube_io1", "/images/gs", "--",
         "python", "01_download.py", "--fast", "--parameters_file=/mlcube_io0/parameters.yaml", "--data_dir=/mlcube_io1",
@@ -230,7 +239,7 @@ def test_task_entrypoints_replace_entrypoint_and_drop_the_task_name(tmp_path: Pa
     # the config can name the image's entrypoint and working directory
     configured = runner_for(cube, "charliecloud.entrypoint=python3 /srv/app.py", "charliecloud.workdir=/srv")
     argv = run_argv(configured, "bare")
-    assert "--cd=/srv" in argv and argv[argv.index("--") + 1 :] == ["python3", "/srv/app.py", "bare", "--out=/mlcube_io0"]
+    assert "--cd=/srv" in argv and argv[len(argv) - argv[::-1].index("--") :] == ["python3", "/srv/app.py", "bare", "--out=/mlcube_io0"]
 
 
 @pytest.mark.parametrize(
@@ -269,13 +278,13 @@ def test_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         tasks: {t: {parameters: {outputs: {out: out/}}}}
     """)
     argv = run_argv(runner_for(cube, options=RunOptions(extra_env={"C": "3"})), "t")
-    assert argv[:11] == [
-        "ch-run", "--unset-env=*", "--env-no-expand", *BASE_ENV, "--set-env=https_proxy=http://proxy:3128",
+    assert argv[:16] == [
+        *UNSHARE, "ch-run", "--unset-env=*", "--env-no-expand", *BASE_ENV, "--set-env=https_proxy=http://proxy:3128",
         "--set-env=A=x y", "--set-env=B=$literal", "--set-env=C=3", "--private-tmp",
     ]
-    assert argv[11:] == ["--cd=/", "-b", f"{cube}/workspace/out:/mlcube_io0", "--join", "-v", "/images/o", "--", "run", "me", "t", "--out=/mlcube_io0"]
+    assert argv[16:] == ["--cd=/", "-b", f"{cube}/workspace/out:/mlcube_io0", "--join", "-v", "/images/o", "--", "run", "me", "t", "--out=/mlcube_io0"]
     loose = run_argv(runner_for(cube, "charliecloud.clean_env=false", "charliecloud.private_tmp=false", "charliecloud.write=true"), "t")
-    assert loose[:4] == ["ch-run", "--env-no-expand", "--set-env=HOME=/tmp", "--set-env=USER=alice"]
+    assert loose[:9] == [*UNSHARE, "ch-run", "--env-no-expand", "--set-env=HOME=/tmp", "--set-env=USER=alice"]
     assert "--write" in loose and "--private-tmp" not in loose and "--unset-env=*" not in loose
 
 
@@ -549,3 +558,38 @@ def test_conversions_of_one_image_are_serialised(hello: Path, monkeypatch: pytes
     assert "waiting for another cuberun converting" in capsys.readouterr().err
     with runner._store_lock():  # released: taken at once
         pass
+
+
+# -- the run policy ------------------------------------------------------------------------------------
+def relaxations(runner: CharliecloudRunner, task: str) -> list[tuple[str, str]]:
+    return [(r.name, r.source) for r in runner.policy(resolve_task(runner.cube, task, check_inputs=False)).relaxations]
+
+
+def test_policy_mapping(hello: Path, image_dir: Path) -> None:
+    params = [f"charliecloud.image_dir={image_dir}"]
+    strictest = runner_for(hello, *params)
+    assert relaxations(strictest, "hello") == [("writable-inputs", "runner")]  # ch-run 0.31 binds read-write only
+    assert run_argv(strictest, "hello")[:6] == [*UNSHARE, "ch-run"]
+    # --network=host or need_internet_access: the host's network, no namespace of its own
+    host = runner_for(hello, *params, options=RunOptions(network="host"))
+    assert run_argv(host, "hello")[0] == "ch-run" and ("network", "cli") in relaxations(host, "hello")
+    with pytest.raises(UsageError, match="--network=bridge: ch-run joins no named networks"):
+        run_argv(runner_for(hello, *params, options=RunOptions(network="bridge")), "hello")
+    loose = runner_for(hello, *params, "charliecloud.clean_env=false", "charliecloud.private_tmp=false", "charliecloud.write=true")
+    assert relaxations(loose, "hello") == [("writable-inputs", "runner"), ("host-env", "cube"), ("shared-tmp", "cube"),
+                                           ("writable-image", "cube")]
+
+
+def test_cube_run_args_need_allow_run_args(tmp_path: Path) -> None:
+    cube = make_cube(tmp_path / "r", """
+        name: r
+        charliecloud:
+          image_dir: /images/r
+          entrypoint: [run]
+          run_args: -b /:/host --join
+        tasks: {t: {parameters: {outputs: {out: out/}}}}
+    """)
+    with pytest.raises(UsageError, match="the cube's charliecloud.run_args has '-b /:/host', which the default policy does not allow"):
+        run_argv(runner_for(cube), "t")
+    allowed = runner_for(cube, options=RunOptions(allow_run_args=True))
+    assert ("run-args", "cube") in relaxations(allowed, "t") and "/:/host" in run_argv(allowed, "t")

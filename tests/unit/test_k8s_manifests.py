@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import sys
 import textwrap
@@ -32,6 +33,8 @@ NAME = re.compile(r"^cuberun-[a-z0-9-]+-[a-z0-9]{5}$")
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.setenv("CUBERUN_SETTINGS", str(tmp_path / "settings.yaml"))  # absent unless a test writes it
     monkeypatch.setenv("MLCUBE_SYSTEM_SETTINGS", str(tmp_path / "no-mlcube.yaml"))
+    monkeypatch.setattr(os, "getuid", lambda: 1000)  # the pod runs as the host user's uid:gid
+    monkeypatch.setattr(os, "getgid", lambda: 1000)
     yield
 
 
@@ -44,8 +47,9 @@ def runner_for(cube_dir: Path, *params: str, options: RunOptions | None = None, 
 
 def job_for(runner: KubernetesRunner, task: str) -> dict[str, Any]:
     rt = resolve_task(runner.cube, task, check_inputs=False)
-    (step,) = runner.run_steps(rt)
-    assert isinstance(step, ManifestStep)
+    *before, step = runner.run_steps(rt)
+    assert isinstance(step, ManifestStep) and step.manifest["kind"] == "Job"
+    assert [s.purpose for s in before] == (["network-policy"] if runner.policy(rt).network == "none" else [])
     return dict(step.manifest)
 
 
@@ -61,14 +65,24 @@ def normalized(job: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+STRICT_CONTAINER = {"allowPrivilegeEscalation": False, "privileged": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
+TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+
+
+def ro(path: str, sub: str) -> dict[str, Any]:
+    """A read-only input mount over the workspace volume."""
+    return {"name": "workspace", "mountPath": path, "subPath": sub, "readOnly": True}
+
+
 def job(cube: str, task: str, container: dict[str, Any], *, pvc: str, volume: dict[str, Any] | None = None,
-        pod_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        pod_extra: dict[str, Any] | None = None, inputs: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
     labels = {"app.kubernetes.io/name": cube, "app.kubernetes.io/component": task, "app.kubernetes.io/managed-by": "cuberun",
               "cuberun.io/job": "NAME"}
-    container = {"name": "task", **container}
-    container.setdefault("volumeMounts", [{"name": "workspace", "mountPath": f"/mnt/mlcube/{pvc}"}])
-    pod: dict[str, Any] = {"restartPolicy": "Never", **(pod_extra or {}), "containers": [container],
-                           "volumes": [volume or {"name": "workspace", "persistentVolumeClaim": {"claimName": pvc}}]}
+    mounts = container.pop("volumeMounts", [{"name": "workspace", "mountPath": f"/mnt/mlcube/{pvc}"}])
+    container = {"name": "task", **container, "securityContext": STRICT_CONTAINER, "volumeMounts": [*mounts, *inputs, TMP_MOUNT]}
+    pod: dict[str, Any] = {"restartPolicy": "Never", "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True},
+                           **(pod_extra or {}), "containers": [container],
+                           "volumes": [volume or {"name": "workspace", "persistentVolumeClaim": {"claimName": pvc}}, {"name": "tmp", "emptyDir": {}}]}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -110,7 +124,7 @@ def golden_cases(tmp: Path) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     cases["hello_world"] = (job_for(r, "hello"), job("hello_world", "hello", {
         "image": "cuberun/hello_world:0.1",
         "args": ["hello", "--name=/mnt/mlcube/hello-world/names/alice.txt", "--chat=/mnt/mlcube/hello-world/chats/chat_with_alice.txt"],
-    }, pvc="hello-world"))
+    }, pvc="hello-world", inputs=(ro("/mnt/mlcube/hello-world/names/alice.txt", "names/alice.txt"),)))
 
     r = runner_for(EXAMPLES / "mnist", options=RunOptions(gpus="2"))
     cases["mnist_train_gpus_memory"] = (job_for(r, "train"), job("mnist", "train", {
@@ -118,7 +132,7 @@ def golden_cases(tmp: Path) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
         "args": ["train", "--data_dir=/mnt/mlcube/mnist/data", "--train_config=/mnt/mlcube/mnist/train.yaml",
                  "--log_dir=/mnt/mlcube/mnist/logs", "--model_dir=/mnt/mlcube/mnist/model"],
         "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "2Gi", "nvidia.com/gpu": "2"}},
-    }, pvc="mnist"))
+    }, pvc="mnist", inputs=(ro("/mnt/mlcube/mnist/data", "data"), ro("/mnt/mlcube/mnist/train.yaml", "train.yaml"))))
 
     r = runner_for(EXAMPLES / "mnist", "runner.pvc=team-data", "runner.namespace=ml", "runner.cpu=500m", "runner.backoff_limit=2",
                    "runner.sub_path=cubes/mnist", options=RunOptions(memory="4g"))
@@ -128,7 +142,7 @@ def golden_cases(tmp: Path) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
                  "--log_dir=/mnt/mlcube/team-data/logs", "--metrics=/mnt/mlcube/team-data/metrics.json"],
         "resources": {"requests": {"memory": "4Gi", "cpu": "500m"}, "limits": {"memory": "4Gi", "cpu": "500m"}},
         "volumeMounts": [{"name": "workspace", "mountPath": "/mnt/mlcube/team-data", "subPath": "cubes/mnist"}],
-    }, pvc="team-data")
+    }, pvc="team-data", inputs=(ro("/mnt/mlcube/team-data/data", "cubes/mnist/data"), ro("/mnt/mlcube/team-data/model", "cubes/mnist/model")))
     expected["metadata"]["namespace"] = "ml"
     expected["spec"]["backoffLimit"] = 2
     cases["mnist_evaluate_config"] = (job_for(r, "evaluate"), expected)
@@ -140,7 +154,7 @@ def golden_cases(tmp: Path) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
         "command": ["python", "01_download_dataset.py"],
         "args": ["--parameters_file=/mnt/mlcube/getting-started/parameters.yaml", "--data_dir=/mnt/mlcube/getting-started/data"],
         "resources": {"limits": {"nvidia.com/gpu": "1"}},
-    }, pvc="getting-started"))
+    }, pvc="getting-started", inputs=(ro("/mnt/mlcube/getting-started/parameters.yaml", "parameters.yaml"),)))
     cases["entrypoint_single_token"] = (job_for(r, "check_gpus"), job("getting_started", "check_gpus", {
         "image": "mlcommons/getting_started:0.0.1",
         "command": ["./check_gpus.sh"],
@@ -149,7 +163,7 @@ def golden_cases(tmp: Path) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     }, pvc="getting-started"))
 
     (tmp / "settings.yaml").write_text("platforms:\n  single-node:\n    runner: k8s\n    volume: hostPath\n    env: {GREETING: hi}\n")
-    r = runner_for(EXAMPLES / "hello_world", "runner.run_as=1000:1000", "runner.image_pull_policy=Never", options=RunOptions(gpus="0"),
+    r = runner_for(EXAMPLES / "hello_world", "runner.run_as=2000:3000", "runner.image_pull_policy=Never", options=RunOptions(gpus="0"),
                    platform="single-node")
     ws = str(EXAMPLES / "hello_world" / "workspace")
     cases["hostpath"] = (job_for(r, "bye"), job("hello_world", "bye", {
@@ -158,7 +172,8 @@ def golden_cases(tmp: Path) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
         "args": ["bye", "--name=/mnt/mlcube/hello-world/names/alice.txt", "--chat=/mnt/mlcube/hello-world/chats/chat_with_alice.txt"],
         "env": [{"name": "GREETING", "value": "hi"}],
     }, pvc="hello-world", volume={"name": "workspace", "hostPath": {"path": ws, "type": "DirectoryOrCreate"}},
-        pod_extra={"securityContext": {"runAsUser": 1000, "runAsGroup": 1000}}))
+        pod_extra={"securityContext": {"runAsUser": 2000, "runAsGroup": 3000, "runAsNonRoot": True}},
+        inputs=(ro("/mnt/mlcube/hello-world/names/alice.txt", "names/alice.txt"),)))
     return cases
 
 
@@ -225,11 +240,97 @@ def test_dry_run_prints_manifests_kubectl_can_apply(cli: CLI) -> None:
 
 
 def test_dry_run_json_carries_the_manifests(cli: CLI) -> None:
-    res = cli("run", f"--mlcube={EXAMPLES / 'hello_world'}", "--platform=k8s", "--task=hello", "--dry-run", "--json")
+    res = cli("run", f"--mlcube={EXAMPLES / 'hello_world'}", "--platform=k8s", "--task=hello", "--dry-run", "--json", "-Prunner.run_as=1000:1000")
     assert res.returncode == 0, res.stderr
-    (step,) = json.loads(res.stdout)["steps"]
-    assert step["argv"] == ["kubectl", "apply", "-f", "-"]
-    assert step["manifest"]["kind"] == "Job"
+    data = json.loads(res.stdout)
+    netpol, step = data["steps"]
+    assert step["argv"] == netpol["argv"] == ["kubectl", "apply", "-f", "-"]
+    assert step["manifest"]["kind"] == "Job" and netpol["manifest"]["kind"] == "NetworkPolicy"
+    name = step["manifest"]["metadata"]["name"]
+    assert netpol["manifest"]["metadata"]["name"] == name
+    assert netpol["manifest"]["spec"] == {"podSelector": {"matchLabels": {"cuberun.io/job": name}}, "policyTypes": ["Ingress", "Egress"]}
+    assert step["manifest"]["spec"]["template"]["metadata"]["labels"]["cuberun.io/job"] == name  # the policy selects the Job's pod
+    assert data["policy"]["hello"]["strict"] is True and data["policy"]["hello"]["network"] == "none"
+
+
+# -- the run policy ------------------------------------------------------------------------------------
+def test_network_policy_golden_and_valid(tmp_path: Path) -> None:
+    r = runner_for(EXAMPLES / "hello_world", "runner.namespace=ml")
+    rt = resolve_task(r.cube, "hello", check_inputs=False)
+    netpol, jobstep = r.run_steps(rt)
+    assert isinstance(netpol, ManifestStep) and netpol.purpose == "network-policy"
+    name = jobstep.manifest["metadata"]["name"]  # type: ignore[attr-defined]
+    assert netpol.manifest == {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": "ml", "labels": {
+            "app.kubernetes.io/name": "hello_world", "app.kubernetes.io/component": "hello", "app.kubernetes.io/managed-by": "cuberun",
+            "cuberun.io/job": name}},
+        "spec": {"podSelector": {"matchLabels": {"cuberun.io/job": name}}, "policyTypes": ["Ingress", "Egress"]},
+    }
+    assert check_manifest(netpol.manifest) == []
+    bad = copy.deepcopy(dict(netpol.manifest))
+    bad["spec"]["podSelector"] = {}
+    assert any("selects every pod of the namespace" in p for p in check_manifest(bad))
+    kv = pytest.importorskip("kubernetes_validate")
+    kv.validate(dict(netpol.manifest), "1.37.0", strict=True)
+
+
+def relaxations(r: KubernetesRunner, task: str) -> list[tuple[str, str, str]]:
+    rt = resolve_task(r.cube, task, check_inputs=False)
+    return [(x.name, x.detail, x.source) for x in r.policy(rt).relaxations]
+
+
+def test_relaxations_are_mapped_and_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hello = EXAMPLES / "hello_world"
+    # --network=NAME: no NetworkPolicy
+    r = runner_for(hello, options=RunOptions(network="pod"))
+    assert [s.purpose for s in r.run_steps(resolve_task(r.cube, "hello", check_inputs=False))] == ["run"]
+    assert relaxations(r, "hello") == [("network", "--network=pod", "cli")]
+    # need_internet_access: no NetworkPolicy either
+    r = runner_for(EXAMPLES / "mnist")
+    assert [s.purpose for s in r.run_steps(resolve_task(r.cube, "download", check_inputs=False))] == ["run"]
+    assert relaxations(r, "download")[0][:1] == ("network",)
+    # --mount=rw: no read-only input mounts
+    r = runner_for(hello, options=RunOptions(mount="rw"))
+    assert [m["mountPath"] for m in _container(job_for(r, "hello"))["volumeMounts"]] == ["/mnt/mlcube/hello-world", "/tmp"]
+    assert relaxations(r, "hello") == [("writable-inputs", "inputs mounted read-write", "cli")]
+    # read_only_root: false, keep_jobs: true
+    r = runner_for(hello, "runner.read_only_root=false", "runner.keep_jobs=true")
+    assert _container(job_for(r, "hello"))["securityContext"]["readOnlyRootFilesystem"] is False
+    assert [x[0] for x in relaxations(r, "hello")] == ["keep-container", "writable-root"]
+    # cuberun run as root: the pod cannot be non-root with the host's uid
+    monkeypatch.setattr(os, "getuid", lambda: 0)
+    monkeypatch.setattr(os, "getgid", lambda: 0)
+    r = runner_for(hello)
+    doc = job_for(r, "hello")
+    assert _pod(doc)["securityContext"] == {"runAsUser": 0, "runAsGroup": 0}
+    assert check_manifest(doc) == []
+    assert relaxations(r, "hello") == [("user", "the pod runs as root (uid 0): cuberun runs as root; set run_as: UID:GID for a non-root pod", "host")]
+    r = runner_for(hello, "runner.run_as=1000")
+    assert _pod(job_for(r, "hello"))["securityContext"] == {"runAsUser": 1000, "runAsNonRoot": True}
+    assert relaxations(r, "hello") == []
+
+
+def test_an_input_that_is_the_workspace_makes_it_read_only(tmp_path: Path) -> None:
+    cube = make_cube(tmp_path / "whole", """
+        name: whole
+        docker: {image: example/whole:1}
+        tasks:
+          t:
+            parameters:
+              inputs: {ws: {type: directory, default: .}, cfg: conf.yaml}
+        """)
+    mounts = _container(job_for(runner_for(cube), "t"))["volumeMounts"]
+    assert mounts == [{"name": "workspace", "mountPath": "/mnt/mlcube/whole", "readOnly": True},
+                      ro("/mnt/mlcube/whole/conf.yaml", "conf.yaml"), TMP_MOUNT]
+
+
+def test_dry_run_shows_the_policy(cli: CLI) -> None:
+    res = cli("run", f"--mlcube={EXAMPLES / 'hello_world'}", "--platform=k8s", "--task=hello", "--dry-run", "--network=pod", "--mount=rw")
+    assert res.returncode == 0, res.stderr
+    assert [d["kind"] for d in yaml.safe_load_all(res.stdout) if d] == ["Job"]
+    assert "# hello: policy: relaxed: network: --network=pod (from cli); writable-inputs: inputs mounted read-write (from cli)" in res.stdout
 
 
 # -- the package is optional -------------------------------------------------------------------------
@@ -331,6 +432,9 @@ MUTATIONS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("claim name", lambda d: _pod(d)["volumes"][0]["persistentVolumeClaim"].update(claimName="Bad Claim"), "is not a valid DNS-1123 subdomain"),
     ("negative backoff", lambda d: d["spec"].update(backoffLimit=-1), "spec.backoffLimit: must be an integer of at least 0"),
     ("env name", lambda d: _container(d).update(env=[{"name": "1 A", "value": "x"}]), "'1 A' is not a valid environment variable name"),
+    ("non-root as root", lambda d: _pod(d)["securityContext"].update(runAsUser=0), "runAsNonRoot with runAsUser 0 never starts"),
+    ("capability name", lambda d: _container(d)["securityContext"]["capabilities"].update(drop=["all things"]), "is not a capability name"),
+    ("privileged", lambda d: _container(d)["securityContext"].update(privileged=True), "cannot be set with privileged true"),
 ]
 
 

@@ -77,11 +77,13 @@ from cuberun.runners.backendai_session import (
 )
 from cuberun.runners.base import Step
 from cuberun.runners.batch import BatchRunner
+from cuberun.runners.container_policy import backendai_flags, backendai_policy
 from cuberun.schema import Field
 from cuberun.secretid import SECRET_NAME
 from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
+    from cuberun.policy import Policy
     from cuberun.process import Captured, Outcome
     from cuberun.resolve import ResolvedTask
 
@@ -326,7 +328,7 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
 
     def _ignored_options(self) -> list[str]:
         ignored = []
-        for flag, value in (("--network", self.options.network), ("--security", self.options.security), ("--cpu", self.options.cpus)):
+        for flag, value in (("--security", self.options.security), ("--cpu", self.options.cpus)):
             if value:
                 ignored.append(flag)
         return ignored
@@ -365,10 +367,13 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
         in_tar = f".cuberun-{name}-in.tar" if inputs else None
         out_tar = f".cuberun-{name}-out.tar" if outputs else None
         startup = startup_command(command, mount=mount, workdir=workdir, in_tar=in_tar, out_tar=out_tar, outputs=outputs, output_dirs=output_dirs)
-        real, shown = self._create_argv(name, startup, after)
+        real, shown = self._create_argv(name, startup, after, backendai_flags(self.policy(task)))
         return SessionPlan(task, name, command, startup, inputs, outputs, in_tar, out_tar, shown, real)
 
-    def _create_argv(self, name: str, startup: str, after: str | None) -> tuple[list[str], list[str]]:
+    def policy(self, task: ResolvedTask) -> Policy:
+        return backendai_policy(self, task)
+
+    def _create_argv(self, name: str, startup: str, after: str | None, policy_flags: Sequence[str] = ()) -> tuple[list[str], list[str]]:
         head = [*self.client, "session", "create", self.image, "--type", "batch", "--enqueue-only", "-t", name, "-c", startup,
                 "-m", f"{self.vfolder}:{self.mount_point}"]
         for key, value in self.resources():
@@ -379,7 +384,7 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
         for key, value in self.environment():
             real += ["-e", f"{key}={value}"]
             shown += ["-e", f"{key}=<redacted>" if SECRET_NAME.search(key) else f"{key}={value}"]
-        tail: list[str] = []
+        tail: list[str] = list(policy_flags)
         if after:
             tail += ["--depends", after]
         if self.config.get("group"):
@@ -488,6 +493,11 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
     def plan_batch(self, tasks: Sequence[ResolvedTask]) -> list[SessionPlan]:
         for flag in self._ignored_options():
             say(f"warning: {flag} does not apply to Backend.AI sessions (set backendai.resources instead); ignored")
+        for task in tasks:
+            if any(r.name == "network" and r.source == "runner" for r in self.policy(task).relaxations):
+                say(f"warning: task '{task.name}': Backend.AI cannot run a session without a network (its API has no such option): "
+                    "the session keeps the cluster's network (recorded in the run record's policy)")
+                break
         if not self._configured:
             self.configure()
         plans: list[SessionPlan] = []

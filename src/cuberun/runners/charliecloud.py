@@ -61,6 +61,7 @@ from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
 
+    from cuberun.policy import Policy
     from cuberun.process import Outcome
     from cuberun.resolve import ResolvedTask
     from cuberun.runners.docker import DockerRunner
@@ -308,8 +309,10 @@ class CharliecloudRunner(ContainerRunner):
 
     def run_argv(self, task: ResolvedTask) -> tuple[list[str], dict[str, str]]:
         """The ch-run command, and the secret variables ch-run reads from its stdin."""
+        from cuberun.runners.container_policy import charliecloud_prefix
+
         cfg = self.config
-        argv = [*self.ch_run]
+        argv = [*charliecloud_prefix(self.policy(task)), *self.ch_run]
         if cfg.get("clean_env", True):
             argv.append("--unset-env=*")
         argv.append("--env-no-expand")
@@ -565,7 +568,29 @@ class CharliecloudRunner(ContainerRunner):
                     f"create it once with write access (mkdir {path}), or use a converted image",
                 ) from None
 
+    def policy(self, task: ResolvedTask) -> Policy:
+        from cuberun.runners.container_policy import charliecloud_policy
+
+        return charliecloud_policy(self, task)
+
+    def check_network_isolation(self) -> None:
+        """The network off needs a user and network namespace around ch-run: say so in one line
+        when this host cannot make one (never run the task with the host's network instead)."""
+        from cuberun.process import capture
+        from cuberun.runners.container_policy import UNSHARE_NET
+
+        res = capture([*UNSHARE_NET, "true"], timeout=PROBE_TIMEOUT)
+        if res.returncode != 0:
+            raise BackendError(f"cannot run ch-run without the network: `{' '.join(UNSHARE_NET)} true` failed: "
+                               f"{_last_error(res.stderr) or f'exit {res.returncode}'}",
+                               "ch-run 0.31 has no network isolation of its own; install util-linux >= 2.38 and allow unprivileged user "
+                               "namespaces, or run with the host's network: --network=host (recorded)")
+
     def before_run(self, task: ResolvedTask) -> None:
+        from cuberun.policy import OFF
+
+        if self.policy(task).network == OFF:
+            self.check_network_isolation()
         self.ensure_mount_points([m.target for m in task.layout().mounts])
         wanted_ro = [p.name for p in task.params if p.io == "input" and (self.options.mount or p.opts) == "ro"]
         if wanted_ro:
@@ -651,3 +676,8 @@ def _ch_error(text: str) -> str | None:
     return None
 
 
+
+
+def _last_error(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""

@@ -106,3 +106,124 @@ def singularity_flags(policy: Policy, user_tokens: list[str]) -> list[str]:
         if policy.network is not None and policy.network != "host":  # host: no network namespace of its own
             flags += ["--net", f"--network={policy.network}"]
     return flags
+
+
+# -- charliecloud ----------------------------------------------------------------------------------
+# ch-run flags a cube's `run_args` may carry without --allow-run-args (`-b`, `--home`, `-w`, `--unsafe`, ... may not)
+CH_ALLOWED = ("--set-env", "--unset-env", "--env-no-expand", "-c", "--cd", "-t", "--private-tmp", "-v", "--verbose", "-j", "--join",
+              "--join-ct", "--join-tag")
+_CH_TAKES_VALUE = {"-c", "--cd", "--unset-env", "--join-ct", "--join-tag"}
+# what makes a new, empty network namespace for ch-run (0.31 has no network isolation of its own)
+UNSHARE_NET = ("unshare", "--user", "--map-current-user", "--net", "--")
+
+
+def ch_disallowed(tokens: list[str]) -> list[str]:
+    bad: list[str] = []
+    skip = False
+    for tok in tokens:
+        if skip:
+            skip = False
+            continue
+        name = tok.split("=", 1)[0]
+        if name in CH_ALLOWED:
+            skip = name in _CH_TAKES_VALUE and "=" not in tok
+        else:
+            bad.append(tok)
+    return bad
+
+
+def charliecloud_policy(runner: Any, task: ResolvedTask) -> Policy:
+    """ch-run runs as the invoking user in an unprivileged user namespace (no daemon, nothing
+    left behind). The network is off through `unshare --net` around ch-run; `--network=host` or
+    need_internet_access share the host's network; ch-run joins no named networks. Inputs stay
+    writable: ch-run 0.31 binds read-write only (recorded, source `runner`)."""
+    from cuberun.errors import UsageError
+    from cuberun.policy import Relaxation
+
+    cfg = runner.config
+    raw = runner.cube.raw_section("charliecloud") or {}
+    if runner.options.network and runner.options.network not in (OFF, "host"):
+        raise UsageError(f"--network={runner.options.network}: ch-run joins no named networks",
+                         "use --network=none (the default: a network namespace of its own, only a loopback that is down) or --network=host")
+    policy = decide(
+        need_internet=runner.cube.platform.get("need_internet_access") is True,
+        cli_network=runner.options.network,
+        settings_network=None,
+        cube_network=None,
+        input_mode=runner.options.mount or None,
+        input_mode_source="cli",
+        host_user=(True, "cube"),
+        remove=(True, "cube"),
+        raw_args=(),
+        allow_run_args=runner.options.allow_run_args,
+        writable_inputs=[p.name for p in task.params if p.io == "input" and p.opts == "rw"],
+    )
+    more: list[Relaxation] = []
+    if policy.inputs_read_only and any(p.io == "input" for p in task.params):
+        more.append(Relaxation("writable-inputs", "ch-run 0.31 binds read-write only: the inputs are writable", "runner"))
+    if cfg.get("clean_env", True) is False:
+        more.append(Relaxation("host-env", "the host environment is passed (clean_env: false)", _source(raw, "clean_env")))
+    if cfg.get("private_tmp", True) is False:
+        more.append(Relaxation("shared-tmp", "the host's /tmp is shared (private_tmp: false)", _source(raw, "private_tmp")))
+    if cfg.get("write", False) is True:
+        more.append(Relaxation("writable-image", "the image is mounted read-write (write: true)", _source(raw, "write")))
+    tokens = as_tokens(cfg.get("run_args"))
+    bad = ch_disallowed(tokens)
+    if bad:
+        source = _source(raw, "run_args")
+        if source == "cube" and not runner.options.allow_run_args:
+            raise UsageError(f"the cube's charliecloud.run_args has '{' '.join(bad)}', which the default policy does not allow",
+                             f"allowed: {', '.join(a for a in CH_ALLOWED if a.startswith('--'))}; pass --allow-run-args to let it through (recorded)")
+        more.append(Relaxation("run-args", f"charliecloud.run_args: {' '.join(bad)}" + (" (--allow-run-args)" if source == "cube" else ""), source))
+    if not more:
+        return policy
+    from cuberun.valueclass import replace
+
+    return replace(policy, inputs_read_only=False if any(r.name == "writable-inputs" for r in more) else policy.inputs_read_only,
+                   private_tmp=policy.private_tmp and cfg.get("private_tmp", True) is not False, relaxations=(*policy.relaxations, *more))
+
+
+def charliecloud_prefix(policy: Policy) -> list[str]:
+    """What ch-run runs under: `unshare --user --map-current-user --net --` when the network is off."""
+    return list(UNSHARE_NET) if policy.network == OFF else []
+
+
+# -- Backend.AI ------------------------------------------------------------------------------------
+def backendai_policy(runner: Any, task: ResolvedTask) -> Policy:
+    """The closest Backend.AI comes: the session runs as the agent's unprivileged kernel user in
+    its own container, removed when the batch session ends. `--network=NAME` attaches the session
+    to that project network (`session create --network`). What the API cannot do is recorded
+    with the source `runner`: a session without a network (the manager has no such option), and
+    read-only inputs (they are unpacked into the read-write vfolder)."""
+    from cuberun.policy import Relaxation
+    from cuberun.valueclass import replace
+
+    policy = decide(
+        need_internet=runner.cube.platform.get("need_internet_access") is True,
+        cli_network=runner.options.network,
+        settings_network=None,
+        cube_network=None,
+        input_mode=runner.options.mount or None,
+        input_mode_source="cli",
+        host_user=(True, "cube"),
+        remove=(True, "cube"),
+        raw_args=(),
+        allow_run_args=runner.options.allow_run_args,
+        writable_inputs=[p.name for p in task.params if p.io == "input" and p.opts == "rw"],
+    )
+    more: list[Relaxation] = []
+    if policy.network == OFF:
+        more.append(Relaxation("network", "not isolated: Backend.AI sessions keep the cluster's network (no API option turns it off)", "runner"))
+    if policy.inputs_read_only and any(p.io == "input" for p in task.params):
+        more.append(Relaxation("writable-inputs", "the inputs are unpacked into the read-write vfolder", "runner"))
+    if not more:
+        return policy
+    return replace(policy, network=None if policy.network == OFF else policy.network, inputs_read_only=False,
+                   relaxations=(*policy.relaxations, *more))
+
+
+def backendai_flags(policy: Policy) -> list[str]:
+    """`session create` options of the policy: a named project network."""
+    if policy.network not in (None, OFF, "default"):
+        return ["--network", str(policy.network)]
+    return []

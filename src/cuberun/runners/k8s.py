@@ -51,6 +51,7 @@ from cuberun.schema import Field
 from cuberun.valueclass import dataclass
 
 if TYPE_CHECKING:
+    from cuberun.policy import Policy
     from cuberun.process import Outcome
     from cuberun.resolve import ResolvedParam, ResolvedTask
 
@@ -76,6 +77,7 @@ from cuberun.runners.k8s_manifests import (
     memory_quantity,
     unique_suffix,
 )
+from cuberun.runners.k8s_policy import TMP_VOLUME, input_mounts, needs_network_policy, network_policy_manifest, security_contexts
 
 MOUNT_ROOT = "/mnt/mlcube"
 VOLUME_NAME = "workspace"
@@ -97,6 +99,7 @@ SLOW_WAITING = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"
 class _JobPlan:
     task: str
     manifest: dict[str, Any]
+    network_policy: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -141,12 +144,14 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
         "node_selector": Field((dict,), default={}, doc="node labels the pods must match"),
         "labels": Field((dict,), default={}, doc="extra labels of the Jobs and pods"),
         "env": Field((dict,), default={}, env=True, doc="environment variables of the task"),
-        "run_as": Field((str, int), doc="uid[:gid] of the task (e.g. your own for hostPath workspaces)"),
+        "run_as": Field((str, int), doc="uid[:gid] of the task (default: the host user's; the pod runs with runAsNonRoot unless uid 0)"),
+        "read_only_root": Field((bool,), default=True, doc="the image's root filesystem read-only (a private emptyDir /tmp is writable)"),
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._names: dict[str, str] = {}
+        self._network_policies = False  # a NetworkPolicy was (or may have been) created by this run
         self._api: Api | None = None
         self._context: str | None = None
 
@@ -306,18 +311,10 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
         merged.update(self.options.extra_env)
         return [{"name": k, "value": v} for k, v in merged.items()]
 
-    def security_context(self) -> dict[str, int] | None:
-        value = self._get("run_as")
-        if value is None:
-            return None
-        text = str(value)
-        uid, _, gid = text.partition(":")
-        if not uid.isdigit() or (gid and not gid.isdigit()):
-            raise UsageError(f"run_as: '{value}' is not uid[:gid]", "write e.g. run_as: '1000:1000'")
-        ctx = {"runAsUser": int(uid)}
-        if gid:
-            ctx["runAsGroup"] = int(gid)
-        return ctx
+    def policy(self, task: ResolvedTask) -> Policy:
+        from cuberun.runners.k8s_policy import k8s_policy
+
+        return k8s_policy(self, task)
 
     # -- manifests (pure) --------------------------------------------------------------------------
     def volume_spec(self) -> dict[str, Any]:
@@ -340,10 +337,17 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
         resources = self.resources()
         if resources:
             container["resources"] = resources
+        policy = self.policy(task)
+        pod_security, container_security = security_contexts(self, policy)
+        container["securityContext"] = container_security
         mount: dict[str, Any] = {"name": VOLUME_NAME, "mountPath": self.mount_path}
         if self.sub_path:
             mount["subPath"] = self.sub_path
-        container["volumeMounts"] = [mount]
+        inputs = input_mounts(self, task, policy, VOLUME_NAME)
+        if any(m["mountPath"] == self.mount_path for m in inputs):  # the whole workspace is an input
+            mount["readOnly"] = True
+            inputs = [m for m in inputs if m["mountPath"] != self.mount_path]
+        container["volumeMounts"] = [mount, *inputs, {"name": TMP_VOLUME, "mountPath": "/tmp"}]
         pod: dict[str, Any] = {"restartPolicy": "Never"}
         if self._get("service_account"):
             pod["serviceAccountName"] = self._get("service_account")
@@ -353,11 +357,9 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
         if secrets_:
             names = [secrets_] if isinstance(secrets_, str) else list(secrets_)
             pod["imagePullSecrets"] = [{"name": str(n)} for n in names]
-        security = self.security_context()
-        if security:
-            pod["securityContext"] = security
+        pod["securityContext"] = pod_security
         pod["containers"] = [container]
-        pod["volumes"] = [self.volume_spec()]
+        pod["volumes"] = [self.volume_spec(), {"name": TMP_VOLUME, "emptyDir": {}}]
         spec: dict[str, Any] = {"backoffLimit": int(self.config.get("backoff_limit") or 0)}
         for key, field_name in (("active_deadline_seconds", "activeDeadlineSeconds"), ("ttl_seconds_after_finished", "ttlSecondsAfterFinished")):
             if self._get(key) is not None:
@@ -406,8 +408,22 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
             return []
         return [ManifestStep(("kubectl", "apply", "-f", "-"), "pvc", manifest=self.pvc_manifest())]
 
+    def network_policy(self, task: ResolvedTask) -> dict[str, Any] | None:
+        """The deny-all NetworkPolicy of the task's pod, when the policy has the network off."""
+        if not needs_network_policy(self.policy(task)):
+            return None
+        name = self.job_name(task.name)
+        manifest = network_policy_manifest(name, self.namespace, self.labels(task.name, name), {LABEL_JOB: name})
+        ensure_valid(manifest, f"NetworkPolicy for task '{task.name}'")
+        return manifest
+
     def run_steps(self, task: ResolvedTask) -> list[Step]:
-        return [ManifestStep(("kubectl", "apply", "-f", "-"), "run", manifest=self.job_manifest(task))]
+        steps: list[Step] = []
+        netpol = self.network_policy(task)
+        if netpol is not None:
+            steps.append(ManifestStep(("kubectl", "apply", "-f", "-"), "network-policy", manifest=netpol))
+        steps.append(ManifestStep(("kubectl", "apply", "-f", "-"), "run", manifest=self.job_manifest(task)))
+        return steps
 
     # -- the client ------------------------------------------------------------------------------
     def _import(self) -> Any:
@@ -476,7 +492,8 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
 
             api_client = client.ApiClient(cfg)
             self._context = context
-            self._api = Api(client.BatchV1Api(api_client), client.CoreV1Api(api_client), str(cfg.host), ApiException)
+            self._api = Api(client.BatchV1Api(api_client), client.CoreV1Api(api_client), str(cfg.host), ApiException,
+                            client.NetworkingV1Api(api_client))
         return self._api
 
     # -- configure -----------------------------------------------------------------------------
@@ -506,8 +523,7 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
 
     # -- run -----------------------------------------------------------------------------------
     def _warn_ignored_options(self) -> None:
-        for flag, value in (("--network", self.options.network), ("--security", self.options.security), ("--cpu", self.options.cpus),
-                            ("--mount", self.options.mount)):
+        for flag, value in (("--security", self.options.security), ("--cpu", self.options.cpus)):
             if value:
                 warn(f"{flag}={value} does not apply to the {self.name} runner and is ignored"
                      + (" (set cpu: in the platform for CPU requests)" if flag == "--cpu" else ""))
@@ -517,9 +533,14 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
         api.call(f"delete Job {name}", api.batch.delete_namespaced_job, name, self.namespace, ok404=True,
                  timeout=DELETE_TIMEOUT, propagation_policy="Background")
 
+    def delete_network_policy(self, name: str) -> None:
+        api = self.api()
+        api.call(f"delete NetworkPolicy {name}", api.networking.delete_namespaced_network_policy, name, self.namespace, ok404=True,
+                 timeout=DELETE_TIMEOUT)
+
     # -- the batch hooks (the loop is BatchRunner.run_batch; one task, one Job) ---------------------
     def plan_batch(self, tasks: Sequence[ResolvedTask]) -> list[_JobPlan]:
-        plans = [_JobPlan(t.name, self.job_manifest(t)) for t in tasks]
+        plans = [_JobPlan(t.name, self.job_manifest(t), self.network_policy(t)) for t in tasks]
         self.api()
         self._warn_ignored_options()
         return plans
@@ -530,11 +551,27 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
         started = time.monotonic()
         name = str(plan.manifest["metadata"]["name"])
         api = self.api()
+        if plan.network_policy is not None:  # before the Job: its pod never runs without it
+            self._network_policies = True
+            try:
+                api.call(f"create NetworkPolicy {name}", api.networking.create_namespaced_network_policy, self.namespace, plan.network_policy)
+            except ApiError as exc:
+                raise BackendError(
+                    f"cannot create the NetworkPolicy that keeps task '{plan.task}' off the network: {exc.lines()[0]}",
+                    "the run policy has the network off: allow creating networkpolicies in namespace "
+                    f"{self.namespace}, or run with the pod network: --network=pod (recorded)") from None
+            except BaseException:
+                if CANCEL.requested:  # interrupted while the request was on its way: it may have been created
+                    self._cleanup_network_policy(name)
+                raise
+            say(f"created NetworkPolicy {self.namespace}/{name} (no ingress, no egress)")
         try:
             api.call(f"create Job {name}", api.batch.create_namespaced_job, self.namespace, plan.manifest)
         except BaseException:
             if CANCEL.requested:  # interrupted while the request was on its way: it may have been created
                 self._cleanup(name)
+            else:
+                self._cleanup_network_policy(name)
             raise
         say(f"created Job {self.namespace}/{name} (image {self.image})")
         return _JobRef(name, plan.task, started)
@@ -551,6 +588,7 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
             return self.interrupted([job], cancel)
         if self.config.get("keep_jobs"):
             say(f"keeping Job {self.namespace}/{job.name} (keep_jobs)")
+            self._cleanup_network_policy(job.name)
         else:
             self._cleanup(job.name)
         return Outcome(code, time.monotonic() - job.started, details={"job": job.name, "namespace": self.namespace})
@@ -575,9 +613,19 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
                        reason=f"was interrupted (Job {self.namespace}/{job.name} {what})", details={"job": job.name, "namespace": self.namespace})
 
     def _cleanup(self, name: str) -> bool:
-        """Delete the Job; while the API server is unreachable, try again with backoff for
-        `delete_retry` seconds (a second Ctrl-C stops trying). False, with one line that names the
-        Job to delete by hand, when it could not be deleted."""
+        """Delete the Job, then its NetworkPolicy (if any)."""
+        gone = self._cleanup_object(name, "Job", self.delete_job)
+        return self._cleanup_network_policy(name) and gone
+
+    def _cleanup_network_policy(self, name: str) -> bool:
+        if not self._network_policies:
+            return True
+        return self._cleanup_object(name, "NetworkPolicy", self.delete_network_policy)
+
+    def _cleanup_object(self, name: str, kind: str, delete: Any) -> bool:
+        """Delete a Job or NetworkPolicy; while the API server is unreachable, try again with
+        backoff for `delete_retry` seconds (a second Ctrl-C stops trying). False, with one line
+        that names the object to delete by hand, when it could not be deleted."""
         from cuberun.process import CANCEL
 
         deadline = time.monotonic() + self.seconds("delete_retry", 60)
@@ -585,16 +633,16 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
         told = False
         while True:
             try:
-                self.delete_job(name)
+                delete(name)
                 if told:
-                    say(f"deleted Job {self.namespace}/{name}: the API server answered again")
+                    say(f"deleted {kind} {self.namespace}/{name}: the API server answered again")
                 return True
             except RunnerUnavailable as exc:  # unreachable: it may come back (a restart)
                 problem = exc.lines()[0]
                 if time.monotonic() + pause > deadline or CANCEL.count >= 2:
                     break
                 if not told:
-                    say(f"the Kubernetes API server is unreachable; trying to delete Job {self.namespace}/{name} "
+                    say(f"the Kubernetes API server is unreachable; trying to delete {kind} {self.namespace}/{name} "
                         f"for {max(0.0, deadline - time.monotonic()):.0f} s more (Ctrl-C again to stop)")
                     told = True
                 time.sleep(pause)
@@ -602,7 +650,7 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
             except CuberunError as exc:
                 problem = exc.lines()[0]
                 break
-        warn(f"could not delete Job {self.namespace}/{name} (delete it by hand: kubectl delete job {name} -n {self.namespace}): {problem}")
+        warn(f"could not delete {kind} {self.namespace}/{name} (delete it by hand: kubectl delete {kind.lower()} {name} -n {self.namespace}): {problem}")
         return False
 
     def _wait(self, api: Api, name: str, task: str, sinks: Sequence[IO[bytes] | None]) -> int:

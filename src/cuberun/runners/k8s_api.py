@@ -59,6 +59,7 @@ class Api:
     core: Any
     host: str
     exception: type[Exception]
+    networking: Any = None  # NetworkingV1Api: the run policy's NetworkPolicy
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, ok404: bool = False, timeout: float = REQUEST_TIMEOUT, **kwargs: Any) -> Any:
         try:

@@ -180,6 +180,7 @@ def _check_pod_spec(problems: list[str], where: str, spec: Any, restart_policies
     containers = spec.get("containers") or []
     if not containers:
         problems.append(f"{where}.containers: at least one container is required")
+    _check_security(problems, where, spec.get("securityContext"), containers)
     names: set[str] = set()
     for i, c in enumerate(containers):
         at = f"{where}.containers[{i}]"
@@ -252,7 +253,42 @@ def check_manifest(doc: Mapping[str, Any]) -> list[str]:
             _check_label(problems, f"{where}.spec.storageClassName", spec["storageClassName"], subdomain=True)
     elif kind == "Pod":
         _check_pod_spec(problems, f"{where}.spec", spec, ("Always", "OnFailure", "Never"))
+    elif kind == "NetworkPolicy":
+        selector = spec.get("podSelector")
+        if not isinstance(selector, Mapping):
+            problems.append(f"{where}.spec.podSelector: is required (an empty selector would select every pod of the namespace)")
+        else:
+            _check_labels(problems, f"{where}.spec.podSelector.matchLabels", selector.get("matchLabels"))
+            if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+                problems.append(f"{where}.spec.podSelector: selects every pod of the namespace; cuberun selects only its Job's pod")
+        for kind_ in spec.get("policyTypes") or []:
+            if kind_ not in ("Ingress", "Egress"):
+                problems.append(f"{where}.spec.policyTypes: '{kind_}' is not one of Ingress, Egress")
     return problems
+
+
+def _check_security(problems: list[str], where: str, pod_ctx: Any, containers: Sequence[Any]) -> None:
+    """What the API server or the kubelet would refuse in the security contexts."""
+    pod_ctx = pod_ctx if isinstance(pod_ctx, Mapping) else {}
+    for key in ("runAsUser", "runAsGroup", "fsGroup"):
+        value = pod_ctx.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            problems.append(f"{where}.securityContext.{key}: must be a non-negative integer, not {value!r}")
+    for i, c in enumerate(containers):
+        ctx = c.get("securityContext") if isinstance(c, Mapping) else None
+        if not isinstance(ctx, Mapping):
+            continue
+        at = f"{where}.containers[{i}].securityContext"
+        user = ctx.get("runAsUser", pod_ctx.get("runAsUser"))
+        if ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is True and user == 0:
+            problems.append(f"{at}: runAsNonRoot with runAsUser 0 never starts (the kubelet refuses it)")
+        if ctx.get("privileged") is True and ctx.get("allowPrivilegeEscalation") is False:
+            problems.append(f"{at}: allowPrivilegeEscalation false cannot be set with privileged true (the API server refuses it)")
+        caps = ctx.get("capabilities") or {}
+        for key in ("add", "drop"):
+            for cap in caps.get(key) or []:
+                if not isinstance(cap, str) or not re.fullmatch(r"[A-Z_]+", cap):
+                    problems.append(f"{at}.capabilities.{key}: '{cap}' is not a capability name (e.g. ALL, NET_RAW)")
 
 
 def ensure_valid(doc: Mapping[str, Any], what: str) -> None:
