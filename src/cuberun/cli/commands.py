@@ -198,7 +198,7 @@ def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), f
 @click.option("--gpus", metavar="SPEC", help="GPUs: all, N (0 = none), or device=0,1.")
 @click.option("--network", metavar="NAME", help="Container network (docker --network); default: none, unless the cube declares platform.need_internet_access.")
 @click.option("--timeout", "timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Stop each task after SECONDS (docker/podman): the container is removed, the task exits 124.")
+              help="Stop each task after SECONDS (docker/podman, singularity/apptainer, charliecloud): the container is removed, the task exits 124.")
 @click.option("--allow-run-args", is_flag=True, help="Let the cube's raw container run arguments through beyond the allow-list (recorded as a relaxation).")
 @click.option("--security", metavar="OPT", help="Container security option.")
 @click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 4g.")

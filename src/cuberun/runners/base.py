@@ -47,7 +47,7 @@ class RunOptions:
     rebuild_env: bool = False  # local: build the managed env again (also after a remembered failure)
     strict_outputs: bool = False  # a task that exits 0 without writing a declared output fails
     allow_run_args: bool = False  # the cube's raw run arguments beyond the policy's allow-list (policy.py)
-    timeout: float | None = None  # seconds per task; the task is stopped and exits 124 (docker/podman)
+    timeout: float | None = None  # seconds per task; the task is stopped and exits 124 (container runners)
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # the invocation's -P assignments to the cube config (runner.* excluded), for runners that run
     # cuberun again elsewhere (slurm jobs, ssh); set by execute.make_runner

@@ -523,10 +523,11 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
 
     # -- run -----------------------------------------------------------------------------------
     def _warn_ignored_options(self) -> None:
-        for flag, value in (("--security", self.options.security), ("--cpu", self.options.cpus)):
+        for flag, value in (("--security", self.options.security), ("--cpu", self.options.cpus), ("--timeout", self.options.timeout)):
             if value:
                 warn(f"{flag}={value} does not apply to the {self.name} runner and is ignored"
-                     + (" (set cpu: in the platform for CPU requests)" if flag == "--cpu" else ""))
+                     + (" (set cpu: in the platform for CPU requests)" if flag == "--cpu" else "")
+                     + (" (set active_deadline_seconds: in the platform)" if flag == "--timeout" else ""))
 
     def delete_job(self, name: str) -> None:
         api = self.api()
