@@ -193,6 +193,16 @@ class KubeflowRunner(KubernetesRunner):
         }
 
     # -- steps (pure) ------------------------------------------------------------------------------
+    def policy(self, task: ResolvedTask) -> None:  # type: ignore[override]
+        """The k8s runner's policy (securityContext, NetworkPolicy) is not mapped onto KFP components."""
+        return None
+
+    def _warn_ignored_options(self) -> None:
+        super()._warn_ignored_options()
+        for flag, value in (("--network", self.options.network), ("--mount", self.options.mount)):
+            if value:
+                warn(f"{flag}={value} does not apply to the {self.name} runner and is ignored")
+
     def configure_steps(self) -> list[Step]:
         return []
 
