@@ -446,8 +446,8 @@ def _stream(
             CANCEL.active.pop(proc.pid, None)
             CANCEL.groups.discard(proc.pid)
     received = CANCEL.received
-    if received is not None:
-        _signal_group(proc.pid, signal.SIGKILL)  # leave nothing of a cancelled run behind
+    if received is not None or timed_out_at is not None:
+        _signal_group(proc.pid, signal.SIGKILL)  # leave nothing of a cancelled or timed-out run behind (a grandchild ignoring SIGTERM)
     elapsed = time.monotonic() - start
     killed_by = -returncode if returncode < 0 else None
     if received is not None:

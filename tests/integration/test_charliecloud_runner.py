@@ -291,6 +291,7 @@ def test_hello_world_converted_from_its_docker_image(ch: Charlie, tmp_path: Path
     bin_dir = tmp_path / "bin-without-docker"
     bin_dir.mkdir()
     (bin_dir / "ch-run").symlink_to(shutil.which("ch-run") or "/usr/bin/ch-run")
+    (bin_dir / "unshare").symlink_to(shutil.which("unshare") or "/usr/bin/unshare")  # the network off (util-linux, on every node)
     no_docker = dict(ch.env, PATH=str(bin_dir))
     quiet = ok(ch.cuberun("run", "--mlcube", str(cube), "--task", "bye", "--platform", "charliecloud",
                           f"-Pdocker.image={params[0].split('=', 1)[1]}", env=no_docker))
@@ -582,6 +583,7 @@ def test_inputs_are_writable_and_the_record_says_so(ch: Charlie, tmp_path: Path)
     """The one part of the policy ch-run 0.31 cannot map: its binds are read-write only."""
     cube = probe_cube(ch, tmp_path)
     data = cube / "workspace" / "data.txt"
+    data.parent.mkdir(parents=True, exist_ok=True)
     data.write_text("original\n")
     ok(ch.cuberun("run", "--mlcube", str(cube), "--task", "scribble", "--platform", "charliecloud"))
     assert data.read_text() == "original\nchanged"

@@ -74,7 +74,6 @@ exit 0
 FAKE_UNSHARE = r"""#!/bin/sh
 while [ "$1" != "--" ]; do shift; done
 shift
-[ "$1" = true ] && exit 0
 exec "$@"
 """
 FAKE_CH_RUN = r"""#!/bin/sh
@@ -593,3 +592,13 @@ def test_cube_run_args_need_allow_run_args(tmp_path: Path) -> None:
         run_argv(runner_for(cube), "t")
     allowed = runner_for(cube, options=RunOptions(allow_run_args=True))
     assert ("run-args", "cube") in relaxations(allowed, "t") and "/:/host" in run_argv(allowed, "t")
+
+
+def test_no_network_namespace_refuses_to_run(hello: Path, image_dir: Path, tmp_path: Path, fake_ch_run: Path) -> None:
+    """Never the host's network instead: one line naming what failed and the relaxation."""
+    (Path(os.environ["PATH"]) / "unshare").unlink()
+    runner = runner_for(hello, f"charliecloud.image_dir={image_dir}")
+    with pytest.raises(BackendError, match="cannot run ch-run without the network: `unshare --user --map-current-user --net --` failed") as info:
+        _run(runner, tmp_path)
+    assert "--network=host (recorded)" in str(info.value.hint)
+    assert not calls(tmp_path)  # ch-run never started

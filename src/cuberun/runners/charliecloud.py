@@ -579,9 +579,9 @@ class CharliecloudRunner(ContainerRunner):
         from cuberun.process import capture
         from cuberun.runners.container_policy import UNSHARE_NET
 
-        res = capture([*UNSHARE_NET, "true"], timeout=PROBE_TIMEOUT)
+        res = capture([*UNSHARE_NET, sys.executable, "-c", ""], timeout=PROBE_TIMEOUT)  # a program that is there whatever the PATH
         if res.returncode != 0:
-            raise BackendError(f"cannot run ch-run without the network: `{' '.join(UNSHARE_NET)} true` failed: "
+            raise BackendError(f"cannot run ch-run without the network: `{' '.join(UNSHARE_NET)}` failed: "
                                f"{_last_error(res.stderr) or f'exit {res.returncode}'}",
                                "ch-run 0.31 has no network isolation of its own; install util-linux >= 2.38 and allow unprivileged user "
                                "namespaces, or run with the host's network: --network=host (recorded)")
