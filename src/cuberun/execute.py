@@ -30,6 +30,12 @@ class TaskResult:
     status: str = "succeeded"
     steps: list[Step] = field(default_factory=list)
     reason: str | None = None  # the runner's one-line account of a non-zero outcome (Outcome.reason)
+    sweep: dict[str, str] | None = None  # the sweep variant's values (--sweep), None outside a sweep
+
+    @property
+    def label(self) -> str:
+        """`train`, or `train [lr=0.01]` for a sweep variant: what progress lines and the summary call it."""
+        return _label(self.task, self.sweep)
 
 
 def split_runner_overrides(overrides: Sequence[str], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -341,7 +347,7 @@ def _plan(
         _far_end_check(runner, rt, decision)
     if not decision.run:
         say(f"skipping task '{label}': {decision.explain()}")
-        return TaskResult(rt.name, 0, status="skipped", reason=decision.explain())
+        return TaskResult(rt.name, 0, status="skipped", reason=decision.explain(), sweep=dict(sweep) if sweep else None)
     say(f"task '{label}' will run: {decision.explain()}")
     extra = {
         "invocation_id": invocation,
@@ -413,7 +419,8 @@ def _run_variants(cube: Cube, runner: Runner, tasks: Sequence[str], variants: Se
         vr = _variant_runner(cube, runner, variant)
         for task, task_overrides in variant.tasks.items():
             if CANCEL.requested:
-                done.append(TaskResult(task, 128 + (CANCEL.received or 2), status="interrupted", reason="not started: interrupted"))
+                done.append(TaskResult(task, 128 + (CANCEL.received or 2), status="interrupted", reason="not started: interrupted",
+                                       sweep=dict(variant.values)))
                 break
             rt = resolve_task(cube, task, task_overrides, allow_missing_inputs=runner.options.allow_missing_inputs)
             result = run_incremental(cube, vr, rt, invocation, force=force, key=uptodate.state_key(task, variant.label), sweep=variant.values)
@@ -442,7 +449,7 @@ def _run_variants(cube: Cube, runner: Runner, tasks: Sequence[str], variants: Se
     summary = ", ".join(f"{v.label}: {_variant_status(rs)}" for v, rs in zip(variants, per_variant, strict=True))
     say(f"sweep finished: {summary}")
     if failed:
-        raise task_failed(cube, failed[0])
+        raise task_failed(cube, failed[0], results)
     return results
 
 
@@ -556,9 +563,9 @@ def task_failed(cube: Cube, result: TaskResult, done: Sequence[TaskResult] = ())
 
 def _task_failed(cube: Cube, result: TaskResult) -> TaskFailed:
     if result.reason:  # the runner's words name its own log (e.g. a Slurm job log)
-        return TaskFailed(f"task '{result.task}' {result.reason} (run {result.run_id})", result.exit_code)
+        return TaskFailed(f"task '{result.label}' {result.reason} (run {result.run_id})", result.exit_code)
     return TaskFailed(
-        f"task '{result.task}' {'was interrupted' if result.status == 'interrupted' else f'failed with exit code {result.exit_code}'}"
+        f"task '{result.label}' {'was interrupted' if result.status == 'interrupted' else f'failed with exit code {result.exit_code}'}"
         f" (run {result.run_id}; log {cube.workspace}/.cuberun/runs/{result.run_id}/output.log)",
         result.exit_code,
     )
@@ -744,6 +751,8 @@ def missing_outputs(rt: Any) -> list[str]:
 
 
 def _finish_run(rt: Any, record: RunRecord, steps: list[Step], outcome: Outcome, strict: bool = False, check_outputs: bool = True) -> TaskResult:
+    sweep = record.data.get("sweep")
+    sweep = dict(sweep) if isinstance(sweep, dict) else None
     status = "succeeded" if outcome.exit_code == 0 else ("interrupted" if outcome.interrupted else "failed")
     extra: dict[str, Any] = {}
     exit_code = outcome.exit_code
@@ -757,7 +766,7 @@ def _finish_run(rt: Any, record: RunRecord, steps: list[Step], outcome: Outcome,
                 status, exit_code, reason = "failed", 1, f"{note} (--strict-outputs)"
             else:
                 status = "succeeded-with-warnings"
-                say(f"warning: task '{rt.name}' {note}; recorded as succeeded-with-warnings (--strict-outputs makes this a failure)")
+                say(f"warning: task '{_label(rt.name, sweep)}' {note}; recorded as succeeded-with-warnings (--strict-outputs makes this a failure)")
     if outcome.reason:
         extra["reason"] = outcome.reason
     if outcome.details:
@@ -768,4 +777,4 @@ def _finish_run(rt: Any, record: RunRecord, steps: list[Step], outcome: Outcome,
         record.finish(status, exit_code, elapsed_s=round(outcome.elapsed, 4), signal=outcome.signal, **extra)
     except OSError as exc:  # e.g. the task filled the disk: its outcome still decides the exit code
         say(f"warning: cannot finish the run record {record.path}: {exc.strerror}")
-    return TaskResult(rt.name, exit_code, record.run_id, status, steps, reason)
+    return TaskResult(rt.name, exit_code, record.run_id, status, steps, reason, sweep)
