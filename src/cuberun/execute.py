@@ -193,7 +193,12 @@ def run_tasks(
             if result.exit_code != 0:
                 raise task_failed(cube, result, results)
     if target_variants is not None:
-        results += _run_variants(cube, runner, per_variant, target_variants, invocation, force=force, jobs=jobs)
+        try:
+            results += _run_variants(cube, runner, per_variant, target_variants, invocation, force=force, jobs=jobs)
+        except TaskFailed as exc:  # the shared tasks before the variants belong to this invocation's results too
+            if results and hasattr(exc, "results"):
+                exc.results = [*results, *exc.results]
+            raise
     return results
 
 
@@ -297,7 +302,7 @@ def _run_graph_parallel(cube: Cube, runner: Runner, resolved: Sequence[Any], inv
                     failed = result
         received = CANCEL.received
     if failed is not None:
-        raise task_failed(cube, failed)
+        raise task_failed(cube, failed, [done[n] for n in names if n in done])
     if len(done) < len(names):
         raise TaskFailed("interrupted before every task could run", 128 + (received or 2))
     return [done[n] for n in names]
@@ -526,7 +531,7 @@ def _run_chain_incremental(cube: Cube, runner: Runner, resolved: Sequence[Any], 
     chain = run_chain(cube, runner, [t[0] for t in todo], {"invocation_id": invocation})
     for (rt, decision, fp), result in zip(todo, chain, strict=False):
         if result.exit_code != 0:
-            raise task_failed(cube, result)
+            raise task_failed(cube, result, [*results, *chain])
         uptodate.refresh_inputs(rt, decision)
         outputs = uptodate.save(rt, uptodate.state_key(rt.name), decision, result.run_id)
         _amend_record(cube, result.run_id, outputs=outputs, runner_fingerprint=fp, inputs={n: f.to_json() for n, f in decision.inputs.items()})

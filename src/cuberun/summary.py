@@ -101,7 +101,7 @@ def render(summary: dict[str, Any]) -> str:
 
     tasks = summary["tasks"]
     head = f"{summary['ran']} ran, {summary['skipped']} skipped, {summary['failed']} failed"
-    lines = [f"cuberun: summary: {head}" + (f" ({_took(summary['seconds'])})" if summary["ran"] else "")]
+    lines = [f"cuberun: summary: {head}" + (f" ({_took(summary['seconds'])})" if summary["ran"] or summary["failed"] else "")]
     width = max((len(t.get("label") or t["task"]) for t in tasks), default=4)
     for t in tasks:
         line = f"  {t['status']:<8} {t.get('label') or t['task']:<{width}} {_took(t.get('seconds')):>7}  "

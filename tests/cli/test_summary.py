@@ -146,7 +146,7 @@ def test_summary_names_each_sweep_variant(cli: CLI, tmp_path: Path) -> None:
     failed = cli("run", f"--mlcube={root}", "--task=train", "--sweep=lr=0.1,0.5", cwd=tmp_path)
     assert failed.returncode == 4, failed.stderr
     lines = summary_of(failed.stderr)
-    assert lines[0] == "cuberun: summary: 0 ran, 1 skipped, 1 failed", lines
+    assert re.fullmatch(r"cuberun: summary: 0 ran, 1 skipped, 1 failed \(\d+\.\d s\)", lines[0]), lines
     assert re.fullmatch(r"  skipped +train \[lr=0\.1\] +up to date.*", lines[1]), lines
     [bad] = [ln for ln in lines if ln.startswith("  failed")]
     assert re.fullmatch(r"  failed +train \[lr=0\.5\] +\d+\.\d s  failed; log sw/workspace/\.cuberun/runs/[^/]+-train-[0-9a-f]+/output\.log", bad), lines

@@ -25,10 +25,10 @@ from cuberun.runners.backendai_session import (
     exit_code_from,
     info_verdict,
     parse_watch_output,
-    watch_state,
     safe_extract,
     session_name,
     startup_command,
+    watch_state,
     watch_verdict,
 )
 from cuberun.runners.base import RunOptions

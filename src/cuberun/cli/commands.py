@@ -177,10 +177,8 @@ def _record_time() -> str:
 def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), failed_since: str | None = None) -> None:
     from cuberun import summary as summary_mod
 
-    records = summary_mod.records_since(cube.workspace, failed_since) if failed_since else []
-    if records:  # after a failure: the results the error carries when they cover every record (skips included), else the records
-        covered = {r.run_id for r in results} >= {str(d.get("run_id")) for d in records}
-        results, records = (results, []) if covered else ((), records)
+    # after a failure: the results the error carries (this invocation's, skips included), else the records written since it started
+    records = summary_mod.records_since(cube.workspace, failed_since) if failed_since and not results else []
     text = summary_mod.render(summary_mod.collect(cube.workspace, results, records, mlcube=mlcube))
     try:
         sys.stdout.flush()
