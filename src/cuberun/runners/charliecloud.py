@@ -501,7 +501,7 @@ class CharliecloudRunner(ContainerRunner):
         print(f"cuberun: converting {image} into a Charliecloud directory image ({why}): {store / ROOTFS}", file=sys.stderr, flush=True)
         skipped: list[str] = []
         try:
-            with progress.activity(f"converting {image} for Charliecloud", tick=_ExportSize(tar)) as act:
+            with progress.activity(f"converting {image} for Charliecloud", tick=_ExportSize(store)) as act:
                 if self.converter == "ch-convert":
                     (step,) = self.conversion_steps()
                     act.phase("ch-convert")
@@ -653,17 +653,25 @@ class CharliecloudRunner(ContainerRunner):
 
 
 class _ExportSize:
-    """The size of the export tar while `docker export` writes it (the activity's tick)."""
+    """The bytes `docker export -o` has written so far (the activity's tick): the files directly
+    in the image's store folder but its metadata and lock (the docker CLI writes a temporary
+    file there and renames it at the end; podman writes the tar itself)."""
 
-    def __init__(self, tar: Path) -> None:
-        self.tar = tar
+    def __init__(self, store: Path) -> None:
+        self.store = store
 
     def __call__(self, act: Activity) -> None:
-        if act.stage == "exporting":
-            try:
-                act.update(done=self.tar.stat().st_size)
-            except OSError:
-                pass
+        if act.stage != "exporting":
+            return
+        total = 0
+        try:
+            with os.scandir(self.store) as entries:
+                for entry in entries:
+                    if entry.name not in (METADATA, ".lock") and entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            return
+        act.update(done=total)
 
 
 def convert_line(line: str, act: Activity) -> None:
