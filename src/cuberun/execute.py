@@ -6,13 +6,14 @@ Backend-agnostic: it only talks to the Runner interface.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cuberun import handshake
 from cuberun.console import printable, say
-from cuberun.errors import CuberunError, Issue, SpecError, TaskFailed, UsageError
-from cuberun.runners.base import Runner, RunOptions, Step
+from cuberun.errors import CuberunError, TaskFailed, UsageError
+from cuberun.runners.base import Runner, Step
+from cuberun.runners.factory import make_runner as make_runner  # re-exported: the public name callers use
 from cuberun.spec.model import Cube
 from cuberun.valueclass import dataclass, field
 from cuberun.valueclass import replace as replace_fields
@@ -36,52 +37,6 @@ class TaskResult:
     def label(self) -> str:
         """`train`, or `train [lr=0.01]` for a sweep variant: what progress lines and the summary call it."""
         return _label(self.task, self.sweep)
-
-
-def split_runner_overrides(overrides: Sequence[str], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """`-Prunner.key=value` -> {key: value}, each value typed by the runner's Field for the key."""
-    from cuberun.schema import typed
-    from cuberun.spec.load import parse_assignment
-
-    result: dict[str, Any] = {}
-    for item in overrides:
-        if item.startswith("runner."):
-            key, raw = parse_assignment(item, "-P")
-            name = key[len("runner.") :]
-            result[name] = typed(raw, (schema or {}).get(name))
-    return result
-
-
-def _format_platform(cube: Cube) -> str | None:
-    """A container_config.yaml cube runs in a container, never on the host: docker, or
-    singularity for a SIF (the user's --platform still wins)."""
-    if cube.format != "container_config":
-        return None
-    return "singularity" if "singularity" in cube.config else "docker"
-
-
-def make_runner(cube: Cube, platform: str | None, options: RunOptions, overrides: Sequence[str] = ()) -> Runner:
-    from cuberun import settings as settings_mod
-    from cuberun.runners import registry
-    from cuberun.spec.interpolate import InterpolationError, Interpolator
-
-    settings = settings_mod.load_settings()
-    name = platform or _format_platform(cube) or settings.default_platform
-    entry = settings_mod.platform_entry(settings, name)
-    runner_cls = registry.get(entry["runner"])
-    section = cube.section(runner_cls.section) if runner_cls.section else {}  # its ${...} resolved (once)
-    origin = settings.origin.get(name, "built-in")
-    runner_overrides = split_runner_overrides(overrides, runner_cls.schema)
-    try:  # the layers not resolved yet: the platform entry and -Prunner.* (never the cube section again)
-        interp = Interpolator(cube.config)
-        entry = interp.resolve(entry)
-        runner_overrides = interp.resolve(runner_overrides)
-    except InterpolationError as exc:
-        raise SpecError([Issue(exc.message, origin if origin != "built-in" else str(cube.file), key=f"platforms.{name}", hint=exc.hint)]) from None
-    config = settings_mod.effective_config(runner_cls.schema, entry, section, runner_overrides, origin)
-    if not options.config_overrides:
-        options = replace_fields(options, config_overrides=tuple(o for o in overrides if not o.startswith("runner.")))
-    return runner_cls(cube, config, name, options)
 
 
 def run_tasks(
