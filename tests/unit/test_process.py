@@ -128,3 +128,19 @@ def test_capture() -> None:
     assert (got.returncode, got.stdout, got.stderr) == (4, "a\n", "b\n")
     assert capture(["/nonexistent/binary"]).missing
     assert capture(py("import time; time.sleep(5)"), timeout=0.3).returncode == 124
+
+
+def test_disarmed_watchdogs_are_reaped_never_dropped_running() -> None:
+    import gc
+    import warnings
+
+    from cuberun import process
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            assert stream(py("pass"), echo=io.BytesIO()).exit_code == 0
+        gc.collect()  # a Popen dropped while its watchdog still ran would warn here
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
+    process._reap_disarmed(wait=True)  # what the atexit hook does: each exits on the byte disarm wrote
+    assert process._DISARMED == []
