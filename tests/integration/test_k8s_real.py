@@ -248,7 +248,8 @@ def test_ctrl_c_deletes_the_job_and_its_pod(k8s: Cluster, tmp_path: Path) -> Non
 def test_api_server_killed_mid_run_is_a_failure_not_a_completion(k8s: Cluster, tmp_path: Path) -> None:
     """The backend daemon dies under a running task: cuberun fails with one line naming the Job,
     records nothing complete; once the API server is back (the backend's own `up`), the test
-    checks the record and removes the Job that could not be deleted while the server was down."""
+    checks the record and removes the Job (and its NetworkPolicy) that could not be deleted while
+    the server was down."""
     state = Path(k8s.details["kubeconfig"]).parent.parent
     pid = int((state / "pids" / "kube-apiserver.pid").read_text().strip())
     assert "kube-apiserver" in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
@@ -274,6 +275,12 @@ def test_api_server_killed_mid_run_is_a_failure_not_a_completion(k8s: Cluster, t
         req = urllib.request.Request(f"{k8s.details['server']}/apis/batch/v1/namespaces/default/jobs/{job}", method="DELETE",
                                      data=json.dumps({"propagationPolicy": "Background"}).encode(),
                                      headers={"Authorization": f"Bearer {k8s.token}", "Content-Type": "application/json"})
+        urllib.request.urlopen(req, context=ssl._create_unverified_context(), timeout=10).close()
+    for policy in k8s.network_policies(name_of(cube)):  # nor its deny-all NetworkPolicy
+        name = policy["metadata"]["name"]
+        assert name in bg.stderr, bg.stderr  # cuberun said what it had to leave behind
+        req = urllib.request.Request(f"{k8s.details['server']}/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/{name}",
+                                     method="DELETE", headers={"Authorization": f"Bearer {k8s.token}"})
         urllib.request.urlopen(req, context=ssl._create_unverified_context(), timeout=10).close()
     k8s.assert_nothing_left(name_of(cube))
 
