@@ -53,7 +53,7 @@ from cuberun.errors import BackendError, BusyError, Issue, RunnerUnavailable, Sp
 from cuberun.records import log_tail
 from cuberun.runners.argv import program_name
 from cuberun.runners.argv import tokens as as_tokens
-from cuberun.runners.base import Step
+from cuberun.runners.base import Step, TaskPlan
 from cuberun.runners.container import BindSyntax, ContainerRunner, EnvSyntax, pass_env, proxy_env
 from cuberun.runners.rootfs import rmtree, safe_extract
 from cuberun.schema import Field
@@ -565,7 +565,8 @@ class CharliecloudRunner(ContainerRunner):
                     f"create it once with write access (mkdir {path}), or use a converted image",
                 ) from None
 
-    def before_run(self, task: ResolvedTask) -> None:
+    def before_run(self, plan: TaskPlan) -> None:
+        task = plan.task
         self.ensure_mount_points([m.target for m in task.layout().mounts])
         wanted_ro = [p.name for p in task.params if p.io == "input" and (self.options.mount or p.opts) == "ro"]
         if wanted_ro:
@@ -590,7 +591,8 @@ class CharliecloudRunner(ContainerRunner):
             raise UsageError(f"the secret variables ({', '.join(extra)}) are larger than {MAX_SECRET_INPUT} bytes", "pass large values in a file")
         return data
 
-    def failure(self, task: ResolvedTask, outcome: Outcome, log_path: str) -> Exception | None:
+    def failure(self, plan: TaskPlan, outcome: Outcome, log_path: str) -> Exception | None:
+        task = plan.task
         if outcome.exit_code in CH_FAILURE_CODES and outcome.signal is None:
             line = _ch_error(log_tail(log_path))
             if line:

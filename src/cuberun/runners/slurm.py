@@ -55,7 +55,7 @@ from cuberun.console import say
 from cuberun.errors import EXIT_BACKEND, BackendError, CuberunError, RunnerUnavailable, UsageError, split_words
 from cuberun.locks import HELD_BY_PARENT_ENV
 from cuberun.runners import nested
-from cuberun.runners.base import Runner, Step
+from cuberun.runners.base import Runner, Step, TaskPlan
 from cuberun.runners.batch import BatchRunner, poll_interval
 from cuberun.schema import Field
 
@@ -367,10 +367,12 @@ class SlurmRunner(BatchRunner[_Plan, _Job]):
             raise RunnerUnavailable(f"the job's platform '{self.inner_platform}' cannot be configured here: {reason}", "or set the slurm platform's configure: job")
         inner.configure()
 
-    def run_array(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
-        """A sweep as ONE job array: element i runs tasks[i]; one outcome per element. Ctrl-C
+    def run_array(self, plans: Sequence[TaskPlan], log_paths: Sequence[str]) -> list[Outcome]:
+        """A sweep as ONE job array: element i runs plans[i]; one outcome per element. Ctrl-C
         cancels the whole array (scancel of its job id)."""
         from cuberun.process import handle_signals, watchdog
+
+        tasks = [p.task for p in plans]
 
         path, content = self.array_script(tasks)  # config problems surface before anything is submitted
         os.makedirs(self.job_dir(), exist_ok=True)
@@ -410,8 +412,8 @@ class SlurmRunner(BatchRunner[_Plan, _Job]):
         return f"check that slurmctld is up (scontrol ping) and SLURM_CONF (now {conf})"
 
     # -- the batch hooks (the loop is BatchRunner.run_batch) --------------------------------------
-    def plan_batch(self, tasks: Sequence[ResolvedTask]) -> list[_Plan]:
-        plans = [(t, *self.script(t)) for t in tasks]  # every config problem surfaces before anything is submitted
+    def plan_batch(self, planned: Sequence[TaskPlan]) -> list[_Plan]:
+        plans = [(p.task, *self.script(p.task)) for p in planned]  # every config problem surfaces before anything is submitted
         os.makedirs(self.job_dir(), exist_ok=True)
         os.makedirs(self.cube.workspace, exist_ok=True)
         return plans

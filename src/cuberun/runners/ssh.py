@@ -46,7 +46,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 from cuberun.errors import BackendError, CuberunError, UsageError, split_words
 from cuberun.runners import nested
-from cuberun.runners.base import Runner, Step
+from cuberun.runners.base import Runner, Step, TaskPlan
 from cuberun.runners.ssh_sync import CONTROL_DIR_ENV
 from cuberun.schema import Field
 from cuberun.valueclass import replace as replace_fields
@@ -387,7 +387,7 @@ class SSHRunner(Runner):
         return f"--rsync-path={before} && {self.config.get('rsync_path') or 'rsync'}"
 
     # -- layout (pure) ----------------------------------------------------------------------
-    def plan(self, task: ResolvedTask | None = None) -> Plan:
+    def remote_plan(self, task: ResolvedTask | None = None) -> Plan:
         root = os.path.realpath(self.cube.root)
         ws = os.path.realpath(self.cube.workspace)
         ident = f"{_slug(self.cube.name)}-{_hash(socket.gethostname(), root)}"
@@ -828,7 +828,7 @@ class SSHRunner(Runner):
         state = self._read_state(self._install_state())
         if self.mode == "venv" and (state.get("install"), state.get("sources")) != (self._install_signature(), self._source_signature()):
             steps += self.install_steps()
-        plan = self.plan()
+        plan = self.remote_plan()
         if self._configure_needed(plan):
             steps += [Step(tuple(a), "sync") for a in self.upload_argvs(plan, items=False)]
             steps.append(Step(tuple(self.ssh_argv(self.remote_configure_argv(plan, redact=True))), "configure"))
@@ -840,7 +840,7 @@ class SSHRunner(Runner):
         when neither the sources nor the platform changed since the last time."""
         self._ensure_connection()
         self._ensure_cuberun()
-        plan = self.plan()
+        plan = self.remote_plan()
         if not self._configure_needed(plan):
             return
         fingerprint = self.sources_fingerprint(plan)
@@ -862,7 +862,7 @@ class SSHRunner(Runner):
         self._write_state(self._cube_state(plan), {"sources": fingerprint, "signature": self._configure_signature(plan), "rcube": plan.rcube})
 
     def run_steps(self, task: ResolvedTask) -> list[Step]:
-        plan = self.plan(task)
+        plan = self.remote_plan(task)
         steps = [Step(tuple(a), "sync") for a in self.upload_argvs(plan)]
         steps.append(Step(tuple(self.ssh_argv(self.remote_run_argv(task, plan, redact=True))), "run"))
         steps += [Step(tuple(a), "fetch") for a in self.fetch_argvs(plan, task)]
@@ -880,7 +880,7 @@ class SSHRunner(Runner):
         try:
             self._ensure_connection()
             self._ensure_cuberun()
-            plan = self.plan(task)
+            plan = self.remote_plan(task)
             argv = [*self._env_prefix(False), *self.cuberun_argv(), "run", f"--mlcube={plan.rcube}", f"--task={task.name}",
                     f"--platform={self.remote_platform}", f"--workspace={plan.rws}", "--no-deps", "--explain", "--json",
                     "--allow-missing-inputs"]
@@ -916,7 +916,7 @@ class SSHRunner(Runner):
         """The remote command and where it runs (not the sync commands: their ssh options, such as
         the control socket path, do not change the result)."""
         t = self.target
-        plan = self.plan(task)
+        plan = self.remote_plan(task)
         return {"runner": self.name, "command": [self.remote_run_argv(task, plan, redact=True)], "host": t.host, "user": t.user,
                 "port": t.port, "ssh_config": t.ssh_config, "remote_platform": self.remote_platform,
                 "code": self.cube_code().to_json()}
@@ -935,13 +935,14 @@ class SSHRunner(Runner):
     def _cuberun_missing_after(self, exit_code: int) -> bool:
         return exit_code in (126, 127) and not self._remote_has_cuberun()
 
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
+    def run(self, planned: TaskPlan, log_path: str) -> Outcome:
         from cuberun.process import STDIN_OPEN, Outcome, stream
 
+        task = planned.task
         started = time.monotonic()
         self._ensure_connection()
         self._ensure_cuberun()
-        plan = self.plan(task)
+        plan = self.remote_plan(task)
         t = self.target
         details: dict[str, Any] = {
             "host": t.host, "user": t.user, "port": t.port, "remote_platform": self.remote_platform,
@@ -1058,7 +1059,7 @@ class SSHRunner(Runner):
         from cuberun.process import capture
 
         t = self.target
-        plan = self.plan()
+        plan = self.remote_plan()
         info: dict[str, Any] = {
             "runner": self.name, "platform": self.platform, "host": t.host, "remote_platform": self.remote_platform,
             "remote_dir": plan.rcube, "remote_workspace": plan.rws,
