@@ -8,7 +8,8 @@ GROUP (SIGTERM; SIGKILL after GRACE seconds) and runs the clean-up commands, eac
 length N and its N arguments (`docker rm -f NAME`, `scancel JOB`).
 
 Started once per task, so it is kept small: the standard library's os, signal, sys and time only
-(no cuberun package, no json or re), run as a script of a few dozen lines.
+(no cuberun package, no json or re), run as a script of a few dozen lines, or, when cuberun has
+no other thread, as `watch()` in a forked copy of cuberun (no interpreter start-up at all).
 """
 
 import os
@@ -45,9 +46,14 @@ def _wait(group: int, limit: float) -> None:
 
 
 def main(argv: list[str]) -> None:
+    watch(int(argv[0]), float(argv[1]), commands(argv[2:]))
+
+
+def watch(group: int, grace: float, cleanup: list[list[str]]) -> None:
+    """Wait on stdin, then (cuberun gone) stop GROUP and run `cleanup`. Also run in a forked
+    copy of cuberun (process.watchdog), with stdin the pipe."""
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
-    group, grace, cleanup = int(argv[0]), float(argv[1]), commands(argv[2:])
     try:
         if os.read(0, 1):  # cuberun says the task is done
             return
