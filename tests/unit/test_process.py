@@ -128,3 +128,51 @@ def test_capture() -> None:
     assert (got.returncode, got.stdout, got.stderr) == (4, "a\n", "b\n")
     assert capture(["/nonexistent/binary"]).missing
     assert capture(py("import time; time.sleep(5)"), timeout=0.3).returncode == 124
+
+
+# -- the watchdog: forked, or the standard-library script -----------------------------------------
+def test_watchdog_script_reads_length_prefixed_commands() -> None:
+    from cuberun.watchdog import commands
+
+    assert commands(["3", "docker", "rm", "-f", "1", "true", "0"]) == [["docker", "rm", "-f"], ["true"]]
+    assert commands([]) == []
+
+
+def _touch(path: Path) -> list[str]:
+    return [sys.executable, "-c", f"open({str(path)!r}, 'w').close()"]
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["forked", "script"])
+def test_watchdog_cleans_up_when_cuberun_is_gone_and_not_after_disarm(threads: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """End of file on its pipe (cuberun gone, kill -9 included): the clean-up runs; a disarmed
+    watchdog exits without it. A forked copy when cuberun has no other thread, else the script."""
+    from cuberun import process
+
+    monkeypatch.setattr(process.threading, "active_count", lambda: threads)
+
+    def started(marker: Path) -> tuple[process.Watchdog, int | None]:
+        before = list(process._FORKED)
+        guard = process.watchdog(cleanup=[_touch(marker)])
+        forked = [p for p in process._FORKED if p not in before]
+        assert (len(forked) == 1) == (threads == 1) and (guard._proc is None) == (threads == 1)
+        return guard, forked[0] if forked else None
+
+    def ended(guard: process.Watchdog, pid: int | None) -> None:  # the watchdog waits for its clean-up before it exits
+        if pid is not None:
+            os.waitpid(pid, 0)
+            process._FORKED.remove(pid)
+        else:
+            assert guard._proc is not None
+            guard._proc.wait(timeout=60)
+
+    gone, kept = tmp_path / "gone", tmp_path / "kept"
+    guard, pid = started(gone)
+    assert guard._fd is not None
+    os.close(guard._fd)  # as if cuberun died: the pipe ends without the byte
+    guard._fd = None
+    ended(guard, pid)
+    assert gone.exists()
+    guard, pid = started(kept)
+    guard.disarm()
+    ended(guard, pid)
+    assert not kept.exists()
