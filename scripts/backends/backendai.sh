@@ -247,6 +247,8 @@ cmd_up() {
     apt_install postgresql redis-server redis-tools etcd-server docker.io openssl curl
     mkdir -p "$B"/{logs,ipc,agent-var,commit,scratches,ssl,redis,etcd,vfroot/local/volume1,agent,storage-proxy}
     printf '3\n' >"$B/vfroot/local/volume1/version.txt"
+    # the daemons' fixed ports and the kernels' port pool (host network): never an ephemeral port
+    reserve_ports 16000-16200 18000-18200 31000-31500 48100-48140
     "$VENV/bin/python" "$HERE/backendai/configure.py" "$SAMPLES/configs" "$B" "$(ports_json)" ||
         die "writing the Backend.AI configuration failed"
     if [[ ! -s "$B/ssl/storage-manager.key.pem" ]]; then

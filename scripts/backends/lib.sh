@@ -223,6 +223,27 @@ read_pidfile() {
     fi
 }
 
+# ---------------------------------------------------------------- ports
+
+# reserve_ports RANGE...: keep these loopback ports out of the kernel's automatic (ephemeral)
+# port choice in this network namespace. This machine's ephemeral range is 1024-65535, so any
+# outgoing connection or bind(0) may otherwise take a port a backend is about to listen on
+# (Backend.AI's kernels bind host ports 31000-31500 one per session: a client socket that held
+# one made a session fail with "Address already in use"). Merged with what is reserved already.
+reserve_ports() {
+    local file=/proc/sys/net/ipv4/ip_local_reserved_ports current want r
+    [[ -w "$file" ]] || { log "note: cannot reserve ports $* ($file is not writable)"; return 0; }
+    current="$(cat "$file")"
+    want="$current"
+    for r in "$@"; do
+        case ",$current," in *",$r,"*) ;; *) want="${want:+$want,}$r" ;; esac
+    done
+    if [[ "$want" != "$current" ]]; then
+        printf '%s\n' "$want" >"$file" || die "could not reserve ports $* in $file"
+        log "reserved ports $* (kept out of automatic port choice)"
+    fi
+}
+
 # ---------------------------------------------------------------- files
 
 # write_if_changed FILE MODE: write stdin to FILE when the content differs.

@@ -33,6 +33,10 @@ for name in "${names[@]}"; do
 done
 require_root
 ensure_state_dirs
+# the backends' fixed loopback ports (sshd 2222, Kubernetes' etcd 12379-12381, registry 15000, Slurm, HTCondor, Kubernetes and
+# Backend.AI daemons in 15000-21000, Backend.AI's kernel pool and monitors): never handed out as
+# an ephemeral port here, where the ephemeral range may be 1024-65535 (see lib.sh reserve_ports)
+reserve_ports 2222 12379-12381 15000-21000 31000-31500 48100-48140
 
 work="$(mktemp -d "$STATE/.up.XXXXXX")"
 build_pids=()
