@@ -125,7 +125,6 @@ def _from_plans(fn: Any, many: bool) -> Any:
     def wrapper(self: Runner, items: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(self, [_task_of(i) for i in items] if many else _task_of(items), *args, **kwargs)
 
-    wrapper.__cuberun_legacy__ = True  # type: ignore[attr-defined]
     return wrapper
 
 
