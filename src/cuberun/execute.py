@@ -163,7 +163,7 @@ def run_tasks(
             for task_name, pol in policies.items():
                 print(f"# {task_name}: {printable(summary_of(pol))}")
         return [TaskResult(n, 0, status="planned") for n in order]
-    plans = _check_steps(runner, resolved)  # each task planned once: its checked steps are the ones that run
+    _check_steps(runner, resolved)  # before anything is prepared: bad input fails at once
     reason = runner.unavailable_reason()
     if reason:
         from cuberun.errors import RunnerUnavailable
@@ -173,18 +173,17 @@ def run_tasks(
 
     prepare_workspace(cube.workspace)  # the first thing written: the workspace and its state folder
     seed_workspace(seeds, dry_run=False)
-    runner.configure()
+    runner.configure()  # the plans are made after it: a command may depend on the prepared image (its ENV, its entrypoint)
     if runner.supports_chain and len(resolved) > 1 and target_variants is None:
-        return _run_chain_incremental(cube, runner, plans, invocation, force)
+        return _run_chain_incremental(cube, runner, [runner.plan(rt) for rt in resolved], invocation, force)
     if jobs > 1 and len(resolved) > 1:
         results = _run_graph_parallel(cube, runner, resolved, invocation, force=force, jobs=jobs)
     else:
         results = []
         for i, rt in enumerate(resolved):
-            plan: TaskPlan | None = plans[i]
             if i > 0:  # inputs of later tasks may be produced by earlier ones: check them now
-                rt, plan = resolve_task(cube, rt.name, rt.overrides, allow_missing_inputs=runner.options.allow_missing_inputs), None
-            result = run_incremental(cube, runner, rt, invocation, force=force, plan=plan)
+                rt = resolve_task(cube, rt.name, rt.overrides, allow_missing_inputs=runner.options.allow_missing_inputs)
+            result = run_incremental(cube, runner, rt, invocation, force=force)
             results.append(result)
             if result.exit_code != 0:
                 raise task_failed(cube, result, results)
@@ -638,16 +637,14 @@ def seed_workspace(seeds: Sequence[tuple[Any, Any]], *, dry_run: bool) -> None:
         say(f"copied {src} to {dst}")
 
 
-def _check_steps(runner: Runner, resolved: Sequence[Any]) -> list[TaskPlan]:
+def _check_steps(runner: Runner, resolved: Sequence[Any]) -> None:
     """What each task's run would start can be started: environment variable names and values,
-    and arguments (a NUL byte, an '=' in a name), before anything runs. Returns the plans."""
-    plans = [runner.plan(rt) for rt in resolved]
-    for plan in plans:
-        for step in plan.steps:
+    and arguments (a NUL byte, an '=' in a name), before anything runs."""
+    for rt in resolved:
+        for step in runner.run_steps(rt):
             problem = step_problem(step)
             if problem:
-                raise UsageError(f"task '{plan.task.name}' cannot be started: {problem}", "fix it in the cube, the settings or the -P values")
-    return plans
+                raise UsageError(f"task '{rt.name}' cannot be started: {problem}", "fix it in the cube, the settings or the -P values")
 
 
 def step_problem(step: Step) -> str | None:

@@ -91,9 +91,9 @@ class Step:
 
 @dataclass(frozen=True)
 class TaskPlan:
-    """How a runner will run one resolved task, computed once (`Runner.plan`) and consumed by the
-    dry run, the run record, the up-to-date identity and the run itself, so that all of them see
-    the same commands and names. Pure: making a plan starts nothing and asks no backend.
+    """How a runner will run one resolved task, computed once (`Runner.plan`, after `configure`)
+    and consumed by the run record, the up-to-date identity and the run itself, so that all of
+    them see the same commands and names. Making a plan starts nothing.
 
     `values` holds what the runner decided for this run and must not decide again (a container
     or session name with a random part, the mounts), read back with `value(key)`."""

@@ -315,8 +315,9 @@ class ContainerRunner(Runner):
     def run(self, plan: TaskPlan, log_path: str) -> Outcome:
         from cuberun.process import stream
 
-        if not self._configured:
+        if not self._configured:  # called without configure (cuberun configures first, then plans)
             self.configure()
+            plan = self.plan(plan.task)  # the command may depend on the prepared image (its ENV, its entrypoint)
         step = plan.steps[-1]
         argv, extra_env = list(step.argv), dict(step.env)
         self.before_run(plan)
