@@ -221,67 +221,12 @@ class Watchdog:
         os.close(fd)
 
 
-_FORKED: list[int] = []  # forked watchdogs not reaped yet (reaped at the next start and at exit)
-
-
-def _reap_forked(block: bool = False) -> None:
-    for pid in list(_FORKED):
-        try:
-            done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            done = pid
-        if done:
-            _FORKED.remove(pid)
-
-
-def _fork_watchdog(read: int, keep: Sequence[int], group: int, grace: float, cleanup: Sequence[Sequence[str]]) -> bool:
-    """The watchdog as a forked copy of this process (no interpreter start-up: ~1 ms instead of
-    ~30 ms of CPU a task). Only while cuberun has no other thread (a thread may hold a lock the
-    copy would need); False: not started, start the script instead."""
-    if not hasattr(os, "fork") or threading.active_count() > 1:
-        return False
-    from cuberun import watchdog as script
-
-    commands = [list(c) for c in cleanup]
-    _reap_forked()
-    try:
-        pid = os.fork()
-    except OSError:
-        return False
-    if pid == 0:  # the child: never returns into cuberun
-        try:
-            os.setsid()
-            signal.pthread_sigmask(signal.SIG_SETMASK, [])
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.dup2(read, 0)
-            null = os.open(os.devnull, os.O_RDWR)
-            os.dup2(null, 1)
-            os.dup2(null, 2)
-            low = 3  # close every other descriptor (the write end of this and other watchdogs' pipes, logs, sockets)
-            for fd in sorted(set(keep)):
-                os.closerange(low, fd)
-                low = fd + 1
-            os.closerange(low, 1 << 20)
-            script.watch(group, grace, commands)
-        finally:
-            os._exit(0)
-    _FORKED.append(pid)
-    if len(_FORKED) == 1:
-        import atexit
-
-        atexit.register(_reap_forked)
-    return True
-
-
 def watchdog(*, group: int | None = None, cleanup: Sequence[Sequence[str]] = (), grace: float = GRACE_TERMINATE) -> Watchdog:
     """Start the watchdog of a task's process group and/or its clean-up commands."""
     if os.environ.get("CUBERUN_NO_WATCHDOG") == "1" or (not group and not cleanup):
         return Watchdog(None, None)
     read, write = os.pipe()  # both ends close-on-exec: no task ever inherits the write end
     keep = [fd for fd in getattr(_HELD, "fds", ()) if _is_open(fd)]
-    if _fork_watchdog(read, keep, group or 0, grace, cleanup):
-        os.close(read)
-        return Watchdog(write, None)
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "watchdog.py")  # small, standard library only
     words = [w for command in cleanup for w in (str(len(command)), *command)]
     try:

@@ -8,8 +8,7 @@ GROUP (SIGTERM; SIGKILL after GRACE seconds) and runs the clean-up commands, eac
 length N and its N arguments (`docker rm -f NAME`, `scancel JOB`).
 
 Started once per task, so it is kept small: the standard library's os, signal, sys and time only
-(no cuberun package, no json or re), run as a script of a few dozen lines, or, when cuberun has
-no other thread, as `watch()` in a forked copy of cuberun (no interpreter start-up at all).
+(no cuberun package, no json or re), run as a script of a few dozen lines.
 """
 
 import os
@@ -50,8 +49,7 @@ def main(argv: list[str]) -> None:
 
 
 def watch(group: int, grace: float, cleanup: list[list[str]]) -> None:
-    """Wait on stdin, then (cuberun gone) stop GROUP and run `cleanup`. Also run in a forked
-    copy of cuberun (process.watchdog), with stdin the pipe."""
+    """Wait on stdin, then (cuberun gone) stop GROUP and run `cleanup`."""
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
     try:

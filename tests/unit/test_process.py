@@ -142,37 +142,20 @@ def _touch(path: Path) -> list[str]:
     return [sys.executable, "-c", f"open({str(path)!r}, 'w').close()"]
 
 
-@pytest.mark.parametrize("threads", [1, 2], ids=["forked", "script"])
-def test_watchdog_cleans_up_when_cuberun_is_gone_and_not_after_disarm(threads: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watchdog_cleans_up_when_cuberun_is_gone_and_not_after_disarm(tmp_path: Path) -> None:
     """End of file on its pipe (cuberun gone, kill -9 included): the clean-up runs; a disarmed
-    watchdog exits without it. A forked copy when cuberun has no other thread, else the script."""
+    watchdog exits without it."""
     from cuberun import process
 
-    monkeypatch.setattr(process.threading, "active_count", lambda: threads)
-
-    def started(marker: Path) -> tuple[process.Watchdog, int | None]:
-        before = list(process._FORKED)
-        guard = process.watchdog(cleanup=[_touch(marker)])
-        forked = [p for p in process._FORKED if p not in before]
-        assert (len(forked) == 1) == (threads == 1) and (guard._proc is None) == (threads == 1)
-        return guard, forked[0] if forked else None
-
-    def ended(guard: process.Watchdog, pid: int | None) -> None:  # the watchdog waits for its clean-up before it exits
-        if pid is not None:
-            os.waitpid(pid, 0)
-            process._FORKED.remove(pid)
-        else:
-            assert guard._proc is not None
-            guard._proc.wait(timeout=60)
-
     gone, kept = tmp_path / "gone", tmp_path / "kept"
-    guard, pid = started(gone)
-    assert guard._fd is not None
+    guard = process.watchdog(cleanup=[_touch(gone)])
+    assert guard._fd is not None and guard._proc is not None
     os.close(guard._fd)  # as if cuberun died: the pipe ends without the byte
     guard._fd = None
-    ended(guard, pid)
+    guard._proc.wait(timeout=60)  # the watchdog waits for its clean-up before it exits
     assert gone.exists()
-    guard, pid = started(kept)
+    guard = process.watchdog(cleanup=[_touch(kept)])
+    assert guard._proc is not None
     guard.disarm()
-    ended(guard, pid)
+    guard._proc.wait(timeout=60)
     assert not kept.exists()
