@@ -4,12 +4,13 @@ least-recently-used eviction.
 An env is cuberun's when its folder in <cache>/envs is named by an env key and holds the marker
 cuberun writes last (.cuberun-env.json): nothing else there is ever deleted. An env is in use
 while a cuberun process holds a shared lock on `.<key>.inuse` (taken by pyenv.ensure for the
-rest of that process); prune and eviction take that lock exclusively without waiting, and leave
-an env whose lock they cannot get.
+rest of that process and closed at its exit, or earlier by `release`); prune and eviction take
+that lock exclusively without waiting, and leave an env whose lock they cannot get.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import os
@@ -28,7 +29,8 @@ USAGE = ".cuberun-used.json"
 KEY = re.compile(r"^[0-9a-f]{20}$")
 DEFAULT_LIMIT = 20 << 30  # bytes of envs kept before the least recently used are evicted
 MAX_CUBES = 20
-_HELD: dict[str, IO[str]] = {}
+_HELD: dict[str, IO[str]] = {}  # .inuse path -> the open file holding its shared lock
+_AT_EXIT = False
 
 
 def envs_dir() -> Path:
@@ -133,13 +135,20 @@ def foreign() -> list[Path]:
     return [p for p in entries if not (is_ours(p) or (ours.match(p.name) and not p.is_dir()))]
 
 
+def _inuse(key: str) -> Path:
+    return envs_dir() / f".{key}.inuse"
+
+
 def hold(key: str) -> None:
-    """Mark the env in use by this process (a shared lock, released when the process ends)."""
-    if key in _HELD:
+    """Mark the env in use by this process: a shared lock on its `.inuse` file, kept until
+    `release` (at the latest when the process exits: closed by an atexit hook, never left to
+    the garbage collector)."""
+    path = str(_inuse(key))
+    if path in _HELD:
         return
     try:
         envs_dir().mkdir(parents=True, exist_ok=True)
-        fh = open(envs_dir() / f".{key}.inuse", "a+", encoding="utf-8")  # kept open: the lock lives with the process
+        fh = open(path, "a+", encoding="utf-8")
     except OSError:
         return
     try:
@@ -147,16 +156,33 @@ def hold(key: str) -> None:
     except OSError:
         fh.close()
         return
-    _HELD[key] = fh
+    global _AT_EXIT
+    if not _AT_EXIT:
+        atexit.register(release)
+        _AT_EXIT = True
+    _HELD[path] = fh
+
+
+def release(key: str | None = None) -> None:
+    """Give up this process's hold on the env `key` (in the current cache), or on every env."""
+    paths = list(_HELD) if key is None else [str(_inuse(key))]
+    for path in paths:
+        fh = _HELD.pop(path, None)
+        if fh is not None:
+            fh.close()  # closing the file drops the lock
+
+
+def held(key: str) -> bool:
+    return str(_inuse(key)) in _HELD
 
 
 @contextmanager
 def exclusive(key: str) -> Iterator[bool]:
     """True while no cuberun uses the env (and none can start to); False when one does."""
-    if key in _HELD:
+    if held(key):
         yield False
         return
-    path = envs_dir() / f".{key}.inuse"
+    path = _inuse(key)
     try:
         fh = open(path, "a+", encoding="utf-8")
     except OSError:

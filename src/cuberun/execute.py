@@ -6,13 +6,14 @@ Backend-agnostic: it only talks to the Runner interface.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cuberun import handshake
 from cuberun.console import printable, say
-from cuberun.errors import CuberunError, Issue, SpecError, TaskFailed, UsageError
-from cuberun.runners.base import Runner, RunOptions, Step, TaskPlan
+from cuberun.errors import CuberunError, TaskFailed, UsageError
+from cuberun.runners.base import Runner, Step, TaskPlan
+from cuberun.runners.factory import make_runner as make_runner  # re-exported: the public name callers use
 from cuberun.spec.model import Cube
 from cuberun.valueclass import dataclass, field
 from cuberun.valueclass import replace as replace_fields
@@ -30,52 +31,12 @@ class TaskResult:
     status: str = "succeeded"
     steps: list[Step] = field(default_factory=list)
     reason: str | None = None  # the runner's one-line account of a non-zero outcome (Outcome.reason)
+    sweep: dict[str, str] | None = None  # the sweep variant's values (--sweep), None outside a sweep
 
-
-def split_runner_overrides(overrides: Sequence[str], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """`-Prunner.key=value` -> {key: value}, each value typed by the runner's Field for the key."""
-    from cuberun.schema import typed
-    from cuberun.spec.load import parse_assignment
-
-    result: dict[str, Any] = {}
-    for item in overrides:
-        if item.startswith("runner."):
-            key, raw = parse_assignment(item, "-P")
-            name = key[len("runner.") :]
-            result[name] = typed(raw, (schema or {}).get(name))
-    return result
-
-
-def _format_platform(cube: Cube) -> str | None:
-    """A container_config.yaml cube runs in a container, never on the host: docker, or
-    singularity for a SIF (the user's --platform still wins)."""
-    if cube.format != "container_config":
-        return None
-    return "singularity" if "singularity" in cube.config else "docker"
-
-
-def make_runner(cube: Cube, platform: str | None, options: RunOptions, overrides: Sequence[str] = ()) -> Runner:
-    from cuberun import settings as settings_mod
-    from cuberun.runners import registry
-    from cuberun.spec.interpolate import InterpolationError, Interpolator
-
-    settings = settings_mod.load_settings()
-    name = platform or _format_platform(cube) or settings.default_platform
-    entry = settings_mod.platform_entry(settings, name)
-    runner_cls = registry.get(entry["runner"])
-    section = cube.section(runner_cls.section) if runner_cls.section else {}  # its ${...} resolved (once)
-    origin = settings.origin.get(name, "built-in")
-    runner_overrides = split_runner_overrides(overrides, runner_cls.schema)
-    try:  # the layers not resolved yet: the platform entry and -Prunner.* (never the cube section again)
-        interp = Interpolator(cube.config)
-        entry = interp.resolve(entry)
-        runner_overrides = interp.resolve(runner_overrides)
-    except InterpolationError as exc:
-        raise SpecError([Issue(exc.message, origin if origin != "built-in" else str(cube.file), key=f"platforms.{name}", hint=exc.hint)]) from None
-    config = settings_mod.effective_config(runner_cls.schema, entry, section, runner_overrides, origin)
-    if not options.config_overrides:
-        options = replace_fields(options, config_overrides=tuple(o for o in overrides if not o.startswith("runner.")))
-    return runner_cls(cube, config, name, options)
+    @property
+    def label(self) -> str:
+        """`train`, or `train [lr=0.01]` for a sweep variant: what progress lines and the summary call it."""
+        return _label(self.task, self.sweep)
 
 
 def run_tasks(
@@ -188,7 +149,12 @@ def run_tasks(
             if result.exit_code != 0:
                 raise task_failed(cube, result, results)
     if target_variants is not None:
-        results += _run_variants(cube, runner, per_variant, target_variants, invocation, force=force, jobs=jobs)
+        try:
+            results += _run_variants(cube, runner, per_variant, target_variants, invocation, force=force, jobs=jobs)
+        except TaskFailed as exc:  # the shared tasks before the variants belong to this invocation's results too
+            if results and hasattr(exc, "results"):
+                exc.results = [*results, *exc.results]
+            raise
     return results
 
 
@@ -292,7 +258,7 @@ def _run_graph_parallel(cube: Cube, runner: Runner, resolved: Sequence[Any], inv
                     failed = result
         received = CANCEL.received
     if failed is not None:
-        raise task_failed(cube, failed)
+        raise task_failed(cube, failed, [done[n] for n in names if n in done])
     if len(done) < len(names):
         raise TaskFailed("interrupted before every task could run", 128 + (received or 2))
     return [done[n] for n in names]
@@ -347,7 +313,7 @@ def _pending(
         _far_end_check(runner, rt, decision)
     if not decision.run:
         say(f"skipping task '{label}': {decision.explain()}")
-        return TaskResult(rt.name, 0, status="skipped", reason=decision.explain())
+        return TaskResult(rt.name, 0, status="skipped", reason=decision.explain(), sweep=dict(sweep) if sweep else None)
     say(f"task '{label}' will run: {decision.explain()}")
     extra = {
         "invocation_id": invocation,
@@ -419,7 +385,8 @@ def _run_variants(cube: Cube, runner: Runner, tasks: Sequence[str], variants: Se
         vr = _variant_runner(cube, runner, variant)
         for task, task_overrides in variant.tasks.items():
             if CANCEL.requested:
-                done.append(TaskResult(task, 128 + (CANCEL.received or 2), status="interrupted", reason="not started: interrupted"))
+                done.append(TaskResult(task, 128 + (CANCEL.received or 2), status="interrupted", reason="not started: interrupted",
+                                       sweep=dict(variant.values)))
                 break
             rt = resolve_task(cube, task, task_overrides, allow_missing_inputs=runner.options.allow_missing_inputs)
             result = run_incremental(cube, vr, rt, invocation, force=force, key=uptodate.state_key(task, variant.label), sweep=variant.values)
@@ -448,7 +415,7 @@ def _run_variants(cube: Cube, runner: Runner, tasks: Sequence[str], variants: Se
     summary = ", ".join(f"{v.label}: {_variant_status(rs)}" for v, rs in zip(variants, per_variant, strict=True))
     say(f"sweep finished: {summary}")
     if failed:
-        raise task_failed(cube, failed[0])
+        raise task_failed(cube, failed[0], results)
     return results
 
 
@@ -528,7 +495,7 @@ def _run_chain_incremental(cube: Cube, runner: Runner, plans: Sequence[TaskPlan]
     for (plan, decision, fp), result in zip(todo, chain, strict=False):
         rt = plan.task
         if result.exit_code != 0:
-            raise task_failed(cube, result)
+            raise task_failed(cube, result, [*results, *chain])
         uptodate.refresh_inputs(rt, decision)
         outputs = uptodate.save(rt, uptodate.state_key(rt.name), decision, result.run_id)
         _amend_record(cube, result.run_id, outputs=outputs, runner_fingerprint=fp, inputs={n: f.to_json() for n, f in decision.inputs.items()})
@@ -565,9 +532,9 @@ def task_failed(cube: Cube, result: TaskResult, done: Sequence[TaskResult] = ())
 
 def _task_failed(cube: Cube, result: TaskResult) -> TaskFailed:
     if result.reason:  # the runner's words name its own log (e.g. a Slurm job log)
-        return TaskFailed(f"task '{result.task}' {result.reason} (run {result.run_id})", result.exit_code)
+        return TaskFailed(f"task '{result.label}' {result.reason} (run {result.run_id})", result.exit_code)
     return TaskFailed(
-        f"task '{result.task}' {'was interrupted' if result.status == 'interrupted' else f'failed with exit code {result.exit_code}'}"
+        f"task '{result.label}' {'was interrupted' if result.status == 'interrupted' else f'failed with exit code {result.exit_code}'}"
         f" (run {result.run_id}; log {cube.workspace}/.cuberun/runs/{result.run_id}/output.log)",
         result.exit_code,
     )
@@ -759,6 +726,8 @@ def missing_outputs(rt: Any) -> list[str]:
 
 
 def _finish_run(rt: Any, record: RunRecord, steps: list[Step], outcome: Outcome, strict: bool = False, check_outputs: bool = True) -> TaskResult:
+    sweep = record.data.get("sweep")
+    sweep = dict(sweep) if isinstance(sweep, dict) else None
     status = "succeeded" if outcome.exit_code == 0 else ("interrupted" if outcome.interrupted else "failed")
     extra: dict[str, Any] = {}
     exit_code = outcome.exit_code
@@ -772,7 +741,7 @@ def _finish_run(rt: Any, record: RunRecord, steps: list[Step], outcome: Outcome,
                 status, exit_code, reason = "failed", 1, f"{note} (--strict-outputs)"
             else:
                 status = "succeeded-with-warnings"
-                say(f"warning: task '{rt.name}' {note}; recorded as succeeded-with-warnings (--strict-outputs makes this a failure)")
+                say(f"warning: task '{_label(rt.name, sweep)}' {note}; recorded as succeeded-with-warnings (--strict-outputs makes this a failure)")
     if outcome.reason:
         extra["reason"] = outcome.reason
     if outcome.details:
@@ -783,4 +752,4 @@ def _finish_run(rt: Any, record: RunRecord, steps: list[Step], outcome: Outcome,
         record.finish(status, exit_code, elapsed_s=round(outcome.elapsed, 4), signal=outcome.signal, **extra)
     except OSError as exc:  # e.g. the task filled the disk: its outcome still decides the exit code
         say(f"warning: cannot finish the run record {record.path}: {exc.strerror}")
-    return TaskResult(rt.name, exit_code, record.run_id, status, steps, reason)
+    return TaskResult(rt.name, exit_code, record.run_id, status, steps, reason, sweep)

@@ -203,6 +203,26 @@ def kept_by_watchdog(fds: Sequence[int]) -> Iterator[None]:
         _HELD.fds = previous
 
 
+_DISARMED: list[subprocess.Popen[bytes]] = []  # watchdogs told to exit, not reaped yet
+_DISARMED_LOCK = threading.Lock()
+_REAP_AT_EXIT = False
+REAP_TIMEOUT = 5.0  # s an exiting cuberun waits for the watchdogs it disarmed (each exits at once)
+
+
+def _reap_disarmed(wait: bool = False) -> None:
+    """Reap the disarmed watchdogs that have exited (all of them, bounded, with `wait`: at exit):
+    a Popen is never dropped while its process runs (a ResourceWarning, a zombie)."""
+    with _DISARMED_LOCK:
+        for proc in list(_DISARMED):
+            if wait:
+                try:
+                    proc.wait(timeout=REAP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    continue
+            if proc.poll() is not None:
+                _DISARMED.remove(proc)
+
+
 class Watchdog:
     """Armed until disarm(): if cuberun dies first, the task is stopped and cleaned up."""
 
@@ -219,6 +239,17 @@ class Watchdog:
         except OSError:
             pass
         os.close(fd)
+        proc, self._proc = self._proc, None
+        if proc is not None:  # it exits on that byte: reaped later, never waited for here
+            global _REAP_AT_EXIT
+            with _DISARMED_LOCK:
+                if not _REAP_AT_EXIT:
+                    import atexit
+
+                    atexit.register(_reap_disarmed, wait=True)
+                    _REAP_AT_EXIT = True
+                _DISARMED.append(proc)
+            _reap_disarmed()
 
 
 def watchdog(*, group: int | None = None, cleanup: Sequence[Sequence[str]] = (), grace: float = GRACE_TERMINATE) -> Watchdog:

@@ -170,8 +170,17 @@ class Activity:
         return cast("IO[bytes]", _LineSink(self, parse, verbose() if echo is None else echo))
 
 
+def line_sink(on_line: Callable[[str], None], *, echo: IO[bytes] | None = None) -> IO[bytes]:
+    """A file object for a tool's output that calls `on_line` with each line (stripped, not
+    empty), copying the bytes to `echo` too when given: e.g. to follow a tool's event stream
+    while it runs (Backend.AI's `session watch`)."""
+    sink = _LineSink(None, lambda line, _act: on_line(line), False)
+    sink.echo = echo
+    return cast("IO[bytes]", sink)
+
+
 class _LineSink:
-    def __init__(self, act: Activity, parse: Callable[[str, Activity], None] | None, echo: bool) -> None:
+    def __init__(self, act: Activity | None, parse: Callable[[str, Any], None] | None, echo: bool) -> None:
         self.act = act
         self.parse = parse
         self.echo = getattr(sys.stderr, "buffer", None) if echo else None
@@ -310,13 +319,16 @@ TICK = 0.5  # seconds between calls of an activity's `tick` (work that prints no
 
 
 @contextmanager
-def activity(what: str, *, total: float | None = None, unit: str = "", tick: Callable[[Activity], None] | None = None) -> Iterator[Activity]:
+def activity(what: str, *, total: float | None = None, unit: str = "", tick: Callable[[Activity], None] | None = None,
+             phase: str = "") -> Iterator[Activity]:
     """Long work shown while the block runs; the display is taken down when it ends. `tick`,
-    when given, is called every TICK seconds meanwhile (e.g. to count files an installer wrote)."""
+    when given, is called every TICK seconds meanwhile (e.g. to count files an installer wrote);
+    `phase` is the first phase (in the first line already)."""
     from cuberun.console import printable
 
     display = _display()
     act = Activity(printable(what), total, unit, display)
+    act.stage = phase
     display.add(act)
     stop = threading.Event()
     if tick is not None and not isinstance(display, _Off):
@@ -423,13 +435,16 @@ def image_line(line: str, act: Activity) -> None:
 
 
 class Waiting:
-    """A queue wait, shown while a job waits (Slurm PENDING, a pod Pending) and taken down when
-    it starts: call `state(...)` at each poll and `close()` when the wait ends."""
+    """A queue wait, shown while a job waits (Slurm PENDING, a pod Pending, a Backend.AI session
+    queued or preparing) and taken down when it starts: call `state(...)` at each poll or event
+    and `close()` when the wait ends. `waiting`: the states that are a wait (default: Slurm's
+    and Kubernetes')."""
 
     WAITING = ("PENDING", "Pending", "CONFIGURING", "REQUEUED")
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, waiting: tuple[str, ...] | None = None) -> None:
         self.what = what
+        self.waiting = self.WAITING if waiting is None else waiting
         self._cm: Any = None
         self._act: Activity | None = None
 
@@ -438,14 +453,15 @@ class Waiting:
         return self._cm is not None
 
     def state(self, state: str | None, reason: str = "") -> None:
-        if state not in self.WAITING:
+        if state not in self.waiting:
             self.close()
             return
+        text = f"{state}{': ' + reason if reason else ''}"
         if self._cm is None:
-            self._cm = activity(self.what)
+            self._cm = activity(self.what, phase=text)
             self._act = self._cm.__enter__()
-        if self._act is not None:
-            self._act.update(note=f"{state}{': ' + reason if reason else ''}")
+        elif self._act is not None and text != self._act.stage:
+            self._act.phase(text)  # a new state: a line at once
 
     def close(self) -> None:
         if self._cm is not None:

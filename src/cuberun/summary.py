@@ -51,11 +51,15 @@ def collect(workspace: Path, results: Sequence[Any] = (), records: Sequence[dict
     failure, of the records it wrote."""
     base = cwd or os.getcwd()
     tasks: list[dict[str, Any]] = []
-    rows: list[tuple[str, str | None, str, str | None]] = [(r.task, r.run_id, r.status, r.reason) for r in results]
-    rows += [(str(d.get("task")), str(d.get("run_id")), str(d.get("status")), d.get("error") or d.get("reason")) for d in records]
-    for task, run_id, status, reason in rows:
+    rows: list[tuple[str, str | None, str, str | None, Any]] = [(r.task, r.run_id, r.status, r.reason, getattr(r, "sweep", None)) for r in results]
+    rows += [(str(d.get("task")), str(d.get("run_id")), str(d.get("status")), d.get("error") or d.get("reason"), d.get("sweep")) for d in records]
+    for task, run_id, status, reason, sweep in rows:
         record = _record(workspace, run_id)
-        entry: dict[str, Any] = {"task": task, "status": _STATUS.get(status, "failed" if status != "running" else "running"), "outcome": status}
+        entry: dict[str, Any] = {"task": task, "label": task, "status": _STATUS.get(status, "failed" if status != "running" else "running"),
+                                 "outcome": status}
+        if isinstance(sweep, dict) and sweep:  # a sweep variant: `train [lr=0.01]`
+            entry["sweep"] = {str(k): str(v) for k, v in sweep.items()}
+            entry["label"] = f"{task} [{', '.join(f'{k}={v}' for k, v in entry['sweep'].items())}]"
         if run_id:
             entry["run_id"] = run_id
             elapsed = record.get("elapsed_s", record.get("duration_s"))
@@ -97,10 +101,10 @@ def render(summary: dict[str, Any]) -> str:
 
     tasks = summary["tasks"]
     head = f"{summary['ran']} ran, {summary['skipped']} skipped, {summary['failed']} failed"
-    lines = [f"cuberun: summary: {head}" + (f" ({_took(summary['seconds'])})" if summary["ran"] else "")]
-    width = max((len(t["task"]) for t in tasks), default=4)
+    lines = [f"cuberun: summary: {head}" + (f" ({_took(summary['seconds'])})" if summary["ran"] or summary["failed"] else "")]
+    width = max((len(t.get("label") or t["task"]) for t in tasks), default=4)
     for t in tasks:
-        line = f"  {t['status']:<8} {t['task']:<{width}} {_took(t.get('seconds')):>7}  "
+        line = f"  {t['status']:<8} {t.get('label') or t['task']:<{width}} {_took(t.get('seconds')):>7}  "
         if t["status"] == "skipped":
             line += t.get("reason") or "up to date"
         elif t["status"] == "failed":

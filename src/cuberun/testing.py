@@ -58,8 +58,8 @@ def isolated_env(home: Path, settings: str | None = None) -> dict[str, str]:
 
 def make_runner(cube_dir: Path, platform: str, *params: str, options: RunOptions | None = None) -> Runner:
     """The runner a `cuberun run --platform=PLATFORM -P...` would use for this cube."""
-    from cuberun.execute import make_runner as _make
     from cuberun.runners.base import RunOptions
+    from cuberun.runners.factory import make_runner as _make
     from cuberun.spec.load import load_cube
 
     cube = load_cube(cube_dir, overrides=params)

@@ -615,7 +615,7 @@ CASES: list[Case] = [
          env={"CUBERUN_GRACE_INTERRUPT": "1", "CUBERUN_GRACE_TERMINATE": "1"}, changes=("cube/workspace/slept*", "cube/workspace/.cuberun*"),
          check=lambda ctx, r: (_sleeper_gone(ctx), _record_status(ctx, "lost"))),
     Case("sigterm-during-parallel-sweep", ["run", "--task=sleep", "--sweep=P:local.env_vars.X=1,2", "--jobs=2"],
-         ["cuberun: error: task 'sleep' was interrupted (run *"], code=143, signal=signal.SIGTERM,
+         ["cuberun: error: task 'sleep [P:local.env_vars.X=*"], code=143, signal=signal.SIGTERM,  # the variant is named
          env={"CUBERUN_GRACE_INTERRUPT": "1", "CUBERUN_GRACE_TERMINATE": "1"}, changes=("cube/workspace/slept*", "cube/workspace/sweeps*", "cube/workspace/.cuberun*")),
     # -- paths that are not what they seem ------------------------------------------------------------------
     Case("workspace-link-loop", ["run", "--task=hello", "--workspace={r}/loop"], setup=link("loop", "{r}/loop"),

@@ -101,3 +101,53 @@ def test_json_has_the_summary_and_quiet_has_none(cli: CLI, tmp_path: Path) -> No
     assert (root / "workspace" / "out" / "result.txt").read_text() == "use:make:1"
     both = cli("run", f"--mlcube={root}", "-q", "-v", cwd=tmp_path)
     assert both.returncode == 2 and "--quiet and --verbose exclude each other" in both.stderr
+
+
+SWEEP_CUBE = """\
+name: sweep
+local:
+  command: python3 fit.py
+tasks:
+  train:
+    parameters:
+      inputs: {config: {type: file, default: train.yaml}}
+      outputs: {score: {type: file, default: score.txt}}
+"""
+
+FIT = """\
+import sys
+import yaml
+opts = dict(a[2:].split("=", 1) for a in sys.argv[2:])
+cfg = yaml.safe_load(open(opts["config"]))
+if cfg["lr"] == 0.5:
+    sys.exit(4)
+open(opts["score"], "w").write(str(cfg["lr"] * 100))
+"""
+
+
+def test_summary_names_each_sweep_variant(cli: CLI, tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "sw", {"mlcube.yaml": SWEEP_CUBE, "fit.py": FIT, "workspace/train.yaml": "lr: 1\n"})
+    first = cli("run", f"--mlcube={root}", "--task=train", "--sweep=lr=0.01,0.1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "cuberun: running task 'train [lr=0.01]' on local" in first.stderr
+    lines = summary_of(first.stderr)
+    assert re.fullmatch(r"cuberun: summary: 2 ran, 0 skipped, 0 failed \(\d+\.\d s\)", lines[0]), lines
+    assert re.fullmatch(r"  ran +train \[lr=0\.01\] +\d+\.\d s  wrote sw/workspace/sweeps/lr=0\.01/score\.txt", lines[1]), lines
+    assert re.fullmatch(r"  ran +train \[lr=0\.1\] +\d+\.\d s  wrote sw/workspace/sweeps/lr=0\.1/score\.txt", lines[2]), lines
+
+    again = cli("run", f"--mlcube={root}", "--task=train", "--sweep=lr=0.01,0.1", "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    data = json.loads(again.stdout)
+    assert [t["sweep"] for t in data["tasks"]] == [{"lr": "0.01"}, {"lr": "0.1"}]
+    summary = data["summary"]
+    assert [(t["label"], t["status"], t["sweep"]) for t in summary["tasks"]] == [
+        ("train [lr=0.01]", "skipped", {"lr": "0.01"}), ("train [lr=0.1]", "skipped", {"lr": "0.1"})]
+
+    failed = cli("run", f"--mlcube={root}", "--task=train", "--sweep=lr=0.1,0.5", cwd=tmp_path)
+    assert failed.returncode == 4, failed.stderr
+    lines = summary_of(failed.stderr)
+    assert re.fullmatch(r"cuberun: summary: 0 ran, 1 skipped, 1 failed \(\d+\.\d s\)", lines[0]), lines
+    assert re.fullmatch(r"  skipped +train \[lr=0\.1\] +up to date.*", lines[1]), lines
+    [bad] = [ln for ln in lines if ln.startswith("  failed")]
+    assert re.fullmatch(r"  failed +train \[lr=0\.5\] +\d+\.\d s  failed; log sw/workspace/\.cuberun/runs/[^/]+-train-[0-9a-f]+/output\.log", bad), lines
+    assert failed.stderr.rstrip().splitlines()[-1].startswith("cuberun: error: task 'train [lr=0.5]' failed with exit code 4")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -118,6 +119,11 @@ def test_chain_runs_and_outputs_come_back(cli: CLI, fake: Fake) -> None:
     assert (ws / "my chats" / "chat with \"o'brien\".txt").read_text() == "Hi, O'Brien\n"
     assert (ws / "loud" / "sub" / "x.txt").read_text() == "HI, O'BRIEN\n"
     assert "task hello cwd " + str(fake.cube) in proc.stdout  # the session log is streamed
+    # the wait before the task runs is shown from the session's events (a line at each new state)
+    waits = [ln for ln in proc.stderr.splitlines() if "waits to start" in ln]
+    assert [re.sub(r"cuberun-\S+", "NAME", ln.rsplit(" (", 1)[0]) for ln in waits] == [
+        "cuberun: Backend.AI session NAME (task 'hello') waits to start: PENDING: queued",
+        "cuberun: Backend.AI session NAME (task 'shout') waits to start: PENDING: queued"], proc.stderr
     calls = fake.calls()
     kinds = [" ".join(c[:2]) for c in calls]
     assert kinds[:2] == ["vfolder info", "vfolder create"]

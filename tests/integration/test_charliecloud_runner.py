@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -248,6 +249,10 @@ def test_hello_world_converted_from_its_docker_image(ch: Charlie, tmp_path: Path
     env = ch.need_docker()
     first = ok(ch.cuberun("run", "--mlcube", str(cube), "--task", "hello", "--platform", "charliecloud", *params, env=env))
     assert "converting" in first.stderr and "no converted image yet" in first.stderr
+    # the conversion's progress: a line at each phase (the export's and extraction's bytes between)
+    phases = [m.group(1).strip() for m in re.finditer(r"^cuberun: converting \S+ for Charliecloud: ([a-z ]+)", first.stderr, re.M)]
+    assert list(dict.fromkeys(phases)) == ["creating a container", "exporting", "extracting"], first.stderr
+    assert re.search(r"^cuberun: converting \S+ for Charliecloud: extracting, \d+ B of \d+\.\d [KMG]iB \(\d+ s\)$", first.stderr, re.M), first.stderr
     assert (cube / "workspace" / "chats" / "chat_with_alice.txt").read_text() == "Hi, Alice! Nice to meet you.\n"
     stores = list((Path(ch.env["CUBERUN_CACHE_DIR"]) / "charliecloud").glob("localhost_cuberun-it-ch-*hello_world*"))
     assert len(stores) == 1

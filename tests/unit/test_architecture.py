@@ -1,9 +1,13 @@
 """The import rules of docs/architecture.md, checked on the source (every import, lazy ones too).
 
 - the core (everything outside `cuberun.runners` and `cuberun.cli`) imports no backend: of the
-  runners package only the contract (`runners.base`) and the registry (`runners.registry`);
+  runners package only the contract (`runners.base`), the registry (`runners.registry`) and the
+  factory (`runners.factory`);
 - no library module imports the CLI (only `cuberun.__main__` starts it);
-- the CLI uses the library through its public names (no `_private` import across modules).
+- the CLI uses the library through its public names (no `_private` import across modules);
+- no runner imports the orchestration (`execute`, `graph`, `sweep`, `api`): what a runner needs of
+  it comes through the contract (`runners.factory.make_runner` builds another runner,
+  `Runner.task_graph` gives the task graph).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "cuberun"
-CONTRACT = {"cuberun.runners", "cuberun.runners.base", "cuberun.runners.registry"}
+CONTRACT = {"cuberun.runners", "cuberun.runners.base", "cuberun.runners.registry", "cuberun.runners.factory"}
+# the core modules that drive a run: runners are driven by them and never call back up into them
+ORCHESTRATION = {"cuberun.execute", "cuberun.graph", "cuberun.sweep", "cuberun.api"}
 
 
 def module_name(path: Path) -> str:
@@ -22,9 +28,9 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path) -> Iterator[tuple[int, str, list[str]]]:
-    """(line, imported module, names imported from it) for every import in the file."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+def imports(path: Path, text: str | None = None) -> Iterator[tuple[int, str, list[str]]]:
+    """(line, imported module, names imported from it) for every import in the file (or in `text`)."""
+    tree = ast.parse(path.read_text(encoding="utf-8") if text is None else text, str(path))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -49,18 +55,22 @@ def is_module(name: str) -> bool:
     return (SRC / rel).with_suffix(".py").is_file() or (SRC / rel / "__init__.py").is_file()
 
 
-def violations() -> list[str]:
+def violations(planted: dict[Path, str] | None = None) -> list[str]:
+    """Every broken rule in the package's source (or in `planted`: path -> source, for the tests of the checker)."""
     found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
+    files: dict[Path, str | None] = dict(planted) if planted is not None else dict.fromkeys(sorted(PACKAGE.rglob("*.py")))
+    for path, text in files.items():
         me = module_name(path)
         mine = layer(me)
-        for line, target, names in imports(path):
+        for line, target, names in imports(path, text):
             if not target.startswith("cuberun") or not is_module(target):
                 continue
             theirs = layer(target)
             where = f"{path.relative_to(SRC)}:{line}"
             if mine == "core" and theirs == "runner":
                 found.append(f"{where}: the core imports the backend {target}")
+            if mine == "runner" and target in ORCHESTRATION:
+                found.append(f"{where}: a runner imports the orchestration ({target}); use the contract")
             if mine != "cli" and theirs == "cli":
                 found.append(f"{where}: a library module imports the CLI ({target})")
             if mine == "cli" and theirs != "cli":
@@ -81,7 +91,22 @@ def test_the_rule_catches_a_core_module_importing_a_backend(tmp_path: Path) -> N
     assert layer("cuberun.runners.docker") == "runner" and layer("cuberun.uptodate") == "core" and layer("cuberun.runners.base") == "core"
 
 
+def test_the_rule_catches_a_runner_calling_up_into_the_orchestration() -> None:
+    """slurm once built its job's runner through execute.make_runner and kubeflow read the task
+    graph from graph: both are found in a runner module, lazy imports included; the contract's
+    factory is allowed."""
+    source = ("def f():\n    from cuberun.execute import make_runner\n    from cuberun import graph\n    import cuberun.sweep\n"
+              "    from cuberun.runners.factory import make_runner as ok\n")
+    found = violations({PACKAGE / "runners" / "slurm" / "planted.py": source})
+    assert [f.split(": ", 1)[1] for f in found] == [
+        "a runner imports the orchestration (cuberun.execute); use the contract",
+        "a runner imports the orchestration (cuberun.graph); use the contract",
+        "a runner imports the orchestration (cuberun.sweep); use the contract",
+    ]
+    assert layer("cuberun.runners.slurm.planted") == "runner" and layer("cuberun.runners.factory") == "core"
+
+
 def test_the_architecture_document_names_the_rules() -> None:
     text = (SRC.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
-    for needle in ("runners/base.py", "runners/registry.py", "cuberun.runners", "test_architecture.py"):
+    for needle in ("runners/base.py", "runners/registry.py", "runners/factory.py", "cuberun.runners", "test_architecture.py", "task_graph"):
         assert needle in text

@@ -28,6 +28,7 @@ from cuberun.runners.backendai_session import (
     safe_extract,
     session_name,
     startup_command,
+    watch_state,
     watch_verdict,
 )
 from cuberun.runners.base import RunOptions
@@ -346,3 +347,28 @@ def test_a_manager_that_refuses_every_call_is_lost_not_waited_for(tmp_path: Path
         runner._confirm(plan, NoCancel())
     assert "session rm c4910666-08a4-4a5f-b5be-556687189f50" in (exc.value.hint or "")
     assert clock[0] < bai_mod.INFO_GRACE and len(calls) <= 10
+
+
+def test_watch_events_show_the_wait_until_the_session_starts(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from cuberun import progress
+    from cuberun.runners.backendai_session import WAITING_STATES
+
+    monkeypatch.setenv("CUBERUN_PROGRESS", "plain")
+    monkeypatch.setenv("CUBERUN_PROGRESS_INTERVAL", "0")
+    assert watch_state("{'sessionId': 'f1', 'event': 'session_enqueued'}") == ("PENDING", "queued")
+    assert watch_state('{"sessionId": "f1", "event": "kernel_pulling"}') == ("PULLING", "the agent pulls the image")
+    assert watch_state("{'event': 'session_started'}") == ("RUNNING", "")
+    assert watch_state("{'event': 'session_success', 'exitCode': 0}") == ("ENDED", "")
+    assert watch_state("Traceback (most recent call last):") is None and watch_state("{'ok': False}") is None
+    wait = progress.Waiting("Backend.AI session s-1 (task 'hello') waits to start", WAITING_STATES)
+    sink = progress.line_sink(lambda line: wait.state(*found) if (found := watch_state(line)) else None)
+    stream = (b"{'sessionId': 'f1', 'event': 'session_enqueued'}\n{'sessionId': 'f1', 'event': 'session_scheduled'}\n"
+              b"{'sessionId': 'f1', 'event': 'kernel_pulling'}\n{'sessionId': 'f1', 'event': 'session_started'}\n"
+              b"task output is not an event\n{'sessionId': 'f1', 'exitCode': 0, 'event': 'session_success'}\n")
+    for i in range(0, len(stream), 5):  # in pieces, as a pipe delivers it
+        sink.write(stream[i : i + 5])
+    assert not wait.active  # taken down when the session started
+    lines = [ln.rsplit(" (", 1)[0] for ln in capsys.readouterr().err.splitlines()]
+    assert lines == ["cuberun: Backend.AI session s-1 (task 'hello') waits to start: PENDING: queued",
+                     "cuberun: Backend.AI session s-1 (task 'hello') waits to start: SCHEDULED: an agent was chosen",
+                     "cuberun: Backend.AI session s-1 (task 'hello') waits to start: PULLING: the agent pulls the image"]

@@ -155,3 +155,30 @@ def test_a_damaged_env_is_named_with_the_way_out(cache: Path, tmp_path: Path) ->
     assert pyenv.damaged(target) is None
     (target / "pyvenv.cfg").unlink()
     assert pyenv.damaged(target) == f"{target}/pyvenv.cfg is missing"
+
+
+def test_a_hold_is_closed_by_release_on_failure_and_at_exit(cache: Path, tmp_path: Path) -> None:
+    from cuberun.errors import CuberunError
+    from cuberun.runners import pyenv
+
+    key = "f" * 20
+    envcache.hold(key)
+    assert envcache.held(key)
+    with envcache.exclusive(key) as free:  # this process uses it: not free
+        assert not free
+    envcache.release(key)
+    assert not envcache.held(key)
+    with envcache.exclusive(key) as free:
+        assert free
+    # an env that cannot be used (damaged) is not kept held
+    spec = EnvSpec(sys.executable, (), ("six",), version="3.11.7")
+    (spec.path() / "bin").mkdir(parents=True)
+    (spec.path() / MARKER).write_text("{}", encoding="utf-8")
+    with pytest.raises(CuberunError):
+        pyenv.ensure(spec)
+    assert not envcache.held(spec.key())
+    # a process that holds an env and exits leaves no unclosed file behind (-X dev shows a ResourceWarning)
+    got = subprocess.run([sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-c",
+                          "import sys; from cuberun import envcache; envcache.hold(sys.argv[1]); envcache.hold(sys.argv[1])", key],
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "CUBERUN_CACHE_DIR": str(cache.parent)}, check=False)
+    assert got.returncode == 0 and "ResourceWarning" not in got.stderr, got.stderr

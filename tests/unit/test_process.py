@@ -130,6 +130,22 @@ def test_capture() -> None:
     assert capture(py("import time; time.sleep(5)"), timeout=0.3).returncode == 124
 
 
+def test_disarmed_watchdogs_are_reaped_never_dropped_running() -> None:
+    import gc
+    import warnings
+
+    from cuberun import process
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            assert stream(py("pass"), echo=io.BytesIO()).exit_code == 0
+        gc.collect()  # a Popen dropped while its watchdog still ran would warn here
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
+    process._reap_disarmed(wait=True)  # what the atexit hook does: each exits on the byte disarm wrote
+    assert process._DISARMED == []
+
+
 # -- the watchdog: forked, or the standard-library script -----------------------------------------
 def test_watchdog_script_reads_length_prefixed_commands() -> None:
     from cuberun.watchdog import commands
@@ -155,7 +171,9 @@ def test_watchdog_cleans_up_when_cuberun_is_gone_and_not_after_disarm(tmp_path: 
     guard._proc.wait(timeout=60)  # the watchdog waits for its clean-up before it exits
     assert gone.exists()
     guard = process.watchdog(cleanup=[_touch(kept)])
-    assert guard._proc is not None
+    proc = guard._proc
+    assert proc is not None
     guard.disarm()
-    guard._proc.wait(timeout=60)
+    proc.wait(timeout=60)
+    process._reap_disarmed(wait=True)
     assert not kept.exists()

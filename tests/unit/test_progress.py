@@ -106,7 +106,7 @@ def test_queue_wait_shows_while_pending(capsys: pytest.CaptureFixture[str]) -> N
     wait.state("RUNNING")
     wait.state("COMPLETED")
     lines = untimed(capsys.readouterr().err)
-    assert lines == ["cuberun: job 12 (task 'train') waits in the queue", "cuberun: job 12 (task 'train') waits in the queue: PENDING: Resources",
+    assert lines == ["cuberun: job 12 (task 'train') waits in the queue: PENDING: Resources",
                      "cuberun: job 12 (task 'train') waits in the queue: PENDING: Priority"]
 
 

@@ -19,8 +19,8 @@ from cuberun.errors import BackendError, RunnerUnavailable, UsageError
 from cuberun.execute import make_runner, run_tasks
 from cuberun.resolve import resolve_task
 from cuberun.runners.base import RunOptions
-from cuberun.runners.slurm import SlurmRunner, _search_jobcomp
-from cuberun.runners.slurm_jobs import (
+from cuberun.runners.slurm import SlurmRunner
+from cuberun.runners.slurm.jobs import (
     SBATCH_MISSING,
     JobScriptStep,
     JobSpec,
@@ -35,6 +35,7 @@ from cuberun.runners.slurm_jobs import (
     render_job_script,
     sbatch_quote,
 )
+from cuberun.runners.slurm.logs import _search_jobcomp
 from cuberun.spec.load import load_cube
 
 HELLO = """

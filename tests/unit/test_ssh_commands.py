@@ -23,8 +23,9 @@ from cuberun.errors import UsageError
 from cuberun.execute import make_runner
 from cuberun.resolve import resolve_task
 from cuberun.runners.base import RunOptions
-from cuberun.runners.ssh import CANCEL_SCRIPT, RUN_WRAPPER, SSHRunner
-from cuberun.runners.ssh_sync import include_rules, rsync_pattern, rsync_problem, rsync_stats, ssh_problem
+from cuberun.runners.ssh import SSHRunner
+from cuberun.runners.ssh.commands import CANCEL_SCRIPT, RUN_WRAPPER
+from cuberun.runners.ssh.sync import include_rules, rsync_pattern, rsync_problem, rsync_stats, ssh_problem
 from cuberun.spec.load import load_cube
 
 HELLO = """
@@ -471,7 +472,7 @@ def test_probe_script_answers_the_same_in_every_shell(shell: str) -> None:
     """The remote probe for rsync/cuberun: dash's `command -v` exits 127 for a missing program,
     bash's 1; the probe names its own answer so both read the same (the CI failure of
     test_remote_rsync_missing: dash's 127 was read as "present")."""
-    from cuberun.runners.ssh import PROBE_ABSENT, PROBE_SCRIPT
+    from cuberun.runners.ssh.connection import PROBE_ABSENT, PROBE_SCRIPT
 
     if not Path(shell).exists():
         pytest.skip(f"{shell} is not on this machine")

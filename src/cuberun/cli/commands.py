@@ -177,7 +177,8 @@ def _record_time() -> str:
 def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), failed_since: str | None = None) -> None:
     from cuberun import summary as summary_mod
 
-    records = summary_mod.records_since(cube.workspace, failed_since) if failed_since else []
+    # after a failure: the results the error carries (this invocation's, skips included), else the records written since it started
+    records = summary_mod.records_since(cube.workspace, failed_since) if failed_since and not results else []
     text = summary_mod.render(summary_mod.collect(cube.workspace, results, records, mlcube=mlcube))
     try:
         sys.stdout.flush()
@@ -272,20 +273,20 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
     try:
         results = run_tasks(cube, runner, names, values, dry_run=dry_run, as_json=as_json, force=force, with_deps=not no_deps,
                             sweeps=sweeps, jobs=jobs, explain=explain)
-    except TaskFailed:
+    except TaskFailed as exc:
         if not dry_run and not explain and not as_json and summarize:
-            _print_summary(cube, mlcube, failed_since=started)
+            _print_summary(cube, mlcube, getattr(exc, "results", ()), failed_since=started)
         raise
     if as_json and not dry_run and not explain:
         from cuberun import summary as summary_mod
 
-        print(json.dumps({"tasks": [{"task": r.task, "exit_code": r.exit_code, "status": r.status, "run_id": r.run_id, "reason": r.reason}
-                                    for r in results],
+        print(json.dumps({"tasks": [{"task": r.task, "exit_code": r.exit_code, "status": r.status, "run_id": r.run_id, "reason": r.reason,
+                                     **({"sweep": r.sweep} if r.sweep else {})} for r in results],
                           "summary": summary_mod.collect(cube.workspace, results, mlcube=mlcube)}, indent=2))
     elif not dry_run and not explain and summarize:
         _print_summary(cube, mlcube, results)
     if any(r.status == "succeeded-with-warnings" for r in results):
-        summary = ", ".join(f"{r.task}: {r.status}" for r in results)
+        summary = ", ".join(f"{r.label}: {r.status}" for r in results)
         print(f"cuberun: finished with warnings ({summary})", file=sys.stderr)
     return 0
 

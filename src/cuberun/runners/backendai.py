@@ -63,6 +63,7 @@ from cuberun.console import say
 from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, UsageError, split_words
 from cuberun.process import shielded as _shielded
 from cuberun.runners.backendai_session import (
+    WAITING_STATES,
     Verdict,
     _last_line,
     _strip,
@@ -71,7 +72,9 @@ from cuberun.runners.backendai_session import (
     parse_watch_output,
     safe_extract,
     session_name,
+    session_status,
     startup_command,
+    watch_state,
     watch_verdict,
     workspace_relative,
 )
@@ -556,7 +559,14 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
         wait = f", after {after}" if after else ""
         say(f"created batch session {plan.name}{f' ({plan.session_id})' if plan.session_id else ''} for task '{plan.task.name}'{wait}")
 
+    def _waiting(self, plan: SessionPlan) -> Any:
+        """The progress display of the session's wait before its task runs (queued, preparing, pulling)."""
+        from cuberun.progress import Waiting
+
+        return Waiting(f"Backend.AI session {plan.name} (task '{plan.task.name}') waits to start", WAITING_STATES)
+
     def _follow(self, plan: SessionPlan, log_path: str, cancel: Any) -> Outcome:
+        from cuberun import progress
         from cuberun.process import Outcome, stream
 
         start = time.monotonic()
@@ -570,10 +580,19 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
             logs = _LogFollower(self, plan.session_id or plan.name, sinks, self._seconds("log_interval", 10.0))
             poller = threading.Thread(target=logs.loop, args=(stop,), daemon=True)
             poller.start()
+            waiting = self._waiting(plan)
+
+            def event(line: str) -> None:  # the session's events as they come: the wait is shown until it starts
+                found = watch_state(line)
+                if found is not None:
+                    waiting.state(*found)
+
             try:
                 watch = [*self.client, "session", "watch", plan.name, "--output", "json", "--max-wait", str(int(max_wait))]
-                outcome = stream(watch, env=self.client_env(), log=buffer, echo=io.BytesIO(), on_cancel=lambda: self._destroy([plan], quiet=True))
+                outcome = stream(watch, env=self.client_env(), log=buffer, echo=progress.line_sink(event),
+                                 on_cancel=lambda: self._destroy([plan], quiet=True))
             finally:
+                waiting.close()
                 stop.set()
                 poller.join(timeout=CLIENT_TIMEOUT + 5)
             if outcome.interrupted:
@@ -613,31 +632,36 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
         deadline = time.monotonic() + INFO_GRACE
         interval = 0.5
         lost_since: float | None = None
-        while time.monotonic() < deadline and not cancel.requested:
-            res = self._call("--output", "json", "session", "info", plan.session_id)
-            if res.returncode != 0 and _UNREACHABLE.search(res.stdout + res.stderr):
-                lost_since = lost_since or time.monotonic()
-                if time.monotonic() - lost_since >= MANAGER_GRACE:
-                    raise ManagerLost(
-                        f"lost contact with the Backend.AI manager at {self.endpoint() or 'BACKEND_ENDPOINT'} while session {plan.name} "
-                        f"({plan.session_id}, task '{plan.task.name}') ran: it refused every call for {int(MANAGER_GRACE)} s",
-                        f"the session may still run on its agent: backend.ai session rm {plan.session_id} once the manager is back",
-                    )
-            else:
-                lost_since = None
-            if res.returncode == 0:
-                try:
-                    data = json.loads(res.stdout)
-                    items = data.get("items") or []
-                except (ValueError, AttributeError):
-                    items = []
-                if items and isinstance(items[0], dict):
-                    verdict = info_verdict(items[0])
-                    if verdict is not None:
-                        return verdict
-            time.sleep(interval)
-            interval = min(interval * 2, 10.0)
-        return None
+        waiting = self._waiting(plan)  # a session `session watch` missed may still wait to start
+        try:
+            while time.monotonic() < deadline and not cancel.requested:
+                res = self._call("--output", "json", "session", "info", plan.session_id)
+                if res.returncode != 0 and _UNREACHABLE.search(res.stdout + res.stderr):
+                    lost_since = lost_since or time.monotonic()
+                    if time.monotonic() - lost_since >= MANAGER_GRACE:
+                        raise ManagerLost(
+                            f"lost contact with the Backend.AI manager at {self.endpoint() or 'BACKEND_ENDPOINT'} while session {plan.name} "
+                            f"({plan.session_id}, task '{plan.task.name}') ran: it refused every call for {int(MANAGER_GRACE)} s",
+                            f"the session may still run on its agent: backend.ai session rm {plan.session_id} once the manager is back",
+                        )
+                else:
+                    lost_since = None
+                if res.returncode == 0:
+                    try:
+                        data = json.loads(res.stdout)
+                        items = data.get("items") or []
+                    except (ValueError, AttributeError):
+                        items = []
+                    if items and isinstance(items[0], dict):
+                        waiting.state(session_status(items[0]), str(items[0].get("status_info") or ""))
+                        verdict = info_verdict(items[0])
+                        if verdict is not None:
+                            return verdict
+                time.sleep(interval)
+                interval = min(interval * 2, 10.0)
+            return None
+        finally:
+            waiting.close()
 
     def _download(self, plan: SessionPlan, succeeded: bool) -> None:
         if not plan.out_tar:

@@ -59,24 +59,61 @@ def exit_code_from(value: Any, failed: bool) -> int:
     return value
 
 
+def _dict_of(raw: str) -> dict[str, Any] | None:
+    """One line of `session watch --output json`: a JSON object or a Python dict repr."""
+    line = _ANSI.sub("", raw).strip()
+    if not line.startswith("{"):
+        return None
+    value: Any = None
+    try:
+        value = json.loads(line)
+    except ValueError:
+        try:
+            value = ast.literal_eval(line)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            value = None
+    return value if isinstance(value, dict) else None
+
+
+# the events of a session before its task runs, as (state, what it means): shown while they last
+WAITING_EVENTS = {
+    "session_enqueued": ("PENDING", "queued"),
+    "session_scheduled": ("SCHEDULED", "an agent was chosen"),
+    "session_preparing": ("PREPARING", ""),
+    "kernel_preparing": ("PREPARING", ""),
+    "kernel_pulling": ("PULLING", "the agent pulls the image"),
+    "kernel_creating": ("CREATING", "the container is being created"),
+}
+WAITING_STATES = ("PENDING", "SCHEDULED", "PREPARING", "PREPARED", "PULLING", "CREATING")  # also `session info` statuses
+
+
+def watch_state(line: str) -> tuple[str, str] | None:
+    """The session's state from one line of `session watch`: a waiting state and its meaning
+    (WAITING_EVENTS), ("RUNNING", "") once it started or ("ENDED", "") once it ended; None for
+    a line that is no event."""
+    event = _dict_of(line)
+    name = event.get("event") if event is not None else None
+    if not isinstance(name, str):
+        return None
+    if name in WAITING_EVENTS:
+        return WAITING_EVENTS[name]
+    return ("RUNNING", "") if name.endswith("_started") else ("ENDED", "")
+
+
+def session_status(item: Mapping[str, Any]) -> str:
+    """`session info`'s status without the enum prefix some versions print (SessionStatus.X)."""
+    status = str(item.get("status") or "").upper()
+    return status.split(".", 1)[1] if status.startswith("SESSIONSTATUS.") else status
+
+
 def parse_watch_output(text: str) -> tuple[list[dict[str, Any]], bool]:
     """The events printed by `session watch --output json` (one Python dict per line: the
     client echoes the event dict, not JSON) and whether it said "No matching items"."""
     events: list[dict[str, Any]] = []
     no_match = False
     for raw in _ANSI.sub("", text).splitlines():
-        line = raw.strip()
-        if not line.startswith("{"):
-            continue
-        value: Any = None
-        try:
-            value = json.loads(line)
-        except ValueError:
-            try:
-                value = ast.literal_eval(line)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                value = None
-        if not isinstance(value, dict):
+        value = _dict_of(raw)
+        if value is None:
             continue
         if value.get("ok") is False and "no matching" in str(value.get("reason", "")).lower():
             no_match = True
@@ -146,9 +183,7 @@ def _find_exit_code(data: Any, depth: int = 0) -> int | None:
 def info_verdict(item: Mapping[str, Any]) -> Verdict | None:
     """`session info --output json` item -> the outcome once the session has ended (None while
     it has not). Terminated or cancelled without result SUCCESS is a failure."""
-    status = str(item.get("status") or "").upper()
-    if status.startswith("SESSIONSTATUS."):
-        status = status.split(".", 1)[1]
+    status = session_status(item)
     if status not in TERMINAL_STATUSES:
         return None
     result = str(item.get("result") or "").upper().split(".")[-1]

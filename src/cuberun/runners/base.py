@@ -50,7 +50,7 @@ class RunOptions:
     timeout: float | None = None  # seconds per task; the task is stopped and exits 124 (docker/podman)
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # the invocation's -P assignments to the cube config (runner.* excluded), for runners that run
-    # cuberun again elsewhere (slurm jobs, ssh); set by execute.make_runner
+    # cuberun again elsewhere (slurm jobs, ssh); set by runners.factory.make_runner
     config_overrides: tuple[str, ...] = ()
     time: str | None = None  # a wall-clock limit (batch runners)
 
@@ -184,6 +184,14 @@ class Runner(ABC):
     @abstractmethod
     def run(self, plan: TaskPlan, log_path: str) -> Outcome:
         """Run the planned task, stream its output (also into log_path), return the outcome."""
+
+    def task_graph(self, overrides: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+        """The cube's task graph: task -> the tasks it runs after (the producers of its inputs, by
+        path, and `cuberun.depends_on`), for a runner that submits tasks as one workflow (kubeflow).
+        The contract hands it over: a runner never imports the orchestration (`graph`, `execute`)."""
+        from cuberun import graph
+
+        return graph.dependencies(self.cube, overrides)
 
     # -- optional: several tasks as one submission ------------------------------------------
     supports_chain: ClassVar[bool] = False  # True: execute.run_tasks hands multi-task runs to run_chain

@@ -62,6 +62,7 @@ from cuberun.valueclass import dataclass, field
 if TYPE_CHECKING:
 
     from cuberun.process import Outcome
+    from cuberun.progress import Activity
     from cuberun.resolve import ResolvedTask
     from cuberun.runners.docker import DockerRunner
 
@@ -483,8 +484,10 @@ class CharliecloudRunner(ContainerRunner):
             yield
 
     def _convert(self, live: dict[str, Any], why: str) -> None:
+        import io
         import tarfile
 
+        from cuberun import progress
         from cuberun.process import capture, stream
         from cuberun.safeio import write_file
 
@@ -498,30 +501,38 @@ class CharliecloudRunner(ContainerRunner):
         print(f"cuberun: converting {image} into a Charliecloud directory image ({why}): {store / ROOTFS}", file=sys.stderr, flush=True)
         skipped: list[str] = []
         try:
-            if self.converter == "ch-convert":
-                (step,) = self.conversion_steps()
-                outcome = stream(step.argv, log=None, echo=getattr(sys.stderr, "buffer", None))
-                if outcome.interrupted:
-                    raise TaskFailed(f"the conversion of {image} was interrupted", outcome.exit_code)
-                if outcome.exit_code != 0:
-                    raise BackendError(f"'{shlex.join(step.argv)}' failed with exit code {outcome.exit_code}", "its output is above")
-            else:
-                create, export, remove = self.conversion_steps()
-                try:
-                    for step in (create, export):
-                        res = capture(step.argv, timeout=EXPORT_TIMEOUT)
-                        if res.returncode != 0:
-                            detail = (res.stderr.strip() or res.stdout.strip()).splitlines()
-                            raise BackendError(
-                                f"converting {image} failed: '{shlex.join(step.argv)}' exited with {res.returncode}: {detail[-1] if detail else ''}",
-                                f"check that {self.engine_name} works and that {store} has space",
-                            )
-                finally:
-                    capture(remove.argv, timeout=PROBE_TIMEOUT)
-                try:
-                    skipped = safe_extract(tar, new)
-                except (tarfile.TarError, OSError) as exc:
-                    raise BackendError(f"cannot extract the export of {image}: {exc}", f"check the free space in {store}") from None
+            with progress.activity(f"converting {image} for Charliecloud", tick=_ExportSize(store)) as act:
+                if self.converter == "ch-convert":
+                    (step,) = self.conversion_steps()
+                    act.phase("ch-convert")
+                    tail = io.BytesIO()
+                    echo = progress.shows_output()  # on a terminal the live line stands for its output (-v shows it)
+                    outcome = stream(step.argv, log=tail, echo=act.sink(convert_line, echo=echo))
+                    if outcome.interrupted:
+                        raise TaskFailed(f"the conversion of {image} was interrupted", outcome.exit_code)
+                    if outcome.exit_code != 0:
+                        if not echo:  # show the end of what was hidden
+                            sys.stderr.write(tail.getvalue()[-4096:].decode("utf-8", "replace"))
+                        raise BackendError(f"'{shlex.join(step.argv)}' failed with exit code {outcome.exit_code}", "its output is above")
+                else:
+                    create, export, remove = self.conversion_steps()
+                    try:
+                        for step, phase in ((create, "creating a container"), (export, "exporting")):
+                            act.phase(phase, unit="bytes" if step is export else "")
+                            res = capture(step.argv, timeout=EXPORT_TIMEOUT)
+                            if res.returncode != 0:
+                                detail = (res.stderr.strip() or res.stdout.strip()).splitlines()
+                                raise BackendError(
+                                    f"converting {image} failed: '{shlex.join(step.argv)}' exited with {res.returncode}: {detail[-1] if detail else ''}",
+                                    f"check that {self.engine_name} works and that {store} has space",
+                                )
+                    finally:
+                        capture(remove.argv, timeout=PROBE_TIMEOUT)
+                    try:
+                        act.phase("extracting", total=tar.stat().st_size, unit="bytes")
+                        skipped = safe_extract(tar, new, done=lambda n: act.update(done=n))
+                    except (tarfile.TarError, OSError) as exc:
+                        raise BackendError(f"cannot extract the export of {image}: {exc}", f"check the free space in {store}") from None
             meta = {
                 "format": FORMAT,
                 "image": image,
@@ -641,6 +652,33 @@ class CharliecloudRunner(ContainerRunner):
         info["workdir"] = ic.workdir
         info["config_from"] = ic.origin
         return info
+
+
+class _ExportSize:
+    """The bytes `docker export -o` has written so far (the activity's tick): the files directly
+    in the image's store folder but its metadata and lock (the docker CLI writes a temporary
+    file there and renames it at the end; podman writes the tar itself)."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+
+    def __call__(self, act: Activity) -> None:
+        if act.stage != "exporting":
+            return
+        total = 0
+        try:
+            with os.scandir(self.store) as entries:
+                for entry in entries:
+                    if entry.name not in (METADATA, ".lock") and entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            return
+        act.update(done=total)
+
+
+def convert_line(line: str, act: Activity) -> None:
+    """Progress from one line of ch-convert's output: the line itself, as what it does now."""
+    act.update(note=line[:80])
 
 
 def _ch_error(text: str) -> str | None:

@@ -143,9 +143,7 @@ class KubeflowRunner(KubernetesRunner):
 
     def dependencies(self, names: Sequence[str], overrides: Mapping[str, str] | None = None) -> dict[str, list[str]]:
         """task -> the tasks among `names` it must run after (through tasks not in `names` too)."""
-        from cuberun import graph
-
-        deps = graph.dependencies(self.cube, overrides)
+        deps = self.task_graph(overrides)
         chosen = set(names)
         result: dict[str, list[str]] = {}
         for name in names:
@@ -197,9 +195,7 @@ class KubeflowRunner(KubernetesRunner):
         return []
 
     def run_steps(self, task: ResolvedTask) -> list[Step]:
-        from cuberun import graph
-
-        after = graph.dependencies(self.cube, task.overrides).get(task.name, [])
+        after = self.task_graph(task.overrides).get(task.name, [])
         spec = self.component_spec(task, after)
         return [ComponentStep((*spec["command"], *spec["args"]), "kubeflow-task", spec=spec)]
 

@@ -182,9 +182,16 @@ def ensure(spec: EnvSpec, *, rebuild: bool = False, cube: str | None = None) -> 
     in use by this process and note the cube that uses it (envcache.py)."""
     from cuberun import envcache
 
-    envcache.hold(spec.key())
-    target = _ensure(spec, rebuild)
-    envcache.record_use(spec.key(), cube)
+    key = spec.key()
+    had = envcache.held(key)
+    envcache.hold(key)
+    try:
+        target = _ensure(spec, rebuild)
+    except BaseException:
+        if not had:  # this process will not use it after all
+            envcache.release(key)
+        raise
+    envcache.record_use(key, cube)
     return target
 
 

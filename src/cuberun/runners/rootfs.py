@@ -7,7 +7,7 @@ import os
 import posixpath
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +25,14 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _safe_members(tar: tarfile.TarFile, dest: str, skipped: list[str]) -> Iterator[tarfile.TarInfo]:
+def _safe_members(tar: tarfile.TarFile, dest: str, skipped: list[str], done: Callable[[int], None] | None = None) -> Iterator[tarfile.TarInfo]:
     """Members that stay inside `dest`, checked one at a time as they are extracted (so that a
-    symlink extracted earlier cannot redirect a later member outside)."""
+    symlink extracted earlier cannot redirect a later member outside). `done` is told the bytes
+    of the archive read so far, member by member."""
     real_dest = os.path.realpath(dest)
     for member in tar:
+        if done is not None:
+            done(tar.offset)
         name = posixpath.normpath(member.name.lstrip("/"))
         if name in ("", "."):
             continue
@@ -53,10 +56,10 @@ def _safe_members(tar: tarfile.TarFile, dest: str, skipped: list[str]) -> Iterat
         yield member
 
 
-def safe_extract(tar_path: Path, dest: Path) -> list[str]:
+def safe_extract(tar_path: Path, dest: Path, done: Callable[[int], None] | None = None) -> list[str]:
     """Extract a root filesystem tar (docker export) into `dest`; returns the skipped members.
     Symbolic links may point anywhere (they are resolved inside the container); everything
-    written goes below `dest`."""
+    written goes below `dest`. `done` (progress) is told the bytes of the tar read so far."""
     import tarfile
 
     skipped: list[str] = []
@@ -65,7 +68,7 @@ def safe_extract(tar_path: Path, dest: Path) -> list[str]:
         kwargs: dict[str, Any] = {"numeric_owner": True}
         if hasattr(tarfile, "fully_trusted_filter"):  # 3.12+ (and backports): our own checks apply
             kwargs["filter"] = "fully_trusted"
-        tar.extractall(str(dest), members=_safe_members(tar, str(dest), skipped), **kwargs)
+        tar.extractall(str(dest), members=_safe_members(tar, str(dest), skipped, done), **kwargs)
     return skipped
 
 

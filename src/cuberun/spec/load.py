@@ -47,7 +47,7 @@ def find_cube_file(mlcube: str | os.PathLike[str] | None) -> Path:
         other = path / "container_config.yaml"
         if other.is_file():
             return other
-        # -- legacy MLBox layouts (spec/legacy.py): mlbox.yaml, or a .mlcube.yaml with tasks --
+        # -- legacy MLBox layouts (spec/legacy/): mlbox.yaml, or a .mlcube.yaml with tasks --
         from cuberun.spec import legacy
 
         legacy_file = legacy.find_root_file(path)
@@ -176,9 +176,9 @@ def load_cube(
 
     if container_config.is_container_config(file, doc.data):
         return container_config.build(doc, file, workspace=workspace, overrides=overrides)
-    # -- legacy MLBox formats (spec/legacy.py): converted to config 2.0 in memory --
+    # -- legacy MLBox formats (spec/legacy/): converted to config 2.0 in memory --
     conversion = None
-    if _maybe_legacy(file, doc.data):  # a cheap test first: legacy.py is large
+    if _maybe_legacy(file, doc.data):  # a cheap test first: the legacy package is large
         from cuberun.spec import legacy
 
         conversion = legacy.convert_loaded(file, doc)

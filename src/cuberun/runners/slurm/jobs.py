@@ -8,15 +8,12 @@ import re
 import shlex
 import signal
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cuberun.errors import EXIT_BACKEND, UsageError
 from cuberun.runners.base import Step
 from cuberun.valueclass import dataclass, field
 from cuberun.valueclass import replace as replace_fields
-
-if TYPE_CHECKING:
-    pass
 
 SBATCH_MISSING = "sbatch not found. Hint: install the Slurm client or use another --platform"
 TERMINAL_STATES = frozenset(
@@ -36,7 +33,6 @@ CLIENT_TIMEOUT = 60.0  # one sbatch/scontrol/sacct call (an unreachable controll
 EXIT_STOPPED_WAITING = 124
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
-
 
 # -- pure helpers (unit-tested) ---------------------------------------------------------------
 def sbatch_quote(value: str) -> str:

@@ -5,16 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING, cast
+from typing import IO, cast
 
 from cuberun.valueclass import dataclass
 
-if TYPE_CHECKING:
-    pass
-
 CONTROL_DIR_ENV = "CUBERUN_SSH_CONTROL_DIR"
-
-
 
 # -- pure helpers ----------------------------------------------------------------------------
 def _hash(*parts: str, size: int = 10) -> str:
@@ -174,7 +169,6 @@ class _Sink:
 
     def io(self) -> IO[bytes]:
         return cast("IO[bytes]", self)
-
 
 # -- value objects ---------------------------------------------------------------------------
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from cuberun.errors import BackendError
 from cuberun.runners import nested
-from cuberun.runners.slurm_jobs import JobInfo, expand_task_ids, parse_job_line
+from cuberun.runners.slurm.jobs import JobInfo, expand_task_ids, parse_job_line
 from cuberun.valueclass import dataclass
 from cuberun.valueclass import replace as replace_fields
 
@@ -117,8 +117,6 @@ def _write(sink: _Sink | None, data: bytes) -> None:
     write_best_effort(sink, data)  # type: ignore[arg-type]
 
 
-
-
 class ControllerLost(BackendError):
     """The controller stopped answering while a job ran: the job is left alone (it may still run)."""
 
@@ -138,7 +136,6 @@ class _Job:
     @property
     def finished(self) -> bool:
         return self.info is not None and self.info.finished
-
 
 # -- reading what a job left: the jobcomp log, its own log ----------------------------------------
 def _search_jobcomp(path: str, job_id: str, window: int = 4 << 20) -> JobInfo | None:
