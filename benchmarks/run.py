@@ -248,6 +248,8 @@ class Context:
         self.ref_settings.parent.mkdir()
         self.ref_settings.write_text("{}\n")
         self.notes: list[str] = []
+        if args.src:
+            self.notes.append(f"cuberun measured from --src {args.src} (PYTHONPATH), not the bench venv's install")
         self._cubes: dict[str, Path] = {}
         self._force: list[str] | None = None
 
@@ -280,6 +282,8 @@ class Context:
             MLCUBE_SYSTEM_SETTINGS=str(self.ref_settings),
             CUBERUN_SETTINGS=str(self.home / "cuberun-settings.yaml"),
         )
+        if self.args.src:  # another checkout's package first (the venv's entry point imports it)
+            env["PYTHONPATH"] = str(Path(self.args.src).resolve())
         env.update(extra)
         return env
 
@@ -711,6 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="before each benchmark wait for the 1-minute load average to drop below --idle-load; SECONDS bounds all waits together")
     p.add_argument("--idle-load", type=float, default=None, metavar="LOAD", help="idle threshold for --wait-idle (default: half the cores)")
+    p.add_argument("--src", metavar="DIR", help="measure the cuberun package in DIR (e.g. a worktree's src) instead of the bench venv's install")
     p.add_argument("--remove-images", action="store_true", help=f"remove {BENCH_IMAGE} afterwards (default: keep it for the next run)")
     args = p.parse_args(argv)
     if args.list:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from cuberun import handshake
 from cuberun.console import printable, say
 from cuberun.errors import CuberunError, TaskFailed, UsageError
-from cuberun.runners.base import Runner, Step
+from cuberun.runners.base import Runner, Step, TaskPlan
 from cuberun.runners.factory import make_runner as make_runner  # re-exported: the public name callers use
 from cuberun.spec.model import Cube
 from cuberun.valueclass import dataclass, field
@@ -94,8 +94,8 @@ def run_tasks(
         if dry_run:
             for warning in rt.warnings:
                 say(f"warning: {warning}")
-    _check_steps(runner, resolved)
     if dry_run:
+        _check_steps(runner, resolved)
         seed_workspace(seeds, dry_run=True)
         steps = _dry_configure_steps(runner)
         for rt in resolved:
@@ -124,6 +124,7 @@ def run_tasks(
             for task_name, pol in policies.items():
                 print(f"# {task_name}: {printable(summary_of(pol))}")
         return [TaskResult(n, 0, status="planned") for n in order]
+    _check_steps(runner, resolved)  # before anything is prepared: bad input fails at once
     reason = runner.unavailable_reason()
     if reason:
         from cuberun.errors import RunnerUnavailable
@@ -133,9 +134,9 @@ def run_tasks(
 
     prepare_workspace(cube.workspace)  # the first thing written: the workspace and its state folder
     seed_workspace(seeds, dry_run=False)
-    runner.configure()
+    runner.configure()  # the plans are made after it: a command may depend on the prepared image (its ENV, its entrypoint)
     if runner.supports_chain and len(resolved) > 1 and target_variants is None:
-        return _run_chain_incremental(cube, runner, resolved, invocation, force)
+        return _run_chain_incremental(cube, runner, [runner.plan(rt) for rt in resolved], invocation, force)
     if jobs > 1 and len(resolved) > 1:
         results = _run_graph_parallel(cube, runner, resolved, invocation, force=force, jobs=jobs)
     else:
@@ -182,7 +183,7 @@ def explain_tasks(cube: Cube, runner: Runner, order: Sequence[str], overrides: d
     for name in order:
         mine = {k: v for k, v in overrides.items() if cube.tasks[name].param(k)}
         rt = resolve_task(cube, name, mine, allow_missing_inputs=True)
-        fp = dict(runner.fingerprint(rt))
+        fp = dict(runner.identity(runner.plan(rt)))
         command = fp.pop("command", [])
         decision = uptodate.check(rt, uptodate.identity_of(rt, command, fp), uptodate.state_key(name), force=force)
         if not decision.run:
@@ -265,23 +266,26 @@ def _run_graph_parallel(cube: Cube, runner: Runner, resolved: Sequence[Any], inv
 
 def run_incremental(
     cube: Cube, runner: Runner, rt: Any, invocation: str, *, force: bool = False, key: str | None = None, sweep: dict[str, str] | None = None,
-    runner_fp: dict[str, Any] | None = None, quiet_skip: bool = False,
+    runner_fp: dict[str, Any] | None = None, quiet_skip: bool = False, plan: TaskPlan | None = None,
 ) -> TaskResult:
-    """Run one task unless it is up to date; hold its output locks while it runs."""
+    """Run one task unless it is up to date; hold its output locks while it runs. `plan`: the
+    runner's plan of `rt`, when already made."""
     from cuberun import uptodate
 
-    if runner_fp is None:  # before any lock file is written: building the command may fail on bad input
-        runner_fp = runner.fingerprint(rt)
+    if plan is None:  # before any lock file is written: building the command may fail on bad input
+        plan = runner.plan(rt)
+    if runner_fp is None:
+        runner_fp = runner.identity(plan)
     with _output_locks(cube, rt, invocation):
-        plan = _plan(runner, rt, invocation, key or uptodate.state_key(rt.name), force=force, sweep=sweep, runner_fp=runner_fp)
-        return plan if isinstance(plan, TaskResult) else _run_planned(cube, runner, plan)
+        pending = _pending(runner, plan, invocation, key or uptodate.state_key(rt.name), force=force, sweep=sweep, runner_fp=runner_fp)
+        return pending if isinstance(pending, TaskResult) else _run_pending(cube, runner, pending)
 
 
 @dataclass
-class _Plan:
-    """A task that will run: what its up-to-date state and run record need."""
+class _Pending:
+    """A task that will run: its plan, and what its up-to-date state and run record need."""
 
-    rt: Any
+    plan: TaskPlan
     key: str
     decision: Any  # uptodate.Decision
     extra: dict[str, Any]  # run record fields
@@ -293,13 +297,15 @@ def _output_locks(cube: Cube, rt: Any, invocation: str) -> Any:
     return output_locks(cube.workspace, [str(p.host_path) for p in rt.params if p.io == "output"], {"task": rt.name, "invocation": invocation})
 
 
-def _plan(
-    runner: Runner, rt: Any, invocation: str, key: str, *, force: bool, sweep: dict[str, str] | None = None, runner_fp: dict[str, Any] | None = None
-) -> _Plan | TaskResult:
-    """The up-to-date check (under the task's output locks): a skip, or the plan of its run."""
+def _pending(
+    runner: Runner, plan: TaskPlan, invocation: str, key: str, *, force: bool, sweep: dict[str, str] | None = None,
+    runner_fp: dict[str, Any] | None = None,
+) -> _Pending | TaskResult:
+    """The up-to-date check (under the task's output locks): a skip, or the task to run."""
     from cuberun import uptodate
 
-    fp = dict(runner_fp if runner_fp is not None else runner.fingerprint(rt))
+    rt = plan.task
+    fp = dict(runner_fp if runner_fp is not None else runner.identity(plan))
     command = fp.pop("command", [])
     decision = uptodate.check(rt, uptodate.identity_of(rt, command, fp), key, force=force)
     label = _label(rt.name, sweep)
@@ -315,22 +321,22 @@ def _plan(
         "inputs": {n: f.to_json() for n, f in decision.inputs.items()},
         **({"sweep": dict(sweep)} if sweep else {}),
     }
-    return _Plan(rt, key, decision, extra)
+    return _Pending(plan, key, decision, extra)
 
 
-def _run_planned(cube: Cube, runner: Runner, plan: _Plan) -> TaskResult:
-    result, record = run_one(cube, runner, plan.rt, plan.extra)
-    plan.decision.far_end = runner.far_end_of(record.data.get("details") or {})
-    _save_state(cube, plan, result)
+def _run_pending(cube: Cube, runner: Runner, pending: _Pending) -> TaskResult:
+    result, record = run_one(cube, runner, pending.plan, pending.extra)
+    pending.decision.far_end = runner.far_end_of(record.data.get("details") or {})
+    _save_state(cube, pending, result)
     return result
 
 
-def _save_state(cube: Cube, plan: _Plan, result: TaskResult) -> None:
+def _save_state(cube: Cube, pending: _Pending, result: TaskResult) -> None:
     """Outputs are recorded complete (state and record) only after the task exited 0."""
     from cuberun import uptodate
 
     if result.exit_code == 0 and result.run_id and result.status == "succeeded":
-        _amend_record(cube, result.run_id, outputs=uptodate.save(plan.rt, plan.key, plan.decision, result.run_id))
+        _amend_record(cube, result.run_id, outputs=uptodate.save(pending.plan.task, pending.key, pending.decision, result.run_id))
 
 
 def _label(task: str, sweep: dict[str, str] | None) -> str:
@@ -431,35 +437,36 @@ def _run_array(cube: Cube, runner: Runner, task: str, variants: Sequence[Any], i
     from cuberun.resolve import resolve_task
 
     results: list[TaskResult | None] = []
-    todo: list[tuple[int, _Plan]] = []
+    todo: list[tuple[int, _Pending]] = []
     with ExitStack() as held:
         for variant in variants:
             sweep.write_files(variant)
             rt = resolve_task(cube, task, variant.overrides, allow_missing_inputs=runner.options.allow_missing_inputs)
-            fp = runner.fingerprint(rt)  # before any lock file is written (as in run_incremental)
+            plan = runner.plan(rt)
+            fp = runner.identity(plan)  # before any lock file is written (as in run_incremental)
             locks = held.enter_context(ExitStack())
             locks.enter_context(_output_locks(cube, rt, invocation))
-            plan = _plan(runner, rt, invocation, uptodate.state_key(task, variant.label), force=force, sweep=variant.values, runner_fp=fp)
-            if isinstance(plan, TaskResult):
+            pending = _pending(runner, plan, invocation, uptodate.state_key(task, variant.label), force=force, sweep=variant.values, runner_fp=fp)
+            if isinstance(pending, TaskResult):
                 locks.close()
             else:
-                todo.append((len(results), plan))
-            results.append(plan if isinstance(plan, TaskResult) else None)
+                todo.append((len(results), pending))
+            results.append(pending if isinstance(pending, TaskResult) else None)
         ran: list[TaskResult] = []
         if len(todo) == 1:
-            ran = [_run_planned(cube, runner, todo[0][1])]
+            ran = [_run_pending(cube, runner, todo[0][1])]
         elif todo:
-            ran = _run_together(cube, runner, [p.rt for _, p in todo], [p.extra for _, p in todo], runner.run_array)
+            ran = _run_together(cube, runner, [p.plan for _, p in todo], [p.extra for _, p in todo], runner.run_array)
             if len(ran) < len(todo):
                 raise CuberunError(f"runner '{runner.name}' reported no outcome for {len(todo) - len(ran)} variants of task '{task}'")
-            for (_, plan), result in zip(todo, ran, strict=True):
-                _save_state(cube, plan, result)
+            for (_, pending), result in zip(todo, ran, strict=True):
+                _save_state(cube, pending, result)
         for (i, _), result in zip(todo, ran, strict=True):
             results[i] = result
     return [r for r in results if r is not None]
 
 
-def _run_chain_incremental(cube: Cube, runner: Runner, resolved: Sequence[Any], invocation: str, force: bool) -> list[TaskResult]:
+def _run_chain_incremental(cube: Cube, runner: Runner, plans: Sequence[TaskPlan], invocation: str, force: bool) -> list[TaskResult]:
     """Runners that submit a chain at once (Slurm afterok): decide up front; a task re-runs when
     it is out of date or any task it depends on re-runs."""
     from cuberun import graph, uptodate
@@ -468,8 +475,9 @@ def _run_chain_incremental(cube: Cube, runner: Runner, resolved: Sequence[Any], 
     rerun: set[str] = set()
     todo = []
     results: list[TaskResult] = []
-    for rt in resolved:
-        fp = dict(runner.fingerprint(rt))
+    for plan in plans:
+        rt = plan.task
+        fp = dict(runner.identity(plan))
         command = fp.pop("command", [])
         decision = uptodate.check(rt, uptodate.identity_of(rt, command, fp), uptodate.state_key(rt.name), force=force)
         upstream = [d for d in deps[rt.name] if d in rerun]
@@ -477,21 +485,22 @@ def _run_chain_incremental(cube: Cube, runner: Runner, resolved: Sequence[Any], 
             why = decision.explain() if decision.run else f"task {upstream[0]} runs first"
             say(f"task '{rt.name}' will run: {why}")
             rerun.add(rt.name)
-            todo.append((rt, decision, fp))
+            todo.append((plan, decision, fp))
         else:
             say(f"skipping task '{rt.name}': {decision.explain()}")
             results.append(TaskResult(rt.name, 0, status="skipped", reason=decision.explain()))
     if not todo:
         return results
     chain = run_chain(cube, runner, [t[0] for t in todo], {"invocation_id": invocation})
-    for (rt, decision, fp), result in zip(todo, chain, strict=False):
+    for (plan, decision, fp), result in zip(todo, chain, strict=False):
+        rt = plan.task
         if result.exit_code != 0:
             raise task_failed(cube, result, [*results, *chain])
         uptodate.refresh_inputs(rt, decision)
         outputs = uptodate.save(rt, uptodate.state_key(rt.name), decision, result.run_id)
         _amend_record(cube, result.run_id, outputs=outputs, runner_fingerprint=fp, inputs={n: f.to_json() for n, f in decision.inputs.items()})
     if len(chain) < len(todo):
-        raise CuberunError(f"runner '{runner.name}' reported no outcome for task '{todo[len(chain)][0].name}'")
+        raise CuberunError(f"runner '{runner.name}' reported no outcome for task '{todo[len(chain)][0].task.name}'")
     return results + chain
 
 
@@ -572,6 +581,8 @@ def seed_plan(cube: Cube, names: Sequence[str], overrides: dict[str, str]) -> li
 
 def seed_workspace(seeds: Sequence[tuple[Any, Any]], *, dry_run: bool) -> None:
     """Copy the bundled inputs of seed_plan (on a dry run, say what would be copied)."""
+    if not seeds:
+        return
     import shutil
 
     from cuberun.safeio import copy_file, make_dirs
@@ -617,10 +628,11 @@ def step_problem(step: Step) -> str | None:
     return None
 
 
-def run_one(cube: Cube, runner: Runner, rt: Any, extra: dict[str, Any] | None = None) -> tuple[TaskResult, RunRecord]:
-    record, steps = _start_run(cube, runner, rt, extra=extra)
+def run_one(cube: Cube, runner: Runner, plan: TaskPlan, extra: dict[str, Any] | None = None) -> tuple[TaskResult, RunRecord]:
+    rt = plan.task
+    record, steps = _start_run(cube, runner, plan, extra=extra)
     try:
-        outcome = runner.run(rt, str(record.log_path))
+        outcome = runner.run(plan, str(record.log_path))
     except CuberunError as exc:
         record.finish("error", exc.exit_code, error=exc.lines()[0])
         raise
@@ -630,19 +642,21 @@ def run_one(cube: Cube, runner: Runner, rt: Any, extra: dict[str, Any] | None = 
     return _finish_run(rt, record, steps, outcome, runner.options.strict_outputs, runner.outputs_on_host), record
 
 
-def run_chain(cube: Cube, runner: Runner, resolved: Sequence[Any], extra: dict[str, Any] | None = None) -> list[TaskResult]:
+def run_chain(cube: Cube, runner: Runner, plans: Sequence[TaskPlan], extra: dict[str, Any] | None = None) -> list[TaskResult]:
     """Tasks submitted together (runner.run_chain, e.g. Slurm afterok): one record per task."""
-    return _run_together(cube, runner, resolved, [extra or {}] * len(resolved), runner.run_chain)
+    return _run_together(cube, runner, plans, [extra or {}] * len(plans), runner.run_chain)
 
 
 def _run_together(
-    cube: Cube, runner: Runner, resolved: Sequence[Any], extras: Sequence[dict[str, Any]], submit: Callable[[Sequence[Any], Sequence[str]], list[Outcome]]
+    cube: Cube, runner: Runner, plans: Sequence[TaskPlan], extras: Sequence[dict[str, Any]],
+    submit: Callable[[Sequence[TaskPlan], Sequence[str]], list[Outcome]],
 ) -> list[TaskResult]:
     """Tasks one runner call runs (run_chain, run_array): one record per task. Tasks the runner
     reports no outcome for (after a failure or Ctrl-C) are recorded as 'cancelled'."""
-    started = [_start_run(cube, runner, rt, verb="queueing", extra=extra) for rt, extra in zip(resolved, extras, strict=True)]
+    resolved = [p.task for p in plans]
+    started = [_start_run(cube, runner, plan, verb="queueing", extra=extra) for plan, extra in zip(plans, extras, strict=True)]
     try:
-        outcomes = submit(resolved, [str(record.log_path) for record, _ in started])
+        outcomes = submit(plans, [str(record.log_path) for record, _ in started])
     except BaseException as exc:
         error = exc.lines()[0] if isinstance(exc, CuberunError) else f"{type(exc).__name__}: {exc}"
         for record, _ in started:
@@ -657,13 +671,14 @@ def _run_together(
     return results
 
 
-def _start_run(cube: Cube, runner: Runner, rt: Any, verb: str = "running", extra: dict[str, Any] | None = None) -> tuple[RunRecord, list[Step]]:
+def _start_run(cube: Cube, runner: Runner, plan: TaskPlan, verb: str = "running", extra: dict[str, Any] | None = None) -> tuple[RunRecord, list[Step]]:
     from cuberun import records
     from cuberun.secretid import redact_env
 
+    rt = plan.task
     for warning in rt.warnings:
         say(f"warning: {warning}")
-    steps = runner.run_steps(rt)
+    steps = list(plan.steps)
     rt.prepare_outputs()
     record = records.start_record(
         cube.workspace,

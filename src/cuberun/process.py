@@ -21,63 +21,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import IO, Any
 
-
-def _watchdog_main(argv: list[str]) -> None:
-    """The watchdog process (see watchdog()): `python -I -S process.py watchdog GROUP GRACE CLEANUP`.
-    Standard library only: it runs before (without) the cuberun package."""
-    import json
-
-    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_IGN)
-    group, grace, cleanup = int(argv[0]), float(argv[1]), json.loads(argv[2])
-    try:
-        if os.read(0, 1):  # cuberun says the task is done
-            return
-    except OSError:
-        pass
-
-    def alive() -> bool:
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    def wait(limit: float) -> None:
-        end = time.monotonic() + limit
-        while alive() and time.monotonic() < end:
-            time.sleep(0.05)
-
-    if group > 0 and alive():
-        for sig, limit in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(group, sig)
-            except OSError:
-                pass
-            wait(limit)
-            if not alive():
-                break
-    for command in cleanup:
-        try:
-            pid = os.posix_spawnp(command[0], command, dict(os.environ))
-        except OSError:
-            continue
-        end = time.monotonic() + 60
-        while os.waitpid(pid, os.WNOHANG) == (0, 0):
-            if time.monotonic() > end:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                break
-            time.sleep(0.05)
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["watchdog"]:
-    _watchdog_main(sys.argv[2:])
-    sys.exit(0)
-
-from cuberun.valueclass import dataclass  # noqa: E402 - after the watchdog, which runs without the package
+from cuberun.valueclass import dataclass
 
 GRACE_INTERRUPT = float(os.environ.get("CUBERUN_GRACE_INTERRUPT", "5"))
 GRACE_TERMINATE = float(os.environ.get("CUBERUN_GRACE_TERMINATE", "5"))
@@ -238,7 +182,7 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 # -- the watchdog: nothing cuberun started outlives it ----------------------------------------
-# A tiny process per running task, started beside it, in its own session (a terminal's Ctrl-C
+# A tiny process per running task (watchdog.py, a small script on the standard library alone), started beside it, in its own session (a terminal's Ctrl-C
 # never reaches it). It waits on a pipe that only cuberun holds open: a byte means "done, exit";
 # end of file means cuberun is gone (kill -9 included). It then stops the task's process group
 # (SIGTERM, after GRACE_TERMINATE seconds SIGKILL) and runs the runner's clean-up commands
@@ -312,13 +256,13 @@ def watchdog(*, group: int | None = None, cleanup: Sequence[Sequence[str]] = (),
     """Start the watchdog of a task's process group and/or its clean-up commands."""
     if os.environ.get("CUBERUN_NO_WATCHDOG") == "1" or (not group and not cleanup):
         return Watchdog(None, None)
-    import json
-
     read, write = os.pipe()  # both ends close-on-exec: no task ever inherits the write end
     keep = [fd for fd in getattr(_HELD, "fds", ()) if _is_open(fd)]
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "watchdog.py")  # small, standard library only
+    words = [w for command in cleanup for w in (str(len(command)), *command)]
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", os.path.abspath(__file__), "watchdog", str(group or 0), str(grace), json.dumps([list(a) for a in cleanup])],
+            [sys.executable, "-I", "-S", script, str(group or 0), str(grace), *words],
             stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=keep, start_new_session=True, close_fds=True,
         )
     except OSError:  # no watchdog (no memory, no process slot): the run goes on as before
@@ -519,9 +463,15 @@ def write_best_effort(stream: IO[bytes] | None, data: bytes) -> None:
 
 
 def which(name: str, path: str | None = None) -> str | None:
-    import shutil
-
-    return shutil.which(name, path=path)
+    """The executable `name` would start (shutil.which, without importing shutil: the
+    docker run path asks this once per run)."""
+    if os.sep in name:
+        return name if os.access(name, os.X_OK) and not os.path.isdir(name) else None
+    for folder in (path if path is not None else os.environ.get("PATH", os.defpath)).split(os.pathsep):
+        candidate = os.path.join(folder or os.curdir, name)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
 
 
 class Forked:

@@ -309,7 +309,7 @@ def test_real_client_accepts_the_commands(fake: Fake, manager: tuple[str, list[d
     cube = load_cube(fake.cube, overrides=params)
     runner = make_runner(cube, "backendai", RunOptions(gpus="1"), params)
     assert isinstance(runner, BackendAIRunner)
-    plan = runner.plan(resolve_task(cube, "hello"), after="cuberun-previous-00000000")
+    plan = runner.session_plan(resolve_task(cube, "hello"), after="cuberun-previous-00000000")
     env = {**os.environ, "BACKEND_ENDPOINT": url, "BACKEND_ACCESS_KEY": ACCESS, "BACKEND_SECRET_KEY": SECRET, "BACKEND_ENDPOINT_TYPE": "api"}
     run = subprocess.run(plan.real_create_argv, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -5,6 +5,7 @@ config model, -P typed by it, `config keys` listing it, the dry-run plan, a task
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -48,7 +49,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def env(site: Path, tmp_path: Path) -> dict[str, str]:
-    return {**testing.isolated_env(tmp_path / "home"), "PYTHONPATH": str(site)}
+    inherited = os.environ.get("PYTHONPATH")  # a checkout's src under test stays first in line after the plugin
+    return {**testing.isolated_env(tmp_path / "home"), "PYTHONPATH": os.pathsep.join([str(site), *([inherited] if inherited else [])])}
 
 
 @pytest.fixture

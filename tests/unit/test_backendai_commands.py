@@ -77,7 +77,7 @@ def runner_for(root: Path, params: list[str] | None = None, options: RunOptions 
 
 
 def fixed_names(runner: BackendAIRunner, task: Any, name: str) -> None:
-    runner._names[id(task)] = (task, name)
+    runner.new_session_name = lambda _task: name  # type: ignore[method-assign]
 
 
 # -- the session create command and the startup command (golden) ----------------------------------
@@ -85,7 +85,7 @@ def test_create_command_golden(tmp_path: Path) -> None:
     runner, cube = runner_for(make_cube(tmp_path / "cube"))
     task = resolve_task(cube, "hello")
     fixed_names(runner, task, "cuberun-hello-0000aaaa")
-    plan = runner.plan(task)
+    plan = runner.session_plan(task)
     ws = tmp_path / "cube" / "workspace"
     startup = (
         "cd /mlcube_ws || exit 125; "
@@ -130,11 +130,11 @@ def test_policy_closest_equivalent(tmp_path: Path) -> None:
         {"name": "network", "detail": "not isolated: Backend.AI sessions keep the cluster's network (no API option turns it off)", "source": "runner"},
         {"name": "writable-inputs", "detail": "the inputs are unpacked into the read-write vfolder", "source": "runner"},
     ]
-    assert "--network" not in runner.plan(task).create_argv
+    assert "--network" not in runner.session_plan(task).create_argv
     runner, cube = runner_for(make_cube(tmp_path / "cube"), options=RunOptions(network="isolated-net"))
     task = resolve_task(cube, "hello")
     fixed_names(runner, task, "cuberun-hello-0000aaaa")
-    argv = runner.plan(task).create_argv
+    argv = runner.session_plan(task).create_argv
     assert argv[argv.index("--network"):argv.index("--network") + 2] == ["--network", "isolated-net"]
     assert next(r.to_json() for r in runner.policy(task).relaxations) == {"name": "network", "detail": "--network=isolated-net", "source": "cli"}
 
@@ -166,7 +166,7 @@ def test_entrypoint_task_chain_and_options(tmp_path: Path) -> None:
                               RunOptions(gpus="2"))
     task = resolve_task(cube, "bye")
     fixed_names(runner, task, "cuberun-bye-1")
-    plan = runner.plan(task, produced=["my names"], after="cuberun-hello-0")
+    plan = runner.session_plan(task, produced=["my names"], after="cuberun-hello-0")
     assert plan.command[:3] == ["python3", "/app/bye.py", "--name=/home/work/ws/my names/o'brien \"jr\".txt"]  # entrypoint: no task name
     assert plan.inputs == [] and plan.in_tar is None  # produced by the task before it in the chain
     argv = plan.create_argv
@@ -179,15 +179,15 @@ def test_entrypoint_task_chain_and_options(tmp_path: Path) -> None:
 def test_gpu_forms_and_outside_paths(tmp_path: Path) -> None:
     runner, cube = runner_for(make_cube(tmp_path / "cube"), options=RunOptions(gpus="all"))
     with pytest.raises(UsageError, match="--gpus=all cannot be requested"):
-        runner.plan(resolve_task(cube, "hello"))
+        runner.session_plan(resolve_task(cube, "hello"))
     runner, cube = runner_for(make_cube(tmp_path / "cube"), options=RunOptions(gpus="device=0,1"))
     with pytest.raises(UsageError, match="devices cannot be chosen"):
-        runner.plan(resolve_task(cube, "hello"))
+        runner.session_plan(resolve_task(cube, "hello"))
     runner, cube = runner_for(make_cube(tmp_path / "cube"))
     outside = tmp_path / "elsewhere.txt"
     outside.write_text("x")
     with pytest.raises(UsageError, match="is outside the workspace"):
-        runner.plan(resolve_task(cube, "hello", {"name": str(outside)}))
+        runner.session_plan(resolve_task(cube, "hello", {"name": str(outside)}))
 
 
 def test_entrypoint_unknown_without_a_local_image(tmp_path: Path) -> None:

@@ -399,7 +399,7 @@ def test_unavailable_reason(hello: Path, fake_ch_run: Path) -> None:
 def _run(runner: CharliecloudRunner, tmp_path: Path, task: str = "hello") -> int:
     rt = resolve_task(runner.cube, task)
     rt.prepare_outputs()
-    return runner.run(rt, str(tmp_path / "task.log")).exit_code
+    return runner.run(runner.plan(rt), str(tmp_path / "task.log")).exit_code
 
 
 def test_run_creates_mount_points_and_sets_user(hello: Path, image_dir: Path, tmp_path: Path, fake_ch_run: Path,

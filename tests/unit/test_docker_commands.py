@@ -111,9 +111,10 @@ def test_hello_world(hello: Path) -> None:
 def test_container_name_is_unique_and_stable_per_task(hello: Path) -> None:
     runner = runner_for(hello)
     rt = resolve_task(runner.cube, "hello")
-    first = runner.run_steps(rt)[0].argv
-    assert first == runner.run_steps(rt)[0].argv  # the record and the run use the same name
-    other = runner_for(hello).run_steps(rt)[0].argv
+    plan = runner.plan(rt)  # made once per run: the record, the identity and the run all read it
+    first = plan.steps[0].argv
+    assert f"--name={plan.value('container')}" in first and runner.watchdog_cleanup(plan)[0][-1] == plan.value("container")
+    other = runner_for(hello).plan(rt).steps[0].argv
     names = [a for a in (*first, *other) if NAME.match(a)]
     assert len(names) == 2 and names[0] != names[1]
 
@@ -627,7 +628,7 @@ def test_auto_uses_an_image_it_did_not_build(hello: Path, tmp_path: Path) -> Non
 
 def _run(runner: DockerRunner, tmp_path: Path) -> Any:
     runner.configure()
-    return runner.run(resolve_task(runner.cube, "hello"), str(tmp_path / "log"))
+    return runner.run(runner.plan(resolve_task(runner.cube, "hello")), str(tmp_path / "log"))
 
 
 def test_oom_kill_is_explained(hello: Path, tmp_path: Path) -> None:
@@ -695,5 +696,6 @@ def test_each_resolved_task_gets_its_own_container(hello: Path) -> None:
     runner = runner_for(hello)
     a = resolve_task(runner.cube, "hello", {"chat": "a.txt"})
     b = resolve_task(runner.cube, "hello", {"chat": "b.txt"})
-    name_a, name_b = runner.container_name(a), runner.container_name(b)
-    assert name_a != name_b and runner.container_name(a) == name_a
+    plan_a, plan_b = runner.plan(a), runner.plan(b)
+    name_a, name_b = plan_a.value("container"), plan_b.value("container")
+    assert name_a != name_b and f"--name={name_a}" in plan_a.steps[0].argv and f"--name={name_b}" in plan_b.steps[0].argv

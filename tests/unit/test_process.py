@@ -144,3 +144,36 @@ def test_disarmed_watchdogs_are_reaped_never_dropped_running() -> None:
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
     process._reap_disarmed(wait=True)  # what the atexit hook does: each exits on the byte disarm wrote
     assert process._DISARMED == []
+
+
+# -- the watchdog: forked, or the standard-library script -----------------------------------------
+def test_watchdog_script_reads_length_prefixed_commands() -> None:
+    from cuberun.watchdog import commands
+
+    assert commands(["3", "docker", "rm", "-f", "1", "true", "0"]) == [["docker", "rm", "-f"], ["true"]]
+    assert commands([]) == []
+
+
+def _touch(path: Path) -> list[str]:
+    return [sys.executable, "-c", f"open({str(path)!r}, 'w').close()"]
+
+
+def test_watchdog_cleans_up_when_cuberun_is_gone_and_not_after_disarm(tmp_path: Path) -> None:
+    """End of file on its pipe (cuberun gone, kill -9 included): the clean-up runs; a disarmed
+    watchdog exits without it."""
+    from cuberun import process
+
+    gone, kept = tmp_path / "gone", tmp_path / "kept"
+    guard = process.watchdog(cleanup=[_touch(gone)])
+    assert guard._fd is not None and guard._proc is not None
+    os.close(guard._fd)  # as if cuberun died: the pipe ends without the byte
+    guard._fd = None
+    guard._proc.wait(timeout=60)  # the watchdog waits for its clean-up before it exits
+    assert gone.exists()
+    guard = process.watchdog(cleanup=[_touch(kept)])
+    proc = guard._proc
+    assert proc is not None
+    guard.disarm()
+    proc.wait(timeout=60)
+    process._reap_disarmed(wait=True)
+    assert not kept.exists()

@@ -507,7 +507,7 @@ def test_configure_without_the_executable(hello: Path) -> None:
 def _run(runner: SingularityRunner, tmp_path: Path, task: str = "hello") -> int:
     rt = resolve_task(runner.cube, task)
     rt.prepare_outputs()
-    return runner.run(rt, str(tmp_path / "task.log")).exit_code
+    return runner.run(runner.plan(rt), str(tmp_path / "task.log")).exit_code
 
 
 def test_run_passes_the_exit_code_through(hello: Path, tmp_path: Path, fake_singularity: Path, monkeypatch: pytest.MonkeyPatch) -> None:

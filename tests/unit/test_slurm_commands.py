@@ -672,7 +672,7 @@ def test_timeout_maps_to_137_with_state_and_log(tmp_path: Path, fake: FakeSlurm,
     )
     runner, cube = runner_for(root)
     log_path = tmp_path / "run.log"
-    outcome = runner.run(resolved(cube), str(log_path))
+    outcome = runner.run(runner.plan(resolved(cube)), str(log_path))
     job_log = f"{root}/workspace/.cuberun/slurm/hello-77.log"
     assert outcome.exit_code == 137 and not outcome.interrupted
     assert outcome.reason == f"job 77 ended TIMEOUT (exit 0:15); log: {job_log}"
@@ -695,7 +695,7 @@ def test_forgotten_job_falls_back_to_jobcomp(tmp_path: Path, fake: FakeSlurm) ->
         "JobId=50 UserId=root(0) Name=y JobState=COMPLETED Partition=debug TimeLimit=5 ExitCode=0:0 \n"
     )
     runner, cube = runner_for(root)
-    outcome = runner.run(resolved(cube), str(tmp_path / "run.log"))
+    outcome = runner.run(runner.plan(resolved(cube)), str(tmp_path / "run.log"))
     assert outcome.exit_code == 9
     assert outcome.details is not None and outcome.details["state_source"] == "jobcomp"
     assert [c[0] for c in fake.calls() if c[0] == "sacct"] == ["sacct"]  # asked once, learned accounting is off
@@ -713,7 +713,7 @@ def test_chain_uses_afterok_and_cancels_the_rest_after_a_failure(tmp_path: Path,
     )
     runner, cube = runner_for(root)
     tasks = [resolved(cube, "hello"), resolved(cube, "bye")]
-    outcomes = runner.run_chain(tasks, [str(tmp_path / "a.log"), str(tmp_path / "b.log")])
+    outcomes = runner.run_chain([runner.plan(t) for t in tasks], [str(tmp_path / "a.log"), str(tmp_path / "b.log")])
     assert len(outcomes) == 1 and outcomes[0].exit_code == 3
     assert outcomes[0].reason is not None and outcomes[0].reason.startswith("job 10 ended FAILED (exit 3:0); log: ")
     submits = fake.calls("sbatch")
@@ -732,7 +732,7 @@ def test_unknown_partition_is_one_line_with_the_known_ones(tmp_path: Path, fake:
     )
     runner, cube = runner_for(root)
     with pytest.raises(BackendError) as info:
-        runner.run(resolved(cube), str(tmp_path / "run.log"))
+        runner.run(runner.plan(resolved(cube)), str(tmp_path / "run.log"))
     assert info.value.exit_code == 125
     (line,) = info.value.lines()
     assert line.startswith("Slurm partition 'nope' does not exist (sbatch: Batch job submission failed: Invalid partition name specified); job script: ")
@@ -745,7 +745,7 @@ def test_controller_unreachable_at_submit(tmp_path: Path, fake: FakeSlurm) -> No
     fake.scenario(first_id=1, jobs={}, sbatch_error="sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)\n")
     runner, cube = runner_for(root)
     with pytest.raises(RunnerUnavailable, match="Slurm controller unreachable"):
-        runner.run(resolved(cube), str(tmp_path / "run.log"))
+        runner.run(runner.plan(resolved(cube)), str(tmp_path / "run.log"))
 
 
 def test_signal_during_wait_cancels_our_job(tmp_path: Path, fake: FakeSlurm) -> None:
@@ -758,7 +758,7 @@ def test_signal_during_wait_cancels_our_job(tmp_path: Path, fake: FakeSlurm) -> 
     timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     try:
-        outcome = runner.run(resolved(cube), str(tmp_path / "run.log"))
+        outcome = runner.run(runner.plan(resolved(cube)), str(tmp_path / "run.log"))
     finally:
         timer.cancel()
     assert outcome.interrupted and outcome.exit_code == 130 and outcome.received == signal.SIGINT
@@ -794,7 +794,7 @@ def test_array_is_one_submission_followed_per_element(tmp_path: Path, fake: Fake
     runner, cube = runner_for(root)
     tasks = sweep_tasks(cube, ["0.1", "0.2", "0.3"])
     logs = [tmp_path / f"run{i}.log" for i in range(3)]
-    outcomes = runner.run_array(tasks, [str(p) for p in logs])
+    outcomes = runner.run_array([runner.plan(t) for t in tasks], [str(p) for p in logs])
     assert [o.exit_code for o in outcomes] == [0, 3, 0]
     assert len(fake.calls("sbatch")) == 1 and fake.calls("scancel") == []
     assert all(c == ["scontrol", "show", "job", "-o", "40"] for c in fake.calls("scontrol"))  # one query per poll for all elements
@@ -826,7 +826,7 @@ def test_signal_cancels_the_whole_array(tmp_path: Path, fake: FakeSlurm) -> None
     timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     try:
-        outcomes = runner.run_array(sweep_tasks(cube, ["1", "2", "3"]), [str(tmp_path / f"run{i}.log") for i in range(3)])
+        outcomes = runner.run_array([runner.plan(t) for t in sweep_tasks(cube, ["1", "2", "3"])], [str(tmp_path / f"run{i}.log") for i in range(3)])
     finally:
         timer.cancel()
     assert [(o.exit_code, o.interrupted) for o in outcomes] == [(130, True)] * 3
@@ -843,7 +843,7 @@ def test_forgotten_array_falls_back_to_jobcomp_per_element(tmp_path: Path, fake:
         "JobId=60 UserId=root(0) Name=a JobState=FAILED Partition=debug TimeLimit=5 ArrayJobId=60 ArrayTaskId=1 ExitCode=4:0 \n"
     )
     runner, cube = runner_for(root)
-    outcomes = runner.run_array(sweep_tasks(cube, ["1", "2"]), [str(tmp_path / "a.log"), str(tmp_path / "b.log")])
+    outcomes = runner.run_array([runner.plan(t) for t in sweep_tasks(cube, ["1", "2"])], [str(tmp_path / "a.log"), str(tmp_path / "b.log")])
     assert [o.exit_code for o in outcomes] == [0, 4]
     assert [(o.details or {}).get("state_source") for o in outcomes] == ["jobcomp", "jobcomp"]
 

@@ -168,7 +168,7 @@ def test_remote_run_command_forwards_everything(tmp_path: Path, monkeypatch: pyt
     r = runner_for(tmp_path, monkeypatch, {"host": "h", "platform": "docker", "cuberun": "venv", "remote_env": {"API_TOKEN": "s3cret", "X": 1}},
                    options=options, params=("docker.image=me/hello:2", "runner.port=22"))
     rt = task_of(r)
-    plan = r.plan(rt)
+    plan = r.remote_plan(rt)
     assert RCUBE.match(plan.rcube)
     assert plan.rws == plan.rcube + "/workspace"
     pid = r.pid_file(plan, rt)
@@ -194,7 +194,7 @@ def test_remote_run_command_forwards_everything(tmp_path: Path, monkeypatch: pyt
 def test_cancel_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     r = runner_for(tmp_path, monkeypatch, {"host": "h"})
     rt = task_of(r)
-    plan = r.plan(rt)
+    plan = r.remote_plan(rt)
     assert r.cancel_argv(plan, rt)[-1] == shlex.join(["/bin/sh", "-c", CANCEL_SCRIPT, "sh", r.pid_file(plan, rt)])
 
 
@@ -224,7 +224,7 @@ def test_remote_shell_receives_every_argument_literally(tmp_path: Path, monkeypa
                                            "remote_env": {"NOTE": "a 'b' $(touch PWNED)"}}, cube=cube,
                    params=(f"docker.image=img; touch PWNED {weird}",))
     rt = task_of(r, overrides={"name": weird, "chat": f"out/{weird}"})
-    plan = r.plan(rt)
+    plan = r.remote_plan(rt)
     remote = r.ssh_argv(r.remote_run_argv(rt, plan))[-1]
     home = tmp_path / "home"
     home.mkdir()
@@ -250,7 +250,7 @@ def test_external_paths_and_relative_remote_root(tmp_path: Path, monkeypatch: py
     elsewhere.mkdir()
     (elsewhere / "bob.txt").write_text("Bob\n")
     rt = task_of(r, overrides={"name": str(elsewhere / "bob.txt"), "chat": str(tmp_path / "out" / "chat.txt")})
-    plan = r.plan(rt)
+    plan = r.remote_plan(rt)
     name, chat = plan.items
     assert name.external and chat.external
     assert re.fullmatch(re.escape(plan.rcube) + r"/\.cuberun/external/[0-9a-f]{12}/bob\.txt", name.remote)
@@ -267,14 +267,14 @@ def test_external_paths_and_relative_remote_root(tmp_path: Path, monkeypatch: py
 def test_absolute_remote_root_gives_absolute_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     r = runner_for(tmp_path, monkeypatch, {"host": "h", "remote_root": "/scratch/me/cr"})
     rt = task_of(r, overrides={"chat": str(tmp_path / "elsewhere" / "c.txt")})
-    plan = r.plan(rt)
+    plan = r.remote_plan(rt)
     assert plan.rcube.startswith("/scratch/me/cr/cubes/hello_world-")
     assert plan.items[1].value == plan.items[1].remote and plan.items[1].value.startswith("/scratch/")
 
 
 def test_tilde_remote_root_is_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     r = runner_for(tmp_path, monkeypatch, {"host": "h", "remote_root": "~/work/cr"})
-    assert r.plan().rcube.startswith("work/cr/cubes/")
+    assert r.remote_plan().rcube.startswith("work/cr/cubes/")
 
 
 def test_workspace_outside_the_cube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -287,7 +287,7 @@ def test_workspace_outside_the_cube(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     c = load_cube(str(cube), workspace=str(ws))
     r = make_runner(c, "remote", RunOptions())
     assert isinstance(r, SSHRunner)
-    plan = r.plan(task_of(r))
+    plan = r.remote_plan(task_of(r))
     assert plan.ws_rel is None
     assert re.fullmatch(re.escape(plan.rcube) + r"/\.cuberun/workspaces/my_ws-[0-9a-f]{10}", plan.rws)
     sources, inputs = r.upload_argvs(plan)
@@ -305,7 +305,7 @@ def test_workspace_outside_the_cube(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_upload_golden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     r = runner_for(tmp_path, monkeypatch, {"host": "h", "rsync_excludes": ["*.ckpt"], "multiplex": False, "connect_timeout": 0})
     rt = task_of(r)
-    plan = r.plan(rt)
+    plan = r.remote_plan(rt)
     (argv,) = r.upload_argvs(plan)
     assert argv == [
         "rsync", "-a", "--partial", "--protect-args", "-e", "ssh", "--delete", "--copy-unsafe-links", "--stats",
@@ -326,7 +326,7 @@ def test_upload_golden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_fetch_golden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     r = runner_for(tmp_path, monkeypatch, {"host": "h", "multiplex": False, "connect_timeout": 0})
     rt = task_of(r, "train")
-    plan = r.plan(rt)
+    plan = r.remote_plan(rt)
     (argv,) = r.fetch_argvs(plan, rt, "20261122-101010-train-abcdef")
     assert argv == [
         "rsync", "-a", "--partial", "--protect-args", "-e", "ssh", "--delete", "--ignore-missing-args", "--stats",
@@ -368,7 +368,7 @@ def test_upload_rules_with_a_real_local_rsync(tmp_path: Path, monkeypatch: pytes
     (cube / "__pycache__" / "x.pyc").write_bytes(b"0")
     r = runner_for(tmp_path, monkeypatch, {"host": "h"}, cube=cube)
     rt = task_of(r, "train")
-    plan = r.plan(rt)
+    plan = r.remote_plan(rt)
     dest = tmp_path / "remote"
     (dest / "workspace" / "chats").mkdir(parents=True)
     (dest / "workspace" / "chats" / "old.txt").write_text("remote only\n")

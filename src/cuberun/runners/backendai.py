@@ -78,7 +78,7 @@ from cuberun.runners.backendai_session import (
     watch_verdict,
     workspace_relative,
 )
-from cuberun.runners.base import Step
+from cuberun.runners.base import Step, TaskPlan
 from cuberun.runners.batch import BatchRunner
 from cuberun.runners.container_policy import backendai_flags, backendai_policy
 from cuberun.schema import Field
@@ -158,7 +158,6 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._names: dict[int, tuple[ResolvedTask, str]] = {}
         self._image_config: tuple[list[str] | None, str | None] | None = None
         self._configured = False
 
@@ -283,12 +282,14 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
         return [*entry, *task.task_args(args)]
 
     # -- plans (pure once the image is known) -------------------------------------------------------
-    def session_name_for(self, task: ResolvedTask) -> str:
-        entry = self._names.get(id(task))
-        if entry is None or entry[0] is not task:
-            entry = (task, session_name(str(self.config.get("session_prefix") or "cuberun"), task.name, os.urandom(4).hex()))
-            self._names[id(task)] = entry
-        return entry[1]
+    def new_session_name(self, task: ResolvedTask) -> str:
+        """A session name for one run of `task`: the prefix, the task and a random part."""
+        return session_name(str(self.config.get("session_prefix") or "cuberun"), task.name, os.urandom(4).hex())
+
+    def plan(self, task: ResolvedTask) -> TaskPlan:
+        """The task's steps under a session name chosen once for this run."""
+        name = self.new_session_name(task)
+        return TaskPlan(task, tuple(self._steps(self.session_plan(task, name=name))), {"session": name})
 
     def resources(self) -> list[tuple[str, str]]:
         from cuberun.gpus import effective_gpus
@@ -336,12 +337,12 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
                 ignored.append(flag)
         return ignored
 
-    def plan(self, task: ResolvedTask, produced: Sequence[str] = (), after: str | None = None) -> SessionPlan:
-        """The session for one task. `produced`: workspace-relative outputs of the tasks before
-        it in the same chain (already in the vfolder, so not uploaded); `after`: the session it
-        depends on."""
+    def session_plan(self, task: ResolvedTask, produced: Sequence[str] = (), after: str | None = None, name: str | None = None) -> SessionPlan:
+        """The session for one task (named `name`, default: a new name). `produced`:
+        workspace-relative outputs of the tasks before it in the same chain (already in the
+        vfolder, so not uploaded); `after`: the session it depends on."""
         mount = self.mount_point
-        name = self.session_name_for(task)
+        name = name or self.new_session_name(task)
         inputs: list[str] = []
         outputs: list[str] = []
         output_dirs: list[str] = []
@@ -414,7 +415,7 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
         return steps
 
     def run_steps(self, task: ResolvedTask) -> list[Step]:
-        return self._steps(self.plan(task))
+        return list(self.plan(task).steps)
 
     def configure_steps(self) -> list[Step]:
         steps = [Step((*self.client, "vfolder", "info", self.vfolder), "check-vfolder", env=self.public_env())]
@@ -428,7 +429,7 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
         """What the result depends on: the task's command in the session, the image, where the
         workspace is mounted, resources and environment (secret values redacted). Not the session
         name, the transfer archives or the dependencies, which change from run to run."""
-        plan = self.plan(task)
+        plan = self.session_plan(task, name="-")
         _, workdir = self.image_command()
         from cuberun.secretid import secret_digest
 
@@ -493,10 +494,10 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
         return self._seconds("max_wait", DEFAULT_MAX_WAIT) or DEFAULT_MAX_WAIT
 
     # -- the batch hooks (the loop is BatchRunner.run_batch) --------------------------------------
-    def plan_batch(self, tasks: Sequence[ResolvedTask]) -> list[SessionPlan]:
+    def plan_batch(self, planned: Sequence[TaskPlan]) -> list[SessionPlan]:
         for flag in self._ignored_options():
             say(f"warning: {flag} does not apply to Backend.AI sessions (set backendai.resources instead); ignored")
-        for task in tasks:
+        for task in (p.task for p in planned):
             if any(r.name == "network" and r.source == "runner" for r in self.policy(task).relaxations):
                 say(f"warning: task '{task.name}': Backend.AI cannot run a session without a network (its API has no such option): "
                     "the session keeps the cluster's network (recorded in the run record's policy)")
@@ -505,8 +506,8 @@ class BackendAIRunner(BatchRunner[SessionPlan, SessionPlan]):
             self.configure()
         plans: list[SessionPlan] = []
         produced: list[str] = []
-        for task in tasks:  # every config problem surfaces before anything is uploaded or created
-            plan = self.plan(task, produced, plans[-1].name if plans else None)
+        for item in planned:  # every config problem surfaces before anything is uploaded or created
+            plan = self.session_plan(item.task, produced, plans[-1].name if plans else None, item.value("session"))
             produced += plan.outputs
             plans.append(plan)
         return plans

@@ -89,8 +89,53 @@ class Step:
         return {"purpose": self.purpose, "argv": list(self.argv), "cwd": self.cwd, "env": redact_env(self.env)}
 
 
+@dataclass(frozen=True)
+class TaskPlan:
+    """How a runner will run one resolved task, computed once (`Runner.plan`, after `configure`)
+    and consumed by the run record, the up-to-date identity and the run itself, so that all of
+    them see the same commands and names. Making a plan starts nothing.
+
+    `values` holds what the runner decided for this run and must not decide again (a container
+    or session name with a random part, the mounts), read back with `value(key)`."""
+
+    task: ResolvedTask
+    steps: tuple[Step, ...]
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def value(self, key: str) -> Any:
+        return self.values[key]
+
+
+def _takes_tasks(fn: Any) -> bool:
+    """A runner method of the first contract: its first parameter is `task` or `tasks`."""
+    code = getattr(fn, "__code__", None)
+    return code is not None and code.co_argcount > 1 and code.co_varnames[1] in ("task", "tasks")
+
+
+def _task_of(item: Any) -> Any:
+    return item.task if isinstance(item, TaskPlan) else item
+
+
+def _from_plans(fn: Any, many: bool) -> Any:
+    """Wrap a method of the first contract (`run(task, log_path)`, `run_chain(tasks, ...)`) so
+    that it accepts plans: it is given each plan's task."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self: Runner, items: Any, *args: Any, **kwargs: Any) -> Any:
+        return fn(self, [_task_of(i) for i in items] if many else _task_of(items), *args, **kwargs)
+
+    return wrapper
+
+
 class Runner(ABC):
-    """A backend. Subclasses declare their config schema and implement the steps."""
+    """A backend. Subclasses declare their config schema and implement the steps.
+
+    The run of a task: `plan(task)` once (pure: the steps and what the runner decided, see
+    TaskPlan), then `identity(plan)` for the up-to-date check, the plan's steps into the run
+    record, and `run(plan, log_path)`. A runner written for the first contract, whose `run`,
+    `run_chain` or `run_array` take `task`/`tasks`, still works: it is given the plans' tasks.
+    """
 
     name: ClassVar[str]
     section: ClassVar[str | None] = None  # the cube section the runner reads (e.g. "docker")
@@ -99,6 +144,13 @@ class Runner(ABC):
     # what the runner contributes to the core, which reads no backend's keys itself:
     identity_labels: ClassVar[Mapping[str, str]] = {}  # fingerprint key -> what it is, for "will run: <label> changed"
     image_keys: ClassVar[tuple[str, str | None] | None] = None  # fingerprint keys of (image reference, image digest)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, many in (("run", False), ("run_chain", True), ("run_array", True)):
+            fn = cls.__dict__.get(name)
+            if fn is not None and _takes_tasks(fn):
+                setattr(cls, name, _from_plans(fn, many))
 
     def __init__(self, cube: Cube, config: dict[str, Any], platform: str, options: RunOptions) -> None:
         self.cube = cube
@@ -125,9 +177,13 @@ class Runner(ABC):
     def run_steps(self, task: ResolvedTask) -> list[Step]:
         """The exact commands that run `task` (pure): the --dry-run output."""
 
+    def plan(self, task: ResolvedTask) -> TaskPlan:
+        """How `task` runs (pure, once per run of a task): by default its `run_steps`."""
+        return TaskPlan(task, tuple(self.run_steps(task)))
+
     @abstractmethod
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
-        """Run the task, stream its output (also into log_path), return the outcome."""
+    def run(self, plan: TaskPlan, log_path: str) -> Outcome:
+        """Run the planned task, stream its output (also into log_path), return the outcome."""
 
     def task_graph(self, overrides: Mapping[str, str] | None = None) -> dict[str, list[str]]:
         """The cube's task graph: task -> the tasks it runs after (the producers of its inputs, by
@@ -140,7 +196,7 @@ class Runner(ABC):
     # -- optional: several tasks as one submission ------------------------------------------
     supports_chain: ClassVar[bool] = False  # True: execute.run_tasks hands multi-task runs to run_chain
 
-    def run_chain(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
+    def run_chain(self, plans: Sequence[TaskPlan], log_paths: Sequence[str]) -> list[Outcome]:
         """Run tasks that depend on each other in order, submitted together (e.g. Slurm jobs linked
         by afterok). Returns one Outcome per task that ran, in order, ending at the first non-zero
         one; the runner makes sure the tasks after it never run. Only called when supports_chain."""
@@ -149,7 +205,7 @@ class Runner(ABC):
     # -- optional: independent tasks as one submission (sweeps) -----------------------------------
     supports_array: ClassVar[bool] = False  # True: execute hands a sweep's variants to run_array
 
-    def run_array(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
+    def run_array(self, plans: Sequence[TaskPlan], log_paths: Sequence[str]) -> list[Outcome]:
         """Run independent tasks (the variants of a sweep) as one submission, e.g. a Slurm job
         array. Returns one Outcome per task, in order (interrupted ones included). Only called
         when supports_array, with tasks of one runner configuration."""
@@ -204,9 +260,19 @@ class Runner(ABC):
         own = [self.section] if self.section else []
         return own if "docker" in own else [*own, "docker"]  # the others take the image (or the host command) from docker:
 
+    def identity(self, plan: TaskPlan) -> dict[str, Any]:
+        """What identifies how the planned task runs, for up-to-date checks: the exact commands,
+        plus anything else the result depends on (image digest, env). Must be stable across runs
+        (leave out what the plan chose at random). Default: `fingerprint(task)` when the runner
+        defines one, else the plan's commands."""
+        if type(self).fingerprint is not Runner.fingerprint:
+            return self.fingerprint(plan.task)
+        return {"runner": self.name, "command": [list(s.argv) for s in plan.steps]}
+
     def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
-        """What identifies how `task` runs, for up-to-date checks: the exact commands, plus
-        anything else the result depends on (image digest, env). Must be stable across runs."""
+        """The identity of `task` planned afresh (runners may override this instead of `identity`)."""
+        if type(self).identity is not Runner.identity:
+            return self.identity(self.plan(task))
         return {"runner": self.name, "command": [list(s.argv) for s in self.run_steps(task)]}
 
     def far_end(self, task: ResolvedTask) -> dict[str, Any] | None:

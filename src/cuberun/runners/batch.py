@@ -24,11 +24,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from cuberun.runners.base import Runner
+from cuberun.runners.base import Runner, TaskPlan
 
 if TYPE_CHECKING:
     from cuberun.process import Outcome
-    from cuberun.resolve import ResolvedTask
 
 P = TypeVar("P")  # the runner's plan of one task (a job script, a session)
 S = TypeVar("S")  # one submission (a job id, a session)
@@ -53,8 +52,9 @@ class BatchRunner(Runner, Generic[P, S]):
     leave_running: ClassVar[tuple[type[BaseException], ...]] = ()
 
     # -- the hooks ------------------------------------------------------------------------------
-    def plan_batch(self, tasks: Sequence[ResolvedTask]) -> list[P]:
-        """One plan per task, in order; raises on any config problem (nothing is submitted yet)."""
+    def plan_batch(self, plans: Sequence[TaskPlan]) -> list[P]:
+        """One submission plan per planned task, in order; raises on any config problem (nothing
+        is submitted yet)."""
         raise NotImplementedError
 
     def stage(self, plan: P) -> None:
@@ -79,20 +79,20 @@ class BatchRunner(Runner, Generic[P, S]):
         raise NotImplementedError
 
     # -- the algorithm ----------------------------------------------------------------------------
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
-        return self.run_batch([task], [log_path])[0]
+    def run(self, plan: TaskPlan, log_path: str) -> Outcome:
+        return self.run_batch([plan], [log_path])[0]
 
-    def run_chain(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
-        return self.run_batch(tasks, log_paths)
+    def run_chain(self, plans: Sequence[TaskPlan], log_paths: Sequence[str]) -> list[Outcome]:
+        return self.run_batch(plans, log_paths)
 
     def watchdog_cleanup(self, submission: S) -> list[list[str]]:
         """Commands a watchdog runs if cuberun is killed while `submission` is out (e.g. scancel)."""
         return []
 
-    def run_batch(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
+    def run_batch(self, planned: Sequence[TaskPlan], log_paths: Sequence[str]) -> list[Outcome]:
         from cuberun.process import handle_signals
 
-        plans = self.plan_batch(tasks)
+        plans = self.plan_batch(planned)
         submitted: list[S] = []
         outcomes: list[Outcome] = []
         with handle_signals() as cancel, _watchdogs() as guards:

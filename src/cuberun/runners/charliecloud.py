@@ -53,7 +53,7 @@ from cuberun.errors import BackendError, BusyError, Issue, RunnerUnavailable, Sp
 from cuberun.records import log_tail
 from cuberun.runners.argv import program_name
 from cuberun.runners.argv import tokens as as_tokens
-from cuberun.runners.base import Step
+from cuberun.runners.base import Step, TaskPlan
 from cuberun.runners.container import BindSyntax, ContainerRunner, EnvSyntax, pass_env, proxy_env
 from cuberun.runners.rootfs import rmtree, safe_extract
 from cuberun.schema import Field
@@ -597,9 +597,10 @@ class CharliecloudRunner(ContainerRunner):
                                "ch-run 0.31 has no network isolation of its own; install util-linux >= 2.38 and allow unprivileged user "
                                "namespaces, or run with the host's network: --network=host (recorded)")
 
-    def before_run(self, task: ResolvedTask) -> None:
+    def before_run(self, plan: TaskPlan) -> None:
         from cuberun.policy import OFF
 
+        task = plan.task
         if self.policy(task).network == OFF:
             self.check_network_isolation()
         self.ensure_mount_points([m.target for m in task.layout().mounts])
@@ -626,7 +627,8 @@ class CharliecloudRunner(ContainerRunner):
             raise UsageError(f"the secret variables ({', '.join(extra)}) are larger than {MAX_SECRET_INPUT} bytes", "pass large values in a file")
         return data
 
-    def failure(self, task: ResolvedTask, outcome: Outcome, log_path: str) -> Exception | None:
+    def failure(self, plan: TaskPlan, outcome: Outcome, log_path: str) -> Exception | None:
+        task = plan.task
         if outcome.exit_code in CH_FAILURE_CODES and outcome.signal is None:
             line = _ch_error(log_tail(log_path))
             if line:

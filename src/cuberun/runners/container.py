@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from cuberun.errors import SpecError
 from cuberun.runners.argv import program_name
 from cuberun.runners.argv import tokens as as_tokens
-from cuberun.runners.base import Runner, Step
+from cuberun.runners.base import Runner, Step, TaskPlan
 from cuberun.valueclass import dataclass
 
 if TYPE_CHECKING:
@@ -277,12 +277,16 @@ class ContainerRunner(Runner):
         carry (secret values among them)."""
         raise NotImplementedError
 
-    def run_steps(self, task: ResolvedTask) -> list[Step]:
+    def plan(self, task: ResolvedTask) -> TaskPlan:
+        """One step: the engine command and the client environment it needs."""
         argv, env = self.run_argv(task)
-        return [Step(tuple(argv), "run", None, env)]
+        return TaskPlan(task, (Step(tuple(argv), "run", None, env),))
+
+    def run_steps(self, task: ResolvedTask) -> list[Step]:
+        return list(self.plan(task).steps)
 
     # -- run --------------------------------------------------------------------------------------
-    def before_run(self, task: ResolvedTask) -> None:
+    def before_run(self, plan: TaskPlan) -> None:
         """Last preparations before the engine starts (e.g. mount points in a directory image)."""
 
     def client_env(self, extra: Mapping[str, str]) -> dict[str, str] | None:
@@ -293,39 +297,41 @@ class ContainerRunner(Runner):
         """What the client reads on its stdin (None: nothing, /dev/null), e.g. secret variables."""
         return None
 
-    def on_cancel(self, task: ResolvedTask) -> Callable[[], None] | None:
+    def on_cancel(self, plan: TaskPlan) -> Callable[[], None] | None:
         """What stops the task besides signalling the client (e.g. `docker kill NAME`)."""
         return None
 
-    def watchdog_cleanup(self, task: ResolvedTask) -> list[list[str]]:
+    def watchdog_cleanup(self, plan: TaskPlan) -> list[list[str]]:
         """Commands the task's watchdog runs when cuberun itself is killed (e.g. `docker rm -f NAME`)."""
         return []
 
-    def after_run(self, task: ResolvedTask, outcome: Outcome) -> None:
+    def after_run(self, plan: TaskPlan, outcome: Outcome) -> None:
         """Clean-up after the client ended (e.g. a container left by an interrupted client)."""
 
-    def failure(self, task: ResolvedTask, outcome: Outcome, log_path: str) -> Exception | None:
+    def failure(self, plan: TaskPlan, outcome: Outcome, log_path: str) -> Exception | None:
         """The engine's (not the task's) failure behind a non-zero outcome, as an error to raise."""
         return None
 
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
+    def run(self, plan: TaskPlan, log_path: str) -> Outcome:
         from cuberun.process import stream
 
-        if not self._configured:
+        if not self._configured:  # called without configure (cuberun configures first, then plans)
             self.configure()
-        argv, extra_env = self.run_argv(task)
-        self.before_run(task)
+            plan = self.plan(plan.task)  # the command may depend on the prepared image (its ENV, its entrypoint)
+        step = plan.steps[-1]
+        argv, extra_env = list(step.argv), dict(step.env)
+        self.before_run(plan)
         data = self.client_stdin(extra_env)
-        env, cancel, cleanup = self.client_env(extra_env), self.on_cancel(task), self.watchdog_cleanup(task)
+        env, cancel, cleanup = self.client_env(extra_env), self.on_cancel(plan), self.watchdog_cleanup(plan)
         with open(log_path, "ab") as log, _input_pipe(data) as stdin:
             if stdin is None:
                 outcome = stream(argv, env=env, log=log, on_cancel=cancel, cleanup=cleanup, timeout=self.options.timeout)
             else:
                 outcome = stream(argv, env=env, log=log, on_cancel=cancel, stdin=stdin, cleanup=cleanup, timeout=self.options.timeout)
-        self.after_run(task, outcome)
+        self.after_run(plan, outcome)
         if outcome.interrupted or outcome.exit_code == 0:
             return outcome
-        error = self.failure(task, outcome, log_path)
+        error = self.failure(plan, outcome, log_path)
         if error is not None:
             raise error
         return outcome

@@ -31,7 +31,7 @@ from cuberun.ignorefiles import IgnoreRule, is_ignored, read_dockerignore  # noq
 from cuberun.records import log_tail
 from cuberun.runners.argv import env_value
 from cuberun.runners.argv import tokens as as_tokens
-from cuberun.runners.base import Step
+from cuberun.runners.base import Step, TaskPlan
 from cuberun.runners.container import (  # noqa: F401 - PROXY_VARS re-exported for older imports
     DAEMON_DOWN,
     PROXY_VARS,
@@ -173,7 +173,6 @@ class DockerRunner(ContainerRunner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._names: dict[int, tuple[ResolvedTask, str]] = {}  # id(task) -> (task, container name)
         self._state: ImageState | None = None
         self._context_code: CodeId | None = None
 
@@ -274,17 +273,16 @@ class DockerRunner(ContainerRunner):
             return [Step(tuple(self.build_argv()), "build")]
         return [self._fetch_step()]
 
-    def container_name(self, task: ResolvedTask) -> str:
-        """A unique name per resolved task (parallel sweep variants of one task get their own),
-        stable across calls, so the run record shows the container that really ran."""
-        entry = self._names.get(id(task))
-        if entry is None or entry[0] is not task:
-            entry = (task, f"{_name_prefix(task.name)}{os.urandom(4).hex()}")
-            self._names[id(task)] = entry
-        return entry[1]
+    def plan(self, task: ResolvedTask) -> TaskPlan:
+        """The run of `task` under a container name of its own (parallel sweep variants of one
+        task get their own), chosen once, so the run record shows the container that really ran."""
+        name = new_container_name(task.name)
+        argv, env = self.run_argv(task, name)
+        return TaskPlan(task, (Step(tuple(argv), "run", None, env),), {"container": name})
 
-    def run_argv(self, task: ResolvedTask) -> tuple[list[str], dict[str, str]]:
-        """`docker run ...` for a task, and the environment variables the engine must pass on."""
+    def run_argv(self, task: ResolvedTask, name: str | None = None) -> tuple[list[str], dict[str, str]]:
+        """`docker run ...` for a task (in container `name`, default: a new one), and the
+        environment variables the engine must pass on."""
         cfg = self.config
         gpus = self.task_gpus(task)
         user_args = as_tokens(cfg.get("gpu_args") if gpus.wanted else cfg.get("cpu_args"))
@@ -292,7 +290,7 @@ class DockerRunner(ContainerRunner):
         argv = [*self.executable, "run"]
         if cfg.get("remove", True):
             argv.append("--rm")
-        argv += [f"--name={self.container_name(task)}", f"--label={RUN_LABEL}=1"]
+        argv += [f"--name={name or new_container_name(task.name)}", f"--label={RUN_LABEL}=1"]
         if self.is_podman:
             argv.append("--pull=never")
         mapped = bool(cfg.get("run_as_user", True)) and not _has_flag(user_args + extra, "-u", "--user")
@@ -550,23 +548,24 @@ class DockerRunner(ContainerRunner):
             if attempt == 0 and interrupted:
                 time.sleep(0.5)
 
-    def on_cancel(self, task: ResolvedTask) -> Callable[[], None]:
-        name = self.container_name(task)
+    def on_cancel(self, plan: TaskPlan) -> Callable[[], None]:
+        name = plan.value("container")
         return lambda: self._remove_container(name, kill=True)
 
-    def watchdog_cleanup(self, task: ResolvedTask) -> list[list[str]]:
+    def watchdog_cleanup(self, plan: TaskPlan) -> list[list[str]]:
         """The container goes with a killed cuberun (removed, or killed when `remove` is off)."""
-        name = self.container_name(task)
+        name = plan.value("container")
         return [[*self.executable, "rm", "-f", name] if self.config.get("remove", True) else [*self.executable, "kill", name]]
 
-    def after_run(self, task: ResolvedTask, outcome: Outcome) -> None:
+    def after_run(self, plan: TaskPlan, outcome: Outcome) -> None:
         if outcome.details and outcome.details.get("timed_out"):
-            self._cleanup_after(self.container_name(task), True)  # stopped by --timeout: the container must be gone
+            self._cleanup_after(plan.value("container"), True)  # stopped by --timeout: the container must be gone
             return
         if outcome.interrupted or outcome.signal is not None or outcome.exit_code in (125, 126, 127):
-            self._cleanup_after(self.container_name(task), outcome.interrupted or outcome.signal is not None)
+            self._cleanup_after(plan.value("container"), outcome.interrupted or outcome.signal is not None)
 
-    def failure(self, task: ResolvedTask, outcome: Outcome, log_path: str) -> Exception | None:
+    def failure(self, plan: TaskPlan, outcome: Outcome, log_path: str) -> Exception | None:
+        task = plan.task
         lost = self._engine_lost(task, outcome)
         if lost is not None:
             return lost
@@ -621,15 +620,16 @@ class DockerRunner(ContainerRunner):
             f"start the daemon again (check its log), then run again; {self.engine} ps -a --filter label={RUN_LABEL}=1 lists what is left",
         )
 
-    def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
+    def identity(self, plan: TaskPlan) -> dict[str, Any]:
         """The run command without its random container name (env values and run arguments are
         in it; secret values, passed through the engine's environment, as keyed digests), the
         image id (a rebuilt or re-pulled image makes the task out of date) and, when cuberun
         built the image from the cube's build context, that context's code identity (to say
         which file changed)."""
-        argv, env = self.run_argv(task)
-        name = f"--name={self.container_name(task)}"
-        command = [f"--name={_name_prefix(task.name)}*" if a == name else a for a in argv]
+        step = plan.steps[-1]
+        env = step.env
+        name = f"--name={plan.value('container')}"
+        command = [f"--name={_name_prefix(plan.task.name)}*" if a == name else a for a in step.argv]
         state = self.image_state()
         fp: dict[str, Any] = {"runner": self.name, "command": [command], "image": self.image, "image_id": state.id}
         if env:
@@ -674,6 +674,11 @@ class DockerRunner(ContainerRunner):
             "up_to_date": (recorded == current) if (recorded and current) else None,
             "labels": labels,
         }
+
+
+def new_container_name(task: str) -> str:
+    """A container name for one run of `task`: its prefix and a random part."""
+    return f"{_name_prefix(task)}{os.urandom(4).hex()}"
 
 
 def _name_prefix(task: str) -> str:

@@ -40,7 +40,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from cuberun.console import say, warn
 from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, TaskFailed, UsageError
-from cuberun.runners.base import Step
+from cuberun.runners.base import Step, TaskPlan
 from cuberun.runners.batch import BatchRunner
 from cuberun.runners.k8s_manifests import (
     ACCESS_MODES,
@@ -540,8 +540,8 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
                  timeout=DELETE_TIMEOUT)
 
     # -- the batch hooks (the loop is BatchRunner.run_batch; one task, one Job) ---------------------
-    def plan_batch(self, tasks: Sequence[ResolvedTask]) -> list[_JobPlan]:
-        plans = [_JobPlan(t.name, self.job_manifest(t), self.network_policy(t)) for t in tasks]
+    def plan_batch(self, planned: Sequence[TaskPlan]) -> list[_JobPlan]:
+        plans = [_JobPlan(p.task.name, self.job_manifest(p.task), self.network_policy(p.task)) for p in planned]
         self.api()
         self._warn_ignored_options()
         return plans

@@ -31,7 +31,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from cuberun.console import say, warn
 from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, TaskFailed, UsageError
-from cuberun.runners.base import Step
+from cuberun.runners.base import Step, TaskPlan
 from cuberun.runners.k8s import KubernetesRunner
 from cuberun.runners.k8s_api import Cancelled, _check_cancel, cancellable_sleep
 from cuberun.runners.k8s_manifests import PULL_POLICIES, dns_label, unique_suffix
@@ -338,11 +338,13 @@ class KubeflowRunner(KubernetesRunner):
                                     "check pipeline_host (e.g. kubectl port-forward svc/ml-pipeline-ui 8080:80 -n kubeflow)") from None
 
     # -- run -------------------------------------------------------------------------------------------
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
-        return self.run_chain([task], [log_path])[0]
+    def run(self, plan: TaskPlan, log_path: str) -> Outcome:
+        return self.run_chain([plan], [log_path])[0]
 
-    def run_chain(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
+    def run_chain(self, plans: Sequence[TaskPlan], log_paths: Sequence[str]) -> list[Outcome]:
         from cuberun.process import CANCEL, Outcome, handle_signals
+
+        tasks = [p.task for p in plans]
 
         start = time.monotonic()
         self._warn_ignored_options()

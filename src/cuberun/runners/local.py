@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import CuberunError, SpecError, UsageError
-from cuberun.runners.base import Runner, Step
+from cuberun.runners.base import Runner, Step, TaskPlan
 from cuberun.schema import Field
 from cuberun.valueclass import dataclass, field
 
@@ -393,10 +393,11 @@ class LocalRunner(Runner):
         fp["code"] = self.code_identity().to_json()
         return fp
 
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
+    def run(self, plan: TaskPlan, log_path: str) -> Outcome:
         from cuberun.process import stream
         from cuberun.valueclass import replace
 
+        task = plan.task
         env = dict(os.environ)
         env.update(self._environment())
         argv = self._argv(task)

@@ -45,7 +45,7 @@ from cuberun.errors import BackendError, CuberunError, Issue, RunnerUnavailable,
 from cuberun.records import log_tail
 from cuberun.runners.argv import env_value
 from cuberun.runners.argv import tokens as as_tokens
-from cuberun.runners.base import Step
+from cuberun.runners.base import Step, TaskPlan
 from cuberun.runners.container import BindSyntax, ContainerRunner, EnvSyntax, last_error_line, pass_env, stream_to_stderr
 from cuberun.schema import Field
 from cuberun.valueclass import dataclass
@@ -445,7 +445,8 @@ class SingularityRunner(ContainerRunner):
         return "the build output is above"
 
     # -- run -----------------------------------------------------------------------------------------
-    def failure(self, task: ResolvedTask, outcome: Outcome, log_path: str) -> Exception | None:
+    def failure(self, plan: TaskPlan, outcome: Outcome, log_path: str) -> Exception | None:
+        task = plan.task
         if outcome.exit_code == 255:
             line = _fatal_line(log_tail(log_path))
             if line:

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import BackendError, UsageError
-from cuberun.runners.base import Runner, Step
+from cuberun.runners.base import Runner, Step, TaskPlan
 from cuberun.schema import Field
 from cuberun.valueclass import dataclass
 from cuberun_htcondor import submit as sub
@@ -343,13 +343,14 @@ class HTCondorRunner(Runner):
         with shielded():
             return capture(argv, timeout=CLIENT_TIMEOUT, cwd=self.job_dir())
 
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
-        return self._run([task], [log_path], *self.submit_file(task))[0]
+    def run(self, plan: TaskPlan, log_path: str) -> Outcome:
+        return self._run([plan.task], [log_path], *self.submit_file(plan.task))[0]
 
-    def run_array(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
+    def run_array(self, plans: Sequence[TaskPlan], log_paths: Sequence[str]) -> list[Outcome]:
         """A sweep as ONE cluster; each process is followed in turn (they run side by side), its
         files streamed when its turn comes; Ctrl-C removes the whole cluster. Variants that
         differ in more than their arguments run one submission after the other."""
+        tasks = [p.task for p in plans]
         one = self.array_file(tasks)
         if one is None:
             outcomes: list[Outcome] = []

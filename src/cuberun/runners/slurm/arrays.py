@@ -19,16 +19,18 @@ from cuberun.runners.slurm.logs import ControllerLost, _finish_tails, _Job, _Log
 
 if TYPE_CHECKING:
     from cuberun.process import Outcome
-    from cuberun.resolve import ResolvedTask
+    from cuberun.runners.base import TaskPlan
 
 
 class SlurmArrays(SlurmFollow):
     """Job arrays (run_array)."""
 
-    def run_array(self, tasks: Sequence[ResolvedTask], log_paths: Sequence[str]) -> list[Outcome]:
-        """A sweep as ONE job array: element i runs tasks[i]; one outcome per element. Ctrl-C
+    def run_array(self, plans: Sequence[TaskPlan], log_paths: Sequence[str]) -> list[Outcome]:
+        """A sweep as ONE job array: element i runs plans[i]; one outcome per element. Ctrl-C
         cancels the whole array (scancel of its job id)."""
         from cuberun.process import handle_signals, watchdog
+
+        tasks = [p.task for p in plans]
 
         path, content = self.array_script(tasks)  # config problems surface before anything is submitted
         os.makedirs(self.job_dir(), exist_ok=True)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import CuberunError, RunnerUnavailable
-from cuberun.runners.base import Runner, Step
+from cuberun.runners.base import Runner, Step, TaskPlan
 from cuberun.runners.slurm.arrays import SlurmArrays
 from cuberun.runners.slurm.client import _first_line, _Plan
 from cuberun.runners.slurm.jobs import SBATCH_MISSING, JobScriptStep
@@ -112,8 +112,8 @@ class SlurmRunner(SlurmArrays):
         inner.configure()
 
     # -- the batch hooks (the loop is BatchRunner.run_batch) --------------------------------------
-    def plan_batch(self, tasks: Sequence[ResolvedTask]) -> list[_Plan]:
-        plans = [(t, *self.script(t)) for t in tasks]  # every config problem surfaces before anything is submitted
+    def plan_batch(self, planned: Sequence[TaskPlan]) -> list[_Plan]:
+        plans = [(p.task, *self.script(p.task)) for p in planned]  # every config problem surfaces before anything is submitted
         os.makedirs(self.job_dir(), exist_ok=True)
         os.makedirs(self.cube.workspace, exist_ok=True)
         return plans

@@ -109,7 +109,7 @@ class SSHCommands(SSHConfig):
         return f"--rsync-path={before} && {self.config.get('rsync_path') or 'rsync'}"
 
     # -- layout (pure) ----------------------------------------------------------------------
-    def plan(self, task: ResolvedTask | None = None) -> Plan:
+    def remote_plan(self, task: ResolvedTask | None = None) -> Plan:
         root = os.path.realpath(self.cube.root)
         ws = os.path.realpath(self.cube.workspace)
         ident = f"{_slug(self.cube.name)}-{_hash(socket.gethostname(), root)}"

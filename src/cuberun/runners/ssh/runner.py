@@ -13,7 +13,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 from cuberun.errors import BackendError, CuberunError
 from cuberun.runners import nested
-from cuberun.runners.base import Step
+from cuberun.runners.base import Step, TaskPlan
 from cuberun.runners.ssh.config import SCHEMA
 from cuberun.runners.ssh.install import SSHInstall
 from cuberun.runners.ssh.sync import Plan, _last_line, _Sink, ssh_problem
@@ -53,7 +53,7 @@ class SSHRunner(SSHInstall):
         state = self._read_state(self._install_state())
         if self.mode == "venv" and (state.get("install"), state.get("sources")) != (self._install_signature(), self._source_signature()):
             steps += self.install_steps()
-        plan = self.plan()
+        plan = self.remote_plan()
         if self._configure_needed(plan):
             steps += [Step(tuple(a), "sync") for a in self.upload_argvs(plan, items=False)]
             steps.append(Step(tuple(self.ssh_argv(self.remote_configure_argv(plan, redact=True))), "configure"))
@@ -65,7 +65,7 @@ class SSHRunner(SSHInstall):
         when neither the sources nor the platform changed since the last time."""
         self._ensure_connection()
         self._ensure_cuberun()
-        plan = self.plan()
+        plan = self.remote_plan()
         if not self._configure_needed(plan):
             return
         fingerprint = self.sources_fingerprint(plan)
@@ -87,7 +87,7 @@ class SSHRunner(SSHInstall):
         self._write_state(self._cube_state(plan), {"sources": fingerprint, "signature": self._configure_signature(plan), "rcube": plan.rcube})
 
     def run_steps(self, task: ResolvedTask) -> list[Step]:
-        plan = self.plan(task)
+        plan = self.remote_plan(task)
         steps = [Step(tuple(a), "sync") for a in self.upload_argvs(plan)]
         steps.append(Step(tuple(self.ssh_argv(self.remote_run_argv(task, plan, redact=True))), "run"))
         steps += [Step(tuple(a), "fetch") for a in self.fetch_argvs(plan, task)]
@@ -105,7 +105,7 @@ class SSHRunner(SSHInstall):
         try:
             self._ensure_connection()
             self._ensure_cuberun()
-            plan = self.plan(task)
+            plan = self.remote_plan(task)
             argv = [*self._env_prefix(False), *self.cuberun_argv(), "run", f"--mlcube={plan.rcube}", f"--task={task.name}",
                     f"--platform={self.remote_platform}", f"--workspace={plan.rws}", "--no-deps", "--explain", "--json",
                     "--allow-missing-inputs"]
@@ -141,18 +141,20 @@ class SSHRunner(SSHInstall):
         """The remote command and where it runs (not the sync commands: their ssh options, such as
         the control socket path, do not change the result)."""
         t = self.target
-        plan = self.plan(task)
+        plan = self.remote_plan(task)
         return {"runner": self.name, "command": [self.remote_run_argv(task, plan, redact=True)], "host": t.host, "user": t.user,
                 "port": t.port, "ssh_config": t.ssh_config, "remote_platform": self.remote_platform,
                 "code": self.cube_code().to_json()}
 
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
+    def run(self, planned: TaskPlan, log_path: str) -> Outcome:
         from cuberun.process import STDIN_OPEN, Outcome, stream
+
+        task = planned.task
 
         started = time.monotonic()
         self._ensure_connection()
         self._ensure_cuberun()
-        plan = self.plan(task)
+        plan = self.remote_plan(task)
         t = self.target
         details: dict[str, Any] = {
             "host": t.host, "user": t.user, "port": t.port, "remote_platform": self.remote_platform,
@@ -269,7 +271,7 @@ class SSHRunner(SSHInstall):
         from cuberun.process import capture
 
         t = self.target
-        plan = self.plan()
+        plan = self.remote_plan()
         info: dict[str, Any] = {
             "runner": self.name, "platform": self.platform, "host": t.host, "remote_platform": self.remote_platform,
             "remote_dir": plan.rcube, "remote_workspace": plan.rws,

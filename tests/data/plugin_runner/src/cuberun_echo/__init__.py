@@ -2,7 +2,7 @@
 `python3 -c <writer>` on the host, writing its greeting into every output folder.
 
 It declares a config model (read from the cube's `echoer:` section, the platform entry and
--Prunner.*) and a pure `run_steps`, and runs those steps for real.
+-Prunner.*) and a pure `run_steps`, and runs the planned steps for real.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from cuberun.process import Outcome, stream
 from cuberun.resolve import ResolvedTask
-from cuberun.runners.base import Runner, Step
+from cuberun.runners.base import Runner, Step, TaskPlan
 from cuberun.schema import Field
 
 WRITER = (
@@ -40,10 +40,10 @@ class EchoRunner(Runner):
         argv = (sys.executable, "-c", WRITER, str(self.config["greeting"]), str(self.config["repeat"]), *outs)
         return [Step(argv, "run", cwd=str(task.workspace), env={str(k): str(v) for k, v in (self.config.get("env") or {}).items()})]
 
-    def run(self, task: ResolvedTask, log_path: str) -> Outcome:
+    def run(self, plan: TaskPlan, log_path: str) -> Outcome:
         import os
 
-        step = self.run_steps(task)[0]
+        step = plan.steps[0]  # the steps of run_steps(task), made once for this run
         with open(log_path, "ab") as log:
             return stream(step.argv, cwd=step.cwd, env={**os.environ, **step.env}, log=log)
 
