@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from cuberun.runners.container_policy import UNSHARE_NET
 from tests.backends import backend_env, require_backend, skip_or_fail
 from tests.faults import helpers as h
 
@@ -62,7 +63,8 @@ def cube(tmp_path: Path, image_dir: Path) -> Path:
 def test_task_crash_after_a_successful_run(charlie: Charlie, cube: Path) -> None:
     line, record, _ = h.crash_after_success(charlie, cube)
     assert line.startswith(f"cuberun: error: task 'work' failed with exit code 3 (run {record['run_id']}; log "), line
-    assert record["command"][0].endswith("ch-run")
+    # the network off: ch-run runs inside a user and network namespace of its own (the run policy)
+    assert record["command"][:6] == [*UNSHARE_NET, "ch-run"], record["command"]
 
 
 def test_task_killed_by_sigkill_after_a_successful_run(charlie: Charlie, cube: Path) -> None:
