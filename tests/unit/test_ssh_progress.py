@@ -68,6 +68,17 @@ def test_sink_splits_progress_from_the_rest_whatever_the_chunks(size: int) -> No
     assert rsync_stats(text) == {"files": 2, "transferred_bytes": 30005000}
 
 
+def test_an_error_right_after_a_progress_line_is_kept() -> None:
+    """stderr shares the pipe: rsync's error message can follow a progress line before its \\r
+    (seen on the fault test's full remote disk); the message must reach the error mapping."""
+    seen: list[RsyncProgress] = []
+    sink = RsyncSink(seen.append)
+    sink.write(b"\r         32,768   0%    0.00kB/s    0:00:00  rsync: [receiver] write failed on \"/r/x\": No space left on device (28)\n"
+               b"rsync error: error in file IO (code 11) at receiver.c(401) [receiver=3.2.7]\n")
+    assert [p.done for p in seen] == [32768]
+    assert "No space left on device (28)" in sink.text() and "code 11" in sink.text()
+
+
 def test_sink_of_a_small_transfer() -> None:
     seen: list[RsyncProgress] = []
     sink = RsyncSink(seen.append)

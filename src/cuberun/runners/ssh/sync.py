@@ -78,7 +78,7 @@ def rsync_stats(text: str) -> dict[str, int]:
 
 # rsync --info=progress2: "  22,413,312  74%   19.53MB/s    0:00:00  (xfr#1, to-chk=1/3)", one per
 # carriage return; the rate in units of 1024 bytes (kB/s, MB/s, GB/s), the bytes with separators.
-_PROGRESS = re.compile(r"^([0-9][0-9,.']*)\s+(\d+)%\s+([0-9.]+)([kMGT]?B)/s\s+\d+:\d\d:\d\d")
+_PROGRESS = re.compile(r"^\s*([0-9][0-9,.']*)\s+(\d+)%\s+([0-9.]+)([kMGT]?B)/s\s+\d+:\d\d:\d\d(?:\s*\(xfr#\d+, \w+-chk=\d+/\d+\))?[ \t]*")
 _RATE_UNITS = {"B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
 
 
@@ -102,11 +102,17 @@ class RsyncProgress:
 
 def rsync_progress(line: str) -> RsyncProgress | None:
     """The progress in one piece of rsync's output (between carriage returns), or None."""
-    m = _PROGRESS.match(line.strip())
+    return split_progress(line)[0]
+
+
+def split_progress(piece: str) -> tuple[RsyncProgress | None, str]:
+    """The progress at the start of a piece of rsync's output, and what follows it: an error
+    message on stderr can land right after a progress line, before its carriage return."""
+    m = _PROGRESS.match(piece)
     if m is None:
-        return None
+        return None, piece
     digits = re.sub(r"[^0-9]", "", m.group(1))
-    return RsyncProgress(int(digits), int(m.group(2)), float(m.group(3)) * _RATE_UNITS[m.group(4)])
+    return RsyncProgress(int(digits), int(m.group(2)), float(m.group(3)) * _RATE_UNITS[m.group(4)]), piece[m.end():]
 
 
 @dataclass(frozen=True)
@@ -219,11 +225,11 @@ class RsyncSink(_Sink):
             pieces.append(self.partial)
             self.partial = b""
         for piece in pieces:
-            found = rsync_progress(piece.decode("utf-8", "replace"))
+            found, rest = split_progress(piece.decode("utf-8", "replace"))
             if found is not None:
                 self.on_progress(found)
-            else:
-                super().write(piece + b"\n")
+            if found is None or rest.strip():
+                super().write(rest.encode("utf-8", "replace") + b"\n")
         return len(data)
 
     def text(self) -> str:
