@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -302,6 +303,52 @@ def test_unchanged_200mb_input_is_not_sent_again(ssh: SSH, tmp_path: Path) -> No
     assert second["upload"]["files"] == 0 and second["upload"]["transferred_bytes"] == 0
     assert second["upload"]["bytes_sent"] < 64 * 1024, second["upload"]  # the file list, not the data
     print(f"\n200 MiB input: first upload {first['upload']['seconds']} s, unchanged second upload {second['upload']['seconds']} s")
+
+
+def size_cube(root: Path) -> Path:
+    return cubes.write(root, {
+        "mlcube.yaml": cubes.dedent("""
+            name: big
+            local: {command: python3 size.py}
+            tasks:
+              size:
+                parameters:
+                  inputs: {data: {type: directory, default: data}}
+                  outputs: {report: {type: file, default: report.txt}}
+            """),
+        "size.py": cubes.dedent("""
+            import os, sys
+            args = dict(a[2:].split("=", 1) for a in sys.argv[2:])
+            total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(args["data"]) for f in fs)
+            open(args["report"], "w").write(f"{total}\\n")
+            """),
+    })
+
+
+def test_transfers_show_their_progress(ssh: SSH, tmp_path: Path) -> None:
+    """rsync's overall progress as plain lines (stderr is a pipe here): bytes done of the total and
+    the rate, a line for every update with the interval at 0; nothing with --quiet."""
+    cube = size_cube(tmp_path / "prog")
+    data = cube / "workspace" / "data"
+    data.mkdir(parents=True)
+    (data / "blob.bin").write_bytes(os.urandom(6 * MiB))
+    env = {**ssh.env, "CUBERUN_PROGRESS_INTERVAL": "0"}
+    proc = ok(ssh.cli("run", f"--mlcube={cube}", "--platform=cuberun-local", env=env, timeout=600))
+    assert (cube / "workspace" / "report.txt").read_text() == f"{6 * MiB}\n"
+    up = [ln for ln in proc.stderr.splitlines() if ln.startswith("cuberun: uploading inputs of task 'size' to cuberun-local: ")]
+    byte_count = r"\d+(?:\.\d)? (?:B|KiB|MiB)"
+    shape = re.compile(rf": ({byte_count})(?: of ({byte_count}))? \(({byte_count})/s\) \(\d+ s\)$")
+    shown = [m for m in map(shape.search, up) if m]
+    assert shown, proc.stderr
+    # the end: all 6 MiB sent, of a total estimated from rsync's whole percentage (the sources,
+    # sent before by configure and unchanged, count in the total but are not sent again)
+    assert shown[-1].group(1) == "6.0 MiB" and shown[-1].group(2) in ("6.0 MiB", "6.1 MiB"), up
+    down = [ln for ln in proc.stderr.splitlines() if ln.startswith("cuberun: downloading outputs of task 'size' from cuberun-local: ")]
+    assert down and shape.search(down[-1]), proc.stderr
+    (data / "blob.bin").write_bytes(os.urandom(6 * MiB))
+    quiet = ok(ssh.cli("run", f"--mlcube={cube}", "--platform=cuberun-local", "-q", env=env, timeout=600))
+    assert "uploading" not in quiet.stderr and "downloading" not in quiet.stderr, quiet.stderr
+    assert remote_of(records(cube / "workspace")[-1])["upload"]["transferred_bytes"] >= 6 * MiB  # it was sent, quietly
 
 
 # -------------------------------------------------------------------------------- Ctrl-C

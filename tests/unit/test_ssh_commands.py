@@ -308,7 +308,8 @@ def test_upload_golden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plan = r.remote_plan(rt)
     (argv,) = r.upload_argvs(plan)
     assert argv == [
-        "rsync", "-a", "--partial", "--protect-args", "-e", "ssh", "--delete", "--copy-unsafe-links", "--stats",
+        "rsync", "-a", "--partial", "--protect-args", "-e", "ssh", "--delete", "--copy-unsafe-links",
+        "--stats", "--info=progress2", "--no-inc-recursive",  # the run record's numbers; live progress of the whole transfer
         f"--rsync-path=mkdir -p -- {plan.rcube} && rsync",
         "--filter=- /workspace/.cuberun/",
         "--filter=+ /workspace/", "--filter=+ /workspace/names/", "--filter=+ /workspace/names/alice.txt",
@@ -329,7 +330,8 @@ def test_fetch_golden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plan = r.remote_plan(rt)
     (argv,) = r.fetch_argvs(plan, rt, "20261122-101010-train-abcdef")
     assert argv == [
-        "rsync", "-a", "--partial", "--protect-args", "-e", "ssh", "--delete", "--ignore-missing-args", "--stats",
+        "rsync", "-a", "--partial", "--protect-args", "-e", "ssh", "--delete", "--ignore-missing-args",
+        "--stats", "--info=progress2", "--no-inc-recursive",
         f"--rsync-path=rm -f -- {r.pid_file(plan, rt)}; rsync", "--relative",
         "--filter=+ /.cuberun/", "--filter=+ /.cuberun/runs/", "--filter=+ /.cuberun/runs/20261122-101010-train-abcdef/***",
         "--filter=- /.cuberun/**",

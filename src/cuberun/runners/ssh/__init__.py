@@ -32,7 +32,7 @@ Modules: config.py (the platform entry: host, auth, remote layout, the remote cu
 (the ssh/rsync command lines and the remote layout of a task; pure), connection.py (running them:
 the shared connection, transfers, error mapping, what this machine remembers of the remote),
 install.py (cuberun in a remote venv), runner.py (the Runner contract), sync.py (rsync filter
-rules, transfer statistics and ssh/rsync error messages; pure).
+rules, transfer statistics and progress, ssh/rsync error messages; pure).
 """
 
 from cuberun.runners.ssh.runner import SSHRunner

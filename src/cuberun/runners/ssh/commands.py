@@ -17,6 +17,10 @@ from cuberun.runners.ssh.sync import CONTROL_DIR_ENV, Item, Plan, _hash, _inside
 if TYPE_CHECKING:
     from cuberun.resolve import ResolvedTask
 
+# the transfers of a run: --stats for the run record, the overall progress as one machine-readable
+# line per update, with the whole file list sent first (no incremental recursion) so that the
+# percentage is of the whole transfer
+PROGRESS_OPTIONS = ("--stats", "--info=progress2", "--no-inc-recursive")
 MAX_SOCKET_PATH = 100  # sun_path is 104-108 bytes; ssh adds a random suffix while binding
 
 # Never part of the cube sources sent to the remote (on top of the workspace): VCS data, caches,
@@ -163,7 +167,7 @@ class SSHCommands(SSHConfig):
         """The rsync calls that bring the remote up to date: the cube sources and the workspace
         items in one transfer (when the workspace is inside the cube), then one per item outside."""
         argvs: list[list[str]] = []
-        base = [*self.rsync_base(), "--delete", "--copy-unsafe-links", "--stats"]
+        base = [*self.rsync_base(), "--delete", "--copy-unsafe-links", *PROGRESS_OPTIONS]
         ws_items = [i.rel for i in plan.items if i.rel is not None] if items else []
         external = [i for i in plan.items if i.external] if items else []
         if plan.ws_rel is not None:
@@ -208,7 +212,7 @@ class SSHCommands(SSHConfig):
     def fetch_argvs(self, plan: Plan, task: ResolvedTask, remote_run_id: str | None = None) -> list[list[str]]:
         """The rsync calls that bring the outputs (and the remote run record) back. The first
         also removes the remote pid file, in the same connection."""
-        base = [*self.rsync_base(), "--delete", "--ignore-missing-args", "--stats"]
+        base = [*self.rsync_base(), "--delete", "--ignore-missing-args", *PROGRESS_OPTIONS]
         outputs = [i for i in plan.items if i.io == "output"]
         sources = [self.rsync_spec(f"{plan.rws}/./{i.rel}") for i in outputs if i.rel is not None]
         rules: list[str] = []

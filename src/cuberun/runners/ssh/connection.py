@@ -15,7 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from cuberun.errors import BackendError, CuberunError
 from cuberun.runners.ssh.commands import SSHCommands
-from cuberun.runners.ssh.sync import Plan, Problem, _hash, _last_line, _Sink, rsync_problem, rsync_stats, ssh_problem
+from cuberun.runners.ssh.sync import (
+    Plan,
+    Problem,
+    RsyncProgress,
+    RsyncSink,
+    _hash,
+    _last_line,
+    _Sink,
+    rsync_problem,
+    rsync_stats,
+    ssh_problem,
+)
 from cuberun.valueclass import replace as replace_fields
 
 if TYPE_CHECKING:
@@ -145,24 +156,30 @@ class SSHConnection(SSHCommands):
             return False
         return True
 
-    def _transfer(self, argvs: Sequence[Sequence[str]], direction: str) -> tuple[Outcome | None, dict[str, Any]]:
-        """Run rsync calls quietly; returns (the outcome if interrupted, stats)."""
+    def _transfer(self, argvs: Sequence[Sequence[str]], direction: str, what: str | None = None) -> tuple[Outcome | None, dict[str, Any]]:
+        """Run rsync calls quietly, their progress (--info=progress2) shown as `what`: bytes
+        done of the total and rsync's rate; returns (the outcome if interrupted, stats)."""
         from cuberun import progress
         from cuberun.process import stream
 
         started = time.monotonic()
         text = ""
-        for i, argv in enumerate(argvs):
-            sink = _Sink()
-            with progress.activity(f"{direction} ({self.target.host})", total=len(argvs), unit="rsync calls") as act:
-                act.update(done=i)
+        label = what or f"{direction}ing ({self.target.host})"
+        with progress.activity(label, unit="bytes") as act:
+            def show(p: RsyncProgress) -> None:
+                act.update(done=p.done, total=p.total(), note=f"{progress.human(p.rate)}/s")
+
+            for i, argv in enumerate(argvs):
+                if len(argvs) > 1:
+                    act.phase(f"transfer {i + 1}/{len(argvs)}")
+                sink = RsyncSink(show)
                 outcome = stream(argv, echo=sink.io())
-            text += sink.text()
-            if outcome.interrupted:
-                return outcome, {}
-            if outcome.exit_code != 0:
-                raise self._fail(sink.text(), f"rsync ({direction}) failed with exit code {outcome.exit_code}",
-                                 "run with --dry-run to see the rsync command", direction, outcome.exit_code)
+                text += sink.text()
+                if outcome.interrupted:
+                    return outcome, {}
+                if outcome.exit_code != 0:
+                    raise self._fail(sink.text(), f"rsync ({direction}) failed with exit code {outcome.exit_code}",
+                                     "run with --dry-run to see the rsync command", direction, outcome.exit_code)
         stats: dict[str, Any] = dict(rsync_stats(text))
         stats["seconds"] = round(time.monotonic() - started, 3)
         stats["calls"] = len(argvs)

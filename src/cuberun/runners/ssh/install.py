@@ -187,7 +187,7 @@ class SSHInstall(SSHConnection):
                                            "set cuberun_package to a pip requirement the remote can install, or use cuberun: installed")
                     wheel = wheels[0].name
                 elif kind == "sync" and (pip_needed or self._source_kind() == "checkout"):
-                    interrupted, _ = self._transfer([argv], "upload")
+                    interrupted, _ = self._transfer([argv], "upload", f"uploading cuberun to {self.target.host}")
                     if interrupted is not None:
                         raise KeyboardInterrupt
                 elif kind == "remote" and pip_needed:

@@ -69,7 +69,8 @@ class SSHRunner(SSHInstall):
         if not self._configure_needed(plan):
             return
         fingerprint = self.sources_fingerprint(plan)
-        interrupted, _ = self._transfer(self.upload_argvs(plan, items=False), "upload")
+        interrupted, _ = self._transfer(self.upload_argvs(plan, items=False), "upload",
+                                        f"uploading the sources of cube '{self.cube.name}' to {self.target.host}")
         if interrupted is not None:
             raise KeyboardInterrupt
         print(f"cuberun: configuring cube '{self.cube.name}' on {self.target.host} (remote platform {self.remote_platform})",
@@ -160,7 +161,7 @@ class SSHRunner(SSHInstall):
             "host": t.host, "user": t.user, "port": t.port, "remote_platform": self.remote_platform,
             "cube_dir": plan.rcube, "workspace": plan.rws,
         }
-        interrupted, up = self._transfer(self.upload_argvs(plan), "upload")
+        interrupted, up = self._transfer(self.upload_argvs(plan), "upload", f"uploading inputs of task '{task.name}' to {t.host}")
         details["upload"] = up
         if interrupted is not None:
             return Outcome(interrupted.exit_code, time.monotonic() - started, True, received=interrupted.received,
@@ -206,7 +207,8 @@ class SSHRunner(SSHInstall):
         details["exit_code"] = outcome.exit_code
         details["remote_seconds"] = round(outcome.elapsed, 3)
         if not outcome.interrupted:
-            fetch_interrupted, down = self._transfer(self.fetch_argvs(plan, task, remote_run_id), "download")
+            fetch_interrupted, down = self._transfer(self.fetch_argvs(plan, task, remote_run_id), "download",
+                                                        f"downloading outputs of task '{task.name}' from {t.host}")
             details["download"] = down
             if fetch_interrupted is not None:
                 outcome = fetch_interrupted

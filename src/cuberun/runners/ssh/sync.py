@@ -1,10 +1,10 @@
-"""rsync filter rules, transfer statistics and the mapping of ssh/rsync errors; pure."""
+"""rsync filter rules, transfer statistics and progress, and the mapping of ssh/rsync errors; pure."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import IO, cast
 
 from cuberun.valueclass import dataclass
@@ -74,6 +74,45 @@ def rsync_stats(text: str) -> dict[str, int]:
             if digits:
                 stats[key] = stats.get(key, 0) + int(digits)
     return stats
+
+
+# rsync --info=progress2: "  22,413,312  74%   19.53MB/s    0:00:00  (xfr#1, to-chk=1/3)", one per
+# carriage return; the rate in units of 1024 bytes (kB/s, MB/s, GB/s), the bytes with separators.
+_PROGRESS = re.compile(r"^\s*([0-9][0-9,.']*)\s+(\d+)%\s+([0-9.]+)([kMGT]?B)/s\s+\d+:\d\d:\d\d(?:\s*\(xfr#\d+, \w+-chk=\d+/\d+\))?[ \t]*")
+_RATE_UNITS = {"B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+
+
+@dataclass(frozen=True)
+class RsyncProgress:
+    """One overall progress line of rsync (--info=progress2)."""
+
+    done: int  # bytes
+    percent: int  # of the whole transfer (with --no-inc-recursive: of every file, known up front)
+    rate: float  # bytes per second, rsync's own measure
+
+    def total(self) -> int | None:
+        """The transfer's size, estimated from the percentage (rsync prints no total): None
+        below 10 %, where a whole-number percentage says too little."""
+        if self.percent >= 100:
+            return self.done
+        if self.percent < 10:
+            return None
+        return round(self.done * 100 / self.percent)
+
+
+def rsync_progress(line: str) -> RsyncProgress | None:
+    """The progress in one piece of rsync's output (between carriage returns), or None."""
+    return split_progress(line)[0]
+
+
+def split_progress(piece: str) -> tuple[RsyncProgress | None, str]:
+    """The progress at the start of a piece of rsync's output, and what follows it: an error
+    message on stderr can land right after a progress line, before its carriage return."""
+    m = _PROGRESS.match(piece)
+    if m is None:
+        return None, piece
+    digits = re.sub(r"[^0-9]", "", m.group(1))
+    return RsyncProgress(int(digits), int(m.group(2)), float(m.group(3)) * _RATE_UNITS[m.group(4)]), piece[m.end():]
 
 
 @dataclass(frozen=True)
@@ -169,6 +208,36 @@ class _Sink:
 
     def io(self) -> IO[bytes]:
         return cast("IO[bytes]", self)
+
+class RsyncSink(_Sink):
+    """rsync's output with --info=progress2: each progress line goes to `on_progress`, the rest
+    (the --stats block, error messages) is kept as _Sink keeps it."""
+
+    def __init__(self, on_progress: Callable[[RsyncProgress], None]) -> None:
+        super().__init__()
+        self.on_progress = on_progress
+        self.partial = b""
+
+    def write(self, data: bytes) -> int:
+        self.partial += data
+        *pieces, self.partial = re.split(rb"[\r\n]", self.partial)
+        if len(self.partial) > self.keep:  # a line without an end: keep it as text
+            pieces.append(self.partial)
+            self.partial = b""
+        for piece in pieces:
+            found, rest = split_progress(piece.decode("utf-8", "replace"))
+            if found is not None:
+                self.on_progress(found)
+            if found is None or rest.strip():
+                super().write(rest.encode("utf-8", "replace") + b"\n")
+        return len(data)
+
+    def text(self) -> str:
+        if self.partial:
+            super().write(self.partial)
+            self.partial = b""
+        return super().text()
+
 
 # -- value objects ---------------------------------------------------------------------------
 @dataclass(frozen=True)
