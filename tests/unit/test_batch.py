@@ -129,3 +129,30 @@ def test_an_array_submits_independently_and_follows_every_submission_to_its_end(
     assert [o.exit_code for o in outcomes] == [3, 0]  # a failed variant does not stop the others
     assert ("submit", "b", "-") in r.calls  # no dependency between variants
     assert not [c for c in r.calls if c[0] == "cancel"]
+
+
+class InterruptedWhileSubmitting(Grouped):
+    """Ctrl-C arrives while the first submission is made (the signal is sent to this process)."""
+
+    def submit(self, plan: str, after: str | None) -> str:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGINT)
+        return super().submit(plan, after)
+
+    def follow_all(self, submission: str, later: Sequence[str], log_paths: Sequence[str], cancel: Any) -> list[Outcome]:
+        self.calls.append(("follow-all", submission, *log_paths))
+        return [Outcome(130 if cancel.requested else 0, 0.0, interrupted=cancel.requested) for _ in log_paths]
+
+
+def test_ctrl_c_during_the_submission_of_an_array_gives_every_task_its_interrupted_outcome() -> None:
+    r = InterruptedWhileSubmitting({})
+    r.plan_array = lambda tasks: ["".join(tasks)]  # type: ignore[method-assign]  # one submission of both
+    outcomes = r.run_array(["a", "b"], ["la", "lb"])  # type: ignore[list-item]
+    assert [(o.exit_code, o.interrupted) for o in outcomes] == [(130, True), (130, True)]
+    assert ("follow-all", "job-ab", "la", "lb") in r.calls  # followed: its follower answered the Ctrl-C
+    chain = InterruptedWhileSubmitting({})
+    outcomes = chain.run_chain(["a", "b", "c"], ["la", "lb", "lc"])  # type: ignore[list-item]
+    assert [(o.exit_code, o.interrupted) for o in outcomes] == [(130, True)]  # a chain: `interrupted`
+    assert chain.calls[-1] == ("interrupted", "job-ab")

@@ -14,10 +14,12 @@ independent variants of a sweep (`run_array`):
    tasks: bounded polling, log streaming, its own time bounds); in a chain the first non-zero
    outcome ends it and the submissions after it are cancelled; in an array every submission
    is followed to its end, unless Ctrl-C ends them all;
-4. on any error, or Ctrl-C before the first one was followed, cancel what was submitted and not
-   finished: nothing submitted is ever left behind, unless the error says the backend can no
-   longer be reached or the submission goes on by design (`leave_running`), where the cancel
-   could not work or is not wanted (the error says what to cancel by hand instead).
+4. on any error, or Ctrl-C before the first one of a chain was followed, cancel what was
+   submitted and not finished (an array's submissions are followed instead, each answering the
+   Ctrl-C with one interrupted outcome per task): nothing submitted is ever left behind, unless
+   the error says the backend can no longer be reached or the submission goes on by design
+   (`leave_running`), where the cancel could not work or is not wanted (the error says what to
+   cancel by hand instead).
 
 A runner plugs in with small hooks: `plan_batch` (`plan_array` for sweeps), `tasks_in`,
 `stage`, `submit`, `follow` (`follow_all`), `cancel`, `interrupted`, `watchdog_cleanup`.
@@ -143,8 +145,10 @@ class BatchRunner(Runner, Generic[P, S]):
                         from cuberun.process import watchdog
 
                         guards.append(watchdog(cleanup=cleanup))
-                if cancel.requested:
+                if cancel.requested and not (array and submitted):
                     return [self.interrupted(submitted, cancel)]
+                # (an array's submissions are followed even then: each follower answers the Ctrl-C at
+                # once, and every task gets its own interrupted outcome, as run_array promises)
                 for i, (submission, paths) in enumerate(zip(submitted, groups, strict=False)):
                     group = self.follow_all(submission, submitted[i + 1 :], paths, cancel)
                     outcomes.extend(group)
