@@ -58,9 +58,7 @@ def leftovers(dirs: list[Path], plain_sha: str) -> list[str]:
     found = []
     for d in dirs:
         for path in d.rglob("*") if d.exists() else []:
-            if path.name.startswith("cuberun-decrypted-"):
-                found.append(str(path))
-            elif path.is_file() and not path.is_symlink() and sha256_of(path) == plain_sha:
+            if path.name.startswith("cuberun-decrypted-") or (path.is_file() and not path.is_symlink() and sha256_of(path) == plain_sha):
                 found.append(str(path))
     return found
 
@@ -304,10 +302,12 @@ def encrypted_sif(setup: Setup, tmp_path: Path) -> tuple[Path, str]:
     return tmp_path / "image.sif.gpg", plain_sha
 
 
-def test_encrypted_sif_on_apptainer(apptainer: Setup, tmp_path: Path) -> None:
+def test_encrypted_sif_from_a_url_on_apptainer(apptainer: Setup, tmp_path: Path, server: tuple[str, Path, list[str]]) -> None:
+    base, served, requests = server
     enc, plain_sha = encrypted_sif(apptainer, tmp_path)
-    cube = write_cube(tmp_path / "sifcube", "EncryptedSingularityFile", str(enc), "echo from-sif > /out/hello.txt",
-                      f"image_sha256: {sha256_of(enc)}\n")
+    shutil.move(enc, served / "image.sif.gpg")
+    cube = write_cube(tmp_path / "sifcube", "EncryptedSingularityFile", f"{base}/image.sif.gpg", "echo from-sif > /out/hello.txt",
+                      f"image_sha256: {sha256_of(served / 'image.sif.gpg')}\n")
     (tmp_path / "wrong").write_text("nope\n")
     line = error_line(apptainer.cuberun("run", f"--mlcube={cube}", f"--decryption-key={tmp_path / 'wrong'}"))
     assert "gpg: decryption failed: Bad session key" in line
@@ -315,6 +315,7 @@ def test_encrypted_sif_on_apptainer(apptainer: Setup, tmp_path: Path) -> None:
     ok(apptainer.cuberun("run", f"--mlcube={cube}", f"--decryption-key={tmp_path / 'key'}"))
     assert (cube / "workspace" / "out" / "hello.txt").read_text() == "from-sif\n"
     assert leftovers(apptainer.dirs, plain_sha) == []
+    assert requests == ["/image.sif.gpg"]  # downloaded once (before the wrong passphrase), then from the cache
 
 
 def test_ctrl_c_deletes_the_decrypted_sif(apptainer: Setup, tmp_path: Path) -> None:
