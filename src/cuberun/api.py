@@ -139,13 +139,15 @@ def _captured(echo: bool) -> Iterator[io.StringIO]:
 
 def plan(mlcube: PathLike, task: str | Sequence[str] | None = None, *, platform: str | None = None,
          volumes: Mapping[str, PathLike] | None = None, workspace: PathLike | None = None, params: Sequence[str] = (),
-         gpus: str | None = None, network: str | None = None, allow_run_args: bool = False) -> Plan:
+         gpus: str | None = None, network: str | None = None, allow_run_args: bool = False, image_sha256: str | None = None,
+         decryption_key: PathLike | None = None) -> Plan:
     """The exact commands `run` would execute (the --dry-run), and the policy of each task; runs nothing."""
     import json
 
     from cuberun.execute import run_tasks
 
-    cube, runner, names, overrides = _prepare(mlcube, task, platform, volumes, workspace, params, _options(gpus, network, allow_run_args))
+    cube, runner, names, overrides = _prepare(mlcube, task, platform, volumes, workspace, params,
+                                              _options(gpus, network, allow_run_args, None, image_sha256, decryption_key))
     with _captured(False) as sink:
         run_tasks(cube, runner, names, overrides, dry_run=True, as_json=True)
     text = sink.getvalue()

@@ -9,7 +9,8 @@ or encrypted; imagefetch.ImageSource) made ready for the container runners at co
   previous invocation killed with SIGKILL), so the plain image does not stay on the host.
 - singularity/apptainer: the SIF is downloaded or hashed and run from where it is; an encrypted
   SIF is decrypted into a private folder that lives until the invocation ends.
-- charliecloud: an encrypted image is refused (its conversion would leave a plain copy).
+- charliecloud: an encrypted image is refused (its conversion would leave a plain copy), and so
+  is an archive from a URL that is not in the cache yet (not tested on charliecloud).
 """
 
 from __future__ import annotations
@@ -130,10 +131,15 @@ def prepare_sif(runner: SingularityRunner) -> None:
 
 
 def refuse_encrypted(runner: Runner) -> None:
+    """Charliecloud: an encrypted image is refused, and so is an archive still to be downloaded
+    (its image id is known only once it is; a run on docker fills the cache first)."""
     src = source(runner)
     if src is not None and src.encrypted:
         raise UsageError(f"{src.kind} is not supported on {runner.name}: its directory image would be a plain copy left on disk",
                          "run it with --platform=docker, podman or singularity")
+    if src is not None and src.is_url and imagefetch.cached(imagefetch.expected_sha256(src, runner.options.image_sha256)) is None:
+        raise UsageError(f"a {src.kind} from a URL is not downloaded on {runner.name}",
+                         "run the cube once with --platform=docker (it fills cuberun's cache), then again on charliecloud")
 
 
 def release(runner: Any) -> None:
