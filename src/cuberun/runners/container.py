@@ -314,6 +314,7 @@ class ContainerRunner(Runner):
 
     def run(self, plan: TaskPlan, log_path: str) -> Outcome:
         from cuberun.process import stream
+        from cuberun.retry import timeout_of
 
         if not self._configured:  # called without configure (cuberun configures first, then plans)
             self.configure()
@@ -323,11 +324,12 @@ class ContainerRunner(Runner):
         self.before_run(plan)
         data = self.client_stdin(extra_env)
         env, cancel, cleanup = self.client_env(extra_env), self.on_cancel(plan), self.watchdog_cleanup(plan)
+        timeout = timeout_of(self.options, plan.task.task)  # --timeout, else the cube's tasks.<t>.timeout
         with open(log_path, "ab") as log, _input_pipe(data) as stdin:
             if stdin is None:
-                outcome = stream(argv, env=env, log=log, on_cancel=cancel, cleanup=cleanup, timeout=self.options.timeout)
+                outcome = stream(argv, env=env, log=log, on_cancel=cancel, cleanup=cleanup, timeout=timeout)
             else:
-                outcome = stream(argv, env=env, log=log, on_cancel=cancel, stdin=stdin, cleanup=cleanup, timeout=self.options.timeout)
+                outcome = stream(argv, env=env, log=log, on_cancel=cancel, stdin=stdin, cleanup=cleanup, timeout=timeout)
         self.after_run(plan, outcome)
         if outcome.interrupted or outcome.exit_code == 0:
             return outcome
