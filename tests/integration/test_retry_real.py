@@ -96,6 +96,48 @@ def test_local_retries_from_the_command_line_win_over_the_cube(cli: CLI, tmp_pat
     assert (cube / "workspace" / "out" / "marker").read_text() == "x"  # one attempt only
 
 
+def test_local_retries_through_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cuberun import api
+
+    monkeypatch.setenv("CUBERUN_SETTINGS", str(tmp_path / "settings.yaml"))
+    monkeypatch.setenv("MLCUBE_SYSTEM_SETTINGS", str(tmp_path / "none.yaml"))
+    cube = local_cube(tmp_path / "flaky", retries=0)
+    result = api.run(cube, platform="local", retries=1, retry_delay=0)
+    (run,) = result.tasks
+    assert result.ok and (run.status, run.attempt) == ("succeeded", 2)
+    assert [a["exit_code"] for a in run.attempts] == [3, 0]
+
+
+GATED_PY = """\
+import os, sys, time
+out = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--out="))
+with open(os.path.join(out, "starts"), "a") as f:
+    f.write("x")
+print("fault: READY", os.getpid(), os.getpid(), flush=True)
+for _ in range(6000):  # at most 10 minutes: the test interrupts it long before
+    time.sleep(0.1)
+sys.exit(3)
+"""
+
+
+def test_ctrl_c_is_never_retried(cli_env: dict[str, str], tmp_path: Path) -> None:
+    from tests.faults.helpers import Background, interrupt
+
+    cube = local_cube(tmp_path / "gated", retries=3)
+    (cube / "flaky.py").write_text(GATED_PY)
+    run = Background(["run", f"--mlcube={cube}", "--platform=local", "--retry-delay=0"], {**cli_env, "PYTHONPATH": str(REPO / "src")}, tmp_path)
+    try:
+        run.wait_ready()
+        code, _ = interrupt(run, 2)
+    finally:
+        run.stop()
+    assert code == 130, run.stderr
+    assert (cube / "workspace" / "out" / "starts").read_text() == "x"  # one attempt, none after the interrupt
+    (record,) = run_records(cube / "workspace")
+    assert record["status"] == "interrupted" and [a["exit_code"] for a in record["attempts"]] == [130]
+    assert "attempt 2" not in run.stderr
+
+
 # -- docker ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def docker() -> tuple[dict[str, str], str]:
@@ -160,8 +202,8 @@ tasks:
 """
 
 
-@pytest.mark.k8s
-def test_k8s_job_over_its_deadline_is_stopped(tmp_path: Path) -> None:
+def k8s_cube(tmp_path: Path, stem: str, text: str) -> tuple[Any, str, Path]:
+    """The test cluster (as tests/integration/test_k8s_real.py uses it) and a cube of a fresh name."""
     from tests.integration.test_k8s_real import Cluster
 
     details = require_backend("k8s")
@@ -172,11 +214,16 @@ def test_k8s_job_over_its_deadline_is_stopped(tmp_path: Path) -> None:
     env = {**os.environ, "CUBERUN_SETTINGS": str(settings), "MLCUBE_SYSTEM_SETTINGS": str(tmp_path / "none.yaml"),
            "CUBERUN_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO / "src")}
     env.pop("KUBECONFIG", None)
-    cluster = Cluster(details, env)
-    name = f"deadline-{os.urandom(3).hex()}"
+    name = f"{stem}-{os.urandom(3).hex()}"
     cube = tmp_path / name
     (cube / "workspace").mkdir(parents=True)
-    (cube / "mlcube.yaml").write_text(K8S_CUBE.replace("NAME", name))
+    (cube / "mlcube.yaml").write_text(text.replace("NAME", name))
+    return Cluster(details, env), name, cube
+
+
+@pytest.mark.k8s
+def test_k8s_job_over_its_deadline_is_stopped(tmp_path: Path) -> None:
+    cluster, name, cube = k8s_cube(tmp_path, "deadline", K8S_CUBE)
     proc = cluster.cuberun("run", f"--mlcube={cube}", "--task=sleep", "--platform=k8s-test", "--timeout=8")
     assert proc.returncode == 124, f"{proc.stdout}\n{proc.stderr}"
     assert "does not apply" not in proc.stderr  # --timeout is mapped, not ignored
@@ -186,6 +233,35 @@ def test_k8s_job_over_its_deadline_is_stopped(tmp_path: Path) -> None:
     assert (record["exit_code"], record["details"]["timed_out"]) == (124, True)
     job = next(s["manifest"] for s in record["steps"] if s["purpose"] == "run")
     assert job["spec"]["activeDeadlineSeconds"] == 8
+    cluster.assert_nothing_left(name)
+
+
+K8S_FLAKY = """\
+name: NAME
+docker:
+  image: local/busybox:1.0
+tasks:
+  flaky:
+    retries: 1
+    entrypoint: sh -c 'for a; do case "$a" in --out=*) o=$(echo "$a" | cut -d= -f2-);; esac; done; if [ -e "$o/marker" ]; then echo second; else mkdir -p "$o" && touch "$o/marker" && echo first && exit 3; fi' flaky
+    parameters:
+      outputs: {out: out/}
+"""
+
+
+@pytest.mark.k8s
+def test_k8s_retries_are_the_jobs_backoff_limit(tmp_path: Path) -> None:
+    cluster, name, cube = k8s_cube(tmp_path, "flaky", K8S_FLAKY)
+    proc = cluster.cuberun("run", f"--mlcube={cube}", "--task=flaky", "--platform=k8s-test")
+    ok(proc)
+    (record,) = run_records(cube / "workspace")
+    job = next(s["manifest"] for s in record["steps"] if s["purpose"] == "run")
+    assert job["spec"]["backoffLimit"] == 1
+    assert (record["attempt"], record["max_attempts"]) == (2, 2)
+    attempts = record["attempts"]
+    assert [a["exit_code"] for a in attempts] == [3, 0] and len({a["pod"] for a in attempts}) == 2  # a new pod per attempt
+    assert "succeeded on attempt 2 of 2" in proc.stderr
+    assert "first" in proc.stdout and "second" in proc.stdout
     cluster.assert_nothing_left(name)
 
 
