@@ -129,7 +129,8 @@ def run_tasks(
                 print(f"# {task_name}: {printable(summary_of(pol))}")
             for task_name, lim in task_limits.items():
                 if lim.describe():
-                    print(f"# {task_name}: limits: {printable(lim.describe())}" + (" (the backend retries)" if lim.retries and runner.native_retries else ""))
+                    print(f"# {task_name}: limits: {printable(lim.describe())}" + (" (the backend retries)" if lim.retries and runner.native_retries else "")
+                          + (f" (the time limit is ignored by the {runner.name} runner)" if lim.timeout is not None and not runner.enforces_timeout else ""))
         return [TaskResult(n, 0, status="planned") for n in order]
     _check_steps(runner, resolved)  # before anything is prepared: bad input fails at once
     reason = runner.unavailable_reason()

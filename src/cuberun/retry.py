@@ -115,6 +115,11 @@ def run_attempts(runner: Runner, plan: TaskPlan, log_path: str) -> Outcome:
     from cuberun.valueclass import replace
 
     lim = limits(runner.options, plan.task.task)
+    if lim.timeout is not None and not runner.enforces_timeout:
+        from cuberun.console import warn
+
+        warn(f"the time limit of task '{plan.task.name}' ({lim.timeout:g} s, {lim.timeout_source}) does not apply to the "
+             f"{runner.name} runner and is ignored")
     if lim.retries == 0 or runner.native_retries:
         return _worded(runner.run(plan, log_path), lim, plan.task.name)
     attempts: list[dict[str, Any]] = []

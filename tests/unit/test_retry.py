@@ -119,3 +119,21 @@ def test_summary_line_names_the_attempt(tmp_path: Path) -> None:
 
     text = render(collect(ws, [Result()], cwd=os.fspath(tmp_path)))
     assert "succeeded on attempt 2 of 3" in text
+
+
+def test_which_runners_apply_a_time_limit_and_which_retry_natively() -> None:
+    """A runner that cannot apply a time limit says so in one warning (retry.run_attempts) and in --dry-run."""
+    from cuberun.runners.backendai import BackendAIRunner
+    from cuberun.runners.charliecloud import CharliecloudRunner
+    from cuberun.runners.docker import DockerRunner
+    from cuberun.runners.k8s import KubernetesRunner
+    from cuberun.runners.kubeflow import KubeflowRunner
+    from cuberun.runners.local import LocalRunner
+    from cuberun.runners.singularity import SingularityRunner
+    from cuberun.runners.slurm import SlurmRunner
+    from cuberun.runners.ssh import SSHRunner
+
+    applied = [LocalRunner, DockerRunner, SingularityRunner, CharliecloudRunner, KubernetesRunner, SlurmRunner, SSHRunner]
+    assert all(r.enforces_timeout for r in applied)
+    assert not BackendAIRunner.enforces_timeout and not KubeflowRunner.enforces_timeout
+    assert [r for r in [*applied, BackendAIRunner, KubeflowRunner] if r.native_retries] == [KubernetesRunner]

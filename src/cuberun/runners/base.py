@@ -142,6 +142,7 @@ class Runner(ABC):
     name: ClassVar[str]
     section: ClassVar[str | None] = None  # the cube section the runner reads (e.g. "docker")
     schema: ClassVar[Schema] = {}  # platform config keys (settings entry < cube section < -P)
+    enforces_timeout: ClassVar[bool] = False  # True: a task's time limit (retry.py) is applied (else a warning says it is ignored)
     native_retries: ClassVar[bool] = False  # True: the backend retries a failed task itself (k8s backoffLimit) and reports the attempts
     outputs_on_host: ClassVar[bool] = True  # False: outputs stay remote (a PVC), so cuberun cannot check them after a run
     # what the runner contributes to the core, which reads no backend's keys itself:

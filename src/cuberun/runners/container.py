@@ -197,6 +197,8 @@ def _input_pipe(data: bytes | None) -> Iterator[int | None]:
 class ContainerRunner(Runner):
     """A runner that starts the task in a container engine's client (one process per task)."""
 
+    enforces_timeout = True  # stream(timeout=...): the container is stopped at the limit
+
     executable_key: ClassVar[str]  # the config key naming the engine's executable
     default_executable: ClassVar[str]
     bind_syntax: ClassVar[BindSyntax]

@@ -124,6 +124,7 @@ class _Watch:
 class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
     supports_chain = False  # one Job per task; a chain runs task by task
     native_retries = True  # retries are the Job's backoffLimit: a new pod after a failed one (retry.py)
+    enforces_timeout = True  # the Job's activeDeadlineSeconds
     outputs_on_host = False  # on the PersistentVolumeClaim: not checkable from here
     name = "k8s"
     section = "k8s"
@@ -427,6 +428,8 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
 
     def plan(self, task: ResolvedTask) -> TaskPlan:
         """The Job's name is decided here, once per run of the task (`value("job")`)."""
+        if type(self).run_steps is not KubernetesRunner.run_steps:  # a runner on top of this one with steps of its own (kubeflow)
+            return super().plan(task)
         name = self.new_job_name(task.name)
         steps: list[Step] = []
         netpol = self.network_policy(task, name)

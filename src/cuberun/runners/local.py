@@ -51,6 +51,7 @@ class Launch:
 
 
 class LocalRunner(Runner):
+    enforces_timeout = True  # stream(timeout=...): the task's process group is stopped at the limit
     name = "local"
     section = "local"
     schema: ClassVar[dict[str, Field]] = {
