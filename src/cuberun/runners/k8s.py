@@ -10,6 +10,9 @@ Contract (the reference's k8s keys, with its bugs fixed):
   command (task name dropped, parameters kept);
 - resources from the cube's `platform` block (`host_memory_gb` -> memory request and limit,
   `accelerator_count` or `--gpus=N` -> `nvidia.com/gpu` limit), `--memory`, `cpu`;
+- a task's time limit and retries (retry.py: `--timeout`/`--retries`, `tasks.<t>.timeout`/
+  `retries`) are the Job's `activeDeadlineSeconds` (rounded up) and `backoffLimit`: a Job past
+  its deadline is exit 124 (cuberun deletes it, its pods go with it); each pod is an attempt;
 - `run` creates the Job, waits for its pod (polling, with a bounded start deadline), streams
   the pod's log, returns the container's exit code (a failed Job is a failure), and deletes
   the Job (propagation Background) unless `keep_jobs: true`. Ctrl-C / SIGTERM delete the Job
