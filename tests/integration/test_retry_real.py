@@ -303,3 +303,25 @@ def test_slurm_job_gets_the_time_limit_and_the_task_is_stopped(cli: CLI, cli_env
         acct = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "Timelimit"], env={**os.environ, **env}, capture_output=True,
                               text=True, timeout=60, check=True).stdout
         assert acct.strip() == "00:01:00", acct
+
+
+@pytest.mark.slurm
+def test_slurm_retries_resubmit_the_job(cli: CLI, cli_env: dict[str, str], tmp_path: Path) -> None:
+    details = require_backend("slurm")
+    env = backend_env("slurm")
+    settings = Path(cli_env["CUBERUN_SETTINGS"])
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(f"platforms:\n  slurm:\n    runner: slurm\n    partition: {details.get('partition') or 'debug'}\n    time: '00:05:00'\n")
+    cube = local_cube(tmp_path / "flaky", retries=2)
+    (cube / "workspace").mkdir()
+    proc = cli("run", f"--mlcube={cube}", "--platform=slurm", "--retry-delay=0", env=env, timeout=TIMEOUT)
+    ok(proc)
+    (record,) = run_records(cube / "workspace", "slurm")
+    assert (record["attempt"], record["max_attempts"]) == (2, 3)
+    attempts = record["attempts"]
+    assert [a["exit_code"] for a in attempts] == [3, 0]
+    assert len({a["job_id"] for a in attempts}) == 2  # one job per attempt
+    assert record["details"]["job_id"] == attempts[-1]["job_id"]
+    assert "--retries=0" in " ".join(record["command"]) or any("--retries=0" in json.dumps(s) for s in record["steps"])
+    assert (cube / "workspace" / "out" / "marker").read_text() == "xx"
+    assert "succeeded on attempt 2 of 3" in proc.stderr
