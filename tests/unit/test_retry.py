@@ -137,3 +137,11 @@ def test_which_runners_apply_a_time_limit_and_which_retry_natively() -> None:
     assert all(r.enforces_timeout for r in applied)
     assert not BackendAIRunner.enforces_timeout and not KubeflowRunner.enforces_timeout
     assert [r for r in [*applied, BackendAIRunner, KubeflowRunner] if r.native_retries] == [KubernetesRunner]
+
+
+def test_migrate_refuses_to_drop_the_limits(cli: CLI, tmp_path: Path) -> None:
+    root = cube_with(tmp_path, "timeout: 30\nretries: 1\n")
+    proc = cli("migrate", str(root), "--to=container_config", "--dry-run")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("cuberun: error:")]
+    assert "tasks.train.timeout" in line and "tasks.train.retries" in line
