@@ -103,8 +103,8 @@ def describe(mlcube: PathLike, *, workspace: PathLike | None = None, params: Seq
     return describe_data(load(mlcube, workspace=workspace, params=params))
 
 
-def _options(gpus: str | None, network: str | None, allow_run_args: bool, timeout: float | None = None, retries: int | None = None,
-             retry_delay: float | None = None) -> Any:
+def _options(gpus: str | None, network: str | None, allow_run_args: bool, timeout: float | None = None, image_sha256: str | None = None,
+             decryption_key: PathLike | None = None, retries: int | None = None, retry_delay: float | None = None) -> Any:
     from cuberun.gpus import parse_gpus
     from cuberun.retry import MAX_RETRIES
     from cuberun.runners.base import RunOptions
@@ -116,7 +116,9 @@ def _options(gpus: str | None, network: str | None, allow_run_args: bool, timeou
         raise UsageError(f"retries {retries!r} is not a whole number from 0 to {MAX_RETRIES}", "e.g. retries=2")
     if retry_delay is not None and not retry_delay >= 0:
         raise UsageError(f"retry_delay {retry_delay!r} is not a number of seconds (0 or more)", "e.g. retry_delay=5")
-    return RunOptions(gpus=gpus, network=network, allow_run_args=allow_run_args, timeout=timeout, retries=retries, retry_delay=retry_delay)
+    return RunOptions(gpus=gpus, network=network, allow_run_args=allow_run_args, timeout=timeout, image_sha256=image_sha256,
+                      decryption_key=os.fspath(decryption_key) if decryption_key is not None else None, retries=retries,
+                      retry_delay=retry_delay)
 
 
 def _prepare(mlcube: PathLike, task: str | Sequence[str] | None, platform: str | None, volumes: Mapping[str, PathLike] | None,
@@ -145,13 +147,15 @@ def _captured(echo: bool) -> Iterator[io.StringIO]:
 
 def plan(mlcube: PathLike, task: str | Sequence[str] | None = None, *, platform: str | None = None,
          volumes: Mapping[str, PathLike] | None = None, workspace: PathLike | None = None, params: Sequence[str] = (),
-         gpus: str | None = None, network: str | None = None, allow_run_args: bool = False) -> Plan:
+         gpus: str | None = None, network: str | None = None, allow_run_args: bool = False, image_sha256: str | None = None,
+         decryption_key: PathLike | None = None) -> Plan:
     """The exact commands `run` would execute (the --dry-run), and the policy of each task; runs nothing."""
     import json
 
     from cuberun.execute import run_tasks
 
-    cube, runner, names, overrides = _prepare(mlcube, task, platform, volumes, workspace, params, _options(gpus, network, allow_run_args))
+    cube, runner, names, overrides = _prepare(mlcube, task, platform, volumes, workspace, params,
+                                              _options(gpus, network, allow_run_args, None, image_sha256, decryption_key))
     with _captured(False) as sink:
         run_tasks(cube, runner, names, overrides, dry_run=True, as_json=True)
     text = sink.getvalue()
@@ -162,13 +166,17 @@ def plan(mlcube: PathLike, task: str | Sequence[str] | None = None, *, platform:
 def run(mlcube: PathLike, task: str | Sequence[str] | None = None, *, platform: str | None = None,
         volumes: Mapping[str, PathLike] | None = None, workspace: PathLike | None = None, params: Sequence[str] = (),
         gpus: str | None = None, network: str | None = None, allow_run_args: bool = False, force: bool = False,
-        timeout: float | None = None, retries: int | None = None, retry_delay: float | None = None, echo: bool = False) -> RunResult:
+        timeout: float | None = None, echo: bool = False, image_sha256: str | None = None,
+        decryption_key: PathLike | None = None, retries: int | None = None, retry_delay: float | None = None) -> RunResult:
     """Run task(s) (default: every task, in order). A task that fails is a result with its exit
-    code, not an exception; invalid input, an unusable backend or a busy output raise."""
+    code, not an exception; invalid input, an unusable backend or a busy output raise.
+    `image_sha256` checks a container_config.yaml archive or SIF (a URL needs one);
+    `decryption_key` is the file holding the passphrase of an Encrypted* image."""
     from cuberun.execute import run_tasks
 
     cube, runner, names, overrides = _prepare(mlcube, task, platform, volumes, workspace, params,
-                                              _options(gpus, network, allow_run_args, timeout, retries, retry_delay))
+                                              _options(gpus, network, allow_run_args, timeout, image_sha256, decryption_key, retries,
+                                                       retry_delay))
     with _captured(echo) as sink:
         try:
             results = run_tasks(cube, runner, names, overrides, force=force)
