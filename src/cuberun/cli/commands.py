@@ -152,6 +152,8 @@ def _progress_options(quiet: bool, verbose: bool) -> None:
 @click.option("--timeout", "timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Stop each task after SECONDS (docker/podman, singularity/apptainer, charliecloud): the container is removed, the task exits 124.")
 @click.option("--allow-run-args", is_flag=True, help="Let the cube's raw container run arguments through beyond the allow-list (recorded as a relaxation).")
+@click.option("--image-sha256", "image_sha256", metavar="HEX", help="The sha256 of a container_config.yaml archive or SIF file (checked; a URL needs one).")
+@click.option("--decryption-key", "decryption_key", metavar="FILE", help="File holding the passphrase of an Encrypted* container_config.yaml image (GnuPG symmetric).")
 @click.option("--security", metavar="OPT", help="Container security option.")
 @click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 4g.")
 @click.option("--cpu", "cpus", metavar="SET", help="CPU set, e.g. 0-3.")
@@ -170,7 +172,7 @@ def _progress_options(quiet: bool, verbose: bool) -> None:
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
-        dry_run: bool, as_json: bool, gpus: str | None, network: str | None, timeout: float | None, allow_run_args: bool, security: str | None, memory: str | None,
+        dry_run: bool, as_json: bool, gpus: str | None, network: str | None, timeout: float | None, allow_run_args: bool, image_sha256: str | None, decryption_key: str | None, security: str | None, memory: str | None,
         cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool, rebuild_env: bool, strict_outputs: bool,
         force: bool, explain: bool, no_deps: bool, sweeps: tuple[str, ...],
         jobs: int, handshake: int | None, quiet: bool, verbose: bool, overrides: tuple[str, ...]) -> int:
@@ -182,7 +184,8 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
     from cuberun.cli.run_cmd import run_command
 
     return run_command(mlcube=mlcube, task=task, platform=platform, workspace=workspace, params=params, dry_run=dry_run, as_json=as_json,
-                       gpus=gpus, network=network, timeout=timeout, allow_run_args=allow_run_args, security=security, memory=memory,
+                       gpus=gpus, network=network, timeout=timeout, allow_run_args=allow_run_args, image_sha256=image_sha256,
+                       decryption_key=decryption_key, security=security, memory=memory,
                        cpus=cpus, mount=mount, allow_missing_inputs=allow_missing_inputs, relax_pins=relax_pins, rebuild_env=rebuild_env,
                        strict_outputs=strict_outputs, force=force, explain=explain, no_deps=no_deps, sweeps=sweeps, jobs=jobs,
                        handshake=handshake, quiet=quiet, verbose=verbose, overrides=(*overrides, *ctx.args),

@@ -22,7 +22,8 @@ from cuberun.hints import did_you_mean
 # `--name=VALUE` options of `run` taken without click: option -> keyword argument (type str)
 PLAIN_VALUES = {
     "--mlcube": "mlcube", "--task": "task", "--platform": "platform", "--workspace": "workspace", "--gpus": "gpus",
-    "--network": "network", "--security": "security", "--memory": "memory", "--cpu": "cpus",
+    "--network": "network", "--security": "security", "--memory": "memory", "--cpu": "cpus", "--image-sha256": "image_sha256",
+    "--decryption-key": "decryption_key",
 }
 # flags of `run` taken without click (long forms): option -> keyword argument
 PLAIN_FLAGS = {
@@ -123,7 +124,7 @@ def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), f
 # -- run ---------------------------------------------------------------------------------
 def run_command(*, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
                 dry_run: bool, as_json: bool, gpus: str | None, network: str | None, timeout: float | None, allow_run_args: bool,
-                security: str | None, memory: str | None, cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool,
+                image_sha256: str | None, decryption_key: str | None, security: str | None, memory: str | None, cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool,
                 rebuild_env: bool, strict_outputs: bool, force: bool, explain: bool, no_deps: bool, sweeps: tuple[str, ...], jobs: int,
                 handshake: int | None, quiet: bool, verbose: bool, overrides: tuple[str, ...],
                 known_options: Callable[[], list[str]] = _click_options) -> int:
@@ -162,7 +163,8 @@ def run_command(*, mlcube: str | None, task: str | None, platform: str | None, w
         values = {**legacy.paramset_overrides(cube, names, paramset), **values}
     options = RunOptions(gpus=gpus, network=network, security=security, memory=memory, cpus=cpus, mount=mount,
                          allow_missing_inputs=allow_missing_inputs, relax_pins=relax_pins, rebuild_env=rebuild_env,
-                         strict_outputs=strict_outputs, allow_run_args=allow_run_args, timeout=timeout)
+                         strict_outputs=strict_outputs, allow_run_args=allow_run_args, timeout=timeout,
+                         image_sha256=image_sha256, decryption_key=decryption_key)
     runner = make_runner(cube, platform, options, params)
 
     from cuberun import checks, graph

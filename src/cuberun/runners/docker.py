@@ -269,6 +269,11 @@ class DockerRunner(ContainerRunner):
         return Step((*self.executable, "pull", self.image), "pull")
 
     def configure_steps(self) -> list[Step]:
+        from cuberun.runners import imagefile
+
+        archive = imagefile.docker_steps(self)  # a container_config.yaml archive (URL, encrypted)
+        if archive is not None:
+            return archive
         if self.strategy != "pull" and self.recipe.is_file():
             return [Step(tuple(self.build_argv()), "build")]
         return [self._fetch_step()]
@@ -481,6 +486,11 @@ class DockerRunner(ContainerRunner):
     def configure(self) -> None:
         """Make the image present: build (auto: only when the context changed; always: every
         time) or load/pull it when missing. Quiet when there is nothing to do."""
+        from cuberun.runners import imagefile
+
+        if imagefile.prepare_docker(self):  # a container_config.yaml archive: downloaded, checked, decrypted, loaded
+            self._configured = True
+            return
         state = self.image_state()
         if self.strategy != "pull" and self.recipe.is_file():
             digest = self.context_hash()
