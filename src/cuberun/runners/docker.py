@@ -430,12 +430,13 @@ class DockerRunner(ContainerRunner):
         host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         if not host.startswith("unix://") or _docker_context() not in (None, "default"):
             return None
-        import socket
+        import _socket  # the socket module's C core: socket.py's enum set-up costs more than this whole probe
         from urllib.parse import quote
 
         data = b""
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            try:
                 sock.settimeout(PROBE_TIMEOUT)
                 sock.connect(host[len("unix://") :])
                 sock.sendall(f"GET /images/{quote(image, safe='/:@')}/json HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
@@ -444,6 +445,8 @@ class DockerRunner(ContainerRunner):
                     if not chunk:
                         break
                     data += chunk
+            finally:
+                sock.close()
         except OSError:
             return None
         head, _, body = data.partition(b"\r\n\r\n")
