@@ -30,8 +30,8 @@ from cuberun.errors import CuberunError as Error
 from cuberun.valueclass import dataclass, field
 
 __all__ = [
-    "BackendError", "BusyError", "Error", "Plan", "RunResult", "RunnerUnavailable", "SpecError", "TaskFailed", "TaskRun", "UsageError",
-    "Validation", "cancel", "describe", "load", "plan", "run", "validate",
+    "BackendError", "BusyError", "Error", "LockResult", "Plan", "RunResult", "RunnerUnavailable", "SpecError", "TaskFailed", "TaskRun", "UsageError",
+    "Validation", "cancel", "describe", "load", "lock", "plan", "run", "validate",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -196,3 +196,35 @@ def cancel() -> None:
     from cuberun.process import CANCEL
 
     CANCEL.handler(signal.SIGINT, None)
+
+
+@dataclass(frozen=True)
+class LockResult:
+    path: str  # the lock file written (cuberun.lock next to the cube file)
+    images: Mapping[str, Mapping[str, str]]  # image reference -> {"digest": ...} or, without a registry digest, {"id": ...}
+
+
+def lock(mlcube: PathLike, *, platform: str | None = None, workspace: PathLike | None = None, params: Sequence[str] = (),
+         pull: bool = False, echo: bool = False) -> LockResult:
+    """Resolve the digest of the image the cube's tasks use (docker/podman: pulled or built first
+    when missing; with `pull`, pulled again to take the registry's current image) and write it to
+    cuberun.lock next to the cube file (other entries kept). Later runs verify against it."""
+    from cuberun.execute import make_runner
+    from cuberun.runners.base import Runner, RunOptions
+
+    cube = load(mlcube, workspace=workspace, params=params)
+    runner = make_runner(cube, platform, RunOptions(ignore_lock=True), params)
+    if platform is None and type(runner).lock_images is Runner.lock_images:
+        runner = make_runner(cube, "docker", RunOptions(ignore_lock=True), params)
+    if type(runner).lock_images is Runner.lock_images:
+        raise UsageError(f"cuberun lock locks the images of the docker and podman platforms, not '{runner.platform}'",
+                         "use --platform=docker or --platform=podman")
+    with _captured(echo):
+        reason = runner.unavailable_reason()
+        if reason:
+            raise RunnerUnavailable(reason)
+        done = runner.lock_images(pull)
+    if done is None:
+        raise UsageError(f"platform '{runner.platform}' has no images to lock", "use --platform=docker or --platform=podman")
+    path, entries = done
+    return LockResult(path, entries)

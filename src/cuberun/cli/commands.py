@@ -20,6 +20,7 @@ LAZY = {
     "create": ("cuberun.cli.create_cmd:create", "Create a new cube NAME from a template: mlcube.yaml, program, Dockerfile, workspace."),
     "env": ("cuberun.cli.env_cmd:env", "List, prune and rebuild the managed Python environments (the local runner's cache)."),
     "export": ("cuberun.cli.export_cmd:export", "Export a cube for another system (Backend.AI)."),  # Backend.AI kernel images
+    "lock": ("cuberun.cli.lock_cmd:lock", "Write cuberun.lock next to the cube file: the digest of every image the cube's tasks use."),
     "migrate": ("cuberun.cli.migrate_cmd:migrate",  # legacy MLBox -> config 2.0
                 "Write the config-2.0 mlcube.yaml of a legacy MLBox cube in PATH (a directory, or its root file)."),
 }
@@ -201,6 +202,7 @@ def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), f
 @click.option("--timeout", "timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Stop each task after SECONDS (docker/podman, singularity/apptainer, charliecloud): the container is removed, the task exits 124.")
 @click.option("--allow-run-args", is_flag=True, help="Let the cube's raw container run arguments through beyond the allow-list (recorded as a relaxation).")
+@click.option("--no-lock", is_flag=True, help="Docker/podman: do not verify the image against cuberun.lock (see `cuberun lock`).")
 @click.option("--security", metavar="OPT", help="Container security option.")
 @click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 4g.")
 @click.option("--cpu", "cpus", metavar="SET", help="CPU set, e.g. 0-3.")
@@ -219,7 +221,8 @@ def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), f
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
-        dry_run: bool, as_json: bool, gpus: str | None, network: str | None, timeout: float | None, allow_run_args: bool, security: str | None, memory: str | None,
+        dry_run: bool, as_json: bool, gpus: str | None, network: str | None, timeout: float | None, allow_run_args: bool, no_lock: bool,
+        security: str | None, memory: str | None,
         cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool, rebuild_env: bool, strict_outputs: bool,
         force: bool, explain: bool, no_deps: bool, sweeps: tuple[str, ...],
         jobs: int, handshake: int | None, quiet: bool, verbose: bool, overrides: tuple[str, ...]) -> int:
@@ -261,7 +264,7 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
         values = {**legacy.paramset_overrides(cube, names, paramset), **values}
     options = RunOptions(gpus=gpus, network=network, security=security, memory=memory, cpus=cpus, mount=mount,
                          allow_missing_inputs=allow_missing_inputs, relax_pins=relax_pins, rebuild_env=rebuild_env,
-                         strict_outputs=strict_outputs, allow_run_args=allow_run_args, timeout=timeout)
+                         strict_outputs=strict_outputs, allow_run_args=allow_run_args, timeout=timeout, ignore_lock=no_lock)
     runner = make_runner(cube, platform, options, params)
 
     from cuberun import checks, graph

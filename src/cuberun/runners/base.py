@@ -48,6 +48,7 @@ class RunOptions:
     strict_outputs: bool = False  # a task that exits 0 without writing a declared output fails
     allow_run_args: bool = False  # the cube's raw run arguments beyond the policy's allow-list (policy.py)
     timeout: float | None = None  # seconds per task; the task is stopped and exits 124 (container runners)
+    ignore_lock: bool = False  # docker/podman: do not verify the image against cuberun.lock (--no-lock)
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # the invocation's -P assignments to the cube config (runner.* excluded), for runners that run
     # cuberun again elsewhere (slurm jobs, ssh); set by runners.factory.make_runner
@@ -220,6 +221,12 @@ class Runner(ABC):
 
     def image_identity(self) -> dict[str, Any] | None:
         """The image that runs, by digest, for the run record (after configure); None: no image."""
+        return None
+
+    def lock_images(self, pull: bool = False) -> tuple[str, dict[str, dict[str, str]]] | None:
+        """`cuberun lock`: make the runner's images present (with `pull`: the registry's current
+        ones), write their digests into the lock file next to the cube file and return (its path,
+        every entry: reference -> {"digest"} or {"id"}). None: this runner locks no images."""
         return None
 
     def policy(self, task: ResolvedTask) -> Policy | None:
