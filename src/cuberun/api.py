@@ -101,14 +101,16 @@ def describe(mlcube: PathLike, *, workspace: PathLike | None = None, params: Seq
     return describe_data(load(mlcube, workspace=workspace, params=params))
 
 
-def _options(gpus: str | None, network: str | None, allow_run_args: bool, timeout: float | None = None) -> Any:
+def _options(gpus: str | None, network: str | None, allow_run_args: bool, timeout: float | None = None, image_sha256: str | None = None,
+             decryption_key: PathLike | None = None) -> Any:
     from cuberun.gpus import parse_gpus
     from cuberun.runners.base import RunOptions
 
     parse_gpus(gpus)
     if timeout is not None and not timeout > 0:
         raise UsageError(f"timeout {timeout!r} is not a positive number of seconds", "e.g. timeout=3600")
-    return RunOptions(gpus=gpus, network=network, allow_run_args=allow_run_args, timeout=timeout)
+    return RunOptions(gpus=gpus, network=network, allow_run_args=allow_run_args, timeout=timeout, image_sha256=image_sha256,
+                      decryption_key=os.fspath(decryption_key) if decryption_key is not None else None)
 
 
 def _prepare(mlcube: PathLike, task: str | Sequence[str] | None, platform: str | None, volumes: Mapping[str, PathLike] | None,
@@ -137,13 +139,15 @@ def _captured(echo: bool) -> Iterator[io.StringIO]:
 
 def plan(mlcube: PathLike, task: str | Sequence[str] | None = None, *, platform: str | None = None,
          volumes: Mapping[str, PathLike] | None = None, workspace: PathLike | None = None, params: Sequence[str] = (),
-         gpus: str | None = None, network: str | None = None, allow_run_args: bool = False) -> Plan:
+         gpus: str | None = None, network: str | None = None, allow_run_args: bool = False, image_sha256: str | None = None,
+         decryption_key: PathLike | None = None) -> Plan:
     """The exact commands `run` would execute (the --dry-run), and the policy of each task; runs nothing."""
     import json
 
     from cuberun.execute import run_tasks
 
-    cube, runner, names, overrides = _prepare(mlcube, task, platform, volumes, workspace, params, _options(gpus, network, allow_run_args))
+    cube, runner, names, overrides = _prepare(mlcube, task, platform, volumes, workspace, params,
+                                              _options(gpus, network, allow_run_args, None, image_sha256, decryption_key))
     with _captured(False) as sink:
         run_tasks(cube, runner, names, overrides, dry_run=True, as_json=True)
     text = sink.getvalue()
@@ -154,13 +158,16 @@ def plan(mlcube: PathLike, task: str | Sequence[str] | None = None, *, platform:
 def run(mlcube: PathLike, task: str | Sequence[str] | None = None, *, platform: str | None = None,
         volumes: Mapping[str, PathLike] | None = None, workspace: PathLike | None = None, params: Sequence[str] = (),
         gpus: str | None = None, network: str | None = None, allow_run_args: bool = False, force: bool = False,
-        timeout: float | None = None, echo: bool = False) -> RunResult:
+        timeout: float | None = None, echo: bool = False, image_sha256: str | None = None,
+        decryption_key: PathLike | None = None) -> RunResult:
     """Run task(s) (default: every task, in order). A task that fails is a result with its exit
-    code, not an exception; invalid input, an unusable backend or a busy output raise."""
+    code, not an exception; invalid input, an unusable backend or a busy output raise.
+    `image_sha256` checks a container_config.yaml archive or SIF (a URL needs one);
+    `decryption_key` is the file holding the passphrase of an Encrypted* image."""
     from cuberun.execute import run_tasks
 
     cube, runner, names, overrides = _prepare(mlcube, task, platform, volumes, workspace, params,
-                                              _options(gpus, network, allow_run_args, timeout))
+                                              _options(gpus, network, allow_run_args, timeout, image_sha256, decryption_key))
     with _captured(echo) as sink:
         try:
             results = run_tasks(cube, runner, names, overrides, force=force)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from cuberun import handshake
 from cuberun.console import printable, say
 from cuberun.errors import CuberunError, TaskFailed, UsageError
-from cuberun.runners.base import Runner, Step, TaskPlan
+from cuberun.runners.base import Runner, Step, TaskPlan, releasing
 from cuberun.runners.factory import make_runner as make_runner  # re-exported: the public name callers use
 from cuberun.spec.model import Cube
 from cuberun.valueclass import dataclass, field
@@ -39,6 +39,7 @@ class TaskResult:
         return _label(self.task, self.sweep)
 
 
+@releasing  # runner.release() however the run ends: a decrypted image does not outlive it
 def run_tasks(
     cube: Cube,
     runner: Runner,

@@ -170,13 +170,6 @@ def test_one_line_errors(tmp_path: Path, text: str, expected: str) -> None:
     assert all(line.startswith(str(tmp_path)) for line in lines)
 
 
-def test_encrypted_kinds_say_how_to_decrypt(tmp_path: Path) -> None:
-    (line,) = errors(tmp_path, "container_type: EncryptedDockerArchive\nimage: img.tar.gpg\ntasks: {t: {}}\n")
-    assert "EncryptedDockerArchive is not supported" in line
-    assert "gpg --batch --decrypt --output image.tar --passphrase-file KEYFILE img.tar.gpg" in line
-    assert "container_type: DockerArchive" in line
-
-
 def test_archive_is_read_for_its_image_id(tmp_path: Path) -> None:
     import io
     import json

@@ -203,6 +203,8 @@ def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), f
               help="Stop each task after SECONDS (docker/podman, singularity/apptainer, charliecloud): the container is removed, the task exits 124.")
 @click.option("--allow-run-args", is_flag=True, help="Let the cube's raw container run arguments through beyond the allow-list (recorded as a relaxation).")
 @click.option("--no-lock", is_flag=True, help="Docker/podman: do not verify the image against cuberun.lock (see `cuberun lock`).")
+@click.option("--image-sha256", "image_sha256", metavar="HEX", help="The sha256 of a container_config.yaml archive or SIF file (checked; a URL needs one).")
+@click.option("--decryption-key", "decryption_key", metavar="FILE", help="File holding the passphrase of an Encrypted* container_config.yaml image (GnuPG symmetric).")
 @click.option("--security", metavar="OPT", help="Container security option.")
 @click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 4g.")
 @click.option("--cpu", "cpus", metavar="SET", help="CPU set, e.g. 0-3.")
@@ -222,7 +224,7 @@ def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), f
 @click.pass_context
 def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
         dry_run: bool, as_json: bool, gpus: str | None, network: str | None, timeout: float | None, allow_run_args: bool, no_lock: bool,
-        security: str | None, memory: str | None,
+        image_sha256: str | None, decryption_key: str | None, security: str | None, memory: str | None,
         cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool, rebuild_env: bool, strict_outputs: bool,
         force: bool, explain: bool, no_deps: bool, sweeps: tuple[str, ...],
         jobs: int, handshake: int | None, quiet: bool, verbose: bool, overrides: tuple[str, ...]) -> int:
@@ -264,7 +266,8 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
         values = {**legacy.paramset_overrides(cube, names, paramset), **values}
     options = RunOptions(gpus=gpus, network=network, security=security, memory=memory, cpus=cpus, mount=mount,
                          allow_missing_inputs=allow_missing_inputs, relax_pins=relax_pins, rebuild_env=rebuild_env,
-                         strict_outputs=strict_outputs, allow_run_args=allow_run_args, timeout=timeout, ignore_lock=no_lock)
+                         strict_outputs=strict_outputs, allow_run_args=allow_run_args, timeout=timeout, ignore_lock=no_lock,
+                         image_sha256=image_sha256, decryption_key=decryption_key)
     runner = make_runner(cube, platform, options, params)
 
     from cuberun import checks, graph

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from cuberun.valueclass import dataclass, field
 
@@ -54,6 +54,8 @@ class RunOptions:
     # cuberun again elsewhere (slurm jobs, ssh); set by runners.factory.make_runner
     config_overrides: tuple[str, ...] = ()
     time: str | None = None  # a wall-clock limit (batch runners)
+    image_sha256: str | None = None  # the sha256 of a container_config.yaml archive / SIF (imagefetch.py)
+    decryption_key: str | None = None  # the passphrase FILE of an encrypted archive / SIF (decrypt.py); never the passphrase
 
     @property
     def resources(self) -> Resources:
@@ -173,6 +175,10 @@ class Runner(ABC):
 
     def configure(self) -> None:  # noqa: B027 - a no-op is the right default
         """Prepare the platform (env, image, remote). Idempotent and quiet when nothing changed."""
+
+    def release(self) -> None:  # noqa: B027 - a no-op is the right default
+        """The invocation ended (done, failed or interrupted): drop what configure made that must
+        not outlive it (a decrypted image). Idempotent."""
 
     @abstractmethod
     def run_steps(self, task: ResolvedTask) -> list[Step]:
@@ -307,3 +313,20 @@ class Runner(ABC):
 
     def describe_config(self) -> dict[str, Any]:
         return dict(self.config)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def releasing(fn: _F) -> _F:
+    """Wrap a function of (cube, runner, ...) so that `runner.release()` runs however it ends."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(cube: Any, runner: Runner, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(cube, runner, *args, **kwargs)
+        finally:
+            runner.release()
+
+    return cast(_F, wrapper)

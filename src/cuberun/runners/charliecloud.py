@@ -421,6 +421,9 @@ class CharliecloudRunner(ContainerRunner):
     def configure(self) -> None:
         """Make the directory image ready: check a user image_dir, or convert the Docker image
         when it is new or changed. Quiet when nothing changed."""
+        from cuberun.runners import imagefile
+
+        imagefile.refuse_encrypted(self)
         user = self.user_image
         if user is not None:
             if not user.is_dir():

@@ -286,6 +286,11 @@ class ContainerRunner(Runner):
         return list(self.plan(task).steps)
 
     # -- run --------------------------------------------------------------------------------------
+    def release(self) -> None:
+        from cuberun.runners import imagefile
+
+        imagefile.release(self)  # a decrypted image does not outlive the invocation
+
     def before_run(self, plan: TaskPlan) -> None:
         """Last preparations before the engine starts (e.g. mount points in a directory image)."""
 

@@ -271,6 +271,11 @@ class DockerRunner(ContainerRunner):
         return Step(tuple(images.pull_argv(self.executable, self.is_podman, self.image)), "pull")
 
     def configure_steps(self) -> list[Step]:
+        from cuberun.runners import imagefile
+
+        archive = imagefile.docker_steps(self)  # a container_config.yaml archive (URL, encrypted)
+        if archive is not None:
+            return archive
         if self.strategy != "pull" and self.recipe.is_file():
             return [Step(tuple(self.build_argv()), "build")]
         return images.lock_steps(self) or [self._fetch_step()]
@@ -485,6 +490,11 @@ class DockerRunner(ContainerRunner):
         """Make the image present: build (auto: only when the context changed; always: every
         time) or load/pull it when missing (a locked one by its digest), then verify it against
         its pinned digest and the lock file (images.py). Quiet when there is nothing to do."""
+        from cuberun.runners import imagefile
+
+        if imagefile.prepare_docker(self):  # a container_config.yaml archive: downloaded, checked, decrypted, loaded
+            self._configured = True
+            return
         if images.prepare(self):
             self._state = None
         state = self.image_state()

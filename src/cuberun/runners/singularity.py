@@ -397,6 +397,9 @@ class SingularityRunner(ContainerRunner):
     # -- configure ---------------------------------------------------------------------------------
     def configure(self) -> None:
         """Build the SIF unless it is current. Quiet when there is nothing to do."""
+        from cuberun.runners import imagefile
+
+        imagefile.prepare_sif(self)  # a container_config.yaml SIF: downloaded, checked, decrypted
         if self.sif_current():
             self._configured = True
             return

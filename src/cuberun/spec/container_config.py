@@ -11,9 +11,12 @@ mounted at /x/parameters.yaml -> WORKSPACE/parameters_file.yaml).
 
 What the runners get: `docker.image` (a DockerImage reference, or for a DockerArchive the image
 id read from the archive's manifest.json with `docker.tar_file` to load it from), or
-`singularity.image` (the SIF of a SingularityFile). Encrypted kinds and URLs are refused with
-what to do instead. `name` and `platform` (need_internet_access, accelerator_count) are
-cuberun extensions of the format.
+`singularity.image` (the SIF of a SingularityFile). An archive or SIF from an http(s) URL, one
+with a sha256 to check, and the Encrypted* kinds also get `config["image_source"]`
+(imagefetch.ImageSource): the runner downloads, checks and decrypts it at configure (the loader
+never downloads; until then the image is a `cuberun-unloaded/...` placeholder). `name`,
+`platform` (need_internet_access, accelerator_count) and `image_sha256` are cuberun extensions
+of the format.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ DOCKER_ARCHIVE = "DockerArchive"
 SINGULARITY_FILE = "SingularityFile"
 ENCRYPTED = ("EncryptedDockerArchive", "EncryptedSingularityFile")
 CONTAINER_TYPES = (DOCKER_IMAGE, DOCKER_ARCHIVE, ENCRYPTED[0], SINGULARITY_FILE, ENCRYPTED[1])
-TOP_KEYS = ("container_type", "image", "tasks", "name", "platform")
+TOP_KEYS = ("container_type", "image", "tasks", "name", "platform", "image_sha256")
 TASK_KEYS = ("run_args", "input_volumes", "output_volumes")
 RUN_ARGS_KEYS = ("command", "entrypoint", "environment", "gpus", "shm_size")
 VOLUME_KEYS = ("mount_path", "type")
@@ -87,17 +90,22 @@ def build(doc: Document, file: Path, *, workspace: str | os.PathLike[str] | None
         issues.append(doc.issue(("container_type",), f"'{kind}' is not a container type; expected one of {', '.join(CONTAINER_TYPES)}",
                                 did_you_mean(str(kind), CONTAINER_TYPES), value=True))
         kind = None
-    elif kind in ENCRYPTED:
-        plain = kind.removeprefix("Encrypted")
-        out = "image.tar" if plain == DOCKER_ARCHIVE else "image.sif"
-        issues.append(doc.issue(("container_type",), f"{kind} is not supported: cuberun does not decrypt images",
-                                f"decrypt first with `gpg --batch --decrypt --output {out} --passphrase-file KEYFILE {data.get('image', 'IMAGE')}`, "
-                                f"then set container_type: {plain} and image: {out}", value=True))
-        kind = None
     image = data.get("image")
     if "image" in data and (not isinstance(image, str) or not image.strip()):
         issues.append(doc.issue(("image",), "must be a non-empty string", "an image reference, or the path of the archive or SIF file", value=True))
         image = None
+    sha256: str | None = None
+    if "image_sha256" in data:
+        from cuberun.imagefetch import normalize_sha256
+
+        sha256 = normalize_sha256(data["image_sha256"])
+        if sha256 is None:
+            issues.append(doc.issue(("image_sha256",), f"{data['image_sha256']!r} is not a sha256", "write 64 hex digits, optionally prefixed with sha256:",
+                                    value=True))
+        elif kind == DOCKER_IMAGE:
+            issues.append(doc.issue(("image_sha256",), "a DockerImage is pinned by its registry digest, not by image_sha256",
+                                    "write image: NAME@sha256:<digest>, or remove image_sha256", value=True))
+            sha256 = None
 
     name = data.get("name", root.name or "cube")
     if not isinstance(name, str) or not name.strip():
@@ -110,9 +118,11 @@ def build(doc: Document, file: Path, *, workspace: str | os.PathLike[str] | None
 
     config: dict[str, Any] = {"name": name, "platform": platform, "runtime": {"root": str(root), "workspace": str(ws)}, "workspace": str(ws)}
     if isinstance(kind, str) and isinstance(image, str):
-        section = _image_section(doc, root, kind, image.strip(), issues)
+        section = _image_section(doc, root, kind, image.strip(), sha256, issues)
         if section is not None:
             config[section[0]] = section[1]
+            if section[2] is not None:
+                config["image_source"] = section[2]
 
     tasks = _tasks(doc, data.get("tasks"), issues) if "tasks" in data else {}
     if issues:
@@ -128,26 +138,55 @@ _MISSING_HINTS = {
 }
 
 
-def _image_section(doc: Document, root: Path, kind: str, image: str, issues: list[Issue]) -> tuple[str, dict[str, Any]] | None:
+def _image_section(doc: Document, root: Path, kind: str, image: str, sha256: str | None,
+                   issues: list[Issue]) -> tuple[str, dict[str, Any], dict[str, Any] | None] | None:
+    """The runner section of the image, and where its file comes from (imagefetch.ImageSource),
+    None for a DockerImage or a plain local file with no digest to check."""
+    from cuberun import imagefetch
+
     if kind == DOCKER_IMAGE:
-        return "docker", {"image": image}
-    if image.startswith(("http://", "https://")):
-        issues.append(doc.issue(("image",), f"downloading a {kind} from a URL is not supported",
-                                "download the file, check its sha256, and give its local path", value=True))
+        return "docker", {"image": image}, None
+    location, given = imagefetch.split_fragment(image)
+    if given is not None:
+        digest = imagefetch.normalize_sha256(given)
+        if digest is None:
+            issues.append(doc.issue(("image",), f"'{given}' after #sha256= is not a sha256", "write 64 hex digits after #sha256=", value=True))
+            return None
+        if sha256 is not None and sha256 != digest:
+            issues.append(doc.issue(("image",), f"#sha256={digest} differs from image_sha256 {sha256}", "give the digest once", value=True))
+            return None
+        sha256 = digest
+    encrypted = kind in ENCRYPTED
+    plain = kind.removeprefix("Encrypted")
+    if imagefetch.is_url(location):
+        cached = imagefetch.cached(sha256)
+        path = cached
+    elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", location):
+        issues.append(doc.issue(("image",), f"'{location.split('://', 1)[0]}' URLs are not supported", "give an http(s) URL or a local path", value=True))
         return None
-    path = Path(os.path.expanduser(image))
-    path = path if path.is_absolute() else root / path
-    if not path.is_file():
-        what = "is not a regular file" if path.exists() else "does not exist"
-        issues.append(doc.issue(("image",), f"the {kind} {path} {what}", "give the path of the file, relative to the cube's directory", value=True))
-        return None
-    if kind == SINGULARITY_FILE:
-        return "singularity", {"image": str(path)}
+    else:
+        path = Path(os.path.expanduser(location))
+        path = path if path.is_absolute() else root / path
+        if not path.is_file():
+            what = "is not a regular file" if path.exists() else "does not exist"
+            issues.append(doc.issue(("image",), f"the {kind} {path} {what}", "give the path of the file, relative to the cube's directory", value=True))
+            return None
+        location = str(path)
+    source = None
+    if encrypted or sha256 is not None or imagefetch.is_url(location):
+        source = imagefetch.ImageSource(kind, location, sha256, encrypted).to_json()
+    if encrypted or path is None:  # known once downloaded / decrypted, at configure
+        placeholder = f"cuberun-unloaded/{kind.lower()}:{(sha256 or 'unknown')[:12]}"
+        if plain == SINGULARITY_FILE:
+            return "singularity", {"image": f"/cuberun-not-ready/{kind}.sif"}, source
+        return "docker", {"image": placeholder}, source
+    if plain == SINGULARITY_FILE:
+        return "singularity", {"image": str(path)}, source
     image_id = archive_image_id(path)
     if isinstance(image_id, str) and image_id.startswith("error:"):
         issues.append(doc.issue(("image",), f"{path}: {image_id[6:]}", "give an archive written by `docker save` or `podman save`", value=True))
         return None
-    return "docker", {"image": image_id, "tar_file": str(path)}
+    return "docker", {"image": image_id, "tar_file": str(path)}, source
 
 
 def archive_image_id(path: Path) -> str:

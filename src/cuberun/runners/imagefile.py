@@ -1,0 +1,154 @@
+"""The image file of a container_config.yaml cube (an archive or SIF from a URL, with a sha256,
+or encrypted; imagefetch.ImageSource) made ready for the container runners at configure.
+
+- docker/podman: the file is downloaded into the cache or hashed (imagefetch), its image id
+  read from its manifest.json, and it is loaded when the engine lacks that image. An encrypted
+  archive is decrypted into a private folder (decrypt.py), loaded, and the decrypted tar is
+  deleted at once; the loaded image is removed (`rmi -f <id>`) when the invocation ends
+  (`Runner.release`), also after a failure or Ctrl-C, and also when it was present before (a
+  previous invocation killed with SIGKILL), so the plain image does not stay on the host.
+- singularity/apptainer: the SIF is downloaded or hashed and run from where it is; an encrypted
+  SIF is decrypted into a private folder that lives until the invocation ends.
+- charliecloud: an encrypted image is refused (its conversion would leave a plain copy), and so
+  is an archive from a URL that is not in the cache yet (not tested on charliecloud).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cuberun import decrypt, imagefetch
+from cuberun.errors import BackendError, UsageError
+from cuberun.runners.base import Step
+
+if TYPE_CHECKING:
+    from cuberun.runners.base import Runner
+    from cuberun.runners.docker import DockerRunner
+    from cuberun.runners.singularity import SingularityRunner
+
+PRIVATE = "<private temporary folder>"
+
+
+class _Held:
+    def __init__(self) -> None:
+        self.loaded: list[str] = []  # image ids to remove from the engine at release
+        self.files = decrypt.Holder()
+
+
+def _held(runner: Runner) -> _Held:
+    held = runner.__dict__.get("_imagefile")
+    if held is None:
+        held = runner.__dict__["_imagefile"] = _Held()
+    return held
+
+
+def source(runner: Runner) -> imagefetch.ImageSource | None:
+    return imagefetch.source_of(runner.cube)
+
+
+def _image_id(path: Path, src: imagefetch.ImageSource) -> str:
+    from cuberun.spec.container_config import archive_image_id
+
+    image_id = archive_image_id(path)
+    if image_id.startswith("error:"):
+        raise BackendError(f"{src.location}: {image_id[6:]}", "give an archive written by `docker save` or `podman save`")
+    return image_id
+
+
+def _file_for_steps(src: imagefetch.ImageSource, given: str | None) -> str:
+    digest = src.sha256 if given is None else imagefetch.normalize_sha256(given)
+    if src.is_url:
+        return str(imagefetch.cached_path(digest)) if digest else src.location
+    return src.location
+
+
+def docker_steps(runner: DockerRunner) -> list[Step] | None:
+    """What configure runs for the cube's image file (the --dry-run); None: no image file."""
+    src = source(runner)
+    if src is None:
+        return None
+    file = _file_for_steps(src, runner.options.image_sha256)
+    if not src.encrypted:
+        return [Step((*runner.executable, "load", "--input", file), "load")]
+    plain = f"{PRIVATE}/image.tar"
+    key = Path(runner.options.decryption_key or "KEYFILE")
+    return [Step(tuple(decrypt.gpg_argv(Path(file), key, Path(plain), Path(f"{PRIVATE}/gnupg"))), "decrypt"),
+            Step((*runner.executable, "load", "--input", plain), "load")]
+
+
+def prepare_docker(runner: DockerRunner) -> bool:
+    """Make the cube's image file the runner's image; True when it is loaded already (an
+    encrypted archive), False when the runner's own configure is to load it."""
+    src = source(runner)
+    if src is None:
+        return False
+    if not src.docker:
+        raise UsageError(f"a {src.kind} runs on singularity or apptainer, not on {runner.engine}", "use --platform=singularity")
+    file = imagefetch.local_file(src, runner.options.image_sha256)
+    if not src.encrypted:
+        runner.config["image"] = _image_id(file, src)
+        runner.config["tar_file"] = str(file)
+        runner._state = None
+        return False
+    key = decrypt.key_file(runner.options.decryption_key, f"{src.kind} {src.location}")
+    with decrypt.decrypted(file, key, "image.tar") as plain:
+        image_id = _image_id(plain, src)
+        runner.config["image"] = image_id
+        _held(runner).loaded.append(image_id)  # before the load: an interrupted load is removed too
+        runner.config["tar_file"] = str(plain)
+        runner._state = None
+        try:
+            if not runner.image_state().present:
+                runner._fetch()
+        finally:
+            runner.config["tar_file"] = None
+    runner._state = None
+    return True
+
+
+def sif_steps(runner: SingularityRunner) -> list[Step] | None:
+    src = source(runner)
+    if src is None or not src.encrypted:
+        return None if src is None else []
+    file = _file_for_steps(src, runner.options.image_sha256)
+    key = Path(runner.options.decryption_key or "KEYFILE")
+    return [Step(tuple(decrypt.gpg_argv(Path(file), key, Path(f"{PRIVATE}/image.sif"), Path(f"{PRIVATE}/gnupg"))), "decrypt")]
+
+
+def prepare_sif(runner: SingularityRunner) -> None:
+    """Point the runner at the checked (downloaded, decrypted) SIF of the cube."""
+    src = source(runner)
+    if src is None:
+        return
+    if src.docker:
+        raise UsageError(f"a {src.kind} runs on docker or podman, not on singularity", "use --platform=docker (or podman)")
+    file = imagefetch.local_file(src, runner.options.image_sha256)
+    if src.encrypted:
+        key = decrypt.key_file(runner.options.decryption_key, f"{src.kind} {src.location}")
+        file = _held(runner).files.hold(file, key, "image.sif")
+    runner.config["image"] = str(file)
+
+
+def refuse_encrypted(runner: Runner) -> None:
+    """Charliecloud: an encrypted image is refused, and so is an archive still to be downloaded
+    (its image id is known only once it is; a run on docker fills the cache first)."""
+    src = source(runner)
+    if src is not None and src.encrypted:
+        raise UsageError(f"{src.kind} is not supported on {runner.name}: its directory image would be a plain copy left on disk",
+                         "run it with --platform=docker, podman or singularity")
+    if src is not None and src.is_url and imagefetch.cached(imagefetch.expected_sha256(src, runner.options.image_sha256)) is None:
+        raise UsageError(f"a {src.kind} from a URL is not downloaded on {runner.name}",
+                         "run the cube once with --platform=docker (it fills cuberun's cache), then again on charliecloud")
+
+
+def release(runner: Any) -> None:
+    """End of the invocation: delete decrypted files, remove images loaded from encrypted archives."""
+    held = runner.__dict__.get("_imagefile")
+    if held is None:
+        return
+    held.files.release()
+    while held.loaded:
+        image_id = held.loaded.pop()
+        runner._capture("rmi", "-f", image_id)
+        runner._state = None
