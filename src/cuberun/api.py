@@ -102,7 +102,7 @@ def describe(mlcube: PathLike, *, workspace: PathLike | None = None, params: Seq
 
 
 def _options(gpus: str | None, network: str | None, allow_run_args: bool, timeout: float | None = None, image_sha256: str | None = None,
-             decryption_key: PathLike | None = None) -> Any:
+             decryption_key: PathLike | None = None, no_lock: bool = False) -> Any:
     from cuberun.gpus import parse_gpus
     from cuberun.runners.base import RunOptions
 
@@ -110,7 +110,7 @@ def _options(gpus: str | None, network: str | None, allow_run_args: bool, timeou
     if timeout is not None and not timeout > 0:
         raise UsageError(f"timeout {timeout!r} is not a positive number of seconds", "e.g. timeout=3600")
     return RunOptions(gpus=gpus, network=network, allow_run_args=allow_run_args, timeout=timeout, image_sha256=image_sha256,
-                      decryption_key=os.fspath(decryption_key) if decryption_key is not None else None)
+                      decryption_key=os.fspath(decryption_key) if decryption_key is not None else None, ignore_lock=no_lock)
 
 
 def _prepare(mlcube: PathLike, task: str | Sequence[str] | None, platform: str | None, volumes: Mapping[str, PathLike] | None,
@@ -159,15 +159,16 @@ def run(mlcube: PathLike, task: str | Sequence[str] | None = None, *, platform: 
         volumes: Mapping[str, PathLike] | None = None, workspace: PathLike | None = None, params: Sequence[str] = (),
         gpus: str | None = None, network: str | None = None, allow_run_args: bool = False, force: bool = False,
         timeout: float | None = None, echo: bool = False, image_sha256: str | None = None,
-        decryption_key: PathLike | None = None) -> RunResult:
+        decryption_key: PathLike | None = None, no_lock: bool = False) -> RunResult:
     """Run task(s) (default: every task, in order). A task that fails is a result with its exit
     code, not an exception; invalid input, an unusable backend or a busy output raise.
     `image_sha256` checks a container_config.yaml archive or SIF (a URL needs one);
-    `decryption_key` is the file holding the passphrase of an Encrypted* image."""
+    `decryption_key` is the file holding the passphrase of an Encrypted* image; `no_lock` skips
+    the check of the image against cuberun.lock (docker/podman, see `lock`)."""
     from cuberun.execute import run_tasks
 
     cube, runner, names, overrides = _prepare(mlcube, task, platform, volumes, workspace, params,
-                                              _options(gpus, network, allow_run_args, timeout, image_sha256, decryption_key))
+                                              _options(gpus, network, allow_run_args, timeout, image_sha256, decryption_key, no_lock))
     with _captured(echo) as sink:
         try:
             results = run_tasks(cube, runner, names, overrides, force=force)

@@ -175,3 +175,17 @@ def test_container_config_image_pinned(tmp_path: Path) -> None:
     made = make_runner(load_cube(root), "docker", RunOptions())
     assert isinstance(made, DockerRunner)
     assert [list(s.argv) for s in made.configure_steps()] == [["docker", "pull", f"{REG}@{D1}"]]
+
+
+def test_api_surfaces_the_lock_errors(tmp_path: Path) -> None:
+    from cuberun import api
+
+    root = tmp_path / "d"
+    runner(root, f"{REG}:2", lock={f"{REG}:1": images.LockEntry(D1, None)})
+    with pytest.raises(api.Error) as err:
+        api.plan(root, platform="docker")
+    assert err.value.exit_code == 2 and "is not locked" in str(err.value)
+    with pytest.raises(api.UsageError) as usage:
+        api.lock(root, platform="local")
+    assert "docker and podman" in str(usage.value)
+    assert api._options(None, None, False, no_lock=True).ignore_lock
