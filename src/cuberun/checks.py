@@ -181,13 +181,24 @@ def _task_issues(cube: Cube) -> list[Issue]:
         except SpecError as exc:
             issues.extend(i for i in exc.issues if i not in issues)
     # ----- aliasing outputs: safety.output_issues (trust-safety, issue 11) runs inside resolve_task above
-    produced = {str(expand_path(p.default, cube.workspace)[0]) for t in cube.tasks.values() for p in t.outputs}
+    produced = {str(expand_path(p.default, cube.workspace)[0]).rstrip("/") or "/" for t in cube.tasks.values() for p in t.outputs}
+
+    def written(path: str) -> bool:  # the path or a folder above it is an output: a look-up per level, not a scan of every output
+        here = path.rstrip("/") or "/"
+        while True:
+            if here in produced:
+                return True
+            parent = os.path.dirname(here)
+            if parent == here:
+                return False
+            here = parent
+
     for t in cube.tasks.values():
         for p in t.inputs:
             if unset_variables(p.default):
                 continue
             path = str(expand_path(p.default, cube.workspace)[0])
-            if os.path.lexists(path) or any(path == out or path.startswith(out.rstrip("/") + "/") for out in produced):
+            if os.path.lexists(path) or written(path):
                 continue
             issues.append(cube.doc.issue(p.key, f"task '{t.name}', input '{p.name}': {path} does not exist, and no task writes it",
                                          f"create it before running, or override {p.name}=PATH", value=True, severity="warning"))

@@ -100,3 +100,17 @@ def test_outputs_outside_the_workspace_and_missing_inputs(cli: CLI, tmp_path: Pa
     assert "output 'o': ../escape/ resolves to" in got.stderr and "outside the workspace" in got.stderr
     assert "input 'a': " + str(tmp_path / "workspace" / "nothere.txt") + " does not exist, and no task writes it" in got.stderr
     assert "input 'b'" not in got.stderr  # task 'make' writes it
+
+
+def test_missing_inputs_are_matched_against_output_folders_and_their_ancestors_only(cli: CLI, tmp_path: Path) -> None:
+    """An input under a folder a task writes (at any depth) is not reported; one under a sibling
+    whose name merely starts the same (`made2/` beside `made/`) is. (Checked per folder level
+    since a cube of 10,000 tasks made this check quadratic.)"""
+    write_tree(tmp_path, {"x.py": PROGRAM, "mlcube.yaml": (
+        "name: demo\nlocal: {command: python3 x.py, env: current}\ntasks:\n"
+        "  make: {parameters: {outputs: {m: made/}}}\n"
+        "  use:\n    parameters:\n      inputs: {deep: made/a/b/c.txt, same: made, twin: made2/x.txt}\n"
+        "      outputs: {o: out/}\n")})
+    got = cli("validate")
+    assert "input 'deep'" not in got.stderr and "input 'same'" not in got.stderr
+    assert "input 'twin': " + str(tmp_path / "workspace" / "made2" / "x.txt") + " does not exist, and no task writes it" in got.stderr

@@ -298,7 +298,8 @@ def test_real_client_accepts_the_commands(fake: Fake, manager: tuple[str, list[d
     url, requests = manager
     from cuberun.execute import make_runner
     from cuberun.resolve import resolve_task
-    from cuberun.runners.backendai import _UUID, BackendAIRunner
+    from cuberun.runners.backendai import BackendAIRunner
+    from cuberun.runners.backendai.sessions import _UUID
     from cuberun.runners.base import RunOptions
     from cuberun.spec.load import load_cube
 

@@ -19,7 +19,7 @@ from cuberun.errors import UsageError
 from cuberun.execute import make_runner
 from cuberun.resolve import resolve_task
 from cuberun.runners.backendai import BackendAIRunner
-from cuberun.runners.backendai_session import (
+from cuberun.runners.backendai.session import (
     Verdict,
     default_vfolder,
     exit_code_from,
@@ -344,7 +344,7 @@ def test_a_manager_that_refuses_every_call_is_lost_not_waited_for(tmp_path: Path
     """After the watch ended, `session info` refused (connection refused) for MANAGER_GRACE:
     ManagerLost names the session and how to remove it, without polling for INFO_GRACE."""
     from cuberun.process import Captured
-    from cuberun.runners import backendai as bai_mod
+    from cuberun.runners.backendai import sessions as bai_mod
 
     runner, cube = runner_for(make_cube(tmp_path / "c"))
     task = resolve_task(cube, "hello", {})
@@ -372,7 +372,7 @@ def test_a_manager_that_refuses_every_call_is_lost_not_waited_for(tmp_path: Path
 
 def test_watch_events_show_the_wait_until_the_session_starts(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from cuberun import progress
-    from cuberun.runners.backendai_session import WAITING_STATES
+    from cuberun.runners.backendai.session import WAITING_STATES
 
     monkeypatch.setenv("CUBERUN_PROGRESS", "plain")
     monkeypatch.setenv("CUBERUN_PROGRESS_INTERVAL", "0")

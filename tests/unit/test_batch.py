@@ -87,3 +87,72 @@ def test_the_poll_interval_starts_fast_and_backs_off_within_bounds() -> None:
     assert poll_interval(0, 0.5) == pytest.approx(0.1)
     assert poll_interval(8, 0.5) == 0.5
     assert poll_interval(300, 0.5) == 2.0 and poll_interval(3000, 0.5) == 5.0 and poll_interval(3000, 30.0) == 30.0
+
+
+class Grouped(Recorder):
+    """Submissions of several tasks (a job array, a pipeline): plan "ab" runs tasks a and b."""
+
+    supports_array = True
+
+    def plan_batch(self, tasks: Sequence[Any]) -> list[str]:
+        self.calls.append(("plan", *tasks))
+        return ["".join(tasks[:2]), *tasks[2:]]
+
+    def plan_array(self, tasks: Sequence[Any]) -> list[str]:
+        self.calls.append(("plan-array", *tasks))
+        return list(tasks)
+
+    def tasks_in(self, plan: str) -> int:
+        return len(plan)
+
+    def follow_all(self, submission: str, later: Sequence[str], log_paths: Sequence[str], cancel: Any) -> list[Outcome]:
+        self.calls.append(("follow-all", submission, *log_paths))
+        self.finished.add(submission)
+        return [Outcome(self.codes.get(f"{submission}/{path}", 0), 0.0) for path in log_paths]
+
+
+def test_a_submission_of_several_tasks_gets_their_logs_and_gives_their_outcomes() -> None:
+    r = Grouped({})
+    outcomes = r.run_chain(["a", "b", "c"], ["la", "lb", "lc"])  # type: ignore[list-item]
+    assert [o.exit_code for o in outcomes] == [0, 0, 0]
+    assert [c for c in r.calls if c[0] in ("submit", "follow-all")] == [
+        ("submit", "ab", "-"), ("submit", "c", "job-ab"), ("follow-all", "job-ab", "la", "lb"), ("follow-all", "job-c", "lc")]
+    failing = Grouped({"job-ab/lb": 2})
+    outcomes = failing.run_chain(["a", "b", "c"], ["la", "lb", "lc"])  # type: ignore[list-item]
+    assert [o.exit_code for o in outcomes] == [0, 2]  # the chain ends at the failed task's group
+    assert failing.calls[-1] == ("cancel", "job-c")
+
+
+def test_an_array_submits_independently_and_follows_every_submission_to_its_end() -> None:
+    r = Grouped({"job-a/la": 3})
+    outcomes = r.run_array(["a", "b"], ["la", "lb"])  # type: ignore[list-item]
+    assert [o.exit_code for o in outcomes] == [3, 0]  # a failed variant does not stop the others
+    assert ("submit", "b", "-") in r.calls  # no dependency between variants
+    assert not [c for c in r.calls if c[0] == "cancel"]
+
+
+class InterruptedWhileSubmitting(Grouped):
+    """Ctrl-C arrives while the first submission is made (the signal is sent to this process)."""
+
+    def submit(self, plan: str, after: str | None) -> str:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGINT)
+        return super().submit(plan, after)
+
+    def follow_all(self, submission: str, later: Sequence[str], log_paths: Sequence[str], cancel: Any) -> list[Outcome]:
+        self.calls.append(("follow-all", submission, *log_paths))
+        return [Outcome(130 if cancel.requested else 0, 0.0, interrupted=cancel.requested) for _ in log_paths]
+
+
+def test_ctrl_c_during_the_submission_of_an_array_gives_every_task_its_interrupted_outcome() -> None:
+    r = InterruptedWhileSubmitting({})
+    r.plan_array = lambda tasks: ["".join(tasks)]  # type: ignore[method-assign]  # one submission of both
+    outcomes = r.run_array(["a", "b"], ["la", "lb"])  # type: ignore[list-item]
+    assert [(o.exit_code, o.interrupted) for o in outcomes] == [(130, True), (130, True)]
+    assert ("follow-all", "job-ab", "la", "lb") in r.calls  # followed: its follower answered the Ctrl-C
+    chain = InterruptedWhileSubmitting({})
+    outcomes = chain.run_chain(["a", "b", "c"], ["la", "lb", "lc"])  # type: ignore[list-item]
+    assert [(o.exit_code, o.interrupted) for o in outcomes] == [(130, True)]  # a chain: `interrupted`
+    assert chain.calls[-1] == ("interrupted", "job-ab")

@@ -150,3 +150,25 @@ def test_sockets_in_the_code_folder_are_skipped(tmp_path: Path) -> None:
         assert sorted(members(root)) == ["a.py"]
     finally:
         sock.close()
+
+
+def test_walk_through_folder_descriptors_keeps_paths_and_stats(tmp_path: Path) -> None:
+    """walk() lists each folder through an open descriptor (one fstatat per file): the entries
+    are still the absolute paths under the root as given (a root reached through a symlink
+    included), with the stat of the file itself, and an in-place edit that keeps the size is seen."""
+    real = tmp_path / "real"
+    write_tree(real, {"prog.py": "print(1)\n", "lib/a.py": "a", "lib/deep/b.py": "bb", "workspace/x": "x"})
+    (tmp_path / "via").symlink_to(real)
+    root = tmp_path / "via"
+    entries = codeid.walk(root, "code", (str(root / "workspace"),))
+    assert [e[0] for e in entries] == ["lib/a.py", "lib/deep/b.py", "prog.py"]
+    for rel, full, kind, st, _ in entries:
+        assert full == str(root / rel) and kind == "f" and st is not None
+        own = os.lstat(full)
+        assert (st.st_ino, st.st_size, st.st_mtime_ns) == (own.st_ino, own.st_size, own.st_mtime_ns)
+    before = codeid.identity([root], "code", (str(root / "workspace"),)).sha256
+    old = os.lstat(real / "lib" / "deep" / "b.py")
+    with open(real / "lib" / "deep" / "b.py", "r+b") as fh:  # same size, same folder listing
+        fh.write(b"cc")
+    os.utime(real / "lib" / "deep" / "b.py", ns=(old.st_atime_ns, old.st_mtime_ns))  # its old mtime put back (ctime still moves)
+    assert codeid.identity([root], "code", (str(root / "workspace"),)).sha256 != before

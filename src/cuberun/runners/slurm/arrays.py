@@ -1,6 +1,7 @@
-"""A sweep as ONE Slurm job array: submitted once, every element followed with one scontrol
-call per poll, each element's log streamed after a `[<array>_<i>] ` prefix, one outcome per
-element; Ctrl-C cancels the whole array."""
+"""A sweep as ONE Slurm job array, on the same BatchRunner loop as single jobs (`run_array`:
+`plan_array` makes one submission of N tasks, `follow_all` follows it): submitted once, every
+element followed with one scontrol call per poll, each element's log streamed after a
+`[<array>_<i>] ` prefix, one outcome per element; Ctrl-C cancels the whole array."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from cuberun.console import say
@@ -20,38 +21,34 @@ from cuberun.runners.slurm.logs import ControllerLost, _finish_tails, _Job, _Log
 if TYPE_CHECKING:
     from cuberun.process import Outcome
     from cuberun.runners.base import TaskPlan
+    from cuberun.runners.slurm.client import _Plan
 
 
 class SlurmArrays(SlurmFollow):
-    """Job arrays (run_array)."""
+    """Job arrays: the BatchRunner hooks of `run_array` (one submission, one outcome per element)."""
 
-    def run_array(self, plans: Sequence[TaskPlan], log_paths: Sequence[str]) -> list[Outcome]:
-        """A sweep as ONE job array: element i runs plans[i]; one outcome per element. Ctrl-C
-        cancels the whole array (scancel of its job id)."""
-        from cuberun.process import handle_signals, watchdog
-
+    def plan_array(self, plans: Sequence[TaskPlan]) -> list[_Plan]:
+        """A sweep as ONE job array: element i runs plans[i]."""
         tasks = [p.task for p in plans]
-
         path, content = self.array_script(tasks)  # config problems surface before anything is submitted
         os.makedirs(self.job_dir(), exist_ok=True)
         os.makedirs(self.cube.workspace, exist_ok=True)
-        array: _Job | None = None
-        with handle_signals() as cancel, _watchdogs() as guards:
-            try:
-                array = self._submit(tasks[0], path, content, None, elements=len(tasks))
-                guards.append(watchdog(cleanup=[["scancel", array.job_id]]))  # if cuberun is killed, the array is cancelled
-                jobs = [
-                    _Job(t.name, f"{array.job_id}_{i}", self.array_log_file(tasks[0], array.job_id, i), path, array.submitted_at,
-                         array_job_id=array.job_id, array_task_id=i)
-                    for i, t in enumerate(tasks)
-                ]  # fmt: skip
-                return self._follow_array(array, jobs, log_paths, cancel)
-            except ControllerLost:
-                raise
-            except BaseException:
-                if array is not None:
-                    self._cancel_quietly([array])  # never leave our jobs behind
-                raise
+        return [(tasks[0], path, content, len(tasks))]
+
+    def tasks_in(self, plan: _Plan) -> int:
+        return plan[3] or 1
+
+    def follow_all(self, submission: _Job, later: Sequence[_Job], log_paths: Sequence[str], cancel: Any) -> list[Outcome]:
+        """A job array: every element followed at once (one scontrol call per poll); Ctrl-C
+        cancels the whole array (scancel of its job id)."""
+        if not submission.element_logs:
+            return super().follow_all(submission, later, log_paths, cancel)
+        jobs = [
+            _Job(submission.task, f"{submission.job_id}_{i}", log, submission.script, submission.submitted_at,
+                 array_job_id=submission.job_id, array_task_id=i)
+            for i, log in enumerate(submission.element_logs)
+        ]  # fmt: skip
+        return self._follow_array(submission, jobs, log_paths, cancel)
 
     def _follow_array(self, array: _Job, jobs: list[_Job], log_paths: Sequence[str], cancel: Any) -> list[Outcome]:
         """Wait for every element of a job array (one scontrol call per poll for all of them),
@@ -151,14 +148,3 @@ class SlurmArrays(SlurmFollow):
             if cancel is not None and cancel.count >= 3:
                 return
             time.sleep(0.2)
-
-
-@contextmanager
-def _watchdogs() -> Iterator[list[Any]]:
-    """Watchdogs (process.watchdog) armed while jobs are followed, disarmed at the end."""
-    guards: list[Any] = []
-    try:
-        yield guards
-    finally:
-        for guard in guards:
-            guard.disarm()

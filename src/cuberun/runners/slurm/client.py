@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from cuberun.process import Captured
     from cuberun.resolve import ResolvedTask
 
-_Plan = tuple["ResolvedTask", str, str]  # a task, its job script's path and content
+_Plan = tuple["ResolvedTask", str, str, int]  # a task, its job script's path and content, its array elements (0: one job)
 
 
 class SlurmClient(BatchRunner[_Plan, _Job]):

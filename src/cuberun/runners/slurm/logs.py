@@ -132,6 +132,7 @@ class _Job:
     info: JobInfo | None = None
     array_job_id: str | None = None  # an element of a job array: job_id is "<array_job_id>_<array_task_id>"
     array_task_id: int | None = None
+    element_logs: tuple[str, ...] = ()  # a job array (the submission, not one element): each element's log
 
     @property
     def finished(self) -> bool:

@@ -113,14 +113,16 @@ class SlurmRunner(SlurmArrays):
 
     # -- the batch hooks (the loop is BatchRunner.run_batch) --------------------------------------
     def plan_batch(self, planned: Sequence[TaskPlan]) -> list[_Plan]:
-        plans = [(p.task, *self.script(p.task)) for p in planned]  # every config problem surfaces before anything is submitted
+        plans = [(p.task, *self.script(p.task), 0) for p in planned]  # every config problem surfaces before anything is submitted
         os.makedirs(self.job_dir(), exist_ok=True)
         os.makedirs(self.cube.workspace, exist_ok=True)
         return plans
 
     def submit(self, plan: _Plan, after: _Job | None) -> _Job:
-        task, path, content = plan
-        return self._submit(task, path, content, after.job_id if after is not None else None)
+        task, path, content, elements = plan
+        job = self._submit(task, path, content, after.job_id if after is not None else None, elements=elements)
+        job.element_logs = tuple(self.array_log_file(task, job.job_id, i) for i in range(elements))
+        return job
 
     def follow(self, submission: _Job, later: Sequence[_Job], log_path: str, cancel: Any) -> Outcome:
         return self._follow(submission, later, log_path, cancel)

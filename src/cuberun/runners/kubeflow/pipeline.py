@@ -1,50 +1,26 @@
-"""The kubeflow runner: the selected tasks as one Kubeflow Pipelines (KFP v2) pipeline.
-
-Each task becomes a container component (the image, and `[<task>] --p=...` or the task's
-entrypoint, exactly as for the k8s runner), with the workspace PVC (`pvc`, mandatory) mounted
-at `/mnt/mlcube/<pvc>` through `kfp-kubernetes`, resources from the `platform` block, and an
-`.after()` edge for every dependency in the task graph (a task whose input is another task's
-output runs after it; `cuberun.depends_on` too). Caching is off by default: tasks have side
-effects on the volume.
-
-`run` compiles the pipeline offline with the `kfp` SDK and writes it to `output` (default
-`<workspace>/.cuberun/kubeflow/<name>.yaml`). When `pipeline_host` is set it submits the file
-(`kfp.Client(host).create_run_from_pipeline_package`), waits for the run with a deadline
-(`timeout`), and reports each task's state: a failed task is a failed cuberun task; Ctrl-C
-terminates the run. Without `pipeline_host` nothing runs: the compiled file is the result
-(upload it in the KFP UI). Unlike the reference, `--task` is honoured and the run is awaited.
-
-Task logs stay on the cluster (pod logs, the KFP UI): only state changes are printed.
-`kfp` is imported only when a pipeline is compiled, so `--dry-run` works without it.
-"""
+"""The kubeflow runner's pipeline, offline: its config, one KFP container component per task
+(image, arguments, the workspace PVC, resources, `.after()` edges from the task graph), the
+dry-run steps and the compiled pipeline file. `kfp` is imported only to compile."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from cuberun.console import say, warn
-from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, TaskFailed, UsageError
-from cuberun.runners.base import Step, TaskPlan
+from cuberun.console import warn
+from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, UsageError
+from cuberun.runners.base import Step
 from cuberun.runners.k8s import KubernetesRunner
-from cuberun.runners.k8s_api import Cancelled, _check_cancel, cancellable_sleep
-from cuberun.runners.k8s_manifests import PULL_POLICIES, dns_label, unique_suffix
+from cuberun.runners.k8s_manifests import PULL_POLICIES, dns_label
 from cuberun.schema import Field
 from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
-    from cuberun.process import Outcome
     from cuberun.resolve import ResolvedTask
 
 KFP_HINT = "pip install 'cuberun[kubeflow]'"
-DONE_STATES = ("SUCCEEDED", "SKIPPED", "FAILED", "CANCELED")
-OK_STATES = ("SUCCEEDED", "SKIPPED", "CACHED")
 
 
 @dataclass(frozen=True)
@@ -74,7 +50,10 @@ class ComponentStep(Step):
         return data
 
 
-class KubeflowRunner(KubernetesRunner):
+class KubeflowPipeline(KubernetesRunner):
+    """The k8s runner's config (image, arguments, env, resources) read for KFP components; the
+    k8s runner's Job hooks are replaced by the KFP run's (runner.py)."""
+
     name = "kubeflow"
     section = "kubeflow"
     supports_chain = True
@@ -97,9 +76,6 @@ class KubeflowRunner(KubernetesRunner):
         "env": Field((dict,), default={}, env=True, doc="environment variables of the tasks"),
         "client_args": Field((dict,), default={}, doc="more keyword arguments for kfp.Client (existing_token, cookies, ssl_ca_cert, ...)"),
     }
-
-    # a seam for tests: called like kfp.Client(host=..., **client_args)
-    client_factory: ClassVar[Callable[..., Any] | None] = None
 
     # -- configuration ---------------------------------------------------------------------------
     @property
@@ -321,175 +297,6 @@ class KubeflowRunner(KubernetesRunner):
                 tmp.unlink()
         return target
 
-    def client(self) -> Any:
-        factory = type(self).client_factory
-        if factory is None:
-            import kfp
-
-            factory = kfp.Client
-        kwargs = {str(k): v for k, v in (self._get("client_args") or {}).items()}
-        if self.kfp_namespace and "namespace" not in kwargs:
-            kwargs["namespace"] = self.kfp_namespace
-        try:
-            with _stdout_to_stderr():
-                return factory(host=self.host, **kwargs)
-        except Exception as exc:
-            raise RunnerUnavailable(f"cannot connect to the Kubeflow Pipelines API at {self.host}: {type(exc).__name__}: {_first(exc)}",
-                                    "check pipeline_host (e.g. kubectl port-forward svc/ml-pipeline-ui 8080:80 -n kubeflow)") from None
-
-    # -- run -------------------------------------------------------------------------------------------
-    def run(self, plan: TaskPlan, log_path: str) -> Outcome:
-        return self.run_chain([plan], [log_path])[0]
-
-    def run_chain(self, plans: Sequence[TaskPlan], log_paths: Sequence[str]) -> list[Outcome]:
-        from cuberun.process import CANCEL, Outcome, handle_signals
-
-        tasks = [p.task for p in plans]
-
-        start = time.monotonic()
-        self._warn_ignored_options()
-        path = self.compile(tasks)
-        names = [t.name for t in tasks]
-        logs = [open(p, "ab") for p in log_paths]
-        try:
-            _log(logs, f"compiled pipeline '{self.pipeline_name}' ({', '.join(names)}) to {path}")
-            if not self.host:
-                say(f"compiled pipeline '{self.pipeline_name}' to {path}; not submitted: pipeline_host is not set")
-                return [Outcome(0, time.monotonic() - start, details={"pipeline_file": str(path), "submitted": False}) for _ in tasks]
-            with handle_signals():
-                if CANCEL.requested:
-                    sig = CANCEL.received or signal.SIGINT
-                    return [Outcome(128 + sig, 0.0, interrupted=True, received=sig)]
-                client = self.client()
-                run_id = self._submit(client, path, names)
-                details = {"pipeline_file": str(path), "run_id": run_id, "host": self.host}
-                message = f"submitted pipeline run {run_id} to {self.host} (experiment '{self.experiment}')"
-                say(message)
-                _log(logs, message)
-                try:
-                    run = self._wait_run(client, run_id, names, logs)
-                except Cancelled:
-                    sig = CANCEL.received or signal.SIGINT
-                    say(f"interrupted: terminating pipeline run {run_id}")
-                    try:
-                        client.terminate_run(run_id)
-                    except Exception as exc:
-                        warn(f"could not terminate pipeline run {run_id}: {_first(exc)}")
-                    return [Outcome(128 + sig, time.monotonic() - start, interrupted=True, received=sig,
-                                    reason=f"was interrupted (pipeline run {run_id} terminated)", details=details)]
-            return self._outcomes(run, run_id, names, details, time.monotonic() - start)
-        finally:
-            for fh in logs:
-                fh.close()
-
-    def _submit(self, client: Any, path: Path, names: Sequence[str]) -> str:
-        run_name = f"{self.pipeline_name}-{'-'.join(dns_label(n) for n in names)}"[:50] + f"-{unique_suffix()}"
-        kwargs: dict[str, Any] = {
-            "arguments": {},
-            "run_name": run_name,
-            "experiment_name": self.experiment,
-            "enable_caching": bool(self.config.get("caching")),
-        }
-        if self.kfp_namespace:
-            kwargs["namespace"] = self.kfp_namespace
-        if self._get("service_account"):
-            kwargs["service_account"] = self._get("service_account")
-        try:
-            with _stdout_to_stderr():  # kfp prints "Experiment details: URL" and "Run details: URL"
-                result = client.create_run_from_pipeline_package(str(path), **kwargs)
-        except Exception as exc:
-            raise BackendError(f"submitting the pipeline to {self.host} failed: {type(exc).__name__}: {_first(exc)}",
-                               f"the compiled pipeline is {path}; check pipeline_host and the credentials (client_args)") from None
-        run_id = getattr(result, "run_id", None)
-        if not run_id:
-            raise BackendError(f"the Kubeflow Pipelines API at {self.host} returned no run id")
-        return str(run_id)
-
-    def _wait_run(self, client: Any, run_id: str, names: Sequence[str], logs: Sequence[IO[bytes]]) -> Any:
-        timeout = self.seconds("timeout", 86400)
-        interval = max(0.05, self.seconds("poll_interval", 5.0))
-        deadline = time.monotonic() + timeout
-        last_state: str | None = None
-        task_states: dict[str, str] = {}
-        while True:
-            _check_cancel()
-            try:
-                run = client.get_run(run_id)
-            except Exception as exc:
-                raise BackendError(f"reading pipeline run {run_id} failed: {type(exc).__name__}: {_first(exc)}",
-                                   f"the run may still be going on: {self.host}/#/runs/details/{run_id}") from None
-            state = _state(run)
-            if state != last_state:
-                _log(logs, f"pipeline run {run_id}: {state}")
-                say(f"pipeline run {run_id}: {state}")
-                last_state = state
-            for name, (tstate, _) in _task_states(run, names).items():
-                if task_states.get(name) != tstate:
-                    task_states[name] = tstate
-                    _log(logs, f"task '{name}': {tstate}")
-                    say(f"task '{name}' in pipeline run {run_id}: {tstate}")
-            if state in DONE_STATES:
-                return run
-            if time.monotonic() > deadline:
-                raise TaskFailed(
-                    f"pipeline run {run_id} did not finish within {timeout:g} s (state {state}); it goes on on the server",
-                    124,
-                    f"follow it at {self.host}/#/runs/details/{run_id}, or raise -Prunner.timeout=SECONDS",
-                )
-            cancellable_sleep(interval)
-
-    def _outcomes(self, run: Any, run_id: str, names: Sequence[str], details: dict[str, Any], elapsed: float) -> list[Outcome]:
-        from cuberun.process import Outcome
-
-        state = _state(run)
-        if state in ("SUCCEEDED", "SKIPPED"):
-            return [Outcome(0, elapsed, details=details) for _ in names]
-        tasks = _task_states(run, names)
-        outcomes: list[Outcome] = []
-        for name in names:
-            tstate, error = tasks.get(name, (None, None))
-            if tstate in OK_STATES:
-                outcomes.append(Outcome(0, elapsed, details=details))
-                continue
-            if tstate == "FAILED":
-                why = f"failed in pipeline run {run_id}" + (f": {error}" if error else "") + f" (logs: {self.host}/#/runs/details/{run_id})"
-            else:
-                run_error = _error_message(getattr(run, "error", None))
-                why = f"did not complete: pipeline run {run_id} ended {state}" + (f": {run_error}" if run_error else "")
-            outcomes.append(Outcome(1, elapsed, reason=why, details=details))
-            break
-        return outcomes
-
-    # -- inspect -------------------------------------------------------------------------------------
-    def inspect(self) -> dict[str, Any]:
-        info: dict[str, Any] = {
-            "runner": self.name,
-            "platform": self.platform,
-            "pipeline_host": self.host or None,
-            "namespace": self.kfp_namespace,
-            "experiment": self.experiment,
-            "image": self.image,
-            "pvc": self.pvc,
-            "mount_path": self.mount_path,
-            "output": str(self.output),
-        }
-        reason = self.unavailable_reason()
-        info["kfp"] = None if reason else _kfp_version()
-        if reason:
-            info["unavailable"] = reason
-        if self.host and not reason:
-            try:
-                health = self.client().get_kfp_healthz()
-                info["server"] = {"multi_user": getattr(health, "multi_user", None)}
-            except Exception as exc:
-                info["server"] = {"error": _first(exc)}
-        return info
-
-
-def _stdout_to_stderr() -> contextlib.AbstractContextManager[Any]:
-    """Our stdout carries task output only: what the kfp client prints goes to stderr."""
-    return contextlib.redirect_stdout(sys.stderr)
-
 
 def _container_component(spec: Mapping[str, Any]) -> Any:
     from kfp import dsl
@@ -504,54 +311,6 @@ def _container_component(spec: Mapping[str, Any]) -> Any:
     return dsl.container_component(component)
 
 
-def _state(run: Any) -> str:
-    value = getattr(run, "state", None)
-    if value is None and isinstance(run, Mapping):
-        value = run.get("state")
-    return str(value or "UNKNOWN").upper()
-
-
-def _error_message(error: Any) -> str | None:
-    if error is None:
-        return None
-    message = getattr(error, "message", None)
-    if message is None and isinstance(error, Mapping):
-        message = error.get("message")
-    return str(message) if message else None
-
-
-def _task_states(run: Any, names: Sequence[str]) -> dict[str, tuple[str, str | None]]:
-    """Our tasks' states from a V2beta1Run (run_details.task_details, matched by display name)."""
-    details = getattr(run, "run_details", None)
-    items = getattr(details, "task_details", None) or []
-    found: dict[str, tuple[str, str | None]] = {}
-    wanted = set(names)
-    for item in items:
-        name = getattr(item, "display_name", None)
-        if name in wanted:
-            found[str(name)] = (str(getattr(item, "state", None) or "UNKNOWN").upper(), _error_message(getattr(item, "error", None)))
-    return found
-
-
-def _log(logs: Sequence[IO[bytes]], message: str) -> None:
-    for fh in logs:
-        try:
-            fh.write(f"cuberun: {message}\n".encode())
-            fh.flush()
-        except (OSError, ValueError):
-            pass
-
-
 def _first(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0][:300] if lines else ""
-
-
-def _kfp_version() -> str | None:
-    try:
-        import kfp
-
-        return str(kfp.__version__)
-    except ImportError:
-        return None
-

@@ -1,5 +1,5 @@
-"""What the Backend.AI runner reads and writes as plain data (no client, no process): session
-names, the `session watch` / `session info` output and the verdict it gives, the session's
+"""What the Backend.AI runner reads and writes as plain data (no client, no process): a task's
+session plan, session names, the `session watch` / `session info` output and the verdict it gives, the session's
 startup command, and the outputs archive unpacked only into the declared outputs."""
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import shlex
 import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cuberun.console import say
-from cuberun.valueclass import dataclass
+from cuberun.valueclass import dataclass, field
+
+if TYPE_CHECKING:
+    from cuberun.resolve import ResolvedTask
 
 TERMINAL_STATUSES = frozenset({"TERMINATED", "CANCELLED", "ERROR"})
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
@@ -282,3 +285,22 @@ def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in _strip(text).splitlines() if ln.strip()]
     errors = [ln for ln in lines if "error" in ln.lower() or "fail" in ln.lower()]
     return (errors or lines or [""])[-1]
+
+
+@dataclass
+class SessionPlan:
+    """Everything one task's batch session needs (pure: built before anything runs)."""
+
+    task: ResolvedTask
+    name: str
+    command: list[str]  # the task's command line inside the session
+    startup: str  # the -c string
+    inputs: list[str]  # workspace-relative paths packed and uploaded
+    outputs: list[str]  # workspace-relative paths packed in the session and downloaded
+    in_tar: str | None  # vfolder-relative archive names
+    out_tar: str | None
+    create_argv: list[str]  # with secrets in -e values redacted (for records and --dry-run)
+    real_create_argv: list[str]
+    session_id: str | None = None
+    finished: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
