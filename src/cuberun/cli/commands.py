@@ -20,6 +20,7 @@ LAZY = {
     "create": ("cuberun.cli.create_cmd:create", "Create a new cube NAME from a template: mlcube.yaml, program, Dockerfile, workspace."),
     "env": ("cuberun.cli.env_cmd:env", "List, prune and rebuild the managed Python environments (the local runner's cache)."),
     "export": ("cuberun.cli.export_cmd:export", "Export a cube for another system (Backend.AI)."),  # Backend.AI kernel images
+    "lock": ("cuberun.cli.lock_cmd:lock", "Write cuberun.lock next to the cube file: the digest of every image the cube's tasks use."),
     "migrate": ("cuberun.cli.migrate_cmd:migrate",  # legacy MLBox -> config 2.0
                 "Write the config-2.0 mlcube.yaml of a legacy MLBox cube in PATH (a directory, or its root file)."),
 }
@@ -157,6 +158,7 @@ def _progress_options(quiet: bool, verbose: bool) -> None:
 @click.option("--retry-delay", "retry_delay", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Wait before the second attempt (default 2), doubled for each later one, at most 300.")
 @click.option("--allow-run-args", is_flag=True, help="Let the cube's raw container run arguments through beyond the allow-list (recorded as a relaxation).")
+@click.option("--no-lock", is_flag=True, help="Docker/podman: do not verify the image against cuberun.lock (see `cuberun lock`).")
 @click.option("--image-sha256", "image_sha256", metavar="HEX", help="The sha256 of a container_config.yaml archive or SIF file (checked; a URL needs one).")
 @click.option("--decryption-key", "decryption_key", metavar="FILE", help="File holding the passphrase of an Encrypted* container_config.yaml image (GnuPG symmetric).")
 @click.option("--security", metavar="OPT", help="Container security option.")
@@ -178,7 +180,7 @@ def _progress_options(quiet: bool, verbose: bool) -> None:
 @click.pass_context
 def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
         dry_run: bool, as_json: bool, gpus: str | None, network: str | None, timeout: float | None, retries: int | None,
-        retry_delay: float | None, allow_run_args: bool, image_sha256: str | None, decryption_key: str | None, security: str | None,
+        retry_delay: float | None, allow_run_args: bool, no_lock: bool, image_sha256: str | None, decryption_key: str | None, security: str | None,
         memory: str | None,
         cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool, rebuild_env: bool, strict_outputs: bool,
         force: bool, explain: bool, no_deps: bool, sweeps: tuple[str, ...],
@@ -191,7 +193,7 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
     from cuberun.cli.run_cmd import run_command
 
     return run_command(mlcube=mlcube, task=task, platform=platform, workspace=workspace, params=params, dry_run=dry_run, as_json=as_json,
-                       gpus=gpus, network=network, timeout=timeout, retries=retries, retry_delay=retry_delay, allow_run_args=allow_run_args, image_sha256=image_sha256,
+                       gpus=gpus, network=network, timeout=timeout, retries=retries, retry_delay=retry_delay, allow_run_args=allow_run_args, no_lock=no_lock, image_sha256=image_sha256,
                        decryption_key=decryption_key, security=security, memory=memory,
                        cpus=cpus, mount=mount, allow_missing_inputs=allow_missing_inputs, relax_pins=relax_pins, rebuild_env=rebuild_env,
                        strict_outputs=strict_outputs, force=force, explain=explain, no_deps=no_deps, sweeps=sweeps, jobs=jobs,

@@ -27,7 +27,7 @@ PLAIN_VALUES = {
 }
 # flags of `run` taken without click (long forms): option -> keyword argument
 PLAIN_FLAGS = {
-    "--dry-run": "dry_run", "--json": "as_json", "--allow-run-args": "allow_run_args", "--allow-missing-inputs": "allow_missing_inputs",
+    "--dry-run": "dry_run", "--json": "as_json", "--allow-run-args": "allow_run_args", "--no-lock": "no_lock", "--allow-missing-inputs": "allow_missing_inputs",
     "--relax-pins": "relax_pins", "--rebuild-env": "rebuild_env", "--strict-outputs": "strict_outputs", "--force": "force",
     "--explain": "explain", "--no-deps": "no_deps", "--quiet": "quiet", "--verbose": "verbose",
 }
@@ -124,7 +124,7 @@ def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), f
 # -- run ---------------------------------------------------------------------------------
 def run_command(*, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
                 dry_run: bool, as_json: bool, gpus: str | None, network: str | None, timeout: float | None, retries: int | None,
-                retry_delay: float | None, allow_run_args: bool,
+                retry_delay: float | None, allow_run_args: bool, no_lock: bool,
                 image_sha256: str | None, decryption_key: str | None, security: str | None, memory: str | None, cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool,
                 rebuild_env: bool, strict_outputs: bool, force: bool, explain: bool, no_deps: bool, sweeps: tuple[str, ...], jobs: int,
                 handshake: int | None, quiet: bool, verbose: bool, overrides: tuple[str, ...],
@@ -164,7 +164,7 @@ def run_command(*, mlcube: str | None, task: str | None, platform: str | None, w
         values = {**legacy.paramset_overrides(cube, names, paramset), **values}
     options = RunOptions(gpus=gpus, network=network, security=security, memory=memory, cpus=cpus, mount=mount,
                          allow_missing_inputs=allow_missing_inputs, relax_pins=relax_pins, rebuild_env=rebuild_env,
-                         strict_outputs=strict_outputs, allow_run_args=allow_run_args, timeout=timeout, retries=retries, retry_delay=retry_delay,
+                         strict_outputs=strict_outputs, allow_run_args=allow_run_args, timeout=timeout, retries=retries, retry_delay=retry_delay, ignore_lock=no_lock,
                          image_sha256=image_sha256, decryption_key=decryption_key)
     runner = make_runner(cube, platform, options, params)
 
