@@ -65,6 +65,8 @@ class TaskRun:
     outputs: Mapping[str, str]  # output name -> host path
     image: Mapping[str, Any] | None = None  # {ref, id, repo_digests} of the image that ran
     policy: Mapping[str, Any] | None = None
+    attempt: int = 1  # the attempt that ended the run (retries)
+    attempts: tuple[Mapping[str, Any], ...] = ()  # each attempt's {attempt, exit_code, elapsed_s, ...} when the task was retried
 
 
 @dataclass(frozen=True)
@@ -102,15 +104,21 @@ def describe(mlcube: PathLike, *, workspace: PathLike | None = None, params: Seq
 
 
 def _options(gpus: str | None, network: str | None, allow_run_args: bool, timeout: float | None = None, image_sha256: str | None = None,
-             decryption_key: PathLike | None = None) -> Any:
+             decryption_key: PathLike | None = None, retries: int | None = None, retry_delay: float | None = None) -> Any:
     from cuberun.gpus import parse_gpus
+    from cuberun.retry import MAX_RETRIES
     from cuberun.runners.base import RunOptions
 
     parse_gpus(gpus)
     if timeout is not None and not timeout > 0:
         raise UsageError(f"timeout {timeout!r} is not a positive number of seconds", "e.g. timeout=3600")
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES):
+        raise UsageError(f"retries {retries!r} is not a whole number from 0 to {MAX_RETRIES}", "e.g. retries=2")
+    if retry_delay is not None and not retry_delay >= 0:
+        raise UsageError(f"retry_delay {retry_delay!r} is not a number of seconds (0 or more)", "e.g. retry_delay=5")
     return RunOptions(gpus=gpus, network=network, allow_run_args=allow_run_args, timeout=timeout, image_sha256=image_sha256,
-                      decryption_key=os.fspath(decryption_key) if decryption_key is not None else None)
+                      decryption_key=os.fspath(decryption_key) if decryption_key is not None else None, retries=retries,
+                      retry_delay=retry_delay)
 
 
 def _prepare(mlcube: PathLike, task: str | Sequence[str] | None, platform: str | None, volumes: Mapping[str, PathLike] | None,
@@ -159,7 +167,7 @@ def run(mlcube: PathLike, task: str | Sequence[str] | None = None, *, platform: 
         volumes: Mapping[str, PathLike] | None = None, workspace: PathLike | None = None, params: Sequence[str] = (),
         gpus: str | None = None, network: str | None = None, allow_run_args: bool = False, force: bool = False,
         timeout: float | None = None, echo: bool = False, image_sha256: str | None = None,
-        decryption_key: PathLike | None = None) -> RunResult:
+        decryption_key: PathLike | None = None, retries: int | None = None, retry_delay: float | None = None) -> RunResult:
     """Run task(s) (default: every task, in order). A task that fails is a result with its exit
     code, not an exception; invalid input, an unusable backend or a busy output raise.
     `image_sha256` checks a container_config.yaml archive or SIF (a URL needs one);
@@ -167,7 +175,8 @@ def run(mlcube: PathLike, task: str | Sequence[str] | None = None, *, platform: 
     from cuberun.execute import run_tasks
 
     cube, runner, names, overrides = _prepare(mlcube, task, platform, volumes, workspace, params,
-                                              _options(gpus, network, allow_run_args, timeout, image_sha256, decryption_key))
+                                              _options(gpus, network, allow_run_args, timeout, image_sha256, decryption_key, retries,
+                                                       retry_delay))
     with _captured(echo) as sink:
         try:
             results = run_tasks(cube, runner, names, overrides, force=force)
@@ -192,8 +201,9 @@ def _task_run(cube: Any, result: Any) -> TaskRun:
                 data = json.loads(path.read_text(encoding="utf-8"))
     params = data.get("parameters") or {}
     outputs = {str(k): str(v.get("path")) for k, v in params.items() if isinstance(v, dict) and v.get("io") == "output"}
+    attempts = tuple(a for a in data.get("attempts") or () if isinstance(a, dict))
     return TaskRun(result.task, result.status, result.exit_code, result.run_id, record_path, log_path, outputs, data.get("image"),
-                   data.get("policy"))
+                   data.get("policy"), int(data.get("attempt") or 1), attempts)
 
 
 def cancel() -> None:

@@ -114,9 +114,13 @@ def run_tasks(
             vts = [resolve_task(cube, names[0], v.overrides, allow_missing_inputs=True, check_inputs=False) for v in target_variants or []]
             steps.extend(runner.array_steps(vts))
         policies = {rt.name: p.to_json() for rt in resolved if (p := runner.policy(rt)) is not None}
+        from cuberun.retry import limits
+
+        task_limits = {n: lim for n in order if (lim := limits(runner.options, cube.tasks[n]))}
+        limits_json = {n: j for n, lim in task_limits.items() if (j := lim.to_json())}
         if as_json:
             print(json.dumps({"platform": runner.platform, "runner": runner.name, "tasks": order, "steps": [s.to_json() for s in steps],
-                              **({"policy": policies} if policies else {})}, indent=2))
+                              **({"policy": policies} if policies else {}), **({"limits": limits_json} if limits_json else {})}, indent=2))
         else:
             for step in steps:
                 print("# " + printable(" ".join(step.argv[1:])) if step.purpose == "sweep-file" else step.display())
@@ -124,6 +128,10 @@ def run_tasks(
 
             for task_name, pol in policies.items():
                 print(f"# {task_name}: {printable(summary_of(pol))}")
+            for task_name, lim in task_limits.items():
+                if lim.describe():
+                    print(f"# {task_name}: limits: {printable(lim.describe())}" + (" (the backend retries)" if lim.retries and runner.native_retries else "")
+                          + (f" (the time limit is ignored by the {runner.name} runner)" if lim.timeout is not None and not runner.enforces_timeout else ""))
         return [TaskResult(n, 0, status="planned") for n in order]
     _check_steps(runner, resolved)  # before anything is prepared: bad input fails at once
     reason = runner.unavailable_reason()
@@ -136,7 +144,7 @@ def run_tasks(
     prepare_workspace(cube.workspace)  # the first thing written: the workspace and its state folder
     seed_workspace(seeds, dry_run=False)
     runner.configure()  # the plans are made after it: a command may depend on the prepared image (its ENV, its entrypoint)
-    if runner.supports_chain and len(resolved) > 1 and target_variants is None:
+    if runner.supports_chain and len(resolved) > 1 and target_variants is None and not _retried(runner, resolved):
         return _run_chain_incremental(cube, runner, [runner.plan(rt) for rt in resolved], invocation, force)
     if jobs > 1 and len(resolved) > 1:
         results = _run_graph_parallel(cube, runner, resolved, invocation, force=force, jobs=jobs)
@@ -370,7 +378,22 @@ def _variant_runner(cube: Cube, runner: Runner, variant: Any) -> Runner:
 def _as_array(runner: Runner, variants: Sequence[Any], per_variant: Sequence[str] = ()) -> bool:
     """Sweep variants go to runner.run_array (a Slurm job array) when they share the runner and
     each variant is one task."""
-    return runner.supports_array and len(variants) > 1 and not any(v.params for v in variants) and len(per_variant) <= 1
+    return (runner.supports_array and len(variants) > 1 and not any(v.params for v in variants) and len(per_variant) <= 1
+            and not _retried_names(runner, per_variant))
+
+
+def _retried(runner: Runner, resolved: Sequence[Any]) -> bool:
+    """Some task is retried by cuberun (not natively): it runs on its own, never in a chain or
+    array submission (cuberun submits each attempt again)."""
+    from cuberun.retry import limits
+
+    return not runner.native_retries and any(limits(runner.options, rt.task).retries for rt in resolved)
+
+
+def _retried_names(runner: Runner, names: Sequence[str]) -> bool:
+    from cuberun.retry import limits
+
+    return not runner.native_retries and any(limits(runner.options, runner.cube.tasks[n]).retries for n in names)
 
 
 def _run_variants(cube: Cube, runner: Runner, tasks: Sequence[str], variants: Sequence[Any], invocation: str, *, force: bool,
@@ -631,9 +654,11 @@ def step_problem(step: Step) -> str | None:
 
 def run_one(cube: Cube, runner: Runner, plan: TaskPlan, extra: dict[str, Any] | None = None) -> tuple[TaskResult, RunRecord]:
     rt = plan.task
+    from cuberun.retry import run_attempts
+
     record, steps = _start_run(cube, runner, plan, extra=extra)
     try:
-        outcome = runner.run(plan, str(record.log_path))
+        outcome = run_attempts(runner, plan, str(record.log_path))  # with its retries (retry.py)
     except CuberunError as exc:
         record.finish("error", exc.exit_code, error=exc.lines()[0])
         raise
@@ -674,6 +699,7 @@ def _run_together(
 
 def _start_run(cube: Cube, runner: Runner, plan: TaskPlan, verb: str = "running", extra: dict[str, Any] | None = None) -> tuple[RunRecord, list[Step]]:
     from cuberun import records
+    from cuberun.retry import limits
     from cuberun.secretid import redact_env
 
     rt = plan.task
@@ -694,6 +720,7 @@ def _start_run(cube: Cube, runner: Runner, plan: TaskPlan, verb: str = "running"
             "steps": [dict(s.to_json(), env=redact_env(s.env)) for s in steps],
             "command": next((list(s.argv) for s in reversed(steps) if s.purpose == "run"), list(steps[-1].argv) if steps else []),
             **({"policy": pol.to_json()} if (pol := runner.policy(rt)) is not None else {}),
+            **({"limits": lim} if (lim := limits(runner.options, rt.task).to_json()) else {}),
             **({"image": ident} if (ident := runner.image_identity()) is not None else {}),
             **(extra or {}),
         },
@@ -746,7 +773,13 @@ def _finish_run(rt: Any, record: RunRecord, steps: list[Step], outcome: Outcome,
     if outcome.reason:
         extra["reason"] = outcome.reason
     if outcome.details:
-        extra["details"] = dict(outcome.details)
+        details = dict(outcome.details)
+        if "attempts" in details:  # retried (retry.py, or natively): which attempt ended it, each one's exit code and seconds
+            extra["attempts"] = details.pop("attempts")
+            extra["attempt"] = len(extra["attempts"])
+            extra["max_attempts"] = details.pop("max_attempts", extra["attempt"])
+        if details:
+            extra["details"] = details
     if reason and "reason" not in extra:
         extra["reason"] = reason
     try:

@@ -71,6 +71,9 @@ def collect(workspace: Path, results: Sequence[Any] = (), records: Sequence[dict
             entry["reason"] = str(reason)
         if record.get("warnings"):
             entry["warnings"] = list(record["warnings"])
+        attempt, most = record.get("attempt"), record.get("max_attempts")
+        if isinstance(attempt, int) and isinstance(most, int) and most > 1:  # retried (retry.py)
+            entry["attempt"], entry["max_attempts"] = attempt, most
         tasks.append(entry)
     counts = {k: sum(1 for t in tasks if t["status"] == k) for k in ("ran", "skipped", "failed")}
     ran = [t for t in tasks if t.get("run_id")]
@@ -105,6 +108,9 @@ def render(summary: dict[str, Any]) -> str:
     width = max((len(t.get("label") or t["task"]) for t in tasks), default=4)
     for t in tasks:
         line = f"  {t['status']:<8} {t.get('label') or t['task']:<{width}} {_took(t.get('seconds')):>7}  "
+        if t.get("max_attempts") and t["status"] != "skipped":
+            verb = "succeeded" if t["status"] == "ran" else "failed"
+            line += f"{verb} on attempt {t['attempt']} of {t['max_attempts']}; "
         if t["status"] == "skipped":
             line += t.get("reason") or "up to date"
         elif t["status"] == "failed":
@@ -114,7 +120,7 @@ def render(summary: dict[str, Any]) -> str:
             line += "wrote " + ", ".join(outputs[:3]) + (f" and {len(outputs) - 3} more" if len(outputs) > 3 else "")
         for warning in t.get("warnings") or []:
             line += f" (warning: {warning})"
-        lines.append(printable(line.rstrip()))
+        lines.append(printable(line.rstrip().rstrip(";")))
     if any(t.get("run_id") for t in tasks):
         lines.append(printable(f"  logs and records: {summary['records']}/RUN/ (output.log, record.json)"))
     hint = ["add --force to run the skipped tasks anyway"] if summary["skipped"] else []

@@ -174,10 +174,23 @@ def golden_cases(tmp: Path) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     }, pvc="hello-world", volume={"name": "workspace", "hostPath": {"path": ws, "type": "DirectoryOrCreate"}},
         pod_extra={"securityContext": {"runAsUser": 2000, "runAsGroup": 3000, "runAsNonRoot": True}},
         inputs=(ro("/mnt/mlcube/hello-world/names/alice.txt", "names/alice.txt"),)))
+
+    # the task's time limit and retries (retry.py): the cube's, with the invocation's winning over them and over the platform
+    limited = make_cube(tmp / "limited", ENTRYPOINT_CUBE.replace("    entrypoint: ./check_gpus.sh\n", "    entrypoint: ./check_gpus.sh\n"
+                                                                  "    timeout: 90.5\n    retries: 3\n"))
+    r = runner_for(limited, "runner.backoff_limit=5", "runner.active_deadline_seconds=600", options=RunOptions(retries=1))
+    expected = job("getting_started", "check_gpus", {
+        "image": "mlcommons/getting_started:0.0.1",
+        "command": ["./check_gpus.sh"],
+        "args": ["--report=/mnt/mlcube/getting-started/reports/gpus.txt"],
+        "resources": {"limits": {"nvidia.com/gpu": "1"}},
+    }, pvc="getting-started")
+    expected["spec"] = {"backoffLimit": 1, "activeDeadlineSeconds": 91, "template": expected["spec"]["template"]}
+    cases["limits"] = (job_for(r, "check_gpus"), expected)
     return cases
 
 
-GOLDEN = ["hello_world", "mnist_train_gpus_memory", "mnist_evaluate_config", "entrypoint", "entrypoint_single_token", "hostpath"]
+GOLDEN = ["hello_world", "mnist_train_gpus_memory", "mnist_evaluate_config", "entrypoint", "entrypoint_single_token", "hostpath", "limits"]
 
 
 @pytest.mark.parametrize("case", GOLDEN)

@@ -199,7 +199,12 @@ def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), f
 @click.option("--gpus", metavar="SPEC", help="GPUs: all, N (0 = none), or device=0,1.")
 @click.option("--network", metavar="NAME", help="Container network (docker --network); default: none, unless the cube declares platform.need_internet_access.")
 @click.option("--timeout", "timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Stop each task after SECONDS (docker/podman, singularity/apptainer, charliecloud): the container is removed, the task exits 124.")
+              help="Stop each attempt of a task after SECONDS (over the cube's tasks.<t>.timeout): the task exits 124; "
+                   "its container is removed (k8s: the Job's activeDeadlineSeconds; slurm: also --time in minutes).")
+@click.option("--retries", "retries", type=click.IntRange(0, 100), metavar="N",
+              help="Run a failed task (non-zero exit or timeout) up to N more times (over the cube's tasks.<t>.retries; k8s: backoffLimit).")
+@click.option("--retry-delay", "retry_delay", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Wait before the second attempt (default 2), doubled for each later one, at most 300.")
 @click.option("--allow-run-args", is_flag=True, help="Let the cube's raw container run arguments through beyond the allow-list (recorded as a relaxation).")
 @click.option("--image-sha256", "image_sha256", metavar="HEX", help="The sha256 of a container_config.yaml archive or SIF file (checked; a URL needs one).")
 @click.option("--decryption-key", "decryption_key", metavar="FILE", help="File holding the passphrase of an Encrypted* container_config.yaml image (GnuPG symmetric).")
@@ -221,7 +226,9 @@ def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), f
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
-        dry_run: bool, as_json: bool, gpus: str | None, network: str | None, timeout: float | None, allow_run_args: bool, image_sha256: str | None, decryption_key: str | None, security: str | None, memory: str | None,
+        dry_run: bool, as_json: bool, gpus: str | None, network: str | None, timeout: float | None, retries: int | None,
+        retry_delay: float | None, allow_run_args: bool, image_sha256: str | None, decryption_key: str | None, security: str | None,
+        memory: str | None,
         cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool, rebuild_env: bool, strict_outputs: bool,
         force: bool, explain: bool, no_deps: bool, sweeps: tuple[str, ...],
         jobs: int, handshake: int | None, quiet: bool, verbose: bool, overrides: tuple[str, ...]) -> int:
@@ -263,8 +270,8 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
         values = {**legacy.paramset_overrides(cube, names, paramset), **values}
     options = RunOptions(gpus=gpus, network=network, security=security, memory=memory, cpus=cpus, mount=mount,
                          allow_missing_inputs=allow_missing_inputs, relax_pins=relax_pins, rebuild_env=rebuild_env,
-                         strict_outputs=strict_outputs, allow_run_args=allow_run_args, timeout=timeout,
-                         image_sha256=image_sha256, decryption_key=decryption_key)
+                         strict_outputs=strict_outputs, allow_run_args=allow_run_args, timeout=timeout, retries=retries,
+                         retry_delay=retry_delay, image_sha256=image_sha256, decryption_key=decryption_key)
     runner = make_runner(cube, platform, options, params)
 
     from cuberun import checks, graph

@@ -47,7 +47,9 @@ class RunOptions:
     rebuild_env: bool = False  # local: build the managed env again (also after a remembered failure)
     strict_outputs: bool = False  # a task that exits 0 without writing a declared output fails
     allow_run_args: bool = False  # the cube's raw run arguments beyond the policy's allow-list (policy.py)
-    timeout: float | None = None  # seconds per task; the task is stopped and exits 124 (container runners)
+    timeout: float | None = None  # seconds per attempt of each task, over the cube's tasks.<t>.timeout (retry.py); exit 124
+    retries: int | None = None  # attempts after a failed first one, over the cube's tasks.<t>.retries (retry.py)
+    retry_delay: float | None = None  # the back-off's base in seconds (doubling per attempt, bounded; retry.py)
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # the invocation's -P assignments to the cube config (runner.* excluded), for runners that run
     # cuberun again elsewhere (slurm jobs, ssh); set by runners.factory.make_runner
@@ -142,6 +144,8 @@ class Runner(ABC):
     name: ClassVar[str]
     section: ClassVar[str | None] = None  # the cube section the runner reads (e.g. "docker")
     schema: ClassVar[Schema] = {}  # platform config keys (settings entry < cube section < -P)
+    enforces_timeout: ClassVar[bool] = False  # True: a task's time limit (retry.py) is applied (else a warning says it is ignored)
+    native_retries: ClassVar[bool] = False  # True: the backend retries a failed task itself (k8s backoffLimit) and reports the attempts
     outputs_on_host: ClassVar[bool] = True  # False: outputs stay remote (a PVC), so cuberun cannot check them after a run
     # what the runner contributes to the core, which reads no backend's keys itself:
     identity_labels: ClassVar[Mapping[str, str]] = {}  # fingerprint key -> what it is, for "will run: <label> changed"

@@ -197,6 +197,8 @@ def _input_pipe(data: bytes | None) -> Iterator[int | None]:
 class ContainerRunner(Runner):
     """A runner that starts the task in a container engine's client (one process per task)."""
 
+    enforces_timeout = True  # stream(timeout=...): the container is stopped at the limit
+
     executable_key: ClassVar[str]  # the config key naming the engine's executable
     default_executable: ClassVar[str]
     bind_syntax: ClassVar[BindSyntax]
@@ -319,6 +321,7 @@ class ContainerRunner(Runner):
 
     def run(self, plan: TaskPlan, log_path: str) -> Outcome:
         from cuberun.process import stream
+        from cuberun.retry import timeout_of
 
         if not self._configured:  # called without configure (cuberun configures first, then plans)
             self.configure()
@@ -328,11 +331,12 @@ class ContainerRunner(Runner):
         self.before_run(plan)
         data = self.client_stdin(extra_env)
         env, cancel, cleanup = self.client_env(extra_env), self.on_cancel(plan), self.watchdog_cleanup(plan)
+        timeout = timeout_of(self.options, plan.task.task)  # --timeout, else the cube's tasks.<t>.timeout
         with open(log_path, "ab") as log, _input_pipe(data) as stdin:
             if stdin is None:
-                outcome = stream(argv, env=env, log=log, on_cancel=cancel, cleanup=cleanup, timeout=self.options.timeout)
+                outcome = stream(argv, env=env, log=log, on_cancel=cancel, cleanup=cleanup, timeout=timeout)
             else:
-                outcome = stream(argv, env=env, log=log, on_cancel=cancel, stdin=stdin, cleanup=cleanup, timeout=self.options.timeout)
+                outcome = stream(argv, env=env, log=log, on_cancel=cancel, stdin=stdin, cleanup=cleanup, timeout=timeout)
         self.after_run(plan, outcome)
         if outcome.interrupted or outcome.exit_code == 0:
             return outcome

@@ -10,6 +10,9 @@ Contract (the reference's k8s keys, with its bugs fixed):
   command (task name dropped, parameters kept);
 - resources from the cube's `platform` block (`host_memory_gb` -> memory request and limit,
   `accelerator_count` or `--gpus=N` -> `nvidia.com/gpu` limit), `--memory`, `cpu`;
+- a task's time limit and retries (retry.py: `--timeout`/`--retries`, `tasks.<t>.timeout`/
+  `retries`) are the Job's `activeDeadlineSeconds` (rounded up) and `backoffLimit`: a Job past
+  its deadline is exit 124 (cuberun deletes it, its pods go with it); each pod is an attempt;
 - `run` creates the Job, waits for its pod (polling, with a bounded start deadline), streams
   the pod's log, returns the container's exit code (a failed Job is a failure), and deletes
   the Job (propagation Background) unless `keep_jobs: true`. Ctrl-C / SIGTERM delete the Job
@@ -40,6 +43,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from cuberun.console import say, warn
 from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, TaskFailed, UsageError
+from cuberun.retry import limits
 from cuberun.runners.base import Step, TaskPlan
 from cuberun.runners.batch import BatchRunner
 from cuberun.runners.k8s_manifests import (
@@ -48,7 +52,7 @@ from cuberun.runners.k8s_manifests import (
     PULL_POLICIES,
 )
 from cuberun.schema import Field
-from cuberun.valueclass import dataclass
+from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
     from cuberun.policy import Policy
@@ -75,6 +79,7 @@ from cuberun.runners.k8s_manifests import (
     job_name,
     label_value,
     memory_quantity,
+    native_limits,
     unique_suffix,
 )
 from cuberun.runners.k8s_policy import TMP_VOLUME, input_mounts, needs_network_policy, network_policy_manifest, security_contexts
@@ -88,6 +93,7 @@ LABEL_JOB = "cuberun.io/job"
 MISSING = "???"  # OmegaConf's "mandatory" marker in the reference's settings
 K8S_HINT = "pip install 'cuberun[k8s]'"
 DELETE_TIMEOUT = 10.0
+EXIT_TIMEOUT_CODE = 124  # a Job past its activeDeadlineSeconds (process.EXIT_TIMEOUT)
 # waiting reasons that never resolve by themselves: fail at once instead of at the start deadline
 FATAL_WAITING = ("InvalidImageName", "ErrImageNeverPull", "CreateContainerError", "RunContainerError")
 SLOW_WAITING = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "ContainerCreating", "PodInitializing")
@@ -109,8 +115,19 @@ class _JobRef:
     started: float
 
 
+@dataclass
+class _Watch:
+    """What the wait for one Job saw: each pod that ended (an attempt: backoffLimit starts a new
+    pod after a failed one), and whether the Job hit its activeDeadlineSeconds."""
+
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    deadline: str | None = None  # the Job's DeadlineExceeded message
+
+
 class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
     supports_chain = False  # one Job per task; a chain runs task by task
+    native_retries = True  # retries are the Job's backoffLimit: a new pod after a failed one (retry.py)
+    enforces_timeout = True  # the Job's activeDeadlineSeconds
     outputs_on_host = False  # on the PersistentVolumeClaim: not checkable from here
     name = "k8s"
     section = "k8s"
@@ -150,7 +167,6 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._names: dict[str, str] = {}
         self._network_policies = False  # a NetworkPolicy was (or may have been) created by this run
         self._api: Api | None = None
         self._context: str | None = None
@@ -262,12 +278,9 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
             out["limits"] = limits
         return out
 
-    def job_name(self, task: str) -> str:
-        name = self._names.get(task)
-        if name is None:
-            name = job_name(self.cube.name, task, unique_suffix())
-            self._names[task] = name
-        return name
+    def new_job_name(self, task: str) -> str:
+        """A fresh Job name (random suffix): decided once per run of a task, in its plan."""
+        return job_name(self.cube.name, task, unique_suffix())
 
     def labels(self, task: str, job: str | None = None) -> dict[str, str]:
         labels = {str(k): str(v) for k, v in (self._get("labels") or {}).items()}
@@ -322,8 +335,7 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
             return {"name": VOLUME_NAME, "hostPath": {"path": self.host_path, "type": "DirectoryOrCreate"}}
         return {"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": self.pvc}}
 
-    def job_manifest(self, task: ResolvedTask) -> dict[str, Any]:
-        name = self.job_name(task.name)
+    def job_manifest(self, task: ResolvedTask, name: str) -> dict[str, Any]:
         command, args = self.container_args(task)
         container: dict[str, Any] = {"name": CONTAINER_NAME, "image": self.image}
         if self._get("image_pull_policy"):
@@ -364,6 +376,7 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
         for key, field_name in (("active_deadline_seconds", "activeDeadlineSeconds"), ("ttl_seconds_after_finished", "ttlSecondsAfterFinished")):
             if self._get(key) is not None:
                 spec[field_name] = int(self._get(key))
+        spec.update(native_limits(limits(self.options, task.task)))  # --timeout/--retries, tasks.<t>.timeout/retries win
         labels = self.labels(task.name, name)
         spec["template"] = {"metadata": {"labels": dict(labels)}, "spec": pod}
         manifest = {
@@ -408,22 +421,28 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
             return []
         return [ManifestStep(("kubectl", "apply", "-f", "-"), "pvc", manifest=self.pvc_manifest())]
 
-    def network_policy(self, task: ResolvedTask) -> dict[str, Any] | None:
-        """The deny-all NetworkPolicy of the task's pod, when the policy has the network off."""
+    def network_policy(self, task: ResolvedTask, name: str) -> dict[str, Any] | None:
+        """The deny-all NetworkPolicy of the task's pod (named as its Job), when the policy has the network off."""
         if not needs_network_policy(self.policy(task)):
             return None
-        name = self.job_name(task.name)
         manifest = network_policy_manifest(name, self.namespace, self.labels(task.name, name), {LABEL_JOB: name})
         ensure_valid(manifest, f"NetworkPolicy for task '{task.name}'")
         return manifest
 
-    def run_steps(self, task: ResolvedTask) -> list[Step]:
+    def plan(self, task: ResolvedTask) -> TaskPlan:
+        """The Job's name is decided here, once per run of the task (`value("job")`)."""
+        if type(self).run_steps is not KubernetesRunner.run_steps:  # a runner on top of this one with steps of its own (kubeflow)
+            return super().plan(task)
+        name = self.new_job_name(task.name)
         steps: list[Step] = []
-        netpol = self.network_policy(task)
+        netpol = self.network_policy(task, name)
         if netpol is not None:
             steps.append(ManifestStep(("kubectl", "apply", "-f", "-"), "network-policy", manifest=netpol))
-        steps.append(ManifestStep(("kubectl", "apply", "-f", "-"), "run", manifest=self.job_manifest(task)))
-        return steps
+        steps.append(ManifestStep(("kubectl", "apply", "-f", "-"), "run", manifest=self.job_manifest(task, name)))
+        return TaskPlan(task, tuple(steps), {"job": name})
+
+    def run_steps(self, task: ResolvedTask) -> list[Step]:
+        return list(self.plan(task).steps)
 
     # -- the client ------------------------------------------------------------------------------
     def _import(self) -> Any:
@@ -523,11 +542,10 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
 
     # -- run -----------------------------------------------------------------------------------
     def _warn_ignored_options(self) -> None:
-        for flag, value in (("--security", self.options.security), ("--cpu", self.options.cpus), ("--timeout", self.options.timeout)):
+        for flag, value in (("--security", self.options.security), ("--cpu", self.options.cpus)):
             if value:
                 warn(f"{flag}={value} does not apply to the {self.name} runner and is ignored"
-                     + (" (set cpu: in the platform for CPU requests)" if flag == "--cpu" else "")
-                     + (" (set active_deadline_seconds: in the platform)" if flag == "--timeout" else ""))
+                     + (" (set cpu: in the platform for CPU requests)" if flag == "--cpu" else ""))
 
     def delete_job(self, name: str) -> None:
         api = self.api()
@@ -541,7 +559,11 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
 
     # -- the batch hooks (the loop is BatchRunner.run_batch; one task, one Job) ---------------------
     def plan_batch(self, planned: Sequence[TaskPlan]) -> list[_JobPlan]:
-        plans = [_JobPlan(p.task.name, self.job_manifest(p.task), self.network_policy(p.task)) for p in planned]
+        plans = []
+        for p in planned:  # the plan's own manifests: the Job name it decided
+            by_purpose = {s.purpose: s for s in p.steps if isinstance(s, ManifestStep)}
+            netpol = by_purpose.get("network-policy")
+            plans.append(_JobPlan(p.task.name, dict(by_purpose["run"].manifest), dict(netpol.manifest) if netpol is not None else None))
         self.api()
         self._warn_ignored_options()
         return plans
@@ -578,13 +600,14 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
         return _JobRef(name, plan.task, started)
 
     def follow(self, submission: _JobRef, later: Sequence[_JobRef], log_path: str, cancel: Any) -> Outcome:
-        from cuberun.process import Outcome
+        from cuberun.process import EXIT_TIMEOUT, Outcome
 
         job = submission
+        watch = _Watch()
         try:
             with open(log_path, "ab") as log:
                 _check_cancel()
-                code = self._wait(self.api(), job.name, job.task, [getattr(sys.stdout, "buffer", None), log])
+                code = self._wait(self.api(), job.name, job.task, [getattr(sys.stdout, "buffer", None), log], watch)
         except Cancelled:
             return self.interrupted([job], cancel)
         if self.config.get("keep_jobs"):
@@ -592,7 +615,16 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
             self._cleanup_network_policy(job.name)
         else:
             self._cleanup(job.name)
-        return Outcome(code, time.monotonic() - job.started, details={"job": job.name, "namespace": self.namespace})
+        details: dict[str, Any] = {"job": job.name, "namespace": self.namespace}
+        lim = limits(self.options, self.cube.tasks[job.task])
+        if lim.retries:  # the Job's pods were the attempts
+            details.update(attempts=watch.attempts, max_attempts=lim.attempts)
+        if watch.deadline is not None:
+            deadline = int(lim.timeout) if lim.timeout is not None and lim.timeout == int(lim.timeout) else lim.timeout
+            return Outcome(EXIT_TIMEOUT, time.monotonic() - job.started, details={**details, "timed_out": True, "timeout": deadline},
+                           reason=f"timed out: Job {self.namespace}/{job.name} ran past its activeDeadlineSeconds and was stopped "
+                                  f"({watch.deadline})")
+        return Outcome(code, time.monotonic() - job.started, details=details)
 
     def cancel(self, submissions: Sequence[_JobRef], current: _JobRef | None, outcome: Outcome | None) -> None:
         if outcome is not None:
@@ -654,7 +686,7 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
         warn(f"could not delete {kind} {self.namespace}/{name} (delete it by hand: kubectl delete {kind.lower()} {name} -n {self.namespace}): {problem}")
         return False
 
-    def _wait(self, api: Api, name: str, task: str, sinks: Sequence[IO[bytes] | None]) -> int:
+    def _wait(self, api: Api, name: str, task: str, sinks: Sequence[IO[bytes] | None], watch: _Watch) -> int:
         """Poll the Job and its pods until the Job's outcome is known; follow each pod's log."""
         interval = max(0.05, self.seconds("poll_interval", 2.0))
         start_timeout = self.seconds("start_timeout", 600)
@@ -664,7 +696,7 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
 
         self._queue = Waiting(f"Job {name} (task '{task}') waits to start")
         try:
-            return self._poll(api, name, task, sinks, interval, start_timeout, selector, followers)
+            return self._poll(api, name, task, sinks, interval, start_timeout, selector, followers, watch)
         finally:
             self._queue.close()
             # never leave a thread writing to stdout behind (it would abort the interpreter at exit)
@@ -674,7 +706,7 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
                     follower.join(2.0)
 
     def _poll(self, api: Api, name: str, task: str, sinks: Sequence[IO[bytes] | None], interval: float, start_timeout: float,
-              selector: str, followers: dict[str, LogFollower]) -> int:
+              selector: str, followers: dict[str, LogFollower], watch: _Watch) -> int:
         finished: set[str] = set()
         pending_since: dict[str, float] = {}
         noted: set[str] = set()
@@ -707,6 +739,8 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
                     self._finish_log(followers.get(pname))
                     code = int(terminated.get("exitCode") or 0)
                     last_code = code
+                    watch.attempts.append({"attempt": len(watch.attempts) + 1, "exit_code": code, "pod": pname,
+                                           **_pod_seconds(terminated)})
                     reason = terminated.get("reason")
                     if code != 0:
                         detail = f" ({reason})" if reason and reason not in ("Error",) else ""
@@ -740,6 +774,9 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
             complete = _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet")
             failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
             active = [p for p in pods if _pod_name(p) not in finished]
+            if failed and failed.get("reason") == "DeadlineExceeded":  # the cluster stops its pods; the Job's deletion removes them
+                watch.deadline = str(failed.get("message") or "DeadlineExceeded")
+                return EXIT_TIMEOUT_CODE
             if complete and not active:
                 self._finish_all(followers, finished)
                 return 0
@@ -809,6 +846,18 @@ class KubernetesRunner(BatchRunner[_JobPlan, _JobRef]):
         else:
             info["host_path"] = self.host_path
         return info
+
+
+def _pod_seconds(terminated: Mapping[str, Any]) -> dict[str, float]:
+    """How long a pod's container ran, from its terminated state's timestamps (whole seconds)."""
+    from datetime import datetime
+
+    try:
+        start = datetime.fromisoformat(str(terminated["startedAt"]).replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(terminated["finishedAt"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return {}
+    return {"elapsed_s": max(0.0, (end - start).total_seconds())}
 
 
 def _env_identity(env: Sequence[Mapping[str, str]]) -> dict[str, str]:

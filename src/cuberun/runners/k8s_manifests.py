@@ -300,6 +300,20 @@ def ensure_valid(doc: Mapping[str, Any], what: str) -> None:
         )
 
 
+def native_limits(limits: Any) -> dict[str, int]:
+    """A task's limits (retry.Limits) as Job spec fields: the timeout as `activeDeadlineSeconds`
+    (whole seconds, rounded up; it bounds the Job, all its pods together), the retries as
+    `backoffLimit` (the Job starts a new pod after a failed one, with Kubernetes' own back-off)."""
+    import math
+
+    spec: dict[str, int] = {}
+    if limits.timeout is not None:
+        spec["activeDeadlineSeconds"] = max(1, math.ceil(limits.timeout))
+    if limits.retries_source is not None:
+        spec["backoffLimit"] = int(limits.retries)
+    return spec
+
+
 # -- the dry-run / record form of a manifest -----------------------------------------------------
 @dataclass(frozen=True)
 class ManifestStep(Step):

@@ -51,6 +51,7 @@ class Launch:
 
 
 class LocalRunner(Runner):
+    enforces_timeout = True  # stream(timeout=...): the task's process group is stopped at the limit
     name = "local"
     section = "local"
     schema: ClassVar[dict[str, Field]] = {
@@ -395,6 +396,7 @@ class LocalRunner(Runner):
 
     def run(self, plan: TaskPlan, log_path: str) -> Outcome:
         from cuberun.process import stream
+        from cuberun.retry import timeout_of
         from cuberun.valueclass import replace
 
         task = plan.task
@@ -402,7 +404,7 @@ class LocalRunner(Runner):
         env.update(self._environment())
         argv = self._argv(task)
         with open(log_path, "ab") as log:
-            outcome = stream(argv, cwd=str(self.launch().workdir), env=env, log=log)
+            outcome = stream(argv, cwd=str(self.launch().workdir), env=env, log=log, timeout=timeout_of(self.options, task.task))
         details = self.env_details()
         if details:
             outcome = replace(outcome, details={**dict(outcome.details or {}), **details})

@@ -39,10 +39,12 @@ def run_argv(
     options: RunOptions,
     params: Iterable[str] = (),
     forward_gpus: bool = True,
+    retried: bool = False,
 ) -> list[str]:
     """The inner `cuberun run` of one task: on `platform`, with this invocation's -P overrides
     (runner.* are this side's), run options and parameter values (`name=value`). `--no-deps
-    --force`: this side already decided that the task runs (and ran or submitted what it needs)."""
+    --force`: this side already decided that the task runs (and ran or submitted what it needs).
+    `retried`: this side retries the task (retry.py), so the inner one runs it once (`--retries=0`)."""
     argv = [*cuberun, "run", f"--mlcube={cube}", f"--task={task}", f"--platform={platform}", f"--workspace={workspace}",
             "--no-deps", "--force", f"--handshake={VERSION}"]
     argv += [f"-P{item}" for item in options.config_overrides if not item.startswith("runner.")]
@@ -54,6 +56,8 @@ def run_argv(
         argv.append("--allow-missing-inputs")
     if options.allow_run_args:  # the run policy's opt-out travels with the task (only when given)
         argv.append("--allow-run-args")
+    if retried:
+        argv.append("--retries=0")
     return argv + list(params)
 
 

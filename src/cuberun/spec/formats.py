@@ -67,6 +67,10 @@ def to_container_config(cube: Cube) -> Converted:
             notes.append(f"section '{section}' dropped")
     if cube.depends_on:
         problems.append("cuberun.depends_on (container_config.yaml has no task dependencies)")
+    for task in cube.tasks.values():
+        for key in ("timeout", "retries"):
+            if getattr(task, key) is not None:
+                problems.append(f"tasks.{task.name}.{key} (container_config.yaml has no time limits or retries; pass --{key} to cuberun run)")
     gpus = cube.accelerator_count
     tasks: dict[str, Any] = {}
     for task in cube.tasks.values():

@@ -30,7 +30,7 @@ PLATFORM_SCHEMA = {
     "need_internet_access": Field((bool,)),
 }
 OWN_SCHEMA = {"depends_on": Field((dict,), doc="task -> list of tasks it depends on")}
-TASK_KEYS = ("entrypoint", "parameters")
+TASK_KEYS = ("entrypoint", "parameters", "timeout", "retries")  # timeout, retries: cuberun's (retry.py)
 PARAMETERS_KEYS = ("inputs", "outputs")
 PARAM_KEYS = ("type", "default", "opts")
 
@@ -413,8 +413,25 @@ def _load_tasks(doc: Document, data: dict[str, Any], resolve: Any, issues: list[
         for p in outputs:
             if p.name in seen:
                 issues.append(doc.issue(p.key, f"parameter '{p.name}' is both an input and an output of task '{tname}'", "give the output another name"))
-        tasks[tname] = Task(tname, entrypoint, tuple(inputs), tuple(outputs))
+        timeout, retries = _load_limits(doc, path, body, resolve, issues)
+        tasks[tname] = Task(tname, entrypoint, tuple(inputs), tuple(outputs), timeout=timeout, retries=retries)
     return tasks
+
+
+def _load_limits(doc: Document, path: KeyPath, body: dict[str, Any], resolve: Any, issues: list[Issue]) -> tuple[float | None, int | None]:
+    """A task's `timeout` (seconds, more than 0) and `retries` (attempts after the first, 0-100)."""
+    from cuberun.retry import MAX_RETRIES
+
+    timeout = resolve((*path, "timeout"), body.get("timeout")) if "timeout" in body else None
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0 or timeout != timeout):
+        issues.append(doc.issue((*path, "timeout"), "must be a number of seconds more than 0", "e.g. 'timeout: 600'", value=True))
+        timeout = None
+    retries = resolve((*path, "retries"), body.get("retries")) if "retries" in body else None
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES):
+        issues.append(doc.issue((*path, "retries"), f"must be a whole number from 0 to {MAX_RETRIES} (attempts after the first)",
+                                "e.g. 'retries: 2'", value=True))
+        retries = None
+    return (float(timeout) if timeout is not None else None), retries
 
 
 def _load_param(doc: Document, path: KeyPath, name: str, io: str, spec: Any, resolve: Any, issues: list[Issue]) -> Param | None:

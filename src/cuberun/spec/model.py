@@ -47,6 +47,8 @@ class Task:
     inputs: tuple[Param, ...]
     outputs: tuple[Param, ...]
     run_args: RunArgs | None = None  # set for container_config.yaml tasks
+    timeout: float | None = None  # seconds per attempt (`tasks.<t>.timeout`); --timeout wins (retry.py)
+    retries: int | None = None  # attempts after a failed first one (`tasks.<t>.retries`); --retries wins
 
     @property
     def params(self) -> tuple[Param, ...]:

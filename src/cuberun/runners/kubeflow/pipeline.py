@@ -57,6 +57,7 @@ class KubeflowPipeline(KubernetesRunner):
     name = "kubeflow"
     section = "kubeflow"
     supports_chain = True
+    native_retries = enforces_timeout = False  # not mapped onto KFP: cuberun retries; a time limit is ignored, with a warning (retry.py)
     schema: ClassVar[dict[str, Field]] = {
         "image": Field((str,), doc="container image (default: docker.image)"),
         "pvc": Field((str,), doc="PersistentVolumeClaim holding the workspace (required)"),

@@ -14,6 +14,9 @@ What it does for `cuberun run --platform=slurm`:
    scontrol has forgotten the job; meanwhile it follows the job log as it grows and copies it to
    our stdout and the run's log. Every wait is bounded: `max_wait` from submission, and the job's
    time limit plus a margin once it runs.
+   A task's time limit (retry.py) is `--time` in whole minutes, rounded up, and the job's cuberun
+   stops the task at the exact seconds (exit 124); retries are new submissions (the job's cuberun
+   gets `--retries=0`), never `--requeue` (Slurm requeues after node failures, not task failures).
 4. Ctrl-C / SIGTERM / SIGHUP: `scancel` of the jobs this run submitted (never any other), a bounded
    wait until Slurm reports them ended, exit 128+signal. A second signal escalates to SIGKILL.
 5. Sweeps (`run_array`): the variants that are not up to date become ONE job array

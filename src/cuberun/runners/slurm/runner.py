@@ -26,6 +26,7 @@ class SlurmRunner(SlurmArrays):
     name = "slurm"
     section = "slurm"
     supports_array = True
+    enforces_timeout = True  # --time in minutes, and the job's cuberun stops the task at the exact seconds (retry.py)
     leave_running = (ControllerLost,)  # the controller cannot be asked to cancel: the error says how to
     schema: ClassVar[dict[str, Field]] = {
         "partition": Field((str,), doc="sbatch --partition"),

@@ -130,6 +130,8 @@ class SlurmSubmit(SlurmClient):
         """The cuberun command the job runs: the same task, on the inner platform, with every
         override and option of this invocation. `--no-deps --force`: this side already decided
         that the task runs and submitted its prerequisites (chains), so the job just runs it."""
+        from cuberun.retry import limits
+
         platform = self.inner_platform
         return nested.run_argv(
             self.cuberun_argv(), cube=os.path.abspath(self.cube.file), task=task.name, platform=platform, workspace=str(task.workspace),
@@ -137,6 +139,7 @@ class SlurmSubmit(SlurmClient):
             # container platforms need --gpus to expose GPUs; on the host, Slurm's CUDA_VISIBLE_DEVICES
             # (the GPUs it allocated) must stay as it is
             forward_gpus=self._inner_runner_name != "local",
+            retried=limits(self.options, task.task).retries > 0,  # this side submits each attempt (retry.py)
         )
 
     def _directives(self, task: ResolvedTask, log_name: str) -> tuple[tuple[str, str], ...]:
@@ -144,8 +147,11 @@ class SlurmSubmit(SlurmClient):
         cfg = self.config
         job_dir = self.job_dir()
         directives: list[tuple[str, str]] = [("--job-name", self.job_name(task))]
+        from cuberun.retry import minutes, timeout_of
+
+        timeout = timeout_of(self.options, task.task)  # --timeout / tasks.<t>.timeout: --time in whole minutes, rounded up
         for opt, key in (("--partition", "partition"), ("--account", "account"), ("--qos", "qos"), ("--time", "time"), ("--cpus-per-task", "cpus_per_task")):
-            value = cfg.get(key)
+            value = str(minutes(timeout)) if key == "time" and timeout is not None else cfg.get(key)
             if value is not None and value != "":
                 directives.append((opt, str(value)))
         mem, gres = self.mem(), self.gres()

@@ -201,9 +201,12 @@ class SSHCommands(SSHConfig):
 
     def remote_run_argv(self, task: ResolvedTask, plan: Plan, *, redact: bool = False) -> list[str]:
         """What the remote shell executes: the pid-recording wrapper around `cuberun run`."""
+        from cuberun.retry import limits
+
         prefix = self._env_prefix(redact)
         argv = nested.run_argv(self.cuberun_argv(), cube=plan.rcube, task=task.name, platform=self.remote_platform, workspace=plan.rws,
-                               options=self.options, params=[f"{item.name}={item.value}" for item in plan.items])
+                               options=self.options, params=[f"{item.name}={item.value}" for item in plan.items],
+                               retried=limits(self.options, task.task).retries > 0)
         return ["/bin/sh", "-c", RUN_WRAPPER, "sh", self.pid_file(plan, task), *prefix, *argv]
 
     def cancel_argv(self, plan: Plan, task: ResolvedTask) -> list[str]:

@@ -53,6 +53,8 @@ SCHEMA: dict[str, Field] = {
 class SSHConfig(Runner):
     """The ssh runner's configuration (the platform entry; the cube carries no host names)."""
 
+    enforces_timeout = True  # the remote cuberun gets --timeout (nested.py) and reads the cube's own limits
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._target: Target | None = None
