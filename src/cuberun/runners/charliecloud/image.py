@@ -73,7 +73,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.-")[:60] or "image"
 
 
-
 class CharliecloudImage(ContainerRunner):
     """The configuration and the image: what every layer above reads."""
 

@@ -243,8 +243,6 @@ def _ch_error(text: str) -> str | None:
     return None
 
 
-
-
 def _last_error(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
