@@ -79,6 +79,26 @@ def cli(cli_env: dict[str, str], tmp_path: Path) -> CLI:
     return run
 
 
+def gpg_encrypt(plain: Path, out: Path, passfile: Path) -> None:
+    """Encrypt `plain` to `out` (GnuPG symmetric) as an image author would, in a throw-away GnuPG
+    home. Encrypting starts a gpg-agent for that home: it is stopped (we started it) before the
+    home is removed, and an agent socket that vanishes while the agent exits is not an error."""
+    import shutil
+    import uuid
+
+    home = out.parent / f"gpghome-{uuid.uuid4().hex[:8]}"
+    home.mkdir(mode=0o700)
+    subprocess.run(["gpg", "--batch", "--quiet", "--homedir", str(home), "--pinentry-mode", "loopback", "--passphrase-file", str(passfile),
+                    "--symmetric", "--output", str(out), str(plain)], check=True, capture_output=True, timeout=300)
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=True, capture_output=True, timeout=60)
+
+    def gone_is_fine(func: object, path: str, exc_info: tuple[type[BaseException], BaseException, object]) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+
+    shutil.rmtree(home, onerror=gone_is_fine)
+
+
 def run_records(workspace: Path, platform: str | None = None) -> list[dict[str, Any]]:
     """The run records of a workspace, oldest first, in the order cuberun lists them: the records
     one command created come in the order it created them, even within one millisecond (sorting

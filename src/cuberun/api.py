@@ -30,8 +30,8 @@ from cuberun.errors import CuberunError as Error
 from cuberun.valueclass import dataclass, field
 
 __all__ = [
-    "BackendError", "BusyError", "Error", "Plan", "RunResult", "RunnerUnavailable", "SpecError", "TaskFailed", "TaskRun", "UsageError",
-    "Validation", "cancel", "describe", "load", "plan", "run", "validate",
+    "BackendError", "BusyError", "Error", "LockResult", "Plan", "RunResult", "RunnerUnavailable", "SpecError", "TaskFailed", "TaskRun", "UsageError",
+    "Validation", "cancel", "describe", "load", "lock", "plan", "run", "validate",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -104,7 +104,8 @@ def describe(mlcube: PathLike, *, workspace: PathLike | None = None, params: Seq
 
 
 def _options(gpus: str | None, network: str | None, allow_run_args: bool, timeout: float | None = None, image_sha256: str | None = None,
-             decryption_key: PathLike | None = None, retries: int | None = None, retry_delay: float | None = None) -> Any:
+             decryption_key: PathLike | None = None, retries: int | None = None, retry_delay: float | None = None,
+             no_lock: bool = False) -> Any:
     from cuberun.gpus import parse_gpus
     from cuberun.retry import MAX_RETRIES
     from cuberun.runners.base import RunOptions
@@ -118,7 +119,7 @@ def _options(gpus: str | None, network: str | None, allow_run_args: bool, timeou
         raise UsageError(f"retry_delay {retry_delay!r} is not a number of seconds (0 or more)", "e.g. retry_delay=5")
     return RunOptions(gpus=gpus, network=network, allow_run_args=allow_run_args, timeout=timeout, image_sha256=image_sha256,
                       decryption_key=os.fspath(decryption_key) if decryption_key is not None else None, retries=retries,
-                      retry_delay=retry_delay)
+                      retry_delay=retry_delay, ignore_lock=no_lock)
 
 
 def _prepare(mlcube: PathLike, task: str | Sequence[str] | None, platform: str | None, volumes: Mapping[str, PathLike] | None,
@@ -167,16 +168,18 @@ def run(mlcube: PathLike, task: str | Sequence[str] | None = None, *, platform: 
         volumes: Mapping[str, PathLike] | None = None, workspace: PathLike | None = None, params: Sequence[str] = (),
         gpus: str | None = None, network: str | None = None, allow_run_args: bool = False, force: bool = False,
         timeout: float | None = None, echo: bool = False, image_sha256: str | None = None,
-        decryption_key: PathLike | None = None, retries: int | None = None, retry_delay: float | None = None) -> RunResult:
+        decryption_key: PathLike | None = None, retries: int | None = None, retry_delay: float | None = None,
+        no_lock: bool = False) -> RunResult:
     """Run task(s) (default: every task, in order). A task that fails is a result with its exit
     code, not an exception; invalid input, an unusable backend or a busy output raise.
     `image_sha256` checks a container_config.yaml archive or SIF (a URL needs one);
-    `decryption_key` is the file holding the passphrase of an Encrypted* image."""
+    `decryption_key` is the file holding the passphrase of an Encrypted* image; `no_lock` skips
+    the check of the image against cuberun.lock (docker/podman, see `lock`)."""
     from cuberun.execute import run_tasks
 
     cube, runner, names, overrides = _prepare(mlcube, task, platform, volumes, workspace, params,
                                               _options(gpus, network, allow_run_args, timeout, image_sha256, decryption_key, retries,
-                                                       retry_delay))
+                                                       retry_delay, no_lock))
     with _captured(echo) as sink:
         try:
             results = run_tasks(cube, runner, names, overrides, force=force)
@@ -213,3 +216,35 @@ def cancel() -> None:
     from cuberun.process import CANCEL
 
     CANCEL.handler(signal.SIGINT, None)
+
+
+@dataclass(frozen=True)
+class LockResult:
+    path: str  # the lock file written (cuberun.lock next to the cube file)
+    images: Mapping[str, Mapping[str, str]]  # image reference -> {"digest": ...} or, without a registry digest, {"id": ...}
+
+
+def lock(mlcube: PathLike, *, platform: str | None = None, workspace: PathLike | None = None, params: Sequence[str] = (),
+         pull: bool = False, echo: bool = False) -> LockResult:
+    """Resolve the digest of the image the cube's tasks use (docker/podman: pulled or built first
+    when missing; with `pull`, pulled again to take the registry's current image) and write it to
+    cuberun.lock next to the cube file (other entries kept). Later runs verify against it."""
+    from cuberun.execute import make_runner
+    from cuberun.runners.base import Runner, RunOptions
+
+    cube = load(mlcube, workspace=workspace, params=params)
+    runner = make_runner(cube, platform, RunOptions(ignore_lock=True), params)
+    if platform is None and type(runner).lock_images is Runner.lock_images:
+        runner = make_runner(cube, "docker", RunOptions(ignore_lock=True), params)
+    if type(runner).lock_images is Runner.lock_images:
+        raise UsageError(f"cuberun lock locks the images of the docker and podman platforms, not '{runner.platform}'",
+                         "use --platform=docker or --platform=podman")
+    with _captured(echo):
+        reason = runner.unavailable_reason()
+        if reason:
+            raise RunnerUnavailable(reason)
+        done = runner.lock_images(pull)
+    if done is None:
+        raise UsageError(f"platform '{runner.platform}' has no images to lock", "use --platform=docker or --platform=podman")
+    path, entries = done
+    return LockResult(path, entries)

@@ -41,8 +41,10 @@ def key_file(value: str | os.PathLike[str] | None, what: str) -> Path:
 
 
 def gpg_argv(encrypted: Path, key: Path, output: Path, home: Path) -> list[str]:
-    """The decryption command (pure): batch mode, no terminal, loopback passphrase from the file."""
-    return [GPG, "--batch", "--quiet", "--no-tty", "--no-symkey-cache", "--pinentry-mode", "loopback", "--homedir", str(home),
+    """The decryption command (pure): batch mode, no terminal, loopback passphrase from the file,
+    and no gpg-agent: a symmetric decryption needs none, and an agent started for the private
+    home would outlive cuberun (until it notices its socket is gone)."""
+    return [GPG, "--batch", "--quiet", "--no-tty", "--no-autostart", "--no-symkey-cache", "--pinentry-mode", "loopback", "--homedir", str(home),
             "--passphrase-file", str(key), "--decrypt", "--output", str(output), str(encrypted)]
 
 
@@ -66,7 +68,7 @@ def decrypted(encrypted: Path, key: Path, name: str) -> Iterator[Path]:
             hint = ("check that the passphrase file holds the passphrase the image was encrypted with"
                     if "bad session key" in why.lower() or "decryption failed" in why.lower() else "check the file and the passphrase file")
             raise BackendError(f"cannot decrypt {encrypted} with the passphrase in {key}: {why}", hint)
-        shutil.rmtree(home, ignore_errors=True)  # the agent socket, the random seed: nothing of it stays
+        shutil.rmtree(home, ignore_errors=True)  # the keybox, the random seed: nothing of it stays
         os.utime(output, ns=(encrypted.stat().st_atime_ns, encrypted.stat().st_mtime_ns))  # stable identity across decryptions
         yield output
     finally:

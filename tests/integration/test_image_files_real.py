@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends import client_env, require_backend
-from tests.conftest import run_records
+from tests.conftest import gpg_encrypt, run_records
 from tests.integration.test_container_config_real import _archive
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,14 +43,6 @@ def busybox_tree(dest: Path) -> Path:
     shutil.copy("/bin/busybox", tree / "bin" / "busybox")
     (tree / "bin" / "sh").symlink_to("busybox")
     return tree
-
-
-def gpg_encrypt(plain: Path, out: Path, passfile: Path) -> None:
-    home = out.parent / f"gpghome-{uuid.uuid4().hex[:6]}"
-    home.mkdir(mode=0o700)
-    subprocess.run(["gpg", "--batch", "--quiet", "--homedir", str(home), "--pinentry-mode", "loopback", "--passphrase-file", str(passfile),
-                    "--symmetric", "--output", str(out), str(plain)], check=True, capture_output=True, timeout=300)
-    shutil.rmtree(home)
 
 
 def leftovers(dirs: list[Path], plain_sha: str) -> list[str]:

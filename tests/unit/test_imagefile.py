@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import shutil
-import subprocess
 import textwrap
 import threading
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from cuberun.errors import BackendError, SpecError, UsageError
 from cuberun.execute import make_runner
 from cuberun.runners.base import RunOptions
 from cuberun.spec.load import load_cube
+from tests.conftest import gpg_encrypt
 
 HEX = "ab" * 32
 
@@ -83,7 +83,7 @@ def test_url_source_and_dry_run_steps(tmp_path: Path) -> None:
     steps = [s.argv for s in runner.configure_steps()]
     cached = str(tmp_path / "cache" / "images" / "sha256" / HEX)
     assert steps == [
-        ("gpg", "--batch", "--quiet", "--no-tty", "--no-symkey-cache", "--pinentry-mode", "loopback", "--homedir",
+        ("gpg", "--batch", "--quiet", "--no-tty", "--no-autostart", "--no-symkey-cache", "--pinentry-mode", "loopback", "--homedir",
          "<private temporary folder>/gnupg", "--passphrase-file", "/keys/pass", "--decrypt", "--output",
          "<private temporary folder>/image.tar", cached),
         ("docker", "load", "--input", "<private temporary folder>/image.tar"),
@@ -166,13 +166,9 @@ def encrypt(tmp_path: Path, data: bytes, passphrase: str) -> Path:
     plain = tmp_path / "plain.bin"
     plain.write_bytes(data)
     (tmp_path / "enc-pass").write_text(passphrase + "\n")
-    home = tmp_path / "gpghome"
-    home.mkdir(mode=0o700, exist_ok=True)
     out = tmp_path / "image.gpg"
-    subprocess.run(["gpg", "--batch", "--quiet", "--homedir", str(home), "--pinentry-mode", "loopback", "--passphrase-file",
-                    str(tmp_path / "enc-pass"), "--symmetric", "--output", str(out), str(plain)], check=True, capture_output=True, timeout=120)
+    gpg_encrypt(plain, out, tmp_path / "enc-pass")
     plain.unlink()
-    shutil.rmtree(home)
     return out
 
 

@@ -20,6 +20,7 @@ LAZY = {
     "create": ("cuberun.cli.create_cmd:create", "Create a new cube NAME from a template: mlcube.yaml, program, Dockerfile, workspace."),
     "env": ("cuberun.cli.env_cmd:env", "List, prune and rebuild the managed Python environments (the local runner's cache)."),
     "export": ("cuberun.cli.export_cmd:export", "Export a cube for another system (Backend.AI)."),  # Backend.AI kernel images
+    "lock": ("cuberun.cli.lock_cmd:lock", "Write cuberun.lock next to the cube file: the digest of every image the cube's tasks use."),
     "migrate": ("cuberun.cli.migrate_cmd:migrate",  # legacy MLBox -> config 2.0
                 "Write the config-2.0 mlcube.yaml of a legacy MLBox cube in PATH (a directory, or its root file)."),
 }
@@ -122,37 +123,9 @@ def p_option(f: Any) -> Any:
 
 
 def _load(mlcube: str | None, workspace: str | None, params: Sequence[str]) -> Any:
-    from cuberun.spec import load_cube
+    from cuberun.cli.run_cmd import _load as load  # click-free (the `run` fast path uses it too)
 
-    for item in params:
-        if "=" not in item:
-            raise UsageError(f"-P '{item}' is not of the form key=value", "e.g. -Pdocker.build_strategy=auto")
-    cube = load_cube(mlcube, workspace=workspace, overrides=params)
-    for w in cube.warnings:
-        print(f"cuberun: warning: {w.render()}", file=sys.stderr)
-    return cube
-
-
-def _split_extra(args: Sequence[str], command: click.Command) -> list[str]:
-    """Extra arguments are parameter overrides (name=value or --name=value)."""
-    known = sorted({opt for p in command.params for opt in getattr(p, "opts", [])})
-    overrides = []
-    for arg in args:
-        if arg.startswith("-") and "=" not in arg:
-            raise UsageError(f"unknown option '{arg}'", did_you_mean(arg, known, "option"))
-        overrides.append(arg)
-    return overrides
-
-
-def _check_dash_overrides(overrides: Sequence[str], cube: Any, tasks: Sequence[str], command: click.Command) -> None:
-    known_opts = sorted({opt for p in command.params for opt in getattr(p, "opts", [])})
-    params = {p.name for t in tasks for p in cube.tasks[t].params}
-    for item in overrides:
-        if item.startswith("-"):
-            name = item.lstrip("-").split("=", 1)[0]
-            if name not in params:
-                hint = did_you_mean("--" + name, known_opts + ["--" + p for p in sorted(params)], "option")
-                raise UsageError(f"unknown option '--{name}'", hint)
+    return load(mlcube, workspace, params)
 
 
 def quiet_options(f: Any) -> Any:
@@ -161,30 +134,9 @@ def quiet_options(f: Any) -> Any:
 
 
 def _progress_options(quiet: bool, verbose: bool) -> None:
-    from cuberun import progress
+    from cuberun.cli.run_cmd import _progress_options as progress_options
 
-    if quiet and verbose:
-        raise UsageError("--quiet and --verbose exclude each other", "choose one")
-    progress.configure(quiet=quiet, verbose=verbose)
-
-
-def _record_time() -> str:
-    import time
-
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1))
-
-
-def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), failed_since: str | None = None) -> None:
-    from cuberun import summary as summary_mod
-
-    # after a failure: the results the error carries (this invocation's, skips included), else the records written since it started
-    records = summary_mod.records_since(cube.workspace, failed_since) if failed_since and not results else []
-    text = summary_mod.render(summary_mod.collect(cube.workspace, results, records, mlcube=mlcube))
-    try:
-        sys.stdout.flush()
-        print(text, file=sys.stderr, flush=True)
-    except OSError:
-        pass
+    progress_options(quiet, verbose)
 
 
 # -- run ---------------------------------------------------------------------------------
@@ -206,6 +158,7 @@ def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), f
 @click.option("--retry-delay", "retry_delay", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Wait before the second attempt (default 2), doubled for each later one, at most 300.")
 @click.option("--allow-run-args", is_flag=True, help="Let the cube's raw container run arguments through beyond the allow-list (recorded as a relaxation).")
+@click.option("--no-lock", is_flag=True, help="Docker/podman: do not verify the image against cuberun.lock (see `cuberun lock`).")
 @click.option("--image-sha256", "image_sha256", metavar="HEX", help="The sha256 of a container_config.yaml archive or SIF file (checked; a URL needs one).")
 @click.option("--decryption-key", "decryption_key", metavar="FILE", help="File holding the passphrase of an Encrypted* container_config.yaml image (GnuPG symmetric).")
 @click.option("--security", metavar="OPT", help="Container security option.")
@@ -227,7 +180,7 @@ def _print_summary(cube: Any, mlcube: str | None, results: Sequence[Any] = (), f
 @click.pass_context
 def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str | None, workspace: str | None, params: tuple[str, ...],
         dry_run: bool, as_json: bool, gpus: str | None, network: str | None, timeout: float | None, retries: int | None,
-        retry_delay: float | None, allow_run_args: bool, image_sha256: str | None, decryption_key: str | None, security: str | None,
+        retry_delay: float | None, allow_run_args: bool, no_lock: bool, image_sha256: str | None, decryption_key: str | None, security: str | None,
         memory: str | None,
         cpus: str | None, mount: str | None, allow_missing_inputs: bool, relax_pins: bool, rebuild_env: bool, strict_outputs: bool,
         force: bool, explain: bool, no_deps: bool, sweeps: tuple[str, ...],
@@ -237,68 +190,15 @@ def run(ctx: click.Context, mlcube: str | None, task: str | None, platform: str 
     The legacy MLBox form BOX[:TASK[/PARAMSET]] is accepted as --mlcube or as the first argument:
     PARAMSET (tasks/TASK/PARAMSET.yaml, or run/PARAMSET/TASK.yaml in config 1.0) sets the
     parameters, and NAME=PATH overrides still win."""
-    from cuberun.execute import make_runner, run_tasks
-    from cuberun.gpus import parse_gpus
-    from cuberun.resolve import parse_overrides, select_tasks
-    from cuberun.runners.base import RunOptions
+    from cuberun.cli.run_cmd import run_command
 
-    if handshake is not None:
-        from cuberun.handshake import check_version
-
-        check_version(handshake)
-    _progress_options(quiet, verbose)
-    summarize = not quiet and handshake is None  # an outer cuberun (ssh, slurm) prints its own summary
-    rest = list(overrides) + list(ctx.args)
-    paramset = None
-    if (mlcube and ":" in mlcube) or any(not a.startswith("-") and "=" not in a for a in rest):
-        from cuberun.spec import legacy  # legacy MLBox: BOX[:TASK[/PARAMSET]]
-
-        mlcube, task, paramset, rest = legacy.split_run_args(mlcube, task, rest)
-    extra = _split_extra(rest, ctx.command)
-    parse_gpus(gpus)
-    cube = _load(mlcube, workspace, params)
-    names = select_tasks(cube, task)
-    # overrides may name parameters of the tasks that run first (the inferred dependencies) too
-    from cuberun import graph
-
-    involved = graph.order(cube, names, with_deps=not no_deps)
-    _check_dash_overrides(extra, cube, involved, ctx.command)
-    values = parse_overrides(extra, [cube.tasks[n] for n in names] + [cube.tasks[n] for n in involved if n not in names])
-    if paramset:
-        from cuberun.spec import legacy
-
-        values = {**legacy.paramset_overrides(cube, names, paramset), **values}
-    options = RunOptions(gpus=gpus, network=network, security=security, memory=memory, cpus=cpus, mount=mount,
-                         allow_missing_inputs=allow_missing_inputs, relax_pins=relax_pins, rebuild_env=rebuild_env,
-                         strict_outputs=strict_outputs, allow_run_args=allow_run_args, timeout=timeout, retries=retries,
-                         retry_delay=retry_delay, image_sha256=image_sha256, decryption_key=decryption_key)
-    runner = make_runner(cube, platform, options, params)
-
-    from cuberun import checks, graph
-
-    checks.preflight(cube, runner, graph.order(cube, names, with_deps=not no_deps, overrides=values), values)
-    from cuberun.errors import TaskFailed
-
-    started = _record_time()
-    try:
-        results = run_tasks(cube, runner, names, values, dry_run=dry_run, as_json=as_json, force=force, with_deps=not no_deps,
-                            sweeps=sweeps, jobs=jobs, explain=explain)
-    except TaskFailed as exc:
-        if not dry_run and not explain and not as_json and summarize:
-            _print_summary(cube, mlcube, getattr(exc, "results", ()), failed_since=started)
-        raise
-    if as_json and not dry_run and not explain:
-        from cuberun import summary as summary_mod
-
-        print(json.dumps({"tasks": [{"task": r.task, "exit_code": r.exit_code, "status": r.status, "run_id": r.run_id, "reason": r.reason,
-                                     **({"sweep": r.sweep} if r.sweep else {})} for r in results],
-                          "summary": summary_mod.collect(cube.workspace, results, mlcube=mlcube)}, indent=2))
-    elif not dry_run and not explain and summarize:
-        _print_summary(cube, mlcube, results)
-    if any(r.status == "succeeded-with-warnings" for r in results):
-        summary = ", ".join(f"{r.label}: {r.status}" for r in results)
-        print(f"cuberun: finished with warnings ({summary})", file=sys.stderr)
-    return 0
+    return run_command(mlcube=mlcube, task=task, platform=platform, workspace=workspace, params=params, dry_run=dry_run, as_json=as_json,
+                       gpus=gpus, network=network, timeout=timeout, retries=retries, retry_delay=retry_delay, allow_run_args=allow_run_args, no_lock=no_lock, image_sha256=image_sha256,
+                       decryption_key=decryption_key, security=security, memory=memory,
+                       cpus=cpus, mount=mount, allow_missing_inputs=allow_missing_inputs, relax_pins=relax_pins, rebuild_env=rebuild_env,
+                       strict_outputs=strict_outputs, force=force, explain=explain, no_deps=no_deps, sweeps=sweeps, jobs=jobs,
+                       handshake=handshake, quiet=quiet, verbose=verbose, overrides=(*overrides, *ctx.args),
+                       known_options=lambda: sorted({opt for p in ctx.command.params for opt in getattr(p, "opts", [])}))
 
 
 # -- configure ---------------------------------------------------------------------------

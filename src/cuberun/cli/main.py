@@ -121,6 +121,74 @@ def _start_code_identity(args: list[str]) -> None:
     codeid.start_early(Path(root), [ws, os.path.join(root, "workspace"), os.path.join(root, "mlcube.yaml"), str(cache_dir())])
 
 
+def _dispatch(args: list[str]) -> object:
+    """`run` in its plain spellings without click (see cli/run_cmd.py), everything else through click."""
+    if args and args[0] == "run":
+        from cuberun.cli.run_cmd import parse_plain, run_command
+
+        kwargs = parse_plain(args[1:])
+        if kwargs is not None:
+            return run_command(**kwargs)
+    from cuberun.cli.commands import cli
+
+    return cli.main(args=args, prog_name="cuberun", standalone_mode=False)
+
+
+def _other_error(exc: BaseException, debug: bool) -> int | None:
+    """The exit code of an error other than a CuberunError, after its one line on stderr; None:
+    raise it (--debug). Click's own errors can only come when click was imported."""
+    click = sys.modules.get("click")
+    if click is not None:
+        if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+            print(exc.ctx.get_help() if exc.ctx else str(exc))
+            return EXIT_USAGE
+        if isinstance(exc, click.UsageError):
+            cmd = exc.ctx.command_path if exc.ctx else "cuberun"
+            message = exc.format_message().rstrip(".")
+            _stderr(f"cuberun: error: {message}. Hint: see '{cmd} --help'")
+            return EXIT_USAGE
+        if isinstance(exc, click.exceptions.Exit):
+            return int(exc.exit_code)
+        if isinstance(exc, click.Abort):
+            _stderr("cuberun: interrupted")
+            return 130
+        if isinstance(exc, click.ClickException):
+            _stderr(f"cuberun: error: {exc.format_message()}")
+            return int(exc.exit_code)
+    if isinstance(exc, KeyboardInterrupt):
+        _stderr("cuberun: interrupted")
+        return 130
+    if isinstance(exc, BrokenPipeError):
+        return 0
+    if debug:
+        return None
+    code = EXIT_FAILURE
+    if isinstance(exc, OSError) and exc.errno in (28, 122) and not exc.filename:  # the output stream (> /dev/full)
+        _stderr(f"cuberun: error: cannot write the output: {exc.strerror}. Hint: check where the output goes")
+        code = EXIT_USAGE
+    elif isinstance(exc, OSError) and exc.errno in (28, 122):  # ENOSPC, EDQUOT: cuberun's own files (records, locks, state)
+        where = f" {exc.filename}" if exc.filename else ""
+        _stderr(f"cuberun: error: cannot write{where}: {exc.strerror}. Hint: free space on that file system (df -h), "
+                "or choose another --workspace")
+    elif isinstance(exc, UnicodeError) and sys.getfilesystemencoding() == "ascii":
+        what = exc.object[exc.start : exc.end] if isinstance(exc, (UnicodeEncodeError, UnicodeDecodeError)) else ""
+        _stderr(f"cuberun: error: the locale is ASCII-only, and {what!r} is not ASCII text. Hint: {ASCII_HINT}")
+        code = EXIT_USAGE
+    elif isinstance(exc, FileNotFoundError) and not exc.filename and _cwd_gone():
+        where = f" {os.environ['PWD']}" if os.environ.get("PWD") else ""
+        _stderr(f"cuberun: error: the current directory{where} no longer exists. Hint: cd to an existing directory, or give absolute paths")
+        code = EXIT_USAGE
+    elif isinstance(exc, OSError) and exc.filename:
+        from cuberun.errors import one_line
+        from cuberun.safeio import os_problem, shown
+
+        _stderr(one_line(f"cuberun: error: {shown(exc.filename)}: {os_problem(exc)}") + ". Hint: check the path and its permissions")
+        code = EXIT_USAGE
+    else:
+        _stderr(f"cuberun: internal error: {type(exc).__name__}: {exc}. Hint: re-run with --debug and report it")
+    return code
+
+
 def main(argv: list[str] | None = None) -> None:
     _standard_streams()
     if sys.getfilesystemencoding() == "ascii" and not sys.flags.utf8_mode:
@@ -131,13 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception:  # only a head start: the run computes it itself (a deleted cwd, an odd path)
         pass
 
-    import click
-
-    from cuberun.cli.commands import cli
-
     debug = _debug_enabled(args)
     try:
-        rv = cli.main(args=args, prog_name="cuberun", standalone_mode=False)
+        rv = _dispatch(args)
         code = rv if isinstance(rv, int) else 0
     except CuberunError as exc:
         if debug:
@@ -148,54 +212,11 @@ def main(argv: list[str] | None = None) -> None:
             _stderr(f"cuberun: error: {line}")
         code = exc.exit_code
         handshake.emit("error", message=exc.lines()[0], kind=type(exc).__name__, exit_code=code)
-    except click.exceptions.NoArgsIsHelpError as exc:  # type: ignore[attr-defined,unused-ignore]
-        print(exc.ctx.get_help() if exc.ctx else str(exc))
-        code = EXIT_USAGE
-    except click.UsageError as exc:
-        cmd = exc.ctx.command_path if exc.ctx else "cuberun"
-        message = exc.format_message().rstrip(".")
-        _stderr(f"cuberun: error: {message}. Hint: see '{cmd} --help'")
-        code = EXIT_USAGE
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.Abort:
-        _stderr("cuberun: interrupted")
-        code = 130
-    except click.ClickException as exc:
-        _stderr(f"cuberun: error: {exc.format_message()}")
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        _stderr("cuberun: interrupted")
-        code = 130
-    except BrokenPipeError:
-        code = 0
-    except Exception as exc:
-        if debug:
+    except (Exception, KeyboardInterrupt) as exc:
+        handled = _other_error(exc, debug)
+        if handled is None:
             raise
-        code = EXIT_FAILURE
-        if isinstance(exc, OSError) and exc.errno in (28, 122) and not exc.filename:  # the output stream (> /dev/full)
-            _stderr(f"cuberun: error: cannot write the output: {exc.strerror}. Hint: check where the output goes")
-            code = EXIT_USAGE
-        elif isinstance(exc, OSError) and exc.errno in (28, 122):  # ENOSPC, EDQUOT: cuberun's own files (records, locks, state)
-            where = f" {exc.filename}" if exc.filename else ""
-            _stderr(f"cuberun: error: cannot write{where}: {exc.strerror}. Hint: free space on that file system (df -h), "
-                    "or choose another --workspace")
-        elif isinstance(exc, UnicodeError) and sys.getfilesystemencoding() == "ascii":
-            what = exc.object[exc.start : exc.end] if isinstance(exc, (UnicodeEncodeError, UnicodeDecodeError)) else ""
-            _stderr(f"cuberun: error: the locale is ASCII-only, and {what!r} is not ASCII text. Hint: {ASCII_HINT}")
-            code = EXIT_USAGE
-        elif isinstance(exc, FileNotFoundError) and not exc.filename and _cwd_gone():
-            where = f" {os.environ['PWD']}" if os.environ.get("PWD") else ""
-            _stderr(f"cuberun: error: the current directory{where} no longer exists. Hint: cd to an existing directory, or give absolute paths")
-            code = EXIT_USAGE
-        elif isinstance(exc, OSError) and exc.filename:
-            from cuberun.errors import one_line
-            from cuberun.safeio import os_problem, shown
-
-            _stderr(one_line(f"cuberun: error: {shown(exc.filename)}: {os_problem(exc)}") + ". Hint: check the path and its permissions")
-            code = EXIT_USAGE
-        else:
-            _stderr(f"cuberun: internal error: {type(exc).__name__}: {exc}. Hint: re-run with --debug and report it")
+        code = handled
     try:
         sys.stdout.flush()
     except BrokenPipeError:  # the reader went away (`| head`): not an error

@@ -50,6 +50,7 @@ class RunOptions:
     timeout: float | None = None  # seconds per attempt of each task, over the cube's tasks.<t>.timeout (retry.py); exit 124
     retries: int | None = None  # attempts after a failed first one, over the cube's tasks.<t>.retries (retry.py)
     retry_delay: float | None = None  # the back-off's base in seconds (doubling per attempt, bounded; retry.py)
+    ignore_lock: bool = False  # docker/podman: do not verify the image against cuberun.lock (--no-lock)
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # the invocation's -P assignments to the cube config (runner.* excluded), for runners that run
     # cuberun again elsewhere (slurm jobs, ssh); set by runners.factory.make_runner
@@ -230,6 +231,12 @@ class Runner(ABC):
 
     def image_identity(self) -> dict[str, Any] | None:
         """The image that runs, by digest, for the run record (after configure); None: no image."""
+        return None
+
+    def lock_images(self, pull: bool = False) -> tuple[str, dict[str, dict[str, str]]] | None:
+        """`cuberun lock`: make the runner's images present (with `pull`: the registry's current
+        ones), write their digests into the lock file next to the cube file and return (its path,
+        every entry: reference -> {"digest"} or {"id"}). None: this runner locks no images."""
         return None
 
     def policy(self, task: ResolvedTask) -> Policy | None:

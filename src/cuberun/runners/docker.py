@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from cuberun.errors import BackendError, CuberunError, Issue, RunnerUnavailable, SpecError, TaskFailed
 from cuberun.ignorefiles import IgnoreRule, is_ignored, read_dockerignore  # noqa: F401 - re-exported for older imports
 from cuberun.records import log_tail
+from cuberun.runners import images
 from cuberun.runners.argv import env_value
 from cuberun.runners.argv import tokens as as_tokens
 from cuberun.runners.base import Step, TaskPlan
@@ -145,7 +146,7 @@ class DockerRunner(ContainerRunner):
     executable_key = "docker"
     default_executable = "docker"
     bind_syntax = DOCKER_BIND
-    identity_labels: ClassVar[Mapping[str, str]] = {"image_id": "image digest"}
+    identity_labels: ClassVar[Mapping[str, str]] = {"image_id": "image digest", "locked": "locked image digest (cuberun.lock)"}
     image_keys: ClassVar[tuple[str, str | None] | None] = ("image", "image_id")
     schema: ClassVar[dict[str, Field]] = {
         "image": Field((str,), doc="image reference (required)"),
@@ -175,6 +176,7 @@ class DockerRunner(ContainerRunner):
         super().__init__(*args, **kwargs)
         self._state: ImageState | None = None
         self._context_code: CodeId | None = None
+        self._verified: dict[str, Any] = {}  # what images.verify found: the pinned digest, the lock entry
 
     # -- configuration ---------------------------------------------------------------------
     @property
@@ -266,7 +268,7 @@ class DockerRunner(ContainerRunner):
         tar = self._tar_file()
         if tar is not None and tar.is_file():
             return Step((*self.executable, "load", "--input", str(tar)), "load")
-        return Step((*self.executable, "pull", self.image), "pull")
+        return Step(tuple(images.pull_argv(self.executable, self.is_podman, self.image)), "pull")
 
     def configure_steps(self) -> list[Step]:
         from cuberun.runners import imagefile
@@ -276,7 +278,7 @@ class DockerRunner(ContainerRunner):
             return archive
         if self.strategy != "pull" and self.recipe.is_file():
             return [Step(tuple(self.build_argv()), "build")]
-        return [self._fetch_step()]
+        return images.lock_steps(self) or [self._fetch_step()]
 
     def plan(self, task: ResolvedTask) -> TaskPlan:
         """The run of `task` under a container name of its own (parallel sweep variants of one
@@ -371,7 +373,11 @@ class DockerRunner(ContainerRunner):
                 found = []
             digests = tuple(str(d) for d in found) if isinstance(found, list) else ()
             self._state = ImageState(state.present, state.labels, state.id, digests)
-        return {"ref": self.image, "id": image_id, "repo_digests": list(digests)}
+        return {"ref": self.image, "id": image_id, "digest": images.registry_digest(self.image, digests), "repo_digests": list(digests),
+                **self._verified}
+
+    def lock_images(self, pull: bool = False) -> tuple[str, dict[str, dict[str, str]]] | None:
+        return images.lock_image(self, pull)
 
     def policy(self, task: ResolvedTask) -> Policy:
         from cuberun.runners.container_policy import docker_policy
@@ -430,12 +436,13 @@ class DockerRunner(ContainerRunner):
         host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         if not host.startswith("unix://") or _docker_context() not in (None, "default"):
             return None
-        import socket
+        import _socket  # the socket module's C core: socket.py's enum set-up costs more than this whole probe
         from urllib.parse import quote
 
         data = b""
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            try:
                 sock.settimeout(PROBE_TIMEOUT)
                 sock.connect(host[len("unix://") :])
                 sock.sendall(f"GET /images/{quote(image, safe='/:@')}/json HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
@@ -444,6 +451,8 @@ class DockerRunner(ContainerRunner):
                     if not chunk:
                         break
                     data += chunk
+            finally:
+                sock.close()
         except OSError:
             return None
         head, _, body = data.partition(b"\r\n\r\n")
@@ -482,12 +491,15 @@ class DockerRunner(ContainerRunner):
     # -- configure -------------------------------------------------------------------------
     def configure(self) -> None:
         """Make the image present: build (auto: only when the context changed; always: every
-        time) or load/pull it when missing. Quiet when there is nothing to do."""
+        time) or load/pull it when missing (a locked one by its digest), then verify it against
+        its pinned digest and the lock file (images.py). Quiet when there is nothing to do."""
         from cuberun.runners import imagefile
 
         if imagefile.prepare_docker(self):  # a container_config.yaml archive: downloaded, checked, decrypted, loaded
             self._configured = True
             return
+        if images.prepare(self):
+            self._state = None
         state = self.image_state()
         if self.strategy != "pull" and self.recipe.is_file():
             digest = self.context_hash()
@@ -500,6 +512,7 @@ class DockerRunner(ContainerRunner):
             # else: up to date, or an image cuberun did not build (pulled or tagged by hand): used as is
         elif not state.present:
             self._fetch()
+        self._verified = images.verify(self)
         self._configured = True
 
     def _build(self, digest: str, why: str) -> None:
@@ -642,6 +655,9 @@ class DockerRunner(ContainerRunner):
         command = [f"--name={_name_prefix(plan.task.name)}*" if a == name else a for a in step.argv]
         state = self.image_state()
         fp: dict[str, Any] = {"runner": self.name, "command": [command], "image": self.image, "image_id": state.id}
+        locked = images.locked_value(self)
+        if locked:
+            fp["locked"] = locked
         if env:
             fp["env"] = self.env_identity(env, digest_all=True)
         if self.strategy != "pull" and self.recipe.is_file() and state.labels.get(HASH_LABEL) == self.context_hash():

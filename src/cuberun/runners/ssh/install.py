@@ -21,26 +21,23 @@ INSTALL_MARKER = ".cuberun-install"
 WHEEL_DIR = "<wheel-dir>"  # placeholders of the install steps, filled in when they run
 WHEEL_FILE = "<wheel-file>"
 
-# What of a cuberun checkout is needed to pip-install it remotely.
-INSTALL_EXCLUDES = (
-    ".git/",
-    "__pycache__/",
-    "*.pyc",
-    "/build/",
-    "/dist/",
-    "*.egg-info/",
-    ".venv/",
-    ".mypy_cache/",
-    ".pytest_cache/",
-    ".ruff_cache/",
-    ".cuberun/",
-    "/tests/",
-    "/examples/",
-    "/benchmarks/",
-    "/scripts/",
-    "/docs/",
-    "/.ci/",
-    "/.benchmarks/",
+# What of a cuberun checkout is sent to pip-install it remotely, as rsync filter rules (first match
+# wins): only what `pip install -e` reads (pyproject.toml, README.md, LICENSE and src/), without
+# caches. An allow-list, so a developer's other venvs, data or build trees at the top of the
+# checkout never travel (a .venv-* of 136 MB did, with a list of exclusions).
+INSTALL_FILTERS = (
+    "- __pycache__/",
+    "- *.pyc",
+    "- *.egg-info/",
+    "- .mypy_cache/",
+    "- .pytest_cache/",
+    "- .ruff_cache/",
+    "- .cuberun/",
+    "+ /pyproject.toml",
+    "+ /README.md",
+    "+ /LICENSE",
+    "+ /src/",
+    "- /*",
 )
 
 INSTALLED_SCRIPT = 'test -x "$1/bin/cuberun" && cat -- "$1/' + INSTALL_MARKER + '"'
@@ -124,7 +121,7 @@ class SSHInstall(SSHConnection):
             spec = [str(self.config.get("cuberun_package"))]
         elif kind == "checkout":
             checkout = self._checkout()
-            filters = [f"--filter=- {p}" for p in INSTALL_EXCLUDES]
+            filters = [f"--filter={rule}" for rule in INSTALL_FILTERS]
             actions.append(("sync", [*self.rsync_base(), "--delete", mkdir, *filters, f"{checkout}/", self.rsync_spec(src_dir + "/")]))
             spec = ["-e", local_src]
         else:
