@@ -179,6 +179,9 @@ def test_batch_session_moves_inputs_and_outputs_through_the_vfolder(bai: Cluster
     [record] = records(cube / "workspace")
     assert record["status"] == "succeeded" and record["details"]["image"] == bai.image + "-backendai"
     assert "BACKEND_SECRET_KEY" not in json.dumps(record) and bai.details["secret_key"] not in json.dumps(record)
+    # the run policy on a real session: the API has no network-less session, so the run says so and the record names it
+    assert "warning: task 'copy': Backend.AI cannot run a session without a network" in proc.stderr
+    assert "network" in [r["name"] for r in record["policy"]["relaxations"] if r["source"] == "runner"]
 
 
 def test_failing_task_is_a_failure(bai: Cluster, tmp_path: Path) -> None:

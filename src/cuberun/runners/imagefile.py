@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cuberun import decrypt, imagefetch
+from cuberun import imagefetch  # decrypt (tempfile, shutil, atexit) only when an image is encrypted
 from cuberun.errors import BackendError, UsageError
 from cuberun.runners.base import Step
 
@@ -33,7 +33,14 @@ PRIVATE = "<private temporary folder>"
 class _Held:
     def __init__(self) -> None:
         self.loaded: list[str] = []  # image ids to remove from the engine at release
-        self.files = decrypt.Holder()
+        self.files: Any = None  # a decrypt.Holder, made by the first decryption
+
+    def holder(self) -> Any:
+        if self.files is None:
+            from cuberun import decrypt
+
+            self.files = decrypt.Holder()
+        return self.files
 
 
 def _held(runner: Runner) -> _Held:
@@ -71,6 +78,8 @@ def docker_steps(runner: DockerRunner) -> list[Step] | None:
     file = _file_for_steps(src, runner.options.image_sha256)
     if not src.encrypted:
         return [Step((*runner.executable, "load", "--input", file), "load")]
+    from cuberun import decrypt
+
     plain = f"{PRIVATE}/image.tar"
     key = Path(runner.options.decryption_key or "KEYFILE")
     return [Step(tuple(decrypt.gpg_argv(Path(file), key, Path(plain), Path(f"{PRIVATE}/gnupg"))), "decrypt"),
@@ -91,6 +100,8 @@ def prepare_docker(runner: DockerRunner) -> bool:
         runner.config["tar_file"] = str(file)
         runner._state = None
         return False
+    from cuberun import decrypt
+
     key = decrypt.key_file(runner.options.decryption_key, f"{src.kind} {src.location}")
     with decrypt.decrypted(file, key, "image.tar") as plain:
         image_id = _image_id(plain, src)
@@ -111,6 +122,8 @@ def sif_steps(runner: SingularityRunner) -> list[Step] | None:
     src = source(runner)
     if src is None or not src.encrypted:
         return None if src is None else []
+    from cuberun import decrypt
+
     file = _file_for_steps(src, runner.options.image_sha256)
     key = Path(runner.options.decryption_key or "KEYFILE")
     return [Step(tuple(decrypt.gpg_argv(Path(file), key, Path(f"{PRIVATE}/image.sif"), Path(f"{PRIVATE}/gnupg"))), "decrypt")]
@@ -125,8 +138,10 @@ def prepare_sif(runner: SingularityRunner) -> None:
         raise UsageError(f"a {src.kind} runs on docker or podman, not on singularity", "use --platform=docker (or podman)")
     file = imagefetch.local_file(src, runner.options.image_sha256)
     if src.encrypted:
+        from cuberun import decrypt
+
         key = decrypt.key_file(runner.options.decryption_key, f"{src.kind} {src.location}")
-        file = _held(runner).files.hold(file, key, "image.sif")
+        file = _held(runner).holder().hold(file, key, "image.sif")
     runner.config["image"] = str(file)
 
 
@@ -147,7 +162,8 @@ def release(runner: Any) -> None:
     held = runner.__dict__.get("_imagefile")
     if held is None:
         return
-    held.files.release()
+    if held.files is not None:
+        held.files.release()
     while held.loaded:
         image_id = held.loaded.pop()
         runner._capture("rmi", "-f", image_id)
