@@ -546,7 +546,7 @@ def test_conversions_of_one_image_are_serialised(hello: Path, monkeypatch: pytes
     import fcntl
 
     from cuberun.errors import BusyError
-    from cuberun.runners import charliecloud
+    from cuberun.runners.charliecloud import convert as charliecloud
 
     runner = runner_for(hello)
     runner.store.mkdir(parents=True)

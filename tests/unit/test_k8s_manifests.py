@@ -22,7 +22,7 @@ from cuberun.execute import make_runner
 from cuberun.resolve import resolve_task
 from cuberun.runners.base import RunOptions
 from cuberun.runners.k8s import KubernetesRunner
-from cuberun.runners.k8s_manifests import ManifestStep, check_manifest, dns_label, gib_quantity, job_name, label_value, memory_quantity
+from cuberun.runners.k8s.manifests import ManifestStep, check_manifest, dns_label, gib_quantity, job_name, label_value, memory_quantity
 from cuberun.spec.load import load_cube
 from tests.conftest import CLI, EXAMPLES
 

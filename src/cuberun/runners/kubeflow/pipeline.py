@@ -13,7 +13,7 @@ from cuberun.console import warn
 from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, UsageError
 from cuberun.runners.base import Step
 from cuberun.runners.k8s import KubernetesRunner
-from cuberun.runners.k8s_manifests import PULL_POLICIES, dns_label
+from cuberun.runners.k8s.manifests import PULL_POLICIES, dns_label
 from cuberun.schema import Field
 from cuberun.valueclass import dataclass, field
 

@@ -17,8 +17,8 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from cuberun.console import say, warn
 from cuberun.errors import BackendError, RunnerUnavailable, TaskFailed
-from cuberun.runners.k8s_api import Cancelled, _check_cancel, cancellable_sleep
-from cuberun.runners.k8s_manifests import dns_label, unique_suffix
+from cuberun.runners.k8s.api import Cancelled, _check_cancel, cancellable_sleep
+from cuberun.runners.k8s.manifests import dns_label, unique_suffix
 from cuberun.runners.kubeflow.pipeline import KubeflowPipeline, _first
 from cuberun.valueclass import dataclass
 

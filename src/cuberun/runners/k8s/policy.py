@@ -27,16 +27,16 @@ from cuberun.valueclass import replace
 
 if TYPE_CHECKING:
     from cuberun.resolve import ResolvedTask
-    from cuberun.runners.k8s import KubernetesRunner
+    from cuberun.runners.k8s.config import K8sConfig
 
 TMP_VOLUME = "tmp"
 
 
-def _source(runner: KubernetesRunner, key: str) -> str:
+def _source(runner: K8sConfig, key: str) -> str:
     return "cube" if key in (runner.cube.raw_section(runner.section) or {}) else "settings"
 
 
-def run_as(runner: KubernetesRunner) -> tuple[int, int | None, str]:
+def run_as(runner: K8sConfig) -> tuple[int, int | None, str]:
     """(uid, gid, source) of the pod: `run_as` (cube or settings), else the host user's ("host")."""
     value = runner._get("run_as")
     if value is None:
@@ -47,7 +47,7 @@ def run_as(runner: KubernetesRunner) -> tuple[int, int | None, str]:
     return int(uid), int(gid) if gid else None, _source(runner, "run_as")
 
 
-def k8s_policy(runner: KubernetesRunner, task: ResolvedTask) -> Policy:
+def k8s_policy(runner: K8sConfig, task: ResolvedTask) -> Policy:
     keep = bool(runner.config.get("keep_jobs"))
     policy = decide(
         need_internet=runner.cube.platform.get("need_internet_access") is True,
@@ -78,7 +78,7 @@ def _rel(task: ResolvedTask, path: str) -> str:
     return os.path.relpath(os.path.normpath(path), os.path.normpath(str(task.workspace)))
 
 
-def input_mounts(runner: KubernetesRunner, task: ResolvedTask, policy: Policy, volume: str) -> list[dict[str, Any]]:
+def input_mounts(runner: K8sConfig, task: ResolvedTask, policy: Policy, volume: str) -> list[dict[str, Any]]:
     """Read-only mounts of the inputs over the workspace mount (the same volume, `subPath`).
     Outputs are never inside inputs (resolve refuses that), so no output is made read-only; an
     input that is the whole workspace (a task without outputs) gives a mount at the workspace's
@@ -103,7 +103,7 @@ def input_mounts(runner: KubernetesRunner, task: ResolvedTask, policy: Policy, v
     return mounts
 
 
-def security_contexts(runner: KubernetesRunner, policy: Policy) -> tuple[dict[str, Any], dict[str, Any]]:
+def security_contexts(runner: K8sConfig, policy: Policy) -> tuple[dict[str, Any], dict[str, Any]]:
     """(pod securityContext, container securityContext)."""
     uid, gid, _ = run_as(runner)
     pod: dict[str, Any] = {"runAsUser": uid}

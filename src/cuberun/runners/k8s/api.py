@@ -11,7 +11,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from cuberun.console import warn
 from cuberun.errors import BackendError, RunnerUnavailable
-from cuberun.runners.k8s_manifests import CONTAINER_NAME, REQUEST_TIMEOUT
+from cuberun.runners.k8s.manifests import CONTAINER_NAME, REQUEST_TIMEOUT
 from cuberun.valueclass import dataclass
 
 if TYPE_CHECKING:

@@ -1,0 +1,248 @@
+"""The charliecloud runner (the Runner contract): the ch-run command and its environment,
+availability, the run hooks (mount points, network isolation, secrets on stdin, ch-run's own
+errors), the fingerprint and inspect. The layers below: image.py < convert.py."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from cuberun.errors import BackendError, UsageError
+from cuberun.records import log_tail
+from cuberun.runners.argv import tokens as as_tokens
+from cuberun.runners.base import TaskPlan
+from cuberun.runners.charliecloud.convert import CharliecloudConvert
+from cuberun.runners.charliecloud.image import PROBE_TIMEOUT, SCHEMA
+from cuberun.runners.container import BindSyntax, EnvSyntax, pass_env, proxy_env
+from cuberun.schema import Field
+
+if TYPE_CHECKING:
+    from cuberun.policy import Policy
+    from cuberun.process import Outcome
+    from cuberun.resolve import ResolvedTask
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CH_BIND = BindSyntax("-b", mount_flag=None, ro_suffix="")  # ch-run binds read-write only; no way to bind a path with ':'
+# `--set-env=K=V`; a secret's value is read by ch-run from its stdin (`--set-env=/dev/stdin`), never from argv
+CH_ENV = EnvSyntax("--set-env", joined=True)
+SECRET_ENV_FILE = "/dev/stdin"
+MAX_SECRET_INPUT = 60000  # below a pipe's buffer: written before ch-run starts
+CH_ERROR = re.compile(r"^ch-run\[\d+\]: (?:error: )?(.*?)(?: \([\w.]+:\d+(?: \d+)?\))?\s*$")
+CH_FAILURE_CODES = (1, 31)  # ch-run's own failures: 1 (0.31), 31 (later versions)
+
+
+def _user_name() -> str:
+    name = os.environ.get("USER") or os.environ.get("LOGNAME")
+    if name:
+        return name
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.getuid())
+
+
+class CharliecloudRunner(CharliecloudConvert):
+    name = "charliecloud"
+    section = "charliecloud"
+    executable_key = "ch_run"
+    default_executable = "ch-run"
+    bind_syntax = CH_BIND
+    identity_labels: ClassVar[Mapping[str, str]] = {"image_id": "image digest"}
+    image_keys: ClassVar[tuple[str, str | None] | None] = ("image", "image_id")
+    schema: ClassVar[dict[str, Field]] = SCHEMA
+
+    # -- steps (pure, apart from the cached image config) ------------------------------------------------
+    def task_env(self) -> dict[str, str]:
+        from cuberun.gpus import effective_gpus
+
+        ic = self.image_config()
+        env = dict(ic.env)
+        clean = bool(self.config.get("clean_env", True))
+        if clean:
+            env.setdefault("PATH", DEFAULT_PATH)
+        env.setdefault("HOME", "/tmp")
+        env["USER"] = _user_name()
+        if clean:
+            env.update(proxy_env(env))
+        for key, value in (self.config.get("env_vars") or {}).items():
+            env[str(key)] = "" if value is None else str(value)
+        env.update(self.options.extra_env)
+        if self.options.gpus is not None or self.cube.accelerator_count > 0:
+            visible = effective_gpus(self.options.gpus, self.cube.accelerator_count).cuda_visible_devices()
+            if visible is not None and "CUDA_VISIBLE_DEVICES" not in (self.config.get("env_vars") or {}):
+                env["CUDA_VISIBLE_DEVICES"] = visible
+        return env
+
+    def run_argv(self, task: ResolvedTask) -> tuple[list[str], dict[str, str]]:
+        """The ch-run command, and the secret variables ch-run reads from its stdin."""
+        from cuberun.runners.container_policy import charliecloud_prefix
+
+        cfg = self.config
+        argv = [*charliecloud_prefix(self.policy(task)), *self.ch_run]
+        if cfg.get("clean_env", True):
+            argv.append("--unset-env=*")
+        argv.append("--env-no-expand")
+        more, secrets = pass_env(self.task_env().items(), CH_ENV)
+        argv += more
+        if secrets:
+            argv.append(f"--set-env={SECRET_ENV_FILE}")
+        if cfg.get("private_tmp", True):
+            argv.append("--private-tmp")
+        if cfg.get("write", False):
+            argv.append("--write")
+        argv.append(f"--cd={self.image_config().workdir or '/'}")
+        layout = task.layout()
+        for m in layout.mounts:
+            if not CH_BIND.can_bind(m.host):
+                raise UsageError(f"task '{task.name}': ch-run cannot bind {m.host} (the path contains ':')",
+                                 "move the data to a path without ':' or override the parameter")
+        argv += self.bind_args(layout)
+        argv += as_tokens(cfg.get("run_args"))
+        argv += [str(self.rootfs), "--", *self.command(task), *task.task_args(layout.args)]
+        return argv, secrets
+
+    # -- availability ---------------------------------------------------------------------------------
+    def unavailable_reason(self) -> str | None:
+        exe = self.missing_executable(self.ch_run[:1])
+        if exe is not None:
+            return (
+                f"Charliecloud is not installed (no '{exe}' on the PATH). "
+                "Hint: install it (Debian/Ubuntu: apt-get install charliecloud-runtime; HPC: module load charliecloud), "
+                "or set -Prunner.ch_run=PATH"
+            )
+        return None
+
+    # -- run ----------------------------------------------------------------------------------------------
+    def ensure_mount_points(self, targets: Sequence[str]) -> None:
+        """ch-run binds only onto existing directories: create /mlcube_ioN in the image."""
+        rootfs = self.rootfs
+        for target in targets:
+            path = rootfs / target.lstrip("/")
+            if path.is_dir():
+                continue
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BackendError(
+                    f"cannot create the mount point {target} in the image {rootfs}: {exc.strerror}",
+                    f"create it once with write access (mkdir {path}), or use a converted image",
+                ) from None
+
+    def policy(self, task: ResolvedTask) -> Policy:
+        from cuberun.runners.container_policy import charliecloud_policy
+
+        return charliecloud_policy(self, task)
+
+    def check_network_isolation(self) -> None:
+        """The network off needs a user and network namespace around ch-run: say so in one line
+        when this host cannot make one (never run the task with the host's network instead)."""
+        from cuberun.process import capture
+        from cuberun.runners.container_policy import UNSHARE_NET
+
+        res = capture([*UNSHARE_NET, sys.executable, "-c", ""], timeout=PROBE_TIMEOUT)  # a program that is there whatever the PATH
+        if res.returncode != 0:
+            raise BackendError(f"cannot run ch-run without the network: `{' '.join(UNSHARE_NET)}` failed: "
+                               f"{_last_error(res.stderr) or f'exit {res.returncode}'}",
+                               "ch-run 0.31 has no network isolation of its own; install util-linux >= 2.38 and allow unprivileged user "
+                               "namespaces, or run with the host's network: --network=host (recorded)")
+
+    def before_run(self, plan: TaskPlan) -> None:
+        from cuberun.policy import OFF
+
+        task = plan.task
+        if self.policy(task).network == OFF:
+            self.check_network_isolation()
+        self.ensure_mount_points([m.target for m in task.layout().mounts])
+        wanted_ro = [p.name for p in task.params if p.io == "input" and (self.options.mount or p.opts) == "ro"]
+        if wanted_ro:
+            print(f"cuberun: warning: task '{task.name}': ch-run binds read-write, so input(s) {', '.join(wanted_ro)} "
+                  "are not read-only under Charliecloud", file=sys.stderr)
+
+    def client_env(self, extra: Mapping[str, str]) -> dict[str, str]:
+        env = dict(os.environ)  # the secrets (`extra`) go through stdin: see client_stdin
+        env.setdefault("USER", _user_name())  # ch-run refuses to start without $USER
+        return env
+
+    def client_stdin(self, extra: Mapping[str, str]) -> bytes | None:
+        """The `--set-env` file of the secret variables: `NAME='VALUE'` lines (ch-run strips the
+        outer quotes and, with --env-no-expand, expands nothing)."""
+        if not extra:
+            return None
+        bad = [k for k, v in extra.items() if "\n" in v or "\0" in v]
+        if bad:
+            raise UsageError(f"the value of {bad[0]} holds a line break, which ch-run cannot be given", "pass it in a file instead")
+        data = "".join(f"{k}='{v}'\n" for k, v in extra.items()).encode("utf-8", "surrogateescape")
+        if len(data) > MAX_SECRET_INPUT:
+            raise UsageError(f"the secret variables ({', '.join(extra)}) are larger than {MAX_SECRET_INPUT} bytes", "pass large values in a file")
+        return data
+
+    def failure(self, plan: TaskPlan, outcome: Outcome, log_path: str) -> Exception | None:
+        task = plan.task
+        if outcome.exit_code in CH_FAILURE_CODES and outcome.signal is None:
+            line = _ch_error(log_tail(log_path))
+            if line:
+                if "can't execve" in line:
+                    return BackendError(f"the container of task '{task.name}' could not run its command: {line}",
+                                        "check the task's entrypoint and the image's ENTRYPOINT (--dry-run prints the command)", exit_code=127)
+                return BackendError(f"ch-run could not start task '{task.name}': {line}",
+                                    "check the image directory and the bind paths (--dry-run prints the command)")
+        return None
+
+    def fingerprint(self, task: ResolvedTask) -> dict[str, Any]:
+        """The ch-run command plus the image's identity: a converted image's Docker image ID, or,
+        for an image_dir, its ch-image metadata (edit a directory image in place: use --force)."""
+        argv, secrets = self.run_argv(task)
+        fp: dict[str, Any] = {"runner": self.name, "command": [argv]}
+        if secrets:
+            fp["env"] = self.env_identity(secrets)
+        user = self.user_image
+        if user is None:
+            meta = self.stored_metadata()
+            fp["image"] = self.image_ref
+            fp["image_id"] = meta.get("id") if meta else None
+        else:
+            import hashlib
+
+            try:
+                fp["image_metadata"] = hashlib.sha256((user / "ch" / "metadata.json").read_bytes()).hexdigest()
+            except OSError:
+                fp["image_metadata"] = None
+        return fp
+
+    # -- inspect --------------------------------------------------------------------------------------------
+    def inspect(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"runner": self.name, "platform": self.platform, "rootfs": str(self.rootfs),
+                                "exists": self.rootfs.is_dir()}
+        if self.user_image is None:
+            meta = self.stored_metadata()
+            info["image"] = self.image_ref
+            info["id"] = meta.get("id") if meta else None
+            info["converted"] = meta.get("converted") if meta else None
+            live = self._inspect_engine(quiet=True)
+            info["engine_id"] = live.get("Id") if live else None
+            info["up_to_date"] = (meta.get("id") == live.get("Id")) if (meta and live) else None
+        ic = self.image_config()
+        info["entrypoint"] = ic.entrypoint
+        info["workdir"] = ic.workdir
+        info["config_from"] = ic.origin
+        return info
+
+
+def _ch_error(text: str) -> str | None:
+    """ch-run's own error, when it is the last thing in the log (ch-run fails before the task runs)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if lines:
+        m = CH_ERROR.match(lines[-1])
+        if m:
+            return m.group(1)
+    return None
+
+
+def _last_error(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
