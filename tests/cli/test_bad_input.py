@@ -130,7 +130,7 @@ CASES: list[tuple[str, str | bytes | None, dict[str, str], list[str], list[str],
     # command lines
     ("unknown-command", BASE, {}, ["frobnicate"],
      ["unknown command 'frobnicate' (expected one of 'config', 'configure', 'create', 'describe', 'env', 'export', 'export-provenance', "
-      "'graph', 'inspect', 'migrate', 'report', 'run', ...). Hint: see 'cuberun --help'"], 2),
+      "'graph', 'inspect', 'lock', 'migrate', 'report', ...). Hint: see 'cuberun --help'"], 2),
     ("command-typo", BASE, {}, ["descibe"], ["unknown command 'descibe' (did you mean 'describe'?). Hint: see 'cuberun --help'"], 2),
     ("unknown-task", BASE, {}, ["run", "--task=helo"], ["unknown task 'helo' in {f}. Hint: did you mean 'hello'? (tasks: hello, bye)"], 2),
     ("empty-task", BASE, {}, ["run", "--task=,"], ["--task is empty. Hint: name a task: hello, bye"], 2),
