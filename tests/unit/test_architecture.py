@@ -5,7 +5,8 @@
   factory (`runners.factory`);
 - no library module imports the CLI (only `cuberun.__main__` starts it);
 - the CLI uses the library through its public names (no `_private` import across modules);
-- no runner imports the orchestration (`execute`, `graph`, `sweep`, `api`): what a runner needs of
+- no runner imports the orchestration (`execute` and its parts `taskrun`, `incremental`, `parallel`,
+  `sweeprun`; `graph`, `sweep`, `api`): what a runner needs of
   it comes through the contract (`runners.factory.make_runner` builds another runner,
   `Runner.task_graph` gives the task graph).
 """
@@ -20,7 +21,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "cuberun"
 CONTRACT = {"cuberun.runners", "cuberun.runners.base", "cuberun.runners.registry", "cuberun.runners.factory"}
 # the core modules that drive a run: runners are driven by them and never call back up into them
-ORCHESTRATION = {"cuberun.execute", "cuberun.graph", "cuberun.sweep", "cuberun.api"}
+ORCHESTRATION = {"cuberun.execute", "cuberun.taskrun", "cuberun.incremental", "cuberun.parallel", "cuberun.sweeprun",
+                 "cuberun.graph", "cuberun.sweep", "cuberun.api"}
 
 
 def module_name(path: Path) -> str:
