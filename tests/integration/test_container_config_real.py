@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.backends import client_env, require_backend
+from tests.backends import backend_env, client_env, require_backend
 from tests.conftest import run_records
 
 REPO = Path(__file__).resolve().parents[2]
@@ -262,3 +263,37 @@ def test_a_task_over_its_time_limit_is_stopped(engine: Engine, tmp_path: Path) -
     assert "timed out" in json.dumps(record)
     name = next(a.split("=", 1)[1] for a in record["command"] if a.startswith("--name="))
     assert not engine.cli("ps", "-a", "-q", "--filter", f"name={name}").stdout.strip()
+
+
+def test_prepare_then_statistics_on_charliecloud(tmp_path: Path) -> None:
+    """The same cube on ch-run 0.31, converted from the Docker engine's image: directory volumes
+    and a file volume (ch-run binds only onto what exists, so cuberun puts an empty file at the
+    file volume's mount path in its converted image, and turns an empty directory there into it)."""
+    require_backend("charliecloud")
+    base = str(require_backend("docker")["base_image"])
+    env = {**os.environ, **backend_env("charliecloud"), **backend_env("docker")}
+    cache = Path(tempfile.mkdtemp(prefix="cuberun-cc-ch-", dir="/tmp"))
+    env.update(CUBERUN_SETTINGS=str(tmp_path / "settings.yaml"), MLCUBE_SYSTEM_SETTINGS=str(tmp_path / "none.yaml"),
+               CUBERUN_CACHE_DIR=str(cache), PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    engine = Engine("docker", base, env)
+    cube = prep_cube(engine, tmp_path)
+    ws = cube / "workspace"
+    argv = [sys.executable, "-m", "cuberun", "run", f"--mlcube={cube}", "--task=prepare,statistics", f"code={cube / 'project'}",
+            "--platform=charliecloud"]
+    try:
+        ok(subprocess.run(argv, env=env, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False))
+        assert sorted(p.name for p in (ws / "output_path").iterdir()) == ["a.clean.txt", "c.clean.txt"]
+        assert (ws / "output_labels_path" / "a.txt").read_text() == "positive\n"
+        assert (ws / "statistics_file.yaml").read_text() == "records: 2\ncharacters: 26\n"  # the file volume, bound as a file
+        done = records(ws)
+        assert [r["task"] for r in done] == ["prepare", "statistics"] and all(r["status"] == "succeeded" for r in done)
+        [rootfs] = list((cache / "charliecloud").glob("*/rootfs"))
+        mount_point = rootfs / "mlcommons" / "volumes" / "parameters" / "parameters_file.yaml"
+        assert mount_point.is_file() and mount_point.stat().st_size == 0
+        # an empty directory in its place (what cuberun made before) becomes the file again
+        mount_point.unlink()
+        mount_point.mkdir()
+        ok(subprocess.run([*argv, "--force"], env=env, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False))
+        assert mount_point.is_file()
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(cache)], check=False, timeout=300)

@@ -57,7 +57,9 @@ class CharliecloudRunner(CharliecloudConvert):
     schema: ClassVar[dict[str, Field]] = SCHEMA
 
     # -- steps (pure, apart from the cached image config) ------------------------------------------------
-    def task_env(self) -> dict[str, str]:
+    def task_env(self, task: ResolvedTask | None = None) -> dict[str, str]:
+        """The task's environment: the image's ENV, then cuberun's defaults, the task's own
+        (container_config.yaml run_args.environment), the section's env_vars and the run options."""
         from cuberun.gpus import effective_gpus
 
         ic = self.image_config()
@@ -69,6 +71,8 @@ class CharliecloudRunner(CharliecloudConvert):
         env["USER"] = _user_name()
         if clean:
             env.update(proxy_env(env))
+        if task is not None:
+            env.update(task.environment)
         for key, value in (self.config.get("env_vars") or {}).items():
             env[str(key)] = "" if value is None else str(value)
         env.update(self.options.extra_env)
@@ -87,7 +91,7 @@ class CharliecloudRunner(CharliecloudConvert):
         if cfg.get("clean_env", True):
             argv.append("--unset-env=*")
         argv.append("--env-no-expand")
-        more, secrets = pass_env(self.task_env().items(), CH_ENV)
+        more, secrets = pass_env(self.task_env(task).items(), CH_ENV)
         argv += more
         if secrets:
             argv.append(f"--set-env={SECRET_ENV_FILE}")
@@ -118,19 +122,33 @@ class CharliecloudRunner(CharliecloudConvert):
         return None
 
     # -- run ----------------------------------------------------------------------------------------------
-    def ensure_mount_points(self, targets: Sequence[str]) -> None:
-        """ch-run binds only onto existing directories: create /mlcube_ioN in the image."""
+    def ensure_mount_points(self, targets: Sequence[str], files: Sequence[str] = ()) -> None:
+        """ch-run binds only onto what exists in the image: create /mlcube_ioN (directories) and,
+        for `files` (a container_config.yaml file volume bound at its fixed path), an empty file.
+        An empty directory in the file's place (left by cuberun before file volumes were known)
+        becomes that file; anything else in the way is an error naming it."""
         rootfs = self.rootfs
         for target in targets:
             path = rootfs / target.lstrip("/")
-            if path.is_dir():
-                continue
+            is_file = target in files
             try:
+                if is_file:
+                    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+                        path.rmdir()
+                    if not path.exists():
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+                    if not path.is_file():
+                        raise BackendError(f"the image {rootfs} has a non-file at {target}, where a file volume is bound",
+                                           "use an image without it, or mount the volume at another path")
+                    continue
+                if path.is_dir():
+                    continue
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise BackendError(
                     f"cannot create the mount point {target} in the image {rootfs}: {exc.strerror}",
-                    f"create it once with write access (mkdir {path}), or use a converted image",
+                    f"create it once with write access ({'touch' if is_file else 'mkdir'} {path}), or use a converted image",
                 ) from None
 
     def policy(self, task: ResolvedTask) -> Policy:
@@ -157,7 +175,8 @@ class CharliecloudRunner(CharliecloudConvert):
         task = plan.task
         if self.policy(task).network == OFF:
             self.check_network_isolation()
-        self.ensure_mount_points([m.target for m in task.layout().mounts])
+        mounts = task.layout().mounts
+        self.ensure_mount_points([m.target for m in mounts], [m.target for m in mounts if os.path.isfile(m.host)])
         wanted_ro = [p.name for p in task.params if p.io == "input" and (self.options.mount or p.opts) == "ro"]
         if wanted_ro:
             print(f"cuberun: warning: task '{task.name}': ch-run binds read-write, so input(s) {', '.join(wanted_ro)} "
