@@ -1,227 +1,36 @@
-"""Export run records as Workflow Run RO-Crates (JSON-LD) that third-party tools can read.
-
-`export_ro_crate` writes a Process Run Crate (https://w3id.org/ro/wfrun/process/0.5) for one task run;
-`export_invocation_crate` writes a Provenance Run Crate (https://w3id.org/ro/wfrun/provenance/0.5) for every
-task run of one `cuberun run` command: the cube is the ComputationalWorkflow, each task a tool and a step.
-
-Data entities are not copied: inputs and outputs may be huge, so they are referenced by absolute `file://`
-URIs with the size and SHA-256 the record took at run time (`sdDatePublished` says when). Only the run record,
-the task's log and (for an invocation) the mlcube.yaml are copied into the crate. See docs/report.md.
-"""
+"""One crate being built: its entities (runs, tools, data, agents, images) and its files in the destination folder."""
 
 from __future__ import annotations
 
 import json
-import mimetypes
 import os
 import shlex
-from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cuberun import __version__
 from cuberun.errors import CuberunError, UsageError
-
-Entity = dict[str, Any]
-
-RO_CRATE = "https://w3id.org/ro/crate/1.1"
-CONTEXT = ["https://w3id.org/ro/crate/1.1/context", "https://w3id.org/ro/terms/workflow-run/context"]
-PROCESS_PROFILE = "https://w3id.org/ro/wfrun/process/0.5"
-WORKFLOW_PROFILE = "https://w3id.org/ro/wfrun/workflow/0.5"
-PROVENANCE_PROFILE = "https://w3id.org/ro/wfrun/provenance/0.5"
-WORKFLOW_RO_CRATE = "https://w3id.org/workflowhub/workflow-ro-crate/1.0"
-PROFILE_NAMES = {
-    PROCESS_PROFILE: ("Process Run Crate", "0.5"),
-    WORKFLOW_PROFILE: ("Workflow Run Crate", "0.5"),
-    PROVENANCE_PROFILE: ("Provenance Run Crate", "0.5"),
-    WORKFLOW_RO_CRATE: ("Workflow RO-Crate", "1.0"),
-}
-MLCUBE_LANGUAGE = "#mlcube"
-SCHEMA = "http://schema.org/"
-STATUS = {"succeeded": "CompletedActionStatus", "running": "ActiveActionStatus"}  # anything else: FailedActionStatus
-EXTRA_TYPES = {
-    ".yaml": "application/yaml",
-    ".yml": "application/yaml",
-    ".jsonl": "application/jsonl",
-    ".log": "text/plain",
-    ".md": "text/markdown",
-}
-NOT_SPECIFIED_LICENSE = "#license-not-specified"
-
-
-def export_ro_crate(record: dict[str, Any], dest: Path, *, license: str | None = None) -> Path:
-    """Write a Process Run Crate for one task run into the new (or empty) directory `dest`; return it."""
-    crate = _Crate(dest, license)
-    action = crate.add_run(record, prefix="")
-    cube = record.get("cube") or {}
-    crate.root.update(
-        name=f"cuberun run {record.get('run_id', '?')}: {cube.get('name', 'cube')} / {record.get('task', 'task')}",
-        description=f"Provenance of one run of task '{record.get('task', '?')}' of the MLCube '{cube.get('name', '?')}', "
-        f"exported by cuberun {__version__}.",
-        mentions=[_ref(action)],
-    )
-    return crate.write([PROCESS_PROFILE], [RO_CRATE])
-
-
-def export_invocation_crate(records: list[dict[str, Any]], dest: Path, *, license: str | None = None) -> Path:
-    """Write a Provenance Run Crate for the task runs of one invocation (one cube) into `dest`; return it."""
-    if not records:
-        raise CuberunError("no run records to export", hint="run a task first; 'cuberun runs' lists the records")
-    records = sorted(records, key=lambda r: str(r.get("start") or ""))
-    crate = _Crate(dest, license)
-    cube = records[0].get("cube") or {}
-    cube_name = str(cube.get("name") or "cube")
-    invocation = str(records[0].get("invocation_id") or records[0].get("run_id") or "invocation")
-
-    description = (
-        f"Provenance of {len(records)} task run(s) of the MLCube '{cube_name}' started by one cuberun command, "
-        f"exported by cuberun {__version__}."
-    )
-    source = Path(str(cube.get("path") or ""))
-    if not cube.get("path") or not source.is_file():
-        # without the cube file there is no workflow to point at: a Process Run Crate of the task runs
-        actions = [crate.add_run(record, prefix=f"runs/{_slug(str(record.get('run_id', i)))}/") for i, record in enumerate(records)]
-        crate.root.update(
-            name=f"cuberun invocation {invocation}: {cube_name}", description=description, mentions=[_ref(a) for a in actions]
-        )
-        return crate.write([PROCESS_PROFILE], [RO_CRATE])
-
-    workflow_id = "mlcube.yaml"
-    crate.put(workflow_id, source=source)
-    crate.root["hasPart"].append({"@id": workflow_id})
-    workflow: Entity = crate.add(
-        {
-            "@id": workflow_id,
-            "@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow", "HowTo"],
-            "name": cube_name,
-            "description": f"The MLCube '{cube_name}': each task is one step run by cuberun.",
-            "programmingLanguage": {"@id": MLCUBE_LANGUAGE},
-            "hasPart": [],
-            "step": [],
-            "encodingFormat": "application/yaml",
-        }
-    )
-    if cube.get("version") is not None:
-        workflow["version"] = str(cube["version"])
-    if cube.get("path"):
-        workflow["url"] = _file_uri(str(cube["path"]))
-    crate.add(
-        {
-            "@id": MLCUBE_LANGUAGE,
-            "@type": "ComputerLanguage",
-            "name": "MLCube",
-            "url": {"@id": "https://mlcommons.github.io/mlcube/"},
-        }
-    )
-    crate.root["mainEntity"] = {"@id": workflow_id}
-
-    controls: list[Entity] = []
-    for position, record in enumerate(records):
-        action = crate.add_run(record, prefix=f"runs/{_slug(str(record.get('run_id', position)))}/")
-        task = str(record.get("task") or "task")
-        tool_id = _ref(action["instrument"])["@id"]
-        if {"@id": tool_id} not in workflow["hasPart"]:
-            workflow["hasPart"].append({"@id": tool_id})
-        step_id = f"#step-{_slug(task)}"
-        if step_id not in crate.entities:
-            crate.add(
-                {
-                    "@id": step_id,
-                    "@type": "HowToStep",
-                    "name": task,
-                    "position": str(len(workflow["step"])),
-                    "workExample": {"@id": tool_id},
-                }
-            )
-            workflow["step"].append({"@id": step_id})
-        controls.append(
-            crate.add(
-                {
-                    "@id": f"#control-{_slug(str(record.get('run_id', position)))}",
-                    "@type": "ControlAction",
-                    "name": f"orchestrate {task}",
-                    "instrument": {"@id": step_id},
-                    "object": _ref(action),
-                    "actionStatus": action["actionStatus"],
-                }
-            )
-        )
-
-    # the run of the whole cube: inputs nobody in this invocation produced, outputs of every task
-    produced = {r["@id"] for a in crate.actions for r in a.get("result", [])}
-    objects: list[Entity] = []
-    results: list[Entity] = []
-    for a in crate.actions:
-        for item in a.get("object", []):
-            if item["@id"] not in produced and item not in objects:
-                objects.append(item)
-        for item in a.get("result", []):
-            if item not in results:
-                results.append(item)
-    statuses = [str(r.get("status") or "") for r in records]
-    overall = "succeeded" if all(s == "succeeded" for s in statuses) else ("running" if "running" in statuses else "failed")
-    ends = [str(r["end"]) for r in records if r.get("end")]
-    wf_action: Entity = {
-        "@id": f"#invocation-{_slug(invocation)}",
-        "@type": "CreateAction",
-        "name": f"cuberun run of {cube_name}: {', '.join(str(r.get('task')) for r in records)}",
-        "description": "Task runs: " + ", ".join(f"{r.get('task')} ({r.get('status')})" for r in records),
-        "instrument": {"@id": workflow_id},
-        "startTime": _time(records[0].get("start")),
-        "actionStatus": SCHEMA + STATUS.get(overall, "FailedActionStatus"),
-        "object": objects,
-        "result": results,
-    }
-    if ends and overall != "running":
-        wf_action["endTime"] = _time(max(ends))
-    agent = crate.actions[0].get("agent")
-    if agent:
-        wf_action["agent"] = agent
-    if overall == "failed":
-        failed = [str(r.get("task")) for r in records if r.get("status") != "succeeded"]
-        wf_action["error"] = f"task(s) did not succeed: {', '.join(failed)}"
-    crate.add(_prune(wf_action))
-    crate.add(
-        {
-            "@id": "#cuberun",
-            "@type": "SoftwareApplication",
-            "name": "cuberun",
-            "softwareVersion": str(records[0].get("cuberun_version") or _env(records[0], "cuberun_version") or __version__),
-            "description": "The runner that ran the cube's tasks (a re-implementation of the MLCommons MLCube runner)",
-        }
-    )
-    organize: Entity = {
-        "@id": f"#cuberun-{_slug(invocation)}",
-        "@type": "OrganizeAction",
-        "name": f"cuberun invocation {invocation}",
-        "instrument": {"@id": "#cuberun"},
-        "object": [_ref(c) for c in controls],
-        "result": {"@id": wf_action["@id"]},
-        "startTime": _time(records[0].get("start")),
-    }
-    if agent:
-        organize["agent"] = agent
-    if "endTime" in wf_action:
-        organize["endTime"] = wf_action["endTime"]
-    crate.add(_prune(organize))
-    crate.root.update(
-        name=f"cuberun invocation {invocation}: {cube_name}",
-        description=description,
-        mentions=[{"@id": wf_action["@id"]}, {"@id": organize["@id"]}, *(_ref(a) for a in crate.actions)],
-    )
-    return crate.write([PROCESS_PROFILE, WORKFLOW_PROFILE, PROVENANCE_PROFILE, WORKFLOW_RO_CRATE], [RO_CRATE, WORKFLOW_RO_CRATE])
-
-
-def invocation_records(runs: Iterable[dict[str, Any]], record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The runs that share `record`'s invocation_id (just `record` when the field is missing)."""
-    invocation = record.get("invocation_id")
-    if not invocation:
-        return [record]
-    return [r for r in runs if r.get("invocation_id") == invocation]
-
-
-# -- building --------------------------------------------------------------------------------
+from cuberun.provenance.terms import (
+    CONTEXT,
+    NOT_SPECIFIED_LICENSE,
+    PROFILE_NAMES,
+    SCHEMA,
+    STATUS,
+    Entity,
+    _dict,
+    _env,
+    _failure,
+    _file_uri,
+    _flat,
+    _list,
+    _log_path,
+    _media_type,
+    _prune,
+    _ref,
+    _slug,
+    _time,
+    _values,
+)
 
 
 class _Crate:
@@ -475,27 +284,9 @@ class _Crate:
                 folder = folder.parent
 
 
-# -- helpers ---------------------------------------------------------------------------------
-
-
-def _ref(entity: Entity) -> dict[str, str]:
-    return {"@id": str(entity["@id"])}
-
-
-def _prune(entity: Entity) -> Entity:
-    """Drop empty properties (None, [], {}) so that no entity claims what the record did not say."""
-    return {k: v for k, v in entity.items() if v is not None and v != [] and v != {}}
-
-
-def _flat(entity: Entity) -> Entity:
-    """RO-Crate 1.1 recommends a single value over a one-item list."""
-    return {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in entity.items()}
-
-
 def _our_files(dest: Path) -> list[str] | None:
     """The files of a crate this module wrote in `dest` (relative paths), or None when `dest`
     holds no crate of ours (never touch anyone else's files)."""
-    from cuberun.errors import CuberunError
     from cuberun.safeio import read_regular
 
     try:
@@ -517,76 +308,6 @@ def _our_files(dest: Path) -> list[str] | None:
             continue
         files.append(rel)
     return files
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "_"
-
-
-def _time(value: Any) -> str | None:
-    """ISO 8601 with a numeric UTC offset ("...T11:27:58.581+00:00"), the form the profiles' validators expect."""
-    if not value:
-        return None
-    text = str(value)
-    try:
-        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        return text
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.isoformat(timespec="milliseconds" if when.microsecond else "seconds")
-
-
-def _media_type(path: str) -> str:
-    suffix = PurePosixPath(path).suffix.lower()
-    return EXTRA_TYPES.get(suffix) or mimetypes.guess_type(path)[0] or "application/octet-stream"
-
-
-def _file_uri(path: str) -> str:
-    p = Path(path)
-    if not p.is_absolute():
-        p = p.absolute()
-    return p.as_uri()
-
-
-def _env(record: dict[str, Any], key: str) -> Any:
-    env = record.get("environment")
-    return env.get(key) if isinstance(env, dict) else None
-
-
-def _failure(record: dict[str, Any]) -> str:
-    """'<status> (exit code N): <last line of the task's log>'."""
-    status = record.get("status") or "unknown"
-    code = record.get("exit_code")
-    text = f"{status} (exit code {code})" if code is not None else str(status)
-    log = _log_path(record)
-    if log is not None:
-        from cuberun.safeio import read_tail
-
-        data = read_tail(log, 4096) or b""
-        tail = [line.strip() for line in data.decode("utf-8", errors="replace").splitlines() if line.strip()]
-        if tail:
-            text += f": {tail[-1][:300]}"
-    return text
-
-
-def _values(record: dict[str, Any]) -> list[tuple[str, str]]:
-    """Sweep values and overrides that are not parameter paths (those are data entities already)."""
-    params = _dict(record.get("parameters"))
-    out: dict[str, str] = {}
-    for field in ("overrides", "sweep"):
-        value = record.get(field)
-        items = value.items() if isinstance(value, dict) else (str(v).partition("=")[::2] for v in _list(value))
-        out.update({str(k): str(v) for k, v in items if k not in params})
-    return sorted(out.items())
 
 
 def _agent(crate: _Crate, record: dict[str, Any]) -> dict[str, str] | None:
@@ -631,7 +352,6 @@ def _container_image(crate: _Crate, record: dict[str, Any], action_id: str) -> d
 
 def _runner_image(runner: Any, fp: dict[str, Any]) -> tuple[str, str] | None:
     """The container image a run used, as its runner reads its own fingerprint (Runner.container_image)."""
-    from cuberun.errors import CuberunError
     from cuberun.runners import registry
 
     if not isinstance(runner, str):
@@ -651,14 +371,3 @@ def _split_image(image: str) -> tuple[str, str, str | None]:
         registry = "docker.io"
     name, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
     return registry, name, tag or None
-
-
-def _log_path(record: dict[str, Any]) -> Path | None:
-    candidates = []
-    if record.get("log"):
-        candidates.append(Path(str(record["log"])))
-    if record.get("workspace") and record.get("run_id"):
-        candidates.append(Path(str(record["workspace"])) / ".cuberun" / "runs" / str(record["run_id"]) / "output.log")
-    from cuberun.safeio import is_regular
-
-    return next((c for c in candidates if is_regular(c)), None)
