@@ -376,6 +376,9 @@ def _interrupt(engine: Engine, cube: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
     record = records(ws)[-1]
     assert record["status"] == "interrupted" and record["exit_code"] == 130
     assert_no_container_left(engine, ws)
