@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.server as _http_server
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -117,3 +119,29 @@ def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
         else:
             path.write_text(content, encoding="utf-8")
     return root
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
+    """A loopback HTTP server of a folder (tmp_path/served), in a thread: (its URL, the folder,
+    the paths it was asked for). Shut down and joined at the end."""
+    served = tmp_path / "served"
+    served.mkdir()
+    requests: list[str] = []
+
+    class Handler(_http_server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(served), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, format: str, *args: object) -> None:
+            requests.append(self.path)
+
+    httpd = _http_server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", served, requests
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=30)

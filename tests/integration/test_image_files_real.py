@@ -9,7 +9,6 @@ sha256, and the image loaded from an encrypted archive is gone from the engine.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
 import shutil
@@ -124,31 +123,6 @@ def write_cube(root: Path, kind: str, image: str, command: str, extra: str = "")
         f"    run_args: {{command: [/bin/busybox, sh, -c, {json.dumps(command)}]}}\n"
         "    output_volumes: {out: {mount_path: /out, type: directory}}\n")
     return root
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
-    """A loopback HTTP server of a folder, in a thread; the paths it was asked for."""
-    served = tmp_path / "served"
-    served.mkdir()
-    requests: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, directory=str(served), **kwargs)  # type: ignore[arg-type]
-
-        def log_message(self, format: str, *args: object) -> None:
-            requests.append(self.path)
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", served, requests
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=30)
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

@@ -5,11 +5,8 @@ decryption (the real gpg)."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import shutil
 import textwrap
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -99,30 +96,6 @@ def test_url_needs_a_sha256_and_the_option_must_agree(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as info:
         imagefetch.expected_sha256(imagefetch.ImageSource("DockerArchive", "/x.tar", HEX, False), "cd" * 32)
     assert info.value.lines()[0].startswith(f"--image-sha256 {'cd' * 32} differs from the cube's image_sha256 {HEX}")
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
-    served = tmp_path / "served"
-    served.mkdir()
-    requests: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, directory=str(served), **kwargs)  # type: ignore[arg-type]
-
-        def log_message(self, format: str, *args: object) -> None:
-            requests.append(self.path)
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", served, requests
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=30)
 
 
 def test_download_is_cached_by_digest_and_a_mismatch_leaves_nothing(tmp_path: Path, server: tuple[str, Path, list[str]]) -> None:
