@@ -485,6 +485,9 @@ def test_ctrl_c_stops_ch_run_and_the_task(ch: Charlie, tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
         for pid in pids:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)

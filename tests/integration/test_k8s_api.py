@@ -325,4 +325,7 @@ def interrupt_hang(cli_env: dict[str, str], cube: Path, api: FakeKubeAPI, tmp_pa
             proc.wait(timeout=30)
         for reader in readers:
             reader.join(timeout=30)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
     return proc.returncode, "".join(out_lines), "".join(err_chunks)
