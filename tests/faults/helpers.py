@@ -295,9 +295,21 @@ def stop_pid(pid: int, mark: str, *, sig: int = signal.SIGTERM, timeout: float =
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports free now. All are held open until every one is chosen: ports
+    picked one at a time can repeat once the socket is closed (a Backend.AI manager once got its
+    service port and its telnet monitor port equal)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 class Background:

@@ -46,7 +46,7 @@ class PrivateSlurm:
         for sub in ("state", "spool", "run", "log"):
             (self.dir / sub).mkdir()
         self.conf = self.dir / "slurm.conf"
-        self.ctld_port, self.slurmd_port = h.free_port(), h.free_port()
+        self.ctld_port, self.slurmd_port = h.free_ports(2)
         own = {
             "ClusterName": f"crfault{self.ctld_port}",
             "SlurmctldPort": str(self.ctld_port),

@@ -36,7 +36,7 @@ import pytest
 
 from tests.backends import backend_env, require_backend
 from tests.conftest import run_records
-from tests.faults.helpers import Background, alive, children, cmdline, error_line, free_port, wait_until
+from tests.faults.helpers import Background, alive, children, cmdline, error_line, free_ports, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SESSION = uuid.uuid4().hex[:6]
@@ -234,8 +234,7 @@ class OwnManager:
 
     def __init__(self, bai: Cluster, root: Path) -> None:
         manager_dir = Path(bai.details["manager_dir"])
-        self.port = free_port()
-        internal = free_port()
+        self.port, internal, termui, webui = free_ports(4)
         conf = (manager_dir / "manager.toml").read_text()
         swaps = {
             r'service-addr = \{host = "127.0.0.1", port = \d+\}': f'service-addr = {{host = "127.0.0.1", port = {self.port}}}',
@@ -245,8 +244,8 @@ class OwnManager:
                 f'announce-internal-addr = {{host = "127.0.0.1", port = {internal}}}',
             r'pid-file = "[^"]*"': f'pid-file = "{root / "manager.pid"}"',
             r'ipc-base-path = "[^"]*"': f'ipc-base-path = "{root / "ipc"}"',
-            r"aiomonitor-termui-port = \d+": f"aiomonitor-termui-port = {free_port()}",
-            r"aiomonitor-webui-port = \d+": f"aiomonitor-webui-port = {free_port()}",
+            r"aiomonitor-termui-port = \d+": f"aiomonitor-termui-port = {termui}",
+            r"aiomonitor-webui-port = \d+": f"aiomonitor-webui-port = {webui}",
         }
         for pattern, value in swaps.items():
             conf, count = re.subn(pattern, value, conf)
