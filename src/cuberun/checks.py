@@ -15,17 +15,20 @@
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from cuberun.errors import Issue, SpecError
+from cuberun.lazyre import LazyPattern
 from cuberun.spec.model import Cube
 
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-VARIABLE = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+ENV_NAME = LazyPattern(r"[A-Za-z_][A-Za-z0-9_]*")
+VARIABLE = LazyPattern(r"\$(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 PYTHON_NAMES = ("python", "python3")
 
 

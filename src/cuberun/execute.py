@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from cuberun.console import printable, say
 from cuberun.errors import TaskFailed, UsageError
@@ -24,6 +23,10 @@ from cuberun.taskrun import missing_outputs as missing_outputs  # re-exported
 from cuberun.taskrun import run_chain as run_chain  # re-exported
 from cuberun.taskrun import run_one as run_one  # re-exported
 from cuberun.taskrun import task_failed as task_failed  # re-exported
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @releasing  # runner.release() however the run ends: a decrypted image does not outlive it

@@ -12,15 +12,17 @@ Hashing that takes more than a couple of seconds shows its progress (see progres
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 
+from cuberun.digests import sha256
 from cuberun.valueclass import dataclass, field
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cuberun.progress import Progress
 
 CHUNK = 1 << 20
@@ -92,15 +94,15 @@ class HashCache:
 def file_sha256(path: str, progress: Progress | None = None) -> str:
     """sha256 of a regular file's content, up to the size it had when opened. Raises
     NotRegular (without blocking: the open is non-blocking) for anything else."""
-    h = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _not_regular(path, st.st_mode)
         left = st.st_size
+        h = sha256(size=left)
+        buf = bytearray(min(CHUNK, left) or 1)
+        view = memoryview(buf)
         with open(fd, "rb", buffering=0, closefd=False) as fh:
             while left > 0:
                 n = fh.readinto(view[: min(CHUNK, left)] if left < CHUNK else buf)
@@ -112,7 +114,7 @@ def file_sha256(path: str, progress: Progress | None = None) -> str:
                     progress.add(n)
     finally:
         os.close(fd)
-    return h.hexdigest()
+    return str(h.hexdigest())
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,7 @@ def fingerprint(path: str, cache: HashCache, exclude: Iterable[str] = (), *, spe
     progress = Progress(label or path, todo) if todo else None
     members: dict[str, str] = {}
     total = 0
-    h = hashlib.sha256()
+    h = sha256(size=sum(len(rel) + 66 for rel, _, _, _ in known))  # the member lines below
     try:
         for rel, full, st, digest in known:
             if digest is None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 from cuberun.errors import UsageError
+from cuberun.lazyre import LazyPattern
 from cuberun.valueclass import dataclass
 
-_DEVICE = re.compile(r"^device=([A-Za-z0-9-]+(,[A-Za-z0-9-]+)*)$")
+_DEVICE = LazyPattern(r"^device=([A-Za-z0-9-]+(,[A-Za-z0-9-]+)*)$")
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,13 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 from cuberun.errors import BackendError, UsageError
 from cuberun.valueclass import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SHA256 = re.compile(r"^(sha256:)?([0-9a-fA-F]{64})$")
 FRAGMENT = "#sha256="

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from cuberun.console import say
 from cuberun.errors import CuberunError
@@ -17,6 +16,10 @@ from cuberun.runners.base import Runner, TaskPlan
 from cuberun.spec.model import Cube
 from cuberun.taskrun import TaskResult, _amend_record, _label, run_chain, run_one, task_failed
 from cuberun.valueclass import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def explain_tasks(cube: Cube, runner: Runner, order: Sequence[str], overrides: dict[str, str], *, force: bool = False,

@@ -9,16 +9,19 @@ waits for that clean-up (a bounded wait) instead of starting the task beside an 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
+from cuberun.digests import sha256
 from cuberun.errors import BusyError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 LOCK_DIR = Path(".cuberun") / "locks"
 HELD_BY_PARENT_ENV = "CUBERUN_OUTPUT_LOCKS"  # "held-by-parent" in a job that a locking cuberun submitted (Slurm)
@@ -41,7 +44,7 @@ def output_locks(workspace: Path, paths: Sequence[str], owner: dict[str, str]) -
     me = {**owner, "pid": str(os.getpid()), "host": os.uname().nodename, "pid_start": str(process_start(os.getpid()) or "")}
     try:
         for path in sorted(set(paths)):
-            name = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".lock"
+            name = sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".lock"
             fd = open_lock_file(folder / name)
             try:
                 _acquire(fd, path, owner)

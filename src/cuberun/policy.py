@@ -17,10 +17,13 @@ run record, and `--dry-run` and `report` show `Policy.summary()`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from cuberun.errors import UsageError
 from cuberun.valueclass import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # flags a cube's raw run arguments may carry without --allow-run-args (docker/podman spelling)
 ALLOWED_FLAGS = (

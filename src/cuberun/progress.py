@@ -25,7 +25,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import IO, Any, TextIO, cast
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any, TextIO
 
 DELAY = 2.0  # seconds of hashing before the first progress line
 TTY_INTERVAL = 0.25
@@ -167,7 +170,7 @@ class Activity:
     def sink(self, parse: Callable[[str, Activity], None] | None = None, *, echo: bool | None = None) -> IO[bytes]:
         """A file object for a tool's output (process.stream's echo): each line goes to `parse`
         (which may call phase/update); with echo (default: -v) the bytes go to stderr as well."""
-        return cast("IO[bytes]", _LineSink(self, parse, verbose() if echo is None else echo))
+        return _LineSink(self, parse, verbose() if echo is None else echo)  # type: ignore[return-value]
 
 
 def line_sink(on_line: Callable[[str], None], *, echo: IO[bytes] | None = None) -> IO[bytes]:
@@ -176,7 +179,7 @@ def line_sink(on_line: Callable[[str], None], *, echo: IO[bytes] | None = None) 
     while it runs (Backend.AI's `session watch`)."""
     sink = _LineSink(None, lambda line, _act: on_line(line), False)
     sink.echo = echo
-    return cast("IO[bytes]", sink)
+    return sink  # type: ignore[return-value]
 
 
 class _LineSink:

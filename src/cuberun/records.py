@@ -12,13 +12,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from cuberun import __version__
 from cuberun.secretid import REDACTED as REDACTED  # one pattern (secretid), re-exported for older imports
 from cuberun.secretid import SECRET_NAME as SECRET_NAME
 from cuberun.secretid import redact_env as redact_env
 from cuberun.valueclass import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 RUNS_DIR = Path(".cuberun") / "runs"
 RESERVE_NAME = ".reserved-space"  # in a running run's folder: freed to finish its record on a full disk

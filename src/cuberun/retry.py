@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
 
 from cuberun.valueclass import dataclass
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cuberun.process import Outcome
     from cuberun.runners.base import Runner, RunOptions, TaskPlan
     from cuberun.spec.model import Task

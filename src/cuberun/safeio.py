@@ -17,9 +17,12 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
 
 from cuberun.errors import EXIT_USAGE, CuberunError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 _RETRY_IN_PLACE = (errno.EACCES, errno.EPERM, errno.EROFS)
 MAX_SHOWN = 160  # characters of a path shown in a message

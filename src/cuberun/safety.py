@@ -13,11 +13,11 @@ import os
 import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cuberun.errors import Issue
 from cuberun.safeio import shown
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cuberun.resolve import ResolvedParam
     from cuberun.spec.model import Cube, Param, Task

@@ -7,12 +7,15 @@ section is checked the same way and every problem gets a key path and a position
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from cuberun.errors import Issue
 from cuberun.hints import did_you_mean
 from cuberun.valueclass import dataclass
 from cuberun.yamlio import Document, KeyPath
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a mapping", list: "a list"}
 
@@ -106,6 +109,6 @@ def typed(raw: str, spec: Field | None, origin: str = "-P") -> Any:
 
 
 def defaults(schema: Schema) -> dict[str, Any]:
-    import copy
+    from cuberun.yamlio import copy_data
 
-    return {k: copy.deepcopy(f.default) for k, f in schema.items()}
+    return {k: copy_data(f.default) for k, f in schema.items()}

@@ -13,9 +13,11 @@ import stat
 import threading
 from collections.abc import Mapping
 
+from cuberun.lazyre import LazyPattern
+
 # the one pattern of environment variable names whose values are secrets: their values never
 # appear in argv, a dry run, a record or an identity (a keyed digest stands in)
-SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|PASSWD|PWD|CREDENTIAL|AUTH)", re.IGNORECASE)
+SECRET_NAME = LazyPattern(r"(KEY|TOKEN|SECRET|PASSW|PASSWD|PWD|CREDENTIAL|AUTH)", re.IGNORECASE)
 REDACTED = "***"
 
 

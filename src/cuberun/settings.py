@@ -7,14 +7,16 @@ then `-Prunner.key=value`. The settings file is never rewritten implicitly.
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
-from typing import Any
 
 from cuberun.errors import CuberunError, Issue, SpecError, UsageError
 from cuberun.hints import did_you_mean
 from cuberun.valueclass import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PLATFORM = "local"
 
@@ -122,7 +124,9 @@ def platform_entry(settings: Settings, name: str) -> dict[str, Any]:
             f"unknown platform '{name}'",
             did_you_mean(name, known, "platform") + f" (platforms: {', '.join(known)}; settings: {settings.path})",
         )
-    return copy.deepcopy(entry)
+    from cuberun.yamlio import copy_data
+
+    return copy_data(entry)
 
 
 def effective_config(
@@ -130,6 +134,7 @@ def effective_config(
 ) -> dict[str, Any]:
     """Merge runner defaults < platform entry < cube section < -Prunner.x, then validate."""
     from cuberun.schema import defaults, validate_section
+    from cuberun.yamlio import copy_data
 
     config = defaults(runner_schema)
     issues: list[Issue] = []
@@ -140,7 +145,7 @@ def effective_config(
     for layer in (plat, cube_section, runner_overrides):
         for key, value in layer.items():
             if value is not None:
-                config[key] = copy.deepcopy(value)
+                config[key] = copy_data(value)
     validate_section(runner_overrides, runner_schema, ("runner",), None, issues, file="-P")
     if issues:
         raise SpecError(issues)
@@ -184,10 +189,12 @@ def round_trip(text: str | None, data: dict[str, Any]) -> str:
 
 
 def _merge(target: dict[str, Any], new: dict[str, Any]) -> None:
+    from cuberun.yamlio import copy_data
+
     for key in [k for k in target if k not in new]:
         del target[key]
     for key, value in new.items():
         if isinstance(target.get(key), dict) and isinstance(value, dict):
             _merge(target[key], value)
         elif key not in target or target[key] != value or isinstance(target[key], bool) != isinstance(value, bool):
-            target[key] = copy.deepcopy(value)
+            target[key] = copy_data(value)

@@ -10,9 +10,12 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from cuberun.records import RUNS_DIR
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _STATUS = {"succeeded": "ran", "succeeded-with-warnings": "ran", "skipped": "skipped"}
 

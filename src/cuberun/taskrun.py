@@ -7,7 +7,6 @@ Moved out of execute.py (issue 13 layout); `cuberun.execute` re-exports the publ
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from cuberun import handshake
 from cuberun.console import say
@@ -16,7 +15,10 @@ from cuberun.runners.base import Runner, Step, TaskPlan
 from cuberun.spec.model import Cube
 from cuberun.valueclass import dataclass, field
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cuberun.process import Outcome
     from cuberun.records import RunRecord
 

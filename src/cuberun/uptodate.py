@@ -15,11 +15,14 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from cuberun.fingerprint import Fingerprint, HashCache, diff_summary, fingerprint
 from cuberun.resolve import ResolvedTask, checkpoint_inputs
 from cuberun.valueclass import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 STATE_DIR = Path(".cuberun") / "state"
 STATE_HINT = "remove it; cuberun rewrites it after each successful run"
@@ -365,7 +368,7 @@ def save(rt: ResolvedTask, key: str, decision: Decision, run_id: str | None) -> 
     """Record a successful run; returns the output fingerprints (for the run record). An output's
     `members` are the files this run wrote (new or modified since the check), plus files earlier
     runs of the task wrote that still exist: what the next check verifies."""
-    import hashlib
+    from cuberun.digests import sha256
 
     cache = decision.cache
     bookkeeping = [str(rt.workspace / ".cuberun")]
@@ -385,7 +388,7 @@ def save(rt: ResolvedTask, key: str, decision: Decision, run_id: str | None) -> 
             owned = dict(fp.members)
         if len(owned) > 50000:
             owned = {}
-        h = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(owned.items())).encode("utf-8", "surrogateescape"))
+        h = sha256("".join(f"{k}\0{v}\n" for k, v in sorted(owned.items())).encode("utf-8", "surrogateescape"))
         recorded[p.name] = {**fp.to_json(), "owned_sha256": h.hexdigest(), "members": owned}
         result[p.name] = fp.to_json()
     state = {
@@ -405,11 +408,11 @@ def save(rt: ResolvedTask, key: str, decision: Decision, run_id: str | None) -> 
 
 
 def _save_code_snapshots(workspace: Path, runner_fp: Any) -> None:
-    from cuberun import codeid
-
     for k in CODE_KEYS:
         code = runner_fp.get(k) if isinstance(runner_fp, dict) else None
         if isinstance(code, dict) and isinstance(code.get("sha256"), str):
+            from cuberun import codeid  # here: a run without a code identity (docker, pull) does not load it
+
             codeid.save_snapshot(workspace, code["sha256"])
 
 

@@ -12,10 +12,10 @@ is refused with a TypeError when the class is defined, never silently ignored: u
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from dataclasses import dataclass, field, replace
+    from typing import Any
 else:
     _MISSING = object()
 

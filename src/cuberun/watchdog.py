@@ -7,12 +7,13 @@ end of file means cuberun is gone (kill -9 included). It then stops the task's p
 GROUP (SIGTERM; SIGKILL after GRACE seconds) and runs the clean-up commands, each given as its
 length N and its N arguments (`docker rm -f NAME`, `scancel JOB`).
 
-Started once per task, so it is kept small: the standard library's os, signal, sys and time only
-(no cuberun package, no json or re), run as a script of a few dozen lines.
+Started once per task, so it is kept small: the standard library's os, sys and time and the
+C core of signal (`_signal`: the `signal` module's enums cost more than the rest of the script)
+only (no cuberun package, no json or re), run as a script of a few dozen lines.
 """
 
+import _signal as signal  # the same functions and numbers, without enum
 import os
-import signal
 import sys
 import time
 

@@ -9,16 +9,34 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from cuberun.errors import Issue, SpecError
 from cuberun.valueclass import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    _T = TypeVar("_T")
 
 MAX_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64
 MAX_ALIAS_EXPANSION = 100_000  # values aliases may add to a document beyond those written
 
 KeyPath = tuple[str | int, ...]
+
+
+def copy_data(value: _T) -> _T:
+    """A deep copy of plain data (dicts, lists and tuples of scalars: what this module loads, settings,
+    schema defaults): copy.deepcopy without importing `copy` and `weakref` on every run. Aliases
+    come out as separate copies (the loader refuses recursive ones)."""
+    if isinstance(value, dict):
+        return {k: copy_data(v) for k, v in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list):
+        return [copy_data(v) for v in value]  # type: ignore[return-value]
+    if isinstance(value, tuple):
+        return tuple(copy_data(v) for v in value)  # type: ignore[return-value]
+    return value
 
 
 def dotted(path: KeyPath) -> str:
@@ -258,11 +276,11 @@ def _cache_prune(path: Path, max_entries: int | None = None, max_bytes: int | No
 def _cache_file(path: Path) -> Path | None:
     if os.environ.get("CUBERUN_NO_PARSE_CACHE"):
         return None
-    import hashlib
+    from cuberun.digests import sha256
 
     base = os.environ.get("CUBERUN_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "cuberun")
-    name = hashlib.sha256(os.path.abspath(path).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    name = sha256(os.path.abspath(path).encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return Path(base) / "parsed" / f"{name}.json"
 
 

@@ -216,6 +216,40 @@ def test_hello_world(docker: Engine, tmp_path: Path) -> None:
 
 
 @pytest.mark.docker
+def test_docker_run_cost(docker: Engine, tmp_path: Path) -> None:
+    """Issue 13: a run of a present image starts the engine's client once (`docker run`; the image
+    is looked up through the API socket), an up-to-date skip not at all, the record still names the
+    image by id, and the process loads none of the heavy modules (tests/unit/test_import_budget.py)."""
+    from tests.unit.test_import_budget import DUMP, HEAVY
+
+    real = shutil.which("docker", path=docker.env.get("PATH"))
+    assert real is not None
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    calls = tmp_path / "docker-calls.txt"
+    (shim / "docker").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{calls}'\nexec '{real}' \"$@\"\n")
+    (shim / "docker").chmod(0o755)
+    env = dict(docker.env, PATH=f"{shim}{os.pathsep}{docker.env.get('PATH', '')}")
+    cube = probe_cube(docker, tmp_path)
+    args = ["run", f"--mlcube={cube}", "--task=write_output", "--platform=docker", "--network=none"]
+
+    def run(dump: str) -> list[str]:
+        calls.unlink(missing_ok=True)
+        ok(subprocess.run([sys.executable, "-c", DUMP, str(tmp_path / dump), *args], env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT, check=False))
+        return calls.read_text().splitlines() if calls.exists() else []
+
+    first = run("first.txt")
+    assert [c.split()[0] for c in first] == ["run"], first
+    record = records(cube / "workspace")[-1]
+    assert record["image"]["id"] == docker.image_id(docker.base)
+    assert run("second.txt") == []  # up to date: skipped without starting the client
+    assert len(records(cube / "workspace")) == 1
+    modules = set((tmp_path / "second.txt").read_text().split())
+    assert sorted(modules & HEAVY) == []
+
+
+@pytest.mark.docker
 def test_matmul(docker: Engine, tmp_path: Path) -> None:
     cube = copy_example("matmul", tmp_path)
     ok(docker.cuberun("run", "--mlcube", str(cube), *platform_args(docker), *docker.build_params("matmul")))

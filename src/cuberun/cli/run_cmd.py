@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from cuberun.errors import UsageError
 from cuberun.hints import did_you_mean
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # `--name=VALUE` options of `run` taken without click: option -> keyword argument (type str)
 PLAIN_VALUES = {

@@ -33,11 +33,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from cuberun.codeid.statcache import VERSION, _cache_path, _int, _load_json, _read_json, _save_json
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cuberun.codeid.walker import Entry
 
 SNAPSHOT_DIR = Path(".cuberun") / "state" / "code"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from cuberun.valueclass import dataclass, field
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, ClassVar, TypeVar
+
     from cuberun.policy import Policy
     from cuberun.process import Outcome
     from cuberun.resolve import ResolvedTask
@@ -319,7 +321,8 @@ class Runner(ABC):
         return dict(self.config)
 
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def releasing(fn: _F) -> _F:
@@ -333,4 +336,4 @@ def releasing(fn: _F) -> _F:
         finally:
             runner.release()
 
-    return cast(_F, wrapper)
+    return wrapper  # type: ignore[return-value]

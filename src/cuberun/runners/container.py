@@ -20,7 +20,6 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import SpecError
 from cuberun.runners.argv import program_name
@@ -28,7 +27,10 @@ from cuberun.runners.argv import tokens as as_tokens
 from cuberun.runners.base import Runner, Step, TaskPlan
 from cuberun.valueclass import dataclass
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
     from cuberun.gpus import GpuRequest
     from cuberun.process import Outcome
     from cuberun.resolve import Layout, ResolvedTask
@@ -288,10 +290,17 @@ class ContainerRunner(Runner):
         return list(self.plan(task).steps)
 
     # -- run --------------------------------------------------------------------------------------
-    def release(self) -> None:
-        from cuberun.runners import imagefile
+    def has_image_file(self) -> bool:
+        """Whether the cube names an image file (a container_config.yaml archive or SIF: runners/imagefile.py,
+        imported only then); imagefetch.source_of's test, without importing it."""
+        config = getattr(self.cube, "config", None)
+        return isinstance(config, dict) and isinstance(config.get("image_source"), dict)
 
-        imagefile.release(self)  # a decrypted image does not outlive the invocation
+    def release(self) -> None:
+        if "_imagefile" in self.__dict__:  # set by runners/imagefile.py once it holds something
+            from cuberun.runners import imagefile
+
+            imagefile.release(self)  # a decrypted image does not outlive the invocation
 
     def before_run(self, plan: TaskPlan) -> None:
         """Last preparations before the engine starts (e.g. mount points in a directory image)."""

@@ -3,12 +3,13 @@ its config to decide the policy, and the flags that enforce it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from cuberun.policy import OFF, Policy, decide
 from cuberun.runners.argv import tokens as as_tokens
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cuberun.resolve import ResolvedTask
     from cuberun.runners.docker import DockerRunner
 

@@ -9,12 +9,14 @@ orchestration (`cuberun.execute`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
 from cuberun.errors import Issue, SpecError
 from cuberun.valueclass import replace as replace_fields
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cuberun.runners.base import Runner, RunOptions
     from cuberun.spec.model import Cube
 

@@ -16,13 +16,15 @@ or encrypted; imagefetch.ImageSource) made ready for the container runners at co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from cuberun import imagefetch  # decrypt (tempfile, shutil, atexit) only when an image is encrypted
 from cuberun.errors import BackendError, UsageError
 from cuberun.runners.base import Step
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cuberun.runners.base import Runner
     from cuberun.runners.docker import DockerRunner
     from cuberun.runners.singularity import SingularityRunner

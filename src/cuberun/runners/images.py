@@ -16,22 +16,24 @@ the lock file.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from cuberun.errors import EXIT_USAGE, BackendError, CuberunError, UsageError
+from cuberun.lazyre import LazyPattern
 from cuberun.runners.base import Step
 from cuberun.valueclass import dataclass
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cuberun.runners.docker import DockerRunner
 
 LOCK_NAME = "cuberun.lock"
 LOCK_FORMAT = 1
 LOCK_LIMIT = 1 << 20
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST = LazyPattern(r"^sha256:[0-9a-f]{64}$")
 RELOCK_HINT = "run `cuberun lock` again to accept the new image, or `cuberun run --no-lock` to skip the check"
 
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
-from typing import TYPE_CHECKING, Any
 
 from cuberun.errors import RunnerUnavailable, UsageError
 from cuberun.hints import did_you_mean
 from cuberun.valueclass import dataclass, field
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cuberun.runners.base import Runner
     from cuberun.schema import Schema
 

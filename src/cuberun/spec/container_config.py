@@ -27,15 +27,19 @@ import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from cuberun.errors import Issue, SpecError
 from cuberun.hints import closest, did_you_mean
 from cuberun.schema import validate_section
+from cuberun.spec.load import CONTAINER_CONFIG_FILE
 from cuberun.spec.model import DIRECTORY, FILE, INPUT, OUTPUT, Cube, Param, RunArgs, Task
 from cuberun.yamlio import Document, KeyPath
 
-CONFIG_FILE = "container_config.yaml"
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+CONFIG_FILE = CONTAINER_CONFIG_FILE
 FORMAT = "container_config"
 DOCKER_IMAGE = "DockerImage"
 DOCKER_ARCHIVE = "DockerArchive"
@@ -49,10 +53,6 @@ VOLUME_KEYS = ("mount_path", "type")
 MAX_MANIFEST = 1 << 20
 _SHM = re.compile(r"^[0-9]+(\.[0-9]+)?\s*([bkmgBKMG]|[kmgKMG][bB])?$")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-def is_container_config(file: Path, data: Any) -> bool:
-    return file.name == CONFIG_FILE or (isinstance(data, dict) and "container_type" in data)
 
 
 def build(doc: Document, file: Path, *, workspace: str | os.PathLike[str] | None = None, overrides: Sequence[str] = ()) -> Cube:

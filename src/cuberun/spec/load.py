@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from cuberun.errors import Issue, SpecError
 from cuberun.hints import closest, did_you_mean
 from cuberun.schema import Field, validate_section
 from cuberun.spec.interpolate import InterpolationError, Interpolator
 from cuberun.spec.model import DIRECTORY, FILE, INPUT, OUTPUT, UNKNOWN, Cube, Param, Task
-from cuberun.yamlio import Document, KeyPath, dotted
+from cuberun.yamlio import Document, KeyPath, copy_data, dotted
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 CUBE_FILE = "mlcube.yaml"
+CONTAINER_CONFIG_FILE = "container_config.yaml"  # MedPerf's (spec/container_config.py, loaded only for one)
 
 METADATA_KEYS = ("name", "description", "authors", "version", "platform", "tasks")
 OWN_SECTION = "cuberun"
@@ -141,7 +144,7 @@ def apply_overrides(data: dict[str, Any], assignments: Sequence[str], origin: st
     """Merge `-Pkey.path=value` assignments into a copy of the config."""
     if not assignments:
         return dict(data)
-    result = copy.deepcopy(data)
+    result = copy_data(data)
     for text in assignments:
         key, raw = parse_assignment(text, origin)
         parts = key.split(".")
@@ -160,6 +163,11 @@ def apply_overrides(data: dict[str, Any], assignments: Sequence[str], origin: st
     return result
 
 
+def is_container_config(file: Path, data: Any) -> bool:
+    """A MedPerf container_config.yaml (spec/container_config.py), by its name or its `container_type`."""
+    return file.name == CONTAINER_CONFIG_FILE or (isinstance(data, dict) and "container_type" in data)
+
+
 def load_cube(
     mlcube: str | os.PathLike[str] | None = None,
     *,
@@ -172,9 +180,9 @@ def load_cube(
 
     file = find_cube_file(mlcube)
     doc = yamlio.load(file, "cube file")
-    from cuberun.spec import container_config
+    if is_container_config(file, doc.data):
+        from cuberun.spec import container_config  # here: a large module, for MedPerf cubes only
 
-    if container_config.is_container_config(file, doc.data):
         return container_config.build(doc, file, workspace=workspace, overrides=overrides)
     # -- legacy MLBox formats (spec/legacy/): converted to config 2.0 in memory --
     conversion = None
@@ -188,9 +196,9 @@ def load_cube(
         return cube
     # -- end legacy --
     cube = build_cube(doc, file, workspace=workspace, overrides=overrides, env=env)
-    other = file.parent / container_config.CONFIG_FILE
+    other = file.parent / CONTAINER_CONFIG_FILE
     if file.name == CUBE_FILE and other.is_file() and Path(os.path.abspath(os.path.expanduser(str(mlcube or ".")))).is_dir():
-        cube.warnings.append(Issue(f"{file.parent} holds both {CUBE_FILE} and {container_config.CONFIG_FILE}: using {CUBE_FILE}", str(file),
+        cube.warnings.append(Issue(f"{file.parent} holds both {CUBE_FILE} and {CONTAINER_CONFIG_FILE}: using {CUBE_FILE}", str(file),
                                    hint=f"pass --mlcube={other} to run the other one", severity="warning"))
     return cube
 

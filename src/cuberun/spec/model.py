@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from cuberun.errors import Issue, SpecError
 from cuberun.valueclass import dataclass, field
 from cuberun.yamlio import Document, KeyPath
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 INPUT = "input"
 OUTPUT = "output"

@@ -20,11 +20,27 @@ inspect); commands.py (the pure helpers: `--gpus` values, container names, error
 context hash, `build_recipe`).
 """
 
-from cuberun.ignorefiles import IgnoreRule, is_ignored, read_dockerignore  # noqa: F401 - re-exported for older imports
+from __future__ import annotations
+
 from cuberun.runners.container import PROXY_VARS
 from cuberun.runners.docker.commands import build_recipe, context_hash, gpus_value, new_container_name
 from cuberun.runners.docker.engine import HASH_LABEL, RUN_LABEL, ImageState
 from cuberun.runners.docker.runner import DockerRunner
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = ["HASH_LABEL", "PROXY_VARS", "RUN_LABEL", "DockerRunner", "ImageState", "build_recipe", "context_hash", "gpus_value",
            "is_ignored", "new_container_name", "read_dockerignore"]
+
+_IGNOREFILES = ("IgnoreRule", "is_ignored", "read_dockerignore")  # re-exported for older imports, from cuberun.ignorefiles
+
+
+def __getattr__(name: str) -> Any:
+    """The names re-exported from cuberun.ignorefiles, imported only when asked for (not on every run)."""
+    if name in _IGNOREFILES:
+        from cuberun import ignorefiles
+
+        return getattr(ignorefiles, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

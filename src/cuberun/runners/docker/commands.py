@@ -9,16 +9,19 @@ import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from cuberun.errors import BackendError, TaskFailed
+from cuberun.lazyre import LazyPattern
 from cuberun.runners.container import last_error_line
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cuberun.codeid import CodeId
     from cuberun.gpus import GpuRequest
 
-ENGINE_ERROR = re.compile(r"^(docker: |Error: |Error response from daemon|Unable to find image|.*OCI runtime)", re.IGNORECASE)
+ENGINE_ERROR = LazyPattern(r"^(docker: |Error: |Error response from daemon|Unable to find image|.*OCI runtime)", re.IGNORECASE)
 
 
 def gpus_value(gpus: GpuRequest) -> str | None:

@@ -7,7 +7,6 @@ import json
 import os
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from cuberun.errors import BackendError, Issue, RunnerUnavailable, SpecError
 from cuberun.runners import images
@@ -15,7 +14,10 @@ from cuberun.runners.container import BindSyntax, ContainerRunner, EnvSyntax, en
 from cuberun.schema import Field
 from cuberun.valueclass import dataclass
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cuberun.codeid import CodeId
     from cuberun.gpus import GpuRequest
     from cuberun.process import Captured

@@ -9,7 +9,6 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import BackendError, CuberunError, RunnerUnavailable, TaskFailed
 from cuberun.records import log_tail
@@ -39,7 +38,10 @@ from cuberun.runners.docker.engine import (
 )
 from cuberun.schema import Field
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
     from cuberun.codeid import CodeId
     from cuberun.policy import Policy
     from cuberun.process import Outcome
@@ -103,11 +105,12 @@ class DockerRunner(DockerEngine):
         return Step(tuple(images.pull_argv(self.executable, self.is_podman, self.image)), "pull")
 
     def configure_steps(self) -> list[Step]:
-        from cuberun.runners import imagefile
+        if self.has_image_file():
+            from cuberun.runners import imagefile
 
-        archive = imagefile.docker_steps(self)  # a container_config.yaml archive (URL, encrypted)
-        if archive is not None:
-            return archive
+            archive = imagefile.docker_steps(self)  # a container_config.yaml archive (URL, encrypted)
+            if archive is not None:
+                return archive
         if self.strategy != "pull" and self.recipe.is_file():
             return [Step(tuple(self.build_argv()), "build")]
         return images.lock_steps(self) or [self._fetch_step()]
@@ -202,11 +205,12 @@ class DockerRunner(DockerEngine):
         """Make the image present: build (auto: only when the context changed; always: every
         time) or load/pull it when missing (a locked one by its digest), then verify it against
         its pinned digest and the lock file (images.py). Quiet when there is nothing to do."""
-        from cuberun.runners import imagefile
+        if self.has_image_file():
+            from cuberun.runners import imagefile
 
-        if imagefile.prepare_docker(self):  # a container_config.yaml archive: downloaded, checked, decrypted, loaded
-            self._configured = True
-            return
+            if imagefile.prepare_docker(self):  # a container_config.yaml archive: downloaded, checked, decrypted, loaded
+                self._configured = True
+                return
         if images.prepare(self):
             self._state = None
         state = self.image_state()
