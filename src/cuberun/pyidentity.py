@@ -15,7 +15,10 @@ import re
 import sys
 import threading
 from collections.abc import Mapping
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PYTHON_NAME = re.compile(r"^(python|pypy)(\d+(\.\d+)*)?[mtw]?$")
 PATH_VARS = ("PYTHONPATH", "PYTHONHOME", "PYTHONNOUSERSITE", "PYTHONUSERBASE", "PYTHONSAFEPATH")

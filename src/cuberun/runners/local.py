@@ -12,14 +12,16 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
 
 from cuberun.errors import CuberunError, SpecError, UsageError
 from cuberun.runners.base import Runner, Step, TaskPlan
 from cuberun.schema import Field
 from cuberun.valueclass import dataclass, field
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
     from cuberun.codeid import CodeId
     from cuberun.dockerfile import Dockerfile
     from cuberun.process import Outcome
