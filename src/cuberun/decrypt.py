@@ -76,6 +76,13 @@ def decrypted(encrypted: Path, key: Path, name: str) -> Iterator[Path]:
 
 
 def remove(folder: Path) -> None:
+    """Delete a decryption folder, also what a runner unpacked in it (read-only directories of an image)."""
+    from cuberun.runners.rootfs import rmtree
+
+    try:
+        rmtree(folder)
+    except OSError:
+        pass
     shutil.rmtree(folder, ignore_errors=True)
     _LIVE.discard(folder)
 

@@ -46,6 +46,11 @@ class CharliecloudConvert(CharliecloudImage):
     def configure_steps(self) -> list[Step]:
         if self.user_image is not None:
             return []
+        src = self.archive_source()
+        if src is not None:
+            from cuberun.runners.charliecloud import archive
+
+            return archive.steps(self, src)
         live = self._inspect_engine(quiet=True)
         meta = self.stored_metadata()
         if live is not None and meta is not None and meta.get("id") == live.get("Id"):
@@ -61,9 +66,13 @@ class CharliecloudConvert(CharliecloudImage):
     def configure(self) -> None:
         """Make the directory image ready: check a user image_dir, or convert the Docker image
         when it is new or changed. Quiet when nothing changed."""
-        from cuberun.runners import imagefile
+        src = self.archive_source()
+        if src is not None:  # a container_config.yaml image archive: unpacked, no Docker engine
+            from cuberun.runners.charliecloud import archive
 
-        imagefile.refuse_encrypted(self)
+            archive.configure(self, src)
+            self._configured = True
+            return
         user = self.user_image
         if user is not None:
             if not user.is_dir():
@@ -135,7 +144,6 @@ class CharliecloudConvert(CharliecloudImage):
 
         from cuberun import progress
         from cuberun.process import capture, stream
-        from cuberun.safeio import write_file
 
         store = self.store
         store.mkdir(parents=True, exist_ok=True)
@@ -190,21 +198,29 @@ class CharliecloudConvert(CharliecloudImage):
                 "config": {k: (live.get("Config") or {}).get(k) for k in ("Entrypoint", "Cmd", "WorkingDir", "Env", "User")},
                 "skipped": skipped[:50],
             }
-            current = store / ROOTFS
-            old = store / f".{ROOTFS}.old-{token}"
-            if current.exists():
-                current.rename(old)
-            new.rename(current)
-            write_file(store / METADATA, json.dumps(meta, indent=2) + "\n", what="image metadata")
-            rmtree(old)
+            self._commit(new, meta)
         finally:
             for leftover in (tar, new, store / f".{METADATA}.{token}"):
                 try:
                     rmtree(leftover)
                 except OSError:
                     pass
-        self._image_config = None
         print(f"cuberun: converted {image} in {time.monotonic() - start:.1f} s", file=sys.stderr)
+
+
+    def _commit(self, new: Path, meta: dict[str, Any]) -> None:
+        """Make the complete directory image `new` (in the store) the store's image, with its metadata."""
+        from cuberun.safeio import write_file
+
+        store = self.store
+        current = store / ROOTFS
+        old = store / f".{ROOTFS}.old-{self._token}"
+        if current.exists():
+            current.rename(old)
+        new.rename(current)
+        write_file(store / METADATA, json.dumps(meta, indent=2) + "\n", what="image metadata")
+        rmtree(old)
+        self._image_config = None
 
 
 class _ExportSize:
