@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from cuberun.errors import BackendError, BusyError, RunnerUnavailable, TaskFailed, UsageError
 from cuberun.runners.base import Step
+from cuberun.runners.charliecloud import verify
+from cuberun.runners.charliecloud.archive import mount_points
 from cuberun.runners.charliecloud.image import FORMAT, METADATA, PROBE_TIMEOUT, ROOTFS, CharliecloudImage
 from cuberun.runners.rootfs import rmtree, safe_extract
 
@@ -93,9 +95,11 @@ class CharliecloudConvert(CharliecloudImage):
                         f"-P{self.section}.images_dir, or point -P{self.section}.image_dir at a directory image"
                     )
                 print(f"cuberun: note: using the converted image {self.rootfs} ({str(meta.get('id'))[:19]}): {reason}", file=sys.stderr)
+                self._verified = verify.stored_facts(self, meta)
                 self._configured = True
                 return
-            docker.configure()  # pull, or build per docker.build_strategy (quiet when present)
+            docker.configure()  # pull, or build per docker.build_strategy (quiet when present); checks the pin and the lock
+            self._verified = dict(docker._verified)
             live = self._inspect_engine()
             if live is None:
                 raise BackendError(f"{self.engine_name} has no image {self.image_ref} after configure",
@@ -111,7 +115,8 @@ class CharliecloudConvert(CharliecloudImage):
                 f"Hint: convert it where {self.engine_name} runs (cuberun configure --platform={self.platform}) and share "
                 f"{self.store.parent} (-P{self.section}.images_dir=DIR), or point -P{self.section}.image_dir at a directory image"
             )
-        # else: no engine on this machine (an HPC node): the converted image is used as is
+        else:  # no engine on this machine (an HPC node): the converted image is used as is, once checked
+            self._verified = verify.stored_facts(self, meta)
         self._configured = True
 
     @contextmanager
@@ -185,6 +190,7 @@ class CharliecloudConvert(CharliecloudImage):
                     try:
                         act.phase("extracting", total=tar.stat().st_size, unit="bytes")
                         skipped = safe_extract(tar, new, done=lambda n: act.update(done=n))
+                        mount_points(new)  # what ch-run binds onto, when the image lacks it (a minimal image)
                     except (tarfile.TarError, OSError) as exc:
                         raise BackendError(f"cannot extract the export of {image}: {exc}", f"check the free space in {store}") from None
             meta = {

@@ -86,6 +86,7 @@ class CharliecloudImage(ContainerRunner):
         self._container = f"cuberun-chconv-{self._token}"
         self._archive_digest: str | None = None  # the sha256 of a DockerArchive (archive.py)
         self._private_store: Path | None = None  # an EncryptedDockerArchive's image, in its decryption folder
+        self._verified: dict[str, Any] = {}  # the pin and lock checks of the converted image (verify.py)
 
     # -- configuration ---------------------------------------------------------------------------
     @property

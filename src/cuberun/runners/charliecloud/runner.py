@@ -52,7 +52,8 @@ class CharliecloudRunner(CharliecloudConvert):
     executable_key = "ch_run"
     default_executable = "ch-run"
     bind_syntax = CH_BIND
-    identity_labels: ClassVar[Mapping[str, str]] = {"image_id": "image digest", "archive_sha256": "image archive sha256"}
+    identity_labels: ClassVar[Mapping[str, str]] = {"image_id": "image digest", "archive_sha256": "image archive sha256",
+                                                    "locked": "locked image digest (cuberun.lock)"}
     image_keys: ClassVar[tuple[str, str | None] | None] = ("image", "image_id")
     schema: ClassVar[dict[str, Field]] = SCHEMA
 
@@ -234,9 +235,14 @@ class CharliecloudRunner(CharliecloudConvert):
             fp["image_id"] = meta.get("id") if meta else None
             fp["archive_sha256"] = meta.get("archive_sha256") if meta else None
         elif user is None:
+            from cuberun.runners import images
+
             meta = self.stored_metadata()
             fp["image"] = self.image_ref
             fp["image_id"] = meta.get("id") if meta else None
+            locked = images.locked_value(self.docker_runner())
+            if locked is not None:
+                fp["locked"] = locked
         else:
             import hashlib
 
@@ -252,13 +258,23 @@ class CharliecloudRunner(CharliecloudConvert):
         meta = self.stored_metadata()
         if meta is None or not meta.get("id"):
             return None
-        out: dict[str, Any] = {"ref": meta.get("image"), "id": meta.get("id"), "repo_digests": list(meta.get("repo_digests") or [])}
-        if meta.get("archive_sha256"):
-            out["archive_sha256"] = meta["archive_sha256"]
         src = self.archive_source()
-        if src is not None and src.encrypted:
+        if src is None:
+            from cuberun.runners.charliecloud.verify import identity
+
+            return identity(self, meta)
+        out: dict[str, Any] = {"ref": meta.get("image"), "id": meta.get("id"), "repo_digests": [], "archive_sha256": meta.get("archive_sha256")}
+        if src.encrypted:
+            del out["archive_sha256"]
             out["private"] = True  # unpacked from the decrypted archive, deleted after the run
         return out
+
+    def lock_images(self, pull: bool = False) -> tuple[str, dict[str, dict[str, str]]] | None:
+        """`cuberun lock`: lock the Docker image the conversion takes (verify.py); none for an
+        image_dir or an image archive (an archive is checked by its sha256)."""
+        if self.user_image is not None or self.archive_source() is not None:
+            return None
+        return self.docker_runner().lock_images(pull)
 
     # -- inspect --------------------------------------------------------------------------------------------
     def inspect(self) -> dict[str, Any]:
