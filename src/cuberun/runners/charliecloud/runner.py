@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -15,7 +14,7 @@ from cuberun.records import log_tail
 from cuberun.runners.argv import tokens as as_tokens
 from cuberun.runners.base import TaskPlan
 from cuberun.runners.charliecloud.convert import CharliecloudConvert
-from cuberun.runners.charliecloud.image import PROBE_TIMEOUT, SCHEMA
+from cuberun.runners.charliecloud.image import SCHEMA
 from cuberun.runners.container import BindSyntax, EnvSyntax, pass_env, proxy_env
 from cuberun.schema import Field
 
@@ -88,7 +87,8 @@ class CharliecloudRunner(CharliecloudConvert):
         from cuberun.runners.container_policy import charliecloud_prefix
 
         cfg = self.config
-        argv = [*charliecloud_prefix(self.policy(task)), *self.ch_run]
+        layout = self.layout(task)
+        argv = [*charliecloud_prefix(self.policy(task), layout.mounts), *self.ch_run]
         if cfg.get("clean_env", True):
             argv.append("--unset-env=*")
         argv.append("--env-no-expand")
@@ -101,7 +101,6 @@ class CharliecloudRunner(CharliecloudConvert):
         if cfg.get("write", False):
             argv.append("--write")
         argv.append(f"--cd={self.image_config().workdir or '/'}")
-        layout = task.layout()
         for m in layout.mounts:
             if not CH_BIND.can_bind(m.host):
                 raise UsageError(f"task '{task.name}': ch-run cannot bind {m.host} (the path contains ':')",
@@ -160,31 +159,9 @@ class CharliecloudRunner(CharliecloudConvert):
 
         return charliecloud_policy(self, task)
 
-    def check_network_isolation(self) -> None:
-        """The network off needs a user and network namespace around ch-run: say so in one line
-        when this host cannot make one (never run the task with the host's network instead)."""
-        from cuberun.process import capture
-        from cuberun.runners.container_policy import UNSHARE_NET
-
-        res = capture([*UNSHARE_NET, sys.executable, "-c", ""], timeout=PROBE_TIMEOUT)  # a program that is there whatever the PATH
-        if res.returncode != 0:
-            raise BackendError(f"cannot run ch-run without the network: `{' '.join(UNSHARE_NET)}` failed: "
-                               f"{_last_error(res.stderr) or f'exit {res.returncode}'}",
-                               "ch-run 0.31 has no network isolation of its own; install util-linux >= 2.38 and allow unprivileged user "
-                               "namespaces, or run with the host's network: --network=host (recorded)")
-
     def before_run(self, plan: TaskPlan) -> None:
-        from cuberun.policy import OFF
-
-        task = plan.task
-        if self.policy(task).network == OFF:
-            self.check_network_isolation()
-        mounts = task.layout().mounts
+        mounts = self.layout(plan.task).mounts
         self.ensure_mount_points([m.target for m in mounts], [m.target for m in mounts if os.path.isfile(m.host)])
-        wanted_ro = [p.name for p in task.params if p.io == "input" and (self.options.mount or p.opts) == "ro"]
-        if wanted_ro:
-            print(f"cuberun: warning: task '{task.name}': ch-run binds read-write, so input(s) {', '.join(wanted_ro)} "
-                  "are not read-only under Charliecloud", file=sys.stderr)
 
     def client_env(self, extra: Mapping[str, str]) -> dict[str, str]:
         env = dict(os.environ)  # the secrets (`extra`) go through stdin: see client_stdin
@@ -205,7 +182,15 @@ class CharliecloudRunner(CharliecloudConvert):
         return data
 
     def failure(self, plan: TaskPlan, outcome: Outcome, log_path: str) -> Exception | None:
+        from cuberun.runners.charliecloud.sandbox import FAILED, PREFIX
+
         task = plan.task
+        if outcome.exit_code == FAILED and outcome.signal is None:
+            last = _last_error(log_tail(log_path))
+            if last.startswith(PREFIX):
+                return BackendError(f"cannot isolate ch-run for task '{task.name}': {last[len(PREFIX):]}",
+                                    "ch-run 0.31 has no isolation of its own: cuberun needs unprivileged user namespaces for the network off "
+                                    "and read-only inputs (sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces > 0)")
         if outcome.exit_code in CH_FAILURE_CODES and outcome.signal is None:
             line = _ch_error(log_tail(log_path))
             if line:
