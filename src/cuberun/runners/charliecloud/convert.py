@@ -213,7 +213,6 @@ class CharliecloudConvert(CharliecloudImage):
                     pass
         print(f"cuberun: converted {image} in {time.monotonic() - start:.1f} s", file=sys.stderr)
 
-
     def _commit(self, new: Path, meta: dict[str, Any]) -> None:
         """Make the complete directory image `new` (in the store) the store's image, with its metadata."""
         from cuberun.safeio import write_file

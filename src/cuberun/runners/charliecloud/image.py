@@ -157,6 +157,8 @@ class CharliecloudImage(ContainerRunner):
     def stored_metadata(self) -> dict[str, Any] | None:
         if self.user_image is not None:
             return None
+        if self._private_store is None and (src := self.archive_source()) is not None and src.encrypted:
+            return None  # not decrypted yet: there is no image
         try:
             data = json.loads((self.store / METADATA).read_text(encoding="utf-8"))
         except (OSError, ValueError):
