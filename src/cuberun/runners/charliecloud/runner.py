@@ -51,7 +51,8 @@ class CharliecloudRunner(CharliecloudConvert):
     executable_key = "ch_run"
     default_executable = "ch-run"
     bind_syntax = CH_BIND
-    identity_labels: ClassVar[Mapping[str, str]] = {"image_id": "image digest"}
+    identity_labels: ClassVar[Mapping[str, str]] = {"image_id": "image digest", "archive_sha256": "image archive sha256",
+                                                    "locked": "locked image digest (cuberun.lock)"}
     image_keys: ClassVar[tuple[str, str | None] | None] = ("image", "image_id")
     schema: ClassVar[dict[str, Field]] = SCHEMA
 
@@ -106,7 +107,10 @@ class CharliecloudRunner(CharliecloudConvert):
                                  "move the data to a path without ':' or override the parameter")
         argv += self.bind_args(layout)
         argv += as_tokens(cfg.get("run_args"))
-        argv += [str(self.rootfs), "--", *self.command(task), *task.task_args(layout.args)]
+        args = task.task_args(layout.args)
+        if not args and not task.entrypoint:
+            args = self.image_config().cmd  # as `docker run IMAGE` with no arguments: ENTRYPOINT + CMD
+        argv += [str(self.rootfs), "--", *self.command(task), *args]
         return argv, secrets
 
     # -- availability ---------------------------------------------------------------------------------
@@ -201,14 +205,29 @@ class CharliecloudRunner(CharliecloudConvert):
         """The ch-run command plus the image's identity: a converted image's Docker image ID, or,
         for an image_dir, its ch-image metadata (edit a directory image in place: use --force)."""
         argv, secrets = self.run_argv(task)
+        src = self.archive_source()
+        if src is not None and src.encrypted:
+            from cuberun.runners.charliecloud.archive import fingerprint_command
+
+            argv = fingerprint_command(argv, self.rootfs)
         fp: dict[str, Any] = {"runner": self.name, "command": [argv]}
         if secrets:
             fp["env"] = self.env_identity(secrets)
         user = self.user_image
-        if user is None:
+        if src is not None:
+            meta = self.stored_metadata()
+            fp["image"] = src.location
+            fp["image_id"] = meta.get("id") if meta else None
+            fp["archive_sha256"] = meta.get("archive_sha256") if meta else None
+        elif user is None:
+            from cuberun.runners import images
+
             meta = self.stored_metadata()
             fp["image"] = self.image_ref
             fp["image_id"] = meta.get("id") if meta else None
+            locked = images.locked_value(self.docker_runner())
+            if locked is not None:
+                fp["locked"] = locked
         else:
             import hashlib
 
@@ -218,11 +237,40 @@ class CharliecloudRunner(CharliecloudConvert):
                 fp["image_metadata"] = None
         return fp
 
+    def image_identity(self) -> dict[str, Any] | None:
+        """The image that ran, for the run record: the converted image's id (the Docker image id,
+        or an archive's config digest) and, for an archive, its sha256. None for an image_dir."""
+        meta = self.stored_metadata()
+        if meta is None or not meta.get("id"):
+            return None
+        src = self.archive_source()
+        if src is None:
+            from cuberun.runners.charliecloud.verify import identity
+
+            return identity(self, meta)
+        out: dict[str, Any] = {"ref": meta.get("image"), "id": meta.get("id"), "repo_digests": [], "archive_sha256": meta.get("archive_sha256")}
+        if src.encrypted:
+            del out["archive_sha256"]
+            out["private"] = True  # unpacked from the decrypted archive, deleted after the run
+        return out
+
+    def lock_images(self, pull: bool = False) -> tuple[str, dict[str, dict[str, str]]] | None:
+        """`cuberun lock`: lock the Docker image the conversion takes (verify.py); none for an
+        image_dir or an image archive (an archive is checked by its sha256)."""
+        if self.user_image is not None or self.archive_source() is not None:
+            return None
+        return self.docker_runner().lock_images(pull)
+
     # -- inspect --------------------------------------------------------------------------------------------
     def inspect(self) -> dict[str, Any]:
         info: dict[str, Any] = {"runner": self.name, "platform": self.platform, "rootfs": str(self.rootfs),
                                 "exists": self.rootfs.is_dir()}
-        if self.user_image is None:
+        src = self.archive_source()
+        if src is not None:
+            meta = self.stored_metadata()
+            info.update(image=src.location, id=meta.get("id") if meta else None, archive_sha256=meta.get("archive_sha256") if meta else None,
+                        converted=meta.get("converted") if meta else None)
+        elif self.user_image is None:
             meta = self.stored_metadata()
             info["image"] = self.image_ref
             info["id"] = meta.get("id") if meta else None
