@@ -8,7 +8,9 @@ command line, in the environment, in a log or in the run record. The folder is d
 `decrypted` block ends, whatever ends it (success, failure, Ctrl-C); a failed decryption (a
 wrong passphrase) leaves nothing behind and is one line. `Holder` keeps a decrypted file for the
 length of an invocation (a SIF that several tasks run) and deletes it on `release`, or at the
-latest when the process exits.
+latest when the process exits. A folder whose cuberun was killed (SIGKILL: nothing of it could
+run) is deleted by the next decryption: each folder holds an `owner.lock` that its cuberun keeps
+locked (flock) while the folder lives; a folder whose lock can be taken has no owner left.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from cuberun.errors import BackendError, RunnerUnavailable, UsageError
 
 PREFIX = "cuberun-decrypted-"
+OWNER_LOCK = "owner.lock"
 TIMEOUT = 3600.0
 GPG = "gpg"
 
@@ -55,8 +58,10 @@ def decrypted(encrypted: Path, key: Path, name: str) -> Iterator[Path]:
 
     if which(GPG) is None:
         raise RunnerUnavailable(f"gpg is not installed (no '{GPG}' on the PATH): it decrypts {encrypted}. Hint: install GnuPG (apt install gpg)")
+    remove_abandoned()
     folder = Path(tempfile.mkdtemp(prefix=PREFIX))  # 0700
     _LIVE.add(folder)
+    owner = _own(folder)
     try:
         home = folder / "gnupg"
         home.mkdir(mode=0o700)
@@ -73,9 +78,60 @@ def decrypted(encrypted: Path, key: Path, name: str) -> Iterator[Path]:
         yield output
     finally:
         remove(folder)
+        os.close(owner)
+
+
+def _own(folder: Path) -> int:
+    """Lock the folder's owner file for as long as this process keeps the folder."""
+    import fcntl
+
+    staging = folder / (OWNER_LOCK + ".new")  # locked before it gets the name a sweeper looks for
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.rename(staging, folder / OWNER_LOCK)
+    return fd
+
+
+def remove_abandoned(root: str | None = None) -> list[Path]:
+    """Delete the decryption folders (ours: our uid, our prefix, our lock file) whose cuberun is
+    gone: their lock is free. Anything else in the temporary directory is left alone."""
+    import fcntl
+
+    base = Path(root or tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        entries = [e for e in os.scandir(base) if e.name.startswith(PREFIX)]
+    except OSError:
+        return removed
+    for entry in entries[:1000]:
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not entry.is_dir(follow_symlinks=False) or st.st_uid != os.geteuid():
+                continue
+            fd = os.open(os.path.join(entry.path, OWNER_LOCK), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # not one of ours (or not readable): never touched
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # its cuberun still runs
+        try:
+            remove(Path(entry.path))
+            removed.append(Path(entry.path))
+        finally:
+            os.close(fd)
+    return removed
 
 
 def remove(folder: Path) -> None:
+    """Delete a decryption folder, also what a runner unpacked in it (read-only directories of an image)."""
+    from cuberun.runners.rootfs import rmtree
+
+    try:
+        rmtree(folder)
+    except OSError:
+        pass
     shutil.rmtree(folder, ignore_errors=True)
     _LIVE.discard(folder)
 

@@ -131,6 +131,11 @@ def local_file(source: ImageSource, given_sha256: str | None = None) -> Path:
     return hit if hit is not None else download(source.location, digest)
 
 
+def sha256_of(path: Path) -> str:
+    """The sha256 of a local image file; a one-line error when it cannot be read."""
+    return _hash_file(path)
+
+
 def _hash_file(path: Path) -> str:
     from cuberun.fingerprint import NotRegular, file_sha256
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from cuberun.runners.container_policy import UNSHARE_NET
+from cuberun.runners.charliecloud import sandbox
 from tests.backends import backend_env, require_backend, skip_or_fail
 from tests.faults import helpers as h
 
@@ -64,7 +65,8 @@ def test_task_crash_after_a_successful_run(charlie: Charlie, cube: Path) -> None
     line, record, _ = h.crash_after_success(charlie, cube)
     assert line.startswith(f"cuberun: error: task 'work' failed with exit code 3 (run {record['run_id']}; log "), line
     # the network off: ch-run runs inside a user and network namespace of its own (the run policy)
-    assert record["command"][:6] == [*UNSHARE_NET, "ch-run"], record["command"]
+    command = record["command"]
+    assert command[:5] == [sys.executable, "-I", "-S", sandbox.__file__, "--net"] and "ch-run" in command, command
 
 
 def test_task_killed_by_sigkill_after_a_successful_run(charlie: Charlie, cube: Path) -> None:

@@ -9,8 +9,8 @@ Two ways in, as users would do it:
   image), with its Entrypoint/WorkingDir/Env taken from the image.
 
 Everything goes through the CLI in a subprocess. ch-run 0.31 has no network isolation of its own:
-cuberun runs it under `unshare --user --map-current-user --net` (tested below against a socket on
-the host's loopback); builds that would need PyPI are avoided. Docker images carry a
+cuberun runs it in a network namespace of its own, with the inputs bound read-only (its sandbox
+script, runners/charliecloud/sandbox.py; tested below against a socket on the host's loopback); builds that would need PyPI are avoided. Docker images carry a
 per-session `localhost/cuberun-it-ch-<hex>/` prefix and are removed at the end.
 """
 
@@ -48,7 +48,7 @@ EXAMPLES = REPO / "examples"
 TIMEOUT = 600
 SESSION = uuid.uuid4().hex[:8]
 NOBODY = 65534
-UNSHARE = ["unshare", "--user", "--map-current-user", "--net", "--"]
+SANDBOX = [sys.executable, "-I", "-S", str(REPO / "src" / "cuberun" / "runners" / "charliecloud" / "sandbox.py")]
 
 pytestmark = pytest.mark.charliecloud
 
@@ -182,6 +182,10 @@ tasks:
     retries: 2
     parameters:
       outputs: {{out: flaky/}}
+  remount:
+    entrypoint: python3 -c "import ctypes, os, sys; d = os.path.dirname(sys.argv[1].split('=', 1)[1]).encode(); r = ctypes.CDLL(None, use_errno=True).mount(None, d, None, 32 | 4096, None); print('remount:', r, os.strerror(ctypes.get_errno()), flush=True)"
+    parameters:
+      inputs: {{data: {{type: file, default: data.txt}}}}
 """
 
 # the task starts a grandchild that ignores SIGINT and SIGTERM: only SIGKILL to the group stops it
@@ -235,7 +239,8 @@ def test_hello_world_on_an_image_dir(ch: Charlie, tmp_path: Path) -> None:
     runs = records(cube / "workspace")
     assert sorted((r["task"], r["status"]) for r in runs) == [("bye", "succeeded"), ("hello", "succeeded")]
     command = next(r["command"] for r in runs if r["task"] == "hello")
-    assert command[:6] == [*UNSHARE, "ch-run"]  # the network off: a network namespace of its own
+    # the network off (a network namespace of its own), the input folder read-only
+    assert command[:9] == [*SANDBOX, "--net", "--ro", str(cube / "workspace" / "names"), "--", "ch-run"]
     assert command[len(command) - command[::-1].index("--") :][:3] == ["python3", "/workspace/hello_world.py", "hello"]
     assert "--cd=/workspace" in command
     assert "converting" not in proc.stderr
@@ -253,8 +258,8 @@ def test_dry_run_prints_the_command_and_creates_nothing(ch: Charlie, tmp_path: P
     cube = copy_example("hello_world", tmp_path)
     proc = ok(ch.cuberun("run", "--mlcube", str(cube), "--task", "hello", "--dry-run", *on_image_dir(ch)))
     lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("unshare --user --map-current-user --net -- ch-run '--unset-env=*' --env-no-expand ")
-    assert lines[1] == "# hello: policy: relaxed: writable-inputs: ch-run 0.31 binds read-write only: the inputs are writable (from runner)"
+    assert len(lines) == 2 and lines[0].startswith(f"{' '.join(SANDBOX)} --net --ro {cube / 'workspace' / 'names'} -- ch-run '--unset-env=*' --env-no-expand ")
+    assert lines[1].startswith("# hello: policy: strict")
     assert lines[0].endswith(" -- python3 /workspace/hello_world.py hello --name=/mlcube_io0/alice.txt --chat=/mlcube_io1/chat_with_alice.txt")
     assert not (cube / "workspace" / "chats").exists()
 
@@ -303,7 +308,6 @@ def test_hello_world_converted_from_its_docker_image(ch: Charlie, tmp_path: Path
     bin_dir = tmp_path / "bin-without-docker"
     bin_dir.mkdir()
     (bin_dir / "ch-run").symlink_to(shutil.which("ch-run") or "/usr/bin/ch-run")
-    (bin_dir / "unshare").symlink_to(shutil.which("unshare") or "/usr/bin/unshare")  # the network off (util-linux, on every node)
     no_docker = dict(ch.env, PATH=str(bin_dir))
     quiet = ok(ch.cuberun("run", "--mlcube", str(cube), "--task", "bye", "--platform", "charliecloud",
                           f"-Pdocker.image={params[0].split('=', 1)[1]}", env=no_docker))
@@ -587,24 +591,35 @@ def test_the_network_is_off_unless_asked_for(ch: Charlie, tmp_path: Path) -> Non
         server.close()
         thread.join(10)
     first, second = records(cube / "workspace")
-    assert first["policy"]["network"] == "none" and first["command"][:5] == UNSHARE
-    assert second["policy"]["network"] == "host" and second["command"][0] == "ch-run"
+    assert first["policy"]["network"] == "none" and first["command"][:5] == [*SANDBOX, "--net"]
+    assert second["policy"]["network"] == "host" and "--net" not in second["command"][:second["command"].index("ch-run")]
     assert {"name": "network", "detail": "--network=host", "source": "cli"} in second["policy"]["relaxations"]
     named = ch.cuberun("run", "--mlcube", str(cube), "--task", "connect", "--platform", "charliecloud", "--network=bridge")
     assert "--network=bridge: ch-run joins no named networks" in single_error_line(named.stderr)
 
 
-def test_inputs_are_writable_and_the_record_says_so(ch: Charlie, tmp_path: Path) -> None:
-    """The one part of the policy ch-run 0.31 cannot map: its binds are read-write only."""
+def test_inputs_are_read_only_and_cannot_be_remounted(ch: Charlie, tmp_path: Path) -> None:
+    """ch-run 0.31 binds read-write only: cuberun's sandbox binds each input onto itself read-only
+    first, so the write fails, a remount read-write from inside is refused, and the file is as it was.
+    `--mount=rw` makes them writable, recorded."""
     cube = probe_cube(ch, tmp_path)
     data = cube / "workspace" / "data.txt"
     data.parent.mkdir(parents=True, exist_ok=True)
     data.write_text("original\n")
-    ok(ch.cuberun("run", "--mlcube", str(cube), "--task", "scribble", "--platform", "charliecloud"))
+    denied = ch.cuberun("run", "--mlcube", str(cube), "--task", "scribble", "--platform", "charliecloud")
+    assert denied.returncode == 1 and "Read-only file system" in denied.stderr + denied.stdout, denied.stderr
+    assert data.read_text() == "original\n"
+    remount = ok(ch.cuberun("run", "--mlcube", str(cube), "--task", "remount", "--platform", "charliecloud"))
+    assert "remount: -1 Operation not permitted" in remount.stdout, remount.stdout
+    assert data.read_text() == "original\n"
+    first, second = records(cube / "workspace")
+    for record in (first, second):
+        assert record["policy"]["inputs_read_only"] is True and record["policy"]["relaxations"] == []
+        assert record["command"][4:6] == ["--net", "--ro"] and record["command"][6] == str(cube / "workspace")
+    ok(ch.cuberun("run", "--mlcube", str(cube), "--task", "scribble", "--platform", "charliecloud", "--mount=rw"))
     assert data.read_text() == "original\nchanged"
-    (record,) = records(cube / "workspace")
-    assert record["policy"]["inputs_read_only"] is False and not record["policy"]["strict"]
-    assert {"name": "writable-inputs", "detail": "ch-run 0.31 binds read-write only: the inputs are writable", "source": "runner"} in \
+    record = records(cube / "workspace")[-1]
+    assert record["policy"]["inputs_read_only"] is False and {"name": "writable-inputs", "detail": "inputs mounted read-write", "source": "cli"} in \
         record["policy"]["relaxations"]
 
 
@@ -631,7 +646,7 @@ def test_a_flaky_task_succeeds_on_its_second_attempt(ch: Charlie, tmp_path: Path
     proc = ch.cuberun("run", "--mlcube", str(cube), "--task", "flaky", "--platform", "charliecloud", "--retry-delay=0.1")
     ws = cube / "workspace"
     record = retries.check_second_attempt(ws, proc, ws / "flaky" / "marker")
-    assert record["limits"]["retries_source"] == "cube" and record["command"][:5] == UNSHARE
+    assert record["limits"]["retries_source"] == "cube" and record["command"][: len(SANDBOX)] == SANDBOX
 
 
 def test_each_attempt_over_its_time_limit_is_stopped(ch: Charlie, tmp_path: Path) -> None:

@@ -106,10 +106,10 @@ class Cluster:
                               timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
 
-@pytest.fixture(scope="module")
-def k8s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster_in(root: Path) -> Cluster:
+    """The test cluster, with a `k8s-test` platform (hostPath workspace, images from the node's own
+    Docker engine) in a settings file under `root`."""
     details = require_backend("k8s")
-    root = tmp_path_factory.mktemp("k8s")
     settings = root / "settings.yaml"
     settings.write_text(json.dumps({"platforms": {"k8s-test": {
         "runner": "k8s", "kubeconfig": details["kubeconfig"], "namespace": "default", "volume": "hostPath",
@@ -118,7 +118,13 @@ def k8s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env = {**os.environ, "CUBERUN_SETTINGS": str(settings), "MLCUBE_SYSTEM_SETTINGS": str(root / "none.yaml"),
            "CUBERUN_CACHE_DIR": str(root / "cache"), "PYTHONPATH": str(REPO / "src")}
     env.pop("KUBECONFIG", None)
-    cluster = Cluster(details, env)
+    return Cluster(details, env)
+
+
+@pytest.fixture(scope="module")
+def k8s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = cluster_in(tmp_path_factory.mktemp("k8s"))
+    details = cluster.details
     # the hello_world example's image, built in the cluster's own Docker engine from the local base image
     build = subprocess.run(["docker", "build", "-q", "--network", "none", "--build-arg", f"BASE_IMAGE={details['base_image']}",
                             "-t", HELLO_IMAGE, str(EXAMPLES / "hello_world")], env=cluster.docker_env, capture_output=True, text=True,

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import stat
+import sys
 import tarfile
 import textwrap
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from cuberun.errors import BackendError, RunnerUnavailable, UsageError
 from cuberun.execute import make_runner
 from cuberun.resolve import resolve_task
 from cuberun.runners.base import RunOptions
-from cuberun.runners.charliecloud import CharliecloudRunner
+from cuberun.runners.charliecloud import CharliecloudRunner, sandbox
 from cuberun.runners.container import PROXY_VARS
 from cuberun.runners.rootfs import UnsafeArchive, rmtree, safe_extract
 from cuberun.spec.load import load_cube
@@ -70,12 +71,6 @@ exit 0
 """
 
 # plays ch-run: prints $FAKE_CH_ERROR as ch-run's own error line, or exits with $FAKE_EXIT
-# the real one makes a user and network namespace (tests/integration/test_charliecloud_runner.py); this one only runs the rest
-FAKE_UNSHARE = r"""#!/bin/sh
-while [ "$1" != "--" ]; do shift; done
-shift
-exec "$@"
-"""
 FAKE_CH_RUN = r"""#!/bin/sh
 { for a in "$@"; do printf '%s\n' "$a"; done; echo "USER=$USER"; echo; } >> "$FAKE_LOG"
 if [ -n "$FAKE_CH_ERROR" ]; then echo "ch-run[4242]: error: $FAKE_CH_ERROR" >&2; exit 1; fi
@@ -94,7 +89,6 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]
     monkeypatch.setenv("CUBERUN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "fake.log"))
     monkeypatch.setenv("USER", "alice")
-    install(bin_dir, "unshare", FAKE_UNSHARE)
     for var in ("FAKE_IMAGES", "FAKE_CH_ERROR", "FAKE_EXIT", *PROXY_VARS):
         monkeypatch.delenv(var, raising=False)
     yield bin_dir
@@ -147,7 +141,18 @@ def run_argv(runner: CharliecloudRunner, task: str) -> list[str]:
     return list(steps[0].argv)
 
 
-UNSHARE = ["unshare", "--user", "--map-current-user", "--net", "--"]  # the network off (ch-run 0.31 has no isolation of its own)
+SANDBOX = [sys.executable, "-I", "-S", str(Path(sandbox.__file__))]  # ch-run 0.31 has no isolation of its own
+
+
+def box(*read_only: str, net: bool = True, writable: tuple[str, ...] = ()) -> list[str]:
+    """The sandbox prefix: the network off (`--net`), each read-only input bound read-only, and an
+    output inside one bound writable again."""
+    argv = [*SANDBOX, *(["--net"] if net else [])]
+    for path in read_only:
+        argv += ["--ro", path]
+    for path in writable:
+        argv += ["--rw", path]
+    return [*argv, "--"]
 BASE_ENV = ["--set-env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "--set-env=HOME=/tmp", "--set-env=USER=alice"]
 
 
@@ -179,7 +184,7 @@ def test_hello_world_with_an_image_dir(hello: Path, image_dir: Path) -> None:
     ws = hello / "workspace"
     runner = runner_for(hello, f"charliecloud.image_dir={image_dir}")
     assert run_argv(runner, "hello") == [
-        *UNSHARE, "ch-run", "--unset-env=*", "--env-no-expand", *BASE_ENV, "--private-tmp", "--cd=/workspace",
+        *box(f"{ws}/names"), "ch-run", "--unset-env=*", "--env-no-expand", *BASE_ENV, "--private-tmp", "--cd=/workspace",
         "-b", f"{ws}/names:/mlcube_io0", "-b", f"{ws}/chats:/mlcube_io1",
         str(image_dir), "--", "python3", "/workspace/hello_world.py",
         "hello", "--name=/mlcube_io0/alice.txt", "--chat=/mlcube_io1/chat_with_alice.txt",
@@ -193,7 +198,7 @@ def test_converted_image_uses_the_stored_config(hello: Path) -> None:
     assert rootfs == runner.rootfs and rootfs.parent.parent == Path(os.environ["CUBERUN_CACHE_DIR"]) / "charliecloud"
     ws = hello / "workspace"
     assert run_argv(runner, "hello") == [
-        *UNSHARE, "ch-run", "--unset-env=*", "--env-no-expand",
+        *box(f"{ws}/names"), "ch-run", "--unset-env=*", "--env-no-expand",
         "--set-env=PATH=/opt/venv/bin:/usr/bin:/bin", "--set-env=LANG=C.UTF-8", "--set-env=MODE=prod",
         "--set-env=HOME=/tmp", "--set-env=USER=alice", "--private-tmp", "--cd=/app",
         "-b", f"{ws}/names:/mlcube_io0", "-b", f"{ws}/chats:/mlcube_io1",
@@ -226,15 +231,15 @@ def test_task_entrypoints_replace_entrypoint_and_drop_the_task_name(tmp_path: Pa
     cube = make_cube(tmp_path / "gs", ENTRY_CUBE, {"workspace/parameters.yaml": "{}"})
     ws = cube / "workspace"
     runner = runner_for(cube)
-    head = [*UNSHARE, "ch-run", "--unset-env=*", "--env-no-expand", *BASE_ENV, "--private-tmp", "--cd=/"]
+    head = ["ch-run", "--unset-env=*", "--env-no-expand", *BASE_ENV, "--private-tmp", "--cd=/"]
     assert run_argv(runner, "download") == [
-        *head, "-b", f"{ws}:/mlcube_io0", "-b", f"{ws}/data:/mlcube_io1", "/images/gs", "--",
+        *box(str(ws), writable=(f"{ws}/data",)), *head, "-b", f"{ws}:/mlcube_io0", "-b", f"{ws}/data:/mlcube_io1", "/images/gs", "--",
         "python", "01_download.py", "--fast", "--parameters_file=/mlcube_io0/parameters.yaml", "--data_dir=/mlcube_io1",
     ]
     # a single-token entrypoint keeps its parameters (the reference's docker runner drops them)
-    assert run_argv(runner, "check") == [*head, "-b", f"{ws}/out:/mlcube_io0", "/images/gs", "--", "./check.sh", "--report=/mlcube_io0/report.txt"]
+    assert run_argv(runner, "check") == [*box(), *head, "-b", f"{ws}/out:/mlcube_io0", "/images/gs", "--", "./check.sh", "--report=/mlcube_io0/report.txt"]
     # no ENTRYPOINT anywhere: like `docker run IMAGE bare ...`, the task name is the command
-    assert run_argv(runner, "bare") == [*head, "-b", f"{ws}/out:/mlcube_io0", "/images/gs", "--", "bare", "--out=/mlcube_io0"]
+    assert run_argv(runner, "bare") == [*box(), *head, "-b", f"{ws}/out:/mlcube_io0", "/images/gs", "--", "bare", "--out=/mlcube_io0"]
     # the config can name the image's entrypoint and working directory
     configured = runner_for(cube, "charliecloud.entrypoint=python3 /srv/app.py", "charliecloud.workdir=/srv")
     argv = run_argv(configured, "bare")
@@ -277,13 +282,13 @@ def test_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         tasks: {t: {parameters: {outputs: {out: out/}}}}
     """)
     argv = run_argv(runner_for(cube, options=RunOptions(extra_env={"C": "3"})), "t")
-    assert argv[:16] == [
-        *UNSHARE, "ch-run", "--unset-env=*", "--env-no-expand", *BASE_ENV, "--set-env=https_proxy=http://proxy:3128",
+    assert argv[:17] == [
+        *box(), "ch-run", "--unset-env=*", "--env-no-expand", *BASE_ENV, "--set-env=https_proxy=http://proxy:3128",
         "--set-env=A=x y", "--set-env=B=$literal", "--set-env=C=3", "--private-tmp",
     ]
-    assert argv[16:] == ["--cd=/", "-b", f"{cube}/workspace/out:/mlcube_io0", "--join", "-v", "/images/o", "--", "run", "me", "t", "--out=/mlcube_io0"]
+    assert argv[17:] == ["--cd=/", "-b", f"{cube}/workspace/out:/mlcube_io0", "--join", "-v", "/images/o", "--", "run", "me", "t", "--out=/mlcube_io0"]
     loose = run_argv(runner_for(cube, "charliecloud.clean_env=false", "charliecloud.private_tmp=false", "charliecloud.write=true"), "t")
-    assert loose[:9] == [*UNSHARE, "ch-run", "--env-no-expand", "--set-env=HOME=/tmp", "--set-env=USER=alice"]
+    assert loose[:10] == [*box(), "ch-run", "--env-no-expand", "--set-env=HOME=/tmp", "--set-env=USER=alice"]
     assert "--write" in loose and "--private-tmp" not in loose and "--unset-env=*" not in loose
 
 
@@ -524,14 +529,12 @@ def test_fingerprint_follows_the_image(hello: Path, image_dir: Path) -> None:
     assert fp["image_metadata"] and "--set-env=A=1" in fp["command"][0]
 
 
-def test_read_only_requests_are_warned_about(hello: Path, image_dir: Path, tmp_path: Path, fake_ch_run: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    runner = runner_for(hello, f"charliecloud.image_dir={image_dir}")
-    assert _run(runner, tmp_path) == 0
-    assert "warning" not in capsys.readouterr().err  # the default (ro inputs) is documented, not repeated on every run
-    runner = runner_for(hello, f"charliecloud.image_dir={image_dir}", options=RunOptions(mount="ro"))
-    assert _run(runner, tmp_path) == 0
-    assert "ch-run binds read-write, so input(s) name are not read-only under Charliecloud" in capsys.readouterr().err
+def test_read_only_requests_are_honoured_without_a_warning(hello: Path, image_dir: Path, tmp_path: Path, fake_ch_run: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`--mount=ro` is what the sandbox does anyway: no warning (ch-run 0.31 once could not)."""
+    for options in (RunOptions(), RunOptions(mount="ro")):
+        assert _run(runner_for(hello, f"charliecloud.image_dir={image_dir}", options=options), tmp_path) == 0
+        assert "warning" not in capsys.readouterr().err
 
 
 def test_newer_ch_run_error_format(hello: Path, image_dir: Path, tmp_path: Path, fake_ch_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -569,15 +572,19 @@ def relaxations(runner: CharliecloudRunner, task: str) -> list[tuple[str, str]]:
 def test_policy_mapping(hello: Path, image_dir: Path) -> None:
     params = [f"charliecloud.image_dir={image_dir}"]
     strictest = runner_for(hello, *params)
-    assert relaxations(strictest, "hello") == [("writable-inputs", "runner")]  # ch-run 0.31 binds read-write only
-    assert run_argv(strictest, "hello")[:6] == [*UNSHARE, "ch-run"]
+    assert relaxations(strictest, "hello") == []  # the inputs read-only and the network off through cuberun's sandbox
+    ws = hello / "workspace"
+    assert run_argv(strictest, "hello")[:9] == [*box(f"{ws}/names"), "ch-run"]
     # --network=host or need_internet_access: the host's network, no namespace of its own
     host = runner_for(hello, *params, options=RunOptions(network="host"))
-    assert run_argv(host, "hello")[0] == "ch-run" and ("network", "cli") in relaxations(host, "hello")
+    assert run_argv(host, "hello")[:8] == [*box(f"{ws}/names", net=False), "ch-run"] and ("network", "cli") in relaxations(host, "hello")
+    # --mount=rw and the host's network: nothing to isolate, ch-run alone
+    bare = runner_for(hello, *params, options=RunOptions(network="host", mount="rw"))
+    assert run_argv(bare, "hello")[0] == "ch-run" and ("writable-inputs", "cli") in relaxations(bare, "hello")
     with pytest.raises(UsageError, match="--network=bridge: ch-run joins no named networks"):
         run_argv(runner_for(hello, *params, options=RunOptions(network="bridge")), "hello")
     loose = runner_for(hello, *params, "charliecloud.clean_env=false", "charliecloud.private_tmp=false", "charliecloud.write=true")
-    assert relaxations(loose, "hello") == [("writable-inputs", "runner"), ("host-env", "cube"), ("shared-tmp", "cube"),
+    assert relaxations(loose, "hello") == [("host-env", "cube"), ("shared-tmp", "cube"),
                                            ("writable-image", "cube")]
 
 
@@ -596,11 +603,32 @@ def test_cube_run_args_need_allow_run_args(tmp_path: Path) -> None:
     assert ("run-args", "cube") in relaxations(allowed, "t") and "/:/host" in run_argv(allowed, "t")
 
 
-def test_no_network_namespace_refuses_to_run(hello: Path, image_dir: Path, tmp_path: Path, fake_ch_run: Path) -> None:
-    """Never the host's network instead: one line naming what failed and the relaxation."""
-    (Path(os.environ["PATH"]) / "unshare").unlink()
+def test_a_sandbox_failure_is_one_line_and_ch_run_never_starts(hello: Path, image_dir: Path, tmp_path: Path, fake_ch_run: Path) -> None:
+    """Never the host's network or writable inputs instead: what failed, in one line, and the hint.
+    (A read-only input that vanished after resolution: the bind fails before ch-run starts.)"""
     runner = runner_for(hello, f"charliecloud.image_dir={image_dir}")
-    with pytest.raises(BackendError, match="cannot run ch-run without the network: `unshare --user --map-current-user --net --` failed") as info:
+    names = hello / "workspace" / "names"
+    original = runner.plan
+
+    def vanishing(task: Any) -> Any:
+        plan = original(task)
+        if names.exists():
+            names.rename(names.with_name("gone"))
+        return plan
+
+    runner.plan = vanishing  # type: ignore[method-assign]
+    with pytest.raises(BackendError, match=f"cannot isolate ch-run for task 'hello': cannot bind {names}: No such file or directory") as info:
         _run(runner, tmp_path)
-    assert "--network=host (recorded)" in str(info.value.hint)
+    assert "unprivileged user namespaces" in str(info.value.hint)
     assert not calls(tmp_path)  # ch-run never started
+
+
+def test_sandbox_script_errors(tmp_path: Path) -> None:
+    """The script alone: bad arguments and a missing command are one line and exit 125."""
+    import subprocess
+
+    for args in (["--bogus", "--", "true"], ["--net"], ["--", "/no/such/program"]):
+        res = subprocess.run([*SANDBOX, *args], capture_output=True, text=True, timeout=60, check=False)
+        assert res.returncode == sandbox.FAILED and res.stderr.count("\n") == 1 and res.stderr.startswith(sandbox.PREFIX), (args, res.stderr)
+
+

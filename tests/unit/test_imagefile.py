@@ -172,19 +172,3 @@ def test_decryption_key_is_required_and_checked(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as info:
         decrypt.key_file(tmp_path / "nope", "x")
     assert info.value.lines()[0].startswith(f"the passphrase file {tmp_path / 'nope'} does not exist")
-
-
-def test_charliecloud_refuses_encrypted_and_undownloaded_archives(tmp_path: Path) -> None:
-    from cuberun.runners import imagefile
-
-    root = cube_dir(tmp_path, f"container_type: DockerArchive\nimage: http://127.0.0.1:9/img.tar#sha256={HEX}\ntasks: {{t: {{}}}}\n")
-    runner = make_runner(load_cube(root), "charliecloud", RunOptions())
-    with pytest.raises(UsageError) as info:
-        imagefile.refuse_encrypted(runner)
-    assert info.value.lines() == ["a DockerArchive from a URL is not downloaded on charliecloud. Hint: run the cube once with "
-                                  "--platform=docker (it fills cuberun's cache), then again on charliecloud"]
-    (root / "img.gpg").write_bytes(b"x")
-    root = cube_dir(tmp_path, "container_type: EncryptedDockerArchive\nimage: img.gpg\ntasks: {t: {}}\n")
-    with pytest.raises(UsageError) as info:
-        imagefile.refuse_encrypted(make_runner(load_cube(root), "charliecloud", RunOptions()))
-    assert info.value.lines()[0].startswith("EncryptedDockerArchive is not supported on charliecloud")

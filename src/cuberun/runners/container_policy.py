@@ -9,7 +9,9 @@ from cuberun.policy import OFF, Policy, decide
 from cuberun.runners.argv import tokens as as_tokens
 
 if TYPE_CHECKING:
-    from cuberun.resolve import ResolvedTask
+    from collections.abc import Sequence
+
+    from cuberun.resolve import Mount, ResolvedTask
     from cuberun.runners.docker import DockerRunner
 
 PRIVATE_TMP = "/tmp:rw,exec,mode=1777"
@@ -114,7 +116,6 @@ CH_ALLOWED = ("--set-env", "--unset-env", "--env-no-expand", "-c", "--cd", "-t",
               "--join-ct", "--join-tag")
 _CH_TAKES_VALUE = {"-c", "--cd", "--unset-env", "--join-ct", "--join-tag"}
 # what makes a new, empty network namespace for ch-run (0.31 has no network isolation of its own)
-UNSHARE_NET = ("unshare", "--user", "--map-current-user", "--net", "--")
 
 
 def ch_disallowed(tokens: list[str]) -> list[str]:
@@ -134,9 +135,9 @@ def ch_disallowed(tokens: list[str]) -> list[str]:
 
 def charliecloud_policy(runner: Any, task: ResolvedTask) -> Policy:
     """ch-run runs as the invoking user in an unprivileged user namespace (no daemon, nothing
-    left behind). The network is off through `unshare --net` around ch-run; `--network=host` or
-    need_internet_access share the host's network; ch-run joins no named networks. Inputs stay
-    writable: ch-run 0.31 binds read-write only (recorded, source `runner`)."""
+    left behind). The network is off and the inputs are read-only through cuberun's sandbox around
+    ch-run (see charliecloud_prefix); `--network=host` or need_internet_access share the host's
+    network; ch-run joins no named networks."""
     from cuberun.errors import UsageError
     from cuberun.policy import Relaxation
 
@@ -159,8 +160,6 @@ def charliecloud_policy(runner: Any, task: ResolvedTask) -> Policy:
         writable_inputs=[p.name for p in task.params if p.io == "input" and p.opts == "rw"],
     )
     more: list[Relaxation] = []
-    if policy.inputs_read_only and any(p.io == "input" for p in task.params):
-        more.append(Relaxation("writable-inputs", "ch-run 0.31 binds read-write only: the inputs are writable", "runner"))
     if cfg.get("clean_env", True) is False:
         more.append(Relaxation("host-env", "the host environment is passed (clean_env: false)", _source(raw, "clean_env")))
     if cfg.get("private_tmp", True) is False:
@@ -179,13 +178,33 @@ def charliecloud_policy(runner: Any, task: ResolvedTask) -> Policy:
         return policy
     from cuberun.valueclass import replace
 
-    return replace(policy, inputs_read_only=False if any(r.name == "writable-inputs" for r in more) else policy.inputs_read_only,
-                   private_tmp=policy.private_tmp and cfg.get("private_tmp", True) is not False, relaxations=(*policy.relaxations, *more))
+    return replace(policy, private_tmp=policy.private_tmp and cfg.get("private_tmp", True) is not False, relaxations=(*policy.relaxations, *more))
 
 
-def charliecloud_prefix(policy: Policy) -> list[str]:
-    """What ch-run runs under: `unshare --user --map-current-user --net --` when the network is off."""
-    return list(UNSHARE_NET) if policy.network == OFF else []
+def charliecloud_prefix(policy: Policy, mounts: Sequence[Mount]) -> list[str]:
+    """What ch-run runs under: cuberun's sandbox script (runners/charliecloud/sandbox.py) when the
+    network is off (`--net`: a network namespace of its own) or an input is read-only (`--ro`: bound
+    onto itself read-only in a mount namespace of its own, as ch-run 0.31 binds read-write only; a
+    writable output inside such an input is bound again writable, `--rw`)."""
+    import sys
+    from pathlib import Path
+
+    ro = [m.host for m in mounts if m.readonly]
+    rw = [m.host for m in mounts if not m.readonly and any(_inside(m.host, r) for r in ro)]
+    if policy.network != OFF and not ro:
+        return []
+    argv = [sys.executable, "-I", "-S", str(Path(__file__).parent / "charliecloud" / "sandbox.py")]
+    if policy.network == OFF:
+        argv.append("--net")
+    for path in dict.fromkeys(ro):
+        argv += ["--ro", path]
+    for path in dict.fromkeys(rw):
+        argv += ["--rw", path]
+    return [*argv, "--"]
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
 # -- Backend.AI ------------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ or encrypted; imagefetch.ImageSource) made ready for the container runners at co
   previous invocation killed with SIGKILL), so the plain image does not stay on the host.
 - singularity/apptainer: the SIF is downloaded or hashed and run from where it is; an encrypted
   SIF is decrypted into a private folder that lives until the invocation ends.
-- charliecloud: an encrypted image is refused (its conversion would leave a plain copy), and so
-  is an archive from a URL that is not in the cache yet (not tested on charliecloud).
+- charliecloud (charliecloud/archive.py): the archive is downloaded or hashed the same way and
+  unpacked into a directory image, cached by its sha256; an encrypted one is decrypted with
+  `hold_decrypted` and unpacked into the same private folder, deleted at release.
 """
 
 from __future__ import annotations
@@ -141,20 +142,14 @@ def prepare_sif(runner: SingularityRunner) -> None:
         from cuberun import decrypt
 
         key = decrypt.key_file(runner.options.decryption_key, f"{src.kind} {src.location}")
-        file = _held(runner).holder().hold(file, key, "image.sif")
+        file = hold_decrypted(runner, file, key, "image.sif")
     runner.config["image"] = str(file)
 
 
-def refuse_encrypted(runner: Runner) -> None:
-    """Charliecloud: an encrypted image is refused, and so is an archive still to be downloaded
-    (its image id is known only once it is; a run on docker fills the cache first)."""
-    src = source(runner)
-    if src is not None and src.encrypted:
-        raise UsageError(f"{src.kind} is not supported on {runner.name}: its directory image would be a plain copy left on disk",
-                         "run it with --platform=docker, podman or singularity")
-    if src is not None and src.is_url and imagefetch.cached(imagefetch.expected_sha256(src, runner.options.image_sha256)) is None:
-        raise UsageError(f"a {src.kind} from a URL is not downloaded on {runner.name}",
-                         "run the cube once with --platform=docker (it fills cuberun's cache), then again on charliecloud")
+def hold_decrypted(runner: Runner, encrypted: Path, key: Path, name: str) -> Path:
+    """The plain content of `encrypted` as `<private folder>/<name>`; the folder (and whatever
+    the runner puts in it) is deleted at `release`, at the latest when cuberun exits."""
+    return Path(_held(runner).holder().hold(encrypted, key, name))
 
 
 def release(runner: Any) -> None:

@@ -17,6 +17,14 @@ and runs without any Docker engine once converted (an HPC node without Docker). 
 (Debian's charliecloud-builders package; it pulls in buildah and docker.io, so the built-in
 export is the default).
 
+Image archives (container_config.yaml `DockerArchive`, `EncryptedDockerArchive`; archive.py): the
+`docker save` tar, from a path or a URL checked by its sha256, is unpacked by cuberun itself
+(manifest.json, the layers one over the other with their whiteouts), no Docker engine needed;
+cached by the archive's sha256, or, encrypted, decrypted and unpacked into a private folder
+deleted when the invocation ends. A pinned digest (`image: name@sha256:...`) and `cuberun.lock`
+are checked in the engine the image is converted from, or, without one, against the image id and
+RepoDigests the conversion recorded (verify.py).
+
 Run: `ch-run --unset-env=* --env-no-expand --set-env=K=V... -t --cd=WORKDIR -b HOST:/mlcube_ioN
 ... IMAGE -- <ENTRYPOINT> [task] --p=/mlcube_ioN/...` (a task entrypoint replaces ENTRYPOINT
 and CMD, and the task name is dropped, as with Docker). The task's environment is the image's
@@ -38,7 +46,7 @@ injected into the image beforehand (`ch-fromhost --nvidia`); only CUDA_VISIBLE_D
 Modules, each layer a class on top of the one before: image.py (the configuration, the image's
 store and run configuration, the Docker engine side) < convert.py (configure: the conversion into a
 directory image, one at a time per image) < runner.py (the ch-run command, the run hooks, the
-fingerprint, inspect).
+fingerprint, inspect); archive.py and verify.py are functions of the runner used by them.
 """
 
 from cuberun.runners.charliecloud.runner import CharliecloudRunner

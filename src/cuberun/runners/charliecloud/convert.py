@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from cuberun.errors import BackendError, BusyError, RunnerUnavailable, TaskFailed, UsageError
 from cuberun.runners.base import Step
+from cuberun.runners.charliecloud import verify
+from cuberun.runners.charliecloud.archive import mount_points
 from cuberun.runners.charliecloud.image import FORMAT, METADATA, PROBE_TIMEOUT, ROOTFS, CharliecloudImage
 from cuberun.runners.rootfs import rmtree, safe_extract
 
@@ -46,6 +48,11 @@ class CharliecloudConvert(CharliecloudImage):
     def configure_steps(self) -> list[Step]:
         if self.user_image is not None:
             return []
+        src = self.archive_source()
+        if src is not None:
+            from cuberun.runners.charliecloud import archive
+
+            return archive.steps(self, src)
         live = self._inspect_engine(quiet=True)
         meta = self.stored_metadata()
         if live is not None and meta is not None and meta.get("id") == live.get("Id"):
@@ -61,9 +68,13 @@ class CharliecloudConvert(CharliecloudImage):
     def configure(self) -> None:
         """Make the directory image ready: check a user image_dir, or convert the Docker image
         when it is new or changed. Quiet when nothing changed."""
-        from cuberun.runners import imagefile
+        src = self.archive_source()
+        if src is not None:  # a container_config.yaml image archive: unpacked, no Docker engine
+            from cuberun.runners.charliecloud import archive
 
-        imagefile.refuse_encrypted(self)
+            archive.configure(self, src)
+            self._configured = True
+            return
         user = self.user_image
         if user is not None:
             if not user.is_dir():
@@ -84,9 +95,11 @@ class CharliecloudConvert(CharliecloudImage):
                         f"-P{self.section}.images_dir, or point -P{self.section}.image_dir at a directory image"
                     )
                 print(f"cuberun: note: using the converted image {self.rootfs} ({str(meta.get('id'))[:19]}): {reason}", file=sys.stderr)
+                self._verified = verify.stored_facts(self, meta)
                 self._configured = True
                 return
-            docker.configure()  # pull, or build per docker.build_strategy (quiet when present)
+            docker.configure()  # pull, or build per docker.build_strategy (quiet when present); checks the pin and the lock
+            self._verified = dict(docker._verified)
             live = self._inspect_engine()
             if live is None:
                 raise BackendError(f"{self.engine_name} has no image {self.image_ref} after configure",
@@ -102,7 +115,8 @@ class CharliecloudConvert(CharliecloudImage):
                 f"Hint: convert it where {self.engine_name} runs (cuberun configure --platform={self.platform}) and share "
                 f"{self.store.parent} (-P{self.section}.images_dir=DIR), or point -P{self.section}.image_dir at a directory image"
             )
-        # else: no engine on this machine (an HPC node): the converted image is used as is
+        else:  # no engine on this machine (an HPC node): the converted image is used as is, once checked
+            self._verified = verify.stored_facts(self, meta)
         self._configured = True
 
     @contextmanager
@@ -135,7 +149,6 @@ class CharliecloudConvert(CharliecloudImage):
 
         from cuberun import progress
         from cuberun.process import capture, stream
-        from cuberun.safeio import write_file
 
         store = self.store
         store.mkdir(parents=True, exist_ok=True)
@@ -177,6 +190,7 @@ class CharliecloudConvert(CharliecloudImage):
                     try:
                         act.phase("extracting", total=tar.stat().st_size, unit="bytes")
                         skipped = safe_extract(tar, new, done=lambda n: act.update(done=n))
+                        mount_points(new)  # what ch-run binds onto, when the image lacks it (a minimal image)
                     except (tarfile.TarError, OSError) as exc:
                         raise BackendError(f"cannot extract the export of {image}: {exc}", f"check the free space in {store}") from None
             meta = {
@@ -190,21 +204,28 @@ class CharliecloudConvert(CharliecloudImage):
                 "config": {k: (live.get("Config") or {}).get(k) for k in ("Entrypoint", "Cmd", "WorkingDir", "Env", "User")},
                 "skipped": skipped[:50],
             }
-            current = store / ROOTFS
-            old = store / f".{ROOTFS}.old-{token}"
-            if current.exists():
-                current.rename(old)
-            new.rename(current)
-            write_file(store / METADATA, json.dumps(meta, indent=2) + "\n", what="image metadata")
-            rmtree(old)
+            self._commit(new, meta)
         finally:
             for leftover in (tar, new, store / f".{METADATA}.{token}"):
                 try:
                     rmtree(leftover)
                 except OSError:
                     pass
-        self._image_config = None
         print(f"cuberun: converted {image} in {time.monotonic() - start:.1f} s", file=sys.stderr)
+
+    def _commit(self, new: Path, meta: dict[str, Any]) -> None:
+        """Make the complete directory image `new` (in the store) the store's image, with its metadata."""
+        from cuberun.safeio import write_file
+
+        store = self.store
+        current = store / ROOTFS
+        old = store / f".{ROOTFS}.old-{self._token}"
+        if current.exists():
+            current.rename(old)
+        new.rename(current)
+        write_file(store / METADATA, json.dumps(meta, indent=2) + "\n", what="image metadata")
+        rmtree(old)
+        self._image_config = None
 
 
 class _ExportSize:

@@ -1,5 +1,6 @@
 """The charliecloud runner's bottom layer: its configuration, the image it runs (a user
-image_dir or a converted Docker image: where it is stored, its Entrypoint/Cmd/WorkingDir/Env)
+image_dir, a converted Docker image or an unpacked image archive (archive.py): where it is
+stored, its Entrypoint/Cmd/WorkingDir/Env)
 and the Docker engine side (the docker runner that pulls or builds it, `image inspect`)."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from cuberun.schema import Field
 from cuberun.valueclass import dataclass, field
 
 if TYPE_CHECKING:
+    from cuberun.imagefetch import ImageSource
     from cuberun.resolve import ResolvedTask
     from cuberun.runners.docker import DockerRunner
 
@@ -82,6 +84,9 @@ class CharliecloudImage(ContainerRunner):
         self._docker: DockerRunner | None = None
         self._token = os.urandom(4).hex()
         self._container = f"cuberun-chconv-{self._token}"
+        self._archive_digest: str | None = None  # the sha256 of a DockerArchive (archive.py)
+        self._private_store: Path | None = None  # an EncryptedDockerArchive's image, in its decryption folder
+        self._verified: dict[str, Any] = {}  # the pin and lock checks of the converted image (verify.py)
 
     # -- configuration ---------------------------------------------------------------------------
     @property
@@ -113,9 +118,16 @@ class CharliecloudImage(ContainerRunner):
                                    "point image_dir at a directory image (ch-image, ch-convert), or name a Docker image to convert")])
         return value.strip()
 
+    def archive_source(self) -> ImageSource | None:
+        """The image file of a container_config.yaml DockerArchive / EncryptedDockerArchive (archive.py)."""
+        from cuberun.runners.charliecloud import archive
+
+        return archive.source(self)
+
     @property
     def store(self) -> Path:
-        """The directory that holds one converted image: rootfs/ and image.json."""
+        """The directory that holds one converted image: rootfs/ and image.json (an archive's:
+        by its sha256, or a private folder for an encrypted one)."""
         value = self.config.get("images_dir")
         if isinstance(value, str) and value.strip():
             base = self.cube_path(value.strip())
@@ -123,6 +135,11 @@ class CharliecloudImage(ContainerRunner):
             from cuberun.paths import cache_dir
 
             base = cache_dir() / "charliecloud"
+        src = self.archive_source()
+        if src is not None:
+            from cuberun.runners.charliecloud import archive
+
+            return archive.store(self, src, base)
         import hashlib
 
         ref = self.image_ref
@@ -140,6 +157,8 @@ class CharliecloudImage(ContainerRunner):
     def stored_metadata(self) -> dict[str, Any] | None:
         if self.user_image is not None:
             return None
+        if self._private_store is None and (src := self.archive_source()) is not None and src.encrypted:
+            return None  # not decrypted yet: there is no image
         try:
             data = json.loads((self.store / METADATA).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -183,6 +202,11 @@ class CharliecloudImage(ContainerRunner):
                     found.workdir = data["cwd"]
                 found.origin = f"{ch_meta} + {found.origin}" if found.origin else str(ch_meta)
             return found
+        src = self.archive_source()
+        if src is not None:
+            from cuberun.runners.charliecloud import archive
+
+            return archive.image_config(self, src)
         live = self._inspect_engine(quiet=True)
         if live is not None:
             return ImageConfig.from_docker(live.get("Config") or {}, f"{self.engine_name} image inspect {self.image_ref}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -15,7 +14,7 @@ from cuberun.records import log_tail
 from cuberun.runners.argv import tokens as as_tokens
 from cuberun.runners.base import TaskPlan
 from cuberun.runners.charliecloud.convert import CharliecloudConvert
-from cuberun.runners.charliecloud.image import PROBE_TIMEOUT, SCHEMA
+from cuberun.runners.charliecloud.image import SCHEMA
 from cuberun.runners.container import BindSyntax, EnvSyntax, pass_env, proxy_env
 from cuberun.schema import Field
 
@@ -52,7 +51,8 @@ class CharliecloudRunner(CharliecloudConvert):
     executable_key = "ch_run"
     default_executable = "ch-run"
     bind_syntax = CH_BIND
-    identity_labels: ClassVar[Mapping[str, str]] = {"image_id": "image digest"}
+    identity_labels: ClassVar[Mapping[str, str]] = {"image_id": "image digest", "archive_sha256": "image archive sha256",
+                                                    "locked": "locked image digest (cuberun.lock)"}
     image_keys: ClassVar[tuple[str, str | None] | None] = ("image", "image_id")
     schema: ClassVar[dict[str, Field]] = SCHEMA
 
@@ -87,7 +87,8 @@ class CharliecloudRunner(CharliecloudConvert):
         from cuberun.runners.container_policy import charliecloud_prefix
 
         cfg = self.config
-        argv = [*charliecloud_prefix(self.policy(task)), *self.ch_run]
+        layout = self.layout(task)
+        argv = [*charliecloud_prefix(self.policy(task), layout.mounts), *self.ch_run]
         if cfg.get("clean_env", True):
             argv.append("--unset-env=*")
         argv.append("--env-no-expand")
@@ -100,14 +101,16 @@ class CharliecloudRunner(CharliecloudConvert):
         if cfg.get("write", False):
             argv.append("--write")
         argv.append(f"--cd={self.image_config().workdir or '/'}")
-        layout = task.layout()
         for m in layout.mounts:
             if not CH_BIND.can_bind(m.host):
                 raise UsageError(f"task '{task.name}': ch-run cannot bind {m.host} (the path contains ':')",
                                  "move the data to a path without ':' or override the parameter")
         argv += self.bind_args(layout)
         argv += as_tokens(cfg.get("run_args"))
-        argv += [str(self.rootfs), "--", *self.command(task), *task.task_args(layout.args)]
+        args = task.task_args(layout.args)
+        if not args and not task.entrypoint:
+            args = self.image_config().cmd  # as `docker run IMAGE` with no arguments: ENTRYPOINT + CMD
+        argv += [str(self.rootfs), "--", *self.command(task), *args]
         return argv, secrets
 
     # -- availability ---------------------------------------------------------------------------------
@@ -156,31 +159,9 @@ class CharliecloudRunner(CharliecloudConvert):
 
         return charliecloud_policy(self, task)
 
-    def check_network_isolation(self) -> None:
-        """The network off needs a user and network namespace around ch-run: say so in one line
-        when this host cannot make one (never run the task with the host's network instead)."""
-        from cuberun.process import capture
-        from cuberun.runners.container_policy import UNSHARE_NET
-
-        res = capture([*UNSHARE_NET, sys.executable, "-c", ""], timeout=PROBE_TIMEOUT)  # a program that is there whatever the PATH
-        if res.returncode != 0:
-            raise BackendError(f"cannot run ch-run without the network: `{' '.join(UNSHARE_NET)}` failed: "
-                               f"{_last_error(res.stderr) or f'exit {res.returncode}'}",
-                               "ch-run 0.31 has no network isolation of its own; install util-linux >= 2.38 and allow unprivileged user "
-                               "namespaces, or run with the host's network: --network=host (recorded)")
-
     def before_run(self, plan: TaskPlan) -> None:
-        from cuberun.policy import OFF
-
-        task = plan.task
-        if self.policy(task).network == OFF:
-            self.check_network_isolation()
-        mounts = task.layout().mounts
+        mounts = self.layout(plan.task).mounts
         self.ensure_mount_points([m.target for m in mounts], [m.target for m in mounts if os.path.isfile(m.host)])
-        wanted_ro = [p.name for p in task.params if p.io == "input" and (self.options.mount or p.opts) == "ro"]
-        if wanted_ro:
-            print(f"cuberun: warning: task '{task.name}': ch-run binds read-write, so input(s) {', '.join(wanted_ro)} "
-                  "are not read-only under Charliecloud", file=sys.stderr)
 
     def client_env(self, extra: Mapping[str, str]) -> dict[str, str]:
         env = dict(os.environ)  # the secrets (`extra`) go through stdin: see client_stdin
@@ -201,7 +182,15 @@ class CharliecloudRunner(CharliecloudConvert):
         return data
 
     def failure(self, plan: TaskPlan, outcome: Outcome, log_path: str) -> Exception | None:
+        from cuberun.runners.charliecloud.sandbox import FAILED, PREFIX
+
         task = plan.task
+        if outcome.exit_code == FAILED and outcome.signal is None:
+            last = _last_error(log_tail(log_path))
+            if last.startswith(PREFIX):
+                return BackendError(f"cannot isolate ch-run for task '{task.name}': {last[len(PREFIX):]}",
+                                    "ch-run 0.31 has no isolation of its own: cuberun needs unprivileged user namespaces for the network off "
+                                    "and read-only inputs (sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces > 0)")
         if outcome.exit_code in CH_FAILURE_CODES and outcome.signal is None:
             line = _ch_error(log_tail(log_path))
             if line:
@@ -216,14 +205,29 @@ class CharliecloudRunner(CharliecloudConvert):
         """The ch-run command plus the image's identity: a converted image's Docker image ID, or,
         for an image_dir, its ch-image metadata (edit a directory image in place: use --force)."""
         argv, secrets = self.run_argv(task)
+        src = self.archive_source()
+        if src is not None and src.encrypted:
+            from cuberun.runners.charliecloud.archive import fingerprint_command
+
+            argv = fingerprint_command(argv, self.rootfs)
         fp: dict[str, Any] = {"runner": self.name, "command": [argv]}
         if secrets:
             fp["env"] = self.env_identity(secrets)
         user = self.user_image
-        if user is None:
+        if src is not None:
+            meta = self.stored_metadata()
+            fp["image"] = src.location
+            fp["image_id"] = meta.get("id") if meta else None
+            fp["archive_sha256"] = meta.get("archive_sha256") if meta else None
+        elif user is None:
+            from cuberun.runners import images
+
             meta = self.stored_metadata()
             fp["image"] = self.image_ref
             fp["image_id"] = meta.get("id") if meta else None
+            locked = images.locked_value(self.docker_runner())
+            if locked is not None:
+                fp["locked"] = locked
         else:
             import hashlib
 
@@ -233,11 +237,40 @@ class CharliecloudRunner(CharliecloudConvert):
                 fp["image_metadata"] = None
         return fp
 
+    def image_identity(self) -> dict[str, Any] | None:
+        """The image that ran, for the run record: the converted image's id (the Docker image id,
+        or an archive's config digest) and, for an archive, its sha256. None for an image_dir."""
+        meta = self.stored_metadata()
+        if meta is None or not meta.get("id"):
+            return None
+        src = self.archive_source()
+        if src is None:
+            from cuberun.runners.charliecloud.verify import identity
+
+            return identity(self, meta)
+        out: dict[str, Any] = {"ref": meta.get("image"), "id": meta.get("id"), "repo_digests": [], "archive_sha256": meta.get("archive_sha256")}
+        if src.encrypted:
+            del out["archive_sha256"]
+            out["private"] = True  # unpacked from the decrypted archive, deleted after the run
+        return out
+
+    def lock_images(self, pull: bool = False) -> tuple[str, dict[str, dict[str, str]]] | None:
+        """`cuberun lock`: lock the Docker image the conversion takes (verify.py); none for an
+        image_dir or an image archive (an archive is checked by its sha256)."""
+        if self.user_image is not None or self.archive_source() is not None:
+            return None
+        return self.docker_runner().lock_images(pull)
+
     # -- inspect --------------------------------------------------------------------------------------------
     def inspect(self) -> dict[str, Any]:
         info: dict[str, Any] = {"runner": self.name, "platform": self.platform, "rootfs": str(self.rootfs),
                                 "exists": self.rootfs.is_dir()}
-        if self.user_image is None:
+        src = self.archive_source()
+        if src is not None:
+            meta = self.stored_metadata()
+            info.update(image=src.location, id=meta.get("id") if meta else None, archive_sha256=meta.get("archive_sha256") if meta else None,
+                        converted=meta.get("converted") if meta else None)
+        elif self.user_image is None:
             meta = self.stored_metadata()
             info["image"] = self.image_ref
             info["id"] = meta.get("id") if meta else None

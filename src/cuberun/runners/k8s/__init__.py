@@ -8,6 +8,10 @@ Contract (the reference's k8s keys, with its bugs fixed):
   outside the workspace cannot be mounted and are an error;
 - `[<task>] --p=...` as for containers, or the task's `entrypoint` tokens as the container
   command (task name dropped, parameters kept);
+- a container_config.yaml task (DockerImage; image files are refused, `-Prunner.image` gets past
+  that): its entrypoint as `command`, its command as `args`, its environment; each volume mounted
+  from the workspace volume through `subPath` at its own mount path (no workspace mount), `shm_size`
+  as a memory emptyDir at /dev/shm, `gpus` as a count;
 - resources from the cube's `platform` block (`host_memory_gb` -> memory request and limit,
   `accelerator_count` or `--gpus=N` -> `nvidia.com/gpu` limit), `--memory`, `cpu`;
 - a task's time limit and retries (retry.py: `--timeout`/`--retries`, `tasks.<t>.timeout`/

@@ -18,6 +18,7 @@ from cuberun.runners.k8s.manifests import (
     job_name,
     label_value,
     memory_quantity,
+    shm_quantity,
     unique_suffix,
 )
 from cuberun.schema import Field
@@ -116,10 +117,33 @@ class K8sConfig(BatchRunner[_JobPlan, _JobRef]):
     def image(self) -> str:
         value = self._get("image")
         if value is None:
+            self._refuse_image_file()
             value = (self.cube.section("docker") or {}).get("image") if self.cube.raw_section("docker") else None
         if not isinstance(value, str) or not value.strip():
             raise UsageError(f"the {self.name} runner needs an image", f"set docker.image in {self.cube.file}, or -Prunner.image=IMAGE")
         return value.strip()
+
+    def _refuse_image_file(self) -> None:
+        """A container_config.yaml image that is a file (DockerArchive, SingularityFile, their
+        Encrypted kinds): the cluster's nodes pull images from a registry, cuberun cannot load a
+        file onto them. `-Prunner.image=REF` (the same image pushed to a registry) gets past it."""
+        from cuberun.spec.container_config import DOCKER_IMAGE, FORMAT, SINGULARITY_FILE
+
+        data = self.cube.doc.data if self.cube.format == FORMAT else None
+        kind = data.get("container_type") if isinstance(data, dict) else None
+        if kind is None or kind == DOCKER_IMAGE:
+            return
+        if kind.removeprefix("Encrypted") == SINGULARITY_FILE:
+            raise UsageError(
+                f"{self.cube.file}: container_type {kind}: the {self.name} runner cannot run a SIF file (Kubernetes nodes run OCI images "
+                "pulled from a registry)",
+                "push the Docker image the SIF was built from to a registry the cluster reaches and pass -Prunner.image=REGISTRY/NAME:TAG, "
+                "or run it with --platform=singularity")
+        raise UsageError(
+            f"{self.cube.file}: container_type {kind}: the {self.name} runner cannot load an image archive onto the cluster's nodes "
+            "(they pull images from a registry)",
+            "load it and push it to a registry the cluster reaches (docker load -i ARCHIVE; docker tag IMAGE REGISTRY/NAME:TAG; "
+            "docker push REGISTRY/NAME:TAG), then pass -Prunner.image=REGISTRY/NAME:TAG")
 
     @property
     def namespace(self) -> str:
@@ -170,9 +194,19 @@ class K8sConfig(BatchRunner[_JobPlan, _JobRef]):
             return gib_quantity(gb)
         return None
 
-    def gpu_count(self) -> int:
-        from cuberun.gpus import effective_gpus
+    def gpu_count(self, task: ResolvedTask | None = None) -> int:
+        """--gpus, else a container_config.yaml task's own run_args.gpus, else platform.accelerator_count."""
+        from cuberun.gpus import effective_gpus, parse_gpus
 
+        own = task.task.run_args.gpus if task is not None and task.task.run_args is not None else None
+        if self.options.gpus is None and own is not None:
+            request = parse_gpus(own) or effective_gpus(None, 0)
+            if request.all or request.devices:
+                assert task is not None
+                which = "all GPUs" if request.all else "particular devices"
+                raise UsageError(f"{self.cube.file}: tasks.{task.name}.run_args.gpus: '{own}' cannot be expressed on {self.name}: "
+                                 f"Kubernetes schedules a number of GPUs, not {which}", "pass --gpus=N to run the task with N GPUs")
+            return request.count
         request = effective_gpus(self.options.gpus, self.cube.accelerator_count)
         if request.all:
             raise UsageError(f"--gpus=all cannot be expressed on {self.name}: Kubernetes schedules a number of GPUs", "give a count, e.g. --gpus=2")
@@ -182,7 +216,7 @@ class K8sConfig(BatchRunner[_JobPlan, _JobRef]):
             )
         return request.count
 
-    def resources(self) -> dict[str, dict[str, str]]:
+    def resources(self, task: ResolvedTask | None = None) -> dict[str, dict[str, str]]:
         requests: dict[str, str] = {}
         limits: dict[str, str] = {}
         memory = self.memory()
@@ -191,7 +225,7 @@ class K8sConfig(BatchRunner[_JobPlan, _JobRef]):
         cpu = self._get("cpu")
         if cpu is not None:
             requests["cpu"] = limits["cpu"] = str(cpu)
-        gpus = self.gpu_count()
+        gpus = self.gpu_count(task)
         if gpus:
             limits[str(self._get("gpu_resource") or "nvidia.com/gpu")] = str(gpus)
         out: dict[str, dict[str, str]] = {}
@@ -219,33 +253,54 @@ class K8sConfig(BatchRunner[_JobPlan, _JobRef]):
         return labels
 
     # -- paths and arguments -----------------------------------------------------------------------
-    def container_path(self, task: ResolvedTask, param: ResolvedParam) -> str:
-        """Where a parameter's host path is inside the pod: `<mount>/<path relative to the workspace>`."""
+    def workspace_rel(self, task: ResolvedTask, param: ResolvedParam) -> str:
+        """A parameter's host path relative to the workspace, '/'-separated ('.' for the workspace
+        itself); a path outside it cannot be mounted (the volume holds the workspace only)."""
         workspace = os.path.normpath(str(task.workspace))
         path = os.path.normpath(str(param.host_path))
         rel = os.path.relpath(path, workspace)
         if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+            where = f"at {self.mount_path}" if param.mount_path is None else f"its {self.volume} volume, each volume through subPath"
             raise UsageError(
                 f"task '{task.name}', {param.io} '{param.name}': {path} is outside the workspace {workspace}; "
-                f"the {self.name} runner mounts only the workspace (at {self.mount_path})",
+                f"the {self.name} runner mounts only the workspace ({where})",
                 f"put it under the workspace (and on the volume), or override {param.name}=RELATIVE/PATH",
             )
-        return self.mount_path if rel == "." else posixpath.join(self.mount_path, *rel.split(os.sep))
+        return "/".join(rel.split(os.sep))
+
+    def container_path(self, task: ResolvedTask, param: ResolvedParam) -> str:
+        """Where a parameter's host path is inside the pod: `<mount>/<path relative to the workspace>`,
+        or a container_config.yaml volume's own mount path."""
+        rel = self.workspace_rel(task, param)
+        if param.mount_path is not None:
+            return param.mount_path
+        return self.mount_path if rel == "." else posixpath.join(self.mount_path, rel)
 
     def container_args(self, task: ResolvedTask) -> tuple[list[str] | None, list[str]]:
-        """(command, args): the entrypoint tokens replace the image ENTRYPOINT and drop the task name."""
+        """(command, args): the entrypoint tokens replace the image ENTRYPOINT and drop the task name.
+        A container_config.yaml task: its run_args entrypoint and command, no `--name=path` arguments."""
+        if task.task.run_args is not None:
+            return task.entrypoint, task.task_args(())
         params = [f"--{p.name}={self.container_path(task, p)}" for p in task.params]
         entry = task.entrypoint
         if entry:
             return entry, params
         return None, task.task_args(params)
 
-    def env(self) -> list[dict[str, str]]:
+    def env(self, task: ResolvedTask | None = None) -> list[dict[str, str]]:
+        """The settings' `env`, then the task's own (container_config.yaml run_args.environment), then --env."""
         merged: dict[str, str] = {}
         for key, value in (self._get("env") or {}).items():
             merged[str(key)] = "" if value is None else (("true" if value else "false") if isinstance(value, bool) else str(value))
+        if task is not None:
+            merged.update(task.environment)
         merged.update(self.options.extra_env)
         return [{"name": k, "value": v} for k, v in merged.items()]
+
+    def shm_size(self, task: ResolvedTask) -> str | None:
+        """A container_config.yaml task's run_args.shm_size as a quantity (the /dev/shm emptyDir's sizeLimit)."""
+        size = task.task.run_args.shm_size if task.task.run_args is not None else None
+        return shm_quantity(size, f"{self.cube.file}: tasks.{task.name}.run_args.shm_size") if size is not None else None
 
     def policy(self, task: ResolvedTask) -> Policy:
         from cuberun.runners.k8s.policy import k8s_policy

@@ -94,6 +94,28 @@ def memory_quantity(value: str | int | float, what: str) -> str:
     raise UsageError(f"{what}: '{value}' is not a memory size", "write a Kubernetes quantity (4Gi, 512Mi) or docker's form (4g, 512m)")
 
 
+_SHM_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([bkmg]?)b?\Z", re.IGNORECASE)
+_BINARY = (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10))
+
+
+def shm_quantity(value: str, what: str) -> str:
+    """A container_config.yaml `shm_size` (docker's --shm-size: a number, optionally with b, k, m
+    or g, binary whatever the case; bytes without a unit) as a quantity: 2gb -> 2Gi, 1.5g -> 1536Mi."""
+    from fractions import Fraction
+
+    m = _SHM_SIZE.match(str(value).strip())
+    if m is None:
+        raise UsageError(f"{what}: '{value}' is not a size", "write a number with a unit, e.g. 2gb or 512m")
+    scale = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
+    size = int(-(-Fraction(m.group(1)) * scale // 1))  # whole bytes, rounded up
+    if size <= 0:
+        raise UsageError(f"{what}: '{value}' is not more than 0 bytes", "write a size such as 2gb, or remove shm_size")
+    for suffix, unit in _BINARY:
+        if size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
+
+
 # -- manifest checks (what kubernetes-validate does not catch) --------------------------------------
 def _check_label(problems: list[str], where: str, value: Any, *, subdomain: bool = False) -> None:
     if not isinstance(value, str) or not value:

@@ -9,9 +9,18 @@ from cuberun.retry import limits
 from cuberun.runners.base import Step, TaskPlan
 from cuberun.runners.k8s.config import LABEL_CUBE, LABEL_JOB, MANAGED_BY, VOLUME_NAME, K8sConfig
 from cuberun.runners.k8s.manifests import CONTAINER_NAME, ManifestStep, ensure_valid, label_value, native_limits
-from cuberun.runners.k8s.policy import TMP_VOLUME, input_mounts, needs_network_policy, network_policy_manifest, security_contexts
+from cuberun.runners.k8s.policy import (
+    SHM_VOLUME,
+    TMP_VOLUME,
+    fixed_mounts,
+    input_mounts,
+    needs_network_policy,
+    network_policy_manifest,
+    security_contexts,
+)
 
 if TYPE_CHECKING:
+    from cuberun.policy import Policy
     from cuberun.resolve import ResolvedTask
 
 
@@ -32,23 +41,17 @@ class K8sPlan(K8sConfig):
         if command:
             container["command"] = command
         container["args"] = args
-        env = self.env()
+        env = self.env(task)
         if env:
             container["env"] = env
-        resources = self.resources()
+        resources = self.resources(task)
         if resources:
             container["resources"] = resources
         policy = self.policy(task)
         pod_security, container_security = security_contexts(self, policy)
         container["securityContext"] = container_security
-        mount: dict[str, Any] = {"name": VOLUME_NAME, "mountPath": self.mount_path}
-        if self.sub_path:
-            mount["subPath"] = self.sub_path
-        inputs = input_mounts(self, task, policy, VOLUME_NAME)
-        if any(m["mountPath"] == self.mount_path for m in inputs):  # the whole workspace is an input
-            mount["readOnly"] = True
-            inputs = [m for m in inputs if m["mountPath"] != self.mount_path]
-        container["volumeMounts"] = [mount, *inputs, {"name": TMP_VOLUME, "mountPath": "/tmp"}]
+        mounts, volumes = self.mounts(task, policy)
+        container["volumeMounts"] = mounts
         pod: dict[str, Any] = {"restartPolicy": "Never"}
         if self._get("service_account"):
             pod["serviceAccountName"] = self._get("service_account")
@@ -60,7 +63,7 @@ class K8sPlan(K8sConfig):
             pod["imagePullSecrets"] = [{"name": str(n)} for n in names]
         pod["securityContext"] = pod_security
         pod["containers"] = [container]
-        pod["volumes"] = [self.volume_spec(), {"name": TMP_VOLUME, "emptyDir": {}}]
+        pod["volumes"] = volumes
         spec: dict[str, Any] = {"backoffLimit": int(self.config.get("backoff_limit") or 0)}
         for key, field_name in (("active_deadline_seconds", "activeDeadlineSeconds"), ("ttl_seconds_after_finished", "ttlSecondsAfterFinished")):
             if self._get(key) is not None:
@@ -81,6 +84,32 @@ class K8sPlan(K8sConfig):
         }
         ensure_valid(manifest, f"Job for task '{task.name}'")
         return manifest
+
+    def mounts(self, task: ResolvedTask, policy: Policy) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(the container's volumeMounts, the pod's volumes). An mlcube.yaml task: the workspace at
+        `mount_path`, its inputs again read-only over it, a private /tmp. A container_config.yaml
+        task: its volumes at their own mount paths (no workspace mount), /tmp, and /dev/shm as a
+        memory emptyDir of run_args.shm_size; a volume mounted at /tmp or /dev/shm itself replaces those."""
+        if task.task.run_args is None:
+            mount: dict[str, Any] = {"name": VOLUME_NAME, "mountPath": self.mount_path}
+            if self.sub_path:
+                mount["subPath"] = self.sub_path
+            inputs = input_mounts(self, task, policy, VOLUME_NAME)
+            if any(m["mountPath"] == self.mount_path for m in inputs):  # the whole workspace is an input
+                mount["readOnly"] = True
+                inputs = [m for m in inputs if m["mountPath"] != self.mount_path]
+            return [mount, *inputs, {"name": TMP_VOLUME, "mountPath": "/tmp"}], [self.volume_spec(), {"name": TMP_VOLUME, "emptyDir": {}}]
+        mounts = fixed_mounts(self, task, policy, VOLUME_NAME)
+        volumes = [self.volume_spec()] if mounts else []
+        taken = {m["mountPath"] for m in mounts}
+        if "/tmp" not in taken:
+            mounts.append({"name": TMP_VOLUME, "mountPath": "/tmp"})
+            volumes.append({"name": TMP_VOLUME, "emptyDir": {}})
+        shm = self.shm_size(task)
+        if shm is not None and "/dev/shm" not in taken:
+            mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+            volumes.append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": shm}})
+        return mounts, volumes
 
     def pvc_manifest(self) -> dict[str, Any]:
         spec: dict[str, Any] = {

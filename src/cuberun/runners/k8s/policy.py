@@ -7,7 +7,8 @@
   `readOnlyRootFilesystem: true` (`read_only_root: false` relaxes it) and an `emptyDir` at /tmp
   (a private, writable /tmp);
 - every input is mounted again read-only over the workspace volume (`subPath`, `readOnly: true`);
-  outputs stay on the writable workspace mount;
+  outputs stay on the writable workspace mount; a container_config.yaml task gets no workspace
+  mount, only its volumes at their mount paths (`subPath`), inputs read-only, outputs writable;
 - no network: a NetworkPolicy selecting only the Job's pod (label `cuberun.io/job`) with no
   ingress and no egress rule (deny all), created before the Job and deleted after it. It is
   enforced only where the cluster's network plugin implements NetworkPolicy (Calico, Cilium, ...);
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from cuberun.runners.k8s.config import K8sConfig
 
 TMP_VOLUME = "tmp"
+SHM_VOLUME = "shm"
 
 
 def _source(runner: K8sConfig, key: str) -> str:
@@ -100,6 +102,23 @@ def input_mounts(runner: K8sConfig, task: ResolvedTask, policy: Policy, volume: 
             continue
         sub = posixpath.join(runner.sub_path, rel) if runner.sub_path else rel
         mounts.append({"name": volume, "mountPath": target, "subPath": sub, "readOnly": True})
+    return mounts
+
+
+def fixed_mounts(runner: K8sConfig, task: ResolvedTask, policy: Policy, volume: str) -> list[dict[str, Any]]:
+    """A container_config.yaml task: each volume at its own mount path, from the workspace volume
+    (`subPath`): inputs read-only (unless the policy relaxes that), outputs writable. The workspace
+    itself is not mounted, so an input is reachable only through its read-only mount."""
+    mounts: list[dict[str, Any]] = []
+    for p in task.params:
+        target = runner.container_path(task, p)
+        sub = "/".join(part for part in (runner.sub_path, runner.workspace_rel(task, p)) if part and part != ".")
+        mount: dict[str, Any] = {"name": volume, "mountPath": target}
+        if sub:
+            mount["subPath"] = sub
+        if p.io == "input" and policy.inputs_read_only and p.opts != "rw":
+            mount["readOnly"] = True
+        mounts.append(mount)
     return mounts
 
 

@@ -134,15 +134,18 @@ class KubernetesRunner(K8sFollow):
         """Stable across runs (the Job name is random): the container's command line, image,
         resources and volume."""
         command, args = self.container_args(task)
-        return {
+        identity: dict[str, Any] = {
             "runner": self.name,
             "command": [[*(command or []), *args]],
             "image": self.image,
-            "resources": self.resources(),
+            "resources": self.resources(task),
             "volume": self.volume_spec(),
             "mount_path": self.mount_path,
-            "env": _env_identity(self.env()),
+            "env": _env_identity(self.env(task)),
         }
+        if task.task.run_args is not None:  # container_config.yaml: where each volume is, /dev/shm
+            identity["mounts"], _ = self.mounts(task, self.policy(task))
+        return identity
 
     # -- inspect -------------------------------------------------------------------------------
     def inspect(self) -> dict[str, Any]:

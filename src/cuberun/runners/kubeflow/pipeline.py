@@ -141,6 +141,9 @@ class KubeflowPipeline(KubernetesRunner):
         return result
 
     def component_spec(self, task: ResolvedTask, after: Sequence[str]) -> dict[str, Any]:
+        if task.task.run_args is not None:
+            raise UsageError(f"{self.cube.file}: task '{task.name}': the {self.name} runner mounts only the workspace PVC at {self.mount_path}, "
+                             "not container_config.yaml volumes at their own mount paths", "run the cube with the k8s runner")
         command, args = self.container_args(task)
         resources: dict[str, str] = {}
         memory = self.memory()
