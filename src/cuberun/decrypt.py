@@ -126,7 +126,7 @@ def remove_abandoned(root: str | None = None) -> list[Path]:
 
 def remove(folder: Path) -> None:
     """Delete a decryption folder, also what a runner unpacked in it (read-only directories of an image)."""
-    from cuberun.runners.rootfs import rmtree
+    from cuberun.safeio import rmtree
 
     try:
         rmtree(folder)

@@ -106,6 +106,9 @@ def attempt_entry(number: int, outcome: Outcome, plan: TaskPlan) -> dict[str, An
     for key in ("job", "job_id"):
         if key in details:
             entry[key] = details[key]
+    remote = details.get("remote")
+    if isinstance(remote, dict) and isinstance(remote.get("run_id"), str):  # ssh: the remote cuberun's run of this attempt
+        entry["remote_run"] = remote["run_id"]
     return entry
 
 

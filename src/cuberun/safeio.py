@@ -22,7 +22,7 @@ from cuberun.errors import EXIT_USAGE, CuberunError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 _RETRY_IN_PLACE = (errno.EACCES, errno.EPERM, errno.EROFS)
 MAX_SHOWN = 160  # characters of a path shown in a message
@@ -412,3 +412,27 @@ def open_lock_file(path: str | os.PathLike[str]) -> int:
         os.close(fd)
         raise FileProblem(name, f"the lock file is {kind(st.st_mode)}", "remove it; cuberun creates its lock files itself")
     return fd
+
+
+def rmtree(path: Path) -> None:
+    """Remove a tree that may contain read-only directories (images do)."""
+    import shutil
+    import sys
+
+    def fix(func: Any, target: str, _exc: Any) -> None:
+        try:
+            parent = os.path.dirname(target)
+            os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
+            if os.path.isdir(target) and not os.path.islink(target):
+                os.chmod(target, os.stat(target).st_mode | stat.S_IWUSR | stat.S_IXUSR | stat.S_IRUSR)
+            func(target)
+        except OSError:
+            pass
+
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=fix)
+        else:
+            shutil.rmtree(path, onerror=fix)

@@ -11,6 +11,8 @@ runner's own fallback when the engine has the image) and from a `docker save` ar
 Checked: binds, read-only inputs, outputs owned back in the workspace, `--containall`, no
 network (`--network=none`), exit codes, Ctrl-C (nothing of the task survives, nothing recorded
 complete), and the apptainer process killed under a running task (the "backend died" fault).
+Time limits and retries (retry.py): a flaky task succeeds on attempt 2, and both attempts over
+their time limit leave nothing behind.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import pytest
 from tests.backends import backend_env, require_backend
 from tests.conftest import run_records
 from tests.faults.helpers import Background, alive, cmdline, processes_mentioning, wait_until
+from tests.integration import retries
 
 REPO = Path(__file__).resolve().parents[2]
 SESSION = uuid.uuid4().hex[:8]
@@ -56,6 +59,8 @@ case "$mode" in
             echo "mark=${CUBERUN_IT_MARK:-unset}"; echo "cuda=${CUDA_VISIBLE_DEVICES:-unset}"; echo "pwd=$(pwd)"; } > "$out" ;;
   fail) echo "failing on purpose"; exit 3 ;;
   sleep) echo "$$" > "$out"; echo started; exec sleep 300 ;;
+  flaky) mkdir -p "$out" && printf x >> "$out/marker"; n=$(wc -c < "$out/marker"); echo "attempt $n"; [ "$n" -gt 1 ] || exit 3 ;;
+  nap) mkdir -p "$out" && {whoami} >> "$out/whoami"; echo started; exec sleep 300 ;;
   *) echo "unknown mode $mode"; exit 64 ;;
 esac
 """
@@ -80,6 +85,13 @@ tasks:
   sleep:
     parameters:
       outputs: {{out: {{type: file, default: pid.txt}}}}
+  flaky:
+    retries: 2
+    parameters:
+      outputs: {{out: flaky/}}
+  nap:
+    parameters:
+      outputs: {{out: nap/}}
 """
 
 
@@ -131,7 +143,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apptainer]:
     for applet in applets:
         if applet != "busybox":
             (tree / "bin" / applet).symlink_to("busybox")
-    (tree / "probe.sh").write_text(PROBE_SH)
+    (tree / "probe.sh").write_text(PROBE_SH.replace("{whoami}", retries.WHOAMI_SH))
     (tree / "probe.sh").chmod(0o755)
     tar = subprocess.run(["tar", "-C", str(tree), "-c", "."], capture_output=True, check=True).stdout
     subprocess.run(["docker", "import", "-c", "ENV PATH=/bin", "-c", 'ENTRYPOINT ["/bin/sh", "/probe.sh"]', "-", IMAGE],
@@ -298,3 +310,27 @@ def test_a_task_over_its_time_limit_is_stopped(app: Apptainer, built: Path, tmp_
     [record] = records(cube / "workspace")
     assert record["exit_code"] == 124 and record["status"] == "failed" and "timed out" in json.dumps(record)
     assert not (cube / "workspace" / ".cuberun" / "state" / "sleep.json").exists()
+
+
+# -- time limits and retries (retry.py; the other runners: tests/integration/test_retry_real.py) --------------
+def test_a_flaky_task_succeeds_on_its_second_attempt(app: Apptainer, built: Path, tmp_path: Path) -> None:
+    """`retries: 2` in the cube: the first attempt fails (exit 3), the second, in a new container, succeeds."""
+    cube = app.cube(tmp_path / "probe")
+    proc = run(app, cube, "flaky", "--retry-delay=0.1")
+    ws = cube / "workspace"
+    record = retries.check_second_attempt(ws, proc, ws / "flaky" / "marker")
+    assert record["limits"]["retries_source"] == "cube"
+    assert not processes_mentioning(str(cube))  # no apptainer of this run left
+
+
+def test_each_attempt_over_its_time_limit_is_stopped(app: Apptainer, built: Path, tmp_path: Path) -> None:
+    """`--timeout 3 --retries 1`: both attempts time out, exit 124; nothing of either container is left
+    (each attempt's task wrote its PID namespace and start time: neither runs, nor any apptainer of the run)."""
+    cube = app.cube(tmp_path / "probe")
+    proc = run(app, cube, "nap", "--timeout=3", "--retries=1", "--retry-delay=0")
+    retries.check_timed_out_twice(cube / "workspace", proc, 3)
+    assert proc.stdout.count("started") == 2
+    tasks = [line.split() for line in (cube / "workspace" / "nap" / "whoami").read_text().splitlines()]
+    assert len(tasks) == 2 and all(ns.startswith("pid:[") and start.isdigit() for ns, start in tasks), tasks
+    assert wait_until(lambda: not any(retries.still_running(ns, start) for ns, start in tasks), 60), "a task outlived its time limit"
+    assert not processes_mentioning(str(cube))

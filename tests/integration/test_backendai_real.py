@@ -9,7 +9,8 @@ loopback), end to end as the seed's MLPerf-on-Backend.AI workflow does it:
 4. `cuberun run --platform=backendai-test` runs each task as a batch session, inputs and
    outputs moving through the cube's vfolder.
 
-Checked: success with outputs back in the workspace, a failing task's exit code, Ctrl-C
+Checked: success with outputs back in the workspace, a failing task's exit code, a flaky task
+retried in a second session (retries, retry.py), Ctrl-C
 (the session is terminated, its container gone), GPU requests against the mock accelerator
 (`cuda.device` slots with no GPU), and the manager killed during a session (a manager of the
 test's own, started beside the cluster's and stopped by PID: the shared one is never touched).
@@ -37,6 +38,7 @@ import pytest
 from tests.backends import backend_env, require_backend
 from tests.conftest import run_records
 from tests.faults.helpers import Background, alive, children, cmdline, error_line, free_ports, wait_until
+from tests.integration import retries
 
 REPO = Path(__file__).resolve().parents[2]
 SESSION = uuid.uuid4().hex[:6]
@@ -58,6 +60,13 @@ elif task == "fail":
 elif task == "sleep":
     print("started", flush=True)
     time.sleep(600)
+elif task == "flaky":  # fails while the marker in its output folder (in the vfolder) is missing
+    marker = os.path.join(opts["out"], "marker")
+    done = os.path.exists(marker)
+    with open(marker, "a") as fh:
+        fh.write("x")
+    print("attempt", open(marker).read().count("x"), flush=True)
+    sys.exit(0 if done else 3)
 elif task == "env":
     os.makedirs(os.path.dirname(opts["out"]), exist_ok=True)
     with open(opts["out"], "w") as fh:
@@ -88,6 +97,10 @@ tasks:
   env:
     parameters:
       outputs: {{out: {{type: file, default: env/env.json}}}}
+  flaky:
+    retries: 2
+    parameters:
+      outputs: {{out: flaky/}}
 """
 
 
@@ -193,6 +206,28 @@ def test_failing_task_is_a_failure(bai: Cluster, tmp_path: Path) -> None:
     assert "failing on purpose" in proc.stdout
     [record] = records(cube / "workspace")
     assert record["status"] == "failed" and record["exit_code"] == 1 and "outputs" not in record
+
+
+def test_a_flaky_task_succeeds_in_its_second_session(bai: Cluster, tmp_path: Path) -> None:
+    """`retries: 2`: the first session fails, cuberun creates a second one, which finds the marker the
+    first left in the vfolder and succeeds. Backend.AI passes no exit code on (see above): attempt 1
+    is recorded with 1. A time limit is not applied (Backend.AI has none for a batch session): one
+    warning, and the run goes on. The output folder has a name of this test's own (the cube's vfolder
+    outlives the test)."""
+    cube = bai.cube(tmp_path / "probe")
+    out = f"flaky-{uuid.uuid4().hex[:8]}"
+    proc = run(bai, cube, "flaky", "--retry-delay=0", "--timeout=600", f"out={out}/")
+    ws = cube / "workspace"
+    record = retries.check_second_attempt(ws, proc, ws / out / "marker", first_exit=1)
+    assert "the time limit of task 'flaky' (600 s, cli) does not apply to the backendai runner and is ignored" in proc.stderr
+    sessions = [a["session"] for a in record["attempts"]]
+    assert len(set(sessions)) == 2 and record["details"]["session"] == sessions[1], record  # a new session per attempt
+
+    def ended() -> bool:
+        ps = bai.client("ps")
+        return ps.returncode == 0 and not any(name in ps.stdout for name in sessions)
+
+    assert wait_until(ended, 120, 2.0), bai.client("ps").stdout  # neither session is left running
 
 
 def test_gpu_request_gets_mock_cuda_devices(bai: Cluster, tmp_path: Path) -> None:

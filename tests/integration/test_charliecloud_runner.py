@@ -34,6 +34,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import run_records
+from tests.faults.helpers import processes_mentioning, wait_until
+from tests.integration import retries
 
 try:
     from tests.backends import backend_env, require_backend, unavailable_reason
@@ -175,6 +177,11 @@ tasks:
     entrypoint: python3 -c "import sys; p = sys.argv[1].split('=', 1)[1]; open(p, 'a').write('changed'); print('wrote to the input', flush=True)"
     parameters:
       inputs: {{data: {{type: file, default: data.txt}}}}
+  flaky:
+    entrypoint: {flaky}
+    retries: 2
+    parameters:
+      outputs: {{out: flaky/}}
   remount:
     entrypoint: python3 -c "import ctypes, os, sys; d = os.path.dirname(sys.argv[1].split('=', 1)[1]).encode(); r = ctypes.CDLL(None, use_errno=True).mount(None, d, None, 32 | 4096, None); print('remount:', r, os.strerror(ctypes.get_errno()), flush=True)"
     parameters:
@@ -193,7 +200,7 @@ SLEEP = textwrap.dedent(
                   "    time.sleep(0.05)\\n")
     path = sys.argv[1].split("=", 1)[1]
     child = subprocess.Popen([sys.executable, "-c", GRANDCHILD])
-    with open(path, "w") as out:
+    with open(path, "a") as out:  # one line per attempt
         out.write(f"{os.getpid()} {child.pid}\\n")
     print("started", flush=True)
     deadline = time.monotonic() + 120
@@ -207,7 +214,7 @@ SLEEP = textwrap.dedent(
 def probe_cube(ch: Charlie, dest: Path) -> Path:
     root = dest / "probe"
     root.mkdir(parents=True)
-    (root / "mlcube.yaml").write_text(PROBE.format(image_dir=ch.image_dir))
+    (root / "mlcube.yaml").write_text(PROBE.format(image_dir=ch.image_dir, flaky=json.dumps(retries.FLAKY_ENTRY)))
     (ch.image_dir / "probe").mkdir(exist_ok=True)
     (ch.image_dir / "probe" / "sleep.py").write_text(SLEEP)
     return root
@@ -630,3 +637,27 @@ def test_a_task_over_its_time_limit_is_stopped(ch: Charlie, tmp_path: Path) -> N
     while any(alive(p) for p in pids):
         assert time.monotonic() < deadline, f"still running after the timeout: {[p for p in pids if alive(p)]}"
         time.sleep(0.1)
+
+
+# -- time limits and retries (retry.py; the other runners: tests/integration/test_retry_real.py) --------------
+def test_a_flaky_task_succeeds_on_its_second_attempt(ch: Charlie, tmp_path: Path) -> None:
+    """`retries: 2` in the cube: the first attempt fails (exit 3), the second ch-run succeeds."""
+    cube = probe_cube(ch, tmp_path)
+    proc = ch.cuberun("run", "--mlcube", str(cube), "--task", "flaky", "--platform", "charliecloud", "--retry-delay=0.1")
+    ws = cube / "workspace"
+    record = retries.check_second_attempt(ws, proc, ws / "flaky" / "marker")
+    assert record["limits"]["retries_source"] == "cube" and record["command"][: len(SANDBOX)] == SANDBOX
+
+
+def test_each_attempt_over_its_time_limit_is_stopped(ch: Charlie, tmp_path: Path) -> None:
+    """`--timeout 3 --retries 1`: both attempts time out, exit 124; the task and its grandchild (which
+    ignores SIGINT and SIGTERM) of each attempt are gone, and no ch-run of the run is left."""
+    cube = probe_cube(ch, tmp_path)
+    proc = ch.cuberun("run", "--mlcube", str(cube), "--task", "sleep", "--platform", "charliecloud", "--timeout=3", "--retries=1",
+                      "--retry-delay=0")
+    retries.check_timed_out_twice(cube / "workspace", proc, 3)
+    assert proc.stdout.count("started") == 2
+    pids = [int(p) for p in (cube / "workspace" / "pids.txt").read_text().split()]
+    assert len(pids) == 4 and len(set(pids)) == 4, pids  # task and grandchild of each attempt
+    assert wait_until(lambda: not any(alive(p) for p in pids), 60), f"still running after the timeout: {[p for p in pids if alive(p)]}"
+    assert not processes_mentioning(str(cube))

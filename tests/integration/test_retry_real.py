@@ -1,9 +1,13 @@
 """Per-task time limits and retries (retry.py) for real: a flaky task (it fails while a marker
-file in its output folder is missing, and leaves the marker) on local and docker succeeds on
-its second attempt; a task over its limit is stopped on docker (exit 124, no container of the
-run left), on Kubernetes (the Job's activeDeadlineSeconds: exit 124, Job and pods gone) and on
-Slurm (`--time` in whole minutes, checked with scontrol; the job's cuberun stops the task at
-the exact seconds, exit 124). Everything goes through the CLI in a subprocess.
+file in its output folder is missing, and leaves the marker) on local, docker and podman succeeds
+on its second attempt; a task over its limit is stopped on docker and podman (exit 124, no
+container of the run left), on Kubernetes (the Job's activeDeadlineSeconds: exit 124, Job and pods
+gone) and on Slurm (`--time` in whole minutes, checked with scontrol; the job's cuberun stops the
+task at the exact seconds, exit 124). Everything goes through the CLI in a subprocess.
+
+The other runners' retry tests live in their own real-test modules, next to the fixtures that
+build their images (tests/integration/retries.py holds the shared checks): test_apptainer_real,
+test_charliecloud_runner, test_ssh_runner and test_backendai_real.
 """
 
 from __future__ import annotations
@@ -20,24 +24,13 @@ import pytest
 
 from tests.backends import backend_env, client_env, require_backend
 from tests.conftest import CLI, run_records
+from tests.integration import retries
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 600
 
-FLAKY_PY = """\
-import os, sys
-out = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--out="))
-marker = os.path.join(out, "marker")
-done = os.path.exists(marker)
-with open(marker, "a") as f:
-    f.write("x")
-print("attempt", open(marker).read().count("x"), flush=True)
-sys.exit(0 if done else 3)
-"""
-# the same program as one `python3 -c` entrypoint, for a container (the cube folder is not mounted)
-FLAKY_ENTRY = ("python3 -c 'import os, sys; out = [a.split(\"=\", 1)[1] for a in sys.argv if a.startswith(\"--out=\")][0]; "
-               "m = os.path.join(out, \"marker\"); done = os.path.exists(m); open(m, \"a\").write(\"x\"); "
-               "print(\"attempt\", open(m).read().count(\"x\"), flush=True); sys.exit(0 if done else 3)'")
+FLAKY_PY = retries.FLAKY_PY
+FLAKY_ENTRY = retries.FLAKY_ENTRY  # the same program as one `python3 -c` entrypoint, for a container
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -50,19 +43,8 @@ def error_lines(stderr: str) -> list[str]:
 
 
 def check_second_attempt(cube: Path, proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    """Exit 0 on attempt 2 of 3: the record, the summary, the marker the first attempt left."""
-    ok(proc)
-    (record,) = run_records(cube / "workspace")
-    assert (record["status"], record["exit_code"], record["attempt"], record["max_attempts"]) == ("succeeded", 0, 2, 3)
-    assert [a["exit_code"] for a in record["attempts"]] == [3, 0]
-    assert all(a["elapsed_s"] >= 0 for a in record["attempts"])
-    assert record["limits"]["retries"] == 2
-    assert (cube / "workspace" / "out" / "marker").read_text() == "xx"  # the first attempt's output was left as it wrote it
-    assert "succeeded on attempt 2 of 3" in proc.stderr
-    assert "failed with exit code 3 on attempt 1 of 3" in proc.stderr
-    log = Path(record["log"]).read_text()
-    assert "attempt 1" in log and "attempt 2" in log and "cuberun: attempt 1 of 3 failed with exit code 3" in log
-    return record
+    """Exit 0 on attempt 2 of 3 (tests/integration/retries.py), the marker in `workspace/out`."""
+    return retries.check_second_attempt(cube / "workspace", proc, cube / "workspace" / "out" / "marker")
 
 
 # -- local ----------------------------------------------------------------------------------------------
@@ -138,57 +120,67 @@ def test_ctrl_c_is_never_retried(cli_env: dict[str, str], tmp_path: Path) -> Non
     assert "attempt 2" not in run.stderr
 
 
-# -- docker ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def docker() -> tuple[dict[str, str], str]:
-    details = require_backend("docker")
-    env = client_env("docker")
+# -- docker and podman ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module", params=["docker", pytest.param("podman", marks=pytest.mark.podman)])
+def engine(request: pytest.FixtureRequest) -> tuple[str, dict[str, str], str]:
+    """The engine (docker or podman, the same runner), its environment and its local base image."""
+    kind = str(request.param)
+    details = require_backend(kind)
+    env = client_env(kind)
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    return env, str(details["base_image"])
+    return kind, env, str(details["base_image"])
 
 
-def run_docker(env: dict[str, str], tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_engine(engine: tuple[str, dict[str, str], str], tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    kind, env, _ = engine
     full = {**env, "CUBERUN_SETTINGS": str(tmp / "settings.yaml"), "MLCUBE_SYSTEM_SETTINGS": str(tmp / "none.yaml"),
             "CUBERUN_CACHE_DIR": str(tmp / "cache")}
-    return subprocess.run([sys.executable, "-m", "cuberun", *args, "--platform=docker"], env=full, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cuberun", *args, f"--platform={kind}"], env=full, capture_output=True, text=True,
                           timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False)
 
 
-def test_docker_flaky_task_succeeds_on_its_second_attempt(docker: tuple[dict[str, str], str], tmp_path: Path) -> None:
-    env, base = docker
+def containers_named(engine: tuple[str, dict[str, str], str], name: str) -> list[str]:
+    """The engine's containers (running or not) of exactly this name."""
+    kind, env, _ = engine
+    listed = subprocess.run([kind, "ps", "-a", "--format", "{{.Names}}"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    return [n for n in listed.stdout.split() if n == name]
+
+
+def test_container_flaky_task_succeeds_on_its_second_attempt(engine: tuple[str, dict[str, str], str], tmp_path: Path) -> None:
+    kind, _, base = engine
     cube = tmp_path / "flaky"
     cube.mkdir()
     (cube / "mlcube.yaml").write_text(json.dumps({
         "name": "flaky", "docker": {"image": base},
         "tasks": {"flaky": {"entrypoint": FLAKY_ENTRY, "retries": 2, "parameters": {"outputs": {"out": "out/"}}}},
     }))
-    record = check_second_attempt(cube, run_docker(env, tmp_path, "run", f"--mlcube={cube}", "--retry-delay=0.1"))
+    record = check_second_attempt(cube, run_engine(engine, tmp_path, "run", f"--mlcube={cube}", "--retry-delay=0.1"))
+    assert record["runner"] == "docker" and record["command"][0] == kind
     names = [a["container"] for a in record["attempts"]]
     assert len(set(names)) == 2  # each attempt had its own container, and none is left
     for name in names:
-        assert not subprocess.run(["docker", "ps", "-a", "-q", "--filter", f"name={name}"], env=env, capture_output=True, text=True,
-                                  timeout=60, check=True).stdout.strip()
+        assert not containers_named(engine, name)
 
 
-def test_docker_task_over_its_cube_time_limit_is_stopped(docker: tuple[dict[str, str], str], tmp_path: Path) -> None:
-    env, base = docker
+def test_container_task_over_its_cube_time_limit_is_stopped(engine: tuple[str, dict[str, str], str], tmp_path: Path) -> None:
+    kind, _, base = engine
     cube = tmp_path / "slow"
     cube.mkdir()
     (cube / "mlcube.yaml").write_text(json.dumps({
         "name": "slow", "docker": {"image": base},
         "tasks": {"slow": {"entrypoint": "python3 -c 'import time; print(\"started\", flush=True); time.sleep(300)'", "timeout": 3}},
     }))
-    dry = ok(run_docker(env, tmp_path, "run", f"--mlcube={cube}", "--dry-run"))
+    dry = ok(run_engine(engine, tmp_path, "run", f"--mlcube={cube}", "--dry-run"))
     assert "# slow: limits: timeout 3 s (cube)" in dry.stdout
-    proc = run_docker(env, tmp_path, "run", f"--mlcube={cube}")
+    proc = run_engine(engine, tmp_path, "run", f"--mlcube={cube}")
     assert proc.returncode == 124, proc.stderr
     (line,) = error_lines(proc.stderr)
     assert "timed out after 3 s (tasks.slow.timeout)" in line
     (record,) = run_records(cube / "workspace")
     assert (record["status"], record["exit_code"], record["details"]["timed_out"]) == ("failed", 124, True)
+    assert record["command"][0] == kind
     name = next(a.split("=", 1)[1] for a in record["command"] if a.startswith("--name="))
-    listed = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], env=env, capture_output=True, text=True, timeout=60, check=True)
-    assert name not in listed.stdout.split()
+    assert not containers_named(engine, name)
 
 
 # -- Kubernetes -----------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import yaml
 
 from tests.backends import require_backend
 from tests.conftest import CLI, EXAMPLES, run_records
-from tests.integration import cubes
+from tests.integration import cubes, retries
 
 pytestmark = pytest.mark.ssh
 
@@ -491,3 +491,71 @@ def test_a_changed_far_end_reruns_the_task(ssh: SSH, tmp_path: Path) -> None:
     changed = ok(ssh(*args))
     assert "cuberun: task 'hello' will run: far end: env var SEED changed" in changed.stderr, changed.stderr
     assert "cuberun: skipping task 'hello'" in ok(ssh(*args)).stderr
+
+
+# -------------------------------------------------------------------------------- time limits and retries
+
+
+def flaky_cube(root: Path, **task: Any) -> Path:
+    spec = {"name": "flaky", "local": {"command": "python3 flaky.py", "env": "current"},
+            "tasks": {"flaky": {**task, "parameters": {"outputs": {"out": "out/"}}}}}
+    return cubes.write(root, {"mlcube.yaml": yaml.safe_dump(spec), "flaky.py": retries.FLAKY_PY})
+
+
+def test_a_flaky_remote_task_succeeds_on_its_second_attempt(ssh: SSH, tmp_path: Path) -> None:
+    """`retries: 2`: this side retries (the remote cuberun runs each attempt once, `--retries=0`);
+    the marker the first remote attempt left comes back, and is sent again with the second."""
+    cube = flaky_cube(tmp_path / "flaky", retries=2)
+    ws = cube / "workspace"
+    proc = ssh("run", f"--mlcube={cube}", "--platform=cuberun-local", "--retry-delay=0.1")
+    record = retries.check_second_attempt(ws, proc, ws / "out" / "marker")
+    remote = check_remote_record(record, "flaky", "cuberun-local", "cuberun-local")
+    assert "--retries=0" in json.dumps(record["command"])
+    assert Path(remote["workspace"], "out", "marker").read_text() == "xx"
+    first, second = (a["remote_run"] for a in record["attempts"])
+    assert first != second == remote["run_id"]
+    run_dir = Path(record["log"]).parent
+    assert json.loads((run_dir / "remote" / "record.json").read_text())["exit_code"] == 3  # the first attempt's remote record is kept
+
+
+NAP_PY = """\
+import os, sys, time
+out = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--out="))
+with open(os.path.join(out, "pids"), "a") as f:
+    f.write(f"{os.getpid()}\\n")
+print("started", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_remote_task_over_its_time_limit_is_stopped(ssh: SSH, tmp_path: Path) -> None:
+    """The cube's `timeout: 3` and `--retries=1`: the remote cuberun (which reads the cube's limit)
+    stops each attempt, exit 124; this side words and records it as a timeout (from the remote
+    run's record), keeps the remote record of each attempt, and no remote task is left."""
+    cube = flaky_cube(tmp_path / "nap", timeout=3)
+    (cube / "flaky.py").write_text(NAP_PY)
+    ws = cube / "workspace"
+    proc = ssh("run", f"--mlcube={cube}", "--platform=cuberun-local", "--retries=1", "--retry-delay=0")
+    assert proc.returncode == 124, proc.stderr
+    assert "task 'flaky' timed out on attempt 1 of 2" in proc.stderr
+    line = error_line(proc)
+    assert "timed out after 3 s (tasks.flaky.timeout) and was stopped on cuberun-local" in line and "every attempt failed" in line, line
+    (record,) = records(ws)
+    assert (record["status"], record["exit_code"], record["details"]["timed_out"], record["details"]["timeout"]) == ("failed", 124, True, 3)
+    assert [(a["exit_code"], a.get("timed_out")) for a in record["attempts"]] == [(124, True), (124, True)]
+    first, second = (a["remote_run"] for a in record["attempts"])
+    run_dir = Path(record["log"]).parent
+    assert record["details"]["remote"]["run_id"] == second and record["details"]["remote"]["record"] == str(run_dir / f"remote-{second}")
+    for folder, run_id in (("remote", first), (f"remote-{second}", second)):  # each attempt's remote record, fetched
+        far = json.loads((run_dir / folder / "record.json").read_text())
+        assert (far["run_id"], far["exit_code"], far["details"]["timed_out"]) == (run_id, 124, True)
+    pids = [int(p) for p in (ws / "out" / "pids").read_text().split()]
+    assert len(pids) == 2
+    wait_for(lambda: not any("flaky.py" in proc_cmdline(p) for p in pids), 60, "the remote tasks to be gone")  # (a reused pid runs another program)
+
+
+def proc_cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""  # gone

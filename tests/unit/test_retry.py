@@ -121,6 +121,25 @@ def test_summary_line_names_the_attempt(tmp_path: Path) -> None:
     assert "succeeded on attempt 2 of 3" in text
 
 
+def test_a_time_limit_the_remote_cuberun_enforced_is_a_timeout_here() -> None:
+    """ssh: exit 124 is a timeout only when the remote run's record says so (a task may exit 124 itself);
+    each attempt names its remote run (the real run: tests/integration/test_ssh_runner.py)."""
+    from types import SimpleNamespace
+
+    from cuberun.process import Outcome
+    from cuberun.retry import attempt_entry
+    from cuberun.runners.ssh.runner import _timed_out
+
+    far = {"exit_code": 124, "details": {"timed_out": True, "timeout": 3.0}}
+    assert _timed_out(far, 124) == 3.0
+    assert _timed_out(far, 1) is None  # not what the ssh session ended with
+    assert _timed_out({"exit_code": 124, "details": {}}, 124) is None  # the task's own exit 124
+    assert _timed_out(None, 124) is None  # no remote record fetched
+    outcome = Outcome(124, 4.0, details={"remote": {"run_id": "20261202-1-flaky-abc"}, "timed_out": True, "timeout": 3.0})
+    entry = attempt_entry(1, outcome, SimpleNamespace(values={}))  # type: ignore[arg-type]
+    assert entry == {"attempt": 1, "exit_code": 124, "elapsed_s": 4.0, "timed_out": True, "remote_run": "20261202-1-flaky-abc"}
+
+
 def test_which_runners_apply_a_time_limit_and_which_retry_natively() -> None:
     """A runner that cannot apply a time limit says so in one warning (retry.run_attempts) and in --dry-run."""
     from cuberun.runners.backendai import BackendAIRunner

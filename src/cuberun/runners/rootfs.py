@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from cuberun.errors import CuberunError
+from cuberun.safeio import rmtree as rmtree  # re-exported: images are trees with read-only directories
 
 if TYPE_CHECKING:
     import tarfile
@@ -135,26 +135,3 @@ def safe_extract(tar_path: Path, dest: Path, done: Callable[[int], None] | None 
     with tarfile.open(tar_path, "r:*") as tar:
         tar.extractall(str(dest), members=_safe_members(tar, str(dest), skipped, done), **_extract_kwargs())
     return skipped
-
-
-def rmtree(path: Path) -> None:
-    """Remove a tree that may contain read-only directories (images do)."""
-    import shutil
-
-    def fix(func: Any, target: str, _exc: Any) -> None:
-        try:
-            parent = os.path.dirname(target)
-            os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
-            if os.path.isdir(target) and not os.path.islink(target):
-                os.chmod(target, os.stat(target).st_mode | stat.S_IWUSR | stat.S_IXUSR | stat.S_IRUSR)
-            func(target)
-        except OSError:
-            pass
-
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        if sys.version_info >= (3, 12):
-            shutil.rmtree(path, onexc=fix)
-        else:
-            shutil.rmtree(path, onerror=fix)

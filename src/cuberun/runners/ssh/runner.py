@@ -30,6 +30,27 @@ def _far_identity(fp: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fp.items() if k != "code"}
 
 
+def _hostname(record: Mapping[str, Any] | None) -> str | None:
+    """The host name the remote cuberun recorded (what the ssh alias resolves to, in effect)."""
+    if record is None:
+        return None
+    env = record.get("environment")
+    host = record.get("host") or (env.get("host") if isinstance(env, dict) else None)
+    return str(host) if host else None
+
+
+def _timed_out(record: Mapping[str, Any] | None, exit_code: int) -> float | None:
+    """The seconds of the time limit at which the remote cuberun stopped the task (exit 124 and its
+    record says `timed_out`), else None."""
+    from cuberun.process import EXIT_TIMEOUT
+
+    details = record.get("details") if record is not None else None
+    if exit_code != EXIT_TIMEOUT or not isinstance(details, dict) or details.get("timed_out") is not True:
+        return None
+    seconds = details.get("timeout")
+    return float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None
+
+
 class SSHRunner(SSHInstall):
     name = "ssh"
     section = None  # the platform entry configures it; the cube carries no host names
@@ -206,6 +227,7 @@ class SSHRunner(SSHInstall):
         details["run_id"] = remote_run_id
         details["exit_code"] = outcome.exit_code
         details["remote_seconds"] = round(outcome.elapsed, 3)
+        stopped: float | None = None  # the remote cuberun stopped the task at its time limit (seconds)
         if not outcome.interrupted:
             fetch_interrupted, down = self._transfer(self.fetch_argvs(plan, task, remote_run_id), "download",
                                                         f"downloading outputs of task '{task.name}' from {t.host}")
@@ -214,12 +236,17 @@ class SSHRunner(SSHInstall):
                 outcome = fetch_interrupted
             elif remote_run_id:
                 details["record"] = record = self._adopt_record(plan, remote_run_id, log_path)
-                details["hostname"] = self._remote_hostname(record)
+                far = self._remote_record(record)
+                details["hostname"] = _hostname(far)
+                stopped = _timed_out(far, outcome.exit_code)
         reason = None
         if outcome.exit_code != 0 and not outcome.interrupted:
-            reason = f"failed with exit code {outcome.exit_code} on {t.host} (remote run {remote_run_id or '?'}; log {log_path})"
+            # a time limit the remote cuberun enforced is worded (and recorded) as the other runners' (retry.py reads `timed_out`)
+            what = f"timed out after {stopped:g} s (--timeout) and was stopped" if stopped is not None else f"failed with exit code {outcome.exit_code}"
+            reason = f"{what} on {t.host} (remote run {remote_run_id or '?'}; log {log_path})"
+        extra = {"timed_out": True, "timeout": stopped} if stopped is not None else {}
         return Outcome(outcome.exit_code, time.monotonic() - started, outcome.interrupted, outcome.signal, outcome.received, reason,
-                       {"remote": details})
+                       {"remote": details, **extra})
 
     def _check_still_connected(self, task: ResolvedTask) -> None:
         """ssh exited 255 without saying why: the task's own exit code, or the connection broke
@@ -237,11 +264,14 @@ class SSHRunner(SSHInstall):
 
     @staticmethod
     def _adopt_record(plan: Plan, remote_run_id: str, log_path: str) -> str | None:
-        """Move the fetched remote run record next to the local one (<run dir>/remote/)."""
+        """Move the fetched remote run record next to the local one (<run dir>/remote/; the attempts
+        after the first of a retried task (retry.py) share the run dir: theirs go to remote-<remote run id>/)."""
         fetched = os.path.join(plan.ws, ".cuberun", "runs", remote_run_id)
         target = os.path.join(os.path.dirname(log_path), "remote")
         if not os.path.isdir(fetched):
             return None
+        if os.path.lexists(target):
+            target = f"{target}-{remote_run_id}"
         try:
             if os.path.exists(target):
                 import shutil
@@ -253,8 +283,8 @@ class SSHRunner(SSHInstall):
         return target
 
     @staticmethod
-    def _remote_hostname(record_dir: str | None) -> str | None:
-        """The host name the remote cuberun recorded (what the ssh alias resolves to, in effect)."""
+    def _remote_record(record_dir: str | None) -> dict[str, Any] | None:
+        """The run record of the remote cuberun (fetched and adopted), None when unreadable."""
         if not record_dir:
             return None
         from cuberun.safeio import read_json
@@ -263,11 +293,7 @@ class SSHRunner(SSHInstall):
             data = read_json(Path(record_dir, "record.json"))
         except (CuberunError, ValueError, RecursionError):
             return None
-        if not isinstance(data, dict):
-            return None
-        env = data.get("environment")
-        host = data.get("host") or (env.get("host") if isinstance(env, dict) else None)
-        return str(host) if host else None
+        return data if isinstance(data, dict) else None
 
     def inspect(self) -> dict[str, Any]:
         from cuberun.process import capture
