@@ -110,6 +110,7 @@ class TaskFailed(CuberunError):
     def __init__(self, message: str, exit_code: int, hint: str | None = None) -> None:
         super().__init__(message, hint)
         self.exit_code = exit_code
+        self.timeout: float | None = None  # the time limit (s) at which the task was stopped, when it was
 
 
 def split_words(text: str, what: str) -> list[str]:

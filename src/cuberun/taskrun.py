@@ -32,6 +32,7 @@ class TaskResult:
     steps: list[Step] = field(default_factory=list)
     reason: str | None = None  # the runner's one-line account of a non-zero outcome (Outcome.reason)
     sweep: dict[str, str] | None = None  # the sweep variant's values (--sweep), None outside a sweep
+    timeout: float | None = None  # the time limit (s) at which the task was stopped, when it was
 
     @property
     def label(self) -> str:
@@ -65,6 +66,7 @@ def task_failed(cube: Cube, result: TaskResult, done: Sequence[TaskResult] = ())
     """The error of a failed task; `.results` holds the results of this invocation so far
     (the failed one last), for cuberun.api."""
     exc = _task_failed(cube, result)
+    exc.timeout = result.timeout
     exc.results = [*(r for r in done if r is not result), result]  # type: ignore[attr-defined]
     return exc
 
@@ -213,4 +215,6 @@ def _finish_run(rt: Any, record: RunRecord, steps: list[Step], outcome: Outcome,
         record.finish(status, exit_code, elapsed_s=round(outcome.elapsed, 4), signal=outcome.signal, **extra)
     except OSError as exc:  # e.g. the task filled the disk: its outcome still decides the exit code
         say(f"warning: cannot finish the run record {record.path}: {exc.strerror}")
-    return TaskResult(rt.name, exit_code, record.run_id, status, steps, reason, sweep)
+    limit = (outcome.details or {}).get("timeout") if (outcome.details or {}).get("timed_out") else None
+    return TaskResult(rt.name, exit_code, record.run_id, status, steps, reason, sweep,
+                      float(limit) if isinstance(limit, (int, float)) and not isinstance(limit, bool) else None)

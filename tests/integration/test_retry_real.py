@@ -287,6 +287,10 @@ def test_slurm_job_gets_the_time_limit_and_the_task_is_stopped(cli: CLI, cli_env
     (record,) = run_records(cube / "workspace", "slurm")
     job_id = record["details"]["job_id"]
     assert record["exit_code"] == 124 and record["details"]["job_state"] == "FAILED"
+    # the job's cuberun stopped it at 4 s: worded and recorded as on every other runner (handshake `error` event's `timeout`)
+    assert record["details"]["timed_out"] is True and record["details"]["timeout"] == 4, record["details"]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("cuberun: error:")]
+    assert len(errors) == 1 and f"timed out after 4 s (tasks.nap.timeout) and was stopped in job {job_id}" in errors[0], proc.stderr
     shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], env={**os.environ, **env}, capture_output=True, text=True,
                            timeout=60, check=False).stdout
     if shown:

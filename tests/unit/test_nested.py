@@ -74,3 +74,19 @@ def test_the_inner_cuberun_writes_events_only_when_asked(tmp_path: Path, cli_env
     assert found.error is not None and "nope" in found.error and found.exit_code == asked.returncode
     wrong = subprocess.run([*base, "--handshake=9"], capture_output=True, text=True, timeout=120, check=False, env=cli_env)
     assert wrong.returncode != 0 and nested.mismatch(nested.events(wrong.stderr), wrong.stderr, "here") is not None
+
+
+def test_a_task_stopped_at_its_time_limit_says_so_in_the_error_event(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """A real local run over its limit: the `error` event carries the limit, so the outer cuberun
+    (a Slurm job's) words and records it as a timeout, not as an exit code 124 of the task's own."""
+    (tmp_path / "nap.py").write_text("import time\nprint('napping', flush=True)\ntime.sleep(600)\n")
+    (tmp_path / "mlcube.yaml").write_text("name: n\nlocal: {command: python3 nap.py}\ntasks:\n  t:\n    timeout: 2\n")
+    base = [sys.executable, "-m", "cuberun", "run", f"--mlcube={tmp_path}", "--task=t", "--handshake=1"]
+    proc = subprocess.run(base, capture_output=True, timeout=300, check=False, env=cli_env)
+    found = nested.events(proc.stderr)
+    assert proc.returncode == 124 and found.timeout == 2.0 and found.error_kind == "TaskFailed", proc.stderr
+    # an error event without a limit (or with a nonsense one) is no timeout
+    marker = handshake.MARKER.decode()
+    for extra in ("", ', "timeout": true', ', "timeout": -1', ', "timeout": "2"'):
+        line = f'{marker}{{"v": {handshake.VERSION}, "event": "error", "message": "m", "kind": "TaskFailed"{extra}}}'
+        assert nested.events(line).timeout is None, extra

@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         for line in exc.lines():
             _stderr(f"cuberun: error: {line}")
         code = exc.exit_code
-        handshake.emit("error", message=exc.lines()[0], kind=type(exc).__name__, exit_code=code)
+        stopped = getattr(exc, "timeout", None)  # a task stopped at its time limit: the outer cuberun words and records it so
+        handshake.emit("error", message=exc.lines()[0], kind=type(exc).__name__, exit_code=code, **({"timeout": stopped} if stopped else {}))
     except (Exception, KeyboardInterrupt) as exc:
         handled = _other_error(exc, debug)
         if handled is None:

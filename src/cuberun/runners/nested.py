@@ -71,6 +71,7 @@ class Events:
     error: str | None = None  # its own error's first line (not the task's exit)
     error_kind: str | None = None
     exit_code: int | None = None
+    timeout: float | None = None  # the task was stopped at this time limit (s)
 
     @property
     def spoke(self) -> bool:
@@ -100,6 +101,9 @@ def events(data: bytes | str) -> Events:
             found["run_id"] = item["run_id"]
         elif kind == "error" and isinstance(item.get("message"), str):
             found["error"], found["error_kind"] = item["message"], str(item.get("kind") or "")
+            limit = item.get("timeout")
+            if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
+                found["timeout"] = float(limit)
         elif kind == "end" and isinstance(item.get("exit_code"), int):
             found["exit_code"] = item["exit_code"]
     return Events(tuple(versions), **found)

@@ -27,7 +27,7 @@ from cuberun.runners.slurm.jobs import (
     parse_exit,
     parse_time_limit,
 )
-from cuberun.runners.slurm.logs import ControllerLost, _inner_error, _inner_run_id, _Job, _LogTail
+from cuberun.runners.slurm.logs import ControllerLost, _inner_error, _inner_run_id, _inner_timeout, _Job, _LogTail
 from cuberun.runners.slurm.submit import SlurmSubmit
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class SlurmFollow(SlurmSubmit):
         )
 
     def _outcome(self, job: _Job, start: float) -> Outcome:
-        from cuberun.process import Outcome
+        from cuberun.process import EXIT_TIMEOUT, Outcome
 
         info = job.info
         assert info is not None
@@ -184,6 +184,10 @@ class SlurmFollow(SlurmSubmit):
         if info.state == "COMPLETED" and code == 0:
             return Outcome(0, elapsed, details=details)
         _, sig = parse_exit(info.exit_code)
+        stopped = _inner_timeout(job.log_file) if code == EXIT_TIMEOUT else None
+        if stopped is not None:  # the job's cuberun stopped the task at the exact seconds: worded and recorded as on the other runners
+            return Outcome(code, elapsed, reason=f"timed out after {stopped:g} s (--timeout) and was stopped in job {job.job_id}; log: {job.log_file}",
+                           details={**details, "timed_out": True, "timeout": stopped})
         reason = info.reason if info.reason not in QUIET_REASONS else ""
         inner = _inner_error(job.log_file)
         missing = "" if os.path.exists(job.log_file) else " (not created)"

@@ -187,6 +187,12 @@ def _inner_run_id(log_file: str) -> str | None:
     return nested.events(head).run_id
 
 
+def _inner_timeout(log_file: str) -> float | None:
+    """The time limit (s) at which the job's cuberun stopped the task (its handshake `error` event), else None."""
+    _, tail = _read_head_tail(log_file, 8192)
+    return nested.events(tail).timeout
+
+
 def _inner_error(log_file: str) -> str | None:
     """The job's cuberun's own error (its handshake `error` event), unless it only reports the
     task's exit code; or why that cuberun cannot talk to this one."""
