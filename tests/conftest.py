@@ -81,6 +81,21 @@ def cli(cli_env: dict[str, str], tmp_path: Path) -> CLI:
     return run
 
 
+@pytest.fixture
+def image_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Settings, cache (`tmp_path/cache`) and a temporary directory (`tmp_path/tmp`, where
+    decryptions go) of the test's own, for the image-file tests; returns `tmp_path`."""
+    import tempfile
+
+    monkeypatch.setenv("CUBERUN_SETTINGS", str(tmp_path / "no-settings.yaml"))
+    monkeypatch.setenv("MLCUBE_SYSTEM_SETTINGS", str(tmp_path / "no-mlcube.yaml"))
+    monkeypatch.setenv("CUBERUN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    return tmp_path
+
+
 def gpg_encrypt(plain: Path, out: Path, passfile: Path) -> None:
     """Encrypt `plain` to `out` (GnuPG symmetric) as an image author would, in a throw-away GnuPG
     home. Encrypting starts a gpg-agent for that home: it is stopped (we started it) before the

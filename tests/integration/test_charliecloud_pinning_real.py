@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import run_records
 from tests.integration.test_image_files_real import Setup, busybox_tree, make_setup, ok
+from tests.integration.test_image_pinning import ran, refused
 from tests.registry import Registry, registry_fixture  # noqa: F401 - the session fixture `registry`
 
 pytestmark = pytest.mark.charliecloud
@@ -87,21 +88,6 @@ def cube(root: Path, image: str) -> Path:
     (root / "mlcube.yaml").write_text(f"name: chpin\ndocker: {{image: \"{image}\"}}\n"
                                       "tasks:\n  show:\n    entrypoint: /bin/busybox env\n    parameters: {}\n")
     return root
-
-
-def ran(proc: subprocess.CompletedProcess[str]) -> str:
-    found = [line.split("=", 1)[1] for line in ok(proc).stdout.splitlines() if line.startswith("CUBERUN_PIN_WHICH=")]
-    assert len(found) == 1, proc.stdout
-    return found[0]
-
-
-def refused(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert proc.returncode == 2, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("cuberun: error:")]
-    assert "Traceback" not in proc.stderr and "Hint:" in line and "CUBERUN_PIN_WHICH" not in proc.stdout
-    for needle in needles:
-        assert needle in line, line
-    return line
 
 
 def test_pinned_digest_is_pulled_converted_and_recorded(built: Images, registry: Registry, tmp_path: Path) -> None:

@@ -33,16 +33,9 @@ PRIVATE = "<private temporary folder>"
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("CUBERUN_SETTINGS", str(tmp_path / "no-settings.yaml"))
-    monkeypatch.setenv("MLCUBE_SYSTEM_SETTINGS", str(tmp_path / "no-mlcube.yaml"))
-    monkeypatch.setenv("CUBERUN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+def _isolated(image_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings, cache and TMPDIR of the test's own (tests/conftest.py), and a user name for ch-run."""
     monkeypatch.setenv("USER", "alice")
-    (tmp_path / "tmp").mkdir()
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", None)
 
 
 def layer(*entries: tuple[str, str, str | bytes]) -> bytes:

@@ -22,15 +22,8 @@ HEX = "ab" * 32
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("CUBERUN_SETTINGS", str(tmp_path / "no-settings.yaml"))
-    monkeypatch.setenv("MLCUBE_SYSTEM_SETTINGS", str(tmp_path / "no-mlcube.yaml"))
-    monkeypatch.setenv("CUBERUN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", None)
+def _isolated(image_home: Path) -> None:
+    """Settings, cache and TMPDIR of the test's own (tests/conftest.py)."""
 
 
 def cube_dir(tmp_path: Path, text: str) -> Path:
