@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,9 +203,10 @@ def test_encrypted_archive_right_and_wrong_passphrase(engine: Setup, tmp_path: P
     assert leftovers(engine.dirs, plain_sha) == [] and not engine.has_image(image_id)
 
 
-def interrupt_when(setup: Setup, argv: list[str], marker: str, while_running: list[str] | None = None) -> tuple[int, str]:
-    """Start cuberun, send SIGINT to it (by its pid) once its output shows `marker`; returns its
-    exit code and output. `while_running` receives the decryption folders present at that point."""
+def interrupt_when(setup: Setup, argv: list[str], marker: str, while_running: list[str] | None = None,
+                   sig: int = signal.SIGINT) -> tuple[int, str]:
+    """Start cuberun, send `sig` (SIGINT) to it (by its pid) once its output shows `marker`; returns
+    its exit code and output. `while_running` receives the decryption folders present at that point."""
     proc = subprocess.Popen(argv, env=setup.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                             start_new_session=True)
     killer = threading.Timer(TIMEOUT, proc.kill)  # a safety net only: the test synchronises on the output
@@ -220,7 +222,7 @@ def interrupt_when(setup: Setup, argv: list[str], marker: str, while_running: li
             if marker in line:
                 if while_running is not None:
                     while_running.extend(str(p) for p in Path(setup.env["TMPDIR"]).glob("cuberun-decrypted-*/*"))
-                os.kill(proc.pid, signal.SIGINT)
+                os.kill(proc.pid, sig)
                 break
         seen.append(proc.stdout.read())
         code = proc.wait(timeout=TIMEOUT)
@@ -242,6 +244,24 @@ def test_ctrl_c_removes_the_loaded_image(engine: Setup, tmp_path: Path) -> None:
     assert leftovers(engine.dirs, plain_sha) == [] and not engine.has_image(image_id)
     record = run_records(cube / "workspace")[-1]
     assert record["status"] == "interrupted", record["status"]
+
+
+def test_sigkill_the_watchdog_removes_the_loaded_image(engine: Setup, tmp_path: Path) -> None:
+    """cuberun killed with SIGKILL (nothing of it runs): its watchdog removes the container and
+    then the image it loaded from the encrypted archive; the decrypted tar was deleted at load."""
+    archive, image_id = save_archive(engine, tmp_path)
+    plain_sha = sha256_of(archive)
+    (tmp_path / "key").write_text(PASSPHRASE + "\n")
+    gpg_encrypt(archive, tmp_path / "image.tar.gpg", tmp_path / "key")
+    cube = write_cube(tmp_path / "slow", "EncryptedDockerArchive", str(tmp_path / "image.tar.gpg"), "echo task-is-running; sleep 300")
+    code, output = interrupt_when(engine, engine.argv("run", f"--mlcube={cube}", f"--decryption-key={tmp_path / 'key'}"), "task-is-running",
+                                  sig=signal.SIGKILL)
+    assert code == -signal.SIGKILL, output
+    deadline = time.monotonic() + TIMEOUT  # the watchdog works after cuberun is gone: wait for its result, bounded
+    while engine.has_image(image_id):
+        assert time.monotonic() < deadline, f"image {image_id} still in the engine"
+        time.sleep(0.2)
+    assert leftovers(engine.dirs, plain_sha) == []
 
 
 @pytest.fixture

@@ -53,6 +53,12 @@ def _held(runner: Runner) -> _Held:
     return held
 
 
+def private_images(runner: Runner) -> list[str]:
+    """The image ids loaded from an encrypted archive for this invocation (removed at release, or
+    by the watchdog when cuberun is killed)."""
+    return list(_held(runner).loaded)
+
+
 def source(runner: Runner) -> imagefetch.ImageSource | None:
     return imagefetch.source_of(runner.cube)
 

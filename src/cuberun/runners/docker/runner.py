@@ -289,9 +289,15 @@ class DockerRunner(DockerEngine):
         return lambda: self._remove_container(name, kill=True)
 
     def watchdog_cleanup(self, plan: TaskPlan) -> list[list[str]]:
-        """The container goes with a killed cuberun (removed, or killed when `remove` is off)."""
+        """The container goes with a killed cuberun (removed, or killed when `remove` is off), and
+        then an image this invocation loaded from an encrypted archive (imagefile.py)."""
         name = plan.value("container")
-        return [[*self.executable, "rm", "-f", name] if self.config.get("remove", True) else [*self.executable, "kill", name]]
+        commands = [[*self.executable, "rm", "-f", name] if self.config.get("remove", True) else [*self.executable, "kill", name]]
+        if "_imagefile" in self.__dict__:  # an image file was prepared (imagefile.py is loaded only then)
+            from cuberun.runners import imagefile
+
+            commands += [[*self.executable, "rmi", "-f", image_id] for image_id in imagefile.private_images(self)]
+        return commands
 
     def after_run(self, plan: TaskPlan, outcome: Outcome) -> None:
         if outcome.details and outcome.details.get("timed_out"):
