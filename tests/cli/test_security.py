@@ -11,6 +11,9 @@ from tests.conftest import CLI, REPO, write_tree
 SRC = REPO / "src" / "cuberun"
 FORBIDDEN = [r"shell\s*=\s*True", r"\bos\.system\(", r"\bos\.popen\(", r"\bos\.exec\w*\(", r"\bos\.spawn\w*\(", r"\bpty\.spawn\(",
              r"\bcommands\.getoutput\("]
+# the one exec: charliecloud's sandbox script is a process of its own (not cuberun) that becomes
+# ch-run once its namespaces are made, with the argument list it was given (no shell)
+ALLOWED = {("src/cuberun/runners/charliecloud/sandbox.py", "os.execvp(command[0], command)")}
 
 
 def test_no_shell_strings_anywhere_in_the_source() -> None:
@@ -19,6 +22,9 @@ def test_no_shell_strings_anywhere_in_the_source() -> None:
         text = path.read_text(encoding="utf-8")
         for pattern in FORBIDDEN:
             for m in re.finditer(pattern, text):
+                line = text[text.rfind(chr(10), 0, m.start()) + 1 : text.find(chr(10), m.start())].strip()
+                if (str(path.relative_to(REPO)), line) in ALLOWED:
+                    continue
                 offenders.append(f"{path.relative_to(REPO)}:{text[: m.start()].count(chr(10)) + 1}: {m.group(0)}")
     assert offenders == []
 

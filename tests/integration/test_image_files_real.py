@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from cuberun import decrypt
 from tests.backends import client_env, require_backend
 from tests.conftest import gpg_encrypt, run_records
 from tests.integration.test_container_config_real import _archive
@@ -221,7 +222,8 @@ def interrupt_when(setup: Setup, argv: list[str], marker: str, while_running: li
             seen.append(line)
             if marker in line:
                 if while_running is not None:
-                    while_running.extend(str(p) for p in Path(setup.env["TMPDIR"]).glob("cuberun-decrypted-*/*"))
+                    while_running.extend(str(p) for p in sorted(Path(setup.env["TMPDIR"]).glob("cuberun-decrypted-*/*"))
+                                         if p.name != decrypt.OWNER_LOCK)  # the folder's owner lock (decrypt.py): not an image
                 os.kill(proc.pid, sig)
                 break
         seen.append(proc.stdout.read())
