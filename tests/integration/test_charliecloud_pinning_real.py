@@ -23,6 +23,7 @@ from tests.registry import Registry, registry_fixture  # noqa: F401 - the sessio
 
 pytestmark = pytest.mark.charliecloud
 SESSION = uuid.uuid4().hex[:8]
+LABEL = f"cuberun.test.chpin={SESSION}"  # on every image made here: the teardown removes them all, by id
 
 
 class Images:
@@ -37,7 +38,7 @@ class Images:
     def make(self, which: str) -> str:
         tag = f"localhost/cuberun-it-chpin-{SESSION}/{which.lower()}:1"
         tar = subprocess.run(["tar", "-C", str(busybox_tree(self.tmp / which)), "-c", "."], capture_output=True, check=True).stdout
-        self.docker.cli("import", "-c", "ENV PATH=/bin", "-c", f"ENV CUBERUN_PIN_WHICH={which}", "-", tag, input=tar)
+        self.docker.cli("import", "-c", "ENV PATH=/bin", "-c", f"ENV CUBERUN_PIN_WHICH={which}", "-c", f"LABEL {LABEL}", "-", tag, input=tar)
         self.tags.append(tag)
         return tag
 
@@ -65,6 +66,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
     finally:
         for tag in made.tags:
             made.docker.cli("rmi", "-f", tag, check=False)
+        # what is left under a digest reference only (pulled by digest, its tag moved away)
+        left = made.docker.cli("images", "-q", "--no-trunc", "--filter", f"label={LABEL}", check=False).stdout.decode().split()
+        for image in dict.fromkeys(left):
+            made.docker.cli("rmi", "-f", image, check=False)
+        assert not made.docker.cli("images", "-q", "--filter", f"label={LABEL}", check=False).stdout.strip()
 
 
 def with_engine(tmp: Path, built: Images) -> Setup:

@@ -86,6 +86,11 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     finally:
         for image in eng.images:
             eng.cli("rmi", "-f", image, check=False)
+        # what is left under a digest reference only (pulled by digest, its tag moved away): by id
+        left = eng.cli("images", "-q", "--no-trunc", "--filter", f"label=cuberun.test.pin={SESSION}", check=False).stdout.split()
+        for image in dict.fromkeys(left):
+            eng.cli("rmi", "-f", image, check=False)
+        assert not eng.cli("images", "-q", "--filter", f"label=cuberun.test.pin={SESSION}", check=False).stdout.strip()
 
 
 def cube(root: Path, image: str) -> Path:
