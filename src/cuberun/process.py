@@ -206,32 +206,39 @@ def kept_by_watchdog(fds: Sequence[int]) -> Iterator[None]:
         _HELD.fds = previous
 
 
-_DISARMED: list[subprocess.Popen[bytes]] = []  # watchdogs told to exit, not reaped yet
+_DISARMED: list[int] = []  # pids of watchdogs told to exit, not reaped yet
 _DISARMED_LOCK = threading.Lock()
 _REAP_AT_EXIT = False
 REAP_TIMEOUT = 5.0  # s an exiting cuberun waits for the watchdogs it disarmed (each exits at once)
 
 
+def _reaped(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:  # reaped already (a SIGCHLD handler of an embedding program)
+        return True
+
+
 def _reap_disarmed(wait: bool = False) -> None:
     """Reap the disarmed watchdogs that have exited (all of them, bounded, with `wait`: at exit):
-    a Popen is never dropped while its process runs (a ResourceWarning, a zombie)."""
+    a watchdog is never left a zombie while cuberun runs on."""
+    end = time.monotonic() + (REAP_TIMEOUT if wait else 0.0)
     with _DISARMED_LOCK:
-        for proc in list(_DISARMED):
-            if wait:
-                try:
-                    proc.wait(timeout=REAP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    continue
-            if proc.poll() is not None:
-                _DISARMED.remove(proc)
+        for pid in list(_DISARMED):
+            while not _reaped(pid):
+                if time.monotonic() >= end:
+                    break
+                time.sleep(0.005)  # each exits on the byte it was sent: a few ms at most
+            else:
+                _DISARMED.remove(pid)
 
 
 class Watchdog:
     """Armed until disarm(): if cuberun dies first, the task is stopped and cleaned up."""
 
-    def __init__(self, fd: int | None, proc: subprocess.Popen[bytes] | None) -> None:
+    def __init__(self, fd: int | None, pid: int | None) -> None:
         self._fd = fd
-        self._proc = proc
+        self._pid = pid
 
     def disarm(self) -> None:
         fd, self._fd = self._fd, None
@@ -242,8 +249,8 @@ class Watchdog:
         except OSError:
             pass
         os.close(fd)
-        proc, self._proc = self._proc, None
-        if proc is not None:  # it exits on that byte: reaped later, never waited for here
+        pid, self._pid = self._pid, None
+        if pid is not None:  # it exits on that byte: reaped later, never waited for here
             global _REAP_AT_EXIT
             with _DISARMED_LOCK:
                 if not _REAP_AT_EXIT:
@@ -251,29 +258,77 @@ class Watchdog:
 
                     atexit.register(_reap_disarmed, wait=True)
                     _REAP_AT_EXIT = True
-                _DISARMED.append(proc)
+                _DISARMED.append(pid)
             _reap_disarmed()
 
 
 def watchdog(*, group: int | None = None, cleanup: Sequence[Sequence[str]] = (), grace: float = GRACE_TERMINATE) -> Watchdog:
-    """Start the watchdog of a task's process group and/or its clean-up commands."""
+    """Start the watchdog of a task's process group and/or its clean-up commands.
+
+    When cuberun has one thread (a single task: the common case) the watchdog is a fork of this
+    process that runs watchdog.watch() at once: no second interpreter start-up beside the task.
+    With other threads running (parallel tasks), a fork could inherit a lock held by one of them,
+    so the watchdog is a fresh `python -I -S watchdog.py` instead. Both behave the same."""
     if os.environ.get("CUBERUN_NO_WATCHDOG") == "1" or (not group and not cleanup):
         return Watchdog(None, None)
     read, write = os.pipe()  # both ends close-on-exec: no task ever inherits the write end
     keep = [fd for fd in getattr(_HELD, "fds", ()) if _is_open(fd)]
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "watchdog.py")  # small, standard library only
-    words = [w for command in cleanup for w in (str(len(command)), *command)]
+    commands = [[str(w) for w in command] for command in cleanup]
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", script, str(group or 0), str(grace), *words],
-            stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=keep, start_new_session=True, close_fds=True,
-        )
+        if threading.active_count() == 1:
+            pid = _fork_watchdog(read, keep, group or 0, grace, commands)
+        else:
+            pid = _exec_watchdog(read, keep, group or 0, grace, commands)
     except OSError:  # no watchdog (no memory, no process slot): the run goes on as before
         os.close(write)
         return Watchdog(None, None)
     finally:
         os.close(read)
-    return Watchdog(write, proc)
+    return Watchdog(write, pid)
+
+
+def _fork_watchdog(read: int, keep: list[int], group: int, grace: float, commands: list[list[str]]) -> int:
+    from cuberun import watchdog as script  # standard library only, loaded before the fork
+
+    pid = os.fork()
+    if pid:
+        return pid
+    try:  # the child: only os-level calls until watch(), and never a return into cuberun
+        for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+            signal.signal(sig, signal.SIG_DFL)
+        os.setsid()
+        os.dup2(read, 0, inheritable=True)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        low = 3
+        for fd in sorted(set(keep)):
+            if fd >= low:
+                os.closerange(low, fd)
+                low = fd + 1
+        os.closerange(low, _max_fd())
+        script.watch(group, grace, commands)
+    finally:
+        os._exit(0)
+
+
+def _max_fd() -> int:
+    try:
+        return max(int(name) for name in os.listdir("/proc/self/fd")) + 1
+    except (OSError, ValueError):
+        return os.sysconf("SC_OPEN_MAX")
+
+
+def _exec_watchdog(read: int, keep: list[int], group: int, grace: float, commands: list[list[str]]) -> int:
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "watchdog.py")  # small, standard library only
+    words = [w for command in commands for w in (str(len(command)), *command)]
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", script, str(group), str(grace), *words],
+        stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=keep, start_new_session=True, close_fds=True,
+    )
+    pid = proc.pid
+    proc.returncode = 0  # reaped by pid (_reap_disarmed): the Popen object is let go
+    return pid
 
 
 def _is_open(fd: int) -> bool:

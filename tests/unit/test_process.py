@@ -158,22 +158,40 @@ def _touch(path: Path) -> list[str]:
     return [sys.executable, "-c", f"open({str(path)!r}, 'w').close()"]
 
 
-def test_watchdog_cleans_up_when_cuberun_is_gone_and_not_after_disarm(tmp_path: Path) -> None:
+def _wait_exit(pid: int) -> None:
+    """Reap pid, bounded (the watchdog exits once its clean-up is done)."""
+    import select
+
+    fd = os.pidfd_open(pid)
+    try:
+        assert select.select([fd], [], [], 60)[0], f"watchdog {pid} still runs after 60 s"
+    finally:
+        os.close(fd)
+    os.waitpid(pid, 0)
+
+
+@pytest.mark.parametrize("kind", ["forked", "script"])
+def test_watchdog_cleans_up_when_cuberun_is_gone_and_not_after_disarm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    kind: str) -> None:
     """End of file on its pipe (cuberun gone, kill -9 included): the clean-up runs; a disarmed
-    watchdog exits without it."""
+    watchdog exits without it. One thread: a fork of cuberun; more (parallel tasks): the script."""
     from cuberun import process
 
+    if kind == "script":
+        monkeypatch.setattr(process.threading, "active_count", lambda: 2)
     gone, kept = tmp_path / "gone", tmp_path / "kept"
     guard = process.watchdog(cleanup=[_touch(gone)])
-    assert guard._fd is not None and guard._proc is not None
+    assert guard._fd is not None and guard._pid is not None
+    with open(f"/proc/{guard._pid}/cmdline", "rb") as f:
+        cmdline = f.read()
+    assert (b"watchdog.py" in cmdline) == (kind == "script")
     os.close(guard._fd)  # as if cuberun died: the pipe ends without the byte
     guard._fd = None
-    guard._proc.wait(timeout=60)  # the watchdog waits for its clean-up before it exits
+    _wait_exit(guard._pid)  # the watchdog waits for its clean-up before it exits
     assert gone.exists()
     guard = process.watchdog(cleanup=[_touch(kept)])
-    proc = guard._proc
-    assert proc is not None
+    assert guard._pid is not None
     guard.disarm()
-    proc.wait(timeout=60)
     process._reap_disarmed(wait=True)
+    assert process._DISARMED == []
     assert not kept.exists()
