@@ -19,7 +19,7 @@ import pytest
 from cuberun.errors import BackendError
 from cuberun.runners import rootfs as rootfs_module
 from cuberun.runners.charliecloud.archive import unpack
-from cuberun.runners.zstdlayer import Bounded, is_zstd
+from cuberun.runners.zstdlayer import Bounded, is_zstd, zstd_layers
 from tests.unit.test_charliecloud_archive import LOWER, UPPER, layer, save_archive
 
 ZSTD = shutil.which("zstd")
@@ -139,3 +139,15 @@ def test_the_bounded_reader_counts_every_byte() -> None:
     with pytest.raises(BackendError) as info:
         over.drain()
     assert info.value.lines()[0].startswith("layer L is larger than 10 bytes uncompressed. Hint: ")
+
+
+@needs_zstd
+def test_the_zstd_layers_of_an_archive_are_named(tmp_path: Path) -> None:
+    """For the docker runner's hint when the engine cannot load an archive."""
+    archive = tmp_path / "image.tar"
+    save_archive(archive, [LOWER, zstd(UPPER), gzip.compress(UPPER)], symlinked=True)
+    assert zstd_layers(archive) == [layer_names(archive)[1]]
+    save_archive(archive, [LOWER])
+    assert zstd_layers(archive) == []
+    (tmp_path / "other").write_bytes(b"not a tar")
+    assert zstd_layers(tmp_path / "other") == [] and zstd_layers(tmp_path / "missing") == []
