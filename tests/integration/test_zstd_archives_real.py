@@ -1,4 +1,4 @@
-"""`docker save` archives whose layers are zstd-compressed (as Docker 25+ and podman can write
+"""`docker save` archives whose layers are zstd-compressed (as OCI images pushed with zstd compression have
 them), made here from the real Docker's archive of a three-layer image (whiteouts; the layers
 re-compressed by the real zstd program, names unchanged), on the real backends of
 scripts/backends/up.sh through the CLI in a subprocess:

@@ -1,12 +1,12 @@
-"""Image layers compressed with zstd (`application/vnd.oci.image.layer.v1.tar+zstd`; Docker 25+
-and podman can write them): known by their first bytes, never by a name, and decompressed by
-the `zstd` program (no Python zstd module is needed). The compressed layer is copied into a
+"""Image layers compressed with zstd (`application/vnd.oci.image.layer.v1.tar+zstd`: images
+pushed with `podman push --compression-format=zstd` or BuildKit's `compression=zstd`, saved
+from an engine that keeps them): known by their first bytes, never by a name, and decompressed
+by the `zstd` program (no Python zstd module is needed). The compressed layer is copied into a
 private temporary file (mode 0600) in `work` (the folder of the image being unpacked: the
 store, or an encrypted archive's private folder) and deleted when the layer is done; zstd's
-output is read through a pipe, bounded to rootfs.MAX_LAYER_BYTES (as every layer's members are). A missing zstd or a corrupt
-layer is one BackendError naming the layer.
+output is read through a pipe, bounded to rootfs.MAX_LAYER_BYTES (as every layer's members
+are). A missing zstd or a corrupt layer is one BackendError naming the layer.
 """
-
 from __future__ import annotations
 
 import os
@@ -52,6 +52,8 @@ class Bounded:
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:  # all of it, in bounded chunks
             return b"".join(iter(lambda: self.read(CHUNK), b""))
+        if size == 0:
+            return b""
         data = self.raw.read(max(min(size, self.limit + 1 - self.count), 1))
         self.count += len(data)
         if self.count > self.limit:
