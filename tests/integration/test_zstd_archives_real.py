@@ -3,13 +3,15 @@ them), made here from the real Docker's archive of a three-layer image (whiteout
 re-compressed by the real zstd program, names unchanged), on the real backends of
 scripts/backends/up.sh through the CLI in a subprocess:
 - charliecloud unpacks them with no Docker engine (runners/zstdlayer.py) and runs the task on the
-  real ch-run; a corrupt layer is one error line naming it, and nothing is cached;
+  real ch-run; a corrupt layer is one error line naming it, and nothing is cached; an encrypted
+  one leaves nothing decrypted (not even the private copy of a compressed layer);
 - podman loads them itself and runs the task; Debian's Docker 20.10 cannot load them: its error
   line says why (the archive's zstd layers) and what to use instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import posixpath
@@ -22,9 +24,9 @@ from pathlib import Path
 import pytest
 
 from tests.backends import require_backend
-from tests.conftest import run_records
-from tests.integration.test_charliecloud_archive_real import LIST, Archive, archive, ch, listing, unpacked
-from tests.integration.test_image_files_real import Setup, error_line, make_setup, ok, sha256_of, write_cube
+from tests.conftest import gpg_encrypt, run_records
+from tests.integration.test_charliecloud_archive_real import LIST, Archive, archive, ch, listing, nothing_decrypted, unpacked
+from tests.integration.test_image_files_real import PASSPHRASE, Setup, error_line, leftovers, make_setup, ok, sha256_of, write_cube
 
 __all__ = ["archive", "ch"]  # the fixtures, shared with test_charliecloud_archive_real.py
 
@@ -84,6 +86,25 @@ def test_a_corrupt_zstd_layer_is_one_line_and_nothing_is_cached(ch: Setup, archi
     store = Path(ch.env["CUBERUN_CACHE_DIR"]) / "charliecloud" / f"archive-{sha256_of(cube / 'image.tar')}"
     assert sorted(p.name for p in store.iterdir()) == [".lock"]  # no image, no half-unpacked rootfs, no layer copy
     assert not (cube / "workspace" / "out" / "ls.txt").exists() and run_records(cube / "workspace") == []
+
+
+def test_an_encrypted_archive_with_zstd_layers_leaves_nothing_decrypted(ch: Setup, archive: Archive, tmp_path: Path) -> None:
+    plain = tmp_path / "plain.tar"
+    layers = zstd_copy(archive.path, plain)
+    with tarfile.open(plain) as tar:  # the compressed layers: copied into the private folder while unpacked
+        layer_shas = [hashlib.sha256(tar.extractfile(name).read()).hexdigest() for name in layers]  # type: ignore[union-attr]
+    (tmp_path / "key").write_text(PASSPHRASE + "\n")
+    root = tmp_path / "enc"
+    root.mkdir()
+    gpg_encrypt(plain, root / "image.tar.gpg", tmp_path / "key")
+    cube = write_cube(root, "EncryptedDockerArchive", "image.tar.gpg", LIST)
+    proc = ok(ch.cuberun("run", f"--mlcube={cube}", f"--decryption-key={tmp_path / 'key'}"))
+    assert "unpacking the decrypted" in proc.stderr
+    listing(cube, archive)
+    nothing_decrypted(ch, archive)  # no decryption folder, no unpacked image
+    assert leftovers(ch.dirs, sha256_of(plain)) == []
+    for sha in layer_shas:
+        assert leftovers(ch.dirs, sha) == []
 
 
 @pytest.fixture(params=["podman", "docker"])
