@@ -617,3 +617,41 @@ def fork_call(fn: Callable[[], str]) -> Forked | None:
     forked = Forked(pid, read_fd)
     atexit.register(forked.cancel)
     return forked
+
+
+class Piped:
+    """A program whose standard output the caller reads as it comes (`stdout`, a pipe); its
+    standard error goes to a temporary file (read by `finish`, so that a chatty program never
+    blocks on a full pipe). Made by `piped()`, which always stops and reaps it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], errors: IO[bytes]) -> None:
+        self.proc = proc
+        self.stdout: IO[bytes] = proc.stdout  # type: ignore[assignment]
+        self._errors = errors
+
+    def finish(self) -> tuple[int, str]:
+        """Close our end of its output, wait for it; its return code (negative: killed by that
+        signal, e.g. SIGPIPE when it had more to write) and the last line of its standard error."""
+        self.stdout.close()
+        code = self.proc.wait()
+        self._errors.seek(0)
+        lines = self._errors.read(1 << 16).decode("utf-8", "replace").strip().splitlines()
+        return code, lines[-1].strip() if lines else ""
+
+
+@contextmanager
+def piped(argv: Sequence[str], *, stdin: int | None = subprocess.DEVNULL) -> Iterator[Piped]:
+    """Start argv (a list: never a shell) with its output read by the caller; FileNotFoundError
+    when the program is missing. Killed (if still running) and reaped when the block ends."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(list(argv), stdin=stdin, stdout=subprocess.PIPE, stderr=errors)
+        try:
+            yield Piped(proc, errors)
+        finally:
+            if proc.poll() is None:
+                proc.kill()  # our own child, by its Popen
+            if proc.stdout is not None:
+                proc.stdout.close()
+            proc.wait()

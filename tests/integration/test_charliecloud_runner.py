@@ -301,7 +301,7 @@ def test_hello_world_converted_from_its_docker_image(ch: Charlie, tmp_path: Path
     script = cube / "hello_world.py"
     script.write_text(script.read_text().replace("Nice to meet you.", "Nice to meet you again."))
     rerun = ok(ch.cuberun("run", "--mlcube", str(cube), "--task", "hello", "--platform", "charliecloud", *params, env=env))
-    assert "the Docker image changed" in rerun.stderr and "skipping" not in rerun.stderr
+    assert "the image changed in docker" in rerun.stderr and "skipping" not in rerun.stderr
     assert chat.read_text() == "Hi, Alice! Nice to meet you.\nHi, Alice! Nice to meet you again.\n"
 
     # without any Docker engine (an HPC node), the converted image still runs

@@ -195,3 +195,18 @@ def test_watchdog_cleans_up_when_cuberun_is_gone_and_not_after_disarm(tmp_path: 
     process._reap_disarmed(wait=True)
     assert process._DISARMED == []
     assert not kept.exists()
+
+
+def test_piped_output_is_read_as_it_comes_and_the_child_is_reaped() -> None:
+    from cuberun.process import piped
+
+    with piped(py("import sys; sys.stdout.write('x' * 100000); sys.stderr.write('warn\\nlast words\\n'); raise SystemExit(4)")) as pipe:
+        assert pipe.stdout.read() == b"x" * 100000
+        assert pipe.finish() == (4, "last words")  # the last line of its stderr (kept in a file, never a full pipe)
+    # left early (a reader that stops): killed, and reaped when the block ends
+    with piped(py("import sys\nwhile True: sys.stdout.write('y' * 65536)")) as pipe:
+        assert pipe.stdout.read(10) == b"y" * 10
+    assert pipe.proc.returncode is not None
+    with pytest.raises(FileNotFoundError):
+        with piped(["/nonexistent/program"]):
+            pass

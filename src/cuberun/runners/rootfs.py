@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 WHITEOUT = ".wh."  # an image layer's deletion marker of the file it names
 OPAQUE = ".wh..wh..opq"  # an image layer's marker of a directory that hides what earlier layers put in it
+MAX_LAYER_BYTES = 64 << 30  # the uncompressed bytes one image layer may have (a compression bomb is refused)
 
 
 class UnsafeArchive(CuberunError):
@@ -53,6 +54,8 @@ def _safe_members(tar: tarfile.TarFile, dest: str, skipped: list[str], done: Cal
         if not _inside(parent, real_dest):
             raise UnsafeArchive(f"the image archive writes {member.name!r} through a link that leaves the image")
         if layer is not None:
+            if member.offset_data + member.size > MAX_LAYER_BYTES:
+                raise UnsafeArchive(f"an image layer is larger than {MAX_LAYER_BYTES} bytes uncompressed (at {member.name!r})")
             if _whiteout(name, parent, layer):
                 continue
             _remember(name, layer)

@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from cuberun import imagefetch
 from cuberun.errors import BackendError, UsageError
@@ -100,6 +100,7 @@ def unpack(path: Path, rootfs: Path, done: Callable[[int], None] | None = None) 
     returns its image and the members skipped (device files). `done` is told the bytes read."""
     import tarfile
 
+    from cuberun.runners import zstdlayer
     from cuberun.runners.rootfs import UnsafeArchive, extract_layer
 
     try:
@@ -110,9 +111,15 @@ def unpack(path: Path, rootfs: Path, done: Callable[[int], None] | None = None) 
             for name in image.layers:
                 member = members.get(posixpath.normpath(name.lstrip("/")))
                 stream = tar.extractfile(member) if member is not None else None
-                if stream is None:
+                if stream is None or member is None:
                     raise BackendError(f"the archive has no layer {name} (manifest.json names it)", "the archive is incomplete: save it again")
-                extract_layer(stream, rootfs, skipped, None if done is None else _offset(done, member.offset_data if member else 0))
+                progress = None if done is None else _offset(done, member.offset_data)
+                if zstdlayer.sniff(stream):  # by its first bytes: a layer's name says nothing of its compression
+                    rootfs.mkdir(parents=True, exist_ok=True)
+                    with zstdlayer.decompressed(stream, rootfs.parent, f"layer {name} of the image archive {path}", progress) as plain:
+                        extract_layer(cast("IO[bytes]", plain), rootfs, skipped)  # read() is all a streamed tar uses
+                else:
+                    extract_layer(stream, rootfs, skipped, progress)
             mount_points(rootfs)
     except (tarfile.TarError, OSError, EOFError, KeyError, UnsafeArchive) as exc:
         why = getattr(exc, "strerror", None) or exc

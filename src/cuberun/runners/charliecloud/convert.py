@@ -91,7 +91,7 @@ class CharliecloudConvert(CharliecloudImage):
                 if meta is None:
                     raise RunnerUnavailable(
                         f"cannot convert {self.image_ref} for Charliecloud: {reason.split('. Hint: ')[0]}. "
-                        f"Hint: start {self.engine_name} (check DOCKER_HOST), or convert where it runs and share "
+                        f"Hint: start {self.engine_name}{' (check DOCKER_HOST)' if self.engine_name == 'docker' else ''}, or convert where it runs and share "
                         f"-P{self.section}.images_dir, or point -P{self.section}.image_dir at a directory image"
                     )
                 print(f"cuberun: note: using the converted image {self.rootfs} ({str(meta.get('id'))[:19]}): {reason}", file=sys.stderr)
@@ -108,7 +108,7 @@ class CharliecloudConvert(CharliecloudImage):
                 with self._store_lock():
                     meta = self.stored_metadata()  # another cuberun may have converted it meanwhile
                     if meta is None or meta.get("id") != live.get("Id"):
-                        self._convert(live, "no converted image yet" if meta is None else "the Docker image changed")
+                        self._convert(live, "no converted image yet" if meta is None else f"the image changed in {self.engine_name}")
         elif meta is None:
             raise RunnerUnavailable(
                 f"cannot convert {self.image_ref} for Charliecloud: {problem}. "

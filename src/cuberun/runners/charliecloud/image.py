@@ -258,7 +258,8 @@ class CharliecloudImage(ContainerRunner):
         return None
 
     def _inspect_engine(self, quiet: bool = False) -> dict[str, Any] | None:
-        """`docker image inspect IMAGE` (stdout only), or None when the image or engine is missing."""
+        """`docker image inspect IMAGE` (stdout only), or None when the image or engine is missing;
+        its "Id" always sha256:-prefixed (podman gives the bare hex)."""
         if self._engine_problem() is not None:
             return None
         from cuberun.process import capture
@@ -277,5 +278,10 @@ class CharliecloudImage(ContainerRunner):
         except ValueError:
             return None
         entry = data[0] if isinstance(data, list) and data else data
-        return entry if isinstance(entry, dict) else None
+        if not isinstance(entry, dict):
+            return None
+        image_id = entry.get("Id")
+        if isinstance(image_id, str) and image_id and not image_id.startswith("sha256:"):
+            entry["Id"] = f"sha256:{image_id}"  # podman's bare hex: the id as docker, the docker runner and cuberun.lock write it
+        return entry
 

@@ -259,6 +259,13 @@ class DockerRunner(DockerEngine):
                 if recipe.is_file()
                 else f"tag a local image with exactly this name: {self.engine} tag SOURCE {self.image}"
             )
+            tar = self._tar_file() if step.purpose == "load" else None
+            if tar is not None:
+                from cuberun.runners.zstdlayer import zstd_layers
+
+                if zstd_layers(tar):  # Docker 20.10 cannot load them ("archive/tar: invalid tar header")
+                    build_hint = (f"{tar} has zstd-compressed layers, which this {self.engine} may not load: use a newer Docker, "
+                                  "podman or --platform=charliecloud, or save the image again with gzip layers")
             raise BackendError(f"cannot {what[:-3]} image {self.image} (exit {outcome.exit_code}): {_last_error_line(text)}", build_hint)
         self._state = None
 
