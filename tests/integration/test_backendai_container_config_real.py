@@ -49,7 +49,7 @@ def volumes_cube(bai: Cluster, dest: Path) -> Path:
         "container_type": "DockerImage",
         "image": bai.image,  # the kernel image is <image>-backendai (cuberun export backendai)
         "tasks": {"copy": {
-            "run_args": {"entrypoint": "sh", "command": ["-c", SCRIPT], "environment": {"GREETING": "hello"}, "gpus": 1, "shm_size": "64mb"},
+            "run_args": {"entrypoint": "sh", "command": ["-c", SCRIPT], "environment": {"GREETING": "hello"}, "gpus": 1, "shm_size": "96mb"},
             "input_volumes": {"data_path": {"mount_path": "/mlcommons/volumes/raw_data", "type": "directory"},
                               "parameters_file": {"mount_path": "/mlcommons/volumes/parameters/parameters_file.yaml", "type": "file"}},
             "output_volumes": {"output_path": {"mount_path": "/mlcommons/volumes/data", "type": "directory"},
@@ -68,7 +68,7 @@ def test_volumes_at_their_mount_paths_and_outputs_back_on_the_host(bai: Cluster,
     proc = bai.cuberun("run", "--mlcube", str(cube), "--platform", "backendai-test", f"output_path={out}", f"report_file={report}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     seen = {line.strip() for line in proc.stdout.splitlines()}
-    assert "gpus=1" in seen and f"shm={64 << 20}" in seen, proc.stdout  # run_args.gpus: one mock device; shm_size: /dev/shm of 64 MiB
+    assert "gpus=1" in seen and f"shm={96 << 20}" in seen, proc.stdout  # run_args.gpus: one mock device; shm_size: /dev/shm of 96 MiB (the default is 64)
     # the outputs, at their host paths: a directory volume and a file volume
     assert sorted(p.name for p in (ws / out).iterdir()) == ["a.txt", "b.txt"]
     assert (ws / out / "b.txt").read_text() == "beta\n"
@@ -80,7 +80,7 @@ def test_volumes_at_their_mount_paths_and_outputs_back_on_the_host(bai: Cluster,
     assert [(r["name"], r["source"]) for r in record["policy"]["relaxations"]] == [("network", "runner"), ("writable-inputs", "runner")]
     assert "warning: task 'copy': Backend.AI cannot run a session without a network" in proc.stderr
     [create] = [s["argv"] for s in record["steps"] if s["purpose"] == "submit"]
-    assert create[create.index("-r") + 1] == "cuda.device=1" and create[create.index("--resource-opts") + 1] == f"shmem={64 << 20}"
+    assert create[create.index("-r") + 1] == "cuda.device=1" and create[create.index("--resource-opts") + 1] == f"shmem={96 << 20}"
     assert "GREETING=hello" in create
     name = record["details"]["session"]
 
