@@ -147,9 +147,10 @@ def bai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @contextmanager
-def probe_cluster(root: Path) -> Iterator[Cluster]:
+def probe_cluster(root: Path, name: str = "it-probe") -> Iterator[Cluster]:
     """The cluster with the probe image built, exported as a kernel image, pushed and rescanned
-    (removed from the agent's engine at the end); `root`: the test's folder for settings and builds."""
+    (removed from the agent's engine at the end); `root`: the test's folder for settings and builds,
+    `name`: the image's, one per module (a rescan names only the images it has not seen before)."""
     details = require_backend("backendai")
     registry = require_backend("registry")["address"]
     base = str(details["base_image"])
@@ -164,7 +165,7 @@ def probe_cluster(root: Path) -> Iterator[Cluster]:
     build.mkdir()
     (build / "probe.py").write_text(PROBE_PY)
     (build / "Dockerfile").write_text(DOCKERFILE)
-    image = f"{registry}/cuberun/it-probe-{SESSION}:0.1"
+    image = f"{registry}/cuberun/{name}-{SESSION}:0.1"
     sh(["docker", "build", "-q", "--network", "none", "--build-arg", f"BASE_IMAGE={base}", "-t", image, str(build)], env)
     cluster = Cluster(details, env, image)
     cube = cluster.cube(root / "export")
@@ -174,7 +175,7 @@ def probe_cluster(root: Path) -> Iterator[Cluster]:
     pushed = sh(["docker", "push", kernel], env)
     assert "digest: sha256:" in pushed
     rescan = sh([details["client"], "mgr", "image", "rescan", registry], env, cwd=Path(details["manager_dir"]))
-    assert "errors:0" in rescan and f"it-probe-{SESSION}" in rescan, rescan[-2000:]
+    assert "errors:0" in rescan and f"{name}-{SESSION}" in rescan, rescan[-2000:]
     try:
         yield cluster
     finally:
