@@ -351,10 +351,13 @@ def stream(
     stdin: int | None = subprocess.DEVNULL,
     cleanup: Sequence[Sequence[str]] = (),
     timeout: float | None = None,
+    expired: Callable[[], bool] | None = None,
 ) -> Outcome:
     """Run argv to completion, streaming output; Ctrl-C and SIGTERM stop it and its children.
     After `timeout` seconds it is stopped the same way (on_cancel, then SIGINT/SIGTERM/SIGKILL to
     its group) and the outcome is exit code 124 (like coreutils' timeout) with a reason.
+    `expired`: a time limit the caller counts itself (e.g. from when a remote task started),
+    asked every 0.1 s; once it answers True the run is stopped as at `timeout`.
 
     The child runs in its own session (process group), so a terminal Ctrl-C reaches only us;
     we forward SIGINT to the child's group (and call `on_cancel`, e.g. `docker kill`), then
@@ -365,7 +368,7 @@ def stream(
         if CANCEL.requested:  # cancelled before this task could start
             sig = CANCEL.received or signal.SIGINT
             return Outcome(128 + sig, 0.0, interrupted=True, received=sig)
-        return _stream(argv, cwd, env, log, echo, on_cancel, grace, stdin, cleanup, timeout)
+        return _stream(argv, cwd, env, log, echo, on_cancel, grace, stdin, cleanup, timeout, expired)
 
 
 def _stream(
@@ -379,6 +382,7 @@ def _stream(
     stdin: int | None,
     cleanup: Sequence[Sequence[str]] = (),
     timeout: float | None = None,
+    expired: Callable[[], bool] | None = None,
 ) -> Outcome:
     out = echo if echo is not None else getattr(sys.stdout, "buffer", None)
     start = time.monotonic()
@@ -424,7 +428,7 @@ def _stream(
     try:
         exited_at: float | None = None
         while True:
-            if timeout is not None and timed_out_at is None and time.monotonic() - start >= timeout:
+            if timed_out_at is None and ((timeout is not None and time.monotonic() - start >= timeout) or (expired is not None and expired())):
                 timed_out_at = time.monotonic()
                 cancel()
             if timed_out_at is not None:
@@ -486,8 +490,9 @@ def _stream(
     if received is not None:
         return Outcome(128 + received, elapsed, interrupted=True, signal=killed_by, received=received)
     if timed_out_at is not None:
-        return Outcome(EXIT_TIMEOUT, elapsed, reason=f"timed out after {timeout:g} s (--timeout) and was stopped",
-                       details={"timed_out": True, "timeout": timeout})
+        limit = timeout if timeout is not None and timed_out_at - start >= timeout else None  # None: the caller's `expired`
+        return Outcome(EXIT_TIMEOUT, elapsed, reason=f"timed out after {limit:g} s (--timeout) and was stopped" if limit is not None else
+                       "timed out and was stopped", details={"timed_out": True, "timeout": limit})
     return Outcome(exit_code_of(returncode), elapsed, signal=killed_by)
 
 

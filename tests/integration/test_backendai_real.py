@@ -10,7 +10,7 @@ loopback), end to end as the seed's MLPerf-on-Backend.AI workflow does it:
    outputs moving through the cube's vfolder.
 
 Checked: success with outputs back in the workspace, a failing task's exit code, a flaky task
-retried in a second session (retries, retry.py), Ctrl-C
+retried in a second session (retries, retry.py), a task over its time limit and Ctrl-C
 (the session is terminated, its container gone), GPU requests against the mock accelerator
 (`cuda.device` slots with no GPU), and the manager killed during a session (a manager of the
 test's own, started beside the cluster's and stopped by PID: the shared one is never touched).
@@ -30,6 +30,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -141,10 +142,18 @@ def sh(argv: list[str], env: dict[str, str], cwd: Path | None = None, timeout: f
 
 @pytest.fixture(scope="module")
 def bai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with probe_cluster(tmp_path_factory.mktemp("backendai")) as cluster:
+        yield cluster
+
+
+@contextmanager
+def probe_cluster(root: Path, name: str = "it-probe") -> Iterator[Cluster]:
+    """The cluster with the probe image built, exported as a kernel image, pushed and rescanned
+    (removed from the agent's engine at the end); `root`: the test's folder for settings and builds,
+    `name`: the image's, one per module (a rescan names only the images it has not seen before)."""
     details = require_backend("backendai")
     registry = require_backend("registry")["address"]
     base = str(details["base_image"])
-    root = tmp_path_factory.mktemp("backendai")
     env = {**os.environ, **backend_env("backendai"), "DOCKER_HOST": details["docker_host"],
            "CUBERUN_SETTINGS": str(root / "settings.yaml"), "MLCUBE_SYSTEM_SETTINGS": str(root / "none.yaml"),
            "CUBERUN_CACHE_DIR": str(root / "cache"), "PYTHONPATH": str(REPO / "src")}
@@ -156,7 +165,7 @@ def bai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     build.mkdir()
     (build / "probe.py").write_text(PROBE_PY)
     (build / "Dockerfile").write_text(DOCKERFILE)
-    image = f"{registry}/cuberun/it-probe-{SESSION}:0.1"
+    image = f"{registry}/cuberun/{name}-{SESSION}:0.1"
     sh(["docker", "build", "-q", "--network", "none", "--build-arg", f"BASE_IMAGE={base}", "-t", image, str(build)], env)
     cluster = Cluster(details, env, image)
     cube = cluster.cube(root / "export")
@@ -166,7 +175,7 @@ def bai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     pushed = sh(["docker", "push", kernel], env)
     assert "digest: sha256:" in pushed
     rescan = sh([details["client"], "mgr", "image", "rescan", registry], env, cwd=Path(details["manager_dir"]))
-    assert "errors:0" in rescan and f"it-probe-{SESSION}" in rescan, rescan[-2000:]
+    assert "errors:0" in rescan and f"{name}-{SESSION}" in rescan, rescan[-2000:]
     try:
         yield cluster
     finally:
@@ -211,15 +220,14 @@ def test_failing_task_is_a_failure(bai: Cluster, tmp_path: Path) -> None:
 def test_a_flaky_task_succeeds_in_its_second_session(bai: Cluster, tmp_path: Path) -> None:
     """`retries: 2`: the first session fails, cuberun creates a second one, which finds the marker the
     first left in the vfolder and succeeds. Backend.AI passes no exit code on (see above): attempt 1
-    is recorded with 1. A time limit is not applied (Backend.AI has none for a batch session): one
-    warning, and the run goes on. The output folder has a name of this test's own (the cube's vfolder
+    is recorded with 1. A time limit far from reached (`--timeout=600`) changes nothing. The output folder has a name of this test's own (the cube's vfolder
     outlives the test)."""
     cube = bai.cube(tmp_path / "probe")
     out = f"flaky-{uuid.uuid4().hex[:8]}"
     proc = run(bai, cube, "flaky", "--retry-delay=0", "--timeout=600", f"out={out}/")
     ws = cube / "workspace"
     record = retries.check_second_attempt(ws, proc, ws / out / "marker", first_exit=1)
-    assert "the time limit of task 'flaky' (600 s, cli) does not apply to the backendai runner and is ignored" in proc.stderr
+    assert "does not apply" not in proc.stderr and "timed out" not in proc.stderr  # a limit that is not reached changes nothing
     sessions = [a["session"] for a in record["attempts"]]
     assert len(set(sessions)) == 2 and record["details"]["session"] == sessions[1], record  # a new session per attempt
 
@@ -239,6 +247,31 @@ def test_gpu_request_gets_mock_cuda_devices(bai: Cluster, tmp_path: Path) -> Non
     assert len(seen["BACKENDAI_MOCK_CUDA_DEVICES"].split(",")) == 2
     [record] = records(cube / "workspace")
     assert record["status"] == "succeeded"
+
+
+def test_a_task_over_its_time_limit_is_stopped_and_its_session_terminated(bai: Cluster, tmp_path: Path) -> None:
+    """`--timeout=5` on a task that sleeps 600 s: counted from the session's start (not its queue
+    and image wait), cuberun terminates the session at the limit (the Ctrl-C path): exit 124, the
+    record says `timed_out`, the error line names the session, and the session and its kernel are gone."""
+    cube = bai.cube(tmp_path / "probe")
+    proc = run(bai, cube, "sleep", "--timeout=5")
+    assert proc.returncode == 124, proc.stdout + proc.stderr
+    name = proc.stderr.split("created batch session ", 1)[1].split()[0]
+    assert f"terminated session(s) {name}" in proc.stderr
+    line = error_line(proc.stderr)
+    assert f"timed out after 5 s (--timeout) and was stopped: session {name} was terminated" in line, proc.stderr
+    assert "does not apply" not in proc.stderr and "Traceback" not in proc.stderr
+    [record] = records(cube / "workspace")
+    assert (record["status"], record["exit_code"]) == ("failed", 124)
+    assert record["details"]["timed_out"] is True and record["details"]["timeout"] == 5 and record["details"]["session"] == name
+    assert record["limits"]["timeout"] == 5 and record["limits"]["timeout_source"] == "cli"
+
+    def gone() -> bool:
+        ps = bai.client("ps")
+        return ps.returncode == 0 and name not in ps.stdout
+
+    assert wait_until(gone, 120, 2.0), bai.client("ps").stdout
+    assert wait_until(lambda: not bai.kernels(), 120, 2.0), bai.kernels()
 
 
 def test_ctrl_c_terminates_the_session(bai: Cluster, tmp_path: Path) -> None:

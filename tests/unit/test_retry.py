@@ -152,10 +152,10 @@ def test_which_runners_apply_a_time_limit_and_which_retry_natively() -> None:
     from cuberun.runners.slurm import SlurmRunner
     from cuberun.runners.ssh import SSHRunner
 
-    applied = [LocalRunner, DockerRunner, SingularityRunner, CharliecloudRunner, KubernetesRunner, SlurmRunner, SSHRunner]
+    applied = [LocalRunner, DockerRunner, SingularityRunner, CharliecloudRunner, KubernetesRunner, SlurmRunner, SSHRunner, BackendAIRunner]
     assert all(r.enforces_timeout for r in applied)
-    assert not BackendAIRunner.enforces_timeout and not KubeflowRunner.enforces_timeout
-    assert [r for r in [*applied, BackendAIRunner, KubeflowRunner] if r.native_retries] == [KubernetesRunner]
+    assert not KubeflowRunner.enforces_timeout
+    assert [r for r in [*applied, KubeflowRunner] if r.native_retries] == [KubernetesRunner]
 
 
 def test_migrate_refuses_to_drop_the_limits(cli: CLI, tmp_path: Path) -> None:

@@ -35,9 +35,7 @@ class BackendAIPlan(BackendAIConfig):
         name = self.new_session_name(task)
         return TaskPlan(task, tuple(self._steps(self.session_plan(task, name=name))), {"session": name})
 
-    def resources(self) -> list[tuple[str, str]]:
-        from cuberun.gpus import effective_gpus
-
+    def resources(self, task: ResolvedTask | None = None) -> list[tuple[str, str]]:
         res: dict[str, str] = {}
         memory = self.options.memory
         if memory:
@@ -48,13 +46,9 @@ class BackendAIPlan(BackendAIConfig):
             mem = memory_label(self.cube.platform.get("host_memory_gb"))
             if mem:
                 res["mem"] = mem
-        gpus = effective_gpus(self.options.gpus, self.cube.accelerator_count)
-        if gpus.all:
-            raise UsageError("backendai: --gpus=all cannot be requested from Backend.AI", "give a count, e.g. --gpus=2")
-        if gpus.devices:
-            raise UsageError("backendai: Backend.AI assigns GPUs itself; devices cannot be chosen", f"give a count: --gpus={len(gpus.devices)}")
-        if gpus.count:
-            res["cuda.device"] = str(gpus.count)
+        gpus = self.gpu_count(task)
+        if gpus:
+            res["cuda.device"] = str(gpus)
         for key, value in (self.config.get("resources") or {}).items():
             if value is None or value == "":
                 res.pop(str(key), None)
@@ -63,7 +57,45 @@ class BackendAIPlan(BackendAIConfig):
         order = {"cpu": 0, "mem": 1, "cuda.device": 2, "cuda.shares": 3}
         return sorted(res.items(), key=lambda kv: (order.get(kv[0], 9), kv[0]))
 
-    def environment(self) -> list[tuple[str, str]]:
+    def gpu_count(self, task: ResolvedTask | None = None) -> int:
+        """--gpus, else a container_config.yaml task's own run_args.gpus, else platform.accelerator_count:
+        a count (Backend.AI allocates `cuda.device` slots; it cannot be given all GPUs or particular ones)."""
+        from cuberun.gpus import effective_gpus, parse_gpus
+
+        own = task.task.run_args.gpus if task is not None and task.task.run_args is not None else None
+        if self.options.gpus is None and own is not None:
+            assert task is not None
+            request = parse_gpus(own) or effective_gpus(None, 0)
+            if request.all or request.devices:
+                which = "all GPUs" if request.all else "particular devices"
+                raise UsageError(f"{self.cube.file}: tasks.{task.name}.run_args.gpus: '{own}' cannot be expressed on backendai: "
+                                 f"Backend.AI allocates a number of GPUs, not {which}", "pass --gpus=N to run the task with N GPUs")
+            return request.count
+        gpus = effective_gpus(self.options.gpus, self.cube.accelerator_count)
+        if gpus.all:
+            raise UsageError("backendai: --gpus=all cannot be requested from Backend.AI", "give a count, e.g. --gpus=2")
+        if gpus.devices:
+            raise UsageError("backendai: Backend.AI assigns GPUs itself; devices cannot be chosen", f"give a count: --gpus={len(gpus.devices)}")
+        return gpus.count
+
+    def resource_opts(self, task: ResolvedTask | None = None) -> list[tuple[str, str]]:
+        """--resource-opts: a container_config.yaml task's run_args.shm_size as `shmem` (in bytes),
+        then the settings' resource_opts (which win)."""
+        opts: dict[str, str] = {}
+        size = task.task.run_args.shm_size if task is not None and task.task.run_args is not None else None
+        if size is not None:
+            assert task is not None
+            opts["shmem"] = str(shm_bytes(size, f"{self.cube.file}: tasks.{task.name}.run_args.shm_size"))
+        for key, value in (self.config.get("resource_opts") or {}).items():
+            if value is None or value == "":
+                opts.pop(str(key), None)
+            else:
+                opts[str(key)] = str(value)
+        return list(opts.items())
+
+    def environment(self, task: ResolvedTask | None = None) -> list[tuple[str, str]]:
+        """docker.env_args, the settings' env_args, the task's own (container_config.yaml
+        run_args.environment), then --env."""
         env: dict[str, str] = {}
         docker = self.cube.raw_section("docker")
         if docker is not None and isinstance(docker.get("env_args"), dict):
@@ -71,6 +103,8 @@ class BackendAIPlan(BackendAIConfig):
                 env[str(key)] = "" if value is None else str(value)
         for key, value in (self.config.get("env_args") or {}).items():
             env[str(key)] = "" if value is None else str(value)
+        if task is not None:
+            env.update(task.environment)
         env.update(self.options.extra_env)
         return list(env.items())
 
@@ -114,25 +148,52 @@ class BackendAIPlan(BackendAIConfig):
         _, workdir = self.image_command()
         in_tar = f".cuberun-{name}-in.tar" if inputs else None
         out_tar = f".cuberun-{name}-out.tar" if outputs else None
-        startup = startup_command(command, mount=mount, workdir=workdir, in_tar=in_tar, out_tar=out_tar, outputs=outputs, output_dirs=output_dirs)
-        real, shown = self._create_argv(name, startup, after, backendai_flags(self.policy(task)))
+        links = self.volume_links(task)
+        output_files = [workspace_relative(p.host_path, task.workspace) or "" for p in task.params
+                        if p.mount_path is not None and p.io == "output" and p.type == "file"]
+        startup = startup_command(command, mount=mount, workdir=workdir, in_tar=in_tar, out_tar=out_tar, outputs=outputs, output_dirs=output_dirs,
+                                  output_files=output_files, links=links)
+        real, shown = self._create_argv(task, name, startup, after)
         return SessionPlan(task, name, command, startup, inputs, outputs, in_tar, out_tar, shown, real)
+
+    def volume_links(self, task: ResolvedTask) -> list[tuple[str, str]]:
+        """A container_config.yaml task: (where the volume is in the session's vfolder, its mount
+        path) for each volume; the session's startup command links each mount path to its place.
+        A mount path that overlaps the vfolder's mount point, or another mount path, cannot be a link."""
+        mount = self.mount_point
+        links: list[tuple[str, str]] = []
+        for p in task.params:
+            if p.mount_path is None:
+                continue
+            rel = workspace_relative(p.host_path, task.workspace)
+            assert rel is not None  # session_plan checked it
+            where = f"{self.cube.file}: tasks.{task.name}, {p.io} volume '{p.name}'"
+            target = p.mount_path
+            if _overlaps(target, mount):
+                raise UsageError(f"{where}: its mount path {target} overlaps the vfolder's mount point {mount} in the session",
+                                 "mount the vfolder elsewhere: -Prunner.mount_point=/cuberun_ws")
+            other = next((t for _, t in links if _overlaps(t, target)), None)
+            if other is not None:
+                raise UsageError(f"{where}: its mount path {target} and {other} are nested; on Backend.AI each volume is a "
+                                 "symbolic link at its mount path, and links cannot nest", "give the volumes mount paths side by side")
+            links.append((mount if rel == "." else posixpath.join(mount, rel), target))
+        return links
 
     def policy(self, task: ResolvedTask) -> Policy:
         return backendai_policy(self, task)
 
-    def _create_argv(self, name: str, startup: str, after: str | None, policy_flags: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    def _create_argv(self, task: ResolvedTask, name: str, startup: str, after: str | None) -> tuple[list[str], list[str]]:
         head = [*self.client, "session", "create", self.image, "--type", "batch", "--enqueue-only", "-t", name, "-c", startup,
                 "-m", f"{self.vfolder}:{self.mount_point}"]
-        for key, value in self.resources():
+        for key, value in self.resources(task):
             head += ["-r", f"{key}={value}"]
-        for key, value in (self.config.get("resource_opts") or {}).items():
+        for key, value in self.resource_opts(task):
             head += ["--resource-opts", f"{key}={value}"]
         real, shown = list(head), list(head)
-        for key, value in self.environment():
+        for key, value in self.environment(task):
             real += ["-e", f"{key}={value}"]
             shown += ["-e", f"{key}=<redacted>" if SECRET_NAME.search(key) else f"{key}={value}"]
-        tail: list[str] = list(policy_flags)
+        tail: list[str] = backendai_flags(self.policy(task))
         if after:
             tail += ["--depends", after]
         if self.config.get("group"):
@@ -177,6 +238,23 @@ class BackendAIPlan(BackendAIConfig):
         _, workdir = self.image_command()
         from cuberun.secretid import secret_digest
 
-        env = [f"{k}={secret_digest(v)}" if SECRET_NAME.search(k) else f"{k}={v}" for k, v in self.environment()]
-        return {"runner": self.name, "command": [plan.command], "image": self.image, "vfolder": self.vfolder, "mount_point": self.mount_point,
-                "workdir": workdir, "resources": [f"{k}={v}" for k, v in self.resources()], "env": env}
+        env = [f"{k}={secret_digest(v)}" if SECRET_NAME.search(k) else f"{k}={v}" for k, v in self.environment(task)]
+        identity = {"runner": self.name, "command": [plan.command], "image": self.image, "vfolder": self.vfolder, "mount_point": self.mount_point,
+                    "workdir": workdir, "resources": [f"{k}={v}" for k, v in self.resources(task)], "env": env}
+        if task.task.run_args is not None:  # container_config.yaml: where each volume is, /dev/shm
+            identity["volumes"] = [list(link) for link in self.volume_links(task)]
+            identity["resource_opts"] = [f"{k}={v}" for k, v in self.resource_opts(task)]
+        return identity
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
+def shm_bytes(value: str, what: str) -> int:
+    """A container_config.yaml `shm_size` (docker's --shm-size) in bytes, as Backend.AI's `shmem` takes it."""
+    from cuberun.runners.k8s.manifests import shm_quantity
+
+    quantity = shm_quantity(value, what)  # checked: more than 0, whole bytes rounded up; 2Gi, 1536Mi, 512Ki or bytes
+    units = {"Gi": 1 << 30, "Mi": 1 << 20, "Ki": 1 << 10}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)

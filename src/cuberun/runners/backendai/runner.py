@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 
 class BackendAIRunner(BackendAISessions):
+    enforces_timeout = True  # cuberun terminates the session at the limit, counted from its start (limit.py)
+
     # -- the batch hooks (the loop is BatchRunner.run_batch) --------------------------------------
     def plan_batch(self, planned: Sequence[TaskPlan]) -> list[SessionPlan]:
         for flag in self._ignored_options():

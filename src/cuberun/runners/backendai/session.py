@@ -202,19 +202,33 @@ def info_verdict(item: Mapping[str, Any]) -> Verdict | None:
     return Verdict("failure", failed_code, f"session ended {status}{detail} with result {result or 'UNDEFINED'}, exit code {failed_code}")
 
 
+# places a volume at its mount path ($2) as a symbolic link to its folder or file in the vfolder ($1)
+PLACE = ('cuberun_place() { mkdir -p -- "$(dirname -- "$2")" && { [ -L "$2" ] || [ ! -d "$2" ] || rmdir -- "$2"; } && '
+         'ln -sfn -- "$1" "$2" || { echo "cuberun: cannot place the volume at $2 (a link to $1): the kernel user must be able '
+         'to create it, and the image may have nothing there but an empty directory" >&2; exit 125; }; }')
+
+
 def startup_command(
     command: Sequence[str], *, mount: str, workdir: str | None, in_tar: str | None, out_tar: str | None,
-    outputs: Sequence[str], output_dirs: Sequence[str],
+    outputs: Sequence[str], output_dirs: Sequence[str], output_files: Sequence[str] = (), links: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The batch startup command (one string, run by the agent with /bin/sh -c): unpack the
-    inputs, create the output directories, run the task from the image's WORKDIR in a subshell,
-    pack the outputs, exit with the task's code. Every path is shell-quoted."""
+    inputs, create the output directories (and `output_files`, empty when missing), place each
+    container_config.yaml volume at its mount path (`links`: (path in the vfolder, mount path),
+    a symbolic link; an empty directory the image has there is replaced), run the task from the
+    image's WORKDIR in a subshell, pack the outputs, exit with the task's code. Every path is
+    shell-quoted; a volume that cannot be placed ends the session with 125 and says why."""
     q = shlex.quote
     parts = [f"cd {q(mount)} || exit 125"]
     if in_tar:
         parts.append(f"if [ -f {q(in_tar)} ]; then tar -xf {q(in_tar)} || exit 125; rm -f {q(in_tar)}; fi")
     if output_dirs:
         parts.append("mkdir -p -- " + " ".join(q(d) for d in output_dirs) + " || exit 125")
+    if output_files:
+        parts.append("touch -- " + " ".join(q(f) for f in output_files) + " || exit 125")
+    if links:
+        parts.append(PLACE)
+        parts.extend(f"cuberun_place {q(source)} {q(target)}" for source, target in links)
     run = shlex.join(command) if command else "true"
     if workdir:
         parts.append(f"(cd {q(workdir)} && exec {run})")

@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 from cuberun.console import say
 from cuberun.errors import BackendError
 from cuberun.runners.backendai.config import CLIENT_TIMEOUT, EXIT_BACKEND, EXIT_STOPPED_WAITING, INFO_GRACE, MANAGER_GRACE
+from cuberun.runners.backendai.limit import SessionClock, poll_start, timed_out
 from cuberun.runners.backendai.session import (
     WAITING_STATES,
     SessionPlan,
@@ -46,7 +47,7 @@ class BackendAISessions(BackendAITransfer):
 
     def _create(self, plan: SessionPlan, after: str | None) -> None:
         if after:
-            real, shown = self._create_argv(plan.name, plan.startup, after)
+            real, shown = self._create_argv(plan.task, plan.name, plan.startup, after)
             plan.real_create_argv, plan.create_argv = real, shown
         res = self._call(*plan.real_create_argv[len(self.client) :], shield=True)
         text = _strip(res.stdout + "\n" + res.stderr)
@@ -68,12 +69,20 @@ class BackendAISessions(BackendAITransfer):
 
     def _follow(self, plan: SessionPlan, log_path: str, cancel: Any) -> Outcome:
         from cuberun import progress
-        from cuberun.process import Outcome, stream
+        from cuberun.process import EXIT_TIMEOUT, Outcome, stream
+        from cuberun.retry import limits
 
         start = time.monotonic()
         max_wait = self._max_wait()
         buffer = io.BytesIO()
         stop = threading.Event()
+        limit = limits(self.options, plan.task.task).timeout
+        clock = SessionClock(limit) if limit is not None else None  # the task's time limit, from the session's start
+        removed: list[bool] = []
+
+        def stop_session() -> None:  # Ctrl-C and SIGTERM (quietly), the time limit (said: nothing else tells of it yet)
+            removed.append(self._destroy([plan], quiet=clock is None or not clock.fired))
+
         with open(log_path, "ab") as log:
             sinks: list[IO[bytes] | None] = [getattr(sys.stdout, "buffer", None), log]
             # by ID: Backend.AI 26.x answers `session logs NAME` with 404 once the session has ended,
@@ -87,21 +96,34 @@ class BackendAISessions(BackendAITransfer):
                 found = watch_state(line)
                 if found is not None:
                     waiting.state(*found)
+                    if clock is not None:
+                        clock.event(found[0])
 
+            starter: threading.Thread | None = None
+            if clock is not None:  # the watch may have missed the start (a session already running): ask the manager
+                starter = threading.Thread(target=poll_start, args=(lambda: self._status(plan), clock, stop), daemon=True)
+                starter.start()
             try:
                 watch = [*self.client, "session", "watch", plan.name, "--output", "json", "--max-wait", str(int(max_wait))]
-                outcome = stream(watch, env=self.client_env(), log=buffer, echo=progress.line_sink(event),
-                                 on_cancel=lambda: self._destroy([plan], quiet=True))
+                outcome = stream(watch, env=self.client_env(), log=buffer, echo=progress.line_sink(event), on_cancel=stop_session,
+                                 expired=clock.expired if clock is not None else None)
             finally:
                 waiting.close()
                 stop.set()
                 poller.join(timeout=CLIENT_TIMEOUT + 5)
+                if starter is not None:
+                    starter.join(timeout=CLIENT_TIMEOUT + 5)
             if outcome.interrupted:
                 self._destroy([plan])
                 return Outcome(outcome.exit_code, time.monotonic() - start, interrupted=True, received=outcome.received,
                                reason="interrupted; the session was terminated", details=plan.details)
             events, no_match = parse_watch_output(buffer.getvalue().decode("utf-8", "replace"))
             verdict = watch_verdict(events, outcome.exit_code, no_match)
+            if clock is not None and limit is not None and clock.fired and verdict.kind != "success":
+                # (a success event came before the stop reached the task: its result stands; a failure is the stop's own)
+                logs.fetch_once()
+                reason, stopped = timed_out(limit, plan.name, all(removed))
+                return Outcome(EXIT_TIMEOUT, time.monotonic() - start, reason=reason, details={**plan.details, **stopped})
             if verdict.kind == "timeout":
                 self._destroy([plan])
                 logs.fetch_once()
@@ -164,10 +186,22 @@ class BackendAISessions(BackendAITransfer):
         finally:
             waiting.close()
 
-    def _destroy(self, plans: Sequence[SessionPlan], quiet: bool = False) -> None:
+    def _status(self, plan: SessionPlan) -> str | None:
+        """The session's status (`session info`), None when the manager does not tell."""
+        res = self._call("--output", "json", "session", "info", plan.session_id or plan.name)
+        if res.returncode != 0:
+            return None
+        try:
+            items = json.loads(res.stdout).get("items") or []
+        except (ValueError, AttributeError):
+            return None
+        return session_status(items[0]) if items and isinstance(items[0], dict) else None
+
+    def _destroy(self, plans: Sequence[SessionPlan], quiet: bool = False) -> bool:
+        """`session rm` of the sessions not finished; False when the manager refused."""
         names = [p.name for p in plans if not p.finished]
         if not names:
-            return
+            return True
         res = self._call("session", "rm", *names, shield=True)
         for p in plans:
             p.finished = True
@@ -178,6 +212,7 @@ class BackendAISessions(BackendAITransfer):
                 text = res.stdout + res.stderr
                 why = f"the manager at {self.endpoint() or 'BACKEND_ENDPOINT'} does not answer" if _UNREACHABLE.search(text) else _last_line(text)
                 say(f"warning: could not terminate session(s) {', '.join(names)}: {why}; check with: backend.ai ps")
+        return res.returncode == 0
 
 
 class ManagerLost(BackendError):
