@@ -172,3 +172,37 @@ def test_walk_through_folder_descriptors_keeps_paths_and_stats(tmp_path: Path) -
         fh.write(b"cc")
     os.utime(real / "lib" / "deep" / "b.py", ns=(old.st_atime_ns, old.st_mtime_ns))  # its old mtime put back (ctime still moves)
     assert codeid.identity([root], "code", (str(root / "workspace"),)).sha256 != before
+
+
+def test_early_walk_in_a_forked_child_matches_and_sees_in_place_edits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """start_early (the walk in a forked child, taken by identity()) gives the digest computed in
+    this process, with the exclusions of files inside sub-folders and the path order ('a.b' before
+    'a/b'), and still sees an edit that keeps the size and puts the old mtime back. The walk leaves
+    the garbage collector as it found it."""
+    import gc
+
+    root = tmp_path / "c"
+    write_tree(root, {"a.b": "1", "a/b.py": "2", "a/skip.py": "3", "lib/x.py": "x", "mlcube.yaml": "m", "workspace/w": "w"})
+    exclude = (str(root / "workspace"), str(root / "mlcube.yaml"), str(root / "a" / "skip.py"))
+    monkeypatch.setattr(codeid, "EARLY_MIN_FILES", 1)
+    monkeypatch.setattr(codeid, "_EARLY", [])
+    here = codeid.identity([root], "code", exclude)
+    assert sorted(here.members) == ["a.b", "a/b.py", "lib/x.py"]
+    assert [e[0] for e in codeid.walk(root, "code", exclude)] == ["a.b", "a/b.py", "lib/x.py"] and gc.isenabled()
+
+    def early() -> codeid.CodeId:
+        codeid.start_early(root, exclude)
+        if not codeid._EARLY:
+            pytest.skip("no fork here (another thread runs)")
+        got = codeid.identity([root], "code", exclude)
+        assert not codeid._EARLY and got._members is None  # the child's answer, not computed again here
+        return got
+
+    assert early().sha256 == here.sha256
+    old = os.lstat(root / "lib" / "x.py")
+    with open(root / "lib" / "x.py", "r+b") as fh:
+        fh.write(b"y")
+    os.utime(root / "lib" / "x.py", ns=(old.st_atime_ns, old.st_mtime_ns))
+    edited = early()
+    assert edited.sha256 != here.sha256
+    assert codeid.describe_diff(here.members, edited.members) == "lib/x.py"

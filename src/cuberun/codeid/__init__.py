@@ -93,16 +93,20 @@ def start_early(root: Path, exclude: Iterable[str]) -> None:
     another core, the walk costs no time); identity() takes it when it asks for the same folder
     with exclusions that differ only outside it. Only for folders that held EARLY_MIN_FILES
     files last time: for a small folder the fork costs more than the walk."""
-    from cuberun.process import fork_call
-
     key = _key([root], "code", exclude)
     last = _load_json(_cache_path("code", key[0][0]).with_suffix(".sum"), key[0][0], 1 << 16).get("files")
     if not isinstance(last, int) or last < EARLY_MIN_FILES:
         return
 
-    def work() -> str:
+    def work() -> str:  # in the child, which exits right after: no garbage collection at all
+        import gc
+
+        gc.disable()
         code = _identity(key[0], "code", key[2], "code")
         return json.dumps({"sha256": code.sha256, "files": code.files, "bytes": code.bytes})
+
+    from cuberun.codeid import walker  # noqa: F401 (imported once, here: this process needs it too)
+    from cuberun.forkcall import fork_call
 
     forked = fork_call(work)
     if forked is not None:
@@ -226,8 +230,6 @@ def _member_value(kind: str, st: os.stat_result | None, link: str, digest: str, 
 
 def _root_identity(root: Path, scope: str, exclude: Sequence[str], label: str) -> CodeId:
     from cuberun.codeid.walker import walk
-    from cuberun.fingerprint import NotRegular, file_sha256
-    from cuberun.progress import Progress
 
     docker = scope == "docker"
     started = time.time_ns()
@@ -249,6 +251,9 @@ def _root_identity(root: Path, scope: str, exclude: Sequence[str], label: str) -
             return {rel: _member_value(kind, st, link, digest(rel), docker) for rel, _, kind, st, link in entries}
 
         return CodeId(summary["sha256"], _int(summary.get("files")), _int(summary.get("bytes")), (str(root),), load=load)
+    from cuberun.fingerprint import NotRegular, file_sha256  # not on the path above (an unchanged folder)
+    from cuberun.progress import Progress
+
     data = _load_json(cpath, root, 256 << 20)
     raw_files = data.get("files")
     cached: dict[str, Any] = raw_files if isinstance(raw_files, dict) else {}
