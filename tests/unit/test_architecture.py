@@ -8,7 +8,11 @@
 - no runner imports the orchestration (`execute` and its parts `taskrun`, `incremental`, `parallel`,
   `sweeprun`; `graph`, `sweep`, `api`): what a runner needs of
   it comes through the contract (`runners.factory.make_runner` builds another runner,
-  `Runner.task_graph` gives the task graph).
+  `Runner.task_graph` gives the task graph);
+- processes are started in one place: programs by `cuberun.process` (it streams their output,
+  forwards Ctrl-C, escalates and leaves nothing behind), a forked copy running a function by
+  `cuberun.forkcall`; the two stand-alone scripts (`watchdog.py`, the charliecloud `sandbox.py`)
+  start the one program they exist for.
 """
 
 from __future__ import annotations
@@ -112,3 +116,55 @@ def test_the_architecture_document_names_the_rules() -> None:
     text = (SRC.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
     for needle in ("runners/base.py", "runners/registry.py", "runners/factory.py", "cuberun.runners", "test_architecture.py", "task_graph"):
         assert needle in text
+
+
+# where a process may be started, and how (see the module doc)
+STARTERS = {
+    "cuberun.process": {"subprocess", "os.fork"},
+    "cuberun.forkcall": {"os.fork"},
+    "cuberun.watchdog": {"os.posix_spawnp"},
+    "cuberun.runners.charliecloud.sandbox": {"os.execvp"},
+}
+_OS_STARTS = ("fork", "forkpty", "exec", "spawn", "posix_spawn", "system", "popen")
+
+
+def process_starts(path: Path, text: str | None = None) -> Iterator[tuple[int, str]]:
+    """(line, what) for every way of starting a process in the file: importing subprocess (or pty,
+    multiprocessing), and calling os.fork/exec*/spawn*/posix_spawn*/system/popen."""
+    tree = ast.parse(path.read_text(encoding="utf-8") if text is None else text, str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for mod in mods:
+                if mod.split(".")[0] in ("subprocess", "pty", "multiprocessing"):
+                    yield node.lineno, mod.split(".")[0]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os":
+            if node.attr.startswith(_OS_STARTS):
+                yield node.lineno, f"os.{node.attr}"
+
+
+def start_violations(planted: dict[Path, str] | None = None) -> list[str]:
+    found = []
+    files: dict[Path, str | None] = dict(planted) if planted is not None else dict.fromkeys(sorted(PACKAGE.rglob("*.py")))
+    for path, text in files.items():
+        allowed = STARTERS.get(module_name(path), set())
+        for line, what in process_starts(path, text):
+            if what not in allowed:
+                found.append(f"{path.relative_to(SRC)}:{line}: starts a process ({what}); use cuberun.process")
+    return found
+
+
+def test_processes_are_started_in_one_place() -> None:
+    assert start_violations() == []
+
+
+def test_the_start_rule_catches_a_planted_start() -> None:
+    source = "import subprocess\nimport os\ndef f():\n    os.fork()\n    os.execvp('x', ['x'])\n    os.system('x')\n"
+    found = start_violations({PACKAGE / "runners" / "planted.py": source})
+    assert [f.split(": ", 1)[1] for f in found] == [
+        "starts a process (subprocess); use cuberun.process",
+        "starts a process (os.fork); use cuberun.process",
+        "starts a process (os.execvp); use cuberun.process",
+        "starts a process (os.system); use cuberun.process",
+    ]
+    assert start_violations({PACKAGE / "forkcall.py": "import os\nos.fork()\n"}) == []
