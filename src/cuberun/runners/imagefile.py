@@ -12,6 +12,8 @@ or encrypted; imagefetch.ImageSource) made ready for the container runners at co
 - charliecloud (charliecloud/archive.py): the archive is downloaded or hashed the same way and
   unpacked into a directory image, cached by its sha256; an encrypted one is decrypted with
   `hold_decrypted` and unpacked into the same private folder, deleted at release.
+- k8s, kubeflow, backendai: their nodes run registry images, cuberun cannot load a file onto
+  them; `refuse_image_file` is the one error (`-Prunner.image=REF` gets past it).
 """
 
 from __future__ import annotations
@@ -57,6 +59,23 @@ def private_images(runner: Runner) -> list[str]:
     """The image ids loaded from an encrypted archive for this invocation (removed at release, or
     by the watchdog when cuberun is killed)."""
     return list(_held(runner).loaded)
+
+
+def refuse_image_file(runner: Runner, sif_why: str, archive_onto: str, sif_hint: str, archive_hint: str) -> None:
+    """Refuse a container_config.yaml image that is a file (DockerArchive, SingularityFile, their
+    Encrypted kinds) on a runner whose nodes run registry images, in the runner's words: why they
+    cannot run a SIF, what an archive cannot be loaded onto and why, and how to get the image there
+    instead (the hints: push it, then `-Prunner.image=REF`, which gets past this)."""
+    from cuberun.spec.container_config import DOCKER_IMAGE, FORMAT, SINGULARITY_FILE
+
+    cube = runner.cube
+    data = cube.doc.data if cube.format == FORMAT else None
+    kind = data.get("container_type") if isinstance(data, dict) else None
+    if kind is None or kind == DOCKER_IMAGE:
+        return
+    if kind.removeprefix("Encrypted") == SINGULARITY_FILE:
+        raise UsageError(f"{cube.file}: container_type {kind}: the {runner.name} runner cannot run a SIF file ({sif_why})", sif_hint)
+    raise UsageError(f"{cube.file}: container_type {kind}: the {runner.name} runner cannot load an image archive onto {archive_onto}", archive_hint)
 
 
 def source(runner: Runner) -> imagefetch.ImageSource | None:

@@ -79,7 +79,15 @@ class BackendAIConfig(BatchRunner[SessionPlan, SessionPlan]):
         value = self.config.get("image")
         if isinstance(value, str) and value.strip():
             return value.strip()
-        self._refuse_image_file()
+        from cuberun.runners.imagefile import refuse_image_file
+
+        refuse_image_file(  # a container_config.yaml image file: agents run kernel images registered with the manager
+            self, "Backend.AI agents run Docker kernel images registered with the manager",
+            "the agents (they run kernel images registered with the manager)",
+            "export the Docker image the SIF was built from as a kernel image (cuberun export backendai --build), push it to the "
+            "manager's registry and pass -Prunner.image=REGISTRY/NAME:TAG, or run it with --platform=singularity",
+            "load it (docker load -i ARCHIVE), export it as a kernel image (cuberun export backendai --build), push it to the "
+            "manager's registry (rescanned), then pass -Prunner.image=REGISTRY/NAME:TAG")
         docker = self.cube.raw_section("docker")
         if docker is not None:
             cube_image = self.cube.section("docker").get("image")
@@ -91,28 +99,6 @@ class BackendAIConfig(BatchRunner[SessionPlan, SessionPlan]):
             "backendai: no kernel image: set backendai.image (the image registered with the manager)",
             "build one with: cuberun export backendai --build, push it, then -Prunner.image=REGISTRY/NAME:TAG",
         )
-
-    def _refuse_image_file(self) -> None:
-        """A container_config.yaml image that is a file (DockerArchive, SingularityFile, their
-        Encrypted kinds): agents run kernel images registered with the manager, cuberun cannot
-        load a file onto them. `-Prunner.image=REF` (the image pushed and registered) gets past it."""
-        from cuberun.spec.container_config import DOCKER_IMAGE, FORMAT, SINGULARITY_FILE
-
-        data = self.cube.doc.data if self.cube.format == FORMAT else None
-        kind = data.get("container_type") if isinstance(data, dict) else None
-        if kind is None or kind == DOCKER_IMAGE:
-            return
-        if kind.removeprefix("Encrypted") == SINGULARITY_FILE:
-            raise UsageError(
-                f"{self.cube.file}: container_type {kind}: the backendai runner cannot run a SIF file (Backend.AI agents run "
-                "Docker kernel images registered with the manager)",
-                "export the Docker image the SIF was built from as a kernel image (cuberun export backendai --build), push it to the "
-                "manager's registry and pass -Prunner.image=REGISTRY/NAME:TAG, or run it with --platform=singularity")
-        raise UsageError(
-            f"{self.cube.file}: container_type {kind}: the backendai runner cannot load an image archive onto the agents "
-            "(they run kernel images registered with the manager)",
-            "load it (docker load -i ARCHIVE), export it as a kernel image (cuberun export backendai --build), push it to the "
-            "manager's registry (rescanned), then pass -Prunner.image=REGISTRY/NAME:TAG")
 
     @property
     def vfolder(self) -> str:

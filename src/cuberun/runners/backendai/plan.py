@@ -18,6 +18,7 @@ from cuberun.runners.container_policy import backendai_flags, backendai_policy
 from cuberun.secretid import SECRET_NAME
 
 if TYPE_CHECKING:
+    from cuberun.gpus import GpuRequest
     from cuberun.policy import Policy
     from cuberun.resolve import ResolvedTask
 
@@ -60,23 +61,9 @@ class BackendAIPlan(BackendAIConfig):
     def gpu_count(self, task: ResolvedTask | None = None) -> int:
         """--gpus, else a container_config.yaml task's own run_args.gpus, else platform.accelerator_count:
         a count (Backend.AI allocates `cuda.device` slots; it cannot be given all GPUs or particular ones)."""
-        from cuberun.gpus import effective_gpus, parse_gpus
+        from cuberun.gpus import gpu_count
 
-        own = task.task.run_args.gpus if task is not None and task.task.run_args is not None else None
-        if self.options.gpus is None and own is not None:
-            assert task is not None
-            request = parse_gpus(own) or effective_gpus(None, 0)
-            if request.all or request.devices:
-                which = "all GPUs" if request.all else "particular devices"
-                raise UsageError(f"{self.cube.file}: tasks.{task.name}.run_args.gpus: '{own}' cannot be expressed on backendai: "
-                                 f"Backend.AI allocates a number of GPUs, not {which}", "pass --gpus=N to run the task with N GPUs")
-            return request.count
-        gpus = effective_gpus(self.options.gpus, self.cube.accelerator_count)
-        if gpus.all:
-            raise UsageError("backendai: --gpus=all cannot be requested from Backend.AI", "give a count, e.g. --gpus=2")
-        if gpus.devices:
-            raise UsageError("backendai: Backend.AI assigns GPUs itself; devices cannot be chosen", f"give a count: --gpus={len(gpus.devices)}")
-        return gpus.count
+        return gpu_count(self.options.gpus, self.cube, task, platform="backendai", allocates="Backend.AI allocates", refuse=_refuse_gpus)
 
     def resource_opts(self, task: ResolvedTask | None = None) -> list[tuple[str, str]]:
         """--resource-opts: a container_config.yaml task's run_args.shm_size as `shmem` (in bytes),
@@ -258,3 +245,9 @@ def shm_bytes(value: str, what: str) -> int:
     quantity = shm_quantity(value, what)  # checked: more than 0, whole bytes rounded up; 2Gi, 1536Mi, 512Ki or bytes
     units = {"Gi": 1 << 30, "Mi": 1 << 20, "Ki": 1 << 10}
     return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
+
+
+def _refuse_gpus(request: GpuRequest) -> UsageError:
+    if request.all:
+        return UsageError("backendai: --gpus=all cannot be requested from Backend.AI", "give a count, e.g. --gpus=2")
+    return UsageError("backendai: Backend.AI assigns GPUs itself; devices cannot be chosen", f"give a count: --gpus={len(request.devices)}")

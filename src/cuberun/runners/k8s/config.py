@@ -25,6 +25,7 @@ from cuberun.schema import Field
 from cuberun.valueclass import dataclass
 
 if TYPE_CHECKING:
+    from cuberun.gpus import GpuRequest
     from cuberun.policy import Policy
     from cuberun.resolve import ResolvedParam, ResolvedTask
 
@@ -117,33 +118,18 @@ class K8sConfig(BatchRunner[_JobPlan, _JobRef]):
     def image(self) -> str:
         value = self._get("image")
         if value is None:
-            self._refuse_image_file()
+            from cuberun.runners.imagefile import refuse_image_file
+
+            refuse_image_file(  # a container_config.yaml image file: the cluster's nodes pull images from a registry
+                self, "Kubernetes nodes run OCI images pulled from a registry", "the cluster's nodes (they pull images from a registry)",
+                "push the Docker image the SIF was built from to a registry the cluster reaches and pass -Prunner.image=REGISTRY/NAME:TAG, "
+                "or run it with --platform=singularity",
+                "load it and push it to a registry the cluster reaches (docker load -i ARCHIVE; docker tag IMAGE REGISTRY/NAME:TAG; "
+                "docker push REGISTRY/NAME:TAG), then pass -Prunner.image=REGISTRY/NAME:TAG")
             value = (self.cube.section("docker") or {}).get("image") if self.cube.raw_section("docker") else None
         if not isinstance(value, str) or not value.strip():
             raise UsageError(f"the {self.name} runner needs an image", f"set docker.image in {self.cube.file}, or -Prunner.image=IMAGE")
         return value.strip()
-
-    def _refuse_image_file(self) -> None:
-        """A container_config.yaml image that is a file (DockerArchive, SingularityFile, their
-        Encrypted kinds): the cluster's nodes pull images from a registry, cuberun cannot load a
-        file onto them. `-Prunner.image=REF` (the same image pushed to a registry) gets past it."""
-        from cuberun.spec.container_config import DOCKER_IMAGE, FORMAT, SINGULARITY_FILE
-
-        data = self.cube.doc.data if self.cube.format == FORMAT else None
-        kind = data.get("container_type") if isinstance(data, dict) else None
-        if kind is None or kind == DOCKER_IMAGE:
-            return
-        if kind.removeprefix("Encrypted") == SINGULARITY_FILE:
-            raise UsageError(
-                f"{self.cube.file}: container_type {kind}: the {self.name} runner cannot run a SIF file (Kubernetes nodes run OCI images "
-                "pulled from a registry)",
-                "push the Docker image the SIF was built from to a registry the cluster reaches and pass -Prunner.image=REGISTRY/NAME:TAG, "
-                "or run it with --platform=singularity")
-        raise UsageError(
-            f"{self.cube.file}: container_type {kind}: the {self.name} runner cannot load an image archive onto the cluster's nodes "
-            "(they pull images from a registry)",
-            "load it and push it to a registry the cluster reaches (docker load -i ARCHIVE; docker tag IMAGE REGISTRY/NAME:TAG; "
-            "docker push REGISTRY/NAME:TAG), then pass -Prunner.image=REGISTRY/NAME:TAG")
 
     @property
     def namespace(self) -> str:
@@ -196,25 +182,15 @@ class K8sConfig(BatchRunner[_JobPlan, _JobRef]):
 
     def gpu_count(self, task: ResolvedTask | None = None) -> int:
         """--gpus, else a container_config.yaml task's own run_args.gpus, else platform.accelerator_count."""
-        from cuberun.gpus import effective_gpus, parse_gpus
+        from cuberun.gpus import gpu_count
 
-        own = task.task.run_args.gpus if task is not None and task.task.run_args is not None else None
-        if self.options.gpus is None and own is not None:
-            request = parse_gpus(own) or effective_gpus(None, 0)
-            if request.all or request.devices:
-                assert task is not None
-                which = "all GPUs" if request.all else "particular devices"
-                raise UsageError(f"{self.cube.file}: tasks.{task.name}.run_args.gpus: '{own}' cannot be expressed on {self.name}: "
-                                 f"Kubernetes schedules a number of GPUs, not {which}", "pass --gpus=N to run the task with N GPUs")
-            return request.count
-        request = effective_gpus(self.options.gpus, self.cube.accelerator_count)
+        return gpu_count(self.options.gpus, self.cube, task, platform=self.name, allocates="Kubernetes schedules", refuse=self._refuse_gpus)
+
+    def _refuse_gpus(self, request: GpuRequest) -> UsageError:
         if request.all:
-            raise UsageError(f"--gpus=all cannot be expressed on {self.name}: Kubernetes schedules a number of GPUs", "give a count, e.g. --gpus=2")
-        if request.devices:
-            raise UsageError(
-                f"--gpus=device=... cannot be expressed on {self.name}: the scheduler picks the devices", f"give a count, e.g. --gpus={len(request.devices)}"
-            )
-        return request.count
+            return UsageError(f"--gpus=all cannot be expressed on {self.name}: Kubernetes schedules a number of GPUs", "give a count, e.g. --gpus=2")
+        return UsageError(f"--gpus=device=... cannot be expressed on {self.name}: the scheduler picks the devices",
+                          f"give a count, e.g. --gpus={len(request.devices)}")
 
     def resources(self, task: ResolvedTask | None = None) -> dict[str, dict[str, str]]:
         requests: dict[str, str] = {}
