@@ -15,6 +15,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
+# The container_config.yaml of the batch runners' unit tests (k8s, backendai), which add tasks of their own:
+# `prepare` with every run_args key and a directory and a file volume of each kind, `plain` without volumes,
+# and the GPU forms a scheduler cannot express (`all_gpus`, `some_gpus`).
+BATCH_TASKS = (REPO / "tests" / "data" / "medperf_config" / "batch_tasks.yaml").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -133,6 +137,28 @@ def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
             path.write_bytes(content)
         else:
             path.write_text(content, encoding="utf-8")
+    return root
+
+
+def image_file_cube(root: Path, kind: str, file: str, name: str | None = None) -> Path:
+    """A container_config.yaml cube (one task, hello: echo hi) whose image is the file `file`
+    beside it: for a DockerArchive a tar holding only an image's manifest.json, else a few bytes
+    (a SingularityFile): enough for the runners that refuse an image file."""
+    import io
+    import json
+    import tarfile
+
+    root.mkdir(parents=True, exist_ok=True)
+    if kind == "DockerArchive":
+        manifest = json.dumps([{"Config": "a" * 64 + ".json", "RepoTags": ["x:1"], "Layers": []}]).encode()
+        with tarfile.open(root / file, "w") as tar:
+            info = tarfile.TarInfo("manifest.json")
+            info.size = len(manifest)
+            tar.addfile(info, io.BytesIO(manifest))
+    else:
+        (root / file).write_bytes(b"SIF")
+    (root / "container_config.yaml").write_text(("" if name is None else f"name: {name}\n")
+                                                + f"container_type: {kind}\nimage: {file}\ntasks:\n  hello:\n    run_args: {{command: [echo, hi]}}\n")
     return root
 
 

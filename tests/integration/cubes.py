@@ -6,13 +6,16 @@ Dockerfile (ENTRYPOINT, WORKDIR, COPY, `pip install -r`), `"null"` defaults, tas
 entrypoints, untyped parameters. The local runner must run them unmodified.
 
 The other builders (`tool_cube`, `managed_env_cube`) use our own `local:` section.
-Every builder returns the directory that holds `mlcube.yaml`.
+Every builder returns the directory that holds `mlcube.yaml`; `volumes_cube` (the batch runners'
+container_config.yaml tests) the one that holds `container_config.yaml`.
 """
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 # The requirements of every Dockerfile-only cube here: one small package, one requirement set,
 # so the session-shared env cache builds a single managed env for all of them.
@@ -31,6 +34,29 @@ def write(root: Path, files: dict[str, str], executable: tuple[str, ...] = ()) -
 
 def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip("\n")
+
+
+def volumes_cube(dest: Path, name: str, image: str, run_args: dict[str, Any]) -> Path:
+    """A container_config.yaml cube of one task, copy (`run_args`): a directory and a file input
+    (in the workspace), a directory and a file output, each at its MedPerf mount path."""
+    (dest / "workspace" / "data_path").mkdir(parents=True)
+    (dest / "workspace" / "data_path" / "a.txt").write_text("alpha\n")
+    (dest / "workspace" / "data_path" / "b.txt").write_text("beta\n")
+    (dest / "workspace" / "parameters_file.yaml").write_text("min_length: 2\n")
+    config = {
+        "name": name,
+        "container_type": "DockerImage",
+        "image": image,
+        "tasks": {"copy": {
+            "run_args": run_args,
+            "input_volumes": {"data_path": {"mount_path": "/mlcommons/volumes/raw_data", "type": "directory"},
+                              "parameters_file": {"mount_path": "/mlcommons/volumes/parameters/parameters_file.yaml", "type": "file"}},
+            "output_volumes": {"output_path": {"mount_path": "/mlcommons/volumes/data", "type": "directory"},
+                               "report_file": {"mount_path": "/mlcommons/volumes/report/report.yaml", "type": "file"}},
+        }},
+    }
+    (dest / "container_config.yaml").write_text(json.dumps(config, indent=1))
+    return dest
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,18 +9,16 @@ back to their host paths. An image archive is refused before anything is created
 
 from __future__ import annotations
 
-import io
-import json
 import re
-import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_records
+from tests.conftest import image_file_cube, run_records
 from tests.faults.helpers import wait_until
+from tests.integration import cubes
 from tests.integration.test_backendai_real import Cluster, probe_cluster
 
 pytestmark = pytest.mark.backendai
@@ -41,24 +39,9 @@ def bai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 def volumes_cube(bai: Cluster, dest: Path) -> Path:
     """A directory and a file input, a directory and a file output (the vfolder, cuberun-bai_cc, outlives the test)."""
-    (dest / "workspace" / "data_path").mkdir(parents=True)
-    (dest / "workspace" / "data_path" / "a.txt").write_text("alpha\n")
-    (dest / "workspace" / "data_path" / "b.txt").write_text("beta\n")
-    (dest / "workspace" / "parameters_file.yaml").write_text("min_length: 2\n")
-    config = {
-        "name": "bai_cc",
-        "container_type": "DockerImage",
-        "image": bai.image,  # the kernel image is <image>-backendai (cuberun export backendai)
-        "tasks": {"copy": {
-            "run_args": {"entrypoint": "sh", "command": ["-c", SCRIPT], "environment": {"GREETING": "hello"}, "gpus": 1, "shm_size": "96mb"},
-            "input_volumes": {"data_path": {"mount_path": "/mlcommons/volumes/raw_data", "type": "directory"},
-                              "parameters_file": {"mount_path": "/mlcommons/volumes/parameters/parameters_file.yaml", "type": "file"}},
-            "output_volumes": {"output_path": {"mount_path": "/mlcommons/volumes/data", "type": "directory"},
-                               "report_file": {"mount_path": "/mlcommons/volumes/report/report.yaml", "type": "file"}},
-        }},
-    }
-    (dest / "container_config.yaml").write_text(json.dumps(config, indent=1))
-    return dest
+    # the kernel image is <image>-backendai (cuberun export backendai)
+    return cubes.volumes_cube(dest, "bai_cc", bai.image, {"entrypoint": "sh", "command": ["-c", SCRIPT], "environment": {"GREETING": "hello"},
+                                                           "gpus": 1, "shm_size": "96mb"})
 
 
 def test_volumes_at_their_mount_paths_and_outputs_back_on_the_host(bai: Cluster, tmp_path: Path) -> None:
@@ -94,15 +77,7 @@ def test_volumes_at_their_mount_paths_and_outputs_back_on_the_host(bai: Cluster,
 
 
 def test_a_docker_archive_is_refused_before_anything_is_created(bai: Cluster, tmp_path: Path) -> None:
-    cube = tmp_path / "archived"
-    cube.mkdir()
-    manifest = json.dumps([{"Config": "a" * 64 + ".json", "RepoTags": ["x:1"], "Layers": []}]).encode()
-    with tarfile.open(cube / "image.tar", "w") as tar:
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(manifest)
-        tar.addfile(info, io.BytesIO(manifest))
-    (cube / "container_config.yaml").write_text("name: bai_cc_archive\ncontainer_type: DockerArchive\nimage: image.tar\n"
-                                                "tasks:\n  hello:\n    run_args: {command: [echo, hi]}\n")
+    cube = image_file_cube(tmp_path / "archived", "DockerArchive", "image.tar", "bai_cc_archive")
     proc = bai.cuberun("run", "--mlcube", str(cube), "--platform", "backendai-test")
     assert proc.returncode == 2, proc.stderr
     [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("cuberun: error:")]

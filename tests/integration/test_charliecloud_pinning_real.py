@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_records
-from tests.integration.test_image_files_real import Setup, busybox_tree, make_setup, ok
+from tests.integration.test_image_files_real import Setup, busybox_tree, make_setup, ok, show_cube, without_engine
 from tests.integration.test_image_pinning import ran, refused
 from tests.registry import Registry, registry_fixture  # noqa: F401 - the session fixture `registry`
 
@@ -79,21 +79,8 @@ def with_engine(tmp: Path, built: Images) -> Setup:
     return setup
 
 
-def without_engine(setup: Setup) -> Setup:
-    """The same cache (the converted images) on a machine without a Docker engine."""
-    bare = Setup("charliecloud", setup.tmp, dict(setup.env))
-    bare.env.pop("DOCKER_HOST", None)
-    settings = setup.tmp / "no-engine.yaml"
-    settings.write_text(json.dumps({"platforms": {"charliecloud": {"runner": "charliecloud", "docker": str(setup.tmp / "no-docker")}}}))
-    bare.env["CUBERUN_SETTINGS"] = str(settings)
-    return bare
-
-
 def cube(root: Path, image: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "mlcube.yaml").write_text(f"name: chpin\ndocker: {{image: \"{image}\"}}\n"
-                                      "tasks:\n  show:\n    entrypoint: /bin/busybox env\n    parameters: {}\n")
-    return root
+    return show_cube(root, "chpin", image, "/bin/busybox env")
 
 
 def test_pinned_digest_is_pulled_converted_and_recorded(built: Images, registry: Registry, tmp_path: Path) -> None:
@@ -109,7 +96,7 @@ def test_pinned_digest_is_pulled_converted_and_recorded(built: Images, registry:
     built.tags.append(pinned)
 
     # the same converted image on a machine without an engine: checked against what it recorded
-    bare = without_engine(setup)
+    bare = without_engine(setup, "no-docker")  # the same cache (the converted images) on a machine without a Docker engine
     proc = bare.cuberun("run", f"--mlcube={root}", "--force")
     assert ran(proc) == "A" and "converting" not in proc.stderr
     assert run_records(root / "workspace")[-1]["image"]["pinned"] == digest_a
@@ -134,7 +121,7 @@ def test_lock_is_checked_with_and_without_an_engine(built: Images, registry: Reg
     assert ran(setup.cuberun("run", f"--mlcube={root}", "--force", "--no-lock")) == "B"
 
     # without an engine: the converted image (now B) does not match the lock (A): refused
-    bare = without_engine(setup)
+    bare = without_engine(setup, "no-docker")
     refused(bare.cuberun("run", f"--mlcube={root}", "--force"), ref, locked, "moved", "converted image")
     assert len(run_records(workspace)) == before + 1
     ok(setup.cuberun("lock", f"--mlcube={root}"))  # lock again (B), where the engine is: accepted without it

@@ -18,7 +18,7 @@ import pytest
 
 from tests.backends import require_backend
 from tests.conftest import run_records
-from tests.integration.test_image_files_real import Setup, busybox_tree, make_setup, ok
+from tests.integration.test_image_files_real import Setup, busybox_tree, make_setup, ok, show_cube, without_engine
 from tests.integration.test_image_pinning import ran, refused
 
 pytestmark = pytest.mark.charliecloud
@@ -67,20 +67,8 @@ def charliecloud(tmp: Path, engine: str) -> Setup:
     return setup
 
 
-def without_podman(setup: Setup) -> Setup:
-    """The same cache (the converted images) where no podman is installed."""
-    bare = Setup("charliecloud", setup.tmp, dict(setup.env))
-    settings = setup.tmp / "no-engine.yaml"
-    settings.write_text(json.dumps({"platforms": {"charliecloud": {"runner": "charliecloud", "docker": str(setup.tmp / "no-podman")}}}))
-    bare.env["CUBERUN_SETTINGS"] = str(settings)
-    return bare
-
-
 def cube(root: Path, image: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "mlcube.yaml").write_text(f"name: chpodman\ndocker: {{image: \"{image}\"}}\n"
-                                      "tasks:\n  show:\n    entrypoint: /bin/busybox sh -c 'env; pwd'\n    parameters: {}\n")
-    return root
+    return show_cube(root, "chpodman", image, "/bin/busybox sh -c 'env; pwd'")
 
 
 def test_a_podman_image_is_converted_run_and_converted_again_when_it_changes(podman: Podman, tmp_path: Path) -> None:
@@ -101,7 +89,7 @@ def test_a_podman_image_is_converted_run_and_converted_again_when_it_changes(pod
     assert ran(changed) == "B" and f"converting {tag} into a Charliecloud directory image (the image changed in podman)" in changed.stderr
     assert run_records(root / "workspace")[-1]["image"]["id"] == id_b
 
-    bare = without_podman(setup)  # an HPC node: the converted image as it is
+    bare = without_engine(setup, "no-podman")  # an HPC node: the converted image as it is
     proc = bare.cuberun("run", f"--mlcube={root}", "--force")
     assert ran(proc) == "B" and "converting" not in proc.stderr
     assert run_records(root / "workspace")[-1]["image"]["id"] == id_b
@@ -123,7 +111,7 @@ def test_a_podman_image_is_locked_and_checked_with_and_without_podman(podman: Po
     assert len(run_records(root / "workspace")) == before
     assert ran(setup.cuberun("run", f"--mlcube={root}", "--force", "--no-lock")) == "B"  # converted: B
 
-    bare = without_podman(setup)  # the converted image (B) against the lock (A), with no podman to ask
+    bare = without_engine(setup, "no-podman")  # the converted image (B) against the lock (A), with no podman to ask
     refused(bare.cuberun("run", f"--mlcube={root}", "--force"), tag, "moved", "converted image")
     ok(setup.cuberun("lock", f"--mlcube={root}"))  # locked again where podman is: B
     assert ran(bare.cuberun("run", f"--mlcube={root}", "--force")) == "B"

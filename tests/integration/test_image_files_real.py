@@ -93,16 +93,39 @@ def make_setup(kind: str, tmp: Path) -> Setup:
     return Setup(kind, tmp, env)
 
 
-@pytest.fixture(params=["docker", "podman"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
-    kind = str(request.param)
+def engine_setup(kind: str, tmp: Path) -> Iterator[Setup]:
+    """The setup of engine `kind` (skipped when its backend is not up); the images it made removed after."""
     require_backend(kind)
-    setup = make_setup(kind, tmp_path / "setup")
+    setup = make_setup(kind, tmp)
     try:
         yield setup
     finally:
         for image in setup.images:
             setup.cli("rmi", "-f", image, check=False)
+
+
+@pytest.fixture(params=["docker", "podman"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    yield from engine_setup(str(request.param), tmp_path / "setup")
+
+
+def without_engine(setup: Setup, missing: str) -> Setup:
+    """The same cache (the converted images) of a charliecloud setup where no engine is installed:
+    the settings name `missing` (a path that does not exist) as its engine."""
+    bare = Setup("charliecloud", setup.tmp, dict(setup.env))
+    bare.env.pop("DOCKER_HOST", None)
+    settings = setup.tmp / "no-engine.yaml"
+    settings.write_text(json.dumps({"platforms": {"charliecloud": {"runner": "charliecloud", "docker": str(setup.tmp / missing)}}}))
+    bare.env["CUBERUN_SETTINGS"] = str(settings)
+    return bare
+
+
+def show_cube(root: Path, name: str, image: str, entrypoint: str) -> Path:
+    """An mlcube.yaml cube of one task, `show`, running `entrypoint` in the docker image `image`."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "mlcube.yaml").write_text(f"name: {name}\ndocker: {{image: \"{image}\"}}\n"
+                                      f"tasks:\n  show:\n    entrypoint: {entrypoint}\n    parameters: {{}}\n")
+    return root
 
 
 def save_archive(engine: Setup, dest: Path) -> tuple[Path, str]:

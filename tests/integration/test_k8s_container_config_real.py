@@ -7,17 +7,15 @@ Images are the cluster node's own (imagePullPolicy Never): busybox, and the base
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import shutil
-import tarfile
 import zlib
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_records
+from tests.conftest import image_file_cube, run_records
+from tests.integration import cubes
 from tests.integration.test_k8s_real import Cluster, cluster_in, ok
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,24 +48,8 @@ def name_of(dest: Path) -> str:
 
 def volumes_cube(dest: Path) -> Path:
     """A busybox container_config.yaml cube: a directory and a file input, a directory and a file output."""
-    (dest / "workspace" / "data_path").mkdir(parents=True)
-    (dest / "workspace" / "data_path" / "a.txt").write_text("alpha\n")
-    (dest / "workspace" / "data_path" / "b.txt").write_text("beta\n")
-    (dest / "workspace" / "parameters_file.yaml").write_text("min_length: 2\n")
-    config = {
-        "name": name_of(dest),
-        "container_type": "DockerImage",
-        "image": "local/busybox:1.0",
-        "tasks": {"copy": {
-            "run_args": {"entrypoint": "sh", "command": ["-c", SCRIPT], "environment": {"GREETING": "hello"}, "shm_size": "64mb"},
-            "input_volumes": {"data_path": {"mount_path": "/mlcommons/volumes/raw_data", "type": "directory"},
-                              "parameters_file": {"mount_path": "/mlcommons/volumes/parameters/parameters_file.yaml", "type": "file"}},
-            "output_volumes": {"output_path": {"mount_path": "/mlcommons/volumes/data", "type": "directory"},
-                               "report_file": {"mount_path": "/mlcommons/volumes/report/report.yaml", "type": "file"}},
-        }},
-    }
-    (dest / "container_config.yaml").write_text(json.dumps(config, indent=1))
-    return dest
+    return cubes.volumes_cube(dest, name_of(dest), "local/busybox:1.0",
+                              {"entrypoint": "sh", "command": ["-c", SCRIPT], "environment": {"GREETING": "hello"}, "shm_size": "64mb"})
 
 
 def run(k8s: Cluster, cube: Path, *extra: str) -> tuple[int, str, str]:
@@ -132,15 +114,7 @@ def test_medperf_prepare_then_statistics(k8s: Cluster, tmp_path: Path) -> None:
 
 
 def test_a_docker_archive_is_refused_before_anything_is_created(k8s: Cluster, tmp_path: Path) -> None:
-    cube = tmp_path / "archived"
-    cube.mkdir()
-    manifest = json.dumps([{"Config": "a" * 64 + ".json", "RepoTags": ["x:1"], "Layers": []}]).encode()
-    with tarfile.open(cube / "image.tar", "w") as tar:
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(manifest)
-        tar.addfile(info, io.BytesIO(manifest))
-    (cube / "container_config.yaml").write_text(f"name: {name_of(cube)}\ncontainer_type: DockerArchive\nimage: image.tar\n"
-                                                "tasks:\n  hello:\n    run_args: {command: [echo, hi]}\n")
+    cube = image_file_cube(tmp_path / "archived", "DockerArchive", "image.tar", name_of(tmp_path / "archived"))
     code, _, err = run(k8s, cube)
     assert code == 2, err
     [line] = [ln for ln in err.splitlines() if ln.startswith("cuberun: error:")]

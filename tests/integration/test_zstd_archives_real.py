@@ -23,10 +23,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends import require_backend
 from tests.conftest import gpg_encrypt, run_records
 from tests.integration.test_charliecloud_archive_real import LIST, Archive, archive, ch, listing, nothing_decrypted, unpacked
-from tests.integration.test_image_files_real import PASSPHRASE, Setup, error_line, leftovers, make_setup, ok, sha256_of, write_cube
+from tests.integration.test_image_files_real import (
+    PASSPHRASE,
+    Setup,
+    engine_setup,
+    error_line,
+    leftovers,
+    ok,
+    sha256_of,
+    write_cube,
+)
 
 __all__ = ["archive", "ch"]  # the fixtures, shared with test_charliecloud_archive_real.py
 
@@ -109,14 +117,7 @@ def test_an_encrypted_archive_with_zstd_layers_leaves_nothing_decrypted(ch: Setu
 
 @pytest.fixture(params=["podman", "docker"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
-    kind = str(request.param)
-    require_backend(kind)
-    setup = make_setup(kind, tmp_path / "setup")
-    try:
-        yield setup
-    finally:
-        for image in setup.images:
-            setup.cli("rmi", "-f", image, check=False)
+    yield from engine_setup(str(request.param), tmp_path / "setup")
 
 
 def test_zstd_layers_on_podman_and_docker(engine: Setup, archive: Archive, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ also run in /bin/sh with mount paths under the test's folder."""
 
 from __future__ import annotations
 
-import io
 import json
 import shlex
 import shutil
@@ -26,30 +25,10 @@ from cuberun.runners.backendai import BackendAIRunner
 from cuberun.runners.backendai.plan import shm_bytes
 from cuberun.runners.base import RunOptions
 from cuberun.spec.load import load_cube
+from tests.conftest import BATCH_TASKS, image_file_cube
 
-CONFIG = """\
-container_type: DockerImage
-image: registry.example/medperf/prep:1.0
-tasks:
-  prepare:
-    run_args:
-      entrypoint: python3 -u
-      command: /project/prepare.py --verbose
-      environment: {PREP_SUFFIX: .clean, LEVEL: 3, HF_TOKEN: s3cret}
-      gpus: 1
-      shm_size: 2gb
-    input_volumes:
-      data_path: {mount_path: /mlcommons/volumes/raw_data, type: directory}
-      parameters_file: {mount_path: /mlcommons/volumes/parameters/parameters_file.yaml, type: file}
-    output_volumes:
-      output_path: {mount_path: /mlcommons/volumes/data, type: directory}
-      report_file: {mount_path: /mlcommons/volumes/report/report.yaml, type: file}
-  plain:
-    run_args: {command: [echo, hi]}
-  all_gpus:
-    run_args: {gpus: all}
-  some_gpus:
-    run_args: {gpus: [0, 2]}
+# prepare's environment with a secret-looking name (its value is redacted wherever a command is shown)
+CONFIG = BATCH_TASKS.replace("LEVEL: 3}", "LEVEL: 3, HF_TOKEN: s3cret}", 1) + """\
   in_ws:
     output_volumes:
       out: {mount_path: /mlcube_ws/out, type: directory}
@@ -59,6 +38,7 @@ tasks:
     output_volumes:
       out: {mount_path: /data/out, type: directory}
 """
+assert "HF_TOKEN: s3cret" in CONFIG
 FIXED = ["runner.workdir=/work", "runner.engine=/nonexistent/docker"]
 
 
@@ -232,26 +212,12 @@ def test_the_fingerprint_holds_the_volumes_and_is_stable(tmp_path: Path) -> None
     assert a.fingerprint(moved)["volumes"] != fp["volumes"]
 
 
-def _archive(path: Path) -> None:
-    manifest = json.dumps([{"Config": "a" * 64 + ".json", "RepoTags": ["x:1"], "Layers": []}]).encode()
-    with tarfile.open(path, "w") as tar:
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(manifest)
-        tar.addfile(info, io.BytesIO(manifest))
-
-
 @pytest.mark.parametrize("kind, file, words", [
     ("DockerArchive", "image.tar", "cannot load an image archive onto the agents"),
     ("SingularityFile", "image.sif", "cannot run a SIF file"),
 ])
 def test_image_files_are_refused_in_one_line_unless_an_image_is_given(tmp_path: Path, kind: str, file: str, words: str) -> None:
-    cube = tmp_path / "cube"
-    cube.mkdir()
-    (cube / "container_config.yaml").write_text(f"container_type: {kind}\nimage: {file}\ntasks:\n  hello:\n    run_args: {{command: [echo, hi]}}\n")
-    if kind == "DockerArchive":
-        _archive(cube / file)
-    else:
-        (cube / file).write_bytes(b"SIF")
+    cube = image_file_cube(tmp_path / "cube", kind, file)
     with pytest.raises(UsageError) as err:
         plan_of(runner_for(cube, "runner.entrypoint=run"), "hello")
     [line] = err.value.lines()

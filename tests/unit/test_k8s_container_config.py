@@ -6,10 +6,8 @@ workspace mount), the same run policy as mlcube.yaml cubes, and the image kinds 
 from __future__ import annotations
 
 import copy
-import io
 import json
 import os
-import tarfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,31 +23,9 @@ from cuberun.runners.base import RunOptions
 from cuberun.runners.k8s import KubernetesRunner
 from cuberun.runners.k8s.manifests import ManifestStep, check_manifest, shm_quantity
 from cuberun.spec.load import load_cube
-from tests.conftest import CLI
+from tests.conftest import BATCH_TASKS, CLI, image_file_cube
 
-CONFIG = """\
-container_type: DockerImage
-image: registry.example/medperf/prep:1.0
-tasks:
-  prepare:
-    run_args:
-      entrypoint: python3 -u
-      command: /project/prepare.py --verbose
-      environment: {PREP_SUFFIX: .clean, LEVEL: 3}
-      gpus: 1
-      shm_size: 2gb
-    input_volumes:
-      data_path: {mount_path: /mlcommons/volumes/raw_data, type: directory}
-      parameters_file: {mount_path: /mlcommons/volumes/parameters/parameters_file.yaml, type: file}
-    output_volumes:
-      output_path: {mount_path: /mlcommons/volumes/data, type: directory}
-      report_file: {mount_path: /mlcommons/volumes/report/report.yaml, type: file}
-  plain:
-    run_args: {command: [echo, hi]}
-  all_gpus:
-    run_args: {gpus: all}
-  some_gpus:
-    run_args: {gpus: [0, 2]}
+CONFIG = BATCH_TASKS + """\
   at_tmp:
     output_volumes:
       scratch: {mount_path: /tmp, type: directory}
@@ -227,24 +203,12 @@ def test_the_fingerprint_holds_the_mounts_and_is_stable(tmp_path: Path) -> None:
     assert a.fingerprint(moved)["mounts"] != fp["mounts"]
 
 
-def _archive(path: Path) -> None:
-    manifest = json.dumps([{"Config": "a" * 64 + ".json", "RepoTags": ["x:1"], "Layers": []}]).encode()
-    with tarfile.open(path, "w") as tar:
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(manifest)
-        tar.addfile(info, io.BytesIO(manifest))
-
-
 @pytest.mark.parametrize("kind, file, words", [
     ("DockerArchive", "image.tar", "cannot load an image archive onto the cluster's nodes"),
     ("SingularityFile", "image.sif", "cannot run a SIF file"),
 ])
 def test_image_files_are_refused_in_one_line_unless_an_image_is_given(tmp_path: Path, kind: str, file: str, words: str) -> None:
-    cube = make_cube(tmp_path / "cube", f"container_type: {kind}\nimage: {file}\ntasks:\n  hello:\n    run_args: {{command: [echo, hi]}}\n")
-    if kind == "DockerArchive":
-        _archive(cube / file)
-    else:
-        (cube / file).write_bytes(b"SIF")
+    cube = image_file_cube(tmp_path / "cube", kind, file)
     with pytest.raises(UsageError) as err:
         job_for(runner_for(cube), "hello")
     [line] = err.value.lines()
@@ -302,3 +266,15 @@ def test_kubeflow_refuses_container_config_tasks_in_one_line(cli: CLI, tmp_path:
     [line] = [ln for ln in res.stderr.splitlines() if ln.startswith("cuberun: error:")]
     assert "the kubeflow runner mounts only the workspace PVC at /mnt/mlcube/data, not container_config.yaml volumes" in line
     assert "Hint: run the cube with the k8s runner" in line
+
+
+@pytest.mark.parametrize("gpus, words", [
+    ("all", "--gpus=all cannot be expressed on k8s: Kubernetes schedules a number of GPUs"),
+    ("device=0,1", "--gpus=device=... cannot be expressed on k8s: the scheduler picks the devices"),
+])
+def test_gpus_given_as_all_or_devices_are_refused_with_a_count_hint(tmp_path: Path, gpus: str, words: str) -> None:
+    cube = make_cube(tmp_path / "prep")
+    with pytest.raises(UsageError) as err:
+        job_for(runner_for(cube, options=RunOptions(gpus=gpus)), "plain")
+    [line] = err.value.lines()
+    assert words in line and "Hint: give a count, e.g. --gpus=2" in line
