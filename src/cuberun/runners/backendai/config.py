@@ -26,6 +26,7 @@ DEFAULT_MAX_WAIT = 7 * 24 * 3600.0
 CLIENT_TIMEOUT = 120.0  # one create/info/logs/rm call
 TRANSFER_TIMEOUT = 6 * 3600.0  # one upload or download
 INFO_GRACE = 300.0  # after the watch: how long `session info` may take to show the end
+LOG_GRACE = 60.0  # after the session ended: how long the manager may take to store its log
 MANAGER_GRACE = 30.0  # after the watch: the manager unreachable this long (every call refused) means it is gone
 EXIT_STOPPED_WAITING = 124
 EXIT_BACKEND = 125

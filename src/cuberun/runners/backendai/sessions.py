@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from cuberun.console import say
 from cuberun.errors import BackendError
-from cuberun.runners.backendai.config import CLIENT_TIMEOUT, EXIT_BACKEND, EXIT_STOPPED_WAITING, INFO_GRACE, MANAGER_GRACE
+from cuberun.runners.backendai.config import CLIENT_TIMEOUT, EXIT_BACKEND, EXIT_STOPPED_WAITING, INFO_GRACE, LOG_GRACE, MANAGER_GRACE
 from cuberun.runners.backendai.limit import SessionClock, poll_start, timed_out
 from cuberun.runners.backendai.session import (
     WAITING_STATES,
@@ -96,6 +96,8 @@ class BackendAISessions(BackendAITransfer):
                 found = watch_state(line)
                 if found is not None:
                     waiting.state(*found)
+                    if found[0] == "RUNNING":
+                        logs.ran = True
                     if clock is not None:
                         clock.event(found[0])
 
@@ -121,27 +123,30 @@ class BackendAISessions(BackendAITransfer):
             verdict = watch_verdict(events, outcome.exit_code, no_match)
             if clock is not None and limit is not None and clock.fired and verdict.kind != "success":
                 # (a success event came before the stop reached the task: its result stands; a failure is the stop's own)
-                logs.fetch_once()
+                logs.ran = True  # (the clock starts when the task runs)
+                logs.fetch_last(plan.name, cancel)
                 reason, stopped = timed_out(limit, plan.name, all(removed))
                 return Outcome(EXIT_TIMEOUT, time.monotonic() - start, reason=reason, details={**plan.details, **stopped})
             if verdict.kind == "timeout":
                 self._destroy([plan])
-                logs.fetch_once()
+                logs.fetch_last(plan.name, cancel)
                 return Outcome(EXIT_STOPPED_WAITING, time.monotonic() - start, reason=f"session {plan.name} gave no result within {int(max_wait)} s; "
                                "it was terminated", details=plan.details)
             if verdict.kind in ("ended", "unknown"):
                 confirmed = self._confirm(plan, cancel)
                 if confirmed is None:
-                    logs.fetch_once()
                     if cancel.requested:
+                        logs.fetch_once()
                         self._destroy([plan])
                         sig = cancel.received or signal.SIGINT
                         return Outcome(128 + sig, time.monotonic() - start, interrupted=True, received=sig, details=plan.details)
+                    logs.fetch_once()
                     return Outcome(EXIT_BACKEND, time.monotonic() - start, details=plan.details,
                                    reason=f"the outcome of session {plan.name} could not be established ({verdict.reason})")
                 verdict = confirmed
             plan.finished = True
-            logs.fetch_once()
+            logs.ran = logs.ran or verdict.exit_code is not None
+            logs.fetch_last(plan.name, cancel)
         self._download(plan, verdict.kind == "success")
         code = verdict.exit_code if verdict.exit_code is not None else (0 if verdict.kind == "success" else 1)
         return Outcome(code, time.monotonic() - start, reason=None if code == 0 else f"failed: {verdict.reason} (session {plan.name})",
@@ -228,18 +233,22 @@ class _LogFollower:
         self.sinks = sinks
         self.interval = interval
         self.seen = ""
+        self.error = ""
+        self.ran = False  # the session's kernel ran (a started event, a log, an exit code): it has a log to wait for
         self.lock = threading.Lock()
 
-    def fetch_once(self) -> None:
+    def fetch_once(self) -> bool:
+        """Copy the text not shown yet; False when the manager gave no log (the call failed) or
+        one that does not begin with what was already shown."""
         res = self.runner._call("session", "logs", self.name)
         if res.returncode != 0:
-            return
+            self.error = _last_line(res.stdout + res.stderr) or f"exit {res.returncode}"
+            return False
         text = res.stdout
         with self.lock:
-            if text.startswith(self.seen):
-                new = text[len(self.seen) :]
-            else:  # the log was cut or rotated: show it again from the start
-                new = text
+            self.ran = True
+            whole = text.startswith(self.seen)
+            new = text[len(self.seen) :] if whole else text  # the log was cut or rotated: show it again from the start
             self.seen = text
         if new:
             data = new.encode("utf-8", "replace")
@@ -251,6 +260,28 @@ class _LogFollower:
                     sink.flush()
                 except (BrokenPipeError, ValueError):
                     pass
+        return whole
+
+    def fetch_last(self, session: str, cancel: Any) -> None:
+        """The session has ended: fetch its log until the manager has it whole. Between the session's
+        end and the moment the manager stores the kernel's log, Backend.AI 26.x answers `session
+        logs` with 500 (it asks the agent for a container that is gone). Bounded by LOG_GRACE; when
+        the log never comes, say so (its last lines were not shown) instead of staying silent. A
+        session whose kernel never ran has no log: one try."""
+        if not self.ran:
+            self.fetch_once()
+            return
+        deadline = time.monotonic() + LOG_GRACE
+        interval = 0.25
+        while not self.fetch_once():
+            if cancel.requested:
+                return
+            if time.monotonic() >= deadline:
+                say(f"warning: the last log lines of session {session} could not be fetched within {int(LOG_GRACE)} s "
+                    f"({self.error or 'the log did not match what was shown'}); see: backend.ai session logs {self.name}")
+                return
+            time.sleep(interval)
+            interval = min(interval * 2, 4.0)
 
     def loop(self, stop: threading.Event) -> None:
         if self.interval <= 0:
