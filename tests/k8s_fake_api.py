@@ -17,12 +17,14 @@ It speaks the few calls the runner makes, with the JSON shapes of the real API:
 Each created Job gets one pod whose life is scripted by a `Behaviour` chosen from the Job (by
 default from its container args): Pending for `start_delay`, then Running while it writes
 `lines` (one every `line_delay` s), then terminated with `exit_code`. `hang=True` keeps it
-Running (writing a line now and then) until the Job is deleted. Every request is recorded.
+Running (writing a line now and then) until the Job is deleted; `stream_breaks` and
+`log_failures` make its log hard to get. Every request is recorded.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import urllib.parse
@@ -43,6 +45,8 @@ class Behaviour:
     line_delay: float = 0.05
     hang: bool = False
     waiting_reason: str | None = None  # stay Pending with this container waiting reason
+    stream_breaks: bool = False  # the follow stream drops its connection after its first chunk (a reset under load)
+    log_failures: int = 0  # the first log requests without follow answer 500 (the kubelet unreachable)
 
 
 @dataclass
@@ -65,6 +69,7 @@ class FakePod:
     phase: str = "Pending"
     state: dict[str, Any] = field(default_factory=dict)
     log: bytearray = field(default_factory=bytearray)
+    log_failures: int = 0  # log requests answered 500 so far
     finished: threading.Event = field(default_factory=threading.Event)
     deleted: threading.Event = field(default_factory=threading.Event)
 
@@ -338,7 +343,13 @@ class FakeKubeAPI:
                     return
                 if not follow:
                     with api.lock:
+                        failing = pod.log_failures < pod.behaviour.log_failures
+                        pod.log_failures += failing
                         data = bytes(pod.log)
+                    if failing:
+                        self._status(500, "InternalError", f"Get \"https://node-1:10250/containerLogs/{ns}/{name}/task\": "
+                                                           "dial tcp 10.0.0.2:10250: connect: connection refused")
+                        return
                     self.send_response(200)
                     self.send_header("Content-Type", "text/plain")
                     self.send_header("Content-Length", str(len(data)))
@@ -358,6 +369,10 @@ class FakeKubeAPI:
                             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                             self.wfile.flush()
                             sent += len(data)
+                            if pod.behaviour.stream_breaks:  # no last chunk: the client sees the stream end too soon
+                                self.close_connection = True
+                                self.connection.shutdown(socket.SHUT_RDWR)
+                                return
                         if pod.finished.is_set() or pod.deleted.is_set():
                             with api.lock:
                                 rest = bytes(pod.log[sent:])

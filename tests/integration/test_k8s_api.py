@@ -48,9 +48,15 @@ tasks:
     parameters:
       inputs: {name: {type: file, default: names/alice.txt}}
       outputs: {chat: {type: file, default: chats/hang.txt}}
+  flaky:
+    parameters:
+      inputs: {name: {type: file, default: names/alice.txt}}
+      outputs: {chat: {type: file, default: chats/flaky.txt}}
   badimage:
     entrypoint: /bin/true
 """.replace("IMAGE", IMAGE)
+
+FLAKY = ["Hi, alice!", "line two", "line three", "done"]
 
 
 def behaviour(job: dict[str, Any]) -> Behaviour:
@@ -60,6 +66,8 @@ def behaviour(job: dict[str, Any]) -> Behaviour:
         return Behaviour(lines=["working", "something went wrong"], exit_code=3)
     if first == "hang":
         return Behaviour(lines=["started, waiting forever"], hang=True)
+    if first == "flaky":
+        return Behaviour(lines=FLAKY, line_delay=0.3, stream_breaks=True, log_failures=2)
     if first == "/bin/true":
         return Behaviour(waiting_reason="ErrImageNeverPull")
     return Behaviour(lines=["Hi, alice!", "line two", "done"], exit_code=0)
@@ -182,6 +190,18 @@ def test_failed_pod_gives_its_exit_code(cli: CLI, cube: Path, platform: str, api
     (job,) = api.created_jobs()
     assert api.deleted_jobs == [(NAMESPACE, job["metadata"]["name"], "Background")]
     assert len(api.calls("POST", "/networkpolicies")) == 1 and not api.network_policies  # removed after a failure too
+
+
+def test_a_broken_log_stream_is_caught_up_through_server_errors(cli: CLI, cube: Path, platform: str, api: FakeKubeAPI) -> None:
+    """The follow stream drops after its first chunk; once the pod ended, the log request answers
+    500 twice (the kubelet unreachable), then the whole log: every line is shown, each once."""
+    res = run(cli, cube, "--task=flaky")
+    assert res.returncode == 0, res.stderr
+    assert "".join(f"{line}\n" for line in FLAKY) in res.stdout
+    assert all(res.stdout.count(line) == 1 for line in FLAKY) and "warning" not in res.stderr
+    requests = api.calls("GET", "/log")
+    assert len([r for r in requests if "follow" in r.query]) == 1  # not followed again
+    assert len([r for r in requests if "follow" not in r.query]) == 3  # 500, 500, the log
 
 
 def test_network_policy_forbidden_refuses_to_run(cli: CLI, cube: Path, platform: str, api: FakeKubeAPI) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from cuberun.handshake import MARKER
+from cuberun.runners import nested
 from tests.conftest import run_records
 
 try:
@@ -142,6 +144,9 @@ def test_hello_world_chain_submitted_with_afterok(cli: CLI, slurm: dict[str, str
     assert f"submitted task 'bye' as Slurm job {bye_id} after job {hello_id}" in proc.stderr
     assert job_state(slurm, bye_id) == "COMPLETED"
     assert Path(bye["details"]["job_log"]).read_text().count("Bye, Alice!") == 1
+    for record in (hello, bye):  # a job log ends with its cuberun's `end` event: its end is known without a wait (slurm/logs.py)
+        last = Path(record["details"]["job_log"]).read_bytes().splitlines()[-1]
+        assert last.startswith(MARKER) and nested.events(last).exit_code == 0, last
 
 
 @pytest.mark.slow

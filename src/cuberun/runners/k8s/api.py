@@ -17,6 +17,7 @@ from cuberun.valueclass import dataclass
 if TYPE_CHECKING:
     pass
 
+LOG_GRACE = 30.0  # after a pod ended and its log stream broke: how long the log request is retried
 
 
 # -- talking to the API server -------------------------------------------------------------------
@@ -190,17 +191,58 @@ class LogFollower(threading.Thread):
             except Exception:
                 pass
 
-    def catch_up(self) -> None:
-        """After the container ended: print what the stream did not deliver."""
-        try:
-            resp = self.api.core.read_namespaced_pod_log(
-                self.pod, self.namespace, container=CONTAINER_NAME, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-            )
-            data = bytes(resp.data or b"")
-        except Exception as exc:
-            warn(f"cannot read the log of pod {self.pod}: {_short(exc)}")
+    def catch_up(self, grace: float = LOG_GRACE, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = cancellable_sleep) -> None:
+        """After the container ended: print what the stream did not deliver (the bytes past those
+        shown). The stream breaks under load (a reset, a timeout), and the one log request made
+        then can fail the same way: it is retried, backing off from 0.25 s to 4 s and bounded by
+        `grace`, on a server error (5xx, 429), a timeout or a lost connection; not on 404 (the pod
+        is gone, its log with it) or another refusal. A cancel stops it (Cancelled). When the log
+        never comes, one warning names the pod and the command that shows its log."""
+        deadline = clock() + grace
+        interval = 0.25
+        while True:
+            _check_cancel()
+            try:
+                data = self._read_log(max(5.0, min(REQUEST_TIMEOUT, deadline - clock())))
+            except Exception as exc:
+                status = getattr(exc, "status", None) if isinstance(exc, self.api.exception) else None
+                if status == 404:
+                    warn(f"the last log lines of pod {self.pod} were not shown: the pod is gone (HTTP 404), its log with it")
+                    return
+                error = _api_message(exc) if isinstance(exc, self.api.exception) else f"{type(exc).__name__}: {_short(exc)}"
+                if not _transient(exc, self.api.exception) or clock() + interval > deadline:
+                    within = f" within {grace:g} s" if _transient(exc, self.api.exception) else ""
+                    warn(f"the last log lines of pod {self.pod} could not be fetched{within} ({error}); "
+                         f"see: kubectl logs {self.pod} -n {self.namespace} -c {CONTAINER_NAME}")
+                    return
+                sleep(interval)
+                interval = min(interval * 2, 4.0)
+                continue
+            if len(data) > self.written:
+                self.emit(data[self.written :])
             return
-        if len(data) > self.written:
-            self.emit(data[self.written :])
+
+    def _read_log(self, timeout: float) -> bytes:
+        """The container's whole log (one request, not following)."""
+        resp = self.api.core.read_namespaced_pod_log(
+            self.pod, self.namespace, container=CONTAINER_NAME, _preload_content=False, _request_timeout=timeout
+        )
+        try:
+            return bytes(resp.data or b"")
+        finally:
+            try:
+                resp.release_conn()
+            except Exception:
+                pass
 
 
+def _transient(exc: Exception, api_exception: type[Exception]) -> bool:
+    """A failure that the same request may not meet again: the server's error (5xx), its
+    throttling (429), no HTTP answer at all (a reset, a timeout, a refused connection)."""
+    if isinstance(exc, api_exception):
+        status = getattr(exc, "status", None)
+        return not status or status == 429 or status >= 500  # 0: the client's own connection error (SSL, proxy)
+    from urllib3.exceptions import HTTPError
+
+    return isinstance(exc, (OSError, HTTPError))

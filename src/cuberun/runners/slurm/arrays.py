@@ -69,7 +69,7 @@ class SlurmArrays(SlurmFollow):
             tails = [_LogTail(job.log_file, [out, log]) for job, out, log in zip(jobs, outs, logs, strict=True)]
 
             def settle(indexes: Sequence[int], outcome: Callable[[_Job], Outcome]) -> None:
-                _finish_tails([tails[i] for i in indexes])
+                _finish_tails([tails[i] for i in indexes], cancel)
                 for i in indexes:
                     outs[i].close()
                     outcomes[i] = outcome(jobs[i])

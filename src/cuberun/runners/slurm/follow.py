@@ -92,7 +92,7 @@ class SlurmFollow(SlurmSubmit):
                     queue.close()
                     return self._stop_waiting(job, later, tail, start, overdue=now <= deadline)
                 time.sleep(TAIL_INTERVAL)
-            tail.finish()
+            tail.finish(cancel)
         return self._outcome(job, start)
 
     def _wait_ended(self, job: _Job, tail: _LogTail | None, cancel: Any, limit: float) -> None:
@@ -122,7 +122,7 @@ class SlurmFollow(SlurmSubmit):
         if job is not None:
             self._wait_ended(job, tail, cancel, CANCEL_WAIT)
             if tail is not None:
-                tail.finish()
+                tail.finish(cancel)
         return self._interrupted_outcome(job, cancel, start)
 
     def _interrupted_outcome(self, job: _Job | None, cancel: Any, start: float) -> Outcome:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from cuberun.errors import BackendError
+from cuberun.handshake import MARKER
 from cuberun.runners import nested
 from cuberun.runners.slurm.jobs import JobInfo, expand_task_ids, parse_job_line
 from cuberun.valueclass import dataclass
@@ -73,6 +74,7 @@ class _LogTail:
         self.out = HandshakeFilter(_Fanout(sinks))
         self.offset = 0
         self.seen = False
+        self.last = b""  # the end of what was copied: ends the log with the job's cuberun `end` event?
 
     def pump(self) -> int:
         try:
@@ -81,6 +83,7 @@ class _LogTail:
                 size = os.fstat(fh.fileno()).st_size
                 if size < self.offset:  # truncated: the job was requeued and started over
                     self.offset = 0
+                    self.last = b""
                 fh.seek(self.offset)
                 copied = 0
                 while self.offset < size:
@@ -89,25 +92,53 @@ class _LogTail:
                         break
                     self.offset += len(chunk)
                     copied += len(chunk)
+                    self.last = (self.last + chunk)[-_END_WINDOW:]
                     self.out.write(chunk)
                 return copied
         except OSError:
             return 0
 
-    def finish(self) -> None:
-        _finish_tails([self])
+    @property
+    def ended(self) -> bool:
+        """What was copied ends with the job's cuberun's `end` handshake event: the last line it
+        writes before it exits (the job script execs it), so its log is whole."""
+        line = self.last.rstrip(b"\n").rpartition(b"\n")[2]
+        return self.last.endswith(b"\n") and line.startswith(MARKER) and nested.events(line).exit_code is not None
+
+    def finish(self, cancel: Any = None) -> None:
+        _finish_tails([self], cancel)
 
 
-def _finish_tails(tails: Sequence[_LogTail]) -> None:
-    """Their jobs have ended: copy the rest (waiting briefly, and once for all of them, for logs
-    a shared filesystem shows late or that a job cancelled before it started never wrote)."""
-    ended = list(tails)
-    for _ in range(10):
-        tails = [t for t in tails if not (t.pump() == 0 and t.seen)]
-        if not tails:
+_END_WINDOW = 4096  # the bytes kept to find the `end` event (one short JSON line)
+LOG_GRACE = 2.0  # after a job ended: how long its log's size must stay the same before it counts as whole
+LOG_WAIT = 5.0  # ... and the bound of that wait, for a log that keeps growing
+LOG_POLL = 0.1
+
+
+def _finish_tails(tails: Sequence[_LogTail], cancel: Any = None, clock: Callable[[], float] = time.monotonic,
+                  sleep: Callable[[float], None] = time.sleep) -> None:
+    """Their jobs have ended: copy the rest. A shared filesystem can show a log's last writes
+    (or the whole log) late, so a tail is done once its size (or its absence: a job cancelled
+    before it started writes none) stayed the same across polls spanning LOG_GRACE; at once when
+    its log ends with the job's cuberun `end` event. All of them wait together, at most LOG_WAIT;
+    after a cancel (`cancel.requested`) there is one last read, no wait."""
+    start = clock()
+    since = {id(t): start for t in tails}  # when each one last changed
+    waiting = list(tails)
+    while True:
+        now = clock()
+        left = []
+        for tail in waiting:
+            was_seen = tail.seen
+            if tail.pump() > 0 or tail.seen != was_seen:
+                since[id(tail)] = now
+            if not tail.ended and now - since[id(tail)] < LOG_GRACE:
+                left.append(tail)
+        waiting = left
+        if not waiting or (cancel is not None and cancel.requested) or now - start >= LOG_WAIT:
             break
-        time.sleep(0.05)
-    for tail in ended:
+        sleep(LOG_POLL)
+    for tail in tails:
         tail.out.close()  # a held fragment was not a handshake line
 
 
