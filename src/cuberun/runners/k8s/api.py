@@ -206,19 +206,20 @@ class LogFollower(threading.Thread):
             try:
                 data = self._read_log(max(5.0, min(REQUEST_TIMEOUT, deadline - clock())))
             except Exception as exc:
-                status = getattr(exc, "status", None) if isinstance(exc, self.api.exception) else None
-                if status == 404:
+                answered = isinstance(exc, self.api.exception)
+                if answered and getattr(exc, "status", None) == 404:
                     warn(f"the last log lines of pod {self.pod} were not shown: the pod is gone (HTTP 404), its log with it")
                     return
-                error = _api_message(exc) if isinstance(exc, self.api.exception) else f"{type(exc).__name__}: {_short(exc)}"
-                if not _transient(exc, self.api.exception) or clock() + interval > deadline:
-                    within = f" within {grace:g} s" if _transient(exc, self.api.exception) else ""
-                    warn(f"the last log lines of pod {self.pod} could not be fetched{within} ({error}); "
-                         f"see: kubectl logs {self.pod} -n {self.namespace} -c {CONTAINER_NAME}")
-                    return
-                sleep(interval)
-                interval = min(interval * 2, 4.0)
-                continue
+                retry = _transient(exc, self.api.exception)
+                if retry and clock() + interval <= deadline:
+                    sleep(interval)
+                    interval = min(interval * 2, 4.0)
+                    continue
+                error = _api_message(exc) if answered else f"{type(exc).__name__}: {_short(exc)}"
+                within = f" within {grace:g} s" if retry else ""
+                warn(f"the last log lines of pod {self.pod} could not be fetched{within} ({error}); "
+                     f"see: kubectl logs {self.pod} -n {self.namespace} -c {CONTAINER_NAME}")
+                return
             if len(data) > self.written:
                 self.emit(data[self.written :])
             return
