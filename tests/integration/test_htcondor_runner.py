@@ -238,6 +238,22 @@ def test_ctrl_c_removes_the_job(pool: Pool) -> None:
     assert took < 120
 
 
+def test_a_job_kept_in_the_queue_by_leave_in_queue_ends_there(pool: Pool) -> None:
+    """`leave_in_queue` (an expression: -json prints it as its text) keeps the completed job in
+    the queue: cuberun takes Completed there as the end (its exit code from the queue's ad)
+    instead of waiting for a move to the history that never comes (max_wait would end it, 124)."""
+    cube = pool.cube()
+    proc = run(pool, cube, "fail", "-Prunner.submit={leave_in_queue: 'JobStatus == 4'}", "-Prunner.max_wait=120")
+    [record] = records(cube / "workspace")
+    cluster = record["details"]["cluster"]
+    try:
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        assert "exited with code 3" in error_line(proc.stderr)
+        assert pool.in_queue(cluster) == "4"  # still there: cuberun did not wait for it to leave
+    finally:
+        subprocess.run([str(Path(pool.details["bin_dir"]) / "condor_rm"), cluster], capture_output=True, timeout=120, check=False, cwd=pool.root)
+
+
 def test_missing_executable_is_one_line_and_leaves_no_job(pool: Pool) -> None:
     cube = pool.cube()
     proc = run(pool, cube, "copy", "-Prunner.command=/nonexistent/bin/prog")

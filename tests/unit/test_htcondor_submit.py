@@ -5,17 +5,23 @@ tests/integration/test_htcondor_runner.py."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from cuberun.errors import UsageError
 from cuberun.execute import make_runner
+from cuberun.process import Captured
 from cuberun.resolve import ResolvedTask, resolve_task
 from cuberun.runners.base import RunOptions
+from cuberun.runners.batch_polling import FollowBounds, Job
 from cuberun.spec.load import load_cube
 
 PLUGIN_SRC = Path(__file__).resolve().parents[2] / "plugins" / "cuberun-htcondor" / "src"
@@ -132,9 +138,9 @@ def test_dry_run_prints_the_submit_file_and_every_command(tmp_path: Path) -> Non
     assert lines[1:] == [
         f"cd {root}/workspace/.cuberun/htcondor && /opt/condor/bin/condor_submit -terse -name schedd@a -pool cm:9618 {path}",
         "# follow: /opt/condor/bin/condor_q -name schedd@a -pool cm:9618 CLUSTER -json -attributes "
-        "ClusterId,ProcId,JobStatus,ExitCode,ExitBySignal,ExitSignal,HoldReason,RemoveReason",
+        "ClusterId,ProcId,JobStatus,ExitCode,ExitBySignal,ExitSignal,HoldReason,RemoveReason,LeaveJobInQueue",
         "# then: /opt/condor/bin/condor_history -name schedd@a -pool cm:9618 CLUSTER -json -limit 1 -attributes "
-        "ClusterId,ProcId,JobStatus,ExitCode,ExitBySignal,ExitSignal,HoldReason,RemoveReason",
+        "ClusterId,ProcId,JobStatus,ExitCode,ExitBySignal,ExitSignal,HoldReason,RemoveReason,LeaveJobInQueue",
         "# on Ctrl-C: /opt/condor/bin/condor_rm -name schedd@a -pool cm:9618 CLUSTER",
     ]
     assert runner.submit_file(task) == (path, content)  # named by its content: stable
@@ -187,6 +193,110 @@ def test_status_mapping() -> None:
     removed = _status({"JobStatus": 3, "RemoveReason": "via condor_rm (by user x)"})
     assert removed.ended and removed.exit_code == 125
     assert not _status({"JobStatus": 1}).ended
+
+
+class FakePool:
+    """Answers the runner's condor_q / condor_history calls in sequence: each poll takes the next
+    (queue ad, history ad) pair (None: the tool lists nothing); records the tools called."""
+
+    def __init__(self, answers: list[tuple[dict[str, Any] | None, dict[str, Any] | None]]) -> None:
+        self.answers = list(answers)
+        self.calls: list[str] = []
+
+    def __call__(self, argv: Sequence[str], shield: bool = False) -> Captured:
+        tool = os.path.basename(argv[0])
+        self.calls.append(tool)
+        if tool == "condor_rm":
+            return Captured(0, "", "")
+        assert self.answers, "polled more often than the test expected"
+        queued, history = self.answers[0]
+        if tool == "condor_history":
+            self.answers.pop(0)
+            return Captured(0, json.dumps([history]) if history else "", "")
+        assert tool == "condor_q" and argv[1] == "12.0" and "-json" in argv, argv
+        if queued is not None:
+            self.answers.pop(0)
+        return Captured(0, json.dumps([queued]) if queued else "", "")
+
+
+def fake_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answers: list[Any]) -> tuple[HTCondorRunner, FakePool]:
+    runner, _ = runner_for(make_cube(tmp_path))
+    fake = FakePool(answers)
+    monkeypatch.setattr(runner, "_client", fake)
+    return runner, fake
+
+
+def test_a_job_the_queue_lists_as_completed_has_not_ended_until_it_left_the_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    completed = {"JobStatus": 4, "ExitCode": 3, "ExitBySignal": False, "LeaveJobInQueue": False}
+    runner, fake = fake_runner(tmp_path, monkeypatch, [(completed, None), (None, completed)])
+    leaving, problem = runner.status("12.0")
+    assert problem is None and leaving is not None
+    assert not leaving.ended and not leaving.stuck and leaving.state == "Completed, leaving the queue"
+    assert fake.calls == ["condor_q"]  # the queue's word is taken: no history call
+    ended, problem = runner.status("12.0")
+    assert problem is None and ended is not None and ended.ended and ended.exit_code == 3 and ended.state == "Completed"
+    assert fake.calls == ["condor_q", "condor_q", "condor_history"]
+
+
+def test_a_removed_job_ends_when_it_left_the_queue_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    removed = {"JobStatus": 3, "RemoveReason": "via condor_rm (by user x)"}
+    runner, _ = fake_runner(tmp_path, monkeypatch, [(removed, None), (None, removed)])
+    first, _problem = runner.status("12.0")
+    assert first is not None and not first.ended and first.state == "Removed, leaving the queue"
+    second, _problem = runner.status("12.0")
+    assert second is not None and second.ended and second.exit_code == 125 and second.reason == "was removed (via condor_rm (by user x))"
+
+
+@pytest.mark.parametrize("leave", [True, "JobStatus == 4 && (CompletionDate =?= UNDEFINED || time() - CompletionDate < 864000)", 1])
+def test_a_job_that_stays_in_the_queue_by_design_ends_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, leave: Any) -> None:
+    """LeaveJobInQueue set (a boolean, or an expression -json prints as its text): the job never
+    moves to the history by itself, so Completed / Removed in the queue is the end."""
+    killed = {"JobStatus": 4, "ExitBySignal": True, "ExitSignal": 9, "LeaveJobInQueue": leave}
+    removed = {"JobStatus": 3, "RemoveReason": "by x", "LeaveJobInQueue": leave}
+    runner, fake = fake_runner(tmp_path, monkeypatch, [(killed, None), (removed, None)])
+    first, _problem = runner.status("12.0")
+    assert first is not None and first.ended and first.exit_code == 137 and first.signal == 9
+    second, _problem = runner.status("12.0")
+    assert second is not None and second.ended and second.exit_code == 125
+    assert fake.calls == ["condor_q", "condor_q"]
+
+
+@pytest.mark.parametrize("leave", [None, False, "false", "FALSE", 0])
+def test_leave_job_in_queue_false_or_absent_means_leaving(leave: Any) -> None:
+    ad = {"JobStatus": 4, "ExitCode": 0} if leave is None else {"JobStatus": 4, "ExitCode": 0, "LeaveJobInQueue": leave}
+    assert not _status(ad, queued=True).ended
+    assert _status(ad).ended  # the history's ad
+
+
+def test_the_follow_loop_waits_for_the_history_and_reports_its_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    running = {"JobStatus": 2}
+    completed = {"JobStatus": 4, "ExitBySignal": True, "ExitSignal": 15}
+    runner, fake = fake_runner(tmp_path, monkeypatch, [(running, None), (completed, None), (completed, None), (None, completed)])
+    cancel = SimpleNamespace(requested=False, count=0, received=None)
+    outcome = runner.follow_job(Job("12.0", (), "HTCondor job 12.0"), ["12"], str(tmp_path / "log"), cancel)
+    assert outcome.exit_code == 143 and outcome.signal == 15 and "was killed by signal 15" in (outcome.reason or "")
+    assert fake.answers == [] and fake.calls[-1] == "condor_history"
+
+
+def test_after_ctrl_c_the_removal_is_confirmed_once_the_job_left_the_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    running = {"JobStatus": 2}
+    removed = {"JobStatus": 3, "RemoveReason": "via condor_rm"}
+    runner, fake = fake_runner(tmp_path, monkeypatch, [(running, None), (removed, None), (removed, None), (None, removed)])
+    status, _problem = runner.status("12.0")
+    cancel = SimpleNamespace(requested=True, count=1, received=signal.SIGINT)
+    outcome = runner._removed(Job("12.0", (), "HTCondor job 12.0"), ["12"], [], cancel, 0.0, status)
+    assert outcome.interrupted and outcome.exit_code == 130 and (outcome.reason or "").endswith("HTCondor job 12.0 is Removed")
+    assert fake.answers == [] and fake.calls.count("condor_rm") == 1 and fake.calls[-1] == "condor_history"
+
+
+def test_the_wait_for_the_job_to_leave_the_queue_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queue that keeps the removed job (a stuck shadow): cancel_wait bounds the wait."""
+    removed = {"JobStatus": 3, "RemoveReason": "via condor_rm"}
+    runner, fake = fake_runner(tmp_path, monkeypatch, [(removed, None)] * 1000)
+    monkeypatch.setattr(runner, "bounds", lambda: FollowBounds(cancel_wait=0.5))
+    status = runner._confirm_removed(Job("12.0", (), "HTCondor job 12.0"), [], None)
+    assert status is not None and not status.ended and status.state == "Removed, leaving the queue"
+    assert 0 < len(fake.calls) < 1000
 
 
 @pytest.mark.skipif(not INSTALLED, reason="the plugin is not installed (scripts/test.sh installs it)")

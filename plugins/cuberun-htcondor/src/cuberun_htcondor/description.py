@@ -42,7 +42,7 @@ class Submitted:
 
 TOOLS = ("condor_submit", "condor_q", "condor_history", "condor_rm")
 CLIENT_TIMEOUT = 60.0
-ATTRIBUTES = "ClusterId,ProcId,JobStatus,ExitCode,ExitBySignal,ExitSignal,HoldReason,RemoveReason"
+ATTRIBUTES = "ClusterId,ProcId,JobStatus,ExitCode,ExitBySignal,ExitSignal,HoldReason,RemoveReason,LeaveJobInQueue"
 # JobStatus numbers (HTCondor's job ClassAd)
 STATES = {1: "Idle", 2: "Running", 3: "Removed", 4: "Completed", 5: "Held", 6: "Transferring Output", 7: "Suspended"}
 # submit commands the runner writes itself: `submit:` may not set them

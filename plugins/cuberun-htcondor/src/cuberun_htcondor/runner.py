@@ -12,9 +12,10 @@
 3. The submit description is data (submit.py), written to `<job_dir>/<task>-<hash>.sub` and
    submitted with `condor_submit -terse`; the job is followed with `condor_q -json`, then
    `condor_history -json` once it left the queue; its stdout and stderr files stream to our
-   stdout and the run log.
+   stdout and the run log. A job still in the queue as Completed or Removed is leaving it (not
+   ended yet) unless its LeaveJobInQueue keeps it there.
 4. Ctrl-C / SIGTERM: `condor_rm` of the job this run submitted (never any other), a bounded
-   wait until HTCondor reports it removed, exit 128+signal. A held job (a missing
+   wait until it has left the queue as removed, exit 128+signal. A held job (a missing
    executable, a failed transfer) is removed and reported with its hold reason.
 
 On cuberun's BatchRunner loop (`runners/batch_polling.py`: status polls and removals): this
@@ -102,20 +103,30 @@ class HTCondorRunner(HTCondorJobs):
         return replace(outcome, details={**dict(outcome.details or {}), **details})
 
     def status(self, job_id: str) -> tuple[JobStatus | None, str | None]:
-        """condor_q, then condor_history once the job left the queue."""
-        for tool, extra in (("condor_q", ()), ("condor_history", ("-limit", "1"))):
-            res = self._client([self.tool(tool), *self.where(), job_id, "-json", *extra, "-attributes", ATTRIBUTES])
-            if res.returncode != 0:
-                return None, f"{tool}: {_first_error(res)}"
-            text = res.stdout.strip()
-            if not text:
-                continue
-            try:
-                ads = json.loads(text)
-            except ValueError:
-                return None, f"{tool} printed no JSON: {text[:200]}"
-            if isinstance(ads, list) and ads and isinstance(ads[0], dict):
-                return _status(ads[0]), None
+        """condor_q, then condor_history once the job left the queue. A job the queue still lists
+        as Completed or Removed has not ended yet: its shadow and starter are still exiting (a
+        removed job may still be being killed) and it is not in the history yet; it ends when it
+        has left the queue, unless it stays there by design (LeaveJobInQueue)."""
+        ad, problem = self._ad("condor_q", job_id)
+        if problem is not None or ad is not None:
+            return (_status(ad, queued=True) if ad is not None else None), problem
+        ad, problem = self._ad("condor_history", job_id, "-limit", "1")
+        return (_status(ad) if ad is not None else None), problem
+
+    def _ad(self, tool: str, job_id: str, *extra: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The job's ad as `tool` prints it (None when it does not list the job), or a problem."""
+        res = self._client([self.tool(tool), *self.where(), job_id, "-json", *extra, "-attributes", ATTRIBUTES])
+        if res.returncode != 0:
+            return None, f"{tool}: {_first_error(res)}"
+        text = res.stdout.strip()
+        if not text:
+            return None, None
+        try:
+            ads = json.loads(text)
+        except ValueError:
+            return None, f"{tool} printed no JSON: {text[:200]}"
+        if isinstance(ads, list) and ads and isinstance(ads[0], dict):
+            return ads[0], None
         return None, None
 
     def remove(self, ids: Sequence[str]) -> None:
@@ -136,9 +147,12 @@ class HTCondorRunner(HTCondorJobs):
         return {**super().inspect(), "files": self.config.get("files"), "schedd": self.config.get("schedd"), "pool": self.config.get("pool")}
 
 
-def _status(ad: dict[str, Any]) -> JobStatus:
+def _status(ad: dict[str, Any], queued: bool = False) -> JobStatus:
+    """The job's status from its ad; `queued`: condor_q printed it (else condor_history)."""
     code = int(ad.get("JobStatus") or 0)
     state = STATES.get(code, f"status {code}")
+    if code in (3, 4) and queued and not _stays_in_queue(ad):
+        return JobStatus(f"{state}, leaving the queue")  # ended once condor_history has it
     if code == 4:
         if ad.get("ExitBySignal"):
             sig = int(ad.get("ExitSignal") or 0)
@@ -150,6 +164,19 @@ def _status(ad: dict[str, Any]) -> JobStatus:
     if code == 5:
         return JobStatus(state, stuck=True, reason=str(ad.get("HoldReason") or "held"))
     return JobStatus(state)
+
+
+def _stays_in_queue(ad: dict[str, Any]) -> bool:
+    """Whether the job stays in the queue once it ended (`leave_in_queue`, `condor_submit -spool`):
+    -json prints LeaveJobInQueue as a boolean, or as the expression's text when it is one; any
+    value but false (or no value) counts as staying, so that such a job never waits for a move
+    to the history that does not come."""
+    value = ad.get("LeaveJobInQueue")
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, (int, float)):
+        return value != 0
+    return str(value).strip().lower() not in ("", "false", "0")
 
 
 def _first_error(res: Captured) -> str:
