@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.server as _http_server
 import os
+import random
+import socket
 import subprocess
 import sys
 import threading
@@ -127,6 +129,68 @@ def run_records(workspace: Path, platform: str | None = None) -> list[dict[str, 
     from cuberun.records import list_runs
 
     return [r for r in list_runs(workspace, warn=False) if platform is None or r.get("platform") == platform]
+
+
+# Ports for the servers tests start themselves (a private sshd, slurmctld and slurmd, a second
+# Backend.AI manager, the image registry). A port from bind(("127.0.0.1", 0)) lies in the kernel's
+# automatic (ephemeral) range and is free only until that socket closes: any outgoing connection
+# (a busy machine makes many) may take it before the server binds it. So these come from ports the
+# kernel never hands out by itself: outside /proc/sys/net/ipv4/ip_local_port_range, or listed in
+# ip_local_reserved_ports. This machine's range is 1024-65535; scripts/backends/up.sh reserves
+# 15000-21000, and no backend listens in this block of it.
+SERVER_PORTS = range(20500, 21000)
+
+
+def _port_list(text: str) -> set[int]:
+    """ "2222,12379-12381" (the format of ip_local_reserved_ports) as a set of ports."""
+    ports: set[int] = set()
+    for part in text.replace(" ", "").strip().split(","):
+        if part:
+            first, _, last = part.partition("-")
+            ports.update(range(int(first), int(last or first) + 1))
+    return ports
+
+
+def automatic_ports() -> tuple[range, set[int]]:
+    """The kernel's automatic port range and the ports reserved out of it (nothing reserved when
+    the file cannot be read)."""
+    low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    try:
+        reserved = _port_list(Path("/proc/sys/net/ipv4/ip_local_reserved_ports").read_text())
+    except OSError:
+        reserved = set()
+    return range(low, high + 1), reserved
+
+
+def server_ports(count: int, block: range = SERVER_PORTS) -> list[int]:
+    """`count` distinct ports of `block` that the kernel never picks by itself and that are free
+    now (a probe bind on every address), in random order so that two test sessions seldom try
+    the same. All probes stay open until every port is chosen (ports probed one at a time could
+    repeat). Fails with the reason when the block has too few."""
+    automatic, reserved = automatic_ports()
+    candidates = [port for port in block if port not in automatic or port in reserved]
+    if len(candidates) < count:
+        pytest.fail(f"only {len(candidates)} ports of {block.start}-{block.stop - 1} are kept out of the kernel's automatic port choice "
+                    f"(ip_local_port_range {automatic.start}-{automatic.stop - 1}); a test server needs {count}. Hint: reserve them "
+                    f"(scripts/backends/up.sh does), e.g. add {block.start}-{block.stop - 1} to /proc/sys/net/ipv4/ip_local_reserved_ports")
+    random.SystemRandom().shuffle(candidates)
+    held: list[socket.socket] = []
+    try:
+        for port in candidates:
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                probe.bind(("", port))
+            except OSError:
+                probe.close()
+                continue
+            held.append(probe)
+            if len(held) == count:
+                return [int(sock.getsockname()[1]) for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
+    pytest.fail(f"no {count} free ports in {block.start}-{block.stop - 1} (all but {len(held)} of the {len(candidates)} kept out of "
+                "automatic choice are in use)")
 
 
 def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:

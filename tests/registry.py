@@ -1,6 +1,7 @@
 """A real image registry on loopback for tests: Debian's `docker-registry` (the Docker
 distribution registry), started once per session on 127.0.0.1 with a port in 15100-15199 (kept
-out of the ephemeral range by scripts/backends/up.sh), stopped by its PID at the end.
+out of the ephemeral range by scripts/backends/up.sh; picked by tests.conftest.server_ports),
+stopped by its PID at the end.
 
 Docker talks plain HTTP to 127.0.0.0/8 registries by itself; Podman needs `--tls-verify=false`.
 """
@@ -8,7 +9,6 @@ Docker talks plain HTTP to 127.0.0.0/8 registries by itself; Podman needs `--tls
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends import skip_or_fail
+from tests.conftest import server_ports
 
 EXECUTABLE = "/usr/bin/docker-registry"
 PORTS = range(15100, 15200)
@@ -40,15 +41,6 @@ class Registry:
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _ready(port: int, proc: subprocess.Popen[bytes]) -> bool:
@@ -74,13 +66,8 @@ def registry_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regis
         skip_or_fail(f"{EXECUTABLE} is not installed (apt-get install docker-registry)")
     base = tmp_path_factory.mktemp("registry")
     started: Registry | None = None
-    attempts = 0
-    for port in PORTS:
-        if attempts == 3:
-            break
-        if not _port_free(port):
-            continue
-        attempts += 1
+    for _ in range(3):
+        [port] = server_ports(1, PORTS)
         config = base / f"config-{port}.yml"
         config.write_text(CONFIG.format(root=base / "data", port=port), encoding="utf-8")
         log = base / f"registry-{port}.log"

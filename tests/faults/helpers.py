@@ -28,7 +28,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -292,24 +291,6 @@ def stop_pid(pid: int, mark: str, *, sig: int = signal.SIGTERM, timeout: float =
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return wait_until(lambda: not alive(pid), 10)
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct loopback ports free now. All are held open until every one is chosen: ports
-    picked one at a time can repeat once the socket is closed (a Backend.AI manager once got its
-    service port and its telnet monitor port equal)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 class Background:

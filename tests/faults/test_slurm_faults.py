@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from tests.backends import require_backend, skip_or_fail
+from tests.conftest import server_ports
 from tests.faults import helpers as h
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -46,7 +47,7 @@ class PrivateSlurm:
         for sub in ("state", "spool", "run", "log"):
             (self.dir / sub).mkdir()
         self.conf = self.dir / "slurm.conf"
-        self.ctld_port, self.slurmd_port = h.free_ports(2)
+        self.ctld_port, self.slurmd_port = server_ports(2)
         own = {
             "ClusterName": f"crfault{self.ctld_port}",
             "SlurmctldPort": str(self.ctld_port),

@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from tests.backends import backend_env, require_backend, skip_or_fail, unavailable_reason
+from tests.conftest import server_ports
 from tests.faults import helpers as h
 
 pytestmark = pytest.mark.ssh
@@ -225,7 +226,7 @@ class PrivateSshd:
     def __init__(self, state: Path) -> None:
         self.state = state  # the shared ssh state dir: host key, client key, authorized_keys
         self.dir = Path(tempfile.mkdtemp(prefix="crfsd-", dir="/tmp"))
-        self.port = h.free_port()
+        [self.port] = server_ports(1)
         self.config = self.dir / "sshd_config"
         self.client_config = self.dir / "ssh_config"
         self.pid: int | None = None

@@ -37,8 +37,8 @@ from typing import Any
 import pytest
 
 from tests.backends import backend_env, require_backend
-from tests.conftest import run_records
-from tests.faults.helpers import Background, alive, children, cmdline, error_line, free_ports, wait_until
+from tests.conftest import run_records, server_ports
+from tests.faults.helpers import Background, alive, children, cmdline, error_line, wait_until
 from tests.integration import retries
 
 REPO = Path(__file__).resolve().parents[2]
@@ -302,7 +302,7 @@ class OwnManager:
 
     def __init__(self, bai: Cluster, root: Path) -> None:
         manager_dir = Path(bai.details["manager_dir"])
-        self.port, internal, termui, webui = free_ports(4)
+        self.port, internal, termui, webui = server_ports(4)
         conf = (manager_dir / "manager.toml").read_text()
         swaps = {
             r'service-addr = \{host = "127.0.0.1", port = \d+\}': f'service-addr = {{host = "127.0.0.1", port = {self.port}}}',

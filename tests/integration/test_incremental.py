@@ -170,27 +170,37 @@ def test_cycle_and_graph_command(cli: CLI, tmp_path: Path) -> None:
     assert dot.returncode == 0 and '"train" -> "evaluate";' in dot.stdout
 
 
-def test_independent_tasks_run_in_parallel_in_graph_order(cli: CLI, tmp_path: Path) -> None:
-    # a diamond: a -> (b, c) -> d, plus e independent; each task logs start/end times
+def test_independent_tasks_run_in_parallel_in_graph_order(cli: CLI, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # a diamond: a -> (b, c) -> d, plus e independent; each task logs start/end times. The
+    # independent `a` and `e` meet at a rendezvous: each leaves a marker and waits (bounded) for
+    # the other's, so both can only succeed when cuberun ran them at the same time
     spec = {"a": ([], "a/"), "b": (["a/"], "b/"), "c": (["a/"], "c/"), "d": (["b/", "c/"], "d/"), "e": ([], "e/")}
+    meet = tmp_path_factory.mktemp("rendezvous")  # outside the cube: the markers are not code
     tasks = ""
     for name, (ins, out) in spec.items():
         inputs = ", ".join(f"i{k}: {p}" for k, p in enumerate(ins))
         tasks += f"  {name}:\n    parameters:\n      inputs: {{{inputs}}}\n      outputs: {{out: {out}}}\n"
     write_tree(tmp_path, {
         "mlcube.yaml": "name: p\nlocal: {command: python3 t.py, env: current}\ntasks:\n" + tasks,
-        "t.py": ("import os, sys, time\nargs = dict(a[2:].split('=', 1) for a in sys.argv[2:])\nstart = time.time()\ntime.sleep(0.3)\n"
+        "t.py": ("import os, sys, time\nargs = dict(a[2:].split('=', 1) for a in sys.argv[2:])\nstart = time.time()\n"
+                 f"meet, task = {str(meet)!r}, sys.argv[1]\nother = {{'a': 'e', 'e': 'a'}}.get(task)\n"
+                 "if other:\n"
+                 "    open(os.path.join(meet, task), 'w').close()\n"
+                 "    deadline = time.time() + 60\n"
+                 "    while not os.path.exists(os.path.join(meet, other)) and time.time() < deadline:\n"
+                 "        time.sleep(0.05)\n"
+                 "    if not os.path.exists(os.path.join(meet, other)):\n"
+                 "        sys.exit(f'rendezvous: task {task} waited 60 s for task {other}: they did not run at the same time')\n"
                  "os.makedirs(args['out'], exist_ok=True)\nopen(os.path.join(args['out'], 't.txt'), 'w').write(f'{start} {time.time()}')\n"),
     })
     got = cli("run", "--jobs", "2")
-    assert got.returncode == 0, got.stderr
+    assert got.returncode == 0, f"with --jobs 2 the independent tasks a and e run at the same time: {got.stderr}"
+    assert sorted(p.name for p in meet.iterdir()) == ["a", "e"]
     ws = tmp_path / "workspace"
     times = {n: tuple(map(float, (ws / n / "t.txt").read_text().split())) for n in spec}
     for name, (ins, _) in spec.items():
         for dep in ins:
             assert times[dep.rstrip("/")][1] <= times[name][0], f"{name} started before {dep} finished"
-    overlapping = [(x, y) for x in spec for y in spec if x < y and times[x][0] < times[y][1] and times[y][0] < times[x][1]]
-    assert overlapping, "with --jobs 2 some independent tasks run at the same time"
     again = cli("run", "--jobs", "2")
     assert again.stderr.count("cuberun: skipping task") == 5
 

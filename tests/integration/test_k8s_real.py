@@ -54,7 +54,9 @@ tasks:
   fail:
     entrypoint: sh -c 'echo "failing on purpose"; exit 3' fail
   ticks:
-    entrypoint: sh -c 'i=0; while [ $i -lt 12 ]; do echo "tick $i"; i=$((i+1)); sleep 1; done' ticks
+    entrypoint: sh -c 'for a; do case "$a" in --data=*) d=$(echo "$a" | cut -d= -f2-);; esac; done; i=0; while [ $i -lt 11 ]; do echo "tick $i"; i=$((i+1)); done; i=0; while [ ! -e "$d/go" ] && [ $i -lt 1500 ]; do sleep 0.2; i=$((i+1)); done; test -e "$d/go" || { echo "the gate never opened" >&2; exit 4; }; echo "tick 11"' ticks
+    parameters:
+      inputs: {data: data/}
   sleep:
     entrypoint: sh -c 'echo started; sleep 300' sleep
   missing:
@@ -216,14 +218,19 @@ def test_missing_image_is_one_line(k8s: Cluster, tmp_path: Path) -> None:
 
 
 def test_logs_stream_while_the_pod_runs(k8s: Cluster, tmp_path: Path) -> None:
+    """The task prints ticks 0-10, then waits (bounded) at a gate (a file in its hostPath
+    workspace) before its last line: the first ticks reach the terminal while the pod is still
+    blocked, so they were streamed, not fetched at the end."""
     cube = probe(tmp_path / "probe")
+    gate = cube / "workspace" / "data" / "go"
     bg = Background(["run", "--mlcube", str(cube), "--task", "ticks", "--platform", "k8s-test"], k8s.env, tmp_path)
     try:
-        assert wait_until(lambda: "tick 2" in bg.stdout, 120), bg.stdout + bg.stderr
+        assert wait_until(lambda: "tick 10" in bg.stdout, 120), bg.stdout + bg.stderr
         jobs, _ = k8s.cuberun_objects(name_of(cube))
         assert jobs, "the log arrived only after the Job was gone"
-        assert "tick 11" not in bg.stdout  # still running
-        assert bg.wait(120) == 0
+        assert "tick 11" not in bg.stdout and bg.proc.poll() is None  # blocked at the gate: still running
+        gate.write_text("go\n")
+        assert bg.wait(120) == 0, bg.stderr
     finally:
         bg.stop()
     assert [f"tick {i}" for i in range(12)] == [line for line in bg.stdout.splitlines() if line.startswith("tick")]

@@ -699,3 +699,21 @@ def test_each_resolved_task_gets_its_own_container(hello: Path) -> None:
     plan_a, plan_b = runner.plan(a), runner.plan(b)
     name_a, name_b = plan_a.value("container"), plan_b.value("container")
     assert name_a != name_b and f"--name={name_a}" in plan_a.steps[0].argv and f"--name={name_b}" in plan_b.steps[0].argv
+
+
+def test_a_client_killed_mid_run_ends_its_container_with_kill_then_rm(hello: Path, tmp_path: Path) -> None:
+    """The engine client dies by SIGKILL while the task runs: the container is ended with `kill`
+    (SIGKILL) before `rm -f`, never `rm -f` (or `stop`) alone, which gives a task ignoring SIGTERM
+    Podman's 10 s grace. tests/faults/test_podman_faults.py checks it on the real Podman."""
+    exe = fake_engine(tmp_path, f"""
+        case "$1" in
+          image) echo 'sha256:abc {{}}'; exit 0;;
+          run) kill -9 $$;;
+          kill|rm) echo "$@" >> {tmp_path}/calls; echo removed;;
+        esac
+    """)
+    with pytest.raises(BackendError):
+        _run(runner_for(hello, f"docker.docker={exe}"), tmp_path)
+    calls = [line.split() for line in (tmp_path / "calls").read_text().splitlines()]
+    assert [call[:-1] for call in calls] == [["kill"], ["rm", "-f"]]
+    assert len({call[-1] for call in calls}) == 1 and NAME.match(f"--name={calls[0][-1]}")
